@@ -1,0 +1,33 @@
+# The two set-up commands (see README): `make run` and `make test`.
+# Each creates .venv and installs the project on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench clean goldens
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## run: the whole pipeline on the bundled sample content (SQLite, Maildir in var/mail, feeds in public/)
+run: $(STAMP)
+	$(BIN)/syndicate demo
+
+## test: the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## goldens: regenerate golden files after a deliberate output change (review the diff!)
+goldens: $(STAMP)
+	SYNDICATE_REGENERATE_GOLDENS=1 $(BIN)/python -m pytest -q tests -k golden
+
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/feeds.py && $(BIN)/python bench/compose.py && $(BIN)/python bench/delivery.py
+
+clean:
+	rm -rf var public .pytest_cache

@@ -1,0 +1,120 @@
+"""The operator's command, `syndicate`: a thin click adapter over the core.
+
+This is the only place that turns errors into exit codes and prints them: a
+`SyndicateError` becomes `error: ...` plus its hint and exit status 1, with no
+traceback unless `-v` was given. Commands are grouped by area in
+`pipeline/commands/*.py`; each module has `register(main)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+
+import click
+from rich.console import Console
+
+from .app import App
+from .config import load_settings
+from .errors import SyndicateError
+
+COMMAND_MODULES = [
+    "pipeline.commands.core",
+]
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()}
+        for key in ("job_id", "counts", "status", "duration"):
+            if hasattr(record, key):
+                data[key] = getattr(record, key)
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def setup_logging(verbose: int, log_format: str) -> None:
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("pipeline").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+
+
+class Context:
+    """What every command gets: the settings (loaded once) and the app."""
+
+    def __init__(self, config_path: str, verbose: int, log_format: str):
+        self.config_path = config_path
+        self.verbose = verbose
+        self.log_format = log_format
+        self._app: App | None = None
+
+    @property
+    def app(self) -> App:
+        if self._app is None:
+            self._app = App(load_settings(self.config_path))
+        return self._app
+
+    @property
+    def settings(self):
+        return self.app.settings
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+class SyndicateGroup(click.Group):
+    """Turns SyndicateError into `error: ...` + hint + exit 1 for every subcommand."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SyndicateError as exc:
+            verbose = ctx.obj.verbose if isinstance(ctx.obj, Context) else 0
+            if verbose:
+                err_console.print_exception()
+            err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+            if exc.hint:
+                err_console.print(f"[yellow]hint:[/] {exc.hint}", markup=True, soft_wrap=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=SyndicateGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", default=lambda: os.environ.get("SYNDICATE_CONFIG", "syndicate.toml"),
+              show_default="./syndicate.toml or $SYNDICATE_CONFIG", help="The operator's config file.")
+@click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks on errors, -vv debug logs.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per log line, for log shippers.")
+@click.version_option(package_name="syndicate")
+@click.pass_context
+def main(ctx: click.Context, config_path: str, verbose: int, log_format: str):
+    """Syndicate: approved articles -> feeds, email digests and partner pushes.
+
+    \b
+    Example, the whole pipeline on the sample content:
+      syndicate init && syndicate run
+    """
+    setup_logging(verbose, log_format)
+    ctx.obj = Context(config_path, verbose, log_format)
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(main)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

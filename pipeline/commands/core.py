@@ -1,0 +1,163 @@
+"""init, run, config show, db upgrade."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import click
+from rich.table import Table
+
+from ..cli import console, err_console, pass_ctx
+from ..errors import SyndicateError
+from ..stages import STAGES, run_stage
+
+log = logging.getLogger(__name__)
+
+
+def register(main: click.Group) -> None:
+    main.add_command(init)
+    main.add_command(run)
+    main.add_command(config)
+    main.add_command(db)
+
+
+@click.command()
+@pass_ctx
+def init(ctx):
+    """Create var/, the database and a local secret (idempotent).
+
+    \b
+    Example:
+      syndicate init
+    """
+    from .. import tokens
+    from ..store import get_engine, upgrade
+
+    settings = ctx.settings
+    var = settings.path("paths.var")
+    var.mkdir(parents=True, exist_ok=True)
+    settings.path("paths.public").mkdir(parents=True, exist_ok=True)
+    if settings.email.backend == "maildir":
+        for sub in ("tmp", "new", "cur"):
+            (settings.path("email.maildir") / sub).mkdir(parents=True, exist_ok=True)
+    engine = get_engine(settings.database_url, migrate=False)
+    upgrade(engine)
+    console.print(f"database ready: {engine.url.render_as_string(hide_password=True)}")
+    if settings.security.secret_key:
+        console.print("secret key: from the environment")
+    elif tokens.create_local_secret(settings):
+        err_console.print(f"[yellow]warning:[/] wrote a local demo secret to {tokens.local_secret_path(settings)}; "
+                          "set SYNDICATE_SECRET_KEY in production")
+    else:
+        console.print(f"secret key: local demo secret in {tokens.local_secret_path(settings)}")
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Show what each stage would do; send and write nothing.")
+@click.option("--stage", "only", multiple=True, help="Run only these stages (repeatable).")
+@pass_ctx
+def run(ctx, dry_run: bool, only: tuple[str, ...]):
+    """The main job: every stage once, in order, with a summary.
+
+    A stage that fails is reported and the next stages still run (their own
+    queues may hold work); the exit status is 1 if any stage failed.
+
+    \b
+    Examples:
+      syndicate run
+      syndicate run --dry-run
+      syndicate run --stage ingest --stage build
+    """
+    from ..history import record_run
+
+    app = ctx.app
+    table = Table(title="syndicate run" + (" (dry run)" if dry_run else ""))
+    table.add_column("stage")
+    table.add_column("result")
+    table.add_column("seconds", justify="right")
+    failed = []
+    for stage in STAGES:
+        if only and stage.name not in only:
+            continue
+        if not only and not stage.in_run:
+            continue
+        started = time.monotonic()
+        try:
+            with record_run(app, f"run:{stage.name}", trigger="cli", dry_run=dry_run) as counts:
+                counts.update(run_stage(app, stage.name, dry_run=dry_run))
+            result = ", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing to do"
+        except SyndicateError as exc:
+            failed.append(stage.name)
+            result = f"[red]failed:[/] {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+        table.add_row(stage.name, result, f"{time.monotonic() - started:.2f}")
+    console.print(table)
+    if failed:
+        raise SyndicateError(f"stage(s) failed: {', '.join(failed)}",
+                             hint="Run the stage alone with -v for details; fix, then `syndicate run` again (it is safe to repeat).")
+
+
+@click.group()
+def config():
+    """The effective settings.
+
+    \b
+    Example:
+      syndicate config show
+    """
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def config_show(ctx, as_json: bool):
+    """Print the effective settings (defaults, file, environment), secrets masked.
+
+    \b
+    Examples:
+      syndicate config show
+      SYNDICATE_SITE__BASE_URL=https://news.example.com syndicate config show --json
+    """
+    settings = ctx.settings
+    effective = settings.effective(mask_secrets=True)
+    if as_json:
+        click.echo(json.dumps({"settings": effective, "policy_rules": settings.policy_rules,
+                               "partners": settings.partners}, indent=2, default=str))
+        return
+    table = Table(title=f"settings ({settings.source or 'defaults'})")
+    table.add_column("setting")
+    table.add_column("value", overflow="fold")
+    table.add_column("from")
+    for section, values in effective.items():
+        for key, value in values.items():
+            table.add_row(f"{section}.{key}", repr(value), settings.origins[f"{section}.{key}"])
+    console.print(table)
+    console.print(f"policy rules: {', '.join(r['name'] for r in settings.policy_rules) or 'none'}")
+    console.print(f"partners: {', '.join(p['name'] for p in settings.partners) or 'none'}")
+
+
+@click.group()
+def db():
+    """Database maintenance.
+
+    \b
+    Example:
+      syndicate db upgrade
+    """
+
+
+@db.command("upgrade")
+@pass_ctx
+def db_upgrade(ctx):
+    """Apply pending migrations (they also run automatically on first use).
+
+    \b
+    Example:
+      syndicate db upgrade
+    """
+    from ..store import current_revision, get_engine, upgrade
+
+    engine = get_engine(ctx.settings.database_url, migrate=False)
+    upgrade(engine)
+    console.print(f"database at revision {current_revision(engine)}")

@@ -1,0 +1,386 @@
+"""Every setting, declared once: (section, key, default, type, help).
+
+Loaded once, in this order, later wins: the defaults below, then `syndicate.toml`,
+then environment variables `SYNDICATE_<SECTION>__<KEY>`, then CLI flags (the CLI
+passes them as `overrides`). An unknown key or a value of the wrong type stops
+start-up with the key and the fix named. Secrets (`secret=True`) are read only from
+the environment; a secret in the TOML file is an error, so none ends up in a repo.
+
+Two sections are lists of tables rather than plain keys: `[[policy.rules]]` and
+`[[partners]]`; their fields are declared in `POLICY_RULE_FIELDS` / `PARTNER_FIELDS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError
+
+ENV_PREFIX = "SYNDICATE_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    default: Any
+    type: type | Callable
+    help: str
+    secret: bool = False
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def env_name(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}__{self.key.upper()}"
+
+
+def _list_of_str(value):
+    if isinstance(value, str):  # from the environment: comma separated
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return list(value)
+
+
+def _bool(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _int(value):
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    return int(value)
+
+
+def _float(value):
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    return float(value)
+
+
+S = Setting
+SETTINGS: list[Setting] = [
+    # --- site: who we are; everything a reader or recipient sees
+    S("site", "title", "Syndicate Sample Journal", str, "Site name used in feeds, pages and emails."),
+    S("site", "description", "Articles from our community of authors.", str, "One-line site description (RSS channel description)."),
+    S("site", "base_url", "http://127.0.0.1:8000", str, "Absolute URL the public site is served from; every link in feeds and emails starts with it."),
+    S("site", "language", "en", str, "RFC 5646 language tag of the content."),
+    S("site", "timezone", "UTC", str, "IANA timezone used for digest schedules and dates shown to people."),
+    S("site", "postal_address", "", str, "Physical postal address printed in every email footer (CAN-SPAM); digests refuse to render without it."),
+    S("site", "from_address", "", str, "From address of digests, e.g. 'Journal <digest@news.example.com>'."),
+    S("site", "transactional_from", "", str, "From address of confirmation and other transactional mail (must differ from from_address, BULK-6)."),
+    S("site", "reply_to", "", str, "Reply-To address for digests (empty: none)."),
+    S("site", "list_id", "", str, "List-Id value, e.g. 'Journal digest <digest.news.example.com>' (empty: derived from base_url)."),
+    # --- paths: where things live; relative paths are relative to the config file's folder
+    S("paths", "content", "content", str, "Folder with articles/ and authors/."),
+    S("paths", "templates", "templates", str, "Folder with email/ and web/ templates (operator overrides of the bundled ones)."),
+    S("paths", "public", "public", str, "Output folder for feeds, pages and digest web views."),
+    S("paths", "var", "var", str, "State folder: database, local secret, Maildir, locks."),
+    S("paths", "schedules", "schedules", str, "Folder of schedule files (*.toml) read by `syndicate scheduler`."),
+    # --- database
+    S("database", "url", "sqlite:///var/syndicate.db", str, "SQLAlchemy URL. SQLite paths are relative to the config folder; PostgreSQL: postgresql+psycopg://user@host/db."),
+    # --- ingest
+    S("ingest", "max_file_bytes", 1_000_000, _int, "Largest article file accepted, in bytes."),
+    S("ingest", "strict", False, _bool, "Treat any bad file as fatal (same as `syndicate ingest --strict`)."),
+    # --- email
+    S("email", "backend", "maildir", str, "How mail leaves: 'maildir' (files in email.maildir) or 'smtp'.", choices=("maildir", "smtp")),
+    S("email", "maildir", "var/mail", str, "Maildir that the maildir backend writes to."),
+    S("email", "smtp_host", "127.0.0.1", str, "SMTP server host."),
+    S("email", "smtp_port", 587, _int, "SMTP server port."),
+    S("email", "smtp_security", "starttls", str, "'starttls' (fail closed if not offered), 'tls' (implicit TLS) or 'none' (local relays only).", choices=("starttls", "tls", "none")),
+    S("email", "smtp_username", "", str, "SMTP AUTH user (empty: no AUTH)."),
+    S("email", "smtp_password", "", str, "SMTP AUTH password; environment only.", secret=True),
+    S("email", "smtp_timeout", 30.0, _float, "Seconds to wait for the SMTP server."),
+    S("email", "bounce_domain", "", str, "Domain of the VERP envelope sender bounces+TOKEN@DOMAIN (empty: the From domain)."),
+    S("email", "dkim_selector", "", str, "DKIM selector (empty: no DKIM signing)."),
+    S("email", "dkim_domain", "", str, "DKIM d= domain; must align with the From domain."),
+    S("email", "dkim_private_key", "", str, "PEM private key for DKIM; environment only.", secret=True),
+    # --- feeds
+    S("feeds", "max_entries", 50, _int, "Entries in a subscription feed; older ones move to RFC 5005 archives."),
+    S("feeds", "archive_size", 50, _int, "Entries per archive document (full archives never change)."),
+    S("feeds", "hubs", [], _list_of_str, "WebSub hub URLs pinged when a feed changes."),
+    S("feeds", "hub_url_param", "hub.url", str, "Form field naming the topic in a hub publish ping ('hub.url' or 'hub.topic')."),
+    S("feeds", "max_age", 600, _int, "Cache-Control max-age (s) of subscription feeds and pages."),
+    S("feeds", "archive_max_age", 31_536_000, _int, "Cache-Control max-age (s) of full archive documents."),
+    # --- web
+    S("web", "host", "127.0.0.1", str, "Address `syndicate serve` listens on."),
+    S("web", "port", 8000, _int, "Port `syndicate serve` listens on."),
+    # --- tokens
+    S("security", "secret_key", "", str, "Key that signs tokens (confirm, unsubscribe, preferences, VERP); environment only. `syndicate init` writes a local one to var/secret_key for the demo.", secret=True),
+]
+
+POLICY_RULE_FIELDS = {
+    "name": (str, "Short id of the rule, shown in `syndicate review`."),
+    "phrases": (_list_of_str, "Words or phrases (case-insensitive, whole words) that flag a revision."),
+    "action": (str, "'flag' (needs --override to approve) or 'warn' (shown, not blocking)."),
+    "description": (str, "What the rule is for, shown to editors."),
+}
+
+DEFAULT_POLICY_RULES = [
+    {
+        "name": "no-politics",
+        "description": "Site rule: statements involving politics will not be approved.",
+        "action": "flag",
+        "phrases": [
+            "politics", "political", "politician", "election", "elections", "vote for",
+            "voting", "ballot", "parliament", "congress", "senate", "government",
+            "prime minister", "president", "political party", "left-wing", "right-wing",
+            "campaign rally", "legislation", "referendum",
+        ],
+    },
+]
+
+PARTNER_FIELDS = {
+    "name": (str, "Short unique name of the partner."),
+    "kind": (str, "'webhook', 'micropub' or 'websub'."),
+    "url": (str, "Endpoint URL (from admin config only)."),
+    "secret_env": (str, "Environment variable holding the signing secret (webhook: whsec_...) or bearer token (micropub)."),
+    "tags": (_list_of_str, "Only articles with one of these tags (empty: all)."),
+    "categories": (_list_of_str, "Only articles in one of these categories (empty: all)."),
+    "authors": (_list_of_str, "Only articles by one of these author slugs (empty: all)."),
+    "enabled": (_bool, "false keeps the partner configured but sends nothing."),
+    "allow_private": (_bool, "Allow a URL that resolves to a private or loopback address (tests and intranets; SW-7)."),
+}
+
+
+def declared(section: str, key: str) -> Setting:
+    for s in SETTINGS:
+        if s.section == section and s.key == key:
+            return s
+    raise KeyError(f"{section}.{key}")
+
+
+def sections() -> list[str]:
+    seen: list[str] = []
+    for s in SETTINGS:
+        if s.section not in seen:
+            seen.append(s.section)
+    return seen
+
+
+class Section:
+    """Attribute access to one section's values: `settings.site.base_url`."""
+
+    def __init__(self, name: str, values: dict[str, Any]):
+        self._name = name
+        self._values = values
+
+    def __getattr__(self, key: str):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f"no setting {self._name}.{key}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+class Settings:
+    """The effective configuration. Not state: nothing here changes while running."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], root: Path, policy_rules: list[dict],
+                 partners: list[dict], source: Path | None, origins: dict[str, str]):
+        self._values = values
+        self.root = root
+        self.policy_rules = policy_rules
+        self.partners = partners
+        self.source = source
+        self.origins = origins  # "section.key" -> "default" | file | env name
+        for name, vals in values.items():
+            setattr(self, name, Section(name, vals))
+
+    def path(self, section_key: str) -> Path:
+        """A path setting resolved against the config folder, e.g. path('paths.public')."""
+        section, key = section_key.split(".")
+        raw = Path(self._values[section][key])
+        return raw if raw.is_absolute() else (self.root / raw)
+
+    @property
+    def database_url(self) -> str:
+        url = self._values["database"]["url"]
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
+            return prefix + str((self.root / url[len(prefix):]).resolve())
+        return url
+
+    def effective(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for s in SETTINGS:
+            value = self._values[s.section][s.key]
+            if s.secret and mask_secrets and value:
+                value = "********"
+            out.setdefault(s.section, {})[s.key] = value
+        return out
+
+    def partner_secret(self, partner: dict) -> str:
+        env = partner.get("secret_env") or ""
+        return os.environ.get(env, "") if env else ""
+
+
+def _coerce(setting: Setting, value: Any, where: str):
+    try:
+        result = setting.type(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{where}: {setting.section}.{setting.key} = {value!r} is not valid ({exc})",
+            hint=f"{setting.help} Default: {setting.default!r}.",
+        ) from None
+    if setting.choices and result not in setting.choices:
+        raise ConfigError(
+            f"{where}: {setting.section}.{setting.key} = {value!r} is not one of {', '.join(setting.choices)}",
+            hint=setting.help,
+        )
+    return result
+
+
+def _coerce_table(fields: dict, table: dict, where: str, required: tuple[str, ...]) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table", hint="Write it as [[...]] with key = value lines.")
+    out = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}",
+                              hint=f"Known keys: {', '.join(fields)}.")
+        conv, _help = fields[key]
+        try:
+            out[key] = conv(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}.{key} = {value!r} is not valid ({exc})", hint=_help) from None
+    for key in required:
+        if not out.get(key):
+            raise ConfigError(f"{where}: {key!r} is required", hint=fields[key][1])
+    return out
+
+
+def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None,
+                  overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then the TOML file (if it exists), then the environment, then overrides.
+
+    `overrides` maps "section.key" to a value (CLI flags). `env` defaults to os.environ.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, dict[str, Any]] = {}
+    origins: dict[str, str] = {}
+    for s in SETTINGS:
+        values.setdefault(s.section, {})[s.key] = s.default
+        origins[f"{s.section}.{s.key}"] = "default"
+
+    source: Path | None = None
+    data: dict[str, Any] = {}
+    if path is not None:
+        source = Path(path)
+        if source.exists():
+            try:
+                data = tomllib.loads(source.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{source}: not valid TOML ({exc})",
+                                  hint="Fix the syntax; `syndicate.toml` in the repository is a commented example.") from None
+        elif path != "syndicate.toml":
+            raise ConfigError(f"config file {source} does not exist",
+                              hint="Pass --config with an existing file, or leave it out to use ./syndicate.toml.")
+    root = (source.parent if source is not None else Path.cwd()).resolve()
+
+    policy_rules = [dict(r) for r in DEFAULT_POLICY_RULES]
+    partners: list[dict] = []
+    known_sections = set(sections())
+    for section, table in data.items():
+        where = f"{source}"
+        if section == "policy":
+            if not isinstance(table, dict) or set(table) - {"rules"}:
+                raise ConfigError(f"{where}: [policy] takes only [[policy.rules]] tables",
+                                  hint="Each rule: name, phrases, action, description.")
+            policy_rules = [
+                _coerce_table(POLICY_RULE_FIELDS, rule, f"{where}: policy.rules[{i}]", ("name", "phrases"))
+                for i, rule in enumerate(table.get("rules", []))
+            ]
+            for rule in policy_rules:
+                rule.setdefault("action", "flag")
+                rule.setdefault("description", "")
+                if rule["action"] not in ("flag", "warn"):
+                    raise ConfigError(f"{where}: policy rule {rule['name']!r}: action must be 'flag' or 'warn'",
+                                      hint="'flag' blocks approval without --override; 'warn' only shows.")
+            continue
+        if section == "partners":
+            if not isinstance(table, list):
+                raise ConfigError(f"{where}: partners must be [[partners]] tables",
+                                  hint="See the commented example in syndicate.toml.")
+            for i, partner in enumerate(table):
+                p = _coerce_table(PARTNER_FIELDS, partner, f"{where}: partners[{i}]", ("name", "kind", "url"))
+                if p["kind"] not in ("webhook", "micropub", "websub"):
+                    raise ConfigError(f"{where}: partner {p['name']!r}: kind {p['kind']!r} is unknown",
+                                      hint="Use 'webhook', 'micropub' or 'websub'.")
+                p.setdefault("secret_env", "")
+                p.setdefault("tags", [])
+                p.setdefault("categories", [])
+                p.setdefault("authors", [])
+                p.setdefault("enabled", True)
+                p.setdefault("allow_private", False)
+                partners.append(p)
+            names = [p["name"] for p in partners]
+            dupes = {n for n in names if names.count(n) > 1}
+            if dupes:
+                raise ConfigError(f"{where}: partner name(s) used twice: {', '.join(sorted(dupes))}",
+                                  hint="Partner names identify their deliveries; make them unique.")
+            continue
+        if section not in known_sections:
+            raise ConfigError(f"{where}: unknown section [{section}]",
+                              hint=f"Known sections: {', '.join(sorted(known_sections | {'policy', 'partners'}))}.")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{section}] must be a table", hint="Write it as [section] with key = value lines.")
+        for key, value in table.items():
+            try:
+                setting = declared(section, key)
+            except KeyError:
+                keys = [s.key for s in SETTINGS if s.section == section]
+                raise ConfigError(f"{where}: unknown setting {section}.{key}",
+                                  hint=f"Settings in [{section}]: {', '.join(keys)}.") from None
+            if setting.secret:
+                raise ConfigError(f"{where}: {section}.{key} is a secret and must not be in a file",
+                                  hint=f"Remove it from the file and set the environment variable {setting.env_name}.")
+            values[section][key] = _coerce(setting, value, where)
+            origins[f"{section}.{key}"] = str(source)
+
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        try:
+            setting = declared(section, key)
+        except KeyError:
+            raise ConfigError(f"environment variable {name} names no setting",
+                              hint="Unset it, or fix its name: SYNDICATE_<SECTION>__<KEY>, see `syndicate config show`.") from None
+        values[section][key] = _coerce(setting, raw, name)
+        origins[f"{section}.{key}"] = name
+    # The short names the docs promise for the most common secret.
+    if env.get("SYNDICATE_SECRET_KEY"):
+        values["security"]["secret_key"] = env["SYNDICATE_SECRET_KEY"]
+        origins["security.secret_key"] = "SYNDICATE_SECRET_KEY"
+
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".")
+        setting = declared(section, key)
+        values[section][key] = _coerce(setting, value, "command line")
+        origins[dotted] = "command line"
+
+    return Settings(values, root, policy_rules, partners, source, origins)
+
+
+def require(settings: Settings, section_key: str, why: str) -> Any:
+    """The value of a setting that this operation cannot do without."""
+    section, key = section_key.split(".")
+    value = getattr(getattr(settings, section), key)
+    if value in ("", None, []):
+        s = declared(section, key)
+        where = s.env_name if s.secret else f"[{section}] {key} in {settings.source or 'syndicate.toml'}"
+        raise ConfigError(f"{section_key} is not set; {why}", hint=f"Set {where}. {s.help}")
+    return value

@@ -1,0 +1,108 @@
+"""Draining the outbox: claim due rows, hand each channel's rows to its handler, record.
+
+A channel handler (email, webhook, micropub, websub) is an object with
+`send(rows) -> list[Outcome]`; handlers are registered by short name with
+`register_channel(name, factory)` where `factory(settings, engine)` builds one.
+The email channel looks up a *message builder* per delivery kind
+(`register_email_kind("digest", builder)`), so composing stays in pipeline.digests
+and pipeline.subscribers while sending stays here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from typing import Callable, Iterable, Protocol
+
+from sqlalchemy.engine import Engine
+
+from . import outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What happened to one claimed row.
+
+    status: sent | retry | failed | suppressed | dead | release
+    (release: give the row back untouched, e.g. a paused channel or a dry run).
+    `spend_attempt=False` requeues without counting a try (throttling answers).
+    """
+
+    delivery_id: int
+    status: str
+    error: str = ""
+    answer: str = ""
+    next_attempt_at: dt.datetime | None = None
+    spend_attempt: bool = True
+
+
+class ChannelHandler(Protocol):
+    def send(self, rows: list[dict]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+_channels: dict[str, Callable] = {}
+_email_kinds: dict[str, Callable] = {}
+
+
+def register_channel(name: str, factory: Callable) -> None:
+    _channels[name] = factory
+
+
+def channel_factory(name: str) -> Callable:
+    _load_builtin_channels()
+    try:
+        return _channels[name]
+    except KeyError:
+        from ..errors import ConfigError
+        raise ConfigError(f"no handler for delivery channel {name!r}",
+                          hint=f"Known channels: {', '.join(sorted(_channels))}.") from None
+
+
+def register_email_kind(kind: str, builder: Callable) -> None:
+    """builder(conn, settings, row) -> pipeline.delivery.email.OutgoingEmail | None.
+    None means: do not send (the recipient left or was suppressed since composing)."""
+    _email_kinds[kind] = builder
+
+
+def email_builder(kind: str) -> Callable:
+    _load_builtin_channels()
+    return _email_kinds[kind]
+
+
+def _load_builtin_channels() -> None:
+    # Importing a module registers what it provides; kept lazy so that importing
+    # pipeline.delivery stays cheap and cycle-free.
+    from . import email  # noqa: F401
+    for module in ("pipeline.subscribers", "pipeline.digests", "pipeline.partners"):
+        try:
+            __import__(module)
+        except ImportError as exc:
+            if exc.name != module:
+                raise
+
+
+def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str, int]:
+    """Write the outcomes of one batch in one transaction; counts by status."""
+    counts: dict[str, int] = {}
+    with engine.begin() as conn:
+        for o in outcomes:
+            if o.status == "sent":
+                outbox.mark_sent(conn, o.delivery_id, answer=o.answer, worker=worker)
+            elif o.status == "retry":
+                outbox.mark_retry(conn, o.delivery_id, error=o.error, answer=o.answer,
+                                  next_attempt_at=o.next_attempt_at, spend_attempt=o.spend_attempt,
+                                  worker=worker)
+            elif o.status in ("failed", "suppressed", "dead"):
+                outbox.mark_failed(conn, o.delivery_id, error=o.error, answer=o.answer,
+                                   state=o.status, worker=worker)
+            elif o.status == "release":
+                outbox.release(conn, o.delivery_id, worker=worker, not_before=o.next_attempt_at)
+            else:
+                raise ValueError(f"unknown outcome {o.status!r}")
+            counts[o.status] = counts.get(o.status, 0) + 1
+    return counts

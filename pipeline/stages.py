@@ -1,0 +1,45 @@
+"""The pipeline's stages, in order. `syndicate run`, `syndicate jobs run` and the
+scheduler all run stages through `run_stage`, so a stage behaves the same whichever
+way it was started.
+
+A stage is `func(app, *, dry_run=False, **options) -> dict[str, int]` (counts for the
+summary and the job history). Implementations live in their own modules and are
+imported when the stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable
+
+from .app import App
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    target: str  # "module:function"
+    help: str
+    in_run: bool = True  # part of `syndicate run`
+
+    def resolve(self) -> Callable:
+        module, _, func = self.target.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+STAGES: list[Stage] = [
+    Stage("ingest", "pipeline.content:ingest_stage", "content/ -> database (new revisions, policy flags, retractions)"),
+]
+
+
+def get_stage(name: str) -> Stage:
+    for stage in STAGES:
+        if stage.name == name:
+            return stage
+    from .errors import NotFound
+    raise NotFound(f"no stage named {name!r}", hint=f"Stages: {', '.join(s.name for s in STAGES)}.")
+
+
+def run_stage(app: App, name: str, *, dry_run: bool = False, **options) -> dict:
+    return get_stage(name).resolve()(app, dry_run=dry_run, **options) or {}

@@ -1,0 +1,136 @@
+"""The database: engine creation, migrations, and the few helpers every stage shares.
+
+SQLite is the default (WAL, a busy timeout, `BEGIN IMMEDIATE` so that two writers
+queue instead of failing on a lock upgrade); PostgreSQL through psycopg 3 when one
+machine is not enough. The same code runs on both.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine
+
+from ..errors import ConfigError, SyndicateError
+from . import schema
+from .schema import metadata
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+_migrated: set[str] = set()
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str, **kwargs) -> Engine:
+    """A new engine for `url`, configured for concurrent use by several processes."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "database.url points at PostgreSQL but psycopg is not installed",
+                hint="pip install 'syndicate[postgres]'",
+            ) from None
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(url, **kwargs)
+    raise ConfigError(f"unsupported database URL {url!r}",
+                      hint="Use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db.")
+
+
+def get_engine(url: str, *, migrate: bool = True) -> Engine:
+    """The process-wide engine for `url`; migrations are applied on first use."""
+    url = normalise_url(url)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+    if migrate and url not in _migrated:
+        upgrade(engine)
+        _migrated.add(url)
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests, and after fork)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _migrated.clear()
+
+
+def alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Apply every migration not yet applied (idempotent; safe from several processes)."""
+    from alembic import command
+
+    try:
+        command.upgrade(alembic_config(engine), revision)
+    except SyndicateError:
+        raise
+    except Exception as exc:  # the driver's own error types differ per backend
+        raise SyndicateError(
+            f"could not migrate the database at {engine.url.render_as_string(hide_password=True)}: {exc}",
+            hint="Check database.url and that the server is reachable; `syndicate db upgrade -v` shows details.",
+        ) from exc
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def has_table(engine: Engine, name: str) -> bool:
+    return inspect(engine).has_table(name)
+
+
+def is_postgres(conn_or_engine) -> bool:
+    return conn_or_engine.dialect.name == "postgresql"
+
+
+__all__ = ["schema", "metadata", "make_engine", "get_engine", "upgrade", "dispose_engines", "is_postgres"]

@@ -1,0 +1,85 @@
+"""Signed tokens, one salt per purpose, HMAC-SHA256 (itsdangerous' default is SHA-1).
+
+A token made for one purpose (`confirm`, `unsubscribe`, `preferences`, `verp`, ...)
+does not verify for another, and one made for a subscriber names that subscriber
+only. The key comes from the environment (SYNDICATE_SECRET_KEY); `syndicate init`
+writes a local one to var/secret_key for the demo and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from pathlib import Path
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+from .config import Settings
+from .errors import ConfigError, TokenError
+
+log = logging.getLogger(__name__)
+SECRET_FILE = "secret_key"
+_warned = False
+
+
+def local_secret_path(settings: Settings) -> Path:
+    return settings.path("paths.var") / SECRET_FILE
+
+
+def create_local_secret(settings: Settings) -> bool:
+    """Write var/secret_key if it does not exist; True when a new one was written."""
+    path = local_secret_path(settings)
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return True
+
+
+def secret_key(settings: Settings) -> str:
+    global _warned
+    key = settings.security.secret_key
+    if key:
+        return key
+    path = local_secret_path(settings)
+    if path.exists():
+        if not _warned:
+            log.warning("using the local demo secret in %s; set SYNDICATE_SECRET_KEY in production", path)
+            _warned = True
+        return path.read_text(encoding="utf-8").strip()
+    raise ConfigError("no secret key to sign tokens with",
+                      hint="Set SYNDICATE_SECRET_KEY (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
+                           "or run `syndicate init` for a local demo secret.")
+
+
+def _serializer(settings: Settings, purpose: str, timed: bool):
+    cls = URLSafeTimedSerializer if timed else URLSafeSerializer
+    return cls(secret_key(settings), salt=f"syndicate.{purpose}",
+               signer_kwargs={"digest_method": hashlib.sha256})
+
+
+def sign(settings: Settings, purpose: str, value, *, timed: bool = False) -> str:
+    return _serializer(settings, purpose, timed).dumps(value)
+
+
+def verify(settings: Settings, purpose: str, token: str, *, max_age: int | None = None):
+    """The signed value, or TokenError (tampered, wrong purpose, or older than max_age)."""
+    try:
+        if max_age is not None:
+            return _serializer(settings, purpose, True).loads(token, max_age=max_age)
+        return _serializer(settings, purpose, False).loads(token)
+    except SignatureExpired:
+        raise TokenError("this link has expired", hint="Ask for a new one.") from None
+    except BadSignature:
+        raise TokenError("this link is not valid", hint="Check that the whole link was copied.") from None
+
+
+def random_token() -> str:
+    """A 256-bit random token for single-use links (store only its sha256)."""
+    return secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
