@@ -23,6 +23,7 @@ from .errors import SyndicateError
 
 COMMAND_MODULES = [
     "pipeline.commands.core",
+    "pipeline.commands.editorial",
 ]
 
 console = Console(highlight=False)

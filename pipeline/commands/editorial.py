@@ -1,0 +1,157 @@
+"""ingest, review, approve, reject."""
+
+from __future__ import annotations
+
+import getpass
+import os
+
+import click
+from rich.markup import escape
+from rich.syntax import Syntax
+from rich.table import Table
+
+from ..cli import console, err_console, pass_ctx
+from ..errors import SyndicateError
+
+
+def register(main: click.Group) -> None:
+    main.add_command(ingest)
+    main.add_command(review)
+    main.add_command(approve)
+    main.add_command(reject)
+
+
+def default_editor() -> str:
+    try:
+        return os.environ.get("SYNDICATE_EDITOR") or getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "editor"
+
+
+@click.command()
+@click.option("--strict", is_flag=True, help="Any bad file is fatal: nothing is written.")
+@click.option("--dry-run", is_flag=True, help="Check every file and report; write nothing.")
+@pass_ctx
+def ingest(ctx, strict: bool, dry_run: bool):
+    """Read content/ into the database: new revisions, policy flags, retractions.
+
+    Unchanged files are skipped without parsing. A bad file is reported with its
+    path, the field and the fix; the rest of the batch goes on, and the exit status
+    is 1 if any file failed.
+
+    \b
+    Examples:
+      syndicate ingest
+      syndicate ingest --strict      # in CI: fail on the first bad file, write nothing
+    """
+    from ..content import ingest as run_ingest
+
+    report = run_ingest(ctx.app, dry_run=dry_run, strict=strict or None)
+    for err in report.errors:
+        err_console.print(f"[red]bad file:[/] {escape(err.message)}", soft_wrap=True)
+        if err.hint:
+            err_console.print(f"  [yellow]hint:[/] {escape(err.hint)}", soft_wrap=True)
+    parts = [f"{len(report.new)} new", f"{len(report.changed)} changed", f"{report.unchanged} unchanged",
+             f"{len(report.retracted)} retracted", f"{len(report.flagged)} flagged by policy",
+             f"{len(report.errors)} failed", f"{report.authors} authors"]
+    console.print(("dry run: " if dry_run else "ingested: ") + ", ".join(parts))
+    if report.flagged:
+        console.print(f"flagged (see `syndicate review`): {', '.join(report.flagged)}")
+    if report.errors:
+        raise SyndicateError(f"{len(report.errors)} file(s) could not be ingested",
+                             hint="Fix the files named above and run `syndicate ingest` again; the others were ingested.")
+
+
+@click.command()
+@click.option("--drafts", is_flag=True, help="Also list drafts.")
+@click.option("--diff/--no-diff", default=True, show_default=True, help="Show the change against the last approved revision.")
+@pass_ctx
+def review(ctx, drafts: bool, diff: bool):
+    """Revisions waiting for an editor, with policy flags and a diff.
+
+    \b
+    Example:
+      syndicate review
+    """
+    from ..editorial import review_queue
+
+    with ctx.app.engine.connect() as conn:
+        queue = review_queue(conn, include_drafts=drafts)
+    if not queue:
+        console.print("Nothing waits for review.")
+        return
+    table = Table(title=f"{len(queue)} revision(s) waiting for review")
+    for col in ("slug", "rev", "state", "title", "author", "hash", "policy flags"):
+        table.add_column(col, overflow="fold")
+    for p in queue:
+        flags = "; ".join(f"[red]{escape(f['rule'])}[/] ({f['action']}: {escape(', '.join(f['matches']))})" for f in p.flags)
+        table.add_row(p.slug, str(p.number), p.state, escape(p.title), p.author_slug, p.content_hash[:12],
+                      flags or "[green]none[/]")
+    console.print(table)
+    if diff:
+        for p in queue:
+            if p.diff:
+                console.print(f"\n[bold]{p.slug}[/]: changes since the approved revision")
+                console.print(Syntax(p.diff, "diff", word_wrap=True))
+    console.print("\nApprove with `syndicate approve SLUG`, reject with `syndicate reject SLUG --reason TEXT`.")
+
+
+@click.command()
+@click.argument("slugs", nargs=-1)
+@click.option("--all", "all_pending", is_flag=True, help="Every waiting revision that no policy rule flags.")
+@click.option("--note", default="", help="A note stored with the approval.")
+@click.option("--override", default="", metavar="REASON", help="Approve flagged revisions anyway; the reason is recorded.")
+@click.option("--editor", default=default_editor, show_default="$SYNDICATE_EDITOR or your login", help="Who approves.")
+@click.option("--hash", "expected_hash", default=None, help="Only approve if the content hash still starts with this (what you reviewed).")
+@pass_ctx
+def approve(ctx, slugs, all_pending: bool, note: str, override: str, editor: str, expected_hash: str | None):
+    """Approve the current revision of articles; it is syndicated from then on.
+
+    The approval is pinned to the revision's content hash: a later edit waits for
+    review again while this revision stays the one syndicated.
+
+    \b
+    Examples:
+      syndicate approve why-small-rituals-matter
+      syndicate approve --all --note "Monday batch"
+      syndicate approve some-slug --override "quotes a law, not a political statement"
+    """
+    from ..editorial import approve as do_approve
+
+    if not slugs and not all_pending:
+        raise SyndicateError("name the articles to approve, or pass --all",
+                             hint="`syndicate review` lists what waits.")
+    if expected_hash and len(slugs) != 1:
+        raise SyndicateError("--hash goes with exactly one slug", hint="Approve the articles one at a time.")
+    with ctx.app.engine.begin() as conn:
+        if expected_hash:
+            from ..editorial import _current
+            row = _current(conn, slugs[0])
+            if not row.content_hash.startswith(expected_hash):
+                raise SyndicateError(f"{slugs[0]} changed since you reviewed it (hash now {row.content_hash[:12]})",
+                                     hint="Run `syndicate review` again and approve what you read.")
+        decisions = do_approve(conn, slugs, editor=editor, note=note, override=override, all_pending=all_pending)
+    if not decisions:
+        console.print("Nothing waits for review.")
+    for d in decisions:
+        colour = {"approved": "green", "skipped": "yellow"}.get(d.outcome, "red")
+        console.print(f"[{colour}]{d.outcome}[/] {d.slug} r{d.revision}" + (f": {escape(d.reason)}" if d.reason else ""))
+
+
+@click.command()
+@click.argument("slug")
+@click.option("--reason", required=True, help="Why; stored with the decision for the author.")
+@click.option("--editor", default=default_editor, show_default="$SYNDICATE_EDITOR or your login", help="Who rejects.")
+@pass_ctx
+def reject(ctx, slug: str, reason: str, editor: str):
+    """Reject the waiting revision of an article.
+
+    \b
+    Example:
+      syndicate reject vote-this-time --reason "Statements involving politics are not approved."
+    """
+    from ..editorial import reject as do_reject
+
+    with ctx.app.engine.begin() as conn:
+        d = do_reject(conn, slug, editor=editor, reason=reason)
+    console.print(f"[red]rejected[/] {d.slug} r{d.revision}: {escape(d.reason)}")
