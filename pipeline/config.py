@@ -115,6 +115,11 @@ SETTINGS: list[Setting] = [
     # --- web
     S("web", "host", "127.0.0.1", str, "Address `syndicate serve` listens on."),
     S("web", "port", 8000, _int, "Port `syndicate serve` listens on."),
+    # --- scheduler (owner: pipeline.scheduler)
+    S("scheduler", "heartbeat_seconds", 10.0, _float, "Seconds between the scheduler's heartbeats, checks of its leader lock and of paused jobs (a pause or resume is honoured within this time)."),
+    S("scheduler", "standby_poll_seconds", 5.0, _float, "Seconds between a standby scheduler's attempts to take over; with the lock's keepalives a standby takes over within 30 s of the leader dying."),
+    S("scheduler", "max_workers", 10, _int, "Jobs that may run at the same time in one scheduler (APScheduler's thread pool)."),
+    S("scheduler", "stale_after_seconds", 60.0, _float, "A scheduler heartbeat older than this is reported as stale by /healthz and `syndicate status`."),
     # --- tokens
     S("security", "secret_key", "", str, "Key that signs tokens (confirm, unsubscribe, preferences, VERP); environment only. `syndicate init` writes a local one to var/secret_key for the demo.", secret=True),
 ]
@@ -373,6 +378,19 @@ def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] 
         origins[dotted] = "command line"
 
     return Settings(values, root, policy_rules, partners, source, origins)
+
+
+def settings_markdown() -> str:
+    """The settings reference for the README, generated from SETTINGS (a test keeps
+    the README in step)."""
+    lines = ["| setting | environment variable | default | what it does |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "(secret: environment only)" if s.secret else f"`{s.default!r}`"
+        help_text = s.help + (f" One of: {', '.join(s.choices)}." if s.choices else "")
+        lines.append(f"| `{s.section}.{s.key}` | `{s.env_name}` | {default} | {help_text.replace('|', '/')} |")
+    lines += ["", "`[[policy.rules]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in POLICY_RULE_FIELDS.items()),
+              "", "`[[partners]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in PARTNER_FIELDS.items())]
+    return "\n".join(lines)
 
 
 def require(settings: Settings, section_key: str, why: str) -> Any:

@@ -137,6 +137,37 @@ def config_show(ctx, as_json: bool):
     console.print(f"partners: {', '.join(p['name'] for p in settings.partners) or 'none'}")
 
 
+@config.command("docs")
+@click.option("--write", "readme", type=click.Path(dir_okay=False), default=None,
+              help="Replace the settings block of this Markdown file instead of printing.")
+def config_docs(readme: str | None):
+    """The settings reference as Markdown, generated from the one declaration table.
+
+    \b
+    Examples:
+      syndicate config docs
+      syndicate config docs --write README.md
+    """
+    from ..config import settings_markdown
+
+    text = settings_markdown()
+    if readme is None:
+        click.echo(text)
+        return
+    from pathlib import Path
+
+    path = Path(readme)
+    doc = path.read_text(encoding="utf-8")
+    start, end = "<!-- settings:start -->", "<!-- settings:end -->"
+    if start not in doc or end not in doc:
+        raise SyndicateError(f"{readme} has no {start} ... {end} block",
+                             hint="Add the two marker lines where the settings reference belongs.")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + "\n" + text + "\n" + end + tail, encoding="utf-8")
+    console.print(f"updated the settings reference in {readme}")
+
+
 @click.group()
 def db():
     """Database maintenance.

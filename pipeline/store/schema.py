@@ -194,7 +194,168 @@ job_runs = Table(
     Column("pid", Integer, nullable=True),
     Column("dry_run", Boolean, nullable=False, default=False),
 )
+Index("ix_job_runs_job_started", job_runs.c.job_id, job_runs.c.started_at)
+Index("ix_job_runs_status", job_runs.c.status)
+
+# Operator intent that outlives restarts: `syndicate jobs pause|resume ID`. A running
+# scheduler reads it every scheduler.heartbeat_seconds (owner: pipeline.scheduler).
+job_state = Table(
+    "job_state", metadata,
+    Column("job_id", String(200), primary_key=True),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("changed_by", String(200), nullable=False, default=""),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row per `syndicate scheduler` process: the leader and its standbys, with the
+# heartbeat /healthz and `syndicate status` report (owner: pipeline.scheduler).
+scheduler_instances = Table(
+    "scheduler_instances", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("instance", String(200), nullable=False, unique=True),  # host:pid:random
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("role", String(20), nullable=False),  # standby | leader | stopped
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("leader_since", UTCDateTime, nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+)
 
 # Tables owned by other stages are declared in their sections below; keep the
 # owner comment on each.
 __all__ = ["metadata", "UTCDateTime", "BigId", "LargeBinary"]
+
+# --- subscribers and consent (owner: pipeline.subscribers) ----------------------------
+
+# One row per address. state: unconfirmed | confirmed | unsubscribed | suppressed.
+# An unsubscribed or suppressed row is never flipped back silently: only a new
+# confirmed opt-in (or an operator lifting a suppression) changes it.
+subscribers = Table(
+    "subscribers", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # lower-case
+    Column("name", String(200), nullable=False, default=""),
+    Column("state", String(20), nullable=False),
+    Column("frequency", String(20), nullable=False),  # instant | daily | weekly
+    Column("topics", JSON, nullable=False),  # tag/category slugs; [] = everything
+    Column("timezone", String(64), nullable=False, default="UTC"),
+    Column("source", String(200), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("confirmed_at", UTCDateTime, nullable=True),
+    Column("unsubscribed_at", UTCDateTime, nullable=True),
+    # digest watermark: articles approved up to here were sent (owner: pipeline.digests)
+    Column("last_digest_at", UTCDateTime, nullable=True),
+)
+Index("ix_subscribers_state_frequency", subscribers.c.state, subscribers.c.frequency)
+
+# The append-only consent log and other history (GDPR-1): never updated, never deleted
+# except with its subscriber (purge of never-confirmed sign-ups, operator erasure).
+subscriber_events = Table(
+    "subscriber_events", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True),
+    # signup | confirm_sent | confirmed | preferences | unsubscribed | suppressed | imported | notice_sent | ...
+    Column("kind", String(40), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("source", String(300), nullable=False, default=""),  # form URL, one-click, import:NAME, operator
+    Column("wording_version", String(80), nullable=False, default=""),
+    Column("privacy_version", String(80), nullable=False, default=""),
+    Column("token_hash", String(64), nullable=True),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(400), nullable=True),
+    Column("detail", JSON, nullable=False),
+)
+
+# Confirmation tokens (DOI-1): only the SHA-256 of the link token is stored;
+# single-use (used_at), expiring (expires_at).
+confirm_tokens = Table(
+    "confirm_tokens", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("subscriber_id", BigInteger, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
+# Sign-up attempts for the per-address and per-client rate limits (DOI-2); keys are
+# hashes ("addr:<sha256>", "ip:<sha256>"), rows older than a day are purged.
+subscribe_attempts = Table(
+    "subscribe_attempts", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("key", String(80), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index("ix_subscribe_attempts_key_at", subscribe_attempts.c.key, subscribe_attempts.c.at)
+
+# --- delivery: suppressions, channel state, quotas, workers, bounces -----------------
+# (owner: pipeline.delivery)
+
+# Addresses that must not get mail. `email` is stored lower-case; checked again at
+# send time (BULK-4). reason: unsubscribed | hard_bounce | soft_bounces | complaint | manual
+suppressions = Table(
+    "suppressions", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("reason", String(40), nullable=False),
+    Column("source", String(200), nullable=False, default=""),  # cli | bounce:<file> | smtp | web ...
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+# One row per channel: paused by the operator or by itself (5.7.x, N consecutive
+# failures), and the shared slow-down after throttling answers (421, 4.7.x).
+delivery_channels = Table(
+    "delivery_channels", metadata,
+    Column("channel", String(20), primary_key=True),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_reason", Text, nullable=False, default=""),
+    Column("paused_at", UTCDateTime, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("rate_factor", Integer, nullable=False, default=1),  # divide the rate by this
+    Column("throttled_until", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Messages handed to the server per channel and minute: the per-hour and per-day
+# sliding windows are sums over these buckets; quota is reserved before sending.
+delivery_send_log = Table(
+    "delivery_send_log", metadata,
+    Column("channel", String(20), primary_key=True),
+    Column("minute", UTCDateTime, primary_key=True),
+    Column("count", Integer, nullable=False, default=0),
+)
+
+# One row per `syndicate worker` / `deliver` process, with its heartbeat; live workers
+# share the per-second rate.
+delivery_workers = Table(
+    "delivery_workers", metadata,
+    Column("worker", String(200), primary_key=True),  # host:pid
+    Column("host", String(200), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("state", String(20), nullable=False),  # running | stopping | stopped
+    Column("sent", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+)
+
+# Every bounce or DSN read by `syndicate bounces process`, with the decision taken.
+# source_key (message + recipient) makes processing the same mailbox twice harmless.
+bounce_events = Table(
+    "bounce_events", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("source_key", String(64), nullable=False, unique=True),
+    Column("email", String(320), nullable=False, index=True),
+    Column("kind", String(20), nullable=False),  # hard | soft | auto_reply | unknown
+    Column("status", String(20), nullable=False, default=""),  # RFC 3463 x.y.z
+    Column("action", String(20), nullable=False, default=""),  # DSN Action
+    Column("decision", String(40), nullable=False),  # suppressed | counted | ignored
+    Column("delivery_id", BigInteger, nullable=True),
+    Column("subscriber_id", BigInteger, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+)
