@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml
 
 ## run: the whole pipeline on the bundled sample content (SQLite, Maildir in var/mail, feeds in public/)
 run: $(STAMP)
-	$(BIN)/syndicate demo
+	$(BIN)/syndicate init
+	$(BIN)/syndicate ingest
+	$(BIN)/syndicate subscribers import content/subscribers.csv --confirmed --source demo
+	$(BIN)/syndicate approve --all --editor demo --note "approved by make run (demo)"
+	$(BIN)/syndicate run
+	$(BIN)/syndicate review --no-diff
 
 ## test: the whole test suite
 test: $(STAMP)

@@ -24,6 +24,12 @@ from .errors import SyndicateError
 COMMAND_MODULES = [
     "pipeline.commands.core",
     "pipeline.commands.editorial",
+    "pipeline.commands.jobs",
+    "pipeline.commands.subscribers",
+    "pipeline.commands.delivery",
+    "pipeline.commands.digests",
+    "pipeline.commands.partners",
+    "pipeline.commands.feeds",
 ]
 
 console = Console(highlight=False)

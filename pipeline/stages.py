@@ -30,7 +30,16 @@ class Stage:
 
 STAGES: list[Stage] = [
     Stage("ingest", "pipeline.content:ingest_stage", "content/ -> database (new revisions, policy flags, retractions)"),
+    Stage("purge", "pipeline.subscribers:purge_stage", "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)"),
+    Stage("build", "pipeline.build:build_stage", "approved articles -> feeds and pages in public/ (only changed files); queue WebSub pings"),
+    Stage("partners", "pipeline.partners:partners_stage", "queue article.published / updated / retracted events for each webhook and Micropub partner whose filters match"),
+    Stage("digest", "pipeline.digests:digest_stage", "queue digests: every frequency whose edition is due (instant: newly approved articles; daily/weekly: once per period); option frequency"),
 ]
+
+# Always the last stage of `syndicate run`: it sends what every stage above queued.
+# Appended after the list so that stages added to the list above stay before it.
+STAGES.append(Stage("deliver", "pipeline.delivery.worker:deliver_stage",
+                    "drain the outbox once: email (maildir or smtp) and partner pushes (dry-run safe)"))
 
 
 def get_stage(name: str) -> Stage:

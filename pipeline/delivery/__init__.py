@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 from typing import Callable, Iterable, Protocol
 
 from sqlalchemy.engine import Engine
@@ -84,6 +85,10 @@ def _load_builtin_channels() -> None:
         except ImportError as exc:
             if exc.name != module:
                 raise
+    # Extra modules that register channels or email kinds (tests, benchmarks, site
+    # plugins): SYNDICATE_DELIVERY_PLUGINS=module.a,module.b
+    for module in filter(None, (m.strip() for m in os.environ.get("SYNDICATE_DELIVERY_PLUGINS", "").split(","))):
+        __import__(module)
 
 
 def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str, int]:

@@ -1,24 +1,43 @@
 """The email channel: build each row's message, check suppression, hand it to a sender.
 
 Senders are chosen by short name in `[email] backend`: `maildir` (the default; real
-files in a Maildir) and `smtp`. A sender has `send(message) -> str` returning the
-server's answer, and raises `SendFailure` with a classification when it cannot.
+files in a Maildir) and `smtp` (pipeline.delivery.smtp). A sender has
+`send(message) -> str` returning the server's answer, and raises `SendFailure` with a
+classification when it cannot.
+
+Per batch, `EmailChannel.send(rows)`:
+1. releases everything when the channel is paused, and reserves hour/day quota
+   (rows beyond it are released until the window has room);
+2. checks the suppression list once for the batch, at send time (BULK-4);
+3. builds each message with the kind's builder, sets the VERP envelope sender
+   (BNC-1), makes line ends CRLF (SMTP-7) and DKIM-signs last (DKIM-4);
+4. sends over `delivery.smtp_connections` lanes (threads, one connection each) under
+   the token bucket, journalling each 250 at once (pipeline.delivery.journal);
+5. turns every answer into an Outcome (pipeline.delivery.classify): retry with the
+   configured backoff, throttle (no attempt spent, channel slowed), hard bounce
+   (address suppressed), policy (channel paused, recipient not blamed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
+import itertools
 import logging
 import os
+import re
 import socket
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sqlalchemy import select
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..timeutil import utcnow
 from . import Outcome, email_builder, register_channel
 
 log = logging.getLogger(__name__)
@@ -33,13 +52,16 @@ class OutgoingEmail:
 
 
 class SendFailure(Exception):
-    """kind: transient | throttle | hard_bounce | policy | permanent | connection"""
+    """kind: transient | throttle | hard_bounce | policy | permanent | connection
+    stage: connect | auth | mail | rcpt | data (where the answer came)."""
 
-    def __init__(self, kind: str, message: str, code: int | None = None, refused: dict | None = None):
+    def __init__(self, kind: str, message: str, code: int | None = None, refused: dict | None = None,
+                 stage: str = ""):
         super().__init__(message)
         self.kind = kind
         self.code = code
         self.refused = refused or {}
+        self.stage = stage
 
 
 class MaildirSender:
@@ -104,42 +126,315 @@ def is_suppressed(conn, email: str) -> str | None:
     return row[0] if row else None
 
 
+_BARE_LF = re.compile(rb"\r?\n")
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Every line ending CRLF (SMTP-7); a no-op (one C-speed count) when it already is."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return _BARE_LF.sub(b"\r\n", data)
+
+
+@dataclasses.dataclass
+class _Job:
+    row: dict
+    message: OutgoingEmail
+
+
+# Failures that say something about the channel (count towards pausing it); a hard
+# bounce or a throttle says something about one recipient or the pace.
+_CHANNEL_FAILURES = ("connection", "transient", "permanent", "policy")
+
+
 class EmailChannel:
+    channel = "email"
+
     def __init__(self, settings: Settings, engine, sender=None):
+        from .journal import Journal, journal_dir
+        from .ratelimit import TokenBucket
+        from .signing import signer_from_settings
+
         self.settings = settings
         self.engine = engine
-        self.sender = sender or make_sender(settings)
+        d = settings.delivery
+        if sender is not None:
+            self.lanes = [sender]
+        else:
+            n = max(1, d.smtp_connections) if settings.email.backend != "maildir" else 1
+            self.lanes = [make_sender(settings) for _ in range(n)]
+        self.sender = self.lanes[0]
+        self.signer = signer_from_settings(settings)
+        self.bucket = TokenBucket(d.rate_per_second)
+        self.journal = Journal(journal_dir(settings)) if d.journal else None
+        self.pool = ThreadPoolExecutor(len(self.lanes), thread_name_prefix="smtp-lane") if len(self.lanes) > 1 else None
+        self.lock = threading.Lock()
+        self.live_workers = 1
+        self._sent_in_batch = 0
+        self._batch_started = time.monotonic()
+
+    # --- the batch -------------------------------------------------------------------
 
     def send(self, rows: list[dict]) -> list[Outcome]:
-        outcomes = []
-        for row in rows:
-            outcomes.append(self.send_one(row))
-        return outcomes
+        from . import channels, ratelimit
+
+        if not rows:
+            return []
+        state = channels.get_state(self.engine, self.channel)
+        if state.paused:
+            return [Outcome(r["id"], "release") for r in rows]
+        self._tune_rate(state)
+        d = self.settings.delivery
+        outcomes: dict[int, Outcome] = {}
+        granted, retry_at = ratelimit.reserve(self.engine, self.channel, len(rows),
+                                              per_hour=d.max_per_hour, per_day=d.max_per_day)
+        for r in rows[granted:]:
+            outcomes[r["id"]] = Outcome(r["id"], "release", next_attempt_at=retry_at,
+                                        error="hourly or daily cap reached")
+        jobs = self._prepare(rows[:granted], outcomes)
+        results = self._dispatch(jobs)
+        attempted = sum(1 for r in results if r is not None)
+        if granted - attempted > 0 and (d.max_per_hour > 0 or d.max_per_day > 0):
+            ratelimit.refund(self.engine, self.channel, granted - attempted)
+        self._judge(jobs, results, outcomes, state)
+        return [outcomes[r["id"]] for r in rows]
 
     def send_one(self, row: dict) -> Outcome:
-        with self.engine.connect() as conn:
-            reason = is_suppressed(conn, row["target"]) if row["kind"] != "confirm" else None
-            if reason:
-                return Outcome(row["id"], "suppressed", error=f"{row['target']} is suppressed: {reason}")
+        return self.send([row])[0]
+
+    def committed(self) -> None:
+        """The worker committed this batch's outcomes: the journal can forget them."""
+        if self.journal is not None:
+            self.journal.committed()
+
+    def _tune_rate(self, state) -> None:
+        from .workers import live_worker_count
+
+        configured = self.settings.delivery.rate_per_second
+        factor = state.effective_rate_factor()
+        if configured > 0:
             try:
-                message = email_builder(row["kind"])(conn, self.settings, row)
-            except KeyError:
-                return Outcome(row["id"], "failed", error=f"no message builder for kind {row['kind']!r}")
-            except Exception as exc:  # a bad row must not stop the batch
-                log.debug("building delivery %s failed", row["id"], exc_info=True)
-                return Outcome(row["id"], "failed", error=f"could not build the message: {exc}")
-        if message is None:
-            return Outcome(row["id"], "suppressed", error="recipient no longer subscribed")
+                self.live_workers = max(1, live_worker_count(self.engine))
+            except Exception:  # the share is an optimisation; never fail a batch on it
+                self.live_workers = 1
+            self.bucket.set_rate(configured / self.live_workers)
+        elif factor == 1:
+            self.bucket.set_rate(0)  # unlimited again once the throttle window is over
+        self.bucket.slow_down(factor)
+
+    # --- building --------------------------------------------------------------------
+
+    def _prepare(self, rows: list[dict], outcomes: dict[int, Outcome]) -> list[_Job]:
+        from .suppression import suppressed_among
+
+        jobs: list[_Job] = []
+        if not rows:
+            return jobs
+        with self.engine.connect() as conn:
+            suppressed = suppressed_among(conn, [r["target"] for r in rows if r["kind"] != "confirm"])
+            for row in rows:
+                rid = row["id"]
+                reason = suppressed.get(row["target"].lower()) if row["kind"] != "confirm" else None
+                if reason:
+                    outcomes[rid] = Outcome(rid, "suppressed", error=f"{row['target']} is suppressed: {reason}")
+                    continue
+                try:
+                    builder = email_builder(row["kind"])
+                except KeyError:
+                    outcomes[rid] = Outcome(rid, "failed", error=f"no message builder for kind {row['kind']!r}")
+                    continue
+                try:
+                    message = builder(conn, self.settings, row)
+                    if message is not None:
+                        self._finalise(row, message)
+                except Exception as exc:  # a bad row must not stop the batch
+                    log.debug("building delivery %s failed", rid, exc_info=True)
+                    outcomes[rid] = Outcome(rid, "failed", error=f"could not build the message for "
+                                            f"{row['target']} (delivery {rid}): {exc}")
+                    continue
+                if message is None:
+                    outcomes[rid] = Outcome(rid, "suppressed", error="recipient no longer subscribed")
+                    continue
+                jobs.append(_Job(row, message))
+        return jobs
+
+    def _finalise(self, row: dict, message: OutgoingEmail) -> None:
+        from . import verp
+
         message.idempotency_key = row["idempotency_key"]
-        try:
-            answer = self.sender.send(message)
-        except SendFailure as exc:
-            return Outcome(row["id"], "failed" if exc.kind in ("permanent", "hard_bounce") else "retry",
-                           error=str(exc), answer=str(exc.code or ""))
-        return Outcome(row["id"], "sent", answer=answer)
+        if not message.recipients:
+            message.recipients = [row["target"]]
+        for address in [message.envelope_from, *message.recipients]:
+            if "\r" in address or "\n" in address:  # MSG-5: never let an address add a line
+                raise ValueError(f"address {address!r} contains a line break")
+        bounce_address = verp.encode(self.settings, row["id"])
+        if bounce_address:
+            message.envelope_from = bounce_address
+        message.data = to_crlf(message.data)
+        if self.signer is not None:
+            message.data = self.signer.sign(message.data)  # last: nothing changes after this
+
+    # --- sending ---------------------------------------------------------------------
+
+    def _dispatch(self, jobs: list[_Job]) -> list:
+        """Send every job over the lanes; per job: SendResult, SendFailure, or None
+        when it was not attempted (channel paused mid-batch, lane lost its server)."""
+        results: list = [None] * len(jobs)
+        if not jobs:
+            return results
+        stop = threading.Event()
+        counter = itertools.count()
+        self._sent_in_batch = 0
+        self._batch_started = time.monotonic()
+
+        def lane(sender) -> None:
+            while not stop.is_set():
+                i = next(counter)
+                if i >= len(jobs):
+                    return
+                self.bucket.take()
+                if stop.is_set():
+                    return
+                job = jobs[i]
+                try:
+                    result = self._send_on(sender, job.message)
+                except SendFailure as exc:
+                    results[i] = exc
+                    if exc.kind == "policy":
+                        stop.set()
+                    elif exc.kind == "throttle":
+                        self._slow_down_now()
+                    elif exc.kind == "connection" and exc.stage == "connect":
+                        return  # this lane cannot reach the server; leave the rest be
+                    continue
+                except Exception as exc:  # an unexpected error is one message's failure
+                    log.debug("sending delivery %s failed", job.row["id"], exc_info=True)
+                    results[i] = SendFailure("transient", f"unexpected error while sending: {exc!r}")
+                    continue
+                if self.journal is not None:
+                    self.journal.sent(job.row["id"], result.answer)
+                results[i] = result
+                self._sent_in_batch += 1
+
+        if self.pool is None:
+            lane(self.lanes[0])
+        else:
+            for future in [self.pool.submit(lane, s) for s in self.lanes]:
+                future.result()
+        return results
+
+    @staticmethod
+    def _send_on(sender, message: OutgoingEmail):
+        if hasattr(sender, "send_result"):
+            return sender.send_result(message)
+        from .smtp import SendResult
+        return SendResult(sender.send(message), {})
+
+    def _slow_down_now(self) -> None:
+        with self.lock:
+            if self.bucket.base_rate <= 0:
+                elapsed = max(time.monotonic() - self._batch_started, 0.001)
+                self.bucket.set_rate(max(1.0, self._sent_in_batch / elapsed))
+            self.bucket.slow_down(min(16, self.bucket.factor * 2))
+
+    # --- judging the answers ---------------------------------------------------------
+
+    def _judge(self, jobs: list[_Job], results: list, outcomes: dict[int, Outcome], state) -> None:
+        from . import channels
+        from .classify import classify, retry_delay
+
+        d = self.settings.delivery
+        now = utcnow()
+        later = now + dt.timedelta(seconds=d.throttle_seconds)
+        bounced: dict[str, tuple[str, int | None]] = {}  # address -> (answer, delivery id)
+        policy_error = ""
+        throttled = False
+        successes = 0
+        run_of_failures = 0
+        # not attempted: right away when the channel paused (it gates them), else after a
+        # short wait (the lanes lost the server)
+        paused = any(isinstance(r, SendFailure) and r.kind == "policy" for r in results)
+        release_at = now if paused else now + dt.timedelta(seconds=30)
+        for job, result in zip(jobs, results):
+            row, rid = job.row, job.row["id"]
+            target = row["target"].lower()
+            if result is None:
+                outcomes[rid] = Outcome(rid, "release", next_attempt_at=release_at)
+                continue
+            if isinstance(result, SendFailure):
+                failure = result
+            else:
+                refused = {k.lower(): v for k, v in result.refused.items()}
+                for address, (code, text) in refused.items():
+                    if classify(code, text, "rcpt") == "hard_bounce":
+                        bounced[address] = (f"{code} {text}", rid)
+                if target not in refused:
+                    successes += 1
+                    run_of_failures = 0
+                    note = f" (refused: {', '.join(f'{a} {c}' for a, (c, _) in refused.items())})" if refused else ""
+                    outcomes[rid] = Outcome(rid, "sent", answer=result.answer + note)
+                    continue
+                code, text = refused[target]
+                failure = SendFailure(classify(code, text, "rcpt"), f"{row['target']} refused: {code} {text}",
+                                      code=code, stage="rcpt")
+            answer = str(failure.code or "")
+            kind = failure.kind
+            if kind in _CHANNEL_FAILURES:
+                run_of_failures += 1
+            if kind == "throttle":
+                throttled = True
+                outcomes[rid] = Outcome(rid, "retry", error=f"throttled: {failure}", answer=answer,
+                                        next_attempt_at=later, spend_attempt=False)
+            elif kind == "policy":
+                policy_error = policy_error or str(failure)
+                outcomes[rid] = Outcome(rid, "retry", error=f"not sent, channel paused: {failure}", answer=answer,
+                                        next_attempt_at=now, spend_attempt=False)
+            elif kind == "hard_bounce":
+                bounced[target] = (str(failure), rid)
+                outcomes[rid] = Outcome(rid, "failed", answer=answer,
+                                        error=f"hard bounce, address suppressed: {failure}")
+            elif kind == "permanent":
+                outcomes[rid] = Outcome(rid, "failed", error=str(failure), answer=answer)
+            else:  # transient, connection
+                delay = retry_delay(d.retry_schedule, (row.get("attempts") or 0) + 1)
+                if delay is None:
+                    outcomes[rid] = Outcome(rid, "dead", answer=answer,
+                                            error=f"gave up after {(row.get('attempts') or 0) + 1} attempts: {failure}")
+                else:
+                    outcomes[rid] = Outcome(rid, "retry", error=str(failure), answer=answer,
+                                            next_attempt_at=now + delay)
+        if bounced:
+            self._suppress_bounced(bounced)
+        if throttled:
+            channels.throttle(self.engine, self.channel, d.throttle_seconds)
+        if policy_error:
+            channels.pause(self.engine, self.channel,
+                           f"the mail server refused us on policy grounds: {policy_error}. "
+                           "This is about our sending (authentication, DKIM/SPF/DMARC, reputation), "
+                           "not the recipients; their messages stay queued")
+        if run_of_failures or (successes and state.consecutive_failures):
+            channels.note_results(self.engine, self.channel, successes=successes,
+                                  failures_in_a_row=run_of_failures, pause_after=d.max_consecutive_failures)
+
+    def _suppress_bounced(self, bounced: dict[str, tuple[str, int | None]]) -> None:
+        from .suppression import log_subscriber_event, subscriber_id_for, suppress
+
+        with self.engine.begin() as conn:
+            for address, (text, rid) in bounced.items():
+                suppress(conn, self.settings, address, reason="hard_bounce", source="smtp", detail=text)
+                log_subscriber_event(conn, subscriber_id_for(conn, address), "bounce_hard",
+                                     source="smtp", detail={"answer": text[:500], "delivery_id": rid})
 
     def close(self) -> None:
-        self.sender.close()
+        for lane in self.lanes:
+            try:
+                lane.close()
+            except Exception:  # closing must not hide the batch's result
+                log.debug("closing a sender failed", exc_info=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        if self.journal is not None:
+            self.journal.close()
 
 
 register_channel("email", EmailChannel)

@@ -69,9 +69,10 @@ def enqueue(conn: Connection, *, channel: str, target: str, kind: str, key: str,
     """Queue one delivery; False when a row with this idempotency key already exists."""
     row = _row(channel=channel, target=target, kind=kind, key=key, payload=payload,
                now=utcnow(), not_before=not_before, **refs)
+    # RETURNING, not rowcount: psycopg reports -1 for an INSERT .. ON CONFLICT DO NOTHING
     result = conn.execute(_insert(conn).values(**row).on_conflict_do_nothing(
-        index_elements=["idempotency_key"]))
-    return result.rowcount == 1
+        index_elements=["idempotency_key"]).returning(deliveries.c.id))
+    return result.first() is not None
 
 
 def enqueue_many(conn: Connection, rows: Iterable[dict]) -> int:
@@ -81,8 +82,8 @@ def enqueue_many(conn: Connection, rows: Iterable[dict]) -> int:
     values = [_row(now=now, **r) for r in rows]
     if not values:
         return 0
-    result = conn.execute(_insert(conn).on_conflict_do_nothing(index_elements=["idempotency_key"]), values)
-    return max(result.rowcount, 0)
+    stmt = _insert(conn).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(deliveries.c.id)
+    return len(conn.execute(stmt, values).all())
 
 
 def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[str] | None = None,

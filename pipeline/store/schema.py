@@ -359,3 +359,125 @@ bounce_events = Table(
     Column("detail", Text, nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
 )
+
+# --- digests (owner: pipeline.digests) -----------------------------------------------
+
+# One row per edition: a daily/weekly period ("daily-2026-11-25", "weekly-2026-11-23")
+# or one newly approved article for instant subscribers ("instant-<slug>"). `cutoff` is
+# fixed when the edition is created, so re-running compose for it selects the same
+# articles; `completed_at` is set once every due subscriber was handled.
+digest_editions = Table(
+    "digest_editions", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("frequency", String(20), nullable=False),  # instant | daily | weekly
+    Column("window_start", UTCDateTime, nullable=True),  # web version: approved after this
+    Column("cutoff", UTCDateTime, nullable=False),  # ... and up to this
+    Column("article_ids", JSON, nullable=False),  # the web version's articles, newest first
+    Column("subject", Text, nullable=False, default=""),
+    Column("recipients", BigInteger, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+)
+Index("ix_digest_editions_frequency_cutoff", digest_editions.c.frequency, digest_editions.c.cutoff)
+
+# What recipients of one edition share, rendered once per distinct article selection
+# (topic set x watermark): the MIME skeleton with markers for the personal parts
+# (name, To, unsubscribe/preferences links, Message-ID, Date) spliced in at send time.
+digest_parts = Table(
+    "digest_parts", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("edition_id", BigInteger, ForeignKey("digest_editions.id", ondelete="CASCADE"), nullable=False),
+    Column("variant", String(64), nullable=False),  # sha256 of the selection
+    Column("article_ids", JSON, nullable=False),
+    Column("more_count", Integer, nullable=False, default=0),
+    Column("subject", Text, nullable=False),
+    Column("headers", Text, nullable=False),  # shared header lines, CRLF
+    Column("text_part", Text, nullable=False),  # quoted-printable, CRLF, with markers
+    Column("html_part", Text, nullable=False),  # quoted-printable, CRLF, with markers
+    Column("html_bytes", Integer, nullable=False),  # decoded HTML size (SIZE-1)
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("edition_id", "variant", name="uq_digest_parts_edition_variant"),
+)
+
+# --- partner push (owner: pipeline.partners) -----------------------------------------
+# Machine state per configured partner (config says who the partners are; this says
+# how they are doing). state: active | paused (circuit breaker, until paused_until) |
+# disabled (410 Gone or the operator; only `syndicate partners resume` lifts it).
+partner_state = Table(
+    "partner_state", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("state", String(20), nullable=False, default="active"),
+    Column("reason", Text, nullable=False, default=""),
+    Column("paused_until", UTCDateTime, nullable=True),
+    Column("throttled_until", UTCDateTime, nullable=True),  # 429 Retry-After
+    Column("consecutive_failures", Integer, nullable=False, default=0),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("last_failure_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=False, default=""),
+    Column("alert", Text, nullable=False, default=""),  # needs the operator (410, 401 scope, no secret)
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Every HTTP request made to a partner, with its answer: `syndicate partners status`.
+partner_attempts = Table(
+    "partner_attempts", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("partner", String(200), nullable=False),
+    Column("delivery_id", BigInteger, nullable=True),  # None for `partners test`
+    Column("kind", String(40), nullable=False),  # article.published | ... | ping
+    Column("message_id", String(100), nullable=False, default=""),  # webhook-id
+    Column("article_id", BigInteger, nullable=True),
+    Column("attempted_at", UTCDateTime, nullable=False),
+    Column("status_code", Integer, nullable=True),  # None: no HTTP answer
+    Column("outcome", String(20), nullable=False),  # sent | retry | failed | dead | throttled | disabled | refused
+    Column("error", Text, nullable=False, default=""),
+    Column("response", Text, nullable=False, default=""),  # the first 2000 characters
+    Column("duration_ms", Integer, nullable=False, default=0),
+)
+Index("ix_partner_attempts_partner_at", partner_attempts.c.partner, partner_attempts.c.attempted_at)
+Index("ix_partner_attempts_delivery", partner_attempts.c.delivery_id)
+
+# Where a Micropub partner put our article (MP-3: the Location of the created post),
+# so later revisions are sent as updates and a retraction as a delete of that URL.
+partner_syndications = Table(
+    "partner_syndications", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("partner", String(200), nullable=False),
+    Column("article_id", BigInteger, nullable=False),
+    Column("location", String(2000), nullable=False),
+    Column("revision_id", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=True),
+    UniqueConstraint("partner", "article_id", name="uq_partner_syndications_partner_article"),
+)
+
+# --- feeds and pages build (owner: pipeline.build) -----------------------------------
+
+# The position of each article in each feed ("all", "tags/<slug>", "categories/<slug>",
+# "authors/<slug>"), assigned once when it first enters the feed. Archive document k
+# of a feed holds the entries with seq in ((k-1)*archive_size, k*archive_size], so an
+# archive's set of entries never moves (RFC 5005 §4); a retracted article leaves a hole.
+feed_entries = Table(
+    "feed_entries", metadata,
+    Column("feed_key", String(400), primary_key=True),
+    Column("article_id", BigInteger, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("feed_key", "seq", name="uq_feed_entries_feed_key_seq"),
+)
+
+# Every file the build wrote under public/: what it was made from (`deps`, a hash of
+# the inputs), what it holds (`sha256` of the bytes published, and pinged to hubs), and
+# whether it is a sealed archive (never rewritten; served with a long max-age).
+build_outputs = Table(
+    "build_outputs", metadata,
+    Column("path", String(1000), primary_key=True),  # relative to paths.public, '/' separated
+    Column("kind", String(20), nullable=False),  # feed | archive | page | article | listing | image
+    Column("deps", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("immutable", Boolean, nullable=False, default=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,110 @@
+"""digest compose, digest preview."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from ..cli import console, pass_ctx
+
+FREQUENCY = click.Choice(["instant", "daily", "weekly"])
+
+
+def register(main: click.Group) -> None:
+    main.add_command(digest)
+
+
+@click.group()
+def digest():
+    """Email digests: compose editions into the outbox, preview what a subscriber gets.
+
+    \b
+    Examples:
+      syndicate digest compose --frequency weekly --dry-run
+      syndicate digest preview --frequency daily --subscriber ana@example.com --out /tmp/daily.html
+    """
+
+
+@digest.command("compose")
+@click.option("--frequency", type=FREQUENCY, required=True, help="Which subscribers: instant, daily or weekly.")
+@click.option("--dry-run", is_flag=True, help="Print who would get how many articles; write and queue nothing.")
+@click.option("--show", default=50, show_default=True, help="With --dry-run: list at most this many recipients.")
+@pass_ctx
+def compose(ctx, frequency: str, dry_run: bool, show: int):
+    """Queue this frequency's digest for every subscriber with something new.
+
+    Selects, per confirmed subscriber, the approved articles they have not had in the
+    topics they follow, renders what recipients share once, and queues one outbox
+    row per subscriber. Sends nothing (`syndicate deliver` does). Safe to repeat:
+    a second run for the same edition adds nothing.
+
+    \b
+    Examples:
+      syndicate digest compose --frequency daily
+      syndicate digest compose --frequency weekly --dry-run
+    """
+    from ..digests import compose as run_compose
+
+    plan: list[tuple[str, int]] = []
+
+    def on_plan(email: str, n: int) -> None:
+        if len(plan) < show:
+            plan.append((email, n))
+
+    report = run_compose(ctx.app.engine, ctx.settings, frequency, dry_run=dry_run, on_plan=on_plan)
+    if dry_run:
+        table = Table(title=f"{frequency} digest (dry run): who would get how many articles")
+        table.add_column("subscriber")
+        table.add_column("articles", justify="right")
+        for email, n in plan:
+            table.add_row(escape(email), str(n))
+        console.print(table)
+        recipients = report.subscribers - report.empty
+        if recipients > len(plan):
+            console.print(f"... and {recipients - len(plan)} more")
+        console.print(f"dry run: {recipients} would get a digest "
+                      f"({report.queued} messages), {report.empty} have nothing new; nothing was written")
+        return
+    console.print(f"{frequency}: {report.queued} queued for {report.subscribers - report.empty} subscribers, "
+                  f"{report.empty} with nothing new, {report.parts_rendered} variants rendered"
+                  + (f"; editions: {', '.join(report.editions[:5])}" + (" ..." if len(report.editions) > 5 else "")
+                     if report.editions else ""))
+
+
+@digest.command("preview")
+@click.option("--frequency", type=FREQUENCY, default=None, help="Which digest (default: the subscriber's).")
+@click.option("--subscriber", "email", default=None, help="Preview what this subscriber gets.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the HTML here and the text next to it (FILE.txt); default var/previews/.")
+@pass_ctx
+def preview(ctx, frequency: str | None, email: str | None, out: Path | None):
+    """Write the exact HTML and text of a digest, as a subscriber would get it.
+
+    With --subscriber: their next digest if something new is waiting, else the last
+    one queued for them. Without: the first due subscriber of the frequency, or a
+    sample of the next edition with every topic.
+
+    \b
+    Examples:
+      syndicate digest preview --frequency weekly
+      syndicate digest preview --subscriber ana@example.com --out /tmp/ana.html
+    """
+    from ..digests import preview as make_preview
+    from ..errors import SyndicateError
+
+    if not frequency and not email:
+        raise SyndicateError("name a frequency or a subscriber", hint="e.g. --frequency weekly")
+    result = make_preview(ctx.app.engine, ctx.settings, frequency=frequency, email=email)
+    if out is None:
+        name = (email or frequency or "digest").replace("@", "_at_").replace("/", "_")
+        out = ctx.settings.path("paths.var") / "previews" / f"{name}.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.html, encoding="utf-8")
+    text_path = out.with_name(out.name + ".txt") if out.suffix != ".txt" else out.with_suffix(".text")
+    text_path.write_text(result.text, encoding="utf-8")
+    console.print(f"subject: {escape(result.subject)}")
+    console.print(f"for {escape(result.recipient)} ({result.source}, {result.articles} articles)")
+    console.print(f"html: {out}\ntext: {text_path}")

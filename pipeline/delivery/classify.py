@@ -1,0 +1,83 @@
+"""What an SMTP answer means for the delivery and the channel (SMTP-1, SMTP-3).
+
+`classify(code, text, stage)` returns one of:
+
+  sent         2yz
+  transient    4yz: retry later with backoff, an attempt is spent
+  throttle     421 or 4.7.x: the server wants us slower; requeue without spending an
+               attempt and slow the whole channel down
+  hard_bounce  5.1.x (bad mailbox/domain), 5.2.1 (disabled), 551/553 without an
+               enhanced code: the address is dead, suppress it
+  policy       5.7.x (authentication, reputation, DMARC), a refused envelope sender,
+               failed AUTH: our problem, not the recipient's; pause the channel and
+               tell the operator, never suppress the recipient
+  permanent    any other 5yz: this message failed; no retry, no suppression
+
+`stage` is where the answer came: connect | auth | mail | rcpt | data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+KINDS = ("sent", "transient", "throttle", "hard_bounce", "policy", "permanent")
+
+
+def enhanced_status(text: str | bytes) -> str | None:
+    """The RFC 3463 status at the start of a reply text, e.g. '5.1.1', or None."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    m = ENHANCED.match(text or "")
+    return ".".join(m.groups()) if m else None
+
+
+def classify(code: int, text: str | bytes = "", stage: str = "data") -> str:
+    status = enhanced_status(text)
+    cls = code // 100
+    if cls == 2 or (code == 251):
+        return "sent"
+    if code == 421:
+        return "throttle"
+    if status and status.startswith("4.7."):
+        return "throttle"
+    if cls == 4 or code < 200:
+        return "transient"
+    # 5yz from here on
+    if status:
+        subject = status.split(".")[1]
+        if subject == "7":
+            return "policy"
+        if stage == "mail" or status in ("5.1.7", "5.1.8"):
+            return "policy"  # our envelope sender is refused
+        if subject == "1" or status == "5.2.1":
+            return "hard_bounce"
+        return "permanent"
+    if stage in ("auth", "mail", "connect") or code in (530, 535, 538):
+        return "policy"
+    if stage == "rcpt" and code in (550, 551, 553):
+        return "hard_bounce"
+    return "permanent"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """'90s', '30m', '4h', '2d' or plain seconds -> timedelta."""
+    text = str(text).strip().lower()
+    if text and text[-1] in _UNITS:
+        return dt.timedelta(seconds=float(text[:-1]) * _UNITS[text[-1]])
+    return dt.timedelta(seconds=float(text))
+
+
+def retry_delay(schedule: list[str], attempts_so_far: int) -> dt.timedelta | None:
+    """The wait before the next try after `attempts_so_far` failed tries (1-based),
+    or None when the schedule is used up (the delivery is dead)."""
+    if attempts_so_far < 1:
+        attempts_so_far = 1
+    if attempts_so_far > len(schedule):
+        return None
+    return parse_duration(schedule[attempts_so_far - 1])

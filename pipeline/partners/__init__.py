@@ -1,0 +1,26 @@
+"""Partner push: every approved article, once per revision, to partner sites, signed.
+
+- `events`    the `partners` stage: approved revisions and retractions -> outbox rows
+- `webhook`   Standard Webhooks pusher (channel "webhook")
+- `micropub`  Micropub pusher (channel "micropub")
+- `channel`   what both share: partner state gates, answer -> outcome, circuit breaker
+- `http`      timeouts, no redirects, the SSRF guard, answer classification, backoff
+- `signing`   Standard Webhooks signatures (also used by the test partner server)
+- `state`     partner_state / partner_attempts / partner_syndications
+- `ops`       list, status, test, retry, replay, resume (the CLI is a thin adapter)
+
+Partners of kind "websub" are hubs: pipeline.websub pings them after a feed build;
+this package only lists them.
+"""
+
+from __future__ import annotations
+
+from ..delivery import register_channel
+from .events import partners_stage, queue_partner_events
+from .micropub import MicropubChannel
+from .webhook import WebhookChannel
+
+register_channel("webhook", WebhookChannel)
+register_channel("micropub", MicropubChannel)
+
+__all__ = ["partners_stage", "queue_partner_events", "WebhookChannel", "MicropubChannel"]

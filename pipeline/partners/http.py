@@ -1,0 +1,249 @@
+"""Outbound HTTP to partners: one `requests.Session` per partner, connect and read
+timeouts on every request (SW-6), redirects never followed (SW-4), and the SSRF guard
+(SW-7).
+
+The guard refuses a URL whose host resolves to a loopback, private, link-local or
+otherwise non-global address, unless the partner has `allow_private = true`. It checks
+twice: when resolving (a clear error before anything is sent), and on the connected
+socket's peer address before a byte is written, so a DNS answer that changes between
+the two (DNS rebinding) cannot reach an internal address either. Proxy settings from
+the environment are ignored for the same reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email.utils
+import ipaddress
+import random
+import socket
+import time
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .. import __version__
+from .config import Partner
+
+MAX_SAVED_RESPONSE = 2000
+MAX_READ_RESPONSE = 64 * 1024
+
+
+class AddressRefused(Exception):
+    """The SSRF guard refused to connect (SW-7)."""
+
+
+def address_allowed(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def check_url(url: str, *, allow_private: bool) -> None:
+    """Raise AddressRefused if the URL is not http(s) or resolves to a non-global address."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AddressRefused(f"{url!r} is not an http(s) URL")
+    if allow_private:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise requests.ConnectionError(f"cannot resolve {parts.hostname}: {exc}") from None
+    bad = sorted({info[4][0] for info in infos if not address_allowed(info[4][0])})
+    if bad:
+        raise AddressRefused(f"{parts.hostname} resolves to {', '.join(bad)}, a private, loopback or "
+                             "link-local address")
+
+
+class _PeerCheck:
+    def _new_conn(self):  # type: ignore[override]
+        sock = super()._new_conn()
+        try:
+            peer = sock.getpeername()[0]
+        except OSError:
+            peer = None
+        if peer is None or not address_allowed(peer):
+            sock.close()
+            raise AddressRefused(f"{self.host} connected to {peer}, a private, loopback or link-local address")
+        return sock
+
+
+class GuardedHTTPConnection(_PeerCheck, HTTPConnection):
+    pass
+
+
+class GuardedHTTPSConnection(_PeerCheck, HTTPSConnection):
+    pass
+
+
+class GuardedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = GuardedHTTPConnection
+
+
+class GuardedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = GuardedHTTPSConnection
+
+
+class GuardedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+
+def make_session(partner: Partner, site_url: str = "") -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # no proxies or .netrc from the environment (SW-7)
+    session.max_redirects = 0
+    session.headers["User-Agent"] = f"Syndicate/{__version__}" + (f" (+{site_url})" if site_url else "")
+    if not partner.allow_private:
+        adapter = GuardedAdapter(max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+    return session
+
+
+@dataclasses.dataclass
+class Answer:
+    """What came back from one request: an HTTP answer, or why there was none."""
+
+    status_code: int | None
+    headers: dict[str, str]
+    text: str
+    failure: str = ""  # "" | timeout | connection | refused
+    error: str = ""
+    duration_ms: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+    def summary(self) -> str:
+        if self.status_code is None:
+            return f"{self.failure}: {self.error}"
+        text = " ".join(self.text.split())[:200]
+        return f"HTTP {self.status_code}" + (f": {text}" if text else "")
+
+    def saved(self) -> str:
+        """The answer as stored with the delivery (status line, Location, body start)."""
+        if self.status_code is None:
+            return self.summary()[:MAX_SAVED_RESPONSE]
+        head = f"HTTP {self.status_code}"
+        if self.header("location"):
+            head += f"\nLocation: {self.header('location')}"
+        if self.header("retry-after"):
+            head += f"\nRetry-After: {self.header('retry-after')}"
+        return (head + "\n\n" + self.text)[:MAX_SAVED_RESPONSE]
+
+
+def request(session: requests.Session, partner: Partner, method: str, url: str, **kwargs) -> Answer:
+    """One request with the partner's (connect, read) timeouts and no redirects. Never
+    raises for network trouble: the Answer says what happened."""
+    started = time.monotonic()
+
+    def elapsed() -> int:
+        return int((time.monotonic() - started) * 1000)
+
+    try:
+        check_url(url, allow_private=partner.allow_private)
+        resp = session.request(method, url, timeout=partner.timeout, allow_redirects=False, stream=True, **kwargs)
+    except AddressRefused as exc:
+        return Answer(None, {}, "", "refused", str(exc), elapsed())
+    except requests.Timeout as exc:
+        return Answer(None, {}, "", "timeout", f"no answer within {partner.read_timeout:g}s "
+                      f"(connect {partner.connect_timeout:g}s): {type(exc).__name__}", elapsed())
+    except requests.RequestException as exc:
+        cause = exc.__context__ or exc
+        if isinstance(cause, AddressRefused) or "AddressRefused" in repr(exc):
+            return Answer(None, {}, "", "refused", str(cause), elapsed())
+        return Answer(None, {}, "", "connection", _short(exc), elapsed())
+    try:
+        try:
+            raw = resp.raw.read(MAX_READ_RESPONSE, decode_content=True) or b""
+        except Exception as exc:  # the body timed out or broke off; the status still counts
+            raw = f"(could not read the answer's body: {type(exc).__name__})".encode()
+        text = raw.decode(resp.encoding or "utf-8", "replace")
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        return Answer(resp.status_code, headers, text, duration_ms=elapsed())
+    finally:
+        resp.close()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+# --- what an answer means -----------------------------------------------------------
+
+@dataclasses.dataclass
+class Verdict:
+    """sent | retry (spend an attempt) | throttle (no attempt spent) | failed
+    (permanent, response saved) | gone (410: disable the partner) | refused (SSRF)."""
+
+    kind: str
+    error: str = ""
+    retry_after: dt.timedelta | None = None
+
+
+def parse_retry_after(value: str, now: dt.datetime, cap: dt.timedelta) -> dt.timedelta | None:
+    """Retry-After as seconds or an HTTP date -> a wait, capped; None when absent or bad."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        wait = dt.timedelta(seconds=int(value))
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        wait = max(when - now, dt.timedelta(0))
+    return min(wait, cap)
+
+
+def classify(answer: Answer, *, now: dt.datetime, retry_after_cap: dt.timedelta) -> Verdict:
+    """SW-4: 2xx success; 3xx failure (not followed); 410 gone; 429 slow down; 5xx,
+    408, timeouts and connection errors retry; other 4xx fail for good."""
+    if answer.status_code is None:
+        if answer.failure == "refused":
+            return Verdict("refused", f"refused by the SSRF guard: {answer.error}")
+        return Verdict("retry", answer.summary())
+    code = answer.status_code
+    retry_after = parse_retry_after(answer.header("retry-after"), now, retry_after_cap)
+    if 200 <= code < 300:
+        return Verdict("sent")
+    if 300 <= code < 400:
+        where = answer.header("location")
+        return Verdict("retry", f"HTTP {code} redirect{' to ' + where if where else ''} not followed; "
+                                "if the partner moved, update its url")
+    if code == 410:
+        return Verdict("gone", "HTTP 410 Gone: the partner says this endpoint no longer exists")
+    if code == 429:
+        return Verdict("throttle", answer.summary(), retry_after)
+    if code >= 500 or code == 408:
+        return Verdict("retry", answer.summary(), retry_after)
+    return Verdict("failed", answer.summary())
+
+
+def retry_delay(schedule: tuple[dt.timedelta, ...], attempts_so_far: int, jitter: float,
+                rng: random.Random | None = None) -> dt.timedelta | None:
+    """SW-5: the wait after `attempts_so_far` failed tries (1-based) with +/- jitter, or
+    None when the schedule is used up (dead-letter)."""
+    index = max(attempts_so_far, 1) - 1
+    if index >= len(schedule):
+        return None
+    base = schedule[index].total_seconds()
+    factor = 1.0 + (rng or random).uniform(-jitter, jitter) if jitter else 1.0
+    return dt.timedelta(seconds=max(base * factor, 0.0))
