@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -76,6 +77,10 @@ class Meta:
     url: str
     canonical_url: str
     token: str  # changes whenever anything shown about the article changes
+
+    @functools.cached_property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.feed_keys())
 
     def feed_keys(self) -> list[str]:
         keys = ["all", *(f"tags/{t}" for t in self.tags)]
@@ -148,6 +153,7 @@ class Job:
 @dataclasses.dataclass
 class RenderContext:
     articles: dict[int, object]  # article_id -> ApprovedArticle
+    entries: feeds.EntryCache  # each article's feed entries, made once per build
 
 
 @dataclasses.dataclass
@@ -184,6 +190,10 @@ class Planner:
         self.page_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(pages), site,
                             pages.template_fingerprint(settings))
         self.labels = self._labels()
+        self.key_members: dict[str, set[int]] = {}
+        for m in metas:
+            for key in m.keys:
+                self.key_members.setdefault(key, set()).add(m.article_id)
 
     def _labels(self) -> dict[str, str]:
         labels = {}
@@ -197,11 +207,7 @@ class Planner:
     def members(self, key: str) -> list[tuple[int, Meta]]:
         """(seq, meta) of the articles now in feed `key`, newest position first."""
         seqs = self.positions.get(key, {})
-        out = []
-        for aid, seq in seqs.items():
-            m = self.by_id.get(aid)
-            if m is not None and key in m.feed_keys():
-                out.append((seq, m))
+        out = [(seqs[aid], self.by_id[aid]) for aid in self.key_members.get(key, ()) if aid in seqs]
         out.sort(key=lambda p: p[0], reverse=True)
         return out
 
@@ -227,7 +233,7 @@ class Planner:
 
             def render(ctx: RenderContext, doc=doc, ids=ids, paths=paths) -> dict[str, bytes]:
                 doc.entries = [ctx.articles[i] for i in ids]
-                out = feeds.render_document(settings, doc, hubs)
+                out = feeds.render_document(settings, doc, hubs, ctx.entries)
                 return {paths[fmt]: data for fmt, data in out.items()}
 
             topics = {} if page is not None else {
@@ -317,7 +323,7 @@ def _assign_positions(conn: Connection, metas: list[Meta], positions: dict[str, 
     articles became public; returns how many were added."""
     rows = []
     for m in sorted(metas, key=lambda m: (m.approved_at, m.published_at, m.article_id)):
-        for key in m.feed_keys():
+        for key in m.keys:
             seqs = positions.setdefault(key, {})
             if m.article_id not in seqs:
                 seq = max(seqs.values(), default=0) + 1
@@ -329,13 +335,20 @@ def _assign_positions(conn: Connection, metas: list[Meta], positions: dict[str, 
 
 
 def _stored(conn: Connection) -> dict[str, tuple]:
-    return {r.path: r for r in conn.execute(select(build_outputs))}
+    q = select(build_outputs.c.path, build_outputs.c.deps, build_outputs.c.sha256, build_outputs.c.size)
+    return {r.path: r for r in conn.execute(q)}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write through a temporary file in the same folder, then rename: a reader sees
+    the old bytes or the new ones, never half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
+    try:
+        fh = open(tmp, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, "wb")
+    with fh:
         fh.write(data)
     os.replace(tmp, path)
 
@@ -426,7 +439,7 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
                 else:
                     report.unchanged += len(job.paths)
             needed = {i for job in todo for i in job.needs}
-            ctx = RenderContext(_load_articles(conn, settings, needed, len(metas)))
+            ctx = RenderContext(_load_articles(conn, settings, needed, len(metas)), feeds.EntryCache(settings))
             if progress:
                 progress(f"{len(todo)} of {len(jobs)} outputs to render")
 

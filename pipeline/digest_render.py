@@ -104,7 +104,7 @@ def site_for_email(settings: Settings) -> Site:
                           hint="Write it as 'Name <digest@news.example.com>'.")
     if settings.site.transactional_from and \
             parseaddr(settings.site.transactional_from)[1].lower() == address.lower():
-        raise ConfigError("site.from_address and site.transactional_from are the same address",
+        raise ConfigError("site.from_address and site.transactional_from are the same address (BULK-6)",
                           hint="Use different From addresses for digests and for confirmations (BULK-6).")
     for what, value in (("site.title", settings.site.title), ("site.from_address", sender),
                         ("site.reply_to", settings.site.reply_to), ("site.list_id", settings.site.list_id)):

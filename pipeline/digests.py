@@ -47,6 +47,7 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 
 from . import digest_render as render
 from .config import Settings
@@ -258,7 +259,15 @@ class PartRenderer:
         self.sizes = sizes
         self.web_url = web_url
         self.ids: dict[str, int] = {}
+        self.views: dict[int, dict] = {}
         self.rendered = 0
+
+    def view(self, article_id: int) -> dict:
+        v = self.views.get(article_id)
+        if v is None:
+            a = self.articles[article_id]
+            v = self.views[article_id] = article_view(self.settings, self.site, a, self.sizes.get(a.revision_id))
+        return v
 
     def load_existing(self, conn: Connection) -> None:
         for r in conn.execute(select(digest_parts.c.id, digest_parts.c.variant)
@@ -302,8 +311,7 @@ class PartRenderer:
             more += 1
 
     def _render(self, ids: list[int], more: int) -> render.RenderedPart:
-        views = [article_view(self.settings, self.site, self.articles[i], self.sizes.get(self.articles[i].revision_id))
-                 for i in ids]
+        views = [self.view(i) for i in ids]
         seed = f"{self.edition['key']}|{ids}|{more}"
         frequency = self.edition["frequency"]
         footer_reason = (f"You get this email because you subscribed to the {frequency} "
@@ -562,9 +570,14 @@ def _create_edition(conn: Connection, settings: Settings, key: str, frequency: s
     in_window = article_ids if article_ids is not None else [
         a.article_id for a in candidates if window_start < a.approved_at <= cutoff]
     subject = edition_label(settings, frequency, cutoff) if frequency != "instant" else candidates[0].title
-    eid = conn.execute(insert(digest_editions).values(
-        key=key, frequency=frequency, window_start=window_start, cutoff=cutoff, article_ids=in_window,
-        subject=subject, recipients=0, created_at=now)).inserted_primary_key[0]
+    try:
+        with conn.begin_nested():
+            eid = conn.execute(insert(digest_editions).values(
+                key=key, frequency=frequency, window_start=window_start, cutoff=cutoff, article_ids=in_window,
+                subject=subject, recipients=0, created_at=now)).inserted_primary_key[0]
+    except IntegrityError:
+        raise SyndicateError(f"digest edition {key} was just created by another compose",
+                             hint="Run the compose again: it continues that edition and adds nothing twice.") from None
     return get_edition(conn, key) | {"id": eid}
 
 

@@ -27,6 +27,7 @@ JSON Feed 1.1 has no library here; it is written directly (JF-1..4).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import email.utils
@@ -218,6 +219,7 @@ def _feed_entry(settings, article) -> FeedEntry:
 
 
 def _generator(settings, doc: FeedDocument, hubs: Sequence[str]) -> FeedGenerator:
+    """The feed-level part of a document. Entries are added afterwards (EntryCache)."""
     spec = doc.spec
     fg = FeedGenerator()
     fg.id(doc_url(settings, spec.key, "atom"))  # the same id on every document of the feed
@@ -243,8 +245,6 @@ def _generator(settings, doc: FeedDocument, hubs: Sequence[str]) -> FeedGenerato
     fg.generator(GENERATOR)  # FG-6: no version string
     fg.docs("https://www.rssboard.org/rss-specification")
     fg.ttl(max(1, settings.feeds.max_age // 60))  # HTTP-5: the same as max-age
-    for article in doc.entries:  # newest first, kept in that order (FG-4)
-        fg.add_entry(_feed_entry(settings, article), order="append")
     return fg
 
 
@@ -256,43 +256,79 @@ def _atom_links(article) -> list[dict]:
     return links
 
 
-def _fix_atom(settings, doc: FeedDocument, root) -> None:
-    by_id = {entry_id(a): a for a in doc.entries}
+class EntryCache:
+    """Each article's Atom `<entry>` and RSS `<item>`, made once by feedgen's FeedEntry
+    and corrected once, then copied into every document the article is in (an
+    article is in the site feed, its tags', its category's and its author's)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._atom: dict = {}
+        self._rss: dict = {}
+        self._json: dict = {}
+
+    def _key(self, article):
+        key = (entry_id(article), getattr(article, "content_hash", None) or id(article))
+        if key not in self._atom:
+            fe = _feed_entry(self.settings, article)
+            self._atom[key] = _fix_atom_entry(fe.atom_entry(), article)
+            self._rss[key] = _fix_rss_item(fe.rss_entry(), article)
+            self._json[key] = json_item(self.settings, article)
+        return key
+
+    def atom(self, article):
+        return copy.deepcopy(self._atom[self._key(article)])
+
+    def rss(self, article):
+        return copy.deepcopy(self._rss[self._key(article)])
+
+    def json(self, article) -> dict:
+        return self._json[self._key(article)]  # serialised, never changed
+
+
+def _fix_atom_entry(entry, article):
     # feedgen builds the Atom tree without a namespace and sets a literal xmlns
     # attribute on the root, so the elements are found by their bare names here.
-    A = ""
-    root.find(A + "updated").text = rfc3339(doc.updated)
-    first_entry = root.find(A + "entry")
-    marker = etree.Element("{%s}%s" % (FH_NS, "complete" if doc.complete else "archive"))
-    if doc.complete or doc.is_archive:
-        if first_entry is not None:
-            first_entry.addprevious(marker)
+    # FG-3 (#135): feedgen drops every attribute but href on entry links.
+    old = entry.findall("link")
+    anchor = old[0].getprevious() if old else entry.find("content")
+    for link in old:
+        entry.remove(link)
+    for attrs in reversed(_atom_links(article)):
+        el = etree.Element("link")
+        for k in ("rel", "type", "length", "href"):
+            if k in attrs:
+                el.set(k, attrs[k])
+        if anchor is not None:
+            anchor.addnext(el)
         else:
-            root.append(marker)
-    for entry in root.iterfind(A + "entry"):
-        article = by_id[entry.findtext(A + "id")]
-        # FG-3 (#135): feedgen drops every attribute but href on entry links.
-        old = entry.findall(A + "link")
-        anchor = old[0].getprevious() if old else entry.find(A + "content")
-        for link in old:
-            entry.remove(link)
-        for attrs in reversed(_atom_links(article)):
-            el = etree.Element(A + "link")
-            for k in ("rel", "type", "length", "href"):
-                if k in attrs:
-                    el.set(k, attrs[k])
-            if anchor is not None:
-                anchor.addnext(el)
-            else:
-                entry.append(el)
-        entry.find(A + "updated").text = rfc3339(article.updated_at)
-        published = entry.find(A + "published")
-        if published is not None:
-            published.text = rfc3339(article.published_at)
+            entry.append(el)
+    entry.find("updated").text = rfc3339(article.updated_at)  # ATOM-6: upper-case T and Z
+    published = entry.find("published")
+    if published is not None:
+        published.text = rfc3339(article.published_at)
+    return entry
+
+
+def _fix_rss_item(item, article):
+    creator = etree.Element("{%s}creator" % DC_NS)
+    creator.text = clean(article.author_name)
+    item.find("guid").addprevious(creator)
+    pub = etree.SubElement(item, "pubDate")
+    pub.text = rfc822(article.published_at)  # RSS-6 / finding 0.3: never feedgen's setlocale()
+    return item
+
+
+def _fix_atom(settings, doc: FeedDocument, root, entries: EntryCache) -> None:
+    root.find("updated").text = rfc3339(doc.updated)
+    if doc.complete or doc.is_archive:
+        root.append(etree.Element("{%s}%s" % (FH_NS, "complete" if doc.complete else "archive")))
+    for article in doc.entries:  # newest first, kept in that order (FG-4)
+        root.append(entries.atom(article))
     etree.cleanup_namespaces(root, top_nsmap={"fh": FH_NS})
 
 
-def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str]) -> None:
+def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str], entries: EntryCache) -> None:
     spec = doc.spec
     channel = root.find("channel")
     channel.find("link").text = spec.html_url  # RSS-3, finding 0.2
@@ -324,14 +360,8 @@ def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str]) -> None:
     build_date.text = rfc822(doc.updated)
     language = channel.find("language")
     (language if language is not None else channel.find("description")).addnext(build_date)
-    by_id = {entry_id(a): a for a in doc.entries}
-    for item in channel.iterfind("item"):
-        article = by_id[item.findtext("guid")]
-        creator = etree.Element("{%s}creator" % DC_NS)
-        creator.text = clean(article.author_name)
-        item.find("guid").addprevious(creator)
-        pub = etree.SubElement(item, "pubDate")
-        pub.text = rfc822(article.published_at)
+    for article in doc.entries:
+        channel.append(entries.rss(article))
     etree.cleanup_namespaces(root, top_nsmap=RSS_NSMAP)
 
 
@@ -339,19 +369,45 @@ def _serialize(root) -> bytes:
     return etree.tostring(root.getroottree(), encoding="UTF-8", xml_declaration=True, pretty_print=True)
 
 
-def render_xml(settings, doc: FeedDocument, hubs: Sequence[str] = ()) -> dict[str, bytes]:
+def render_xml(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None) -> dict[str, bytes]:
     """The Atom and RSS bytes of one document, from one FeedGenerator."""
+    entries = entries or EntryCache(settings)
     fg = _generator(settings, doc, hubs)
     # feedgen 1.0.0 (pinned): _create_atom/_create_rss are what atom_str/rss_str
     # serialise; taking the tree saves a parse before the corrections below.
     atom_root, _ = fg._create_atom()
-    _fix_atom(settings, doc, atom_root)
+    _fix_atom(settings, doc, atom_root, entries)
     rss_root, _ = fg._create_rss()
-    _fix_rss(settings, doc, rss_root, hubs)
+    _fix_rss(settings, doc, rss_root, hubs, entries)
     return {"atom": _serialize(atom_root), "rss": _serialize(rss_root)}
 
 
-def render_json(settings, doc: FeedDocument, hubs: Sequence[str] = ()) -> bytes:
+def json_item(settings, a) -> dict:
+    item: dict = {
+        "id": entry_id(a),
+        "url": a.canonical_url,
+        "title": clean(a.title),
+        "content_html": clean(a.body_html),
+        "summary": clean(a.summary) or clean(a.title),
+        "date_published": rfc3339(a.published_at),
+        "date_modified": rfc3339(a.updated_at),
+        "authors": [{"name": clean(a.author_name), **({"url": a.author_url} if a.author_url else {})}],
+    }
+    if a.canonical_url != a.url:
+        item["external_url"] = a.canonical_url
+    if a.image:
+        item["image"] = a.image
+    tags = ([a.category] if a.category else []) + [t for t in a.tags if t != a.category]
+    if tags:
+        item["tags"] = tags
+    if settings.site.language:
+        item["language"] = settings.site.language
+    if has_enclosure(a):
+        item["attachments"] = [{"url": a.image, "mime_type": a.image_type, "size_in_bytes": a.image_length}]
+    return item
+
+
+def render_json(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None) -> bytes:
     """JSON Feed 1.1 (JF-1..4). `next_url` leads to older entries (the archive chain)."""
     spec = doc.spec
     feed: dict = {
@@ -368,38 +424,16 @@ def render_json(settings, doc: FeedDocument, hubs: Sequence[str] = ()) -> bytes:
         feed["next_url"] = doc_url(settings, spec.key, "json", doc.prev_page)
     if hubs and not doc.is_archive:
         feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in hubs]
-    items = []
-    for a in doc.entries:
-        item: dict = {
-            "id": entry_id(a),
-            "url": a.canonical_url,
-            "title": clean(a.title),
-            "content_html": clean(a.body_html),
-            "summary": clean(a.summary) or clean(a.title),
-            "date_published": rfc3339(a.published_at),
-            "date_modified": rfc3339(a.updated_at),
-            "authors": [{"name": clean(a.author_name), **({"url": a.author_url} if a.author_url else {})}],
-        }
-        if a.canonical_url != a.url:
-            item["external_url"] = a.canonical_url
-        if a.image:
-            item["image"] = a.image
-        tags = ([a.category] if a.category else []) + [t for t in a.tags if t != a.category]
-        if tags:
-            item["tags"] = tags
-        if settings.site.language:
-            item["language"] = settings.site.language
-        if has_enclosure(a):
-            item["attachments"] = [{"url": a.image, "mime_type": a.image_type, "size_in_bytes": a.image_length}]
-        items.append(item)
-    feed["items"] = items
-    return (json.dumps(feed, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    feed["items"] = [entries.json(a) if entries else json_item(settings, a) for a in doc.entries]
+    # compact: the C encoder (indent= would use the pure-Python one)
+    return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def render_document(settings, doc: FeedDocument, hubs: Sequence[str] = ()) -> dict[str, bytes]:
+def render_document(settings, doc: FeedDocument, hubs: Sequence[str] = (),
+                    entries: EntryCache | None = None) -> dict[str, bytes]:
     """All three formats of one document: {"atom": b"...", "rss": b"...", "json": b"..."}."""
-    out = render_xml(settings, doc, hubs)
-    out["json"] = render_json(settings, doc, hubs)
+    out = render_xml(settings, doc, hubs, entries)
+    out["json"] = render_json(settings, doc, hubs, entries)
     return out
 
 

@@ -78,6 +78,17 @@ def heartbeat(engine: Engine, instance: str, *, role: str | None = None) -> None
         conn.execute(update(scheduler_instances).where(scheduler_instances.c.instance == instance).values(**values))
 
 
+def retire_others(engine: Engine, instance: str, stale_after: float) -> int:
+    """At takeover: earlier leaders (dead, since we hold the lock) and silent standbys are stopped."""
+    now = utcnow()
+    with engine.begin() as conn:
+        return conn.execute(update(scheduler_instances).where(
+            scheduler_instances.c.instance != instance, scheduler_instances.c.role != "stopped",
+            (scheduler_instances.c.role == "leader")
+            | (scheduler_instances.c.heartbeat_at < now - dt.timedelta(seconds=stale_after)))
+            .values(role="stopped", stopped_at=now)).rowcount
+
+
 def prune_instances(engine: Engine, older_than: dt.timedelta = dt.timedelta(days=7)) -> None:
     with engine.begin() as conn:
         conn.execute(scheduler_instances.delete().where(

@@ -157,7 +157,8 @@ def health(app) -> dict:
             conn.execute(text("SELECT 1"))
         out["database"] = {"ok": True, "backend": app.engine.dialect.name}
     except Exception as exc:
-        out["database"] = {"ok": False, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+        # Only the error's type: /healthz is public and a driver message can name hosts and users.
+        out["database"] = {"ok": False, "error": type(exc).__name__}
         out["scheduler"] = {"ok": False, "state": "unknown"}
         out["ok"] = False
         return out
@@ -165,13 +166,13 @@ def health(app) -> dict:
     try:
         leader = jobstate.leader(app.engine)
     except Exception as exc:
-        leader, out["scheduler"] = None, {"ok": False, "state": "unknown", "error": str(exc).splitlines()[0]}
+        leader, out["scheduler"] = None, {"ok": False, "state": "unknown", "error": type(exc).__name__}
     if "scheduler" not in out:
         if leader is None:
             out["scheduler"] = {"ok": False, "state": "never started", "heartbeat_age_seconds": None}
         else:
             state = "stopped" if leader["role"] == "stopped" else ("stale" if leader["age"] > stale_after else "running")
-            out["scheduler"] = {"ok": state == "running", "state": state, "host": leader["host"], "pid": leader["pid"],
+            out["scheduler"] = {"ok": state == "running", "state": state,
                                 "heartbeat_age_seconds": round(leader["age"], 3)}
     out["ok"] = out["database"]["ok"]
     return out

@@ -31,11 +31,11 @@ import threading
 import time
 from datetime import timezone
 
+from . import jobstate
 from .app import App
 from .errors import SyndicateError
 from .history import record_run
 from .schedules import JobSpec, check_stages, resolve_stage, schedules_for
-from . import jobstate
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,7 @@ class SchedulerService:
             orphans = jobstate.fail_orphaned_runs(engine)
             if orphans:
                 log.warning("marked %d run(s) of a scheduler that died as failed", orphans)
+            jobstate.retire_others(engine, self.instance, self.settings.scheduler.stale_after_seconds)
             jobstate.prune_instances(engine)
             self._run_scheduler()
         finally:
@@ -256,10 +257,12 @@ class SchedulerService:
         except BaseException as exc:  # APScheduler would only log an exception from a listener
             self._startup_error = exc
             self.exit_code = 1
+            self.scheduler.pause()  # run nothing on the way out
             self.request_stop("the schedule could not be applied")
             return
         threading.Thread(target=self._maintain, name="scheduler-heartbeat", daemon=True).start()
         if self.stopping.is_set():
+            self.scheduler.pause()
             self.request_stop("stop requested during start-up")
 
     def _log_sync(self, report: dict) -> None:
@@ -379,7 +382,13 @@ def next_fire_time(spec: JobSpec, now=None):
 
 def serve(app: App) -> int:
     """`syndicate scheduler`."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     started = time.monotonic()
-    code = SchedulerService(app).run()
+    try:
+        code = SchedulerService(app).run()
+    except SQLAlchemyError as exc:
+        raise SyndicateError(f"the scheduler lost its database: {str(exc).splitlines()[0]}",
+                             hint="Check database.url and that the server is up; systemd restarts the scheduler.") from exc
     log.info("scheduler exited after %.0fs with status %d", time.monotonic() - started, code)
     return code

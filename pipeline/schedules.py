@@ -24,7 +24,6 @@ import dataclasses
 import importlib
 import re
 import tomllib
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -71,7 +70,6 @@ class JobSpec:
 
     def trigger(self):
         """The APScheduler trigger for this job (aware, in the job's timezone)."""
-        from apscheduler.triggers.cron import CronTrigger
         from apscheduler.triggers.interval import IntervalTrigger
 
         tz = ZoneInfo(self.timezone)
@@ -318,7 +316,3 @@ def find_job(specs: list[JobSpec], job_id: str) -> JobSpec:
             return spec
     raise NotFound(f"no job {job_id!r} in the schedule files",
                    hint=f"Jobs: {', '.join(s.id for s in specs) or 'none'}; see `syndicate jobs list`.")
-
-
-def interval_delta(spec: JobSpec) -> timedelta | None:
-    return timedelta(seconds=spec.interval) if spec.interval else None

@@ -116,36 +116,48 @@ def suppressions_panel(conn, tz: str) -> dict:
 
 
 def workers_panel(conn, stale_after: float) -> list[dict]:
+    """Delivery workers (host, pid, heartbeat, state, claimed rows), live ones first.
+
+    Reads `delivery_workers` (pipeline.delivery) when present; the claimed count is
+    the outbox rows each worker holds a lease on right now. Workers that stopped more
+    than an hour ago are left out.
+    """
     now = utcnow()
-    if inspect(conn).has_table("workers"):
-        table = Table("workers", MetaData(), autoload_with=conn)
+    deliveries = _table(conn, "deliveries")
+    claimed = {w: n for w, n in conn.execute(
+        select(deliveries.c.claimed_by, func.count()).where(deliveries.c.state == "sending")
+        .group_by(deliveries.c.claimed_by)).all()}
+    out = []
+    name = next((n for n in ("delivery_workers", "workers") if inspect(conn).has_table(n)), None)
+    if name is not None:
+        table = _table(conn, name)
         beat = _col(table, *HEARTBEAT_COLUMNS)
+        ident = _col(table, "worker", "worker_id", "name", "id")
         q = select(table)
         if beat is not None:
             q = q.order_by(beat.desc())
-        out = []
-        for r in conn.execute(q.limit(50)).mappings():
+        for r in conn.execute(q.limit(100)).mappings():
             row = dict(r)
             seen = row.get(beat.name) if beat is not None else None
             if isinstance(seen, str):
                 seen = dt.datetime.fromisoformat(seen)
-            if isinstance(seen, dt.datetime):
-                seen = seen if seen.tzinfo else seen.replace(tzinfo=dt.timezone.utc)
-            out.append({"worker": row.get("worker_id") or row.get("name") or row.get("id"),
-                        "host": row.get("host", ""), "pid": row.get("pid"), "heartbeat_at": seen,
-                        "age": (now - seen).total_seconds() if isinstance(seen, dt.datetime) else None,
-                        "claimed": row.get("claimed", row.get("claimed_rows")),
-                        "state": row.get("state") or row.get("status") or ""})
-        return out
-    # No workers table: who holds leases in the outbox right now.
-    deliveries = _table(conn, "deliveries")
-    rows = conn.execute(select(deliveries.c.claimed_by, func.count(), func.max(deliveries.c.updated_at))
-                        .where(deliveries.c.state == "sending").group_by(deliveries.c.claimed_by)).all()
-    out = []
-    for claimed_by, n, last in rows:
-        host, _, pid = (claimed_by or "?").rpartition(":")
-        out.append({"worker": claimed_by, "host": host or claimed_by, "pid": pid, "heartbeat_at": last,
-                    "age": (now - last).total_seconds() if last else None, "claimed": n, "state": "sending"})
+            if isinstance(seen, dt.datetime) and seen.tzinfo is None:
+                seen = seen.replace(tzinfo=dt.timezone.utc)
+            age = (now - seen).total_seconds() if isinstance(seen, dt.datetime) else None
+            state = row.get("state") or row.get("status") or ""
+            if state == "stopped" and (age is None or age > 3600):
+                continue
+            worker = row.get(ident.name) if ident is not None else None
+            if state == "running" and age is not None and age > stale_after:
+                state = "stale"
+            out.append({"worker": worker, "host": row.get("host", ""), "pid": row.get("pid"), "heartbeat_at": seen,
+                        "age": age, "state": state, "claimed": claimed.pop(worker, 0),
+                        "sent": row.get("sent"), "failed": row.get("failed")})
+    # Leases held by processes that never registered (or whose row is gone).
+    for worker, n in claimed.items():
+        host, _, pid = (worker or "?").rpartition(":")
+        out.append({"worker": worker, "host": host or worker, "pid": pid, "heartbeat_at": None, "age": None,
+                    "state": "unregistered", "claimed": n, "sent": None, "failed": None})
     return out
 
 

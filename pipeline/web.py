@@ -48,11 +48,11 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
 CSRF_MAX_AGE = 2 * 24 * 3600
-FREQUENCY_LABELS = {"instant": "As soon as an article is published", "daily": "Daily digest", "weekly": "Weekly digest"}
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    # Token URLs must not leak to other sites through Referer.
-    "Referrer-Policy": "no-referrer",
+    # Token URLs must not leak to other sites through Referer. (Not no-referrer: with
+    # it, browsers send `Origin: null` on our own form posts.)
+    "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
@@ -135,9 +135,12 @@ class Web:
 
     def same_origin(self, request: Request) -> bool:
         origin = request.headers.get("origin")
+        fetch_site = request.headers.get("sec-fetch-site", "").lower()
+        if origin == "null":  # privacy-sensitive context: trust only the browser's own verdict
+            return fetch_site == "same-origin"
         if origin is not None:
             return origin.lower() in self.allowed_origins(request)
-        if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        if fetch_site == "cross-site":
             return False
         referer = request.headers.get("referer")
         if referer:
@@ -191,7 +194,7 @@ class Web:
             values["topics"] = _texts(form, "topics")
         for key in ("email", "name", "frequency", "timezone", "consent_version", "website"):
             if values.get(key) is not None and not isinstance(values[key], str):
-                return self._subscribe_invalid(request, as_json, values, {key: f"{key} must be text"})
+                return await self._subscribe_invalid(request, as_json, values, {key: f"{key} must be text"})
         if values.get("website"):
             # The honeypot field is filled: a bot. Same answer, nothing done.
             return self._subscribe_accepted(request, as_json)
@@ -203,7 +206,7 @@ class Web:
                           frequency=values.get("frequency"), topics=values.get("topics"),
                           timezone=values.get("timezone"), client=client)
         except subs.InvalidInput as exc:
-            return self._subscribe_invalid(request, as_json, values, {exc.field: exc.message})
+            return await self._subscribe_invalid(request, as_json, values, {exc.field: exc.message})
         except subs.RateLimited as exc:
             headers = {"Retry-After": str(exc.retry_after)}
             return self.error_page(request, 429, "Too many requests", "We have had too many sign-up requests "
@@ -216,18 +219,13 @@ class Web:
                                  "link is on its way."}, status_code=202, headers=PAGE_HEADERS)
         return self.page(request, "subscribe_sent.html", {"ttl_hours": self.settings.subscribers.confirm_ttl_hours})
 
-    def _subscribe_invalid(self, request: Request, as_json: bool, values: dict, errors: dict) -> Response:
+    async def _subscribe_invalid(self, request: Request, as_json: bool, values: dict, errors: dict) -> Response:
         if as_json:
             return JSONResponse({"ok": False, "errors": errors}, status_code=400, headers=PAGE_HEADERS)
         shown = {k: v for k, v in values.items() if isinstance(v, str) and k in ("email", "name", "frequency")}
         topics = values.get("topics")
         shown["topics"] = [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
-        form_ctx = subs.form_context(self.settings)
-        try:
-            with self.app.engine.connect() as conn:
-                form_ctx = subs.form_context(self.settings, conn)
-        except Exception:
-            log.debug("topics unavailable for the form", exc_info=True)
+        form_ctx = await self.read(lambda conn: subs.form_context(self.settings, conn))
         return self.page(request, "subscribe.html", {"subscribe_form": form_ctx, "form": shown, "errors": errors},
                          status=400)
 
@@ -575,4 +573,4 @@ def serve(app: App, *, host: str | None = None, port: int | None = None) -> None
                 server_header=False, access_log=True)
 
 
-__all__ = ["create_app", "serve", "FREQUENCY_LABELS"]
+__all__ = ["create_app", "serve"]

@@ -88,7 +88,7 @@ class LoopbackServer:
                 owner._handle(self, "GET")
 
         self.server = _Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -241,3 +241,25 @@ class MicropubPartner(LoopbackServer):
             location = f"{self.base_url}/posts/{self._n}"
             self.posts[location] = dict(data["properties"])
         handler._answer(201, b"", {"Location": location})
+
+
+if __name__ == "__main__":  # a partner to try `syndicate partners test` by hand
+    import os
+    import sys
+    import time
+
+    secret = os.environ.get(sys.argv[1] if len(sys.argv) > 1 else "PARTNER_SECRET", "")
+    if not secret:
+        sys.exit("usage: PARTNER_SECRET=whsec_... python -m tests.partner_server [ENV_NAME]")
+    with WebhookPartner(signing.split_secrets(secret)) as partner:
+        print(f"partner listening at {partner.url} (Ctrl-C stops)", flush=True)
+        seen = 0
+        try:
+            while True:
+                time.sleep(0.2)
+                for r in partner.requests[seen:]:
+                    print(f"{r.method} {r.path} -> {r.status} verified={r.verified} duplicate={r.duplicate} "
+                          f"{r.reason} {r.body[:120]!r}", flush=True)
+                seen = len(partner.requests)
+        except KeyboardInterrupt:
+            pass

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from sqlalchemy import func, select, update
 
 from pipeline import digests
 from pipeline.store.schema import articles, deliveries, digest_editions, digest_parts, subscribers
 
-from .digest_helpers import (
-    T0, add_articles, add_subscriber, at, body, by_recipient, drain, maildir_messages, suppress, titles,
-)
+from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, drain, suppress, titles
 
 
 def queued(app, kind=None) -> list[dict]:
@@ -217,3 +214,24 @@ def test_web_version_and_archive(app):
     drain(app)
     (msg,) = by_recipient(app)["a@example.com"]
     assert "https://news.example.com/digests/daily-2026-11-03/" in msg.get_body(("html",)).get_content()
+
+
+def test_periods_follow_the_site_timezone_and_configured_hours(make_app, db_url):
+    """Edition keys: a local day from daily_hour; a week from weekly_day at weekly_hour."""
+    from pipeline.config import load_settings
+
+    app = make_app(db_url, '[digests]\ndaily_hour = 7\nweekly_day = "friday"\nweekly_hour = 9\n')
+    s = app.settings
+    utc = dt.timezone.utc
+    assert digests.period(s, "daily", dt.datetime(2026, 11, 25, 6, 59, tzinfo=utc))[0] == "daily-2026-11-24"
+    assert digests.period(s, "daily", dt.datetime(2026, 11, 25, 7, 0, tzinfo=utc)) == (
+        "daily-2026-11-25", dt.datetime(2026, 11, 25, 7, 0, tzinfo=utc))
+    # Wednesday 25 Nov: the week began on Friday 20 Nov at 09:00
+    assert digests.period(s, "weekly", dt.datetime(2026, 11, 25, 12, 0, tzinfo=utc)) == (
+        "weekly-2026-11-20", dt.datetime(2026, 11, 20, 9, 0, tzinfo=utc))
+    assert digests.period(s, "weekly", dt.datetime(2026, 11, 27, 8, 59, tzinfo=utc))[0] == "weekly-2026-11-20"
+    assert digests.period(s, "weekly", dt.datetime(2026, 11, 27, 9, 0, tzinfo=utc))[0] == "weekly-2026-11-27"
+    # In Tokyo (UTC+9) 23:30 UTC is already the next local day.
+    tokyo = load_settings(s.source, env={"SYNDICATE_SITE__TIMEZONE": "Asia/Tokyo", "SYNDICATE_DIGESTS__DAILY_HOUR": "0"})
+    assert digests.period(tokyo, "daily", dt.datetime(2026, 11, 25, 23, 30, tzinfo=utc)) == (
+        "daily-2026-11-26", dt.datetime(2026, 11, 25, 15, 0, tzinfo=utc))

@@ -282,14 +282,14 @@ def test_pause_is_honoured_by_a_running_scheduler_and_persists_across_restarts(s
     with ServiceThread(app) as svc:
         wait_for(lambda: len(runs(app, "tick")) >= 2, what="two runs")
         jobstate.set_paused(app.engine, "tick", True, note="test")
-        time.sleep(0.6)  # > heartbeat: the scheduler has applied the pause
+        time.sleep(0.5)  # > heartbeat: the scheduler has applied the pause
         count = len(runs(app, "tick"))
-        time.sleep(0.8)
+        time.sleep(0.7)
         assert len(runs(app, "tick")) == count
         svc.stop()
     assert jobstate.next_run_times(app.engine)["tick"] is None  # paused in the job store too
     with ServiceThread(app) as svc:  # restart: still paused
-        time.sleep(1.0)
+        time.sleep(0.7)
         assert len(runs(app, "tick")) == count
         jobstate.set_paused(app.engine, "tick", False)
         wait_for(lambda: len(runs(app, "tick")) > count, what="runs after resume")
@@ -311,3 +311,33 @@ def test_a_bad_stage_in_the_schedule_fails_start_up(sqlite_app):
     write_schedule(app, '[[jobs]]\nid = "x"\nstage = "not-a-stage"\ninterval = 5\n')
     with pytest.raises(ConfigError, match=r"test\.toml: job 'x': stage: no stage named 'not-a-stage'"):
         SchedulerService(app).run()
+
+
+def test_reload_applies_an_edited_schedule_without_a_restart(sqlite_app):
+    """SIGHUP (systemctl reload) re-reads the files: added jobs run, removed ones stop."""
+    app = fast(sqlite_app)
+    write_schedule(app, f'[[jobs]]\nid = "old"\nstage = "{FAST}"\ninterval = 0.3\n')
+    with ServiceThread(app) as svc:
+        wait_for(lambda: runs(app, "old"), what="the old job")
+        write_schedule(app, f'[[jobs]]\nid = "new"\nstage = "{FAST}"\ninterval = 0.3\n')
+        svc.service.reload_requested.set()  # what the SIGHUP handler does
+        wait_for(lambda: runs(app, "new"), what="the new job")
+        assert set(jobstate.next_run_times(app.engine)) == {"new"}
+        svc.stop()
+
+
+def test_runs_of_one_stage_are_serialised(sqlite_app):
+    """SCHED-3: two jobs on the same stage (say, two feed builds) never run at once in a scheduler."""
+    from pipeline.scheduler import execute
+
+    from . import stage_fixtures
+
+    stage_fixtures._probe.update(running=0, max=0)
+    probe = "tests.stage_fixtures:overlap_probe"
+    threads = [threading.Thread(target=execute, args=(sqlite_app, f"build-{i}", probe)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stage_fixtures._probe["max"] == 1
+    assert [r["status"] for r in runs(sqlite_app)] == ["ok", "ok", "ok"]

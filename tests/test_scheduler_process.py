@@ -97,18 +97,44 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition", procs=()
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-@pytest.fixture
-def project(tmp_path, db_url):
-    projects = []
-
+def _factory(tmp_path, db_url, projects):
     def factory(schedule: str, url: str | None = None) -> Project:
         p = Project(tmp_path / f"site{len(projects)}", url or db_url, schedule)
         projects.append(p)
         return p
+    return factory
 
-    yield factory
+
+@pytest.fixture
+def project(tmp_path, db_url):
+    """A project folder on each database backend."""
+    projects: list[Project] = []
+    yield _factory(tmp_path, db_url, projects)
     for p in projects:
         p.cleanup()
+
+
+@pytest.fixture
+def sqlite_project(tmp_path, sqlite_url):
+    projects: list[Project] = []
+    yield _factory(tmp_path, sqlite_url, projects)
+    for p in projects:
+        p.cleanup()
+
+
+@pytest.fixture
+def pg_project(tmp_path):
+    from .conftest import drop_pg_schemas, new_pg_schema, require_postgres
+
+    require_postgres()
+    projects: list[Project] = []
+    yield _factory(tmp_path, new_pg_schema(), projects)
+    for p in projects:
+        p.cleanup()
+    from pipeline.store import dispose_engines
+
+    dispose_engines()
+    drop_pg_schemas()
 
 
 TICK = f"""
@@ -163,30 +189,38 @@ def test_two_schedulers_run_each_slot_once_and_the_standby_takes_over(project):
     wait_for(lambda: any(r["pid"] == b.pid for r in p.ok_runs()), timeout=30, what="b to take over", procs=[b])
     took = time.monotonic() - killed_at
     wait_for(lambda: len([r for r in p.ok_runs() if r["pid"] == b.pid]) >= 2, what="b's runs", procs=[b])
-    assert p.role(b) == "leader"
+    assert p.role(b) == "leader" and p.role(a) == "stopped"  # the dead leader is retired
+    c = p.start("c")  # a standby stops at once on SIGTERM
+    wait_for(lambda: p.role(c) == "standby", what="c to stand by", procs=[c])
+    assert p.stop(c) == 0 and p.role(c) == "stopped"
     assert p.stop(b) == 0
     slots = [r["scheduled_for"] for r in p.ok_runs()]
     assert len(slots) == len(set(slots)), "a slot ran twice"
     print(f"standby took over {took:.1f}s after the leader was killed")
 
 
-def test_sigterm_during_a_job_lets_it_finish_recorded_and_exits_0(project, tmp_path):
-    """Also SCHED-1: a slot that comes while the job still runs is skipped, not stacked."""
+def test_sigterm_during_a_job_lets_it_finish_recorded_and_exits_0(sqlite_project, tmp_path):
+    """Also SCHED-1: a slot that comes while the job still runs is skipped, not stacked.
+
+    (On PostgreSQL the same stop is exercised by the no-transaction test below.)
+    """
     marker = tmp_path / "started"
-    p = project(f"""
+    p = sqlite_project(f"""
 [[jobs]]
 id = "tick"
 stage = "{FAST}"
-args = {{ seconds = 1.5, marker = "{marker}" }}
+args = {{ seconds = 2.5, marker = "{marker}" }}
 interval = 0.5
 """)
     proc = p.start("sched")
     wait_for(marker.exists, what="the job to start", procs=[proc])
     wait_for(lambda: any(r["status"] == "skipped" for r in p.runs()), what="an overlapping slot skipped", procs=[proc])
     assert p.runs()[0]["status"] == "running"
+    sigterm_at = time.time()
     assert p.stop(proc) == 0
     rows = p.runs()
-    assert rows[0]["status"] == "ok" and rows[0]["counts"]["slept"] == 1
+    assert rows[0]["status"] == "ok" and rows[0]["counts"]["slept"] == 2
+    assert rows[0]["ended_at"].timestamp() > sigterm_at  # it was running, and finished after SIGTERM
     assert all(r["status"] in ("ok", "skipped") for r in rows), rows
     assert "previous run was still going" in next(r["error"] for r in rows if r["status"] == "skipped")
     with p.app.engine.connect() as conn:
@@ -194,15 +228,19 @@ interval = 0.5
             scheduler_instances.c.pid == proc.pid)).scalar() == "stopped"
 
 
-def test_the_leader_holds_no_transaction_while_a_job_runs(project, tmp_path, db_url):
-    """Issue 9: between its own short state writes the leader is idle, not `idle in transaction`."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("pg_stat_activity is PostgreSQL's")
+@pytest.mark.postgres
+def test_the_leader_holds_no_transaction_while_a_job_runs(pg_project, tmp_path):
+    """Issue 9: between its own short state writes the leader is idle, not `idle in transaction`;
+    SIGTERM during the job exits 0 once it is done."""
     import psycopg
+
+    from .conftest import new_pg_schema
+
+    db_url = new_pg_schema()
 
     app_name = "sched_" + secrets.token_hex(4)
     marker = tmp_path / "started"
-    p = project(f"""
+    p = pg_project(f"""
 [[jobs]]
 id = "tick"
 stage = "{FAST}"
@@ -216,7 +254,9 @@ interval = 1
     with psycopg.connect(dsn, autocommit=True) as conn:
         for _ in range(10):
             samples.append(conn.execute(
-                "SELECT pid, state, xact_start IS NOT NULL, application_name FROM pg_stat_activity "
+                # a transaction open for more than 0.5 s (the job sleeps 1.5 s with no database work)
+                "SELECT pid, state, clock_timestamp() - xact_start > interval '500 milliseconds', application_name "
+                "FROM pg_stat_activity "
                 "WHERE application_name IN (%s, 'syndicate-scheduler-lock') AND pid <> pg_backend_pid()",
                 (app_name,)).fetchall())
             time.sleep(0.1)
@@ -227,6 +267,6 @@ interval = 1
     assert locks == [(app_name, "idle")]
     assert p.stop(proc) == 0
     assert any(samples), "no scheduler connections seen"
-    held = [row for sample in samples for row in sample if row[1] == "idle in transaction"]
+    held = [row for sample in samples for row in sample if row[2]]
     assert not held, held
 

@@ -567,3 +567,44 @@ def test_app_fixture_is_isolated(app):
     assert isinstance(app, App)
     with app.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(subscribers)).scalar_one() == 0
+
+
+# --- golden files -------------------------------------------------------------------
+
+GOLDEN = __import__("pathlib").Path(__file__).resolve().parent / "data" / "golden"
+
+
+def _golden_message(raw: bytes) -> str:
+    """Headers a person sees and both decoded parts, with the link token pinned."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    head = [f"{name}: {msg[name]}" for name in ("From", "To", "Subject", "Date", "Auto-Submitted", "MIME-Version")]
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    out = ("\n".join(head) + "\n\n--- text/plain ---\n" + text + "\n--- text/html ---\n" + html).replace("\r\n", "\n")
+    return re.sub(r"/(confirm|preferences|unsubscribe)/[A-Za-z0-9_.\-]+", r"/\1/<TOKEN>", out)
+
+
+def _check_golden(name: str, actual: str) -> None:
+    import os
+
+    path = GOLDEN / name
+    if os.environ.get("SYNDICATE_REGENERATE_GOLDENS") or not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual, encoding="utf-8", newline="\n")
+    assert actual == path.read_text(encoding="utf-8"), f"{name} changed; `make goldens` if deliberate"
+
+
+def test_golden_confirmation_and_notice_emails(sqlite_app, monkeypatch):
+    monkeypatch.setenv("SYNDICATE_FROZEN_NOW", "2026-11-03T12:00:00Z")
+    app = sqlite_app
+    signup(app, "chloe@example.com", name="Chloé Martin", frequency="daily", topics=["sleep", "work"])
+    drain(app.settings, app.engine)
+    (confirm_file,) = list((app.settings.path("email.maildir") / "new").iterdir())
+    _check_golden("confirm_email.txt", _golden_message(confirm_file.read_bytes()))
+    first = confirm_link_token(app, outbox_rows(app, "confirm")[0])
+    with app.engine.begin() as conn:
+        subs.confirm(conn, app.settings, first)
+    signup(app, "chloe@example.com")
+    drain(app.settings, app.engine)
+    notice = [p for p in (app.settings.path("email.maildir") / "new").iterdir() if p != confirm_file]
+    _check_golden("subscribed_notice_email.txt", _golden_message(notice[0].read_bytes()))

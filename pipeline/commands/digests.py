@@ -65,8 +65,8 @@ def compose(ctx, frequency: str, dry_run: bool, show: int):
         recipients = report.subscribers - report.empty
         if recipients > len(plan):
             console.print(f"... and {recipients - len(plan)} more")
-        console.print(f"dry run: {recipients} would get a digest "
-                      f"({report.queued} messages), {report.empty} have nothing new; nothing was written")
+        console.print(f"dry run: {recipients} subscriber(s) would get {report.queued} message(s), "
+                      f"{report.empty} have nothing new; nothing was written", soft_wrap=True)
         return
     console.print(f"{frequency}: {report.queued} queued for {report.subscribers - report.empty} subscribers, "
                   f"{report.empty} with nothing new, {report.parts_rendered} variants rendered"

@@ -325,8 +325,11 @@ def _print_status(ctx, panels: dict) -> None:
         if not workers:
             c.print("none active")
         for w in workers:
-            c.print(f"  {w['worker']}  host {w['host']} pid {w['pid']}  heartbeat {_when(w['heartbeat_at'], now)}"
-                    f"  claimed {w['claimed'] if w['claimed'] is not None else '-'}")
+            colour = {"running": "green", "stale": "red", "unregistered": "yellow"}.get(w["state"], "")
+            state = f"[{colour}]{w['state']}[/]" if colour else w["state"]
+            totals = f"  sent {w['sent']} failed {w['failed']}" if w.get("sent") is not None else ""
+            c.print(f"  {w['worker']} {state}  host {w['host']} pid {w['pid']}  heartbeat "
+                    f"{_when(w['heartbeat_at'], now)}  claimed {w['claimed']}{totals}")
 
     scheds = panels["schedulers"]
     if heading("Schedulers", scheds):

@@ -45,14 +45,15 @@ def partners_list(ctx):
         console.print("No partners configured. Add a [[partners]] table to syndicate.toml (see README, Partners).")
         return
     table = Table(title="partners")
-    for col in ("name", "kind", "state", "last success", "backlog", "sent", "dead", "failed", "url"):
-        table.add_column(col, overflow="fold")
+    for col in ("name", "kind", "state", "last success", "backlog", "sent", "dead", "failed"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("state", "kind"))
     for r in rows:
         colour = {"active": "green", "paused": "yellow", "throttled": "yellow", "disabled": "red"}.get(r["state"], "")
         state = f"[{colour}]{r['state']}[/]" if colour else r["state"]
         table.add_row(r["name"], r["kind"], state, _when(r["last_success_at"]), str(r["backlog"]), str(r["sent"]),
-                      str(r["dead"]), str(r["failed"]), escape(r["url"]))
+                      str(r["dead"]), str(r["failed"]))
     console.print(table)
+    console.print("`syndicate partners status NAME` shows a partner's URL and its recent attempts.")
     for r in rows:
         note = r["alert"] or (r["reason"] if r["state"] in ("paused", "disabled") else "")
         if note:
@@ -81,24 +82,20 @@ def partners_status(ctx, name: str, limit: int):
         console.print(f"[red]needs attention:[/] {escape(s['alert'])}", soft_wrap=True)
     console.print(f"last success: {_when(s['last_success_at'])}; backlog {s['backlog']}, sent {s['sent']}, "
                   f"dead {s['dead']}, failed {s['failed']}")
+    # One line per attempt (not a table): long errors and ids stay whole and greppable.
     if info["attempts"]:
-        table = Table(title="recent attempts (newest first)")
-        for col in ("time", "event", "article", "webhook-id", "status", "outcome", "ms", "error"):
-            table.add_column(col, overflow="fold")
+        console.print("\n[bold]recent attempts[/] (newest first): time, event, article, status, outcome, ms, webhook-id, error")
         for a in info["attempts"]:
-            table.add_row(_when(a["attempted_at"]), a["kind"], a["slug"], a["message_id"],
-                          str(a["status_code"] or "-"), a["outcome"], str(a["duration_ms"]), escape(a["error"][:200]))
-        console.print(table)
+            code = f"HTTP {a['status_code']}" if a["status_code"] else "no answer"
+            console.print(f"  {_when(a['attempted_at'])}  {a['kind']}  {a['slug'] or '-'}  {code}  {a['outcome']}  "
+                          f"{a['duration_ms']}ms  {a['message_id'] or '-'}  {escape(a['error'][:300])}", soft_wrap=True)
     else:
         console.print("No attempts yet.")
     if info["pending"]:
-        table = Table(title="waiting or given up")
-        for col in ("delivery", "event", "article", "state", "attempts", "next attempt", "last error"):
-            table.add_column(col, overflow="fold")
+        console.print("\n[bold]waiting or given up[/]: delivery, event, article, state, attempts, next attempt, last error")
         for w in info["pending"]:
-            table.add_row(str(w["id"]), w["kind"], w["slug"], w["state"], str(w["attempts"]),
-                          _when(w["next_attempt_at"]), escape((w["last_error"] or "")[:200]))
-        console.print(table)
+            console.print(f"  #{w['id']}  {w['kind']}  {w['slug'] or '-'}  {w['state']}  {w['attempts']}  "
+                          f"{_when(w['next_attempt_at'])}  {escape((w['last_error'] or '')[:300])}", soft_wrap=True)
 
 
 @partners_group.command("test")

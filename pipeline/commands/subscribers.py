@@ -135,7 +135,7 @@ def show_cmd(ctx, email, as_json):
         client = " ".join(x for x in (e["ip"] or "", (e["user_agent"] or "")[:40]) if x)
         table.add_row(e["at"].strftime("%Y-%m-%d %H:%M:%S"), e["kind"], e["source"], e["wording_version"],
                       e["privacy_version"], (e["token_hash"] or "")[:12], client,
-                      json.dumps(e["detail"], default=str) if e["detail"] else "")
+                      json.dumps(e["detail"], default=str, ensure_ascii=False) if e["detail"] else "")
     console.print(table)
 
 
@@ -216,10 +216,11 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
     for line, message in report.bad:
         err_console.print(f"[yellow]{name}:{line}:[/] {message} (row skipped)", soft_wrap=True)
     for line, address, state in report.kept:
-        console.print(f"{name}:{line}: {address} is {state}; kept as it is")
+        console.print(f"{name}:{line}: {address} is {state}; kept as it is", soft_wrap=True)
     counts = report.counts()
     console.print(("dry run, nothing changed: " if dry_run else "") + ", ".join(f"{k.replace('_', ' ')} {v}"
-                                                                            for k, v in counts.items()))
+                                                                            for k, v in counts.items()),
+                  soft_wrap=True)
     if strict and report.bad:
         raise SyndicateError(f"{len(report.bad)} bad row(s) in {name}", hint="Fix the lines named above.")
 

@@ -71,8 +71,11 @@ def register_email_kind(kind: str, builder: Callable) -> None:
 
 
 def email_builder(kind: str) -> Callable:
-    _load_builtin_channels()
-    return _email_kinds[kind]
+    builder = _email_kinds.get(kind)
+    if builder is None:
+        _load_builtin_channels()
+        builder = _email_kinds[kind]
+    return builder
 
 
 def _load_builtin_channels() -> None:
@@ -94,10 +97,13 @@ def _load_builtin_channels() -> None:
 def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str, int]:
     """Write the outcomes of one batch in one transaction; counts by status."""
     counts: dict[str, int] = {}
+    outcomes = list(outcomes)
     with engine.begin() as conn:
+        # the common case, every message accepted, is one executemany
+        outbox.mark_sent_many(conn, [(o.delivery_id, o.answer) for o in outcomes if o.status == "sent"], worker=worker)
         for o in outcomes:
             if o.status == "sent":
-                outbox.mark_sent(conn, o.delivery_id, answer=o.answer, worker=worker)
+                pass
             elif o.status == "retry":
                 outbox.mark_retry(conn, o.delivery_id, error=o.error, answer=o.answer,
                                   next_attempt_at=o.next_attempt_at, spend_attempt=o.spend_attempt,

@@ -20,6 +20,7 @@ Per batch, `EmailChannel.send(rows)`:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import hashlib
@@ -142,6 +143,15 @@ class _Job:
     message: OutgoingEmail
 
 
+@dataclasses.dataclass
+class _Prepared:
+    rows: list[dict]
+    outcomes: dict = dataclasses.field(default_factory=dict)
+    jobs: list = dataclasses.field(default_factory=list)
+    granted: int = 0
+    state: object = None
+
+
 # Failures that say something about the channel (count towards pausing it); a hard
 # bounce or a throttle says something about one recipient or the pace.
 _CHANNEL_FAILURES = ("connection", "transient", "permanent", "policy")
@@ -151,7 +161,7 @@ class EmailChannel:
     channel = "email"
 
     def __init__(self, settings: Settings, engine, sender=None):
-        from .journal import Journal, journal_dir
+        from .journal import journal_dir
         from .ratelimit import TokenBucket
         from .signing import signer_from_settings
 
@@ -166,46 +176,75 @@ class EmailChannel:
         self.sender = self.lanes[0]
         self.signer = signer_from_settings(settings)
         self.bucket = TokenBucket(d.rate_per_second)
-        self.journal = Journal(journal_dir(settings)) if d.journal else None
+        # one journal file per delivered batch, removed once its outcomes are committed
+        self.journal_folder = journal_dir(settings) if d.journal else None
+        self._journals: collections.deque = collections.deque()
         self.pool = ThreadPoolExecutor(len(self.lanes), thread_name_prefix="smtp-lane") if len(self.lanes) > 1 else None
         self.lock = threading.Lock()
         self.live_workers = 1
+        self._bounce_domain: str | None = None
         self._sent_in_batch = 0
         self._batch_started = time.monotonic()
 
     # --- the batch -------------------------------------------------------------------
 
     def send(self, rows: list[dict]) -> list[Outcome]:
+        return self.deliver(self.prepare(rows))
+
+    def prepare(self, rows: list[dict]) -> "_Prepared":
+        """Steps 1-3: quota, suppression, building. The worker prepares the next batch
+        while the lanes still send the previous one."""
         from . import channels, ratelimit
 
+        batch = _Prepared(rows)
         if not rows:
-            return []
-        state = channels.get_state(self.engine, self.channel)
-        if state.paused:
-            return [Outcome(r["id"], "release") for r in rows]
-        self._tune_rate(state)
+            return batch
+        batch.state = channels.get_state(self.engine, self.channel)
+        if batch.state.paused:
+            return batch
         d = self.settings.delivery
-        outcomes: dict[int, Outcome] = {}
-        granted, retry_at = ratelimit.reserve(self.engine, self.channel, len(rows),
-                                              per_hour=d.max_per_hour, per_day=d.max_per_day)
-        for r in rows[granted:]:
-            outcomes[r["id"]] = Outcome(r["id"], "release", next_attempt_at=retry_at,
-                                        error="hourly or daily cap reached")
-        jobs = self._prepare(rows[:granted], outcomes)
-        results = self._dispatch(jobs)
+        batch.granted, retry_at = ratelimit.reserve(self.engine, self.channel, len(rows),
+                                                    per_hour=d.max_per_hour, per_day=d.max_per_day)
+        for r in rows[batch.granted:]:
+            batch.outcomes[r["id"]] = Outcome(r["id"], "release", next_attempt_at=retry_at,
+                                              error="hourly or daily cap reached")
+        batch.jobs = self._prepare(rows[:batch.granted], batch.outcomes)
+        return batch
+
+    def deliver(self, batch: "_Prepared") -> list[Outcome]:
+        """Steps 4-5: send the prepared batch and judge every answer."""
+        from . import channels, ratelimit
+        from .journal import Journal
+
+        if not batch.rows:
+            return []
+        state = channels.get_state(self.engine, self.channel) if batch.jobs else batch.state
+        if state is None or state.paused:  # paused since it was prepared: give it all back
+            if batch.granted and (self.settings.delivery.max_per_hour or self.settings.delivery.max_per_day):
+                ratelimit.refund(self.engine, self.channel, batch.granted)
+            return [Outcome(r["id"], "release") for r in batch.rows]
+        self._tune_rate(state)
+        journal = Journal(self.journal_folder) if self.journal_folder is not None else None
+        with self.lock:
+            self._journals.append(journal)
+        results = self._dispatch(batch.jobs, journal)
         attempted = sum(1 for r in results if r is not None)
-        if granted - attempted > 0 and (d.max_per_hour > 0 or d.max_per_day > 0):
-            ratelimit.refund(self.engine, self.channel, granted - attempted)
-        self._judge(jobs, results, outcomes, state)
-        return [outcomes[r["id"]] for r in rows]
+        d = self.settings.delivery
+        if batch.granted - attempted > 0 and (d.max_per_hour > 0 or d.max_per_day > 0):
+            ratelimit.refund(self.engine, self.channel, batch.granted - attempted)
+        self._judge(batch.jobs, results, batch.outcomes, state)
+        return [batch.outcomes[r["id"]] for r in batch.rows]
 
     def send_one(self, row: dict) -> Outcome:
         return self.send([row])[0]
 
     def committed(self) -> None:
-        """The worker committed this batch's outcomes: the journal can forget them."""
-        if self.journal is not None:
-            self.journal.committed()
+        """The worker committed the oldest delivered batch's outcomes: its journal can go."""
+        with self.lock:
+            journal = self._journals.popleft() if self._journals else None
+        if journal is not None:
+            journal.committed()
+            journal.close()
 
     def _tune_rate(self, state) -> None:
         from .workers import live_worker_count
@@ -267,7 +306,9 @@ class EmailChannel:
         for address in [message.envelope_from, *message.recipients]:
             if "\r" in address or "\n" in address:  # MSG-5: never let an address add a line
                 raise ValueError(f"address {address!r} contains a line break")
-        bounce_address = verp.encode(self.settings, row["id"])
+        if self._bounce_domain is None:
+            self._bounce_domain = verp.bounce_domain(self.settings)
+        bounce_address = verp.encode(self.settings, row["id"], self._bounce_domain) if self._bounce_domain else ""
         if bounce_address:
             message.envelope_from = bounce_address
         message.data = to_crlf(message.data)
@@ -276,7 +317,7 @@ class EmailChannel:
 
     # --- sending ---------------------------------------------------------------------
 
-    def _dispatch(self, jobs: list[_Job]) -> list:
+    def _dispatch(self, jobs: list[_Job], journal=None) -> list:
         """Send every job over the lanes; per job: SendResult, SendFailure, or None
         when it was not attempted (channel paused mid-batch, lane lost its server)."""
         results: list = [None] * len(jobs)
@@ -311,8 +352,8 @@ class EmailChannel:
                     log.debug("sending delivery %s failed", job.row["id"], exc_info=True)
                     results[i] = SendFailure("transient", f"unexpected error while sending: {exc!r}")
                     continue
-                if self.journal is not None:
-                    self.journal.sent(job.row["id"], result.answer)
+                if journal is not None:
+                    journal.sent(job.row["id"], result.answer)
                 results[i] = result
                 self._sent_in_batch += 1
 
@@ -433,8 +474,12 @@ class EmailChannel:
                 log.debug("closing a sender failed", exc_info=True)
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-        if self.journal is not None:
-            self.journal.close()
+        # journals never committed keep their lines: the next drain's recover() reads them
+        with self.lock:
+            while self._journals:
+                journal = self._journals.popleft()
+                if journal is not None:
+                    journal.close()
 
 
 register_channel("email", EmailChannel)

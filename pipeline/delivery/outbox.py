@@ -21,7 +21,7 @@ import os
 import socket
 from typing import Any, Iterable
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -146,6 +146,20 @@ def mark_sent(conn: Connection, delivery_id: int, *, answer: str = "", worker: s
     return _finish(conn, delivery_id, worker, state="sent", sent_at=now, lease_until=None,
                    provider_answer=answer[:2000], last_error=None,
                    attempts=deliveries.c.attempts + 1)
+
+
+def mark_sent_many(conn: Connection, sent: list[tuple[int, str]], *, worker: str | None = None) -> int:
+    """mark_sent for a batch in one executemany: (delivery id, answer) pairs."""
+    if not sent:
+        return 0
+    now = utcnow()
+    stmt = update(deliveries).where(deliveries.c.id == bindparam("b_id"), deliveries.c.state == "sending")
+    if worker is not None:
+        stmt = stmt.where(deliveries.c.claimed_by == worker)
+    stmt = stmt.values(state="sent", sent_at=now, lease_until=None, provider_answer=bindparam("b_answer"),
+                       last_error=None, attempts=deliveries.c.attempts + 1, updated_at=now)
+    result = conn.execute(stmt, [{"b_id": i, "b_answer": (a or "")[:2000]} for i, a in sent])
+    return result.rowcount
 
 
 def mark_retry(conn: Connection, delivery_id: int, *, error: str, next_attempt_at: dt.datetime,

@@ -37,9 +37,20 @@ def _b36(n: int) -> str:
             return out
 
 
+_keys: dict[int, tuple[Settings, bytes]] = {}
+
+
+def _key(settings: Settings) -> bytes:
+    # derived once per Settings object (the secret may come from a file)
+    cached = _keys.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        key = hashlib.sha256(b"syndicate.verp:" + secret_key(settings).encode("utf-8")).digest()
+        cached = _keys[id(settings)] = (settings, key)
+    return cached[1]
+
+
 def _mac(settings: Settings, ident: str) -> str:
-    key = hashlib.sha256(b"syndicate.verp:" + secret_key(settings).encode("utf-8")).digest()
-    digest = hmac.new(key, ident.encode("ascii"), hashlib.sha256).digest()
+    digest = hmac.new(_key(settings), ident.encode("ascii"), hashlib.sha256).digest()
     return base64.b32encode(digest).decode("ascii")[:16].lower()
 
 

@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from sqlalchemy import func, select
@@ -104,8 +105,26 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
     started = time.monotonic()
     report.recovered = recover(journal_dir(settings), engine)
     workers.register(engine, worker)
-    beat = time.monotonic()
-    sent_since_beat = failed_since_beat = 0
+    beat = [time.monotonic(), 0, 0]  # last heartbeat, sent and failed since
+    # A handler with prepare()/deliver() (email) sends batch n on a background thread
+    # while this thread claims and prepares batch n+1; outcomes are still recorded
+    # strictly batch by batch, in order.
+    background = ThreadPoolExecutor(1, thread_name_prefix="deliver")
+    in_flight: list = []  # [(handler, future)] at most one
+
+    def finish() -> None:
+        handler, future = in_flight.pop()
+        _record(handler, future.result())
+
+    def _record(handler, outcomes) -> None:
+        counts = record(engine, outcomes, worker)
+        committed = getattr(handler, "committed", None)
+        if committed:
+            committed()
+        report.add(counts)
+        beat[1] += counts.get("sent", 0)
+        beat[2] += sum(counts.get(k, 0) for k in ("failed", "dead", "retry"))
+
     try:
         while limit is None or report.claimed < limit:
             if should_stop and should_stop():
@@ -125,27 +144,37 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
                 handler = handlers.get(channel)
                 if handler is None:
                     handler = handlers[channel] = channel_factory(channel)(settings, engine)
-                outcomes = handler.send(batch)
-                counts = record(engine, outcomes, worker)
-                committed = getattr(handler, "committed", None)
-                if committed:
-                    committed()
-                report.add(counts)
-                sent_since_beat += counts.get("sent", 0)
-                failed_since_beat += sum(counts.get(k, 0) for k in ("failed", "dead", "retry"))
+                if hasattr(handler, "prepare") and hasattr(handler, "deliver"):
+                    prepared = handler.prepare(batch)
+                    if in_flight:
+                        finish()
+                    in_flight.append((handler, background.submit(handler.deliver, prepared)))
+                else:
+                    if in_flight:
+                        finish()
+                    _record(handler, handler.send(batch))
             if progress:
                 progress(report)
-            if time.monotonic() - beat > HEARTBEAT_SECONDS:
-                workers.heartbeat(engine, worker, sent=sent_since_beat, failed=failed_since_beat)
-                sent_since_beat = failed_since_beat = 0
-                beat = time.monotonic()
+            if time.monotonic() - beat[0] > HEARTBEAT_SECONDS:
+                workers.heartbeat(engine, worker, sent=beat[1], failed=beat[2])
+                beat[:] = [time.monotonic(), 0, 0]
             if report.released and report.released >= report.claimed:
                 break  # everything claimed was handed back (paused, capped): stop, do not spin
+        if in_flight:
+            finish()
+            if progress:
+                progress(report)
     finally:
+        if in_flight:  # an error above: let the batch in the air finish and record it
+            try:
+                finish()
+            except Exception:  # the original error matters more; the lease brings these back
+                log.debug("recording the last batch failed", exc_info=True)
+        background.shutdown(wait=True)
         for handler in handlers.values():
             handler.close()
         try:
-            workers.heartbeat(engine, worker, sent=sent_since_beat, failed=failed_since_beat, state="stopped")
+            workers.heartbeat(engine, worker, sent=beat[1], failed=beat[2], state="stopped")
         except Exception:  # reporting the stop must not mask the real error
             log.debug("could not record the worker's stop", exc_info=True)
         report.seconds = time.monotonic() - started

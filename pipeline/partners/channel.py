@@ -19,6 +19,7 @@ import time
 from sqlalchemy import select
 
 from ..delivery import Outcome
+from ..errors import SyndicateError
 from ..store.schema import partner_attempts
 from ..timeutil import utcnow
 from . import state
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 PAUSE_AFTER_ANSWER_ENV = "SYNDICATE_TEST_PAUSE_AFTER_PARTNER_ANSWER"
 
 
-class NotReady(Exception):
+class NotReady(SyndicateError):
     """The partner cannot be pushed to until the operator acts (missing secret, bad secret)."""
 
 

@@ -100,7 +100,6 @@ class GuardedAdapter(HTTPAdapter):
 def make_session(partner: Partner, site_url: str = "") -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # no proxies or .netrc from the environment (SW-7)
-    session.max_redirects = 0
     session.headers["User-Agent"] = f"Syndicate/{__version__}" + (f" (+{site_url})" if site_url else "")
     if not partner.allow_private:
         adapter = GuardedAdapter(max_retries=0)

@@ -34,7 +34,7 @@ def _state_label(p: Partner, st: dict, now: dt.datetime) -> str:
     if not p.enabled:
         return "off (enabled = false)"
     if p.kind == "websub":
-        return "hub (pinged after feed builds)"
+        return "hub"
     if st["state"] == "disabled":
         return "disabled"
     if st["state"] == "paused" and st["paused_until"] and st["paused_until"] > now:

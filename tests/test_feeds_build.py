@@ -1,0 +1,130 @@
+"""The build: RFC 5005 archives (PAGE-2/3), incremental writes, byte-identical rebuilds,
+dry runs; on every database."""
+
+from __future__ import annotations
+
+import json
+
+import feedparser
+from lxml import etree
+
+from pipeline.build import MANIFEST, build
+
+from .feedsite import NS, add_articles, build_site, feed_files, feeds_toml, publish, public, read, tree_digest
+
+
+def walk_archive_chain(app, fmt: str, key: str = "all") -> list[list[str]]:
+    """Follow prev-archive (next_url in JSON Feed) from the subscription document; the
+    ids of each document, newest document first."""
+    base = app.settings.site.base_url.rstrip("/") + "/"
+    url = f"{base}feeds/{key}.{fmt}"
+    docs, seen = [], set()
+    while url:
+        assert url not in seen, f"loop at {url}"
+        seen.add(url)
+        data = read(app, url[len(base):])
+        if fmt == "json":
+            feed = json.loads(data)
+            docs.append([i["id"] for i in feed["items"]])
+            url = feed.get("next_url")
+        else:
+            root = etree.fromstring(data)
+            if fmt == "atom":
+                docs.append(root.xpath("a:entry/a:id/text()", namespaces=NS))
+                links = root.xpath("a:link[@rel='prev-archive']/@href", namespaces=NS)
+            else:
+                docs.append(root.xpath("channel/item/guid/text()"))
+                links = root.xpath("channel/atom:link[@rel='prev-archive']/@href", namespaces=NS)
+            assert all(link.startswith("https://") for link in links)  # PAGE-2: absolute
+            url = links[0] if links else None
+    return docs
+
+
+def test_page_3_archive_chain_walks_back_to_every_entry_without_duplicates(make_app, db_url):
+    app = make_app(db_url, feeds_toml(max_entries=3, archive_size=2))
+    build_site(app, 11)
+    expected = {f"https://news.example.com/articles/article-{i:03d}/" for i in range(11)}
+    for fmt in ("atom", "rss", "json"):
+        docs = walk_archive_chain(app, fmt)
+        ids = [i for doc in docs for i in doc]
+        assert len(ids) == len(set(ids)) == 11 and set(ids) == expected, fmt
+        assert len(docs[0]) == 3  # the subscription document holds max_entries
+        assert [len(d) for d in docs[1:]] == [2, 2, 2, 2]  # archives of archive_size
+    # every feed, not only "all": tag feeds walk back completely too
+    tag_ids = [i for doc in walk_archive_chain(app, "atom", "tags/habits") for i in doc]
+    assert len(tag_ids) == len(set(tag_ids))
+    assert {p.id for p in feedparser.parse(read(app, "feeds/tags/habits.atom")).entries} <= set(tag_ids)
+
+
+def test_adding_an_article_touches_only_its_feeds_and_pages_and_never_a_sealed_archive(make_app, db_url):
+    app = make_app(db_url, feeds_toml(max_entries=3, archive_size=2))
+    build_site(app, 10)
+    manifest = json.loads(read(app, MANIFEST))["immutable"]
+    assert "feeds/archive/all/3.atom" in manifest and "feeds/archive/all/4.atom" not in manifest  # 4: the newest, open
+    sealed = {rel: (public(app) / rel).stat().st_mtime_ns for rel in manifest}
+    assert sealed
+
+    slug = add_articles(app, 1, start=10)[0]  # tags habits+work (10 % 5 = 0), category wellbeing, ana-lee
+    publish(app)
+    report = build(app)
+    keys = {"all", "tags/habits", "tags/work", "categories/wellbeing", "authors/ana-lee"}
+    allowed = {"index.html", f"articles/{slug}/index.html"} | {f"{k}/index.html" for k in keys if k != "all"}
+    for rel in report.written:
+        if rel.startswith("feeds/"):
+            key = rel[len("feeds/archive/"):].rsplit("/", 1)[0] if rel.startswith("feeds/archive/") else rel[6:].rsplit(".", 1)[0]
+            assert key in keys, rel
+        else:
+            assert rel in allowed, rel
+    assert {f"feeds/{k}.{fmt}" for k in keys for fmt in ("atom", "rss", "json")} <= set(report.written)
+    assert not set(report.written) & set(sealed)  # PAGE-3: full archives never rewritten
+    for rel, mtime in sealed.items():
+        assert (public(app) / rel).stat().st_mtime_ns == mtime
+    assert set(report.changed_topics) == {f"https://news.example.com/feeds/{k}.{fmt}" for k in keys
+                                          for fmt in ("atom", "rss", "json")}
+
+
+def test_rebuild_with_nothing_changed_writes_nothing_and_a_fresh_build_is_byte_identical(make_app, db_url, tmp_path):
+    """HTTP-1, FG-6: the same approved content gives byte-identical files, also from
+    an empty database and an empty public/."""
+    app = make_app(db_url, feeds_toml(max_entries=3, archive_size=2))
+    first = build_site(app, 7)
+    assert first.written and not first.errors
+    again = build(app)
+    assert again.written == [] and again.removed == [] and again.rendered == 0 and again.pings == 0
+    other = make_app(f"sqlite:///{tmp_path / 'other.db'}", feeds_toml(max_entries=3, archive_size=2),
+                     root=tmp_path / "other")
+    build_site(other, 7)
+    assert tree_digest(public(app)) == tree_digest(public(other))
+
+
+def test_dry_run_writes_nothing(make_app, db_url):
+    app = make_app(db_url)
+    add_articles(app, 3)
+    publish(app)
+    report = build(app, dry_run=True)
+    assert report.written and not any(public(app).rglob("*.atom"))
+    real = build(app)
+    assert sorted(real.written) == sorted(report.written)
+
+
+def test_a_broken_template_is_reported_and_the_rest_still_builds(make_app, sqlite_url, tmp_path):
+    """A bad item is recorded and skipped; the batch goes on (and is retried next time)."""
+    import re
+
+    from pipeline.app import App
+    from pipeline.config import load_settings
+
+    templates = tmp_path / "custom"
+    (templates / "web").mkdir(parents=True)
+    (templates / "web" / "article.html").write_text(
+        "{% extends 'web/base.html' %}{% block content %}{{ article.title | nosuchfilter }}{% endblock %}")
+    config = make_app(sqlite_url).settings.root / "syndicate.toml"
+    config.write_text(re.sub(r'templates = ".*"', f'templates = "{templates}"', config.read_text(), count=1))
+    app = App(load_settings(config, env={}))
+    add_articles(app, 2)
+    publish(app)
+    report = build(app)
+    assert len(report.errors) == 2 and all("articles/" in e for e in report.errors)
+    assert "feeds/all.atom" in report.written
+    assert not (public(app) / "articles" / "article-000" / "index.html").exists()
+    assert len(build(app).errors) == 2  # not recorded as built: tried again

@@ -1,0 +1,138 @@
+"""Property tests: arbitrary input in every form field gets a clean 2xx or 4xx, never
+a 500 (hypothesis, through the ASGI client, on SQLite; the core's validation is the
+same on PostgreSQL, which test_web.py covers with fixed inputs)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+import warnings
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from pipeline import subscribers as subs
+from pipeline.web import create_app
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+BASE = "https://news.example.com"
+RELAXED = "[subscribers]\nmax_signups_per_address = 100000\nmax_signups_per_client = 100000\n"
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                        HealthCheck.too_slow])
+
+text = st.text(max_size=300)
+maybe_text = st.one_of(st.none(), text, st.sampled_from(["", "daily", "weekly", "instant", "UTC", "Europe/Berlin",
+                                                         "work", "a@example.com", "One-Click"]))
+emails = st.one_of(text, st.emails().map(str), st.sampled_from(["a@example.com", "A@EXAMPLE.COM", "@", "a@b",
+                                                                "x@localhost", "a@[127.0.0.1]"]))
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), text),
+                           lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                   st.dictionaries(text, inner, max_size=4)), max_leaves=10)
+
+
+def ok(status: int) -> bool:
+    return 200 <= status < 300 or 400 <= status < 500
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(tmp_path_factory):
+    from pipeline.app import App
+    from pipeline.config import load_settings
+    from pipeline.store import dispose_engines
+    from tests.conftest import write_project
+
+    root = tmp_path_factory.mktemp("fuzz")
+    config = write_project(root / "site", f"sqlite:///{root / 'site' / 'var' / 'fuzz.db'}", RELAXED)
+    app = App(load_settings(config, env={}))
+    client = TestClient(create_app(app), base_url=BASE, raise_server_exceptions=False)
+    with client:
+        yield app, client
+    dispose_engines()
+
+
+def form_data(fields: dict) -> dict:
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+@FUZZ
+@given(email=emails, name=maybe_text, frequency=maybe_text, timezone=maybe_text,
+       topics=st.lists(maybe_text.filter(lambda v: v is not None), max_size=5),
+       consent_version=maybe_text, website=st.one_of(st.none(), st.just(""), text))
+def test_subscribe_form_fields(fuzz_app, email, name, frequency, timezone, topics, consent_version, website):
+    _, client = fuzz_app
+    data = form_data({"email": email, "name": name, "frequency": frequency, "timezone": timezone,
+                      "consent_version": consent_version, "website": website})
+    data["topics"] = topics
+    r = client.post("/subscribe", data=data, headers={"Origin": BASE})
+    assert ok(r.status_code), (r.status_code, r.text[:300])
+
+
+@FUZZ
+@given(body=st.dictionaries(st.sampled_from(["email", "name", "frequency", "topics", "timezone",
+                                             "consent_version", "website", "other"]), json_values, max_size=8),
+       raw=st.one_of(st.none(), st.binary(max_size=200)))
+def test_subscribe_json_fields(fuzz_app, body, raw):
+    _, client = fuzz_app
+    if raw is not None:
+        r = client.post("/subscribe", content=raw, headers={"Content-Type": "application/json"})
+    else:
+        r = client.post("/subscribe", json=body)
+    assert ok(r.status_code), (r.status_code, r.text[:300])
+
+
+@FUZZ
+@given(raw=st.binary(max_size=400), content_type=st.sampled_from([
+    "application/x-www-form-urlencoded", "multipart/form-data", "multipart/form-data; boundary=xyz",
+    "text/plain", "", "application/json; charset=utf-8"]))
+def test_raw_bodies(fuzz_app, raw, content_type):
+    app, client = fuzz_app
+    sid = 1
+    for path in ("/subscribe", "/unsubscribe/" + subs.list_token(app.settings, "unsubscribe", sid),
+                 "/preferences/" + subs.list_token(app.settings, "preferences", sid), "/confirm/abc"):
+        r = client.post(path, content=raw, headers={"Content-Type": content_type, "Origin": BASE})
+        assert ok(r.status_code), (path, r.status_code, r.text[:300])
+
+
+@pytest.fixture(scope="module")
+def subscriber_links(fuzz_app):
+    app, client = fuzz_app
+    client.post("/subscribe", data={"email": "fuzz@example.com"}, headers={"Origin": BASE})
+    with app.engine.connect() as conn:
+        sub = subs.get(conn, "fuzz@example.com")
+    prefs = "/preferences/" + subs.list_token(app.settings, "preferences", sub["id"])
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get(prefs).text).group(1)
+    return {"prefs": prefs, "csrf": token, "unsub": "/unsubscribe/" + subs.list_token(app.settings, "unsubscribe",
+                                                                                     sub["id"])}
+
+
+@FUZZ
+@given(name=maybe_text, frequency=maybe_text, timezone=maybe_text,
+       topics=st.lists(maybe_text.filter(lambda v: v is not None), max_size=5),
+       csrf_token=st.one_of(st.none(), text, st.just("VALID")))
+def test_preferences_form_fields(fuzz_app, subscriber_links, name, frequency, timezone, topics, csrf_token):
+    _, client = fuzz_app
+    data = form_data({"name": name, "frequency": frequency, "timezone": timezone,
+                      "csrf_token": subscriber_links["csrf"] if csrf_token == "VALID" else csrf_token})
+    data["topics"] = topics
+    r = client.post(subscriber_links["prefs"], data=data, headers={"Origin": BASE})
+    assert ok(r.status_code), (r.status_code, r.text[:300])
+
+
+@FUZZ
+@given(token=text, field=maybe_text, value=maybe_text)
+def test_token_paths_and_fields(fuzz_app, subscriber_links, token, field, value):
+    _, client = fuzz_app
+    data = form_data({field or "x": value})
+    safe = quote(token, safe="") or "x"
+    for path in (f"/confirm/{safe}", f"/preferences/{safe}", f"/unsubscribe/{safe}", f"/confirm/{safe}/resend"):
+        r = client.post(path, data=data, headers={"Origin": BASE})
+        assert ok(r.status_code), (path, r.status_code, r.text[:300])
+        if not path.endswith("/resend"):
+            g = client.get(path)
+            assert ok(g.status_code), (path, g.status_code)
+    r = client.post(subscriber_links["unsub"], data=data)
+    assert ok(r.status_code)
