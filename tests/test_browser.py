@@ -116,6 +116,20 @@ def browser(tmp_path):
         driver.quit()
 
 
+def wait_heading(driver, text: str, timeout: float = 20.0) -> None:
+    """Wait for the next page (a click returns before the navigation completes)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def arrived(d):
+        try:
+            return d.find_element(By.TAG_NAME, "h1").text == text
+        except WebDriverException:  # the old page went away under us
+            return False
+    WebDriverWait(driver, timeout).until(arrived, f"no page with heading {text!r}; at {driver.current_url}")
+
+
 def shot(driver, tmp_path: Path, name: str) -> None:
     # Full-page height so a reviewer sees the whole page in one picture.
     height = driver.execute_script("return document.documentElement.scrollHeight")
@@ -127,7 +141,7 @@ def shot(driver, tmp_path: Path, name: str) -> None:
 def test_subscribe_confirm_preferences_unsubscribe_in_chromium(served, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     app, base = served
     b = browser
@@ -146,7 +160,7 @@ def test_subscribe_confirm_preferences_unsubscribe_in_chromium(served, browser, 
     b.find_element(By.CSS_SELECTOR, "input[name=topics][value=work]").click()
     shot(b, tmp_path, "01-form")
     b.find_element(By.CSS_SELECTOR, "form.subscribe button[type=submit]").click()
-    assert b.find_element(By.TAG_NAME, "h1").text == "Check your inbox"
+    wait_heading(b, "Check your inbox")
     shot(b, tmp_path, "02-check-inbox")
 
     # 2. The confirmation email, from the Maildir.
@@ -159,12 +173,12 @@ def test_subscribe_confirm_preferences_unsubscribe_in_chromium(served, browser, 
 
     # 3. Opening the link confirms nothing; the button does.
     b.get(link)
-    assert b.find_element(By.TAG_NAME, "h1").text == "Confirm your subscription"
+    wait_heading(b, "Confirm your subscription")
     with app.engine.connect() as conn:
         assert subs.get(conn, "reader@example.com")["state"] == "unconfirmed"
     shot(b, tmp_path, "03-confirm")
     b.find_element(By.ID, "confirm-button").click()
-    assert b.find_element(By.TAG_NAME, "h1").text == "You are subscribed"
+    wait_heading(b, "You are subscribed")
     shot(b, tmp_path, "04-confirmed")
     with app.engine.connect() as conn:
         sub = subs.get(conn, "reader@example.com")
@@ -172,12 +186,12 @@ def test_subscribe_confirm_preferences_unsubscribe_in_chromium(served, browser, 
 
     # 4. Preferences.
     b.find_element(By.ID, "preferences-link").click()
-    assert b.find_element(By.TAG_NAME, "h1").text == "Your preferences"
+    wait_heading(b, "Your preferences")
     b.find_element(By.CSS_SELECTOR, "input[name=frequency][value=weekly]").click()
     b.find_element(By.CSS_SELECTOR, "input[name=topics][value=habits]").click()
     Select(b.find_element(By.ID, "pref-timezone")).select_by_visible_text("Europe/Berlin")
     b.find_element(By.ID, "save-preferences").click()
-    assert b.find_element(By.ID, "saved").is_displayed()
+    WebDriverWait(b, 20).until(lambda d: d.find_elements(By.ID, "saved"), "preferences were not saved")
     shot(b, tmp_path, "05-preferences")
     with app.engine.connect() as conn:
         sub = subs.get(conn, "reader@example.com")
@@ -185,12 +199,12 @@ def test_subscribe_confirm_preferences_unsubscribe_in_chromium(served, browser, 
 
     # 5. Unsubscribe: a page, then one button.
     b.find_element(By.ID, "unsubscribe-link").click()
-    assert b.find_element(By.TAG_NAME, "h1").text == "Unsubscribe"
+    wait_heading(b, "Unsubscribe")
     with app.engine.connect() as conn:
         assert subs.get(conn, "reader@example.com")["state"] == "confirmed"
     shot(b, tmp_path, "06-unsubscribe")
     b.find_element(By.ID, "unsubscribe-button").click()
-    assert b.find_element(By.TAG_NAME, "h1").text == "You are unsubscribed"
+    wait_heading(b, "You are unsubscribed")
     shot(b, tmp_path, "07-unsubscribed")
     with app.engine.connect() as conn:
         sub = subs.get(conn, "reader@example.com")
