@@ -175,6 +175,58 @@ class BuildReport:
                 "pings queued": self.pings, "failed": len(self.errors)}
 
 
+def salts(settings, hubs: list[str]) -> tuple[str, str]:
+    """What shapes every feed / every page besides the articles: code, templates, settings."""
+    site = settings.site.as_dict()
+    feed_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(feeds), site, settings.feeds.as_dict(), hubs)
+    page_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(pages), site, settings.feeds.as_dict(),
+                   pages.template_fingerprint(settings), settings.subscribers.as_dict())
+    return feed_salt, page_salt
+
+
+STATE_PATH = ".state"  # the build_outputs row holding state_digest() of the last complete build
+
+
+def state_digest(conn: Connection, settings, hubs: list[str]) -> str:
+    """A digest of everything a build reads, from a few integer columns: the approved
+    revision of every live article, every author file, the images, and the salts. When
+    it equals the last complete build's and every output is still there, the build has
+    nothing to do and loads no article at all."""
+    h = hashlib.sha256()
+    h.update("\n".join(salts(settings, hubs)).encode())
+    q = (select(articles.c.id, articles.c.approved_revision_id)
+         .where(articles.c.approved_revision_id.is_not(None), articles.c.retracted_at.is_(None))
+         .order_by(articles.c.id))
+    h.update(json.dumps([tuple(r) for r in conn.execute(q)]).encode())
+    h.update(json.dumps([tuple(r) for r in conn.execute(
+        select(authors.c.slug, authors.c.content_hash).order_by(authors.c.slug))]).encode())
+    images = settings.path("paths.content") / "images"
+    if images.is_dir():
+        for p in sorted(images.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _up_to_date(conn: Connection, public: Path, digest: str) -> int | None:
+    """How many outputs there are, when the last complete build had this digest and
+    every output file is still in place; else None."""
+    rows = conn.execute(select(build_outputs.c.path, build_outputs.c.deps, build_outputs.c.size)).all()
+    state = [r for r in rows if r.path == STATE_PATH]
+    if not state or state[0].deps != digest:
+        return None
+    for r in rows:
+        if r.path == STATE_PATH:
+            continue
+        try:
+            if os.stat(public / r.path).st_size != r.size:
+                return None
+        except FileNotFoundError:
+            return None
+    return len(rows) - 1
+
+
 class Planner:
     def __init__(self, settings, metas: list[Meta], positions: dict[str, dict[int, int]], hubs: list[str]):
         self.settings = settings
@@ -186,9 +238,7 @@ class Planner:
         self.max_entries = max(1, fs.max_entries)
         self.archive_size = max(1, fs.archive_size)
         site = settings.site.as_dict()
-        self.feed_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(feeds), site, fs.as_dict(), hubs)
-        self.page_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(pages), site,
-                            pages.template_fingerprint(settings))
+        self.feed_salt, self.page_salt = salts(settings, hubs)
         self.labels = self._labels()
         self.key_members: dict[str, set[int]] = {}
         for m in metas:
@@ -241,10 +291,14 @@ class Planner:
             return Job("archive" if page else "feed", list(paths.values()), deps, render, ids,
                        immutable=page is not None and page < pages_count, topics=topics)
 
-        jobs.append(doc_job(None, [m for seq, m in members if seq > archived_upto]))
+        # members are newest position first: cut them into documents in one pass
+        by_page: dict[int | None, list[Meta]] = {None: []}
+        for seq, m in members:
+            page = None if seq > archived_upto else (seq - 1) // self.archive_size + 1
+            by_page.setdefault(page, []).append(m)
+        jobs.append(doc_job(None, by_page[None]))
         for page in range(1, pages_count + 1):
-            lo, hi = (page - 1) * self.archive_size, min(page * self.archive_size, archived_upto)
-            jobs.append(doc_job(page, [m for seq, m in members if lo < seq <= hi]))
+            jobs.append(doc_job(page, by_page.get(page, [])))
         return jobs
 
     # -- pages
@@ -322,11 +376,12 @@ def _assign_positions(conn: Connection, metas: list[Meta], positions: dict[str, 
     """Give every (feed, article) pair without a position the next one, in the order
     articles became public; returns how many were added."""
     rows = []
+    last = {key: max(seqs.values(), default=0) for key, seqs in positions.items()}
     for m in sorted(metas, key=lambda m: (m.approved_at, m.published_at, m.article_id)):
         for key in m.keys:
             seqs = positions.setdefault(key, {})
             if m.article_id not in seqs:
-                seq = max(seqs.values(), default=0) + 1
+                seq = last[key] = last.get(key, 0) + 1
                 seqs[m.article_id] = seq
                 rows.append({"feed_key": key, "article_id": m.article_id, "seq": seq, "created_at": now})
     for i in range(0, len(rows), CHUNK):
@@ -413,11 +468,19 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
         trans = conn.begin()
         try:
             now = utcnow()
+            hubs = feeds.hub_urls(settings)
+            digest = state_digest(conn, settings, hubs)
+            if not force:
+                outputs = _up_to_date(conn, public, digest)
+                if outputs is not None:  # nothing changed since the last complete build
+                    report.unchanged = outputs
+                    trans.rollback()
+                    report.seconds = time.monotonic() - started
+                    return report
             metas = load_meta(conn, settings)
             report.articles = len(metas)
             positions = _positions(conn)
             _assign_positions(conn, metas, positions, now)
-            hubs = feeds.hub_urls(settings)
             planner = Planner(settings, metas, positions, hubs)
             jobs: list[Job] = []
             keys = sorted(set(positions) | {"all"})
@@ -470,7 +533,7 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
                     changed_rows.append({"path": path, "kind": job.kind, "deps": job.deps, "sha256": sha,
                                          "size": len(data), "immutable": job.immutable, "updated_at": now})
 
-            planned = {p for job in jobs for p in job.paths}
+            planned = {p for job in jobs for p in job.paths} | {STATE_PATH}
             for path in sorted(set(stored) - planned):
                 if not dry_run:
                     _remove(public, path)
@@ -484,6 +547,10 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
                     conn.execute(insert(build_outputs), changed_rows[i:i + CHUNK])
                 # WS-3: the files are in place before the pings can be claimed (same commit).
                 report.pings = websub.queue_pings(conn, pings)
+                conn.execute(delete(build_outputs).where(build_outputs.c.path == STATE_PATH))
+                if not report.errors:  # a failed output is tried again next time
+                    conn.execute(insert(build_outputs).values(path=STATE_PATH, kind="state", deps=digest, sha256="",
+                                                              size=0, immutable=False, updated_at=now))
                 _write_manifest(public, conn)
                 trans.commit()
             else:

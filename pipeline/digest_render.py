@@ -88,7 +88,22 @@ class Site:
     unsubscribe_domain: str
 
 
+_sites: dict[int, tuple[Settings, Site]] = {}
+
+
 def site_for_email(settings: Settings) -> Site:
+    """`Site` for these settings, checked once per Settings object (they never change)."""
+    hit = _sites.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    site = _site_for_email(settings)
+    if len(_sites) > 32:
+        _sites.clear()
+    _sites[id(settings)] = (settings, site)
+    return site
+
+
+def _site_for_email(settings: Settings) -> Site:
     from .config import require
     from .subscribers import list_id
 
@@ -333,7 +348,9 @@ def personal_values(p: Personal) -> dict[str, str]:
     check_header_value("subscriber name", p.name)
     check_header_value("address", p.email)
     greeting = p.name or "there"
-    to = fold("To", formataddr((p.name, p.email)) if p.name else p.email)[len("To: "):-2]
+    # formataddr quotes specials and RFC 2047-encodes a non-ASCII name; an address
+    # header may run past 78 characters (never past 998: names are at most 200).
+    to = formataddr((p.name, p.email), charset="utf-8") if p.name else p.email
     links = [f"<{p.unsubscribe_url}>"] + ([f"<{p.unsubscribe_mailto}>"] if p.unsubscribe_mailto else [])
     for link in links:
         check_header_value("List-Unsubscribe", link)

@@ -364,8 +364,7 @@ def _watermark(sub) -> dt.datetime:
 
 
 def compose(engine: Engine, settings: Settings, frequency: str, *, now: dt.datetime | None = None,
-            dry_run: bool = False, on_plan: Callable[[str, int], None] | None = None,
-            only_email: str | None = None) -> ComposeReport:
+            dry_run: bool = False, on_plan: Callable[[str, int], None] | None = None) -> ComposeReport:
     """Compose the due edition(s) of `frequency`: queue one outbox row per subscriber
     with something new. Sends nothing. `dry_run`: write nothing; `on_plan(email, n)` is
     called for everyone who would get n articles."""
@@ -381,8 +380,6 @@ def compose(engine: Engine, settings: Settings, frequency: str, *, now: dt.datet
             edition = get_edition(conn, key)
             cutoff = edition["cutoff"] if edition else now
         due = _due_subscribers(frequency, cutoff)
-        if only_email:
-            due = and_(due, subscribers.c.email == only_email.lower())
         oldest = conn.execute(select(func.min(func.coalesce(subscribers.c.last_digest_at, subscribers.c.confirmed_at)))
                               .where(due)).scalar()
     if oldest is None:
@@ -638,12 +635,13 @@ def message_id(site: render.Site, idempotency_key: str, edition_key: str) -> str
 
 
 def personal(settings: Settings, site: render.Site, sub: dict, row: dict) -> render.Personal:
-    from .subscribers import list_token, preferences_url, unsubscribe_url
+    from .subscribers import preferences_url, unsubscribe_url
 
-    token = list_token(settings, "unsubscribe", sub["id"])
+    unsub = unsubscribe_url(settings, sub["id"])
+    token = unsub.rsplit("/", 1)[1]  # the same UNS-1 token names the mailto address
     return render.Personal(
         email=sub["email"], name=sub.get("name") or "",
-        unsubscribe_url=unsubscribe_url(settings, sub["id"]), preferences_url=preferences_url(settings, sub["id"]),
+        unsubscribe_url=unsub, preferences_url=preferences_url(settings, sub["id"]),
         message_id=message_id(site, row.get("idempotency_key") or "", (row.get("payload") or {}).get("edition", "digest")),
         unsubscribe_mailto=f"mailto:unsubscribe+{token}@{site.unsubscribe_domain}?subject=unsubscribe",
     )
@@ -652,13 +650,15 @@ def personal(settings: Settings, site: render.Site, sub: dict, row: dict) -> ren
 def build_digest_email(conn: Connection, settings: Settings, row: dict):
     """The 'digest' and 'instant' kinds -> the message, or None when the subscriber left,
     changed address or was suppressed since composing (BULK-4: checked at send time)."""
-    from .delivery.email import OutgoingEmail, is_suppressed
+    from .delivery.email import OutgoingEmail
 
-    sub = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.state)
+    # One query: the subscriber now, and whether the address is on the suppression list.
+    sub = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.state,
+                              suppressions.c.reason.label("suppressed"))
+                       .select_from(subscribers.outerjoin(suppressions, suppressions.c.email == subscribers.c.email))
                        .where(subscribers.c.id == row.get("subscriber_id"))).mappings().first()
-    if sub is None or sub["state"] != "confirmed" or sub["email"].lower() != row["target"].lower():
-        return None
-    if is_suppressed(conn, sub["email"]):
+    if sub is None or sub["state"] != "confirmed" or sub["suppressed"] is not None \
+            or sub["email"].lower() != row["target"].lower():
         return None
     site = render.site_for_email(settings)
     skeleton = _skeleton(conn, int((row.get("payload") or {})["part"]))

@@ -79,8 +79,12 @@ def served(make_app, sqlite_url, tmp_path):
     env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
     env.pop("SYNDICATE_CONFIG", None)
     config = str(app.settings.source)
-    for args in (["ingest"], ["approve", "--all", "--editor", "eve"]):
-        subprocess.run([str(SYNDICATE), "--config", config, *args], env=env, check=True, capture_output=True)
+    from pipeline.content import ingest
+    from pipeline.editorial import approve
+
+    ingest(app)
+    with app.engine.begin() as conn:
+        approve(conn, all_pending=True, editor="eve")
     proc = subprocess.Popen([str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

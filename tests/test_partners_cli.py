@@ -86,3 +86,25 @@ def test_list_status_retry_replay_resume(site, partner):
     assert "0 delivery(ies)" in out
     assert cli(site, "partners", "status", "nobody").exit_code == 1
     assert {r["state"] for r in rows(site)} == {"sent"}
+
+
+def test_websub_partner_is_listed_with_its_hub_pings_and_gets_no_article_events(site, partner):
+    """WS-2..4 pings belong to the feed build (pipeline.websub); a `websub` partner is
+    its hub: the partners stage queues nothing for it, list/status show its pings."""
+    from pipeline.delivery import outbox
+    from pipeline.partners import queue_partner_events
+
+    publish(site, "rituals")
+    assert queue_partner_events(site, dry_run=True)["queued"] == 1  # the webhook partner only, nothing written
+    assert rows(site) == []
+    queue_partner_events(site)
+    assert {r["target"] for r in rows(site)} == {"acme"}
+    with site.engine.begin() as conn:
+        outbox.enqueue(conn, channel="websub", target="https://hub.example.net/", kind="publish",
+                       key="test-ping-1", payload={"topic": "https://news.example.com/feeds/all.atom"})
+    from pipeline.partners.ops import overview
+    hub = {o["name"]: o for o in overview(site)}["hub"]
+    assert hub["kind"] == "websub" and hub["state"] == "hub" and hub["backlog"] == 1
+    out = cli(site, "partners", "status", "hub").output
+    assert "publish" in out and "queued" in out
+    assert cli(site, "partners", "test", "hub").exit_code == 1

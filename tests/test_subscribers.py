@@ -109,17 +109,12 @@ def test_expired_confirm_token_is_rejected_and_can_be_sent_again_doi1(app):
         assert subs.confirm(conn, app.settings, new_token, now=later)["state"] == "confirmed"
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda t: t[:-2] + ("A" if t[-2] != "A" else "B") + t[-1],
-    lambda t: "x" + t,
-    lambda t: t.split(".")[0],
-    lambda t: "",
-])
-def test_tampered_confirm_token_is_rejected(app, mangle):
+def test_tampered_confirm_token_is_rejected(app):
     signup(app)
     token = confirm_link_token(app, outbox_rows(app, "confirm")[0])
-    with app.engine.begin() as conn, pytest.raises(TokenError):
-        subs.confirm(conn, app.settings, mangle(token))
+    for bad in (token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1], "x" + token, token.split(".")[0], ""):
+        with app.engine.begin() as conn, pytest.raises(TokenError):
+            subs.confirm(conn, app.settings, bad)
     assert sub_row(app)["state"] == "unconfirmed"
 
 
@@ -243,20 +238,18 @@ def test_rate_limit_per_client_doi2(make_app, db_url):
     signup(app, "p9@example.com", client=subs.Client(source="web", ip="198.51.100.1"))  # another client
 
 
-@pytest.mark.parametrize("field,kwargs", [
-    ("email", {"email": "not-an-address"}),
-    ("email", {"email": ""}),
-    ("frequency", {"frequency": "hourly"}),
-    ("timezone", {"timezone": "Mars/Olympus"}),
-    ("topics", {"topics": ["no spaces allowed"]}),
-    ("name", {"name": "Eve\r\nBcc: x@example.com"}),
-])
-def test_invalid_input_names_the_field(app, field, kwargs):
-    kwargs = dict(kwargs)
-    address = kwargs.pop("email", "ada@example.com")
-    with pytest.raises(subs.InvalidInput) as info:
-        signup(app, address, **kwargs)
-    assert info.value.field == field
+def test_invalid_input_names_the_field(app):
+    for field, address, kwargs in [
+        ("email", "not-an-address", {}),
+        ("email", "", {}),
+        ("frequency", "ada@example.com", {"frequency": "hourly"}),
+        ("timezone", "ada@example.com", {"timezone": "Mars/Olympus"}),
+        ("topics", "ada@example.com", {"topics": ["no spaces allowed"]}),
+        ("name", "ada@example.com", {"name": "Eve\r\nBcc: x@example.com"}),
+    ]:
+        with pytest.raises(subs.InvalidInput) as info:
+            signup(app, address, **kwargs)
+        assert info.value.field == field
     assert outbox_rows(app) == []
 
 

@@ -32,6 +32,13 @@ def client(app):
         yield c
 
 
+@pytest.fixture
+def lite(sqlite_app):
+    """For tests of HTTP handling alone: SQLite only."""
+    with client_for(sqlite_app) as c:
+        yield sqlite_app, c
+
+
 def snapshot(app):
     """Everything a request could change."""
     with app.engine.connect() as conn:
@@ -74,7 +81,8 @@ def confirmed(app, client, address="ada@example.com") -> int:
 
 # --- pages ------------------------------------------------------------------------
 
-def test_subscribe_page_has_form_and_feed_autodiscovery_disc1(client):
+def test_subscribe_page_has_form_and_feed_autodiscovery_disc1(lite):
+    app, client = lite
     r = client.get("/subscribe")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     html = r.text
@@ -88,13 +96,15 @@ def test_subscribe_page_has_form_and_feed_autodiscovery_disc1(client):
     assert r.headers["referrer-policy"] == "same-origin" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
 
 
-def test_home_page_without_built_index_shows_form_and_articles(client):
+def test_home_page_without_built_index_shows_form_and_articles(lite):
+    app, client = lite
     r = client.get("/")
     assert r.status_code == 200
     assert 'name="email"' in r.text and "Latest articles" in r.text
 
 
-def test_public_tree_is_served_and_missing_files_404(app, client):
+def test_public_tree_is_served_and_missing_files_404(lite):
+    app, client = lite
     public = app.settings.path("paths.public")
     (public / "feeds").mkdir(parents=True, exist_ok=True)
     (public / "feeds" / "all.atom").write_text("<feed/>")
@@ -105,13 +115,15 @@ def test_public_tree_is_served_and_missing_files_404(app, client):
     assert r.status_code == 404
 
 
-def test_healthz_reports_the_database(client):
+def test_healthz_reports_the_database(lite):
+    app, client = lite
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json()["ok"] is True
     assert r.json()["database"]["ok"] is True
 
 
-def test_metrics_when_available(client):
+def test_metrics_when_available(lite):
+    app, client = lite
     pytest.importorskip("pipeline.metrics")
     r = client.get("/metrics")
     assert r.status_code == 200 and "text/plain" in r.headers["content-type"]
@@ -129,7 +141,8 @@ def test_subscribe_form_queues_confirmation(app, client):
     assert ev["source"] == "web:/subscribe" and ev["ip"] == "testclient" and ev["wording_version"].startswith("sha256:")
 
 
-def test_subscribe_json(app, client):
+def test_subscribe_json(lite):
+    app, client = lite
     r = client.post("/subscribe", json={"email": "ada@example.com", "topics": ["work"], "frequency": "weekly"})
     assert r.status_code == 202 and r.json()["ok"] is True
     assert state(app)["topics"] == ["work"]
@@ -143,7 +156,8 @@ def test_subscribe_json(app, client):
     assert r.status_code == 400
 
 
-def test_subscribe_invalid_form_shows_errors_and_keeps_values(app, client):
+def test_subscribe_invalid_form_shows_errors_and_keeps_values(lite):
+    app, client = lite
     r = subscribe(client, "not an address", name="Ada <b>")
     assert r.status_code == 400
     assert 'aria-invalid="true"' in r.text and "not a valid email" in r.text
@@ -188,7 +202,8 @@ def test_subscribe_rate_limits_per_address_and_client_doi2(make_app, db_url):
         assert conn.execute(select(func.count()).select_from(deliveries)).scalar_one() == 4
 
 
-def test_subscribe_from_another_site_is_refused(app, client):
+def test_subscribe_from_another_site_is_refused(lite):
+    app, client = lite
     r = client.post("/subscribe", data={"email": "ada@example.com"}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
     r = client.post("/subscribe", data={"email": "ada@example.com"},
@@ -199,20 +214,22 @@ def test_subscribe_from_another_site_is_refused(app, client):
     assert snapshot(app)[0] == []
 
 
-def test_subscribe_from_an_allowed_origin(make_app, db_url):
-    app = make_app(db_url, '[web]\nallowed_origins = ["https://www.example.org"]\n')
+def test_subscribe_from_an_allowed_origin(make_app, sqlite_url):
+    app = make_app(sqlite_url, '[web]\nallowed_origins = ["https://www.example.org"]\n')
     with client_for(app) as c:
         r = c.post("/subscribe", data={"email": "ada@example.com"}, headers={"Origin": "https://www.example.org"})
     assert r.status_code == 200
 
 
-def test_honeypot_gets_the_same_answer_and_does_nothing(app, client):
+def test_honeypot_gets_the_same_answer_and_does_nothing(lite):
+    app, client = lite
     r = subscribe(client, "bot@example.com", website="http://spam.example")
     assert r.status_code == 200 and "Check your inbox" in r.text
     assert snapshot(app)[0] == []
 
 
-def test_subscribe_bad_bodies(app, client):
+def test_subscribe_bad_bodies(lite):
+    app, client = lite
     assert client.post("/subscribe", content=b"x" * 70_000,
                        headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 413
     assert client.post("/subscribe", content=b"email=a", headers={"Content-Type": "text/plain"}).status_code == 415
@@ -247,7 +264,8 @@ def test_confirm_post_then_reuse_is_gone(app, client):
     assert client.get(path).status_code == 410
 
 
-def test_confirm_needs_the_form_token(app, client):
+def test_confirm_needs_the_form_token(lite):
+    app, client = lite
     subscribe(client)
     path = confirm_path(app)
     assert client.post(path, data={}, headers={"Origin": BASE}).status_code == 403
@@ -262,7 +280,8 @@ def test_confirm_needs_the_form_token(app, client):
 
 
 @pytest.mark.parametrize("token", ["garbage", "a.b.c", "x" * 500, "%00"])
-def test_bad_confirm_tokens_are_refused(app, client, token):
+def test_bad_confirm_tokens_are_refused(lite, token):
+    app, client = lite
     assert client.get(f"/confirm/{token}").status_code in (403, 404)
     assert client.post(f"/confirm/{token}", data={"csrf_token": "x"}).status_code == 403
 
@@ -337,7 +356,8 @@ def _history(app, sid):
         return subs.history(conn, sid)
 
 
-def test_preferences_errors(app, client):
+def test_preferences_errors(lite):
+    app, client = lite
     sid = confirmed(app, client)
     path = "/preferences/" + subs.list_token(app.settings, "preferences", sid)
     token = csrf(client.get(path).text)
@@ -353,7 +373,8 @@ def test_preferences_errors(app, client):
     assert client.post(bad, data={"csrf_token": token}).status_code == 403
 
 
-def test_preferences_of_a_deleted_subscriber_404(app, client):
+def test_preferences_of_a_deleted_subscriber_404(lite):
+    app, client = lite
     path = "/preferences/" + subs.list_token(app.settings, "preferences", 999)
     assert client.get(path).status_code == 404
 
@@ -406,7 +427,8 @@ def test_unsubscribe_page_button(app, client):
     assert r.status_code == 200
 
 
-def test_unsubscribe_without_one_click_or_form_token_is_refused(app, client):
+def test_unsubscribe_without_one_click_or_form_token_is_refused(lite):
+    app, client = lite
     sid = confirmed(app, client)
     url = subs.unsubscribe_url(app.settings, sid)
     assert client.post(url, data={"List-Unsubscribe": "Two-Clicks"}).status_code == 403
@@ -415,7 +437,8 @@ def test_unsubscribe_without_one_click_or_form_token_is_refused(app, client):
     assert state(app)["state"] == "confirmed"
 
 
-def test_unsubscribe_flipped_byte_is_403_uns1(app, client):
+def test_unsubscribe_flipped_byte_is_403_uns1(lite):
+    app, client = lite
     sid = confirmed(app, client)
     url = subs.unsubscribe_url(app.settings, sid)
     bad = url[:-1] + ("A" if url[-1] != "A" else "B")
@@ -424,7 +447,8 @@ def test_unsubscribe_flipped_byte_is_403_uns1(app, client):
     assert client.get(bad).status_code == 403
 
 
-def test_one_click_for_an_unknown_subscriber_is_still_200(app, client):
+def test_one_click_for_an_unknown_subscriber_is_still_200(lite):
+    app, client = lite
     url = subs.unsubscribe_url(app.settings, 12345)
     r = client_for(app).post(url, data={"List-Unsubscribe": "One-Click"})
     assert r.status_code == 200

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import secrets
 import socket
 from typing import Any, Iterable
 
@@ -34,8 +35,17 @@ FINAL_STATES = ("sent", "failed", "suppressed", "dead", "cancelled")
 CHANNELS = ("email", "webhook", "micropub", "websub")
 
 
+_PROCESS_TOKEN: dict[int, str] = {}
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid:random. The random part differs per process start, so a restarted
+    worker that got the same pid (containers) is not mistaken for the dead one."""
+    pid = os.getpid()
+    token = _PROCESS_TOKEN.get(pid)
+    if token is None:
+        token = _PROCESS_TOKEN[pid] = secrets.token_hex(3)
+    return f"{socket.gethostname()}:{pid}:{token}"
 
 
 def _insert(conn: Connection):
@@ -101,7 +111,8 @@ def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[s
     lease_until = now + dt.timedelta(seconds=lease_seconds)
     due = or_(
         and_(deliveries.c.state.in_(DUE_STATES), deliveries.c.next_attempt_at <= now),
-        and_(deliveries.c.state == "sending", deliveries.c.lease_until < now),
+        # an expired claim of another worker (it died); never our own, still in flight
+        and_(deliveries.c.state == "sending", deliveries.c.lease_until < now, deliveries.c.claimed_by != worker),
     )
     earlier = deliveries.alias("earlier")
     blocked_by_earlier = (
@@ -129,6 +140,15 @@ def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[s
         rows = conn.execute(select(deliveries).where(deliveries.c.id.in_(ids))
                             .order_by(deliveries.c.next_attempt_at, deliveries.c.id)).mappings().all()
     return [dict(r) for r in rows]
+
+
+def renew_leases(engine: Engine, *, worker: str, lease_seconds: int, now: dt.datetime | None = None) -> int:
+    """Extend the leases of every row this worker still has in flight."""
+    now = now or utcnow()
+    with engine.begin() as conn:
+        return conn.execute(update(deliveries).where(deliveries.c.claimed_by == worker,
+                                                     deliveries.c.state == "sending")
+                            .values(lease_until=now + dt.timedelta(seconds=lease_seconds))).rowcount
 
 
 def _finish(conn: Connection, delivery_id: int, worker: str | None, **values) -> bool:

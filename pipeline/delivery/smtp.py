@@ -46,6 +46,16 @@ def _check_address(address: str) -> str:
     return address
 
 
+def quote_periods(data: bytes) -> bytes:
+    """Dot-stuffing (RFC 5321 §4.5.2) for CRLF data; bytes.replace instead of
+    smtplib's regular expression, which cost more than the send itself."""
+    if data.startswith(b"."):
+        data = b"." + data
+    if b"\n." in data:
+        data = data.replace(b"\r\n.", b"\r\n..")
+    return data
+
+
 class SMTPSender:
     name = "smtp"
 
@@ -251,7 +261,7 @@ class SMTPSender:
             raise self._all_refused(recipients, refused)
         if data_code != 354:
             raise self._fail(data_code, data_text, "data", "DATA refused", refused=refused)
-        payload = smtplib._quote_periods(data)
+        payload = quote_periods(data)
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
         smtp.send(payload + b".\r\n")

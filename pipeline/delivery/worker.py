@@ -100,6 +100,10 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
     worker = worker or outbox.worker_id()
     batch_size = batch_size or settings.delivery.batch_size
     lease = settings.delivery.lease_seconds
+    rate = settings.delivery.rate_per_second
+    if rate > 0:
+        # a rate-limited batch must be sent well within its lease (two are in the air)
+        batch_size = max(1, min(batch_size, int(rate * lease / 4)))
     report = DrainReport()
     handlers: dict[str, object] = {}
     started = time.monotonic()
@@ -133,6 +137,9 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
             if not wanted:
                 break
             size = batch_size if limit is None else min(batch_size, limit - report.claimed)
+            if in_flight:
+                # the batch in the air must not look abandoned while we claim the next
+                outbox.renew_leases(engine, worker=worker, lease_seconds=lease)
             rows = outbox.claim_due(engine, worker=worker, channels=wanted, limit=size, lease_seconds=lease)
             if not rows:
                 break

@@ -165,7 +165,9 @@ class PartnerChannel:
                            next_attempt_at=held[partner.name], spend_attempt=False)
         attempts = (row.get("attempts") or 0) + 1
         if verdict.kind == "throttle":
-            wait = verdict.retry_after or retry_delay(partner.retry_schedule, attempts, 0) or dt.timedelta(minutes=1)
+            # no Retry-After: a minute at least (no attempt is spent, so the schedule does not advance)
+            wait = verdict.retry_after or max(retry_delay(partner.retry_schedule, 1, 0) or dt.timedelta(0),
+                                              dt.timedelta(minutes=1))
             until = now + wait
             state.record_throttle(self.engine, partner.name, until)
             self._log(partner, row, "throttled", answer, verdict.error)

@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from ..store.schema import partner_attempts, partner_state, partner_syndications
@@ -26,11 +27,16 @@ def get_state(conn: Connection, name: str) -> dict:
 
 
 def _save(conn: Connection, name: str, **values) -> None:
+    """Update the partner's row, creating it first if needed (two workers may race to
+    create it: the insert ignores a conflict)."""
     values["updated_at"] = utcnow()
-    if conn.execute(update(partner_state).where(partner_state.c.name == name).values(**values)).rowcount == 0:
-        base = get_state(conn, name)
-        base.update(values)
-        conn.execute(partner_state.insert().values(**base))
+    if conn.execute(update(partner_state).where(partner_state.c.name == name).values(**values)).rowcount:
+        return
+    base = get_state(conn, name)
+    base["updated_at"] = values["updated_at"]
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(insert(partner_state).values(**base).on_conflict_do_nothing(index_elements=["name"]))
+    conn.execute(update(partner_state).where(partner_state.c.name == name).values(**values))
 
 
 def gate(state: dict, now: dt.datetime) -> tuple[str, dt.datetime | None]:
