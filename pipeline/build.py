@@ -49,6 +49,7 @@ FORMAT_VERSION = "build-1"  # bump to force every output to be rendered again
 MANIFEST = ".build-manifest.json"  # read by pipeline.serving; dot files are never served
 _build_lock = threading.Lock()
 CHUNK = 500
+PARALLEL_MIN_JOBS = 400  # below this, forking costs more than it saves
 
 
 # --- light metadata ------------------------------------------------------------------
@@ -187,7 +188,7 @@ def salts(settings, hubs: list[str]) -> tuple[str, str]:
 STATE_PATH = ".state"  # the build_outputs row holding state_digest() of the last complete build
 
 
-def state_digest(conn: Connection, settings, hubs: list[str]) -> str:
+def state_digest(conn: Connection, settings, hubs: list[str]) -> tuple[str, int]:
     """A digest of everything a build reads, from a few integer columns: the approved
     revision of every live article, every author file, the images, and the salts. When
     it equals the last complete build's and every output is still there, the build has
@@ -197,7 +198,8 @@ def state_digest(conn: Connection, settings, hubs: list[str]) -> str:
     q = (select(articles.c.id, articles.c.approved_revision_id)
          .where(articles.c.approved_revision_id.is_not(None), articles.c.retracted_at.is_(None))
          .order_by(articles.c.id))
-    h.update(json.dumps([tuple(r) for r in conn.execute(q)]).encode())
+    live = [tuple(r) for r in conn.execute(q)]
+    h.update(json.dumps(live).encode())
     h.update(json.dumps([tuple(r) for r in conn.execute(
         select(authors.c.slug, authors.c.content_hash).order_by(authors.c.slug))]).encode())
     images = settings.path("paths.content") / "images"
@@ -206,7 +208,7 @@ def state_digest(conn: Connection, settings, hubs: list[str]) -> str:
             if p.is_file():
                 st = p.stat()
                 h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
+    return h.hexdigest(), len(live)
 
 
 def _up_to_date(conn: Connection, public: Path, digest: str) -> int | None:
@@ -469,7 +471,7 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
         try:
             now = utcnow()
             hubs = feeds.hub_urls(settings)
-            digest = state_digest(conn, settings, hubs)
+            digest, report.articles = state_digest(conn, settings, hubs)
             if not force:
                 outputs = _up_to_date(conn, public, digest)
                 if outputs is not None:  # nothing changed since the last complete build
@@ -507,23 +509,15 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
                 progress(f"{len(todo)} of {len(jobs)} outputs to render")
 
             changed_rows, pings = [], []
-            for job in todo:
-                try:
-                    rendered = job.render(ctx)
-                except Exception as exc:  # a bad item is recorded and skipped
-                    msg = f"{job.paths[0]}: {type(exc).__name__}: {exc}"
-                    log.error("build: could not render %s", msg)
-                    log.debug("render failure", exc_info=True)
-                    report.errors.append(msg)
+            for job, results, error in _render_all(todo, ctx, public, dry_run, settings):
+                if error:  # a bad item is recorded and skipped
+                    log.error("build: could not render %s", error)
+                    report.errors.append(error)
                     continue
                 report.rendered += 1
-                for path, data in rendered.items():
-                    sha = hashlib.sha256(data).hexdigest()
+                for path, sha, size, written in results:
                     old = stored.get(path)
-                    target = public / path
-                    if not _same_bytes(target, data):
-                        if not dry_run:
-                            _write_atomic(target, data)
+                    if written:
                         report.written.append(path)
                     else:
                         report.unchanged += 1
@@ -531,7 +525,7 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
                         report.changed_topics.append(job.topics[path])
                         pings.extend((hub, job.topics[path], sha) for hub in hubs)
                     changed_rows.append({"path": path, "kind": job.kind, "deps": job.deps, "sha256": sha,
-                                         "size": len(data), "immutable": job.immutable, "updated_at": now})
+                                         "size": size, "immutable": job.immutable, "updated_at": now})
 
             planned = {p for job in jobs for p in job.paths} | {STATE_PATH}
             for path in sorted(set(stored) - planned):
@@ -561,6 +555,69 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
             raise
     report.seconds = time.monotonic() - started
     return report
+
+
+def _render_one(job: Job, ctx: RenderContext, public: Path, dry_run: bool):
+    """Render one job and write its files whose bytes changed.
+    -> ([(path, sha256, size, written)], error message or "")."""
+    try:
+        rendered = job.render(ctx)
+    except Exception as exc:
+        log.debug("render failure", exc_info=True)
+        return [], f"{job.paths[0]}: {type(exc).__name__}: {exc}"
+    results = []
+    for path, data in rendered.items():
+        target = public / path
+        written = not _same_bytes(target, data)
+        if written and not dry_run:
+            _write_atomic(target, data)
+        results.append((path, hashlib.sha256(data).hexdigest(), len(data), written))
+    return results, ""
+
+
+_parallel: tuple | None = None  # what forked workers inherit: (todo, ctx, public, dry_run)
+
+
+def _render_chunk(indices: list[int]):
+    todo, ctx, public, dry_run = _parallel
+    return [(i, *_render_one(todo[i], ctx, public, dry_run)) for i in indices]
+
+
+def _processes(settings, jobs: int) -> int:
+    """Worker processes for this build: feeds.build_processes, 0 = one per CPU; only
+    for big builds, and only with fork from a single-threaded process (a scheduler's
+    threads may hold locks a forked child would inherit): else 1."""
+    wanted = int(getattr(settings.feeds, "build_processes", 1) or 0) or (os.cpu_count() or 1)
+    if wanted <= 1 or jobs < PARALLEL_MIN_JOBS or threading.active_count() > 1:
+        return 1
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return min(wanted, jobs // (PARALLEL_MIN_JOBS // 2) or 1)
+
+
+def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool, settings):
+    """Yield (job, results, error) for every job, in order; rendered in forked worker
+    processes when the build is big (the database stays in this process)."""
+    global _parallel
+    n = _processes(settings, len(todo))
+    if n <= 1:
+        for job in todo:
+            yield (job, *_render_one(job, ctx, public, dry_run))
+        return
+    import multiprocessing
+
+    _parallel = (todo, ctx, public, dry_run)
+    try:
+        parts = n * 4  # interleaved, so big and small jobs spread over the workers
+        chunks = [c for c in (list(range(k, len(todo), parts)) for k in range(parts)) if c]
+        with multiprocessing.get_context("fork").Pool(n) as pool:
+            done = [r for part in pool.map(_render_chunk, chunks) for r in part]
+    finally:
+        _parallel = None
+    for i, results, error in sorted(done, key=lambda r: r[0]):
+        yield todo[i], results, error
 
 
 def _stale(public: Path, row, deps: str) -> bool:

@@ -113,6 +113,7 @@ SETTINGS: list[Setting] = [
     S("feeds", "max_age", 600, _int, "Cache-Control max-age (s) of subscription feeds and pages."),
     S("feeds", "archive_max_age", 31_536_000, _int, "Cache-Control max-age (s) of full archive documents."),
     S("feeds", "listing_size", 20, _int, "Latest articles listed on the home page (public/index.html)."),
+    S("feeds", "build_processes", 0, _int, "Processes that render a big build (0: one per CPU; 1: none). Used only from a single-threaded process (the CLI), never inside the scheduler."),
     S("feeds", "hub_timeout", 10.0, _float, "Seconds to wait for a WebSub hub to answer a publish ping (connect and read, each)."),
     S("feeds", "hub_retry_schedule", ["30s", "2m", "10m", "1h", "6h", "24h"], _list_of_str, "Waits before retry 1, 2, ... of a failed hub ping (s, m, h, d suffixes); when it runs out the ping is 'dead' (WS-4)."),
     # --- web

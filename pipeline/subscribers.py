@@ -709,10 +709,12 @@ def add(conn: Connection, settings: Settings, email: str, *, name=None, frequenc
                detail={"requested": prefs, "by": "operator"})
         sub = get_by_id(conn, sid)
         action = "added"
+    elif existing["state"] == "unconfirmed" and confirmed:
+        sub, action = existing, "already on the list"
     else:
-        update_preferences(conn, settings, existing["id"], client=client, now=now, known_topics=[], **prefs)
-        sub = get_by_id(conn, existing["id"])
-        action = "updated"
+        raise SyndicateError(f"{address} is already on the list ({existing['state']})",
+                             hint="Preferences are the subscriber's to change (the link in every email); "
+                                  "`syndicate subscribers show EMAIL` shows them.")
     if sub["state"] == "unconfirmed":
         if confirmed:
             _mark_confirmed(conn, settings, sub["id"], source=source, now=now, detail={"by": "operator"})
@@ -834,8 +836,10 @@ def import_csv(conn: Connection, settings: Settings, stream: IO[str], *, confirm
             report.added += 1
             sub = get_by_id(conn, sid)
         else:
+            # Only what the row states: a missing column or an empty cell keeps the current value.
+            given = {k: v for k, v in prefs.items() if (record.get(k) or "").strip()}
             changes = update_preferences(conn, settings, existing["id"], client=client, now=now, known_topics=known,
-                                         **prefs)
+                                         **given)
             sub = get_by_id(conn, existing["id"])
             if changes:
                 report.updated += 1

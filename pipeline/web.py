@@ -42,7 +42,7 @@ from starlette.templating import Jinja2Templates
 from . import subscribers as subs
 from . import tokens
 from .app import App
-from .errors import NotFound, SyndicateError, TokenError
+from .errors import ConfigError, NotFound, SyndicateError, TokenError
 
 log = logging.getLogger(__name__)
 
@@ -534,6 +534,10 @@ def create_app(app: App) -> Starlette:
     routes.append(Mount("/", app=_PublicOrHome(web, _public_app(app.settings))))
 
     async def syndicate_error(request: Request, exc: SyndicateError) -> Response:
+        if isinstance(exc, ConfigError):  # ours to fix, not the visitor's; details stay in the log
+            log.error("configuration problem on %s: %s (%s)", request.url.path, exc.message, exc.hint)
+            return web.error_page(request, 503, "Temporarily unavailable", "This service is not set up "
+                                  "completely yet.", "Please try again later.")
         status = getattr(exc, "status", None) or (403 if isinstance(exc, TokenError) else
                                                   404 if isinstance(exc, NotFound) else 400)
         return web.error_page(request, status, "Something is wrong with this request", exc.message, exc.hint)

@@ -120,7 +120,14 @@ def test_421_slows_down_and_requeues_without_spending_an_attempt(smtp_app, smtp,
     assert sum(r["state"] == "sent" for r in rows.values()) == 2  # the others went on, slower
     state = get_state(app.engine, "email")
     assert state.rate_factor == 2 and state.effective_rate_factor() == 2
+    assert state.throttle_base_per_minute >= 600  # no configured rate: the pace it had, at least 10/s
     assert not state.paused
+    # another worker (a new channel object) slows down too
+    from pipeline.delivery.email import EmailChannel
+    other = EmailChannel(app.settings, app.engine)
+    other._tune_rate(state)
+    assert 0 < other.bucket.rate <= state.throttle_base_per_minute / 60 / 2
+    other.close()
 
 
 def test_550_511_is_a_hard_bounce_that_suppresses_the_address_smtp1(smtp_app, smtp):

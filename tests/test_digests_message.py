@@ -310,3 +310,24 @@ def test_list5_dkim_signature_covers_the_list_headers_of_a_digest(make_app, sqli
     h = re.search(r"\bh=([^;]+);", re.sub(r"\s+", "", header.split("DKIM-Signature:", 1)[1])).group(1)
     signed = [x.lower() for x in h.split(":")]
     assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed and "list-id" in signed
+
+
+def test_size1_instant_alert_with_a_huge_body_falls_back_to_the_summary(sqlite_app):
+    from pipeline.content import ingest
+    from pipeline.editorial import approve
+
+    from .articles import write_article
+
+    write_article(sqlite_app.settings.root, "huge", title="Huge", tags="[sleep]",
+                  body="\n\n".join(["A long paragraph of text about sleep. " * 40] * 80))
+    add_articles(sqlite_app, [{"slug": "small", "approved_at": at(days=1)}])
+    ingest(sqlite_app)
+    with sqlite_app.engine.begin() as conn:
+        approve(conn, ["huge"], editor="t")
+    add_subscriber(sqlite_app, "i@example.com", frequency="instant", confirmed_at=at(-1))
+    digests.compose(sqlite_app.engine, sqlite_app.settings, "instant")
+    drain(sqlite_app)
+    msgs = {m["Subject"]: m for m in by_recipient(sqlite_app)["i@example.com"]}
+    html = msgs["Huge"].get_body(("html",)).get_content()
+    assert len(html.encode()) < 100_000
+    assert "Read the article" in html and "Unsubscribe" in html

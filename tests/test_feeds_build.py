@@ -128,3 +128,50 @@ def test_a_broken_template_is_reported_and_the_rest_still_builds(make_app, sqlit
     assert "feeds/all.atom" in report.written
     assert not (public(app) / "articles" / "article-000" / "index.html").exists()
     assert len(build(app).errors) == 2  # not recorded as built: tried again
+
+
+def test_a_deleted_output_is_written_again_and_nothing_else(make_app, db_url):
+    app = make_app(db_url)
+    build_site(app, 4)
+    (public(app) / "feeds" / "all.rss").unlink()
+    (public(app) / "articles" / "article-002" / "index.html").unlink()
+    report = build(app)
+    assert sorted(report.written) == ["articles/article-002/index.html", "feeds/all.rss"]
+    assert report.pings == 0  # the bytes are what the hubs already know
+    assert build(app).written == []
+
+
+def test_an_author_rename_rebuilds_only_that_authors_outputs(make_app, db_url):
+    from .articles import write_author
+
+    app = make_app(db_url)
+    build_site(app, 4)  # ana-lee: article-000 and -002, bo-chen: -001 and -003
+    write_author(app.settings.root, "bo-chen", "Bo Chen-Li")
+    publish(app)
+    report = build(app)
+    assert "authors/bo-chen/index.html" in report.written and "feeds/authors/bo-chen.atom" in report.written
+    assert "articles/article-001/index.html" in report.written
+    assert "articles/article-000/index.html" not in report.written
+    assert "feeds/authors/ana-lee.atom" not in report.written
+    assert "Bo Chen-Li" in read(app, "feeds/all.atom").decode()
+
+
+def test_a_build_rendered_by_worker_processes_gives_the_same_files(make_app, sqlite_url, tmp_path, monkeypatch):
+    """Big builds render in forked workers (feeds.build_processes); same bytes, same report."""
+    import threading
+
+    import pipeline.build as build_module
+
+    if threading.active_count() > 1:
+        import pytest
+
+        pytest.skip("worker processes are only used from a single-threaded process")
+    serial = make_app(sqlite_url, '\n[feeds]\nbuild_processes = 1\nmax_entries = 3\narchive_size = 2\n')
+    one = build_site(serial, 6)
+    monkeypatch.setattr(build_module, "PARALLEL_MIN_JOBS", 4)
+    forked = make_app(f"sqlite:///{tmp_path / 'forked.db'}", '\n[feeds]\nbuild_processes = 2\nmax_entries = 3\narchive_size = 2\n',
+                      root=tmp_path / "forked")
+    assert build_module._processes(forked.settings, 40) == 2
+    two = build_site(forked, 6)
+    assert sorted(one.written) == sorted(two.written) and not two.errors
+    assert tree_digest(public(serial)) == tree_digest(public(forked))

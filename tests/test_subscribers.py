@@ -601,3 +601,21 @@ def test_golden_confirmation_and_notice_emails(sqlite_app, monkeypatch):
     drain(app.settings, app.engine)
     notice = [p for p in (app.settings.path("email.maildir") / "new").iterdir() if p != confirm_file]
     _check_golden("subscribed_notice_email.txt", _golden_message(notice[0].read_bytes()))
+
+
+def test_import_of_a_known_address_changes_only_the_stated_columns(app):
+    _import(app, "email,name,frequency,topics,timezone\nada@example.com,Ada,daily,work,Europe/Berlin\n",
+            confirmed=True, source="demo")
+    report = _import(app, "email,frequency,topics\nada@example.com,instant,\n")
+    assert report.updated == 1
+    sub = sub_row(app)
+    assert (sub["name"], sub["frequency"], sub["topics"], sub["timezone"]) == ("Ada", "instant", ["work"], "Europe/Berlin")
+
+
+def test_add_does_not_overwrite_a_known_subscriber(app):
+    with app.engine.begin() as conn:
+        subs.add(conn, app.settings, "ada@example.com", frequency="daily", topics=["work"])
+        sub, action = subs.add(conn, app.settings, "ada@example.com", confirmed=True, source="phone")
+    assert sub["state"] == "confirmed" and sub["frequency"] == "daily" and "confirmed" in action
+    with app.engine.begin() as conn, pytest.raises(SyndicateError, match="already on the list"):
+        subs.add(conn, app.settings, "ada@example.com", frequency="weekly")

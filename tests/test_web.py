@@ -460,3 +460,11 @@ def test_whole_flow_builds_the_consent_record_gdpr1(app, client):
     client_for(app).post(url, data={"List-Unsubscribe": "One-Click"})
     kinds = [e["kind"] for e in _history(app, sid)]
     assert kinds == ["signup", "confirm_sent", "confirmed", "unsubscribed"]
+
+
+def test_missing_secret_is_a_503_not_a_traceback(lite):
+    app, client = lite
+    url = subs.unsubscribe_url(app.settings, 1)
+    (app.settings.path("paths.var") / "secret_key").unlink()
+    r = client.get(url)
+    assert r.status_code == 503 and "not set up" in r.text and "SECRET" not in r.text

@@ -32,6 +32,7 @@ class ChannelState:
     consecutive_failures: int = 0
     rate_factor: int = 1
     throttled_until: dt.datetime | None = None
+    throttle_base_per_minute: int | None = None
 
     def effective_rate_factor(self, now: dt.datetime | None = None) -> int:
         now = now or utcnow()
@@ -46,7 +47,8 @@ def get_state(engine_or_conn, channel: str) -> ChannelState:
         if row is None:
             return ChannelState(channel)
         return ChannelState(channel, row["paused"], row["paused_reason"], as_utc(row["paused_at"]),
-                            row["consecutive_failures"], row["rate_factor"], as_utc(row["throttled_until"]))
+                            row["consecutive_failures"], row["rate_factor"], as_utc(row["throttled_until"]),
+                            row["throttle_base_per_minute"])
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.connect() as conn:
             return _read(conn)
@@ -102,16 +104,19 @@ def note_results(engine: Engine, channel: str, *, successes: int, failures_in_a_
     return state
 
 
-def throttle(engine: Engine, channel: str, seconds: float) -> ChannelState:
-    """A 421 / 4.7.x: halve the channel's rate (up to 1/16) for `seconds`."""
+def throttle(engine: Engine, channel: str, seconds: float, *, base_per_minute: int | None = None) -> ChannelState:
+    """A 421 / 4.7.x: halve the channel's rate (up to 1/16) for `seconds`.
+    `base_per_minute`: with no configured rate, the pace it was sending at."""
     now = utcnow()
     with engine.begin() as conn:
         _ensure_channel_row(conn, channel, now)
         state = get_state(conn, channel)
         factor = min(MAX_RATE_FACTOR, max(1, state.effective_rate_factor(now)) * 2)
         until = now + dt.timedelta(seconds=seconds)
-        conn.execute(update(delivery_channels).where(delivery_channels.c.channel == channel)
-                     .values(rate_factor=factor, throttled_until=until, updated_at=now))
+        values = dict(rate_factor=factor, throttled_until=until, updated_at=now)
+        if base_per_minute and not (state.effective_rate_factor(now) > 1 and state.throttle_base_per_minute):
+            values["throttle_base_per_minute"] = max(1, int(base_per_minute))
+        conn.execute(update(delivery_channels).where(delivery_channels.c.channel == channel).values(**values))
     log.warning("delivery channel %s throttled by the server: sending at 1/%d of the rate until %s",
                 channel, factor, until.isoformat())
     state.rate_factor, state.throttled_until = factor, until

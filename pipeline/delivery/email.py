@@ -259,6 +259,8 @@ class EmailChannel:
             self.bucket.set_rate(configured / self.live_workers)
         elif factor == 1:
             self.bucket.set_rate(0)  # unlimited again once the throttle window is over
+        elif self.bucket.base_rate <= 0 and state.throttle_base_per_minute:
+            self.bucket.set_rate(state.throttle_base_per_minute / 60.0)  # another worker was throttled
         self.bucket.slow_down(factor)
 
     # --- building --------------------------------------------------------------------
@@ -375,7 +377,8 @@ class EmailChannel:
         with self.lock:
             if self.bucket.base_rate <= 0:
                 elapsed = max(time.monotonic() - self._batch_started, 0.001)
-                self.bucket.set_rate(max(1.0, self._sent_in_batch / elapsed))
+                # no configured rate: slow down from the pace we had (at least 10/s)
+                self.bucket.set_rate(max(10.0, self._sent_in_batch / elapsed))
             self.bucket.slow_down(min(16, self.bucket.factor * 2))
 
     # --- judging the answers ---------------------------------------------------------
@@ -447,7 +450,9 @@ class EmailChannel:
         if bounced:
             self._suppress_bounced(bounced)
         if throttled:
-            channels.throttle(self.engine, self.channel, d.throttle_seconds)
+            base = self.bucket.base_rate if d.rate_per_second <= 0 else 0
+            channels.throttle(self.engine, self.channel, d.throttle_seconds,
+                              base_per_minute=int(base * 60) if base > 0 else None)
         if policy_error:
             channels.pause(self.engine, self.channel,
                            f"the mail server refused us on policy grounds: {policy_error}. "

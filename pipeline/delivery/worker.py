@@ -289,4 +289,11 @@ def run_workers(settings: Settings, *, processes: int, continuous: bool, limit: 
         for p in procs:
             p.join()
     total.seconds = time.monotonic() - t0
+    crashed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if crashed:
+        from ..errors import DeliveryError
+        raise DeliveryError(f"{len(crashed)} of {len(procs)} worker processes failed (exit codes "
+                            f"{', '.join(map(str, crashed))}); {total.sent} sent before that",
+                            hint="Their errors are in the log above; run `syndicate deliver -v` alone to see one. "
+                                 "Nothing is lost: their claims come back after delivery.lease_seconds.")
     return total

@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import socket
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..store.schema import delivery_workers
@@ -28,6 +28,8 @@ def register(engine, worker: str) -> None:
                       state="running", sent=0, failed=0)
         conn.execute(ins.values(worker=worker, **values).on_conflict_do_update(
             index_elements=["worker"], set_=values))
+        # forget workers gone for a day (each process start has its own id)
+        conn.execute(delete(delivery_workers).where(delivery_workers.c.heartbeat_at < now - dt.timedelta(days=1)))
 
 
 def heartbeat(engine, worker: str, *, sent: int = 0, failed: int = 0, state: str = "running") -> None:

@@ -317,6 +317,8 @@ delivery_channels = Table(
     Column("consecutive_failures", Integer, nullable=False, default=0),
     Column("rate_factor", Integer, nullable=False, default=1),  # divide the rate by this
     Column("throttled_until", UTCDateTime, nullable=True),
+    # with no configured rate: the per-worker pace (messages/minute) seen when throttled
+    Column("throttle_base_per_minute", Integer, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
