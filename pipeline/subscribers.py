@@ -34,6 +34,7 @@ import hmac
 import logging
 import re
 import struct
+import time
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
@@ -44,6 +45,7 @@ from zoneinfo import available_timezones
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from . import tokens
 from .config import Settings, require
@@ -58,6 +60,8 @@ FREQUENCIES = ("instant", "daily", "weekly")
 MAX_TOPICS = 30
 MAX_NAME = 200
 RATE_WINDOW = dt.timedelta(hours=1)
+TOPICS_CACHE_SECONDS = 30.0
+_topics_cache: dict[str, tuple[float, tuple[str, ...]]] = {}
 _TOPIC_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LIST_PURPOSES = ("unsubscribe", "preferences")
@@ -206,6 +210,10 @@ def available_topics(conn: Connection | None, settings: Settings) -> list[str]:
         return list(dict.fromkeys(t.lower() for t in settings.subscribers.topics))
     if conn is None:
         return []
+    key = str(conn.engine.url)
+    cached = _topics_cache.get(key)
+    if cached and cached[0] > time.monotonic():
+        return list(cached[1])
     try:
         from .editorial import approved_articles
         articles = approved_articles(conn, settings)
@@ -214,8 +222,10 @@ def available_topics(conn: Connection | None, settings: Settings) -> list[str]:
         return []
     categories = [a.category for a in articles if a.category]
     tags = [t for a in articles for t in a.tags]
-    return [t for t in dict.fromkeys([*sorted(set(categories)), *sorted(set(tags))])
-            if _TOPIC_RE.match(t.lower())]
+    topics = [t for t in dict.fromkeys([*sorted(set(categories)), *sorted(set(tags))]) if _TOPIC_RE.match(t.lower())]
+    # Every sign-up validates against this list; a short cache keeps that off the articles.
+    _topics_cache[key] = (time.monotonic() + TOPICS_CACHE_SECONDS, tuple(topics))
+    return topics
 
 
 def wording_version(settings: Settings) -> str:
@@ -490,9 +500,13 @@ def request_subscription(conn: Connection, settings: Settings, email: str, *, na
         if suppression:
             log.info("sign-up for a suppressed address ignored (%s)", suppression)
             return SignupResult(None, "ignored_suppressed")
-        sid = conn.execute(insert(subscribers).values(
-            email=address, state="unconfirmed", source=client.source[:200], created_at=now, updated_at=now,
-            **prefs)).inserted_primary_key[0]
+        try:
+            with conn.begin_nested():  # a concurrent sign-up for the same address may win the insert
+                sid = conn.execute(insert(subscribers).values(
+                    email=address, state="unconfirmed", source=client.source[:200], created_at=now,
+                    updated_at=now, **prefs)).inserted_primary_key[0]
+        except IntegrityError:
+            sid = get(conn, address)["id"]
         sub = get_by_id(conn, sid)
         state_before = None
     else:
@@ -609,11 +623,14 @@ def update_preferences(conn: Connection, settings: Settings, subscriber_id: int,
     sub = get_by_id(conn, subscriber_id)
     if sub is None:
         raise NotFound("this subscription no longer exists", hint="Sign up again on the home page.")
+    if topics is not None:
+        known = list(known_topics) if known_topics is not None else available_topics(conn, settings)
+        if known:  # what they have already stays choosable, offered or not
+            known += list(sub["topics"] or [])
     new = {
         "name": clean_name(name) if name is not None else sub["name"],
         "frequency": clean_frequency(frequency, settings) if frequency is not None else sub["frequency"],
-        "topics": (clean_topics(topics, known_topics if known_topics is not None else available_topics(conn, settings))
-                   if topics is not None else list(sub["topics"] or [])),
+        "topics": clean_topics(topics, known) if topics is not None else list(sub["topics"] or []),
         "timezone": clean_timezone(timezone) if timezone is not None else sub["timezone"],
     }
     changes = {k: [sub[k] if k != "topics" else list(sub["topics"] or []), v] for k, v in new.items()
@@ -918,9 +935,15 @@ def template_dirs(settings: Settings) -> list[Path]:
 
 
 def _email_envs(settings: Settings):
+    return _email_envs_for(tuple(str(d) for d in template_dirs(settings)))
+
+
+@lru_cache(maxsize=8)
+def _email_envs_for(dirs: tuple[str, ...]):
+    """(HTML env with autoescape, text env without), built once per template folders."""
     from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-    loader = ChoiceLoader([FileSystemLoader(str(d)) for d in template_dirs(settings)])
+    loader = ChoiceLoader([FileSystemLoader(d) for d in dirs])
     html = Environment(loader=loader, autoescape=select_autoescape(["html", "xml"], default_for_string=True),
                        undefined=StrictUndefined)
     text = Environment(loader=loader, autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
@@ -990,21 +1013,6 @@ def _register() -> None:
 
 
 _register()
-
-
-def events_as_text(events: list[dict]) -> Iterable[str]:
-    """One line per event, for `subscribers show`."""
-    for e in events:
-        bits = [e["at"].strftime("%Y-%m-%d %H:%M:%SZ"), e["kind"], e["source"]]
-        if e["wording_version"]:
-            bits.append(f"wording={e['wording_version']}")
-        if e["privacy_version"]:
-            bits.append(f"privacy={e['privacy_version']}")
-        if e["token_hash"]:
-            bits.append(f"token={e['token_hash'][:12]}…")
-        if e["ip"]:
-            bits.append(f"ip={e['ip']}")
-        yield "  ".join(bits)
 
 
 __all__ = ["STATES", "FREQUENCIES", "InvalidInput", "RateLimited", "LinkExpired", "LinkUsed", "Client",

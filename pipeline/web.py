@@ -55,9 +55,9 @@ PAGE_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
 }
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+       "form-action 'self' {base}; frame-ancestors 'none'; base-uri 'none'")
 
 
 class BadRequest(SyndicateError):
@@ -82,6 +82,8 @@ class Web:
         self.app = app
         self.settings = app.settings
         self.templates = self._templates()
+        # The sign-up form posts to site.base_url, which may not be the host this page came from.
+        self.headers = {**PAGE_HEADERS, "Content-Security-Policy": CSP.format(base=_origin(self.settings.site.base_url))}
 
     # --- plumbing -----------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class Web:
              headers: dict | None = None) -> Response:
         ctx = {"site": self.settings.site, "request": request, **(context or {})}
         return self.templates.TemplateResponse(request, f"web/{name}", ctx, status_code=status,
-                                               headers={**PAGE_HEADERS, **(headers or {})})
+                                               headers={**self.headers, **(headers or {})})
 
     def error_page(self, request: Request, status: int, heading: str, message: str, hint: str | None = None,
                    headers: dict | None = None) -> Response:
@@ -104,7 +106,7 @@ class Web:
             body: dict[str, Any] = {"ok": False, "error": message}
             if hint:
                 body["hint"] = hint
-            return JSONResponse(body, status_code=status, headers={**PAGE_HEADERS, **(headers or {})})
+            return JSONResponse(body, status_code=status, headers={**self.headers, **(headers or {})})
         return self.page(request, "error.html", {"heading": heading, "message": message, "hint": hint},
                          status=status, headers=headers)
 
@@ -216,12 +218,12 @@ class Web:
     def _subscribe_accepted(self, request: Request, as_json: bool) -> Response:
         if as_json:
             return JSONResponse({"ok": True, "message": "If the address can receive our digest, a confirmation "
-                                 "link is on its way."}, status_code=202, headers=PAGE_HEADERS)
+                                 "link is on its way."}, status_code=202, headers=self.headers)
         return self.page(request, "subscribe_sent.html", {"ttl_hours": self.settings.subscribers.confirm_ttl_hours})
 
     async def _subscribe_invalid(self, request: Request, as_json: bool, values: dict, errors: dict) -> Response:
         if as_json:
-            return JSONResponse({"ok": False, "errors": errors}, status_code=400, headers=PAGE_HEADERS)
+            return JSONResponse({"ok": False, "errors": errors}, status_code=400, headers=self.headers)
         shown = {k: v for k, v in values.items() if isinstance(v, str) and k in ("email", "name", "frequency")}
         topics = values.get("topics")
         shown["topics"] = [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
@@ -325,7 +327,7 @@ class Web:
                 return await self._preferences(request, token, sid, errors={key: f"{key} must be text"},
                                                form=_shown(values))
         try:
-            changes = await self.db(subs.update_preferences, sid, name=values["name"] or "",
+            changes = await self.db(subs.update_preferences, sid, name=values["name"],
                                     frequency=values["frequency"], topics=values["topics"],
                                     timezone=values["timezone"] or None,
                                     client=self.client(request, "web:/preferences"))
@@ -353,7 +355,7 @@ class Web:
             sid = self._list_subscriber_id("unsubscribe", token)
         except TokenError as exc:
             if _is_form(request):
-                return PlainTextResponse("This unsubscribe link is not valid.\n", status_code=403, headers=PAGE_HEADERS)
+                return PlainTextResponse("This unsubscribe link is not valid.\n", status_code=403, headers=self.headers)
             return self._link_problem(request, exc)
         form = await _form_body(request)
         one_click = _text(form, "List-Unsubscribe") == "One-Click"
@@ -362,7 +364,7 @@ class Web:
         client = self.client(request, "one-click" if one_click else "web:/unsubscribe")
         await self.db(subs.unsubscribe, sid, client=client)
         if one_click:
-            return PlainTextResponse("Unsubscribed.\n", status_code=200, headers=PAGE_HEADERS)
+            return PlainTextResponse("Unsubscribed.\n", status_code=200, headers=self.headers)
         sub = await self.read(subs.get_by_id, sid)
         return self.page(request, "unsubscribed.html", {"subscriber": sub})
 

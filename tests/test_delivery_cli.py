@@ -8,10 +8,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from click.testing import CliRunner
-from sqlalchemy import select
 
 from pipeline.cli import main
 from pipeline.delivery import verp

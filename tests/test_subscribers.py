@@ -619,3 +619,37 @@ def test_add_does_not_overwrite_a_known_subscriber(app):
     assert sub["state"] == "confirmed" and sub["frequency"] == "daily" and "confirmed" in action
     with app.engine.begin() as conn, pytest.raises(SyndicateError, match="already on the list"):
         subs.add(conn, app.settings, "ada@example.com", frequency="weekly")
+
+
+def test_concurrent_sign_ups_for_one_new_address_make_one_row(app):
+    import threading
+
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def one(i):
+        barrier.wait()
+        try:
+            signup(app, "race@example.com", client=subs.Client(source="web", ip=f"192.0.2.{i}"))
+        except Exception as exc:  # any failure is the bug under test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] or all(isinstance(e, subs.RateLimited) for e in errors)
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(subscribers)).scalar_one() == 1
+
+
+def test_a_topic_no_longer_offered_can_be_kept(make_app, db_url):
+    app = make_app(db_url, '[subscribers]\ntopics = ["work"]\n')
+    _import(app, "email,topics\nada@example.com,legacy\n", confirmed=True, source="old list")
+    sid = sub_row(app)["id"]
+    with app.engine.begin() as conn:
+        assert subs.update_preferences(conn, app.settings, sid, topics=["legacy", "work"])
+        with pytest.raises(subs.InvalidInput):
+            subs.update_preferences(conn, app.settings, sid, topics=["other"])
+    assert sub_row(app)["topics"] == ["legacy", "work"]

@@ -113,3 +113,13 @@ def test_purge_command_and_stage(app):
 def test_serve_is_a_command(app):
     r = invoke(app, "serve", "--help")
     assert r.exit_code == 0 and "--port" in r.output
+
+
+def test_show_prints_names_with_brackets_literally(app, tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("email,name\nodd@example.com,[bold]Odd[/bold] [x\n")
+    invoke(app, "subscribers", "import", str(path), "--confirmed", "--source", "[test]")
+    r = invoke(app, "subscribers", "show", "odd@example.com")
+    assert r.exit_code == 0 and "[bold]Odd[/bold] [x" in r.output and "import:[test]" in r.output
+    r = invoke(app, "subscribers", "list")
+    assert "[bold]Odd[/bold] [x" in r.output

@@ -94,6 +94,7 @@ def test_subscribe_page_has_form_and_feed_autodiscovery_disc1(lite):
     assert '<label for="sub-email">' in html and 'id="sub-email"' in html
     assert "checked" not in re.sub(r'value="weekly" checked', "", html), "nothing pre-ticked but the default frequency"
     assert r.headers["referrer-policy"] == "same-origin" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert "form-action 'self' https://news.example.com;" in r.headers["content-security-policy"]
 
 
 def test_home_page_without_built_index_shows_form_and_articles(lite):
@@ -468,3 +469,25 @@ def test_missing_secret_is_a_503_not_a_traceback(lite):
     (app.settings.path("paths.var") / "secret_key").unlink()
     r = client.get(url)
     assert r.status_code == 503 and "not set up" in r.text and "SECRET" not in r.text
+
+
+def test_one_click_between_compose_and_send_stops_the_digest_bulk4(app, client, monkeypatch):
+    """BULK-4: the digest queued before the one-click POST is not sent after it."""
+    from pipeline import digests
+
+    from .digest_helpers import add_articles, at
+
+    monkeypatch.setenv("SYNDICATE_FROZEN_NOW", "2026-11-03T12:00:00Z")
+    sid = confirmed(app, client, "reader@example.com")
+    with app.engine.begin() as conn:
+        from pipeline.store.schema import subscribers as table
+        conn.execute(table.update().where(table.c.id == sid).values(frequency="daily", last_digest_at=at(-1)))
+    add_articles(app, [{"slug": "sleep-debt", "approved_at": at(days=1, hours=1)}])
+    from pipeline.delivery.worker import drain
+    drain(app.settings, app.engine)  # the confirmation email
+    report = digests.compose(app.engine, app.settings, "daily", now=at(days=1, hours=3))
+    assert report.queued == 1, report
+    r = client_for(app).post(subs.unsubscribe_url(app.settings, sid), data={"List-Unsubscribe": "One-Click"})
+    assert r.status_code == 200
+    result = drain(app.settings, app.engine)
+    assert result.sent == 0 and result.suppressed == 1

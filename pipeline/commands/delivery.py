@@ -92,7 +92,8 @@ def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
 
     def update(r):
         if progress:
-            progress.update(task, completed=min(r.claimed, total), sent=r.sent, failed=r.failed + r.dead, retry=r.retry)
+            done = r.finished + r.retry + r.released
+            progress.update(task, completed=min(done, total), sent=r.sent, failed=r.failed + r.dead, retry=r.retry)
 
     if progress:
         progress.start()

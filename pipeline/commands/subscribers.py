@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ..cli import console, err_console, pass_ctx
@@ -91,7 +92,7 @@ def list_cmd(ctx, state, frequency, limit, as_json):
     for col in ("email", "name", "state", "frequency", "topics", "timezone", "since"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["email"], r["name"], r["state"], r["frequency"], ", ".join(r["topics"] or []) or "all",
+        table.add_row(escape(r["email"]), escape(r["name"]), r["state"], r["frequency"], ", ".join(r["topics"] or []) or "all",
                       r["timezone"], _when(r["confirmed_at"] or r["created_at"]))
     console.print(table)
     console.print(", ".join(f"{s} {counts.get(s, 0)}" for s in STATES))
@@ -122,21 +123,27 @@ def show_cmd(ctx, email, as_json):
         click.echo(json.dumps({"subscriber": _public(sub), "suppressed": suppression,
                                "events": [_public(e) for e in events]}, indent=2, default=str))
         return
-    console.print(f"[bold]{sub['email']}[/]  {sub['name']}")
+    console.print(f"[bold]{escape(sub['email'])}[/]  {escape(sub['name'])}")
     console.print(f"state: {sub['state']}" + (f" (suppression list: {suppression})" if suppression else ""))
     console.print(f"frequency: {sub['frequency']}   topics: {', '.join(sub['topics'] or []) or 'all'}   "
                   f"timezone: {sub['timezone']}")
-    console.print(f"source: {sub['source']}   created: {_when(sub['created_at'])}   "
+    console.print(f"source: {escape(sub['source'])}   created: {_when(sub['created_at'])}   "
                   f"confirmed: {_when(sub['confirmed_at']) or '-'}   unsubscribed: {_when(sub['unsubscribed_at']) or '-'}")
-    table = Table(title="consent history (oldest first)")
-    for col in ("when (UTC)", "event", "source", "wording", "privacy", "token", "ip / user agent", "detail"):
-        table.add_column(col, overflow="fold")
+    console.print(f"\n[bold]consent history[/] ({len(events)} event(s), oldest first, UTC)")
     for e in events:
-        client = " ".join(x for x in (e["ip"] or "", (e["user_agent"] or "")[:40]) if x)
-        table.add_row(e["at"].strftime("%Y-%m-%d %H:%M:%S"), e["kind"], e["source"], e["wording_version"],
-                      e["privacy_version"], (e["token_hash"] or "")[:12], client,
-                      json.dumps(e["detail"], default=str, ensure_ascii=False) if e["detail"] else "")
-    console.print(table)
+        bits = [f"source={e['source'] or '-'}"]
+        for key, label in (("wording_version", "wording"), ("privacy_version", "privacy"), ("ip", "ip")):
+            if e[key]:
+                bits.append(f"{label}={e[key]}")
+        if e["token_hash"]:
+            bits.append(f"token-sha256={e['token_hash'][:16]}…")
+        console.print(f"{e['at'].strftime('%Y-%m-%d %H:%M:%S')}  [bold]{escape(e['kind'])}[/]  " + escape("  ".join(bits)),
+                      soft_wrap=True, markup=True)
+        if e["user_agent"]:
+            console.print(f"    user agent: {e['user_agent']}", soft_wrap=True, markup=False)
+        if e["detail"]:
+            console.print("    " + json.dumps(e["detail"], default=str, ensure_ascii=False), soft_wrap=True,
+                          markup=False)
 
 
 @subscribers.command("remove")
@@ -214,9 +221,9 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
         if stream is not sys.stdin:
             stream.close()
     for line, message in report.bad:
-        err_console.print(f"[yellow]{name}:{line}:[/] {message} (row skipped)", soft_wrap=True)
+        err_console.print(f"[yellow]{escape(name)}:{line}:[/] {escape(message)} (row skipped)", soft_wrap=True)
     for line, address, state in report.kept:
-        console.print(f"{name}:{line}: {address} is {state}; kept as it is", soft_wrap=True)
+        console.print(f"{name}:{line}: {address} is {state}; kept as it is", soft_wrap=True, markup=False)
     counts = report.counts()
     console.print(("dry run, nothing changed: " if dry_run else "") + ", ".join(f"{k.replace('_', ' ')} {v}"
                                                                             for k, v in counts.items()),

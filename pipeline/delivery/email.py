@@ -220,6 +220,8 @@ class EmailChannel:
             return []
         state = channels.get_state(self.engine, self.channel) if batch.jobs else batch.state
         if state is None or state.paused:  # paused since it was prepared: give it all back
+            with self.lock:
+                self._journals.append(None)  # committed() pops one entry per delivered batch
             if batch.granted and (self.settings.delivery.max_per_hour or self.settings.delivery.max_per_day):
                 ratelimit.refund(self.engine, self.channel, batch.granted)
             return [Outcome(r["id"], "release") for r in batch.rows]
