@@ -48,7 +48,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def setup_logging(verbose: int, log_format: str) -> None:
+# Long-running commands log one line per job run / batch by default; one-shot
+# commands print their own summary and log only warnings unless -v.
+DAEMON_COMMANDS = {"scheduler", "worker", "serve"}
+
+
+def setup_logging(verbose: int, log_format: str, daemon: bool = False) -> None:
     level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -58,7 +63,8 @@ def setup_logging(verbose: int, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("pipeline").setLevel(logging.DEBUG if verbose >= 1 else logging.INFO)
+    pipeline_level = logging.DEBUG if verbose >= 1 else logging.INFO if daemon else logging.WARNING
+    logging.getLogger("pipeline").setLevel(pipeline_level)
 
 
 class Context:
@@ -115,7 +121,7 @@ def main(ctx: click.Context, config_path: str, verbose: int, log_format: str):
     Example, the whole pipeline on the sample content:
       syndicate init && syndicate run
     """
-    setup_logging(verbose, log_format)
+    setup_logging(verbose, log_format, daemon=ctx.invoked_subcommand in DAEMON_COMMANDS or log_format == "json")
     ctx.obj = Context(config_path, verbose, log_format)
 
 
