@@ -28,18 +28,16 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
 from . import feeds, pages
 from .content import SANITIZER_VERSION
-from .errors import SyndicateError
 from .store.schema import articles, authors, build_outputs, feed_entries, revisions
 from .timeutil import as_utc, utcnow
 
@@ -216,7 +214,7 @@ def _up_to_date(conn: Connection, public: Path, digest: str) -> int | None:
     every output file is still in place; else None."""
     rows = conn.execute(select(build_outputs.c.path, build_outputs.c.deps, build_outputs.c.size)).all()
     state = [r for r in rows if r.path == STATE_PATH]
-    if not state or state[0].deps != digest:
+    if not state or state[0].deps != digest or not (public / MANIFEST).exists():
         return None
     for r in rows:
         if r.path == STATE_PATH:
@@ -239,7 +237,6 @@ class Planner:
         fs = settings.feeds
         self.max_entries = max(1, fs.max_entries)
         self.archive_size = max(1, fs.archive_size)
-        site = settings.site.as_dict()
         self.feed_salt, self.page_salt = salts(settings, hubs)
         self.labels = self._labels()
         self.key_members: dict[str, set[int]] = {}
@@ -651,10 +648,8 @@ def _write_manifest(public: Path, conn: Connection) -> None:
 
 
 def build_stage(app, *, dry_run: bool = False, **_options) -> dict:
-    report = build(app, dry_run=dry_run)
-    for err in report.errors:
-        log.error("build: %s", err)
-    return report.counts()
+    """The `build` stage of `syndicate run` (render failures are logged by build())."""
+    return build(app, dry_run=dry_run).counts()
 
 
 __all__ = ["build", "build_stage", "BuildReport", "load_meta", "Meta", "MANIFEST", "build_lock"]

@@ -10,7 +10,7 @@ from lxml import etree
 
 from pipeline.build import MANIFEST, build
 
-from .feedsite import NS, add_articles, build_site, feed_files, feeds_toml, publish, public, read, tree_digest
+from .feedsite import NS, add_articles, build_site, feeds_toml, publish, public, read, tree_digest
 
 
 def walk_archive_chain(app, fmt: str, key: str = "all") -> list[list[str]]:

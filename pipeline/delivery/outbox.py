@@ -109,11 +109,15 @@ def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[s
     now = now or utcnow()
     worker = worker or worker_id()
     lease_until = now + dt.timedelta(seconds=lease_seconds)
-    due = or_(
-        and_(deliveries.c.state.in_(DUE_STATES), deliveries.c.next_attempt_at <= now),
-        # an expired claim of another worker (it died); never our own, still in flight
-        and_(deliveries.c.state == "sending", deliveries.c.lease_until < now, deliveries.c.claimed_by != worker),
-    )
+    # One indexed query per kind of due row, each in (next_attempt_at, id) order: a
+    # single query with OR made SQLite sort every due row (O(queue) per claim).
+    # Expired claims first (their worker died), then retries that are due, then new rows.
+    kinds = [
+        and_(deliveries.c.state == "sending", deliveries.c.lease_until < now,
+             deliveries.c.claimed_by != worker),  # never our own, still in flight
+        and_(deliveries.c.state == "retry", deliveries.c.next_attempt_at <= now),
+        and_(deliveries.c.state == "queued", deliveries.c.next_attempt_at <= now),
+    ]
     earlier = deliveries.alias("earlier")
     blocked_by_earlier = (
         select(earlier.c.id)
@@ -122,17 +126,20 @@ def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[s
                earlier.c.state.notin_(FINAL_STATES))
         .exists()
     )
-    query = (select(deliveries.c.id)
-             .where(due)
-             .where(or_(deliveries.c.ordering_key.is_(None), ~blocked_by_earlier))
-             .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-             .limit(limit))
+    base = (select(deliveries.c.id)
+            .where(or_(deliveries.c.ordering_key.is_(None), ~blocked_by_earlier))
+            .order_by(deliveries.c.next_attempt_at, deliveries.c.id))
     if channels:
-        query = query.where(deliveries.c.channel.in_(list(channels)))
+        base = base.where(deliveries.c.channel.in_(list(channels)))
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=deliveries)
-        ids = [r[0] for r in conn.execute(query)]
+        ids: list[int] = []
+        for kind in kinds:
+            if len(ids) >= limit:
+                break
+            query = base.where(kind).limit(limit - len(ids))
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=deliveries)
+            ids += [r[0] for r in conn.execute(query)]
         if not ids:
             return []
         conn.execute(update(deliveries).where(deliveries.c.id.in_(ids)).values(

@@ -81,10 +81,13 @@ def due_by_channel(engine) -> dict[str, int]:
         return {c: n for c, n in rows}
 
 
-def _channels_to_claim(engine, wanted) -> list[str]:
+def _channels_to_claim(engine, wanted) -> list[str] | None:
+    """The channels to claim from; None means all (no filter in the claim query)."""
     from .channels import paused_channels
 
     paused = paused_channels(engine)
+    if not wanted and not paused:
+        return None
     base = list(wanted) if wanted else list(outbox.CHANNELS)
     return [c for c in base if c not in paused]
 
@@ -134,8 +137,8 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
             if should_stop and should_stop():
                 break
             wanted = _channels_to_claim(engine, channels)
-            if not wanted:
-                break
+            if wanted is not None and not wanted:
+                break  # every channel asked for is paused
             size = batch_size if limit is None else min(batch_size, limit - report.claimed)
             if in_flight:
                 # the batch in the air must not look abandoned while we claim the next
