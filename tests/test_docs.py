@@ -11,9 +11,18 @@ from pipeline.config import settings_markdown
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
 
 
+def block(name: str) -> str:
+    return README.split(f"<!-- {name}:start -->", 1)[1].split(f"<!-- {name}:end -->", 1)[0].strip()
+
+
 def test_readme_settings_reference_is_current():
-    block = README.split("<!-- settings:start -->", 1)[1].split("<!-- settings:end -->", 1)[0].strip()
-    assert block == settings_markdown().strip(), "run `syndicate config docs --write README.md`"
+    assert block("settings") == settings_markdown().strip(), "run `syndicate config docs --write README.md`"
+
+
+def test_readme_command_reference_is_current():
+    from pipeline.commands.core import commands_markdown
+
+    assert block("commands") == commands_markdown().strip(), "run `syndicate config docs --write README.md`"
 
 
 def command_paths(cmd=main, path=()):

@@ -139,9 +139,12 @@ def config_show(ctx, as_json: bool):
 
 @config.command("docs")
 @click.option("--write", "readme", type=click.Path(dir_okay=False), default=None,
-              help="Replace the settings block of this Markdown file instead of printing.")
+              help="Replace the generated blocks of this Markdown file instead of printing.")
 def config_docs(readme: str | None):
-    """The settings reference as Markdown, generated from the one declaration table.
+    """The settings and command references as Markdown, generated from the declarations.
+
+    Settings come from the one declaration table in pipeline/config.py, commands from
+    the CLI itself; a test fails when the README's copies are out of date.
 
     \b
     Examples:
@@ -150,22 +153,42 @@ def config_docs(readme: str | None):
     """
     from ..config import settings_markdown
 
-    text = settings_markdown()
+    blocks = {"settings": settings_markdown(), "commands": commands_markdown()}
     if readme is None:
-        click.echo(text)
+        click.echo(blocks["commands"] + "\n\n" + blocks["settings"])
         return
     from pathlib import Path
 
     path = Path(readme)
     doc = path.read_text(encoding="utf-8")
-    start, end = "<!-- settings:start -->", "<!-- settings:end -->"
-    if start not in doc or end not in doc:
-        raise SyndicateError(f"{readme} has no {start} ... {end} block",
-                             hint="Add the two marker lines where the settings reference belongs.")
-    head, rest = doc.split(start, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(head + start + "\n" + text + "\n" + end + tail, encoding="utf-8")
-    console.print(f"updated the settings reference in {readme}")
+    for name, text in blocks.items():
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if start not in doc or end not in doc:
+            raise SyndicateError(f"{readme} has no {start} ... {end} block",
+                                 hint="Add the two marker lines where the reference belongs.")
+        head, rest = doc.split(start, 1)
+        _, tail = rest.split(end, 1)
+        doc = head + start + "\n" + text + "\n" + end + tail
+    path.write_text(doc, encoding="utf-8")
+    console.print(f"updated the settings and command references in {readme}")
+
+
+def commands_markdown() -> str:
+    """Every command with the first line of its help, from the CLI itself."""
+    from ..cli import main
+
+    lines = ["| command | what it does |", "|---|---|"]
+
+    def walk(cmd, path):
+        for name in sorted(getattr(cmd, "commands", {})):
+            sub = cmd.commands[name]
+            full = path + [name]
+            summary = " ".join((sub.help or "").strip().split("\n\n")[0].split())
+            lines.append(f"| `syndicate {' '.join(full)}` | {summary.replace('|', '/')} |")
+            walk(sub, full)
+
+    walk(main, [])
+    return "\n".join(lines)
 
 
 @click.group()
