@@ -16,7 +16,7 @@ import difflib
 import re
 from typing import Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from .content import article_url, html_to_text
@@ -214,13 +214,24 @@ def _current(conn: Connection, slug: str):
     return row
 
 
+def _current_rows(conn: Connection, slugs: list[str]) -> dict:
+    rows = conn.execute(
+        select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.first_approved_at,
+               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.state,
+               revisions.c.content_hash, revisions.c.flags)
+        .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
+        .where(articles.c.slug.in_(slugs))).all()
+    return {r.slug: r for r in rows}
+
+
 def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str, note: str = "",
             override: str = "", all_pending: bool = False, expected_hash: str | None = None) -> list[Decision]:
     """Approve the current revision of each slug (or every waiting one with all_pending).
 
     A revision flagged by a blocking policy rule needs `override` (the reason); with
     `all_pending` flagged ones are skipped and reported, not approved. `expected_hash`
-    pins the approval to the exact content the editor read.
+    pins the approval to the exact content the editor read. All checks run before any
+    write, so a refused slug leaves the others of the same call unapproved too.
     """
     if not editor:
         raise EditorialError("an approval needs the editor's name", hint="Pass --editor NAME.")
@@ -229,10 +240,15 @@ def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str
     slugs = list(slugs or [])
     if not slugs:
         return []
+    current = {}
+    for i in range(0, len(slugs), 500):
+        current.update(_current_rows(conn, slugs[i:i + 500]))
     now = utcnow()
-    decisions = []
+    decisions, chosen = [], []
     for slug in slugs:
-        row = _current(conn, slug)
+        row = current.get(slug)
+        if row is None:
+            raise NotFound(f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first.")
         if row.state == "approved":
             decisions.append(Decision(slug, row.number, "skipped", "already approved"))
             continue
@@ -256,17 +272,26 @@ def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str
                 continue
             raise EditorialError(f"{slug} r{row.number} is flagged by {names}",
                                  hint="Reject it, ask the author to edit it, or approve with --override REASON.")
-        conn.execute(approvals.insert().values(
-            article_id=row.id, revision_id=row.revision_id, content_hash=row.content_hash, decision="approved",
-            editor=editor, decided_at=now, note=note, override_reason=override if block else ""))
-        conn.execute(update(revisions).where(revisions.c.article_id == row.id, revisions.c.state == "approved")
-                     .values(state="superseded"))
-        conn.execute(update(revisions).where(revisions.c.id == row.revision_id).values(state="approved"))
-        values = dict(approved_revision_id=row.revision_id, updated_at=now)
-        if row.first_approved_at is None:
-            values["first_approved_at"] = now
-        conn.execute(update(articles).where(articles.c.id == row.id).values(**values))
+        chosen.append((row, bool(block)))
         decisions.append(Decision(slug, row.number, "approved", f"override: {override}" if block else ""))
+    if chosen:
+        conn.execute(approvals.insert(), [dict(
+            article_id=row.id, revision_id=row.revision_id, content_hash=row.content_hash, decision="approved",
+            editor=editor, decided_at=now, note=note, override_reason=override if flagged else "")
+            for row, flagged in chosen])
+        article_ids = [row.id for row, _ in chosen]
+        for i in range(0, len(article_ids), 500):
+            part = article_ids[i:i + 500]
+            conn.execute(update(revisions).where(revisions.c.article_id.in_(part), revisions.c.state == "approved")
+                         .values(state="superseded"))
+            conn.execute(update(articles).where(articles.c.id.in_(part), articles.c.first_approved_at.is_(None))
+                         .values(first_approved_at=now))
+        revision_ids = [row.revision_id for row, _ in chosen]
+        for i in range(0, len(revision_ids), 500):
+            conn.execute(update(revisions).where(revisions.c.id.in_(revision_ids[i:i + 500])).values(state="approved"))
+        conn.execute(update(articles).where(articles.c.id == bindparam("b_id")).values(
+            approved_revision_id=bindparam("b_rev"), updated_at=now),
+            [{"b_id": row.id, "b_rev": row.revision_id} for row, _ in chosen])
     return decisions
 
 

@@ -26,6 +26,7 @@ forever, `times=1` only the next matching command):
     smtp.drop_during_data(times=1)             # the message arrives; the connection is cut
                                                # before the reply, and nothing is recorded
     smtp.stall(seconds=5, at="data", times=1)  # no answer for `seconds` (then 451), nothing recorded
+    smtp.data_delay = 0.01                     # every DATA answer 10 ms late (a slow server)
     smtp.reset()                               # forget messages, rules and counters
 
 TLS and AUTH:
@@ -150,6 +151,8 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.owner.data_delay:
+            await asyncio.sleep(self.owner.data_delay)
         reply = await self._apply(server, self.owner._take("data", None))
         if reply:
             return reply
@@ -172,6 +175,7 @@ class SMTPTestServer:
         self._counting = False
         self.auth = auth
         self.logins: list[str] = []
+        self.data_delay = 0.0  # seconds before every DATA answer: a slow server
         kwargs: dict = {"data_size_limit": 50_000_000, "decode_data": False, "enable_SMTPUTF8": False}
         ssl_context = None
         if starttls or implicit_tls:

@@ -187,3 +187,19 @@ def test_edit_creates_revision_and_deletion_retracts(app):
         assert row.retracted_at is not None  # kept, marked retracted
         states = conn.execute(select(revisions.c.number, revisions.c.state).order_by(revisions.c.number)).all()
     assert [tuple(s) for s in states] == [(1, "superseded"), (2, "submitted")]
+
+
+def test_large_batches_parse_in_worker_processes_with_errors_kept(sqlite_app, monkeypatch):
+    import pipeline.content as content
+
+    monkeypatch.setattr(content, "PARALLEL_THRESHOLD", 2)
+    root = sqlite_app.settings.root
+    write_author(root)
+    for i in range(6):
+        write_article(root, f"piece-{i}", date=f"2026-10-0{i + 1}T08:00:00Z")
+    write_article(root, "broken", date="nope")
+    report = ingest(sqlite_app)
+    assert sorted(report.new) == [f"piece-{i}" for i in range(6)]
+    (err,) = report.errors
+    assert err.field == "date" and err.message.startswith(str(root / "content" / "articles" / "broken.md"))
+    assert err.message.count("broken.md") == 1

@@ -222,6 +222,7 @@ def test_connections_are_reused_smtp5(smtp_app, smtp):
 
 def test_k_connections_run_in_parallel(smtp_app, smtp):
     app = smtp_app(messages_per_connection=1000, smtp_connections=3)
+    smtp.data_delay = 0.01  # a slow server, so every lane has work before the queue is empty
     enqueue_test(app.engine, [f"k{i}@example.org" for i in range(60)])
     assert _drain(app).sent == 60
     assert smtp.connections == 3
