@@ -101,6 +101,7 @@ SETTINGS: list[Setting] = [
     S("email", "smtp_username", "", str, "SMTP AUTH user (empty: no AUTH)."),
     S("email", "smtp_password", "", str, "SMTP AUTH password; environment only.", secret=True),
     S("email", "smtp_timeout", 30.0, _float, "Seconds to wait for the SMTP server."),
+    S("email", "inbound_mailbox", "var/inbound", str, "Maildir where the MTA delivers mail for the bounce domain (VERP bounces, mailto: unsubscribes); read by the `bounces` stage."),
     S("email", "bounce_domain", "", str, "Domain of the VERP envelope sender bounces+TOKEN@DOMAIN (empty: the From domain)."),
     S("email", "dkim_selector", "", str, "DKIM selector (empty: no DKIM signing)."),
     S("email", "dkim_domain", "", str, "DKIM d= domain; must align with the From domain."),

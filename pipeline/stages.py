@@ -38,6 +38,8 @@ STAGES: list[Stage] = [
 
 # Always the last stage of `syndicate run`: it sends what every stage above queued.
 # Appended after the list so that stages added to the list above stay before it.
+STAGES.append(Stage("bounces", "pipeline.inbound:bounces_stage",
+                    "read the inbound Maildir: bounces suppress or count, mailto: unsubscribes withdraw consent"))
 STAGES.append(Stage("deliver", "pipeline.delivery.worker:deliver_stage",
                     "drain the outbox once: email (maildir or smtp) and partner pushes (dry-run safe)"))
 
