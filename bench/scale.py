@@ -141,58 +141,26 @@ class Sink:
 # --- one configuration ----------------------------------------------------------------------
 
 def _what_if() -> None:
-    """Patch two proposed outbox changes into this worker process (the shipped code is
-    unchanged; see the README, "Running at scale"):
-
-    1. PostgreSQL claims in one statement: UPDATE .. WHERE id IN (SELECT .. FOR UPDATE
-       SKIP LOCKED LIMIT n) RETURNING *, instead of SELECT ids, UPDATE, SELECT rows.
-    2. The lease of the batch in the air is renewed only once a third of the lease has
-       passed since it was claimed, not before every claim (one UPDATE of a whole batch
-       less per batch).
+    """Patch one proposed change into this worker process (the shipped code is
+    unchanged; see the README, "Running at scale"): the lease of the batch in the air
+    is renewed only once a third of the lease has passed since it was claimed, instead
+    of before every claim. On PostgreSQL every row is otherwise updated three times
+    (claim, renew, sent); this makes it two.
     """
-    from sqlalchemy import and_, or_, select, update
-
     from pipeline.delivery import outbox
-    from pipeline.store.schema import deliveries
-    from pipeline.timeutil import utcnow
 
     original_claim, original_renew = outbox.claim_due, outbox.renew_leases
     claimed_at: list[float] = []
 
-    def claim_due(engine, *, worker=None, channels=None, limit=100, lease_seconds=300, now=None):
+    def claim_due(engine, **kwargs):
         claimed_at.append(time.monotonic())
         del claimed_at[:-2]
-        if engine.dialect.name != "postgresql":
-            return original_claim(engine, worker=worker, channels=channels, limit=limit,
-                                  lease_seconds=lease_seconds, now=now)
-        import datetime as dt
-
-        now = now or utcnow()
-        worker = worker or outbox.worker_id()
-        due = or_(and_(deliveries.c.state.in_(outbox.DUE_STATES), deliveries.c.next_attempt_at <= now),
-                  and_(deliveries.c.state == "sending", deliveries.c.lease_until < now,
-                       deliveries.c.claimed_by != worker))
-        earlier = deliveries.alias("earlier")
-        blocked = (select(earlier.c.id).where(earlier.c.ordering_key == deliveries.c.ordering_key,
-                                              earlier.c.sequence < deliveries.c.sequence,
-                                              earlier.c.state.notin_(outbox.FINAL_STATES)).exists())
-        ids = (select(deliveries.c.id).where(due).where(or_(deliveries.c.ordering_key.is_(None), ~blocked))
-               .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)
-               .with_for_update(skip_locked=True, of=deliveries))
-        if channels:
-            ids = ids.where(deliveries.c.channel.in_(list(channels)))
-        stmt = (update(deliveries).where(deliveries.c.id.in_(ids.scalar_subquery()))
-                .values(state="sending", claimed_by=worker, updated_at=now,
-                        lease_until=now + dt.timedelta(seconds=lease_seconds))
-                .returning(*deliveries.c))
-        with engine.begin() as conn:
-            rows = [dict(r) for r in conn.execute(stmt).mappings()]
-        rows.sort(key=lambda r: (r["next_attempt_at"], r["id"]))
-        return rows
+        return original_claim(engine, **kwargs)
 
     def renew_leases(engine, *, worker, lease_seconds, now=None):
-        if len(claimed_at) >= 2 and time.monotonic() - claimed_at[-2] < lease_seconds / 3:
-            return 0  # the batch in the air was claimed moments ago: its lease is fresh
+        # drain() renews right before claiming; the batch in the air is the one claimed last
+        if claimed_at and time.monotonic() - claimed_at[-1] < lease_seconds / 3:
+            return 0
         return original_renew(engine, worker=worker, lease_seconds=lease_seconds, now=now)
 
     outbox.claim_due, outbox.renew_leases = claim_due, renew_leases
@@ -223,7 +191,21 @@ def _worker(config: str, barrier, queue, profile: str | None, what_if: bool = Fa
     if prof:
         prof.disable()
         prof.dump_stats(os.path.join(profile, f"worker-{os.getpid()}.prof"))
-    queue.put((report.sent, report.claimed, t0, time.time()))
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    queue.put((report.sent, report.claimed, t0, time.time(), usage.ru_utime + usage.ru_stime))
+
+
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0, 1.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
 
 
 def _pg_schema() -> tuple[str, str]:
@@ -296,7 +278,9 @@ batch_size = {args.batch}
                  for _ in range(workers)]
         for p in procs:
             p.start()
+        cpu_before = _cpu_times()
         results = [queue.get() for _ in procs]
+        cpu_after = _cpu_times()
         for p in procs:
             p.join()
         seconds = max(r[3] for r in results) - min(r[2] for r in results)
@@ -306,7 +290,9 @@ batch_size = {args.batch}
         app.engine.dispose()
         dispose_engines()
         sent = sum(r[0] for r in results)
+        busy = (cpu_after[0] - cpu_before[0]) / max(cpu_after[1] - cpu_before[1], 1e-9)
         return {"db": db, "workers": workers, "sent": sent, "seconds": seconds, "rate": sent / seconds,
+                "busy": busy, "worker_cpu_us": sum(r[4] for r in results) / max(sent, 1) * 1e6,
                 "enqueue_rate": args.messages / enqueue_s, "states": states,
                 "per_worker": [r[0] for r in results]}
     finally:
@@ -321,6 +307,8 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=2, help="SMTP connections per worker (delivery.smtp_connections)")
     p.add_argument("--batch", type=int, default=500, help="delivery.batch_size")
     p.add_argument("--profile", default=None, help="a folder: cProfile every worker into it")
+    p.add_argument("--repeat", type=int, default=1, help="run every configuration this many times, "
+                   "interleaved, and compare the best of each (other load only ever slows a run down)")
     p.add_argument("--what-if", action="store_true",
                    help="also run each configuration with the two proposed outbox changes patched in (see _what_if)")
     args = p.parse_args()
@@ -339,17 +327,25 @@ def main() -> None:
     results = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
-            for what_if in variants:
-                for db, workers in runs:
-                    r = run_one(db, workers, args, sink, Path(tmp), what_if)
-                    results[(db, workers, what_if)] = r
-                    name = ("PostgreSQL" if db == "pg" else "SQLite") + (" what-if" if what_if else "")
-                    ok = "" if r["states"] == {"sent": args.messages} else f"  NOT ALL SENT: {r['states']}"
-                    print(f"{name:18} {workers} worker(s): {r['rate']:8,.0f} messages/s  ({r['sent']:,} in "
-                          f"{r['seconds']:.1f} s; per worker {r['per_worker']}; enqueue {r['enqueue_rate']:,.0f} "
-                          f"rows/s){ok}", flush=True)
+            for rep in range(args.repeat):
+                for what_if in variants:
+                    for db, workers in runs:
+                        r = run_one(db, workers, args, sink, Path(tmp) / f"round{rep}", what_if)
+                        key = (db, workers, what_if)
+                        if key not in results or r["rate"] > results[key]["rate"]:
+                            results[key] = r  # best of --repeat: other load only ever slows a run down
+                        name = ("PostgreSQL" if db == "pg" else "SQLite") + (" what-if" if what_if else "")
+                        ok = "" if r["states"] == {"sent": args.messages} else f"  NOT ALL SENT: {r['states']}"
+                        print(f"{name:18} {workers} worker(s): {r['rate']:8,.0f} messages/s  ({r['sent']:,} in "
+                              f"{r['seconds']:.1f} s; per worker {r['per_worker']}; worker CPU "
+                              f"{r['worker_cpu_us']:.0f} us/message; machine busy {r['busy']:.0%}){ok}", flush=True)
     finally:
         sink.stop()
+    if args.repeat > 1:
+        print(f"best of {args.repeat} runs each:")
+        for (db, workers, what_if), r in results.items():
+            name = ("PostgreSQL" if db == "pg" else "SQLite") + (" what-if" if what_if else "")
+            print(f"{name:18} {workers} worker(s): {r['rate']:8,.0f} messages/s")
     for what_if in variants:
         label = " (what-if)" if what_if else ""
         one = results.get(("pg", 1, what_if))

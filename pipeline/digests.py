@@ -27,6 +27,17 @@ pipeline.digest_render) and stored in `digest_parts`; each subscriber gets one s
 outbox row (payload: edition key + part id). At send time `build_digest_email` checks
 the subscriber is still confirmed and not suppressed (BULK-4), then splices the
 personal values into the stored skeleton.
+
+Chunks (issue 9). A large edition can be composed by several processes at once, on one
+machine or many (PostgreSQL): `compose(..., chunk=(i, n))` / `syndicate digest compose
+--chunk i/n` handles only the subscribers whose id % n == i - 1. The partition is by
+id residue, not by id range, so it does not move while the chunks run (a range split
+would shift as other chunks advance watermarks and could miss someone). Every chunk
+agrees on the edition and its cutoff (the first to arrive creates it; the others adopt
+it), parts are created once per variant whoever renders first (each in its own short
+transaction on PostgreSQL, so chunks never wait on each other's batches), the outbox
+key (subscriber + edition) makes a repeated chunk harmless, and the edition is marked
+complete by whichever chunk finds no due subscriber left in any chunk.
 """
 
 from __future__ import annotations
@@ -251,8 +262,11 @@ class PartRenderer:
     """Renders and stores one part per (edition, selection), once."""
 
     def __init__(self, conn_settings: Settings, site: render.Site, edition: dict, articles: dict[int, ApprovedArticle],
-                 sizes: dict[int, tuple], web_url: str):
+                 sizes: dict[int, tuple], web_url: str, engine: Engine | None = None):
         self.settings = conn_settings
+        # chunks running in parallel: create parts get-or-create style (on PostgreSQL in
+        # their own short transaction, so no chunk waits on another's open batch)
+        self.engine = engine
         self.site = site
         self.edition = edition
         self.articles = articles
@@ -279,13 +293,32 @@ class PartRenderer:
         pid = self.ids.get(variant)
         if pid is None:
             part = self.render(selection)
-            pid = conn.execute(insert(digest_parts).values(
+            values = dict(
                 edition_id=self.edition["id"], variant=variant, article_ids=list(part["article_ids"]),
                 more_count=part["more_count"], subject=part["rendered"].subject, headers=part["rendered"].headers,
                 text_part=part["rendered"].text_part, html_part=part["rendered"].html_part,
-                html_bytes=part["rendered"].html_bytes, created_at=utcnow())).inserted_primary_key[0]
+                html_bytes=part["rendered"].html_bytes, created_at=utcnow())
+            if self.engine is None:
+                pid = conn.execute(insert(digest_parts).values(**values)).inserted_primary_key[0]
+            elif conn.dialect.name == "postgresql":
+                with self.engine.begin() as own:
+                    pid = self._get_or_create(own, values)
+            else:  # SQLite: one writer at a time anyway, and this connection holds the write lock
+                pid = self._get_or_create(conn, values)
             self.ids[variant] = pid
             self.rendered += 1
+        return pid
+
+    @staticmethod
+    def _get_or_create(conn: Connection, values: dict) -> int:
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(digest_parts)
+        pid = conn.execute(ins.values(**values).on_conflict_do_nothing(
+            index_elements=["edition_id", "variant"]).returning(digest_parts.c.id)).scalar()
+        if pid is None:  # another chunk rendered this variant first
+            pid = conn.execute(select(digest_parts.c.id).where(digest_parts.c.edition_id == values["edition_id"],
+                                                               digest_parts.c.variant == values["variant"])).scalar_one()
         return pid
 
     def render(self, selection: Selection) -> dict:
@@ -349,26 +382,47 @@ class ComposeReport:
                 "nothing_new": self.empty, "rendered": self.parts_rendered}
 
 
-def _due_subscribers(frequency: str, cutoff: dt.datetime):
+def _due_subscribers(frequency: str, cutoff: dt.datetime, chunk: tuple[int, int] | None = None):
     """Confirmed subscribers of `frequency`, confirmed by the cutoff, not yet handled for
-    it, and not on the suppression list."""
+    it, and not on the suppression list (and in chunk i of n: id % n == i - 1)."""
     suppressed = exists().where(suppressions.c.email == subscribers.c.email)
-    return and_(subscribers.c.state == "confirmed", subscribers.c.frequency == frequency,
-                subscribers.c.confirmed_at.is_not(None), subscribers.c.confirmed_at <= cutoff,
-                or_(subscribers.c.last_digest_at.is_(None), subscribers.c.last_digest_at < cutoff),
-                ~suppressed)
+    due = and_(subscribers.c.state == "confirmed", subscribers.c.frequency == frequency,
+               subscribers.c.confirmed_at.is_not(None), subscribers.c.confirmed_at <= cutoff,
+               or_(subscribers.c.last_digest_at.is_(None), subscribers.c.last_digest_at < cutoff),
+               ~suppressed)
+    if chunk is not None:
+        i, n = chunk
+        due = and_(due, subscribers.c.id % n == i - 1)
+    return due
 
 
 def _watermark(sub) -> dt.datetime:
     return sub.last_digest_at or sub.confirmed_at
 
 
+def parse_chunk(text: str | None) -> tuple[int, int] | None:
+    """'2/4' -> (2, 4): the second of four chunks. None/'' -> None (everyone)."""
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise SyndicateError(f"chunk {text!r} is not of the form I/N", hint="e.g. --chunk 1/4 ... --chunk 4/4") from None
+    if n < 1 or not 1 <= i <= n:
+        raise SyndicateError(f"chunk {text!r}: I must be between 1 and N", hint="e.g. --chunk 1/4 ... --chunk 4/4")
+    return i, n
+
+
 def compose(engine: Engine, settings: Settings, frequency: str, *, now: dt.datetime | None = None,
-            dry_run: bool = False, on_plan: Callable[[str, int], None] | None = None) -> ComposeReport:
+            dry_run: bool = False, on_plan: Callable[[str, int], None] | None = None,
+            chunk: tuple[int, int] | None = None) -> ComposeReport:
     """Compose the due edition(s) of `frequency`: queue one outbox row per subscriber
     with something new. Sends nothing. `dry_run`: write nothing; `on_plan(email, n)` is
-    called for everyone who would get n articles."""
+    called for everyone who would get n articles. `chunk=(i, n)`: only subscribers whose
+    id % n == i - 1, so that n processes can compose one edition in parallel."""
     _check_frequency(frequency)
+    if chunk is not None and chunk[1] == 1:
+        chunk = None
     site = render.site_for_email(settings)  # fails loudly before anything is written
     now = now or utcnow()
     report = ComposeReport(frequency, dry_run=dry_run)
@@ -379,12 +433,12 @@ def compose(engine: Engine, settings: Settings, frequency: str, *, now: dt.datet
             key, _start = period(settings, frequency, now)
             edition = get_edition(conn, key)
             cutoff = edition["cutoff"] if edition else now
-        due = _due_subscribers(frequency, cutoff)
+        due = _due_subscribers(frequency, cutoff, chunk)
         oldest = conn.execute(select(func.min(func.coalesce(subscribers.c.last_digest_at, subscribers.c.confirmed_at)))
                               .where(due)).scalar()
     if oldest is None:
         if edition is not None and edition["completed_at"] is None and not dry_run:
-            _complete(engine, edition["id"], now)
+            _complete(engine, edition["id"], now, chunked=chunk is not None, frequency=frequency)
         return report
     oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.timezone.utc)
     welcome = settings.digests.welcome_latest if frequency != "instant" else 0
@@ -399,11 +453,19 @@ def compose(engine: Engine, settings: Settings, frequency: str, *, now: dt.datet
         sizes = _image_sizes(conn, candidates)
     if not candidates:
         return report
+    if chunk is not None and frequency != "instant" and edition is None and not dry_run:
+        # Chunks must agree on the edition and its cutoff: the first creates it, the
+        # others adopt it (and start again with its cutoff when theirs differs).
+        with engine.begin() as conn:
+            edition = _create_edition(conn, settings, key, frequency, cutoff, candidates, now, existing_ok=True)
+        if edition["cutoff"] != cutoff:
+            return compose(engine, settings, frequency, now=now, dry_run=dry_run, on_plan=on_plan, chunk=chunk)
     if frequency == "instant":
-        _compose_instant(engine, settings, site, candidates, sizes, cutoff, due, report, dry_run, on_plan)
+        _compose_instant(engine, settings, site, candidates, sizes, cutoff, due, report, dry_run, on_plan,
+                         chunked=chunk is not None)
     else:
         _compose_periodic(engine, settings, site, key, edition, candidates, sizes, cutoff, now, due, report,
-                          dry_run, on_plan)
+                          dry_run, on_plan, chunked=chunk is not None)
     return report
 
 
@@ -443,7 +505,7 @@ def _advance(conn: Connection, ids: list[int], cutoff: dt.datetime) -> None:
 
 
 def _compose_periodic(engine, settings, site, key, edition, candidates, sizes, cutoff, now, due, report,
-                      dry_run, on_plan):
+                      dry_run, on_plan, chunked: bool = False):
     frequency = report.frequency
     selector = Selector(candidates, cap=settings.digests.max_articles, welcome=settings.digests.welcome_latest)
     by_id = selector.by_id
@@ -467,7 +529,8 @@ def _compose_periodic(engine, settings, site, key, edition, candidates, sizes, c
                 if edition is None:
                     edition = _create_edition(conn, settings, key, frequency, cutoff, candidates, now)
                     created = True
-                renderer = PartRenderer(settings, site, edition, by_id, sizes, web_url)
+                renderer = PartRenderer(settings, site, edition, by_id, sizes, web_url,
+                                        engine=engine if chunked else None)
                 renderer.load_existing(conn)
             part = renderer.part_id(conn, sel)
             rows.append(_outbox_row(sub, edition, part, KINDS[frequency]))
@@ -478,7 +541,8 @@ def _compose_periodic(engine, settings, site, key, edition, candidates, sizes, c
         report.parts_rendered = renderer.rendered
     if edition is not None and not dry_run:
         report.editions.append(edition["key"])
-        _complete(engine, edition["id"], now, report.queued)
+        if not _complete(engine, edition["id"], now, report.queued, chunked=chunked, frequency=frequency):
+            return  # other chunks are still composing; the last one writes the web version
         try:
             write_web_version(engine, settings, edition["key"])
         except SyndicateError:
@@ -489,7 +553,8 @@ def _compose_periodic(engine, settings, site, key, edition, candidates, sizes, c
             log.info("edition %s: %d queued, %d parts rendered", edition["key"], report.queued, report.parts_rendered)
 
 
-def _compose_instant(engine, settings, site, candidates, sizes, cutoff, due, report, dry_run, on_plan):
+def _compose_instant(engine, settings, site, candidates, sizes, cutoff, due, report, dry_run, on_plan,
+                     chunked: bool = False):
     selector = Selector(candidates, cap=settings.digests.max_articles, welcome=0)
     editions: dict[int, dict] = {}
     renderers: dict[int, PartRenderer] = {}
@@ -513,11 +578,20 @@ def _compose_instant(engine, settings, site, candidates, sizes, cutoff, due, rep
                 if article_id not in editions:
                     a = selector.by_id[article_id]
                     key = f"instant-{article_id}"
-                    edition = get_edition(conn, key) or _create_edition(
-                        conn, settings, key, "instant", cutoff, [a], cutoff, window_start=a.approved_at,
-                        article_ids=[article_id])
+                    edition = get_edition(conn, key)
+                    if edition is None and chunked and conn.dialect.name == "postgresql":
+                        # another chunk may create it at the same moment: its own short transaction
+                        with engine.begin() as own:
+                            edition = _create_edition(own, settings, key, "instant", cutoff, [a], cutoff,
+                                                      window_start=a.approved_at, article_ids=[article_id],
+                                                      existing_ok=True)
+                    elif edition is None:
+                        edition = _create_edition(conn, settings, key, "instant", cutoff, [a], cutoff,
+                                                  window_start=a.approved_at, article_ids=[article_id],
+                                                  existing_ok=chunked)
                     editions[article_id] = edition
-                    renderers[article_id] = PartRenderer(settings, site, edition, selector.by_id, sizes, a.url)
+                    renderers[article_id] = PartRenderer(settings, site, edition, selector.by_id, sizes, a.url,
+                                                         engine=engine if chunked else None)
                     renderers[article_id].load_existing(conn)
                 part = renderers[article_id].part_id(conn, Selection((article_id,), 0))
                 rows.append(_outbox_row(sub, editions[article_id], part, "instant"))
@@ -555,7 +629,7 @@ def _enqueue(conn: Connection, rows: list[dict]) -> int:
 
 def _create_edition(conn: Connection, settings: Settings, key: str, frequency: str, cutoff: dt.datetime,
                     candidates: list[ApprovedArticle], now: dt.datetime, window_start: dt.datetime | None = None,
-                    article_ids: list[int] | None = None) -> dict:
+                    article_ids: list[int] | None = None, existing_ok: bool = False) -> dict:
     if window_start is None:
         previous = conn.execute(select(func.max(digest_editions.c.cutoff))
                                 .where(digest_editions.c.frequency == frequency, digest_editions.c.cutoff < cutoff)
@@ -573,16 +647,32 @@ def _create_edition(conn: Connection, settings: Settings, key: str, frequency: s
                 key=key, frequency=frequency, window_start=window_start, cutoff=cutoff, article_ids=in_window,
                 subject=subject, recipients=0, created_at=now)).inserted_primary_key[0]
     except IntegrityError:
+        if existing_ok:  # another chunk created it first: use theirs
+            existing = get_edition(conn, key)
+            if existing is not None:
+                return existing
         raise SyndicateError(f"digest edition {key} was just created by another compose",
                              hint="Run the compose again: it continues that edition and adds nothing twice.") from None
     return get_edition(conn, key) | {"id": eid}
 
 
-def _complete(engine: Engine, edition_id: int, now: dt.datetime, queued: int = 0) -> None:
+def _complete(engine: Engine, edition_id: int, now: dt.datetime, queued: int = 0, *, chunked: bool = False,
+              frequency: str | None = None) -> bool:
+    """Count the recipients queued and mark the edition complete; True when it is.
+    A chunk marks it complete only when no chunk has a due subscriber left (each chunk
+    checks after its last commit, so the last one to finish sees everything)."""
     with engine.begin() as conn:
-        conn.execute(update(digest_editions).where(digest_editions.c.id == edition_id).values(
-            completed_at=func.coalesce(digest_editions.c.completed_at, now),
-            recipients=digest_editions.c.recipients + queued))
+        conn.execute(update(digest_editions).where(digest_editions.c.id == edition_id)
+                     .values(recipients=digest_editions.c.recipients + queued))
+        if chunked and frequency is not None:
+            cutoff = conn.execute(select(digest_editions.c.cutoff)
+                                  .where(digest_editions.c.id == edition_id)).scalar_one()
+            left = conn.execute(select(subscribers.c.id).where(_due_subscribers(frequency, cutoff)).limit(1)).first()
+            if left is not None:
+                return False
+        conn.execute(update(digest_editions).where(digest_editions.c.id == edition_id)
+                     .values(completed_at=func.coalesce(digest_editions.c.completed_at, now)))
+    return True
 
 
 # --- the stage -----------------------------------------------------------------------------

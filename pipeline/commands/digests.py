@@ -32,21 +32,28 @@ def digest():
 @click.option("--frequency", type=FREQUENCY, required=True, help="Which subscribers: instant, daily or weekly.")
 @click.option("--dry-run", is_flag=True, help="Print who would get how many articles; write and queue nothing.")
 @click.option("--show", default=50, show_default=True, help="With --dry-run: list at most this many recipients.")
+@click.option("--chunk", default=None, metavar="I/N",
+              help="Compose only chunk I of N (subscribers with id % N == I-1); run N of them in parallel, "
+                   "on any machines, for a large edition.")
 @pass_ctx
-def compose(ctx, frequency: str, dry_run: bool, show: int):
+def compose(ctx, frequency: str, dry_run: bool, show: int, chunk: str | None):
     """Queue this frequency's digest for every subscriber with something new.
 
     Selects, per confirmed subscriber, the approved articles they have not had in the
     topics they follow, renders what recipients share once, and queues one outbox
     row per subscriber. Sends nothing (`syndicate deliver` does). Safe to repeat:
-    a second run for the same edition adds nothing.
+    a second run for the same edition adds nothing. With --chunk I/N, N processes
+    compose one edition in parallel, each a disjoint share of the subscribers; the
+    last to finish marks the edition complete.
 
     \b
     Examples:
       syndicate digest compose --frequency daily
       syndicate digest compose --frequency weekly --dry-run
+      syndicate digest compose --frequency weekly --chunk 1/2 &  syndicate digest compose --frequency weekly --chunk 2/2
     """
     from ..digests import compose as run_compose
+    from ..digests import parse_chunk
 
     plan: list[tuple[str, int]] = []
 
@@ -54,7 +61,8 @@ def compose(ctx, frequency: str, dry_run: bool, show: int):
         if len(plan) < show:
             plan.append((email, n))
 
-    report = run_compose(ctx.app.engine, ctx.settings, frequency, dry_run=dry_run, on_plan=on_plan)
+    report = run_compose(ctx.app.engine, ctx.settings, frequency, dry_run=dry_run, on_plan=on_plan,
+                         chunk=parse_chunk(chunk))
     if dry_run:
         table = Table(title=f"{frequency} digest (dry run): who would get how many articles")
         table.add_column("subscriber")
@@ -68,7 +76,8 @@ def compose(ctx, frequency: str, dry_run: bool, show: int):
         console.print(f"dry run: {recipients} subscriber(s) would get {report.queued} message(s), "
                       f"{report.empty} have nothing new; nothing was written", soft_wrap=True)
         return
-    console.print(f"{frequency}: {report.queued} queued for {report.subscribers - report.empty} subscribers, "
+    label = f"{frequency} (chunk {chunk})" if chunk else frequency
+    console.print(f"{label}: {report.queued} queued for {report.subscribers - report.empty} subscribers, "
                   f"{report.empty} with nothing new, {report.parts_rendered} variants rendered"
                   + (f"; editions: {', '.join(report.editions[:5])}" + (" ..." if len(report.editions) > 5 else "")
                      if report.editions else ""))
