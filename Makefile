@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean goldens
+.PHONY: run test bench clean goldens migration
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,3 +36,11 @@ bench: $(STAMP)
 
 clean:
 	rm -rf var public .pytest_cache
+
+## migration: write a new Alembic migration for changes to pipeline/store/schema.py
+migration: $(STAMP)
+	rm -f var/.migration-base.db
+	$(BIN)/python -c "from alembic import command; from pipeline.store import make_engine, alembic_config; \
+	cfg = alembic_config(make_engine('sqlite:///var/.migration-base.db')); command.upgrade(cfg, 'heads'); \
+	command.revision(cfg, message='$(MESSAGE)', autogenerate=True)"
+	rm -f var/.migration-base.db*
