@@ -208,13 +208,15 @@ def _cpu_times() -> tuple[float, float]:
     return sum(fields) - idle, sum(fields)
 
 
-def _pg_schema() -> tuple[str, str]:
+def _pg_schema(options: str = "") -> tuple[str, str]:
+    from urllib.parse import quote
+
     import psycopg
 
     name = "bench_" + secrets.token_hex(5)
     with psycopg.connect(PG.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
-    return name, f"{PG}?options=-csearch_path%3D{name}"
+    return name, f"{PG}?options={quote(f'-csearch_path={name} {options}'.strip())}"
 
 
 def _drop_schema(name: str) -> None:
@@ -238,7 +240,7 @@ def run_one(db: str, workers: int, args, sink: Sink, tmp: Path, what_if: bool = 
     (root / "var" / "secret_key").write_text("bench-" + "k" * 40)
     schema = None
     if db == "pg":
-        schema, url = _pg_schema()
+        schema, url = _pg_schema(args.pg_options)
     else:
         url = f"sqlite:///{root}/var/syndicate.db"
     config = root / "syndicate.toml"
@@ -309,6 +311,8 @@ def main() -> None:
     p.add_argument("--profile", default=None, help="a folder: cProfile every worker into it")
     p.add_argument("--repeat", type=int, default=1, help="run every configuration this many times, "
                    "interleaved, and compare the best of each (other load only ever slows a run down)")
+    p.add_argument("--pg-options", default="", help="extra PostgreSQL session settings for the workers, "
+                   "e.g. '-csynchronous_commit=off' (a diagnostic: how much of the time is commit latency)")
     p.add_argument("--what-if", action="store_true",
                    help="also run each configuration with the two proposed outbox changes patched in (see _what_if)")
     args = p.parse_args()

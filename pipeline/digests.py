@@ -678,9 +678,10 @@ def _complete(engine: Engine, edition_id: int, now: dt.datetime, queued: int = 0
 # --- the stage -----------------------------------------------------------------------------
 
 def digest_stage(app, *, dry_run: bool = False, frequency: str | None = None, now: dt.datetime | None = None,
-                 **_options) -> dict:
+                 chunk: str | None = None, **_options) -> dict:
     """The `digest` stage. With `frequency`: compose that one. Without: compose every
-    frequency that is due (instant always; daily/weekly once per period)."""
+    frequency that is due (instant always; daily/weekly once per period). `chunk="i/n"`
+    (schedule args): only that share of the subscribers (see `compose`)."""
     now = now or utcnow()
     if frequency:
         frequencies = [_check_frequency(frequency)]
@@ -689,7 +690,7 @@ def digest_stage(app, *, dry_run: bool = False, frequency: str | None = None, no
             frequencies = [f for f in FREQUENCIES if is_due(conn, app.settings, f, now)]
     counts: dict[str, int] = {}
     for f in frequencies:
-        report = compose(app.engine, app.settings, f, now=now, dry_run=dry_run)
+        report = compose(app.engine, app.settings, f, now=now, dry_run=dry_run, chunk=parse_chunk(chunk))
         counts[f"{f}_queued"] = report.queued
         if report.editions and f != "instant":
             counts[f"{f}_editions"] = len(report.editions)
