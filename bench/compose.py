@@ -13,7 +13,7 @@ Each step runs in its own process so that its peak RSS (ru_maxrss) is its own:
    and build an `EmailMessage`, queue it in the outbox; rolled back at the end. It
    prepares each article's data once and skips CSS inlining (which would only make it
    slower), so the ratio is a lower bound;
-3. compose: `pipeline.digests.compose` for every subscriber: selection, one render per
+3. compose: `pipeline.digests.editions.compose` for every subscriber: selection, one render per
    distinct selection, one outbox row per subscriber, watermarks, in batched
    transactions.
 
@@ -60,8 +60,8 @@ def project(root: Path):
 def setup(root: Path, n: int) -> None:
     from sqlalchemy import insert, update
 
-    from pipeline.content import ingest
-    from pipeline.editorial import approve
+    from pipeline.content.ingest import ingest
+    from pipeline.content.editorial import approve
     from pipeline.store.schema import articles, subscribers
 
     (root / "content" / "articles").mkdir(parents=True)
@@ -127,12 +127,12 @@ def naive(root: Path, sample: int) -> dict:
 
     from sqlalchemy import select
 
-    from pipeline import digest_render as render
+    from pipeline.digests import render
     from pipeline.delivery import outbox
-    from pipeline.digests import article_view, edition_label
-    from pipeline.editorial import approved_articles
+    from pipeline.digests.editions import article_view, edition_label
+    from pipeline.content.editorial import approved_articles
     from pipeline.store.schema import subscribers
-    from pipeline.subscribers import preferences_url, unsubscribe_url
+    from pipeline.subscribers.service import preferences_url, unsubscribe_url
 
     app = project(root)
     settings = app.settings
@@ -178,8 +178,7 @@ def naive(root: Path, sample: int) -> dict:
 
 
 def compose(root: Path) -> dict:
-    from pipeline import digests
-
+    from pipeline.digests import editions as digests
     app = project(root)
     started = time.perf_counter()
     report = digests.compose(app.engine, app.settings, "weekly", now=NOW)

@@ -22,7 +22,7 @@ The `bench-digest` messages are hand-assembled MIME (multipart/alternative, text
 HTML quoted-printable, per-recipient To, Message-ID and unsubscribe links in the
 List-Unsubscribe header and both bodies): the body is encoded once per edition and
 only the per-recipient parts are encoded per message (STANDARDS SMTP-8). This is a
-digest-like message built here, not pipeline.digests' output, so the benchmark
+digest-like message built here, not pipeline.digests.editions' output, so the benchmark
 measures the delivery engine alone.
 
 Prints messages/s for (a), (b), (c), ours / naive (target >= 10x), ours / smtp-source
@@ -79,7 +79,7 @@ def _edition():
 
 
 def build_bench_digest(conn, settings, row):
-    from pipeline.delivery.email import OutgoingEmail
+    from pipeline.delivery.email.channel import OutgoingEmail
 
     e = _edition()
     rid = row["id"]

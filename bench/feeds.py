@@ -113,10 +113,10 @@ def write_ours_article(root: Path, art: dict) -> None:
 
 def run_ours(root: Path, extra: dict) -> dict:
     from pipeline.app import App
-    from pipeline.build import build
+    from pipeline.site.build import build
     from pipeline.config import load_settings
-    from pipeline.content import ingest
-    from pipeline.editorial import approve
+    from pipeline.content.ingest import ingest
+    from pipeline.content.editorial import approve
     from pipeline.store import dispose_engines
 
     app = App(load_settings(root / "syndicate.toml", env={}))

@@ -6,7 +6,7 @@
 
 In one run, each configuration gets a fresh database with N queued deliveries of a
 ~10 KB digest-like message (hand-assembled MIME, per-recipient headers spliced in,
-as pipeline.digests does at send time), then K worker processes start together
+as pipeline.digests.editions does at send time), then K worker processes start together
 (a barrier; process start-up is not timed) and each runs `drain()` until nothing is
 due: claims in batches (PostgreSQL: FOR UPDATE SKIP LOCKED), leases, journal,
 outcomes committed per batch. The SMTP sink is Postfix's `smtp-sink` when installed
@@ -62,7 +62,7 @@ def _body() -> bytes:
 
 
 def build_scale_digest(conn, settings, row):
-    from pipeline.delivery.email import OutgoingEmail
+    from pipeline.delivery.email.channel import OutgoingEmail
 
     b = _body()
     rid = str(row["id"]).encode()

@@ -6,8 +6,8 @@ from functools import cached_property
 
 from sqlalchemy.engine import Engine
 
-from .config import Settings
-from .store import get_engine
+from pipeline.config import Settings
+from pipeline.store import get_engine
 
 
 class App:

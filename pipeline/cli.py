@@ -17,9 +17,9 @@ import sys
 import click
 from rich.console import Console
 
-from .app import App
-from .config import load_settings
-from .errors import SyndicateError
+from pipeline.app import App
+from pipeline.config import load_settings
+from pipeline.errors import SyndicateError
 
 COMMAND_MODULES = [
     "pipeline.commands.core",

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import ConfigError
+from pipeline.errors import ConfigError
 
 ENV_PREFIX = "SYNDICATE_"
 
@@ -122,7 +122,7 @@ SETTINGS: list[Setting] = [
     S("web", "port", 8000, _int, "Port `syndicate serve` listens on."),
     S("web", "forwarded_allow_ips", "127.0.0.1", str, "Proxies whose X-Forwarded-For/-Proto are trusted for the client address (rate limits, consent log); comma separated, '*' for any."),
     S("web", "allowed_origins", [], _list_of_str, "Extra origins (scheme://host[:port]) whose pages may POST the subscribe form; the origin of site.base_url is always allowed."),
-    # --- scheduler (owner: pipeline.scheduler)
+    # --- scheduler (owner: pipeline.ops.scheduler)
     S("scheduler", "heartbeat_seconds", 10.0, _float, "Seconds between the scheduler's heartbeats, checks of its leader lock and of paused jobs (a pause or resume is honoured within this time)."),
     S("scheduler", "standby_poll_seconds", 5.0, _float, "Seconds between a standby scheduler's attempts to take over; with the lock's keepalives a standby takes over within 30 s of the leader dying."),
     S("scheduler", "max_workers", 10, _int, "Jobs that may run at the same time in one scheduler (APScheduler's thread pool)."),
@@ -156,7 +156,7 @@ SETTINGS: list[Setting] = [
     # --- tokens
     S("security", "secret_key", "", str, "Key that signs tokens (confirm, unsubscribe, preferences, VERP); environment only. `syndicate init` writes a local one to var/secret_key for the demo.", secret=True),
     S("security", "previous_secret_keys", [], _list_of_str, "Keys retired from secret_key, comma separated; unsubscribe and preferences links signed with them keep working (UNS-1 rotation); environment only.", secret=True),
-    # --- subscribers (owner: pipeline.subscribers)
+    # --- subscribers (owner: pipeline.subscribers.service)
     S("subscribers", "default_frequency", "weekly", str, "Digest frequency of a sign-up that names none.", choices=("instant", "daily", "weekly")),
     S("subscribers", "topics", [], _list_of_str, "Topics offered on the subscribe form (tag or category slugs); empty: the categories and tags of approved articles."),
     S("subscribers", "confirm_ttl_hours", 48, _int, "Hours a confirmation link stays valid (DOI-1)."),
@@ -168,7 +168,7 @@ SETTINGS: list[Setting] = [
     S("subscribers", "privacy_url", "", str, "Link to the privacy notice shown next to the subscribe form (empty: none)."),
     S("subscribers", "privacy_version", "1", str, "Version of the privacy notice in force, stored with every sign-up (GDPR-1)."),
     S("subscribers", "record_client", True, _bool, "Store the client IP and user agent with consent events (GDPR-1 'optionally'; false keeps data minimal)."),
-    # --- digests (owner: pipeline.digests): who gets which articles, and when an edition is due
+    # --- digests (owner: pipeline.digests.editions): who gets which articles, and when an edition is due
     S("digests", "max_articles", 10, _int, "Articles listed in one digest; the rest appear as 'and N more' with a link to the web version."),
     S("digests", "welcome_latest", 0, _int, "A new subscriber's first daily/weekly digest also lists the latest K matching articles approved before they confirmed (0: only articles approved after confirming)."),
     S("digests", "daily_hour", 0, _int, "Local hour (site.timezone, 0-23) from which the daily edition is due; `syndicate run` composes it once per day."),

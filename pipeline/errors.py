@@ -1,6 +1,6 @@
 """One exception base for every domain error.
 
-Only `pipeline.cli` (exit codes) and `pipeline.web` (HTTP statuses) turn these into
+Only `pipeline.cli` (exit codes) and `pipeline.web.app` (HTTP statuses) turn these into
 something a person sees; the core raises them with a message and a hint that says
 what to do next.
 """

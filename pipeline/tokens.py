@@ -15,8 +15,8 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
-from .config import Settings
-from .errors import ConfigError, TokenError
+from pipeline.config import Settings
+from pipeline.errors import ConfigError, TokenError
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "secret_key"

@@ -2,7 +2,7 @@
 
 The `test` kind builds a small message with the list headers (so DKIM has them to
 sign) from the row's payload: subject, body, and `also_to` (extra recipients, for
-the partial-refusal test). It keeps these tests independent of pipeline.digests.
+the partial-refusal test). It keeps these tests independent of pipeline.digests.editions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from email.utils import format_datetime, make_msgid
 from sqlalchemy import select
 
 from pipeline.delivery import outbox, register_email_kind
-from pipeline.delivery.email import OutgoingEmail
+from pipeline.delivery.email.channel import OutgoingEmail
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import utcnow
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import insert, update
 
-from pipeline.content import ingest
-from pipeline.editorial import approve
+from pipeline.content.ingest import ingest
+from pipeline.content.editorial import approve
 from pipeline.store.schema import articles, subscribers, suppressions
 
 from .articles import write_article, write_author

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from lxml import etree
 
-from pipeline.build import build
-from pipeline.content import ingest
-from pipeline.editorial import approve
+from pipeline.site.build import build
+from pipeline.content.ingest import ingest
+from pipeline.content.editorial import approve
 
 from .articles import write_article, write_author
 

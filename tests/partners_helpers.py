@@ -8,9 +8,9 @@ import datetime as dt
 
 from sqlalchemy import select, update
 
-from pipeline.content import ingest
+from pipeline.content.ingest import ingest
 from pipeline.delivery.worker import drain
-from pipeline.editorial import approve
+from pipeline.content.editorial import approve
 from pipeline.partners import queue_partner_events
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import utcnow

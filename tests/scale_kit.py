@@ -17,7 +17,7 @@ import threading
 import time
 
 from pipeline.delivery import register_email_kind
-from pipeline.delivery.email import OutgoingEmail
+from pipeline.delivery.email.channel import OutgoingEmail
 
 KIND = "scale"
 FROM = "digest@news.example.com"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import subscribers as subs
+from pipeline.subscribers import service as subs
 from pipeline.app import App
 from pipeline.config import load_settings
 from pipeline.delivery.worker import drain
@@ -79,8 +79,8 @@ def served(make_app, sqlite_url, tmp_path):
     env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
     env.pop("SYNDICATE_CONFIG", None)
     config = str(app.settings.source)
-    from pipeline.content import ingest
-    from pipeline.editorial import approve
+    from pipeline.content.ingest import ingest
+    from pipeline.content.editorial import approve
 
     ingest(app)
     with app.engine.begin() as conn:

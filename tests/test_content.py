@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pipeline.content import derive_summary, ingest, read_article, sanitize_html
+from pipeline.content.ingest import derive_summary, ingest, read_article, sanitize_html
 from pipeline.errors import ContentError
 from pipeline.store.schema import articles, revisions
 from sqlalchemy import select
@@ -164,7 +164,7 @@ def test_unchanged_files_are_not_reparsed(app, monkeypatch):
     write_author(root)
     write_article(root, "one")
     assert ingest(app).new == ["one"]
-    import pipeline.content as content
+    import pipeline.content.ingest as content
 
     def boom(*a, **k):
         raise AssertionError("re-parsed an unchanged file")
@@ -190,7 +190,7 @@ def test_edit_creates_revision_and_deletion_retracts(app):
 
 
 def test_large_batches_parse_in_worker_processes_with_errors_kept(sqlite_app, monkeypatch):
-    import pipeline.content as content
+    import pipeline.content.ingest as content
 
     monkeypatch.setattr(content, "PARALLEL_THRESHOLD", 2)
     root = sqlite_app.settings.root

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from pipeline.delivery import verp
-from pipeline.delivery.bounces import process_mailbox
+from pipeline.delivery.email import verp
+from pipeline.delivery.inbound.bounces import process_mailbox
 from pipeline.store.schema import bounce_events, suppressions
 from tests.delivery_kit import enqueue_test
 
@@ -107,8 +107,7 @@ def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
     schema = pytest.importorskip("pipeline.store.schema")
     if not hasattr(schema, "subscriber_events") or not hasattr(schema, "subscribers"):
         pytest.skip("no subscribers tables in this build")
-    from pipeline import subscribers as subs
-
+    from pipeline.subscribers import service as subs
     app = sqlite_app
     with app.engine.begin() as conn:
         subs.add(conn, app.settings, "hard@example.org", confirmed=True) if "confirmed" in \

@@ -12,8 +12,8 @@ import time
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.delivery import verp
-from pipeline.stages import STAGES
+from pipeline.delivery.email import verp
+from pipeline.ops.stages import STAGES
 from pipeline.store.schema import deliveries
 from tests.conftest import REPO
 from tests.delivery_kit import enqueue_test, rows_by_id, smtp_toml
@@ -102,7 +102,7 @@ def test_deliver_is_the_last_stage_of_run():
 
 
 def test_deliver_stage_dry_run_sends_nothing(sqlite_app):
-    from pipeline.stages import run_stage
+    from pipeline.ops.stages import run_stage
 
     app = sqlite_app
     ids = enqueue_test(app.engine, ["x@example.org"])

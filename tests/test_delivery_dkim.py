@@ -71,7 +71,7 @@ def test_key_is_at_least_2048_bits_dkim1(dkim_key):
 
 
 def test_dkim_selector_without_a_key_is_a_config_error(make_app, sqlite_url):
-    from pipeline.delivery.signing import signer_from_settings
+    from pipeline.delivery.email.dkim import signer_from_settings
     from pipeline.errors import ConfigError
 
     app = make_app(sqlite_url, '[email]\ndkim_selector = "s1"\n')

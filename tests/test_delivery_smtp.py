@@ -55,7 +55,7 @@ def test_every_message_arrives_once_with_crlf_and_verp_smtp7(smtp_app, smtp):
 
 def test_bare_lf_from_a_builder_is_sent_as_crlf_smtp7(smtp_app, smtp):
     from pipeline.delivery import register_email_kind
-    from pipeline.delivery.email import OutgoingEmail
+    from pipeline.delivery.email.channel import OutgoingEmail
 
     register_email_kind("lf-test", lambda conn, settings, row: OutgoingEmail(
         "digest@news.example.com", [row["target"]],
@@ -123,7 +123,7 @@ def test_421_slows_down_and_requeues_without_spending_an_attempt(smtp_app, smtp,
     assert state.throttle_base_per_minute >= 600  # no configured rate: the pace it had, at least 10/s
     assert not state.paused
     # another worker (a new channel object) slows down too
-    from pipeline.delivery.email import EmailChannel
+    from pipeline.delivery.email.channel import EmailChannel
     other = EmailChannel(app.settings, app.engine)
     other._tune_rate(state)
     assert 0 < other.bucket.rate <= state.throttle_base_per_minute / 60 / 2
@@ -281,7 +281,7 @@ def test_implicit_tls(make_app, sqlite_url):
 
 
 def test_suppression_is_checked_at_send_time_bulk4(smtp_app, smtp):
-    from pipeline.delivery.suppression import suppress
+    from pipeline.subscribers.suppression import suppress
 
     app = smtp_app()
     ids = enqueue_test(app.engine, ["stays@example.org", "left@example.org"])

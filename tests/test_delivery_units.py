@@ -8,9 +8,9 @@ import datetime as dt
 import pytest
 
 from pipeline.config import load_settings
-from pipeline.delivery import verp
-from pipeline.delivery.classify import classify, enhanced_status, parse_duration, retry_delay
-from pipeline.delivery.email import to_crlf
+from pipeline.delivery.email import verp
+from pipeline.delivery.email.classify import classify, enhanced_status, parse_duration, retry_delay
+from pipeline.delivery.email.channel import to_crlf
 from pipeline.delivery.ratelimit import TokenBucket
 
 

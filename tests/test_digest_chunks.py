@@ -12,7 +12,7 @@ import sys
 import pytest
 from sqlalchemy import func, insert, select
 
-from pipeline import digests
+from pipeline.digests import editions as digests
 from pipeline.errors import SyndicateError
 from pipeline.store.schema import deliveries, digest_editions, digest_parts, subscribers
 from tests.conftest import REPO

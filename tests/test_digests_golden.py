@@ -13,7 +13,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline import digests
+from pipeline.digests import editions as digests
 from pipeline.cli import main
 
 from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, drain, maildir_messages

@@ -14,7 +14,9 @@ import lxml.html
 import pytest
 from sqlalchemy import select
 
-from pipeline import digest_render, digests
+from pipeline.digests import render as digest_render
+
+from pipeline.digests import editions as digests
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
 from pipeline.store.schema import deliveries
@@ -88,7 +90,7 @@ def test_list1_list2_list_headers(digest_msgs):
 
 
 def test_list6_can1_visible_unsubscribe_preferences_and_postal_address(digest_msgs, sqlite_app):
-    from pipeline.subscribers import preferences_url, unsubscribe_url
+    from pipeline.subscribers.service import preferences_url, unsubscribe_url
 
     with sqlite_app.engine.connect() as conn:
         rows = {r.target: r.subscriber_id for r in conn.execute(select(deliveries.c.target, deliveries.c.subscriber_id))}
@@ -248,8 +250,8 @@ def test_instant_email_body_images_get_size_and_alt(sqlite_app):
     from .articles import write_article
     add_articles(sqlite_app, [{"slug": "seed", "approved_at": at(days=1)}])
     write_article(root, "charted", title="Charted", tags="[sleep]", body=BODY_WITH_IMAGE)
-    from pipeline.content import ingest
-    from pipeline.editorial import approve
+    from pipeline.content.ingest import ingest
+    from pipeline.content.editorial import approve
     ingest(sqlite_app)
     with sqlite_app.engine.begin() as conn:
         approve(conn, ["charted"], editor="t")
@@ -313,8 +315,8 @@ def test_list5_dkim_signature_covers_the_list_headers_of_a_digest(make_app, sqli
 
 
 def test_size1_instant_alert_with_a_huge_body_falls_back_to_the_summary(sqlite_app):
-    from pipeline.content import ingest
-    from pipeline.editorial import approve
+    from pipeline.content.ingest import ingest
+    from pipeline.content.editorial import approve
 
     from .articles import write_article
 

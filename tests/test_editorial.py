@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from pipeline.content import ingest
-from pipeline.editorial import approve, approved_articles, history, reject, review_queue
+from pipeline.content.ingest import ingest
+from pipeline.content.editorial import approve, approved_articles, history, reject, review_queue
 from pipeline.errors import EditorialError, NotFound
 from pipeline.store.schema import approvals
 
@@ -110,6 +110,6 @@ def test_retracted_articles_leave_the_approved_query(site):
     (site.settings.root / "content" / "articles" / "sleep.md").unlink()
     assert ingest(site).retracted == ["sleep"]
     assert approved_slugs(site) == ["rituals"]
-    from pipeline.editorial import retracted_articles
+    from pipeline.content.editorial import retracted_articles
     with site.engine.connect() as conn:
         assert [a.slug for a in retracted_articles(conn, site.settings)] == ["sleep"]

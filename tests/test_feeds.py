@@ -16,9 +16,9 @@ import pytest
 from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 
-from pipeline import feeds
-from pipeline.build import build
-from pipeline.content import FEED_TAGS
+from pipeline.site import feeds
+from pipeline.site.build import build
+from pipeline.content.ingest import FEED_TAGS
 
 from .articles import write_article, write_author
 from .feedsite import NS, add_articles, build_site, feed_files, feeds_toml, publish, read, xml

@@ -8,7 +8,7 @@ import json
 import feedparser
 from lxml import etree
 
-from pipeline.build import MANIFEST, build
+from pipeline.site.build import MANIFEST, build
 
 from .feedsite import NS, add_articles, build_site, feeds_toml, publish, public, read, tree_digest
 
@@ -160,7 +160,7 @@ def test_a_build_rendered_by_worker_processes_gives_the_same_files(make_app, sql
     """Big builds render in forked workers (feeds.build_processes); same bytes, same report."""
     import threading
 
-    import pipeline.build as build_module
+    import pipeline.site.build as build_module
 
     if threading.active_count() > 1:
         import pytest

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.build import build
+from pipeline.site.build import build
 
 from .articles import write_article, write_author
 from .feedsite import feeds_toml, publish, public

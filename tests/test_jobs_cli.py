@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from pipeline import jobstate
+from pipeline.ops import jobstate
 from pipeline.cli import main
 from pipeline.delivery import outbox
 from pipeline.store.schema import job_runs

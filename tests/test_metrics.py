@@ -6,10 +6,10 @@ import datetime as dt
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline import jobstate
+from pipeline.ops import jobstate
 from pipeline.delivery import outbox
-from pipeline.history import record_run
-from pipeline.metrics import health, render_metrics
+from pipeline.ops.runs import record_run
+from pipeline.ops.metrics import health, render_metrics
 from pipeline.store.schema import deliveries, job_runs
 from pipeline.timeutil import utcnow
 

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 import lxml.html
 import pytest
 
-from pipeline.build import build
+from pipeline.site.build import build
 
 from .articles import write_article, write_author
 from .feedsite import add_articles, publish, public, read

@@ -159,7 +159,7 @@ def test_restored_article_is_published_again_after_its_retraction(site, partner)
     retract(site, "rituals")
     push(site)
     path.write_bytes(saved)  # the same file comes back: the approved revision is live again
-    from pipeline.content import ingest
+    from pipeline.content.ingest import ingest
     ingest(site)
     counts, _ = push(site)
     assert counts["article.published"] == 1

@@ -89,7 +89,7 @@ def test_list_status_retry_replay_resume(site, partner):
 
 
 def test_websub_partner_is_listed_with_its_hub_pings_and_gets_no_article_events(site, partner):
-    """WS-2..4 pings belong to the feed build (pipeline.websub); a `websub` partner is
+    """WS-2..4 pings belong to the feed build (pipeline.site.websub); a `websub` partner is
     its hub: the partners stage queues nothing for it, list/status show its pings."""
     from pipeline.delivery import outbox
     from pipeline.partners import queue_partner_events

@@ -135,7 +135,7 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
 
             # the operator's view while four workers run (issue 9, item 4)
             _wait(lambda: smtp.total() >= 5_000, 60, "5,000 arrivals", fleet)
-            from pipeline.status import snapshot
+            from pipeline.ops.status import snapshot
 
             for _ in range(50):  # a worker between two drains shows as stopped for a moment
                 panels = snapshot(fleet.app)

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from pipeline import jobstate
+from pipeline.ops import jobstate
 from pipeline.errors import ConfigError
-from pipeline.schedules import check_stages, cron_trigger, load_schedules, parse_interval, parse_schedule
-from pipeline.scheduler import SchedulerService, make_scheduler, sync_jobs
+from pipeline.ops.schedules import check_stages, cron_trigger, load_schedules, parse_interval, parse_schedule
+from pipeline.ops.scheduler import SchedulerService, make_scheduler, sync_jobs
 from pipeline.store.schema import job_runs
 from pipeline.timeutil import utcnow
 
@@ -196,7 +196,7 @@ interval = 60
         report = sync_jobs(scheduler, first)
         assert sorted(report["added"]) == ["change", "drop", "keep"]
         kept = scheduler.get_job("keep")
-        assert kept.func_ref == "pipeline.scheduler:run_job" and kept.kwargs["job_id"] == "keep"
+        assert kept.func_ref == "pipeline.ops.scheduler:run_job" and kept.kwargs["job_id"] == "keep"
         before = kept.next_run_time
         second = parse_schedule(f"""
 [[jobs]]
@@ -328,7 +328,7 @@ def test_reload_applies_an_edited_schedule_without_a_restart(sqlite_app):
 
 def test_runs_of_one_stage_are_serialised(sqlite_app):
     """SCHED-3: two jobs on the same stage (say, two feed builds) never run at once in a scheduler."""
-    from pipeline.scheduler import execute
+    from pipeline.ops.scheduler import execute
 
     from . import stage_fixtures
 

@@ -21,9 +21,9 @@ import requests
 import uvicorn
 
 from pipeline.app import App
-from pipeline.build import build
+from pipeline.site.build import build
 from pipeline.config import load_settings
-from pipeline.serving import make_public_app
+from pipeline.site.serving import make_public_app
 from pipeline.store import dispose_engines
 
 from .conftest import write_project

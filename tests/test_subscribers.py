@@ -1,4 +1,4 @@
-"""The subscription core (pipeline.subscribers) on every database: double opt-in,
+"""The subscription core (pipeline.subscribers.service) on every database: double opt-in,
 tokens, the consent log, rate limits, import/export, purge, the confirmation email."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 from sqlalchemy import func, insert, select
 
-from pipeline import subscribers as subs
+from pipeline.subscribers import service as subs
 from pipeline import tokens
 from pipeline.app import App
 from pipeline.config import load_settings
@@ -207,7 +207,7 @@ def test_suppressed_address_gets_nothing(app):
 
 
 def test_address_on_the_suppression_list_gets_no_confirmation(app):
-    from pipeline.delivery.suppression import suppress
+    from pipeline.subscribers.suppression import suppress
 
     with app.engine.begin() as conn:
         suppress(conn, app.settings, "bounced@example.com", reason="hard_bounce", source="test")
@@ -466,7 +466,7 @@ def test_import_needs_a_source_with_confirmed_and_an_email_column(app):
 
 
 def test_import_keeps_suppressed_addresses(app):
-    from pipeline.delivery.suppression import suppress
+    from pipeline.subscribers.suppression import suppress
 
     with app.engine.begin() as conn:
         suppress(conn, app.settings, "gone@example.com", reason="complaint", source="fbl")
@@ -541,8 +541,8 @@ def test_may_receive_checks_the_suppression_list_at_send_time_bulk4(app):
 
 def test_form_context_offers_topics_of_approved_articles(app):
     from tests.articles import write_article, write_author
-    from pipeline.content import ingest
-    from pipeline.editorial import approve
+    from pipeline.content.ingest import ingest
+    from pipeline.content.editorial import approve
 
     root = app.settings.root
     write_author(root)

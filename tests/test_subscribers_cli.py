@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline import subscribers as subs
+from pipeline.subscribers import service as subs
 from pipeline.cli import main
 
 DEMO_CSV = """email,name,frequency,topics,timezone
@@ -100,7 +100,7 @@ def test_add_queues_a_confirmation_and_remove_erase(app):
 
 
 def test_purge_command_and_stage(app):
-    from pipeline.stages import run_stage
+    from pipeline.ops.stages import run_stage
 
     invoke(app, "subscribers", "add", "dee@example.com")
     r = invoke(app, "subscribers", "purge", "--days", "1", "--dry-run")

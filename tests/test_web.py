@@ -14,9 +14,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from pipeline import subscribers as subs
+from pipeline.subscribers import service as subs
 from pipeline.store.schema import confirm_tokens, deliveries, subscriber_events, subscribers
-from pipeline.web import create_app
+from pipeline.web.app import create_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BASE = "https://news.example.com"
@@ -125,7 +125,7 @@ def test_healthz_reports_the_database(lite):
 
 def test_metrics_when_available(lite):
     app, client = lite
-    pytest.importorskip("pipeline.metrics")
+    pytest.importorskip("pipeline.ops.metrics")
     r = client.get("/metrics")
     assert r.status_code == 200 and "text/plain" in r.headers["content-type"]
 
@@ -473,8 +473,7 @@ def test_missing_secret_is_a_503_not_a_traceback(lite):
 
 def test_one_click_between_compose_and_send_stops_the_digest_bulk4(app, client, monkeypatch):
     """BULK-4: the digest queued before the one-click POST is not sent after it."""
-    from pipeline import digests
-
+    from pipeline.digests import editions as digests
     from .digest_helpers import add_articles, at
 
     monkeypatch.setenv("SYNDICATE_FROZEN_NOW", "2026-11-03T12:00:00Z")

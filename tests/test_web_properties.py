@@ -15,8 +15,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from pipeline import subscribers as subs
-from pipeline.web import create_app
+from pipeline.subscribers import service as subs
+from pipeline.web.app import create_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BASE = "https://news.example.com"

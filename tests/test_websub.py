@@ -10,11 +10,10 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy import select
 
-from pipeline.build import build
+from pipeline.site.build import build
 from pipeline.delivery.worker import drain
 from pipeline.store.schema import deliveries
-from pipeline import websub
-
+from pipeline.site import websub
 from .feedsite import add_articles, build_site, publish
 
 

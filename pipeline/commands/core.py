@@ -9,9 +9,9 @@ import time
 import click
 from rich.table import Table
 
-from ..cli import console, err_console, pass_ctx
-from ..errors import SyndicateError
-from ..stages import STAGES, run_stage
+from pipeline.cli import console, err_console, pass_ctx
+from pipeline.errors import SyndicateError
+from pipeline.ops.stages import STAGES, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def init(ctx):
     Example:
       syndicate init
     """
-    from .. import tokens
-    from ..store import get_engine, upgrade
+    from pipeline import tokens
+    from pipeline.store import get_engine, upgrade
 
     settings = ctx.settings
     var = settings.path("paths.var")
@@ -70,7 +70,7 @@ def run(ctx, dry_run: bool, only: tuple[str, ...]):
       syndicate run --dry-run
       syndicate run --stage ingest --stage build
     """
-    from ..history import record_run
+    from pipeline.ops.runs import record_run
 
     app = ctx.app
     table = Table(title="syndicate run" + (" (dry run)" if dry_run else ""))
@@ -151,7 +151,7 @@ def config_docs(readme: str | None):
       syndicate config docs
       syndicate config docs --write README.md
     """
-    from ..config import settings_markdown
+    from pipeline.config import settings_markdown
 
     blocks = {"settings": settings_markdown(), "commands": commands_markdown()}
     if readme is None:
@@ -175,7 +175,7 @@ def config_docs(readme: str | None):
 
 def commands_markdown() -> str:
     """Every command with the first line of its help, from the CLI itself."""
-    from ..cli import main
+    from pipeline.cli import main
 
     lines = ["| command | what it does |", "|---|---|"]
 
@@ -210,7 +210,7 @@ def db_upgrade(ctx):
     Example:
       syndicate db upgrade
     """
-    from ..store import current_revision, get_engine, upgrade
+    from pipeline.store import current_revision, get_engine, upgrade
 
     engine = get_engine(ctx.settings.database_url, migrate=False)
     upgrade(engine)

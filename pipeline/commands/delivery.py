@@ -13,8 +13,8 @@ from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeE
 from rich.table import Table
 from rich.text import Text
 
-from ..cli import console, err_console, pass_ctx
-from ..errors import NotFound, SyndicateError
+from pipeline.cli import console, err_console, pass_ctx
+from pipeline.errors import NotFound, SyndicateError
 
 
 def register(main: click.Group) -> None:
@@ -73,7 +73,7 @@ def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
       syndicate deliver --dry-run
       syndicate deliver --limit 1000 --concurrency 2
     """
-    from ..delivery.worker import drain, dry_run_report, due_count, run_workers
+    from pipeline.delivery.worker import drain, dry_run_report, due_count, run_workers
 
     app = ctx.app
     if dry_run:
@@ -111,7 +111,7 @@ def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
 
 
 def _warn_paused(app) -> None:
-    from ..delivery.channels import all_states
+    from pipeline.delivery.channels import all_states
 
     for state in all_states(app.engine):
         if state.paused:
@@ -138,7 +138,7 @@ def worker(ctx, concurrency, poll, channels):
       syndicate worker
       syndicate worker --concurrency 4
     """
-    from ..delivery.worker import DrainReport, drain, run_workers
+    from pipeline.delivery.worker import DrainReport, drain, run_workers
 
     app = ctx.app
     stop = threading.Event()
@@ -199,9 +199,9 @@ def deliveries_list(ctx, state, channel, target, limit, as_json):
     """
     from sqlalchemy import select
 
-    from ..delivery import outbox
-    from ..delivery.channels import all_states
-    from ..store.schema import deliveries as table
+    from pipeline.delivery import outbox
+    from pipeline.delivery.channels import all_states
+    from pipeline.store.schema import deliveries as table
 
     engine = ctx.app.engine
     q = select(table.c.id, table.c.channel, table.c.target, table.c.kind, table.c.state, table.c.attempts,
@@ -245,7 +245,7 @@ def deliveries_show(ctx, delivery_id):
     Example:
       syndicate deliveries show 42
     """
-    from ..delivery import outbox
+    from pipeline.delivery import outbox
 
     with ctx.app.engine.connect() as conn:
         row = outbox.get(conn, delivery_id)
@@ -271,7 +271,7 @@ def deliveries_retry(ctx, ids, all_failed, channel):
       syndicate deliveries retry 42 43
       syndicate deliveries retry --failed --channel email
     """
-    from ..delivery import outbox
+    from pipeline.delivery import outbox
 
     if not ids and not all_failed:
         raise SyndicateError("name the deliveries to retry, or pass --failed",
@@ -295,7 +295,7 @@ def deliveries_pause(ctx, channel, reason):
     Example:
       syndicate deliveries pause email --reason "DNS change"
     """
-    from ..delivery.channels import pause
+    from pipeline.delivery.channels import pause
 
     pause(ctx.app.engine, channel, reason)
     console.print(f"channel {channel} paused")
@@ -311,7 +311,7 @@ def deliveries_resume(ctx, channel):
     Example:
       syndicate deliveries resume email
     """
-    from ..delivery.channels import resume
+    from pipeline.delivery.channels import resume
 
     resume(ctx.app.engine, channel)
     console.print(f"channel {channel} resumed")
@@ -342,7 +342,7 @@ def suppressions_list(ctx, limit, as_json):
     Example:
       syndicate suppressions list
     """
-    from ..delivery.suppression import list_suppressions
+    from pipeline.subscribers.suppression import list_suppressions
 
     with ctx.app.engine.connect() as conn:
         rows = list_suppressions(conn, limit=limit)
@@ -372,7 +372,7 @@ def suppressions_add(ctx, email, reason, detail):
     Example:
       syndicate suppressions add someone@example.org --detail "asked by phone"
     """
-    from ..delivery.suppression import suppress
+    from pipeline.subscribers.suppression import suppress
 
     if "@" not in email or any(c in email for c in "\r\n <>"):
         raise SyndicateError(f"{email!r} is not an email address", hint="Give one address, like someone@example.org.")
@@ -391,7 +391,7 @@ def suppressions_remove(ctx, email):
     Example:
       syndicate suppressions remove someone@example.org
     """
-    from ..delivery.suppression import unsuppress
+    from pipeline.subscribers.suppression import unsuppress
 
     with ctx.app.engine.begin() as conn:
         removed = unsuppress(conn, ctx.settings, email, source="cli")
@@ -430,7 +430,7 @@ def bounces_process(ctx, path, dry_run, quiet):
       syndicate bounces process var/bounces
       syndicate bounces process bounces.mbox --dry-run
     """
-    from ..delivery.bounces import process_mailbox
+    from pipeline.delivery.inbound.bounces import process_mailbox
 
     report = process_mailbox(ctx.settings, ctx.app.engine, path, dry_run=dry_run)
     if not quiet:

@@ -8,7 +8,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..cli import console, pass_ctx
+from pipeline.cli import console, pass_ctx
 
 FREQUENCY = click.Choice(["instant", "daily", "weekly"])
 
@@ -52,8 +52,8 @@ def compose(ctx, frequency: str, dry_run: bool, show: int, chunk: str | None):
       syndicate digest compose --frequency weekly --dry-run
       syndicate digest compose --frequency weekly --chunk 1/2 &  syndicate digest compose --frequency weekly --chunk 2/2
     """
-    from ..digests import compose as run_compose
-    from ..digests import parse_chunk
+    from pipeline.digests.editions import compose as run_compose
+    from pipeline.digests.editions import parse_chunk
 
     plan: list[tuple[str, int]] = []
 
@@ -101,8 +101,8 @@ def preview(ctx, frequency: str | None, email: str | None, out: Path | None):
       syndicate digest preview --frequency weekly
       syndicate digest preview --subscriber ana@example.com --out /tmp/ana.html
     """
-    from ..digests import preview as make_preview
-    from ..errors import SyndicateError
+    from pipeline.digests.editions import preview as make_preview
+    from pipeline.errors import SyndicateError
 
     if not frequency and not email:
         raise SyndicateError("name a frequency or a subscriber", hint="e.g. --frequency weekly")

@@ -10,8 +10,8 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
-from ..cli import console, err_console, pass_ctx
-from ..errors import SyndicateError
+from pipeline.cli import console, err_console, pass_ctx
+from pipeline.errors import SyndicateError
 
 
 def register(main: click.Group) -> None:
@@ -44,7 +44,7 @@ def ingest(ctx, strict: bool, dry_run: bool):
       syndicate ingest
       syndicate ingest --strict      # in CI: fail on the first bad file, write nothing
     """
-    from ..content import ingest as run_ingest
+    from pipeline.content.ingest import ingest as run_ingest
 
     report = run_ingest(ctx.app, dry_run=dry_run, strict=strict or None)
     for err in report.errors:
@@ -73,7 +73,7 @@ def review(ctx, drafts: bool, diff: bool):
     Example:
       syndicate review
     """
-    from ..editorial import review_queue
+    from pipeline.content.editorial import review_queue
 
     with ctx.app.engine.connect() as conn:
         queue = review_queue(conn, include_drafts=drafts)
@@ -116,7 +116,7 @@ def approve(ctx, slugs, all_pending: bool, note: str, override: str, editor: str
       syndicate approve --all --note "Monday batch"
       syndicate approve some-slug --override "quotes a law, not a political statement"
     """
-    from ..editorial import approve as do_approve
+    from pipeline.content.editorial import approve as do_approve
 
     if not slugs and not all_pending:
         raise SyndicateError("name the articles to approve, or pass --all",
@@ -125,7 +125,7 @@ def approve(ctx, slugs, all_pending: bool, note: str, override: str, editor: str
         raise SyndicateError("--hash goes with exactly one slug", hint="Approve the articles one at a time.")
     with ctx.app.engine.begin() as conn:
         if expected_hash:
-            from ..editorial import _current
+            from pipeline.content.editorial import _current
             row = _current(conn, slugs[0])
             if not row.content_hash.startswith(expected_hash):
                 raise SyndicateError(f"{slugs[0]} changed since you reviewed it (hash now {row.content_hash[:12]})",
@@ -150,7 +150,7 @@ def reject(ctx, slug: str, reason: str, editor: str):
     Example:
       syndicate reject vote-this-time --reason "Statements involving politics are not approved."
     """
-    from ..editorial import reject as do_reject
+    from pipeline.content.editorial import reject as do_reject
 
     with ctx.app.engine.begin() as conn:
         d = do_reject(conn, slug, editor=editor, reason=reason)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from .. import websub  # noqa: F401  registers the "websub" outbox channel for deliver/worker
-from ..cli import console, err_console, pass_ctx
-from ..errors import SyndicateError
+from pipeline.site import websub  # noqa: F401  registers the "websub" outbox channel for deliver/worker
+from pipeline.cli import console, err_console, pass_ctx
+from pipeline.errors import SyndicateError
 
 
 def register(main: click.Group) -> None:
@@ -32,7 +32,7 @@ def build(ctx, dry_run: bool, force: bool, show: bool):
       syndicate build
       syndicate build --dry-run --list
     """
-    from ..build import build as run_build
+    from pipeline.site.build import build as run_build
 
     report = run_build(ctx.app, dry_run=dry_run, force=force)
     if show:

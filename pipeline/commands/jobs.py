@@ -8,9 +8,9 @@ import json
 import click
 from rich.table import Table
 
-from ..cli import console, pass_ctx
-from ..errors import SyndicateError
-from ..timeutil import utcnow
+from pipeline.cli import console, pass_ctx
+from pipeline.errors import SyndicateError
+from pipeline.timeutil import utcnow
 
 
 def register(main: click.Group) -> None:
@@ -87,8 +87,8 @@ def jobs_list(ctx, show_stages: bool, as_json: bool):
     Example:
       syndicate jobs list
     """
-    from ..stages import STAGES
-    from ..status import jobs_panel
+    from pipeline.ops.stages import STAGES
+    from pipeline.ops.status import jobs_panel
 
     if show_stages:
         table = Table(title="stages")
@@ -107,7 +107,7 @@ def jobs_list(ctx, show_stages: bool, as_json: bool):
     table.add_column("job", no_wrap=True)
     for name in ("stage", "schedule", "next run", "last result"):
         table.add_column(name, overflow="fold")
-    from ..schedules import schedules_for
+    from pipeline.ops.schedules import schedules_for
 
     args = {s.id: s.args for s in schedules_for(ctx.settings)}
     for row in rows:
@@ -134,8 +134,8 @@ def jobs_run(ctx, job_id: str, dry_run: bool):
       syndicate jobs run ingest
       syndicate jobs run digest-daily --dry-run
     """
-    from ..schedules import find_job, schedules_for
-    from ..scheduler import execute
+    from pipeline.ops.schedules import find_job, schedules_for
+    from pipeline.ops.scheduler import execute
 
     spec = find_job(schedules_for(ctx.settings), job_id)
     try:
@@ -164,8 +164,7 @@ def jobs_history(ctx, job_id: str | None, limit: int, only_failed: bool, as_json
       syndicate jobs history deliver --limit 50
       syndicate jobs history --failed
     """
-    from .. import jobstate
-
+    from pipeline.ops import jobstate
     rows = jobstate.history(ctx.app.engine, job_id, limit=limit, status="failed" if only_failed else None)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=_jsonable))
@@ -188,8 +187,8 @@ def jobs_history(ctx, job_id: str | None, limit: int, only_failed: bool, as_json
 
 
 def _set_paused(ctx, job_id: str, paused: bool, note: str) -> None:
-    from .. import jobstate
-    from ..schedules import find_job, schedules_for
+    from pipeline.ops import jobstate
+    from pipeline.ops.schedules import find_job, schedules_for
 
     spec = find_job(schedules_for(ctx.settings), job_id)
     changed = jobstate.set_paused(ctx.app.engine, spec.id, paused, note=note)
@@ -241,7 +240,7 @@ def scheduler(ctx):
     Example:
       syndicate scheduler
     """
-    from ..scheduler import serve
+    from pipeline.ops.scheduler import serve
 
     code = serve(ctx.app)
     if code:
@@ -259,7 +258,7 @@ def status(ctx, as_json: bool):
     Example:
       syndicate status
     """
-    from ..status import snapshot
+    from pipeline.ops.status import snapshot
 
     panels = snapshot(ctx.app)
     if as_json:

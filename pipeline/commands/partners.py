@@ -6,9 +6,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from ..cli import console, err_console, pass_ctx
-from ..errors import SyndicateError
-from ..timeutil import parse_datetime
+from pipeline.cli import console, err_console, pass_ctx
+from pipeline.errors import SyndicateError
+from pipeline.timeutil import parse_datetime
 
 
 def register(main: click.Group) -> None:
@@ -38,7 +38,7 @@ def partners_list(ctx):
     Example:
       syndicate partners list
     """
-    from ..partners.ops import overview
+    from pipeline.partners.ops import overview
 
     rows = overview(ctx.app)
     if not rows:
@@ -71,7 +71,7 @@ def partners_status(ctx, name: str, limit: int):
     Example:
       syndicate partners status example-partner
     """
-    from ..partners.ops import status
+    from pipeline.partners.ops import status
 
     info = status(ctx.app, name, limit=limit)
     s, p = info["summary"], info["partner"]
@@ -112,7 +112,7 @@ def partners_test(ctx, name: str, dry_run: bool):
       syndicate partners test example-partner
       syndicate partners test example-partner --dry-run
     """
-    from ..partners.ops import send_test_event
+    from pipeline.partners.ops import send_test_event
 
     r = send_test_event(ctx.app, name, dry_run=dry_run)
     if r.dry_run:
@@ -151,7 +151,7 @@ def partners_retry(ctx, name: str, include_failed: bool):
       syndicate partners retry example-partner
       syndicate partners retry example-partner --failed && syndicate deliver
     """
-    from ..partners.ops import retry
+    from pipeline.partners.ops import retry
 
     n = retry(ctx.app, name, include_failed=include_failed)
     console.print(f"{n} delivery(ies) to {name} queued again; `syndicate deliver` sends them")
@@ -167,7 +167,7 @@ def partners_resume(ctx, name: str):
     Example:
       syndicate partners resume example-partner && syndicate deliver
     """
-    from ..partners.ops import resume
+    from pipeline.partners.ops import resume
 
     before, n = resume(ctx.app, name)
     console.print(f"{name}: {before['state']} -> active; {n} waiting delivery(ies) due now")
@@ -188,7 +188,7 @@ def partners_replay(ctx, name: str, since: str, dry_run: bool):
     Example:
       syndicate partners replay example-partner --since 2026-11-01 && syndicate deliver
     """
-    from ..partners.ops import replay
+    from pipeline.partners.ops import replay
 
     try:
         when = parse_datetime(since)

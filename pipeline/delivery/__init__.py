@@ -4,8 +4,8 @@ A channel handler (email, webhook, micropub, websub) is an object with
 `send(rows) -> list[Outcome]`; handlers are registered by short name with
 `register_channel(name, factory)` where `factory(settings, engine)` builds one.
 The email channel looks up a *message builder* per delivery kind
-(`register_email_kind("digest", builder)`), so composing stays in pipeline.digests
-and pipeline.subscribers while sending stays here.
+(`register_email_kind("digest", builder)`), so composing stays in pipeline.digests.editions
+and pipeline.subscribers.service while sending stays here.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Protocol
 
 from sqlalchemy.engine import Engine
 
-from . import outbox
+from pipeline.delivery import outbox
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,13 @@ def channel_factory(name: str) -> Callable:
     try:
         return _channels[name]
     except KeyError:
-        from ..errors import ConfigError
+        from pipeline.errors import ConfigError
         raise ConfigError(f"no handler for delivery channel {name!r}",
                           hint=f"Known channels: {', '.join(sorted(_channels))}.") from None
 
 
 def register_email_kind(kind: str, builder: Callable) -> None:
-    """builder(conn, settings, row) -> pipeline.delivery.email.OutgoingEmail | None.
+    """builder(conn, settings, row) -> pipeline.delivery.email.channel.OutgoingEmail | None.
     None means: do not send (the recipient left or was suppressed since composing)."""
     _email_kinds[kind] = builder
 
@@ -81,8 +81,8 @@ def email_builder(kind: str) -> Callable:
 def _load_builtin_channels() -> None:
     # Importing a module registers what it provides; kept lazy so that importing
     # pipeline.delivery stays cheap and cycle-free.
-    from . import email  # noqa: F401
-    for module in ("pipeline.subscribers", "pipeline.digests", "pipeline.partners"):
+    from pipeline.delivery.email import channel  # noqa: F401
+    for module in ("pipeline.subscribers.service", "pipeline.digests.editions", "pipeline.partners"):
         try:
             __import__(module)
         except ImportError as exc:

@@ -14,9 +14,9 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from ..store.schema import delivery_channels
-from ..timeutil import as_utc, utcnow
-from .ratelimit import _ensure_channel_row
+from pipeline.store.schema import delivery_channels
+from pipeline.timeutil import as_utc, utcnow
+from pipeline.delivery.ratelimit import _ensure_channel_row
 
 log = logging.getLogger(__name__)
 

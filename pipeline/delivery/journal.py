@@ -27,8 +27,8 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 
-from ..store.schema import deliveries
-from ..timeutil import utcnow
+from pipeline.store.schema import deliveries
+from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

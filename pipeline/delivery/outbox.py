@@ -26,8 +26,8 @@ from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from ..store.schema import deliveries
-from ..timeutil import utcnow
+from pipeline.store.schema import deliveries
+from pipeline.timeutil import utcnow
 
 STATES = ("queued", "sending", "sent", "retry", "failed", "suppressed", "dead", "cancelled")
 DUE_STATES = ("queued", "retry")

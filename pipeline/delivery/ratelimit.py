@@ -21,8 +21,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from ..store.schema import delivery_channels, delivery_send_log
-from ..timeutil import utcnow
+from pipeline.store.schema import delivery_channels, delivery_send_log
+from pipeline.timeutil import utcnow
 
 
 class TokenBucket:

@@ -22,10 +22,10 @@ from typing import Callable
 
 from sqlalchemy import func, select
 
-from ..config import Settings
-from ..store.schema import deliveries
-from ..timeutil import utcnow
-from . import channel_factory, outbox, record
+from pipeline.config import Settings
+from pipeline.store.schema import deliveries
+from pipeline.timeutil import utcnow
+from pipeline.delivery import channel_factory, outbox, record
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def due_by_channel(engine) -> dict[str, int]:
 
 def _channels_to_claim(engine, wanted) -> list[str] | None:
     """The channels to claim from; None means all (no filter in the claim query)."""
-    from .channels import paused_channels
+    from pipeline.delivery.channels import paused_channels
 
     paused = paused_channels(engine)
     if not wanted and not paused:
@@ -97,8 +97,8 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
           should_stop: Callable[[], bool] | None = None) -> DrainReport:
     """Claim and send due rows until none are due (or `limit` rows were handled, or
     `should_stop()` says so between batches)."""
-    from . import workers
-    from .journal import journal_dir, recover
+    from pipeline.delivery import workers
+    from pipeline.delivery.journal import journal_dir, recover
 
     worker = worker or outbox.worker_id()
     batch_size = batch_size or settings.delivery.batch_size
@@ -193,7 +193,7 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
 
 def dry_run_report(settings: Settings, engine, *, channels=None, limit: int | None = None) -> dict:
     """What a drain would do, without claiming or sending anything."""
-    from .channels import paused_channels
+    from pipeline.delivery.channels import paused_channels
 
     due = due_by_channel(engine)
     if channels:
@@ -217,8 +217,8 @@ def deliver_stage(app, *, dry_run: bool = False, limit: int | None = None, **_op
 # --- several processes ---------------------------------------------------------------
 
 def _child(config_path: str | None, env: dict, limit, channels, continuous: bool, poll: float, queue) -> None:
-    from ..config import load_settings
-    from ..store import dispose_engines, get_engine
+    from pipeline.config import load_settings
+    from pipeline.store import dispose_engines, get_engine
 
     dispose_engines()  # never share the parent's pooled connections
     stop = threading.Event()
@@ -294,7 +294,7 @@ def run_workers(settings: Settings, *, processes: int, continuous: bool, limit: 
     total.seconds = time.monotonic() - t0
     crashed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if crashed:
-        from ..errors import DeliveryError
+        from pipeline.errors import DeliveryError
         raise DeliveryError(f"{len(crashed)} of {len(procs)} worker processes failed (exit codes "
                             f"{', '.join(map(str, crashed))}); {total.sent} sent before that",
                             hint="Their errors are in the log above; run `syndicate deliver -v` alone to see one. "

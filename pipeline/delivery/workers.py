@@ -14,8 +14,8 @@ import socket
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..store.schema import delivery_workers
-from ..timeutil import utcnow
+from pipeline.store.schema import delivery_workers
+from pipeline.timeutil import utcnow
 
 STALE_SECONDS = 60
 

@@ -9,16 +9,16 @@
 - `state`     partner_state / partner_attempts / partner_syndications
 - `ops`       list, status, test, retry, replay, resume (the CLI is a thin adapter)
 
-Partners of kind "websub" are hubs: pipeline.websub pings them after a feed build;
+Partners of kind "websub" are hubs: pipeline.site.websub pings them after a feed build;
 this package only lists them.
 """
 
 from __future__ import annotations
 
-from ..delivery import register_channel
-from .events import partners_stage, queue_partner_events
-from .micropub import MicropubChannel
-from .webhook import WebhookChannel
+from pipeline.delivery import register_channel
+from pipeline.partners.events import partners_stage, queue_partner_events
+from pipeline.partners.micropub import MicropubChannel
+from pipeline.partners.webhook import WebhookChannel
 
 register_channel("webhook", WebhookChannel)
 register_channel("micropub", MicropubChannel)

@@ -18,13 +18,13 @@ import time
 
 from sqlalchemy import select
 
-from ..delivery import Outcome
-from ..errors import SyndicateError
-from ..store.schema import partner_attempts
-from ..timeutil import utcnow
-from . import state
-from .config import Partner, partners
-from .http import Answer, Verdict, classify, make_session, retry_delay
+from pipeline.delivery import Outcome
+from pipeline.errors import SyndicateError
+from pipeline.store.schema import partner_attempts
+from pipeline.timeutil import utcnow
+from pipeline.partners import state
+from pipeline.partners.config import Partner, partners
+from pipeline.partners.http import Answer, Verdict, classify, make_session, retry_delay
 
 log = logging.getLogger(__name__)
 

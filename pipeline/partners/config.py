@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from ..config import Settings
-from ..errors import ConfigError, NotFound
-from ..timeutil import parse_datetime
-from .signing import split_secrets
+from pipeline.config import Settings
+from pipeline.errors import ConfigError, NotFound
+from pipeline.timeutil import parse_datetime
+from pipeline.partners.signing import split_secrets
 
 PUSH_KINDS = ("webhook", "micropub")  # kinds this package queues and sends; websub hubs belong to the feed build
 

@@ -26,11 +26,11 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from ..delivery import outbox
-from ..editorial import ApprovedArticle, approved_articles, retracted_articles
-from ..store.schema import deliveries
-from ..timeutil import rfc3339, utcnow
-from .config import Partner, partners
+from pipeline.delivery import outbox
+from pipeline.content.editorial import ApprovedArticle, approved_articles, retracted_articles
+from pipeline.store.schema import deliveries
+from pipeline.timeutil import rfc3339, utcnow
+from pipeline.partners.config import Partner, partners
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def queue_partner_events(app, *, dry_run: bool = False) -> dict[str, int]:
 
 
 def partners_stage(app, *, dry_run: bool = False, **_options) -> dict:
-    """Stage entry point (pipeline.stages): queue partner events."""
+    """Stage entry point (pipeline.ops.stages): queue partner events."""
     return queue_partner_events(app, dry_run=dry_run)
 
 

@@ -26,8 +26,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .. import __version__
-from .config import Partner
+from pipeline import __version__
+from pipeline.partners.config import Partner
 
 MAX_SAVED_RESPONSE = 2000
 MAX_READ_RESPONSE = 64 * 1024

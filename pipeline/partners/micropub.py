@@ -15,10 +15,10 @@ from urllib.parse import urljoin
 
 import requests
 
-from . import state
-from .channel import NotReady, PartnerChannel
-from .config import Partner, secrets_of
-from .http import Answer, Verdict, request
+from pipeline.partners import state
+from pipeline.partners.channel import NotReady, PartnerChannel
+from pipeline.partners.config import Partner, secrets_of
+from pipeline.partners.http import Answer, Verdict, request
 
 
 def h_entry_properties(data: dict) -> dict:

@@ -10,15 +10,15 @@ import uuid
 
 from sqlalchemy import func, select
 
-from ..delivery import outbox
-from ..errors import SyndicateError
-from ..store.schema import articles, deliveries
-from ..timeutil import utcnow
-from . import signing, state
-from .config import Partner, get_partner, partners
-from .events import EVENT_TYPES, REPLAY_PREFIX, new_message_id, next_sequence, ping_event
-from .http import make_session, request
-from .webhook import event_body, webhook_headers, webhook_secrets
+from pipeline.delivery import outbox
+from pipeline.errors import SyndicateError
+from pipeline.store.schema import articles, deliveries
+from pipeline.timeutil import utcnow
+from pipeline.partners import signing, state
+from pipeline.partners.config import Partner, get_partner, partners
+from pipeline.partners.events import EVENT_TYPES, REPLAY_PREFIX, new_message_id, next_sequence, ping_event
+from pipeline.partners.http import make_session, request
+from pipeline.partners.webhook import event_body, webhook_headers, webhook_secrets
 
 BACKLOG_STATES = ("queued", "retry", "sending")
 
@@ -127,7 +127,7 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
     session = make_session(p, settings.site.base_url)
     try:
         if p.kind == "micropub":
-            from .micropub import MicropubChannel, micropub_token
+            from pipeline.partners.micropub import MicropubChannel, micropub_token
             token = micropub_token(settings, p)
             channel = MicropubChannel(settings, app.engine)
             endpoint, failed = channel.endpoint(p)

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import time
 
-from ..errors import ConfigError
+from pipeline.errors import ConfigError
 
 PREFIX = "whsec_"
 TOLERANCE_SECONDS = 5 * 60  # the reference library's tolerance

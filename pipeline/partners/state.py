@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from ..store.schema import partner_attempts, partner_state, partner_syndications
-from ..timeutil import utcnow
+from pipeline.store.schema import partner_attempts, partner_state, partner_syndications
+from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import time
 
-from . import signing
-from .channel import NotReady, PartnerChannel
-from .config import Partner, secrets_of
-from .http import Answer, request
+from pipeline.partners import signing
+from pipeline.partners.channel import NotReady, PartnerChannel
+from pipeline.partners.config import Partner, secrets_of
+from pipeline.partners.http import Answer, request
 
 
 def event_body(event: dict) -> bytes:

@@ -14,9 +14,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine
 
-from ..errors import ConfigError, SyndicateError
-from . import schema
-from .schema import metadata
+from pipeline.errors import ConfigError, SyndicateError
+from pipeline.store import schema
+from pipeline.store.schema import metadata
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ class UTCDateTime(TypeDecorator):
         return value.astimezone(dt.timezone.utc)
 
 
-# --- content and editorial (owner: pipeline.content, pipeline.editorial) -------------
+# --- content and editorial (owner: pipeline.content.ingest, pipeline.content.editorial) -------------
 
 authors = Table(
     "authors", metadata,
@@ -177,7 +177,7 @@ Index("ix_deliveries_due", deliveries.c.state, deliveries.c.next_attempt_at)
 Index("ix_deliveries_channel_state", deliveries.c.channel, deliveries.c.state)
 Index("ix_deliveries_ordering", deliveries.c.ordering_key, deliveries.c.sequence)
 
-# --- the scheduler (owner: pipeline.scheduler) ---------------------------------------
+# --- the scheduler (owner: pipeline.ops.scheduler) ---------------------------------------
 
 job_runs = Table(
     "job_runs", metadata,
@@ -198,7 +198,7 @@ Index("ix_job_runs_job_started", job_runs.c.job_id, job_runs.c.started_at)
 Index("ix_job_runs_status", job_runs.c.status)
 
 # Operator intent that outlives restarts: `syndicate jobs pause|resume ID`. A running
-# scheduler reads it every scheduler.heartbeat_seconds (owner: pipeline.scheduler).
+# scheduler reads it every scheduler.heartbeat_seconds (owner: pipeline.ops.scheduler).
 job_state = Table(
     "job_state", metadata,
     Column("job_id", String(200), primary_key=True),
@@ -209,7 +209,7 @@ job_state = Table(
 )
 
 # One row per `syndicate scheduler` process: the leader and its standbys, with the
-# heartbeat /healthz and `syndicate status` report (owner: pipeline.scheduler).
+# heartbeat /healthz and `syndicate status` report (owner: pipeline.ops.scheduler).
 scheduler_instances = Table(
     "scheduler_instances", metadata,
     Column("id", BigId, primary_key=True),
@@ -227,7 +227,7 @@ scheduler_instances = Table(
 # owner comment on each.
 __all__ = ["metadata", "UTCDateTime", "BigId", "LargeBinary"]
 
-# --- subscribers and consent (owner: pipeline.subscribers) ----------------------------
+# --- subscribers and consent (owner: pipeline.subscribers.service) ----------------------------
 
 # One row per address. state: unconfirmed | confirmed | unsubscribed | suppressed.
 # An unsubscribed or suppressed row is never flipped back silently: only a new
@@ -246,7 +246,7 @@ subscribers = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("confirmed_at", UTCDateTime, nullable=True),
     Column("unsubscribed_at", UTCDateTime, nullable=True),
-    # digest watermark: articles approved up to here were sent (owner: pipeline.digests)
+    # digest watermark: articles approved up to here were sent (owner: pipeline.digests.editions)
     Column("last_digest_at", UTCDateTime, nullable=True),
 )
 Index("ix_subscribers_state_frequency", subscribers.c.state, subscribers.c.frequency)
@@ -362,7 +362,7 @@ bounce_events = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
-# --- digests (owner: pipeline.digests) -----------------------------------------------
+# --- digests (owner: pipeline.digests.editions) -----------------------------------------------
 
 # One row per edition: a daily/weekly period ("daily-2026-11-25", "weekly-2026-11-23")
 # or one newly approved article for instant subscribers ("instant-<slug>"). `cutoff` is
@@ -455,7 +455,7 @@ partner_syndications = Table(
     UniqueConstraint("partner", "article_id", name="uq_partner_syndications_partner_article"),
 )
 
-# --- feeds and pages build (owner: pipeline.build) -----------------------------------
+# --- feeds and pages build (owner: pipeline.site.build) -----------------------------------
 
 # The position of each article in each feed ("all", "tags/<slug>", "categories/<slug>",
 # "authors/<slug>"), assigned once when it first enters the feed. Archive document k

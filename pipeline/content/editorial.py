@@ -1,0 +1,322 @@
+"""Editorial approval: policy flags, approve / reject, approvals pinned to content hashes.
+
+Revisions move draft -> submitted -> approved | rejected (and superseded, when a newer
+revision of the same file arrives before anyone decided). An approval records the
+editor, the time, a note and the exact content hash. Editing an approved article
+creates a new revision that waits for review; meanwhile the last approved revision
+stays the one syndicated. Every later stage reads articles through
+`approved_articles()`, which returns approved revisions only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import re
+from typing import Iterable
+
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.engine import Connection
+
+from pipeline.content.ingest import article_url, html_to_text
+from pipeline.errors import EditorialError, NotFound
+from pipeline.store.schema import approvals, articles, authors, revisions
+from pipeline.timeutil import utcnow
+
+
+# --- policy ---------------------------------------------------------------------------
+
+def _phrase_pattern(phrase: str) -> re.Pattern:
+    words = [re.escape(w) for w in phrase.split()]
+    return re.compile(r"(?<![\w-])" + r"\s+".join(words) + r"(?![\w-])", re.IGNORECASE)
+
+
+def policy_flags(rules: list[dict], article) -> list[dict]:
+    """The rules a revision trips, with the phrases found: [{rule, action, description, matches}]."""
+    text = "\n".join([article.title, article.summary, html_to_text(article.body_html)])
+    flags = []
+    for rule in rules:
+        matches = []
+        for phrase in rule.get("phrases", []):
+            if _phrase_pattern(phrase).search(text):
+                matches.append(phrase)
+        if matches:
+            flags.append({"rule": rule["name"], "action": rule.get("action", "flag"),
+                          "description": rule.get("description", ""), "matches": matches})
+    return flags
+
+
+def blocking(flags: list[dict]) -> list[dict]:
+    return [f for f in flags or [] if f.get("action", "flag") == "flag"]
+
+
+# --- reading ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ApprovedArticle:
+    """An approved revision with what every output needs. Plain data, no HTML escaping done."""
+
+    article_id: int
+    revision_id: int
+    revision_number: int
+    slug: str
+    title: str
+    author_slug: str
+    author_name: str
+    author_url: str
+    published_at: dt.datetime
+    updated_at: dt.datetime  # the revision's `updated`, else its publication date
+    approved_at: dt.datetime  # first approval of the article: when it became public
+    tags: list[str]
+    category: str
+    summary: str
+    body_html: str  # sanitised at ingest (nh3); see content.sanitize_html
+    image: str
+    image_length: int | None
+    image_type: str
+    image_alt: str
+    url: str  # our page for it
+    canonical_url: str  # the article's own canonical_url if it names one, else `url`
+    content_hash: str
+    reading_minutes: int
+    word_count: int
+
+
+def _approved_query():
+    return (
+        select(articles.c.id.label("article_id"), articles.c.slug, articles.c.first_approved_at,
+               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.title,
+               revisions.c.author_slug, revisions.c.published_at, revisions.c.updated_at,
+               revisions.c.tags, revisions.c.category, revisions.c.summary, revisions.c.body_html,
+               revisions.c.image, revisions.c.image_length, revisions.c.image_type, revisions.c.image_alt,
+               revisions.c.canonical_url, revisions.c.content_hash, revisions.c.reading_minutes,
+               revisions.c.word_count, revisions.c.sanitizer_version,
+               authors.c.name.label("author_name"), authors.c.url.label("author_url"))
+        .select_from(articles.join(revisions, revisions.c.id == articles.c.approved_revision_id)
+                     .outerjoin(authors, authors.c.slug == revisions.c.author_slug))
+    )
+
+
+def _to_approved(settings, r) -> ApprovedArticle:
+    from pipeline.content.ingest import SANITIZER_VERSION
+
+    # Defence in depth (SAN-5): stored HTML must come from the sanitiser we run now.
+    body = r.body_html
+    if r.sanitizer_version != SANITIZER_VERSION:
+        from pipeline.content.ingest import sanitize_html
+        body = sanitize_html(body, r.canonical_url or article_url(settings, r.slug))
+    url = article_url(settings, r.slug)
+    return ApprovedArticle(
+        article_id=r.article_id, revision_id=r.revision_id, revision_number=r.number, slug=r.slug,
+        title=r.title, author_slug=r.author_slug, author_name=r.author_name or r.author_slug,
+        author_url=r.author_url or "", published_at=r.published_at,
+        updated_at=r.updated_at or r.published_at, approved_at=r.first_approved_at or r.published_at,
+        tags=list(r.tags or []), category=r.category or "", summary=r.summary, body_html=body,
+        image=r.image or "", image_length=r.image_length, image_type=r.image_type or "",
+        image_alt=r.image_alt or "", url=url, canonical_url=r.canonical_url or url,
+        content_hash=r.content_hash, reading_minutes=r.reading_minutes, word_count=r.word_count,
+    )
+
+
+def approved_articles(conn: Connection, settings, *, approved_since: dt.datetime | None = None,
+                      approved_until: dt.datetime | None = None, tags: Iterable[str] | None = None,
+                      slugs: Iterable[str] | None = None, limit: int | None = None) -> list[ApprovedArticle]:
+    """THE query for approved content: approved revisions of articles that are not
+    retracted, newest publication first. `approved_since/until` filter on the time
+    the article was first approved (when it became news to subscribers)."""
+    q = _approved_query().where(articles.c.retracted_at.is_(None))
+    if approved_since is not None:
+        q = q.where(articles.c.first_approved_at > approved_since)
+    if approved_until is not None:
+        q = q.where(articles.c.first_approved_at <= approved_until)
+    if slugs is not None:
+        q = q.where(articles.c.slug.in_(list(slugs)))
+    q = q.order_by(revisions.c.published_at.desc(), articles.c.id.desc())
+    result = [_to_approved(settings, r) for r in conn.execute(q)]
+    if tags:
+        wanted = set(tags)
+        result = [a for a in result if wanted & (set(a.tags) | {a.category})]
+    return result[:limit] if limit else result
+
+
+def retracted_articles(conn: Connection, settings) -> list[ApprovedArticle]:
+    """Articles that were approved once and are now retracted (their file was deleted)."""
+    q = _approved_query().where(articles.c.retracted_at.is_not(None))
+    return [_to_approved(settings, r) for r in conn.execute(q)]
+
+
+@dataclasses.dataclass
+class PendingRevision:
+    slug: str
+    article_id: int
+    revision_id: int
+    number: int
+    state: str
+    title: str
+    author_slug: str
+    content_hash: str
+    flags: list[dict]
+    created_at: dt.datetime
+    approved_revision_id: int | None
+    diff: str
+
+
+def review_queue(conn: Connection, *, include_drafts: bool = False) -> list[PendingRevision]:
+    """Current revisions waiting for an editor, each with its flags and a diff against
+    the last approved revision of the same article."""
+    states = ("submitted", "draft") if include_drafts else ("submitted",)
+    rows = conn.execute(
+        select(articles.c.slug, articles.c.id.label("article_id"), articles.c.approved_revision_id,
+               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.state, revisions.c.title,
+               revisions.c.author_slug, revisions.c.content_hash, revisions.c.flags, revisions.c.created_at,
+               revisions.c.body_markdown)
+        .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
+        .where(revisions.c.state.in_(states), articles.c.retracted_at.is_(None))
+        .order_by(revisions.c.created_at, articles.c.slug)
+    ).all()
+    out = []
+    for r in rows:
+        diff = ""
+        if r.approved_revision_id:
+            old = conn.execute(select(revisions.c.number, revisions.c.title, revisions.c.body_markdown)
+                               .where(revisions.c.id == r.approved_revision_id)).one()
+            diff = "".join(difflib.unified_diff(
+                (f"# {old.title}\n\n" + old.body_markdown).splitlines(keepends=True),
+                (f"# {r.title}\n\n" + r.body_markdown).splitlines(keepends=True),
+                fromfile=f"{r.slug} r{old.number} (approved)", tofile=f"{r.slug} r{r.number}"))
+        out.append(PendingRevision(
+            slug=r.slug, article_id=r.article_id, revision_id=r.revision_id, number=r.number, state=r.state,
+            title=r.title, author_slug=r.author_slug, content_hash=r.content_hash, flags=r.flags or [],
+            created_at=r.created_at, approved_revision_id=r.approved_revision_id, diff=diff))
+    return out
+
+
+# --- deciding ------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Decision:
+    slug: str
+    revision: int
+    outcome: str  # approved | rejected | skipped
+    reason: str = ""
+
+
+def _current(conn: Connection, slug: str):
+    row = conn.execute(
+        select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.first_approved_at,
+               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.state,
+               revisions.c.content_hash, revisions.c.flags)
+        .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
+        .where(articles.c.slug == slug)).first()
+    if row is None:
+        raise NotFound(f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first.")
+    return row
+
+
+def _current_rows(conn: Connection, slugs: list[str]) -> dict:
+    rows = conn.execute(
+        select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.first_approved_at,
+               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.state,
+               revisions.c.content_hash, revisions.c.flags)
+        .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
+        .where(articles.c.slug.in_(slugs))).all()
+    return {r.slug: r for r in rows}
+
+
+def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str, note: str = "",
+            override: str = "", all_pending: bool = False, expected_hash: str | None = None) -> list[Decision]:
+    """Approve the current revision of each slug (or every waiting one with all_pending).
+
+    A revision flagged by a blocking policy rule needs `override` (the reason); with
+    `all_pending` flagged ones are skipped and reported, not approved. `expected_hash`
+    pins the approval to the exact content the editor read. All checks run before any
+    write, so a refused slug leaves the others of the same call unapproved too.
+    """
+    if not editor:
+        raise EditorialError("an approval needs the editor's name", hint="Pass --editor NAME.")
+    if all_pending:
+        slugs = [p.slug for p in review_queue(conn)]
+    slugs = list(slugs or [])
+    if not slugs:
+        return []
+    current = {}
+    for i in range(0, len(slugs), 500):
+        current.update(_current_rows(conn, slugs[i:i + 500]))
+    now = utcnow()
+    decisions, chosen = [], []
+    for slug in slugs:
+        row = current.get(slug)
+        if row is None:
+            raise NotFound(f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first.")
+        if row.state == "approved":
+            decisions.append(Decision(slug, row.number, "skipped", "already approved"))
+            continue
+        if row.state == "draft":
+            if all_pending:
+                decisions.append(Decision(slug, row.number, "skipped", "draft"))
+                continue
+            raise EditorialError(f"{slug} r{row.number} is a draft",
+                                 hint="The author sets 'status: submitted' when it is ready for review.")
+        if row.state != "submitted":
+            raise EditorialError(f"{slug} r{row.number} is {row.state}",
+                                 hint="Only submitted revisions can be approved; edit the file to submit a new one.")
+        if expected_hash and row.content_hash != expected_hash:
+            raise EditorialError(f"{slug} changed since you reviewed it (now {row.content_hash[:12]})",
+                                 hint="Run `syndicate review` again and approve what you read.")
+        block = blocking(row.flags)
+        if block and not override:
+            names = ", ".join(f"{f['rule']} ({'; '.join(f['matches'])})" for f in block)
+            if all_pending:
+                decisions.append(Decision(slug, row.number, "skipped", f"flagged: {names}"))
+                continue
+            raise EditorialError(f"{slug} r{row.number} is flagged by {names}",
+                                 hint="Reject it, ask the author to edit it, or approve with --override REASON.")
+        chosen.append((row, bool(block)))
+        decisions.append(Decision(slug, row.number, "approved", f"override: {override}" if block else ""))
+    if chosen:
+        conn.execute(approvals.insert(), [dict(
+            article_id=row.id, revision_id=row.revision_id, content_hash=row.content_hash, decision="approved",
+            editor=editor, decided_at=now, note=note, override_reason=override if flagged else "")
+            for row, flagged in chosen])
+        article_ids = [row.id for row, _ in chosen]
+        for i in range(0, len(article_ids), 500):
+            part = article_ids[i:i + 500]
+            conn.execute(update(revisions).where(revisions.c.article_id.in_(part), revisions.c.state == "approved")
+                         .values(state="superseded"))
+            conn.execute(update(articles).where(articles.c.id.in_(part), articles.c.first_approved_at.is_(None))
+                         .values(first_approved_at=now))
+        revision_ids = [row.revision_id for row, _ in chosen]
+        for i in range(0, len(revision_ids), 500):
+            conn.execute(update(revisions).where(revisions.c.id.in_(revision_ids[i:i + 500])).values(state="approved"))
+        conn.execute(update(articles).where(articles.c.id == bindparam("b_id")).values(
+            approved_revision_id=bindparam("b_rev"), updated_at=now),
+            [{"b_id": row.id, "b_rev": row.revision_id} for row, _ in chosen])
+    return decisions
+
+
+def reject(conn: Connection, slug: str, *, editor: str, reason: str) -> Decision:
+    if not reason.strip():
+        raise EditorialError("a rejection needs a reason", hint="Pass --reason TEXT; the author reads it.")
+    row = _current(conn, slug)
+    if row.state not in ("submitted", "draft"):
+        raise EditorialError(f"{slug} r{row.number} is {row.state}, nothing to reject",
+                             hint="Only waiting revisions can be rejected.")
+    now = utcnow()
+    conn.execute(approvals.insert().values(
+        article_id=row.id, revision_id=row.revision_id, content_hash=row.content_hash, decision="rejected",
+        editor=editor, decided_at=now, note=reason))
+    conn.execute(update(revisions).where(revisions.c.id == row.revision_id).values(state="rejected"))
+    return Decision(slug, row.number, "rejected", reason)
+
+
+def history(conn: Connection, slug: str) -> list[dict]:
+    """Every decision on an article, oldest first."""
+    q = (select(approvals, revisions.c.number).join(revisions, revisions.c.id == approvals.c.revision_id)
+         .join(articles, articles.c.id == approvals.c.article_id).where(articles.c.slug == slug)
+         .order_by(approvals.c.decided_at, approvals.c.id))
+    return [dict(r._mapping) for r in conn.execute(q)]
+
+
+__all__ = ["policy_flags", "approved_articles", "retracted_articles", "review_queue", "approve", "reject",
+           "ApprovedArticle", "PendingRevision", "Decision", "history"]

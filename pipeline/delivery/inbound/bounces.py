@@ -1,0 +1,278 @@
+"""Reading bounces: `syndicate bounces process PATH` (BNC-1, BNC-2).
+
+PATH is a Maildir (a folder with cur/ and new/), an mbox file, a folder of .eml
+files, or one .eml file. Each message is one of:
+
+- a DSN (RFC 3464: multipart/report; report-type=delivery-status). Each per-recipient
+  block (Final-Recipient, Action, Status, Diagnostic-Code) is judged:
+    failed + 5.1.x / 5.2.1          hard bounce   -> the address is suppressed
+    failed + 5.7.x                  policy        -> ignored for the recipient (our problem)
+    failed + other 5.x.x            soft bounce   -> counted
+    delayed, or 4.x.x               soft bounce   -> counted
+    delivered / relayed / expanded  ignored
+  `delivery.soft_bounce_limit` soft bounces within `delivery.soft_bounce_days`
+  suppress the address.
+- an auto-reply (Auto-Submitted other than "no", X-Autoreply, Precedence auto_reply,
+  "Out of office" subjects): ignored.
+- anything else: ignored, recorded as unknown.
+
+Only a bounce addressed to a valid VERP address (pipeline.delivery.email.verp) is acted on:
+the token names the delivery and so the address; a bounce with a forged, altered or
+missing token changes nothing (it is recorded as ignored), so nobody can unsubscribe
+someone else by mailing us a fake DSN. Every decision is a `bounce_events` row and,
+when the subscriber is known, a `subscriber_events` row; processing the same mailbox
+again adds nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import logging
+import mailbox
+import re
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from pipeline.config import Settings
+from pipeline.errors import NotFound
+from pipeline.store.schema import bounce_events, deliveries
+from pipeline.timeutil import utcnow
+from pipeline.delivery.email import verp
+from pipeline.subscribers.suppression import log_subscriber_event, subscriber_id_for, suppress
+
+log = logging.getLogger(__name__)
+
+_STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
+_ADDRESS_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
+_AUTO_SUBJECT = re.compile(r"^\s*(auto(matic)?[ -]?(reply|response)|auto:|out of (the )?office|vacation|abwesenheit)",
+                           re.IGNORECASE)
+
+
+@dataclasses.dataclass
+class Decision:
+    email: str
+    kind: str  # hard | soft | auto_reply | unknown | policy | delivered
+    decision: str  # suppressed | counted | ignored | already_seen
+    status: str = ""
+    action: str = ""
+    delivery_id: int | None = None
+    detail: str = ""
+
+
+@dataclasses.dataclass
+class BounceReport:
+    messages: int = 0
+    hard: int = 0
+    soft: int = 0
+    suppressed: int = 0
+    ignored: int = 0
+    already_seen: int = 0
+    decisions: list[Decision] = dataclasses.field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "decisions"}
+
+
+# --- reading a mailbox ------------------------------------------------------------------
+
+def iter_messages(path: Path) -> Iterator[tuple[str, bytes]]:
+    """(name, raw bytes) for every message at `path`."""
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"no mailbox at {path}", hint="Give a Maildir folder, an mbox file or a folder of .eml files.")
+    if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
+        box = mailbox.Maildir(str(path), factory=None, create=False)
+        for key in sorted(box.keys()):
+            yield f"{path.name}/{key}", box.get_bytes(key)
+        return
+    if path.is_dir():
+        for item in sorted(path.iterdir()):
+            if item.is_file() and not item.name.startswith("."):
+                yield item.name, item.read_bytes()
+        return
+    head = path.read_bytes()[:5]
+    if head == b"From ":
+        box = mailbox.mbox(str(path), factory=None, create=False)
+        for key in box.keys():
+            yield f"{path.name}#{key}", box.get_bytes(key)
+        return
+    yield path.name, path.read_bytes()
+
+
+# --- understanding one message ------------------------------------------------------------
+
+def dsn_recipients(msg) -> list[dict] | None:
+    """The per-recipient blocks of a DSN, or None when `msg` is not one (BNC-2)."""
+    if msg.get_content_type() != "multipart/report":
+        return None
+    if (msg.get_param("report-type") or "").lower() != "delivery-status":
+        return None
+    for part in msg.walk():
+        if part.get_content_type() == "message/delivery-status":
+            blocks = part.get_payload()
+            if not isinstance(blocks, list):
+                return []
+            out = []
+            for block in blocks[1:]:  # the first block is about the whole message
+                rcpt = str(block.get("Final-Recipient", "") or block.get("Original-Recipient", ""))
+                out.append({
+                    "recipient": rcpt.split(";", 1)[-1].strip().strip("<>"),
+                    "action": str(block.get("Action", "")).strip().lower(),
+                    "status": _status(str(block.get("Status", ""))),
+                    "diagnostic": str(block.get("Diagnostic-Code", "")).strip(),
+                })
+            return out
+    return []
+
+
+def _status(text: str) -> str:
+    m = _STATUS.search(text or "")
+    return ".".join(m.groups()) if m else ""
+
+
+def is_auto_reply(msg) -> bool:
+    auto = str(msg.get("Auto-Submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return True
+    if msg.get("X-Autoreply") or msg.get("X-Autorespond") or msg.get("X-Auto-Response-Suppress", "").lower() == "all":
+        return True
+    if str(msg.get("Precedence", "")).strip().lower() in ("auto_reply", "auto-reply"):
+        return True
+    return bool(_AUTO_SUBJECT.match(str(msg.get("Subject", ""))))
+
+
+def judge_recipient(action: str, status: str) -> str:
+    """hard | soft | policy | delivered for one DSN recipient block."""
+    if action in ("delivered", "relayed", "expanded"):
+        return "delivered"
+    if action == "failed" and status.startswith("5."):
+        if status.startswith("5.7."):
+            return "policy"
+        if status.startswith("5.1.") or status == "5.2.1":
+            return "hard"
+        return "soft"
+    if action == "failed" and not status:
+        return "soft"
+    return "soft"  # delayed, or a 4.x.x
+
+
+def verp_delivery(settings: Settings, msg) -> int | None:
+    for header in _ADDRESS_HEADERS:
+        for value in msg.get_all(header, []) or []:
+            for part in str(value).split(","):
+                delivery_id = verp.decode(settings, part.strip())
+                if delivery_id is not None:
+                    return delivery_id
+    return None
+
+
+def _has_verp_address(msg) -> bool:
+    return any(verp.PREFIX + "+" in str(v).lower() for h in _ADDRESS_HEADERS for v in (msg.get_all(h, []) or []))
+
+
+# --- deciding -----------------------------------------------------------------------------
+
+def _source_key(raw: bytes, recipient: str) -> str:
+    return hashlib.sha256(hashlib.sha256(raw).digest() + recipient.lower().encode("utf-8")).hexdigest()
+
+
+def process_mailbox(settings: Settings, engine: Engine, path, *, dry_run: bool = False) -> BounceReport:
+    report = BounceReport()
+    source = f"bounces:{Path(path).name}"
+    for name, raw in iter_messages(Path(path)):
+        report.messages += 1
+        try:
+            decisions = _decide(settings, engine, raw, name)
+        except Exception as exc:  # a bad message is recorded and skipped, the rest goes on
+            log.warning("bounce %s could not be read: %s", name, exc)
+            log.debug("bounce %s", name, exc_info=True)
+            decisions = [("", Decision("", "unknown", "ignored", detail=f"{name}: unreadable: {exc}"))]
+        for key_recipient, d in decisions:
+            if not dry_run:
+                _apply(settings, engine, raw, key_recipient, d, source)
+            report.decisions.append(d)
+            if d.decision == "already_seen":
+                report.already_seen += 1
+                continue
+            report.hard += d.kind == "hard"
+            report.soft += d.kind == "soft"
+            report.suppressed += d.decision == "suppressed"
+            report.ignored += d.decision == "ignored"
+    return report
+
+
+def _decide(settings: Settings, engine: Engine, raw: bytes, name: str) -> list[tuple[str, Decision]]:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    blocks = dsn_recipients(msg)
+    if blocks is None:
+        kind = "auto_reply" if is_auto_reply(msg) else "unknown"
+        what = "auto-reply" if kind == "auto_reply" else "not a delivery status notification"
+        sender = email.utils.parseaddr(str(msg.get("From", "")))[1].lower()
+        return [("", Decision(sender, kind, "ignored", detail=f"{name}: {what}"))]
+    delivery_id = verp_delivery(settings, msg)
+    row = None
+    if delivery_id is not None:
+        with engine.connect() as conn:
+            row = conn.execute(select(deliveries.c.id, deliveries.c.target, deliveries.c.subscriber_id)
+                               .where(deliveries.c.id == delivery_id)).mappings().first()
+    out = []
+    for block in blocks or [{"recipient": "", "action": "", "status": "", "diagnostic": ""}]:
+        kind = judge_recipient(block["action"], block["status"])
+        detail = f"{name}: {block['action'] or '?'} {block['status'] or '?'} {block['diagnostic']}".strip()
+        if row is None:
+            why = "forged or altered VERP token" if _has_verp_address(msg) else "no VERP address"
+            out.append((block["recipient"], Decision(block["recipient"].lower(), kind, "ignored",
+                                                     block["status"], block["action"], delivery_id,
+                                                     f"{detail} ({why}; not acted on)")))
+            continue
+        address = row["target"].lower()
+        decision = {"hard": "suppressed", "soft": "counted"}.get(kind, "ignored")
+        out.append((block["recipient"] or address,
+                    Decision(address, kind, decision, block["status"], block["action"], row["id"], detail)))
+    return out
+
+
+def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d: Decision, source: str) -> None:
+    d_set = settings.delivery
+    now = utcnow()
+    with engine.begin() as conn:
+        ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(bounce_events)
+        added = conn.execute(ins.values(
+            source_key=_source_key(raw, key_recipient or d.email), email=d.email or "", kind=d.kind,
+            status=d.status, action=d.action, decision=d.decision, delivery_id=d.delivery_id,
+            subscriber_id=None, detail=d.detail[:4000], created_at=now,
+        ).on_conflict_do_nothing(index_elements=["source_key"]).returning(bounce_events.c.id)).first() is not None
+        if not added:
+            d.decision = "already_seen"
+            return
+        if d.delivery_id is None or not d.email:
+            log.info("bounce ignored: %s", d.detail)
+            return
+        subscriber_id = subscriber_id_for(conn, d.email)
+        if d.kind == "soft" and d.decision == "counted":
+            since = now - dt.timedelta(days=d_set.soft_bounce_days)
+            count = conn.execute(select(func.count()).select_from(bounce_events).where(
+                bounce_events.c.email == d.email, bounce_events.c.kind == "soft",
+                bounce_events.c.delivery_id.is_not(None), bounce_events.c.created_at >= since)).scalar_one()
+            if d_set.soft_bounce_limit > 0 and count >= d_set.soft_bounce_limit:
+                d.decision = "suppressed"
+                suppress(conn, settings, d.email, reason="soft_bounces", source=source,
+                         detail=f"{count} soft bounces within {d_set.soft_bounce_days} days; last: {d.detail}")
+            d.detail += f" (soft bounce {count} of {d_set.soft_bounce_limit} within {d_set.soft_bounce_days} days)"
+        elif d.kind == "hard":
+            suppress(conn, settings, d.email, reason="hard_bounce", source=source, detail=d.detail)
+            conn.execute(update(deliveries).where(deliveries.c.id == d.delivery_id)
+                         .values(last_error=f"bounced after delivery: {d.detail}"[:4000]))
+        conn.execute(update(bounce_events).where(bounce_events.c.source_key == _source_key(raw, key_recipient or d.email))
+                     .values(decision=d.decision, subscriber_id=subscriber_id, detail=d.detail[:4000]))
+        log_subscriber_event(conn, subscriber_id, f"bounce_{d.kind}", source=source,
+                             detail={"decision": d.decision, "status": d.status, "action": d.action,
+                                     "delivery_id": d.delivery_id, "detail": d.detail[:500]})

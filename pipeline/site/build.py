@@ -1,0 +1,656 @@
+"""The `build` stage: approved articles -> feeds, pages and images in public/.
+
+Incremental and deterministic:
+
+- Every output file has a *dependency hash* computed from light metadata (revision
+  ids, content hashes, author names, the templates and settings that shape it),
+  without loading article bodies. Only outputs whose hash changed, or whose file is
+  missing, are rendered; so a rebuild with nothing changed renders nothing, and adding
+  one article renders only the feeds, archives and pages it belongs in.
+- A file is written only when its bytes differ, through a temporary file and a
+  rename, so readers never see half a file. Every date in the output comes from the
+  content (never "now"), so the same approved content gives the same bytes.
+- Feed positions are stored (`feed_entries`): an article keeps its place in each feed,
+  archive k holds positions ((k-1)*archive_size, k*archive_size], and every archive
+  but the newest is sealed: never rewritten, served with a long max-age (PAGE-3).
+- What was published is recorded in `build_outputs` (hash of the bytes); a WebSub
+  ping is queued, in the same transaction, for every subscription feed whose bytes
+  changed, after the file is in place (WS-2, WS-3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Connection
+
+from pipeline.site import feeds
+
+from pipeline.site import pages
+from pipeline.content.ingest import SANITIZER_VERSION
+from pipeline.store.schema import articles, authors, build_outputs, feed_entries, revisions
+from pipeline.timeutil import as_utc, utcnow
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = "build-1"  # bump to force every output to be rendered again
+MANIFEST = ".build-manifest.json"  # read by pipeline.site.serving; dot files are never served
+_build_lock = threading.Lock()
+CHUNK = 500
+PARALLEL_MIN_JOBS = 400  # below this, forking costs more than it saves
+
+
+# --- light metadata ------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Meta:
+    """What planning needs about an approved article; no body."""
+
+    article_id: int
+    slug: str
+    revision_id: int
+    content_hash: str
+    title: str
+    author_slug: str
+    author_name: str
+    author_url: str
+    published_at: dt.datetime
+    updated_at: dt.datetime
+    approved_at: dt.datetime
+    tags: list[str]
+    category: str
+    summary: str
+    image: str
+    image_alt: str
+    reading_minutes: int
+    url: str
+    canonical_url: str
+    token: str  # changes whenever anything shown about the article changes
+
+    @functools.cached_property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(self.feed_keys())
+
+    def feed_keys(self) -> list[str]:
+        keys = ["all", *(f"tags/{t}" for t in self.tags)]
+        if self.category:
+            keys.append(f"categories/{self.category}")
+        keys.append(f"authors/{self.author_slug}")
+        return keys
+
+
+def load_meta(conn: Connection, settings) -> list[Meta]:
+    """Approved, unretracted articles, light: the same join and filter as
+    `editorial.approved_articles` (THE query), minus the bodies."""
+    from pipeline.content.ingest import article_url
+    from pipeline.content.editorial import _approved_query
+
+    q = (_approved_query().with_only_columns(
+        articles.c.id, articles.c.slug, articles.c.first_approved_at, revisions.c.id, revisions.c.content_hash,
+        revisions.c.title, revisions.c.author_slug, revisions.c.published_at, revisions.c.updated_at,
+        revisions.c.tags, revisions.c.category, revisions.c.summary, revisions.c.image, revisions.c.image_alt,
+        revisions.c.reading_minutes, revisions.c.canonical_url, authors.c.name, authors.c.url,
+        maintain_column_froms=False)
+        .where(articles.c.retracted_at.is_(None)))
+    out = []
+    for (aid, slug, approved_at, rid, chash, title, author_slug, published, updated, tags, category, summary,
+         image, image_alt, minutes, canonical, author_name, author_url) in conn.execute(q):
+        published = as_utc(published)
+        author_name = author_name or author_slug
+        url = article_url(settings, slug)
+        out.append(Meta(
+            article_id=aid, slug=slug, revision_id=rid, content_hash=chash, title=title, author_slug=author_slug,
+            author_name=author_name, author_url=author_url or "", published_at=published,
+            updated_at=as_utc(updated) or published, approved_at=as_utc(approved_at) or published,
+            tags=list(tags or []), category=category or "", summary=summary or "", image=image or "",
+            image_alt=image_alt or "", reading_minutes=minutes or 1, url=url, canonical_url=canonical or url,
+            token=f"{rid}:{chash}:{author_name}:{author_url or ''}"))
+    out.sort(key=lambda m: (m.published_at, m.article_id), reverse=True)  # newest first, like THE query
+    return out
+
+
+# --- plan ------------------------------------------------------------------------------
+
+def _h(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps(p, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _source_hash(*modules) -> str:
+    h = hashlib.sha256()
+    for m in modules:
+        h.update(Path(m.__file__).read_bytes())
+    return h.hexdigest()
+
+
+@dataclasses.dataclass
+class Job:
+    """One unit of rendering: a feed document (3 files) or one page or image."""
+
+    kind: str  # feed | archive | article | listing | index | image
+    paths: list[str]
+    deps: str
+    render: Callable[["RenderContext"], dict[str, bytes]]
+    needs: tuple[int, ...] = ()  # article ids whose full text the render needs
+    immutable: bool = False
+    topics: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> topic URL (subscription feeds)
+
+
+@dataclasses.dataclass
+class RenderContext:
+    articles: dict[int, object]  # article_id -> ApprovedArticle
+    entries: feeds.EntryCache  # each article's feed entries, made once per build
+
+
+@dataclasses.dataclass
+class BuildReport:
+    written: list[str] = dataclasses.field(default_factory=list)
+    unchanged: int = 0
+    rendered: int = 0
+    removed: list[str] = dataclasses.field(default_factory=list)
+    changed_topics: list[str] = dataclasses.field(default_factory=list)
+    pings: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)
+    articles: int = 0
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        return {"articles": self.articles, "written": len(self.written), "unchanged": self.unchanged,
+                "removed": len(self.removed), "feeds changed": len(self.changed_topics),
+                "pings queued": self.pings, "failed": len(self.errors)}
+
+
+def salts(settings, hubs: list[str]) -> tuple[str, str]:
+    """What shapes every feed / every page besides the articles: code, templates, settings."""
+    site = settings.site.as_dict()
+    feed_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(feeds), site, settings.feeds.as_dict(), hubs)
+    page_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(pages), site, settings.feeds.as_dict(),
+                   pages.template_fingerprint(settings), settings.subscribers.as_dict())
+    return feed_salt, page_salt
+
+
+STATE_PATH = ".state"  # the build_outputs row holding state_digest() of the last complete build
+
+
+def state_digest(conn: Connection, settings, hubs: list[str]) -> tuple[str, int]:
+    """A digest of everything a build reads, from a few integer columns: the approved
+    revision of every live article, every author file, the images, and the salts. When
+    it equals the last complete build's and every output is still there, the build has
+    nothing to do and loads no article at all."""
+    h = hashlib.sha256()
+    h.update("\n".join(salts(settings, hubs)).encode())
+    q = (select(articles.c.id, articles.c.approved_revision_id)
+         .where(articles.c.approved_revision_id.is_not(None), articles.c.retracted_at.is_(None))
+         .order_by(articles.c.id))
+    live = [tuple(r) for r in conn.execute(q)]
+    h.update(json.dumps(live).encode())
+    h.update(json.dumps([tuple(r) for r in conn.execute(
+        select(authors.c.slug, authors.c.content_hash).order_by(authors.c.slug))]).encode())
+    images = settings.path("paths.content") / "images"
+    if images.is_dir():
+        for p in sorted(images.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest(), len(live)
+
+
+def _up_to_date(conn: Connection, public: Path, digest: str) -> int | None:
+    """How many outputs there are, when the last complete build had this digest and
+    every output file is still in place; else None."""
+    rows = conn.execute(select(build_outputs.c.path, build_outputs.c.deps, build_outputs.c.size)).all()
+    state = [r for r in rows if r.path == STATE_PATH]
+    if not state or state[0].deps != digest or not (public / MANIFEST).exists():
+        return None
+    for r in rows:
+        if r.path == STATE_PATH:
+            continue
+        try:
+            if os.stat(public / r.path).st_size != r.size:
+                return None
+        except FileNotFoundError:
+            return None
+    return len(rows) - 1
+
+
+class Planner:
+    def __init__(self, settings, metas: list[Meta], positions: dict[str, dict[int, int]], hubs: list[str]):
+        self.settings = settings
+        self.metas = metas
+        self.by_id = {m.article_id: m for m in metas}
+        self.positions = positions  # feed key -> {article_id: seq}
+        self.hubs = hubs
+        fs = settings.feeds
+        self.max_entries = max(1, fs.max_entries)
+        self.archive_size = max(1, fs.archive_size)
+        self.feed_salt, self.page_salt = salts(settings, hubs)
+        self.labels = self._labels()
+        self.key_members: dict[str, set[int]] = {}
+        for m in metas:
+            for key in m.keys:
+                self.key_members.setdefault(key, set()).add(m.article_id)
+
+    def _labels(self) -> dict[str, str]:
+        labels = {}
+        for m in reversed(self.metas):  # newest wins
+            labels[f"authors/{m.author_slug}"] = m.author_name
+        return labels
+
+    def label(self, key: str) -> str:
+        return self.labels.get(key) or key.partition("/")[2]
+
+    def members(self, key: str) -> list[tuple[int, Meta]]:
+        """(seq, meta) of the articles now in feed `key`, newest position first."""
+        seqs = self.positions.get(key, {})
+        out = [(seqs[aid], self.by_id[aid]) for aid in self.key_members.get(key, ()) if aid in seqs]
+        out.sort(key=lambda p: p[0], reverse=True)
+        return out
+
+    # -- feeds
+    def feed_jobs(self, key: str) -> list[Job]:
+        settings = self.settings
+        spec = feeds.make_spec(settings, key, self.label(key))
+        members = self.members(key)
+        total = max(self.positions.get(key, {}).values(), default=0)
+        archived_upto = max(0, total - self.max_entries)
+        pages_count = -(-archived_upto // self.archive_size)
+        overall = feeds.latest(m.updated_at for _, m in members)
+        jobs = []
+
+        def doc_job(page: int | None, entries: list[Meta]) -> Job:
+            doc = feeds.FeedDocument(spec, page, pages_count, entries,
+                                     feeds.latest((m.updated_at for m in entries), overall))
+            hubs = self.hubs
+            deps = _h(self.feed_salt, key, spec, page, doc.prev_page, doc.next_page, doc.complete,
+                      doc.updated, [m.token for m in entries])
+            paths = {fmt: feeds.doc_path(key, fmt, page) for fmt in feeds.FORMATS}
+            ids = tuple(m.article_id for m in entries)
+
+            def render(ctx: RenderContext, doc=doc, ids=ids, paths=paths) -> dict[str, bytes]:
+                doc.entries = [ctx.articles[i] for i in ids]
+                out = feeds.render_document(settings, doc, hubs, ctx.entries)
+                return {paths[fmt]: data for fmt, data in out.items()}
+
+            topics = {} if page is not None else {
+                paths[fmt]: feeds.doc_url(settings, key, fmt) for fmt in feeds.FORMATS}
+            return Job("archive" if page else "feed", list(paths.values()), deps, render, ids,
+                       immutable=page is not None and page < pages_count, topics=topics)
+
+        # members are newest position first: cut them into documents in one pass
+        by_page: dict[int | None, list[Meta]] = {None: []}
+        for seq, m in members:
+            page = None if seq > archived_upto else (seq - 1) // self.archive_size + 1
+            by_page.setdefault(page, []).append(m)
+        jobs.append(doc_job(None, by_page[None]))
+        for page in range(1, pages_count + 1):
+            jobs.append(doc_job(page, by_page.get(page, [])))
+        return jobs
+
+    # -- pages
+    def article_job(self, m: Meta) -> Job:
+        settings = self.settings
+        path = pages.article_path(m.slug)
+        deps = _h(self.page_salt, "article", m.token)
+
+        def render(ctx: RenderContext) -> dict[str, bytes]:
+            return {path: pages.render_article(settings, ctx.articles[m.article_id])}
+
+        return Job("article", [path], deps, render, (m.article_id,))
+
+    def listing_job(self, key: str) -> Job:
+        settings = self.settings
+        spec = feeds.make_spec(settings, key, self.label(key))
+        entries = sorted((m for _, m in self.members(key)), key=lambda m: (m.published_at, m.article_id), reverse=True)
+        path = pages.listing_path(key)
+        deps = _h(self.page_salt, "listing", key, spec, [m.token for m in entries])
+
+        def render(ctx: RenderContext) -> dict[str, bytes]:
+            return {path: pages.render_listing(settings, spec, entries)}
+
+        return Job("listing", [path], deps, render)
+
+    def index_job(self, topics: list[tuple[str, str, int]], form: dict) -> Job:
+        settings = self.settings
+        latest = self.metas[: max(1, settings.feeds.listing_size)]
+        deps = _h(self.page_salt, "index", [m.token for m in latest], topics, form)
+
+        def render(ctx: RenderContext) -> dict[str, bytes]:
+            return {"index.html": pages.render_index(settings, latest, topics, form)}
+
+        return Job("index", ["index.html"], deps, render)
+
+
+def _image_jobs(settings, metas: list[Meta]) -> list[Job]:
+    """Files under content/images/, and any other local image an article names, are
+    copied to the same place under public/ (an image URL is base_url + its path)."""
+    content = settings.path("paths.content")
+    base = feeds.site_base(settings) + "/"
+    rels: set[str] = set()
+    images_dir = content / "images"
+    if images_dir.is_dir():
+        for p in images_dir.rglob("*"):
+            if p.is_file() and not p.name.startswith("."):
+                rels.add(p.relative_to(content).as_posix())
+    for m in metas:
+        if m.image.startswith(base):
+            rel = m.image[len(base):]
+            if rel and ".." not in rel.split("/") and (content / rel).is_file():
+                rels.add(rel)
+    jobs = []
+    for rel in sorted(rels):
+        src = content / rel
+        st = src.stat()
+
+        def render(ctx: RenderContext, src=src, rel=rel) -> dict[str, bytes]:
+            return {rel: src.read_bytes()}
+
+        jobs.append(Job("image", [rel], _h("image", st.st_size, st.st_mtime_ns), render))
+    return jobs
+
+
+# --- state -------------------------------------------------------------------------------
+
+def _positions(conn: Connection) -> dict[str, dict[int, int]]:
+    out: dict[str, dict[int, int]] = {}
+    for key, aid, seq in conn.execute(select(feed_entries.c.feed_key, feed_entries.c.article_id, feed_entries.c.seq)):
+        out.setdefault(key, {})[aid] = seq
+    return out
+
+
+def _assign_positions(conn: Connection, metas: list[Meta], positions: dict[str, dict[int, int]], now) -> int:
+    """Give every (feed, article) pair without a position the next one, in the order
+    articles became public; returns how many were added."""
+    rows = []
+    last = {key: max(seqs.values(), default=0) for key, seqs in positions.items()}
+    for m in sorted(metas, key=lambda m: (m.approved_at, m.published_at, m.article_id)):
+        for key in m.keys:
+            seqs = positions.setdefault(key, {})
+            if m.article_id not in seqs:
+                seq = last[key] = last.get(key, 0) + 1
+                seqs[m.article_id] = seq
+                rows.append({"feed_key": key, "article_id": m.article_id, "seq": seq, "created_at": now})
+    for i in range(0, len(rows), CHUNK):
+        conn.execute(insert(feed_entries), rows[i:i + CHUNK])
+    return len(rows)
+
+
+def _stored(conn: Connection) -> dict[str, tuple]:
+    q = select(build_outputs.c.path, build_outputs.c.deps, build_outputs.c.sha256, build_outputs.c.size)
+    return {r.path: r for r in conn.execute(q)}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file in the same folder, then rename: a reader sees
+    the old bytes or the new ones, never half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        fh = open(tmp, "wb")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(tmp, "wb")
+    with fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except FileNotFoundError:
+        return False
+
+
+def _load_articles(conn: Connection, settings, ids: set[int], total: int) -> dict[int, object]:
+    from pipeline.content.editorial import approved_articles
+
+    if not ids:
+        return {}
+    slugs_by_id = {r.id: r.slug for r in conn.execute(select(articles.c.id, articles.c.slug)
+                                                         .where(articles.c.id.in_(list(ids))))} \
+        if len(ids) <= CHUNK else None
+    if slugs_by_id is None or len(ids) * 2 > total:
+        found = approved_articles(conn, settings)
+    else:
+        found = approved_articles(conn, settings, slugs=list(slugs_by_id.values()))
+    return {a.article_id: a for a in found}
+
+
+@contextlib.contextmanager
+def build_lock(settings):
+    """One build at a time: in this process (threads, finding 0.3 / SCHED-3) and on
+    this machine (a file lock in var/)."""
+    with _build_lock:
+        var = settings.path("paths.var")
+        var.mkdir(parents=True, exist_ok=True)
+        with open(var / "build.lock", "a+") as fh:
+            try:
+                import fcntl
+
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            except ImportError:  # pragma: no cover - not POSIX
+                pass
+            yield
+
+
+# --- the build ----------------------------------------------------------------------------
+
+def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> BuildReport:
+    """Bring public/ up to date with the approved articles. See the module docstring.
+
+    `force` renders every output again (files whose bytes are unchanged are still not
+    rewritten). `dry_run` renders what changed and reports it; it writes no file, no
+    database row and queues no ping.
+    """
+    from pipeline.site import websub
+    settings = app.settings
+    public = settings.path("paths.public")
+    report = BuildReport(dry_run=dry_run)
+    started = time.monotonic()
+    with build_lock(settings), app.engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            now = utcnow()
+            hubs = feeds.hub_urls(settings)
+            digest, report.articles = state_digest(conn, settings, hubs)
+            if not force:
+                outputs = _up_to_date(conn, public, digest)
+                if outputs is not None:  # nothing changed since the last complete build
+                    report.unchanged = outputs
+                    trans.rollback()
+                    report.seconds = time.monotonic() - started
+                    return report
+            metas = load_meta(conn, settings)
+            report.articles = len(metas)
+            positions = _positions(conn)
+            _assign_positions(conn, metas, positions, now)
+            planner = Planner(settings, metas, positions, hubs)
+            jobs: list[Job] = []
+            keys = sorted(set(positions) | {"all"})
+            for key in keys:
+                jobs.extend(planner.feed_jobs(key))
+            for m in metas:
+                jobs.append(planner.article_job(m))
+            for key in keys:
+                if key != "all":
+                    jobs.append(planner.listing_job(key))
+            jobs.append(planner.index_job(pages.topic_list(settings, metas), pages.subscribe_form(settings, metas)))
+            jobs.extend(_image_jobs(settings, metas))
+
+            stored = _stored(conn)
+            todo = []
+            for job in jobs:
+                if force or any(_stale(public, stored.get(p), job.deps) for p in job.paths):
+                    todo.append(job)
+                else:
+                    report.unchanged += len(job.paths)
+            needed = {i for job in todo for i in job.needs}
+            ctx = RenderContext(_load_articles(conn, settings, needed, len(metas)), feeds.EntryCache(settings))
+            if progress:
+                progress(f"{len(todo)} of {len(jobs)} outputs to render")
+
+            changed_rows, pings = [], []
+            for job, results, error in _render_all(todo, ctx, public, dry_run, settings):
+                if error:  # a bad item is recorded and skipped
+                    log.error("build: could not render %s", error)
+                    report.errors.append(error)
+                    continue
+                report.rendered += 1
+                for path, sha, size, written in results:
+                    old = stored.get(path)
+                    if written:
+                        report.written.append(path)
+                    else:
+                        report.unchanged += 1
+                    if path in job.topics and (old is None or old.sha256 != sha):
+                        report.changed_topics.append(job.topics[path])
+                        pings.extend((hub, job.topics[path], sha) for hub in hubs)
+                    changed_rows.append({"path": path, "kind": job.kind, "deps": job.deps, "sha256": sha,
+                                         "size": size, "immutable": job.immutable, "updated_at": now})
+
+            planned = {p for job in jobs for p in job.paths} | {STATE_PATH}
+            for path in sorted(set(stored) - planned):
+                if not dry_run:
+                    _remove(public, path)
+                report.removed.append(path)
+
+            if not dry_run:
+                paths = [r["path"] for r in changed_rows] + report.removed
+                for i in range(0, len(paths), CHUNK):
+                    conn.execute(delete(build_outputs).where(build_outputs.c.path.in_(paths[i:i + CHUNK])))
+                for i in range(0, len(changed_rows), CHUNK):
+                    conn.execute(insert(build_outputs), changed_rows[i:i + CHUNK])
+                # WS-3: the files are in place before the pings can be claimed (same commit).
+                report.pings = websub.queue_pings(conn, pings)
+                conn.execute(delete(build_outputs).where(build_outputs.c.path == STATE_PATH))
+                if not report.errors:  # a failed output is tried again next time
+                    conn.execute(insert(build_outputs).values(path=STATE_PATH, kind="state", deps=digest, sha256="",
+                                                              size=0, immutable=False, updated_at=now))
+                _write_manifest(public, conn)
+                trans.commit()
+            else:
+                trans.rollback()
+        except BaseException:
+            if trans.is_active:
+                trans.rollback()
+            raise
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _render_one(job: Job, ctx: RenderContext, public: Path, dry_run: bool):
+    """Render one job and write its files whose bytes changed.
+    -> ([(path, sha256, size, written)], error message or "")."""
+    try:
+        rendered = job.render(ctx)
+    except Exception as exc:
+        log.debug("render failure", exc_info=True)
+        return [], f"{job.paths[0]}: {type(exc).__name__}: {exc}"
+    results = []
+    for path, data in rendered.items():
+        target = public / path
+        written = not _same_bytes(target, data)
+        if written and not dry_run:
+            _write_atomic(target, data)
+        results.append((path, hashlib.sha256(data).hexdigest(), len(data), written))
+    return results, ""
+
+
+_parallel: tuple | None = None  # what forked workers inherit: (todo, ctx, public, dry_run)
+
+
+def _render_chunk(indices: list[int]):
+    todo, ctx, public, dry_run = _parallel
+    return [(i, *_render_one(todo[i], ctx, public, dry_run)) for i in indices]
+
+
+def _processes(settings, jobs: int) -> int:
+    """Worker processes for this build: feeds.build_processes, 0 = one per CPU; only
+    for big builds, and only with fork from a single-threaded process (a scheduler's
+    threads may hold locks a forked child would inherit): else 1."""
+    wanted = int(getattr(settings.feeds, "build_processes", 1) or 0) or (os.cpu_count() or 1)
+    if wanted <= 1 or jobs < PARALLEL_MIN_JOBS or threading.active_count() > 1:
+        return 1
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return min(wanted, jobs // (PARALLEL_MIN_JOBS // 2) or 1)
+
+
+def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool, settings):
+    """Yield (job, results, error) for every job, in order; rendered in forked worker
+    processes when the build is big (the database stays in this process)."""
+    global _parallel
+    n = _processes(settings, len(todo))
+    if n <= 1:
+        for job in todo:
+            yield (job, *_render_one(job, ctx, public, dry_run))
+        return
+    import multiprocessing
+
+    _parallel = (todo, ctx, public, dry_run)
+    try:
+        parts = n * 4  # interleaved, so big and small jobs spread over the workers
+        chunks = [c for c in (list(range(k, len(todo), parts)) for k in range(parts)) if c]
+        with multiprocessing.get_context("fork").Pool(n) as pool:
+            done = [r for part in pool.map(_render_chunk, chunks) for r in part]
+    finally:
+        _parallel = None
+    for i, results, error in sorted(done, key=lambda r: r[0]):
+        yield todo[i], results, error
+
+
+def _stale(public: Path, row, deps: str) -> bool:
+    if row is None or row.deps != deps:
+        return True
+    try:
+        return (public / row.path).stat().st_size != row.size
+    except FileNotFoundError:
+        return True
+
+
+def _remove(public: Path, rel: str) -> None:
+    path = public / rel
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    parent = path.parent
+    while parent != public and parent.is_dir():
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def _write_manifest(public: Path, conn: Connection) -> None:
+    immutable = sorted(r[0] for r in conn.execute(select(build_outputs.c.path).where(build_outputs.c.immutable.is_(True))))
+    data = (json.dumps({"immutable": immutable}, indent=0) + "\n").encode("utf-8")
+    target = public / MANIFEST
+    if not _same_bytes(target, data):
+        _write_atomic(target, data)
+
+
+def build_stage(app, *, dry_run: bool = False, **_options) -> dict:
+    """The `build` stage of `syndicate run` (render failures are logged by build())."""
+    return build(app, dry_run=dry_run).counts()
+
+
+__all__ = ["build", "build_stage", "BuildReport", "load_meta", "Meta", "MANIFEST", "build_lock"]

@@ -1,0 +1,446 @@
+"""Atom, RSS and JSON Feed documents: one feed document from a list of approved articles.
+
+This module renders; `pipeline.site.build` decides which documents exist, which entries go
+in each and which files changed. Atom and RSS go through feedgen (pinned at 1.0.0)
+and are then corrected with lxml for the feedgen bugs listed in STANDARDS §0:
+
+- FG-3 / finding 0.1 (#135): Atom entry links lose rel/type/length, so an enclosure
+  becomes a second alternate link. We rewrite every entry's `<link>` elements.
+- finding 0.2 / FG-7 (#122): RSS gets no `atom:link rel="hub"` and the channel
+  `<link>` is whatever link was added last. We add the hub and RFC 5005 links
+  (PAGE-4) and set the channel link to the HTML page (RSS-3); the RSS self link gets
+  the RSS URL and type (RSS-8).
+- finding 0.3 / SCHED-3: feedgen calls `locale.setlocale()` for every RSS date. We
+  never give feedgen an RSS date: `pubDate` and `lastBuildDate` are written here with
+  `email.utils.format_datetime`, which is locale-independent (RSS-6).
+- finding 0.4: the syndication extension is never loaded (it writes `sy:UpdatePeriod`
+  with a capital U); the polling hint is `<ttl>` in minutes, equal to max-age (HTTP-5).
+- finding 0.5: content is `type="html"`, escaped by lxml, never `type="CDATA"` (ATOM-7).
+- FG-6: every date comes from the content, generator/docs are set explicitly, so the
+  same content gives the same bytes (HTTP-1).
+- FG-8: control characters are removed from every text before it reaches lxml.
+- FG-11: `summary()` for the summary, `content()` for the HTML, so Atom has both and
+  RSS has `description` plus `content:encoded` (RSS-7).
+
+JSON Feed 1.1 has no library here; it is written directly (JF-1..4).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import datetime as dt
+import email.utils
+import json
+from typing import Iterable, Sequence
+
+from feedgen.entry import FeedEntry
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from pipeline.content.ingest import strip_control_chars
+from pipeline.timeutil import UTC, as_utc, rfc3339
+
+FORMATS = ("atom", "rss", "json")
+MEDIA_TYPES = {
+    "atom": "application/atom+xml",
+    "rss": "application/rss+xml",
+    "json": "application/feed+json",
+}
+KINDS = ("all", "tags", "categories", "authors")
+JSONFEED_VERSION = "https://jsonfeed.org/version/1.1"
+ATOM_NS = "http://www.w3.org/2005/Atom"
+FH_NS = "http://purl.org/syndication/history/1.0"
+DC_NS = "http://purl.org/dc/elements/1.1/"
+CONTENT_NS = "http://purl.org/rss/1.0/modules/content/"
+RSS_NSMAP = {"atom": ATOM_NS, "content": CONTENT_NS, "dc": DC_NS, "fh": FH_NS}
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+GENERATOR = "Syndicate"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedSpec:
+    """One feed: the site-wide one or one per tag, category or author."""
+
+    key: str  # "all" | "tags/<slug>" | "categories/<slug>" | "authors/<slug>"
+    title: str
+    description: str
+    html_url: str  # the HTML page this feed mirrors (rel=alternate, RSS channel link)
+    author_name: str = ""  # feed-level atom:author (ATOM-2)
+
+    @property
+    def kind(self) -> str:
+        return self.key.split("/", 1)[0]
+
+
+@dataclasses.dataclass
+class FeedDocument:
+    """One document of a feed: the subscription document (page None) or archive `page`.
+
+    entries are newest first. `archive_pages` is how many archive documents the feed
+    has; the subscription document links to the newest (`prev-archive`), archive k
+    links to k-1 (`prev-archive`), k+1 (`next-archive`) and the subscription document
+    (`current`). A feed without archives is complete (`fh:complete`, PAGE-1).
+    """
+
+    spec: FeedSpec
+    page: int | None
+    archive_pages: int
+    entries: list  # ApprovedArticle-like objects (see pipeline.content.editorial.ApprovedArticle)
+    updated: dt.datetime
+
+    @property
+    def is_archive(self) -> bool:
+        return self.page is not None
+
+    @property
+    def complete(self) -> bool:
+        return self.page is None and self.archive_pages == 0
+
+    @property
+    def prev_page(self) -> int | None:
+        if self.page is None:
+            return self.archive_pages or None
+        return self.page - 1 or None
+
+    @property
+    def next_page(self) -> int | None:
+        if self.page is not None and self.page < self.archive_pages:
+            return self.page + 1
+        return None
+
+
+def doc_path(key: str, fmt: str, page: int | None = None) -> str:
+    """Where a feed document lives under public/, '/'-separated.
+
+    feeds/all.atom, feeds/tags/<slug>.rss; archives: feeds/archive/all/3.atom,
+    feeds/archive/tags/<slug>/3.json.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown feed format {fmt!r}")
+    if page is None:
+        return f"feeds/{key}.{fmt}"
+    return f"feeds/archive/{key}/{page}.{fmt}"
+
+
+def site_base(settings) -> str:
+    return settings.site.base_url.rstrip("/")
+
+
+def doc_url(settings, key: str, fmt: str, page: int | None = None) -> str:
+    return f"{site_base(settings)}/{doc_path(key, fmt, page)}"
+
+
+def listing_url(settings, key: str) -> str:
+    """The HTML page of a feed: the home page for "all", else /tags/<slug>/ etc."""
+    if key == "all":
+        return site_base(settings) + "/"
+    return f"{site_base(settings)}/{key}/"
+
+
+def hub_urls(settings) -> list[str]:
+    """The WebSub hubs: feeds.hubs plus every enabled partner of kind 'websub'."""
+    hubs = list(settings.feeds.hubs)
+    for partner in settings.partners:
+        if partner.get("kind") == "websub" and partner.get("enabled", True) and partner.get("url"):
+            hubs.append(partner["url"])
+    return list(dict.fromkeys(hubs))
+
+
+def make_spec(settings, key: str, label: str = "") -> FeedSpec:
+    site = settings.site
+    kind, _, slug = key.partition("/")
+    label = label or slug
+    if kind == "all":
+        return FeedSpec(key, clean(site.title), clean(site.description or site.title), listing_url(settings, key))
+    what = {"tags": "tag", "categories": "category", "authors": "author"}[kind]
+    if kind == "authors":
+        return FeedSpec(key, clean(f"{site.title}: articles by {label}"),
+                        clean(f"Articles by {label} in {site.title}."), listing_url(settings, key), clean(label))
+    return FeedSpec(key, clean(f"{site.title}: {what} {label}"),
+                    clean(f"Articles with the {what} {label!r} in {site.title}."), listing_url(settings, key))
+
+
+def clean(text: str | None) -> str:
+    """Text safe for XML 1.0 (FG-8): control characters removed."""
+    return strip_control_chars(text or "")
+
+
+def rfc822(value: dt.datetime) -> str:
+    """RFC 822 date with English names whatever the process locale (RSS-6, finding 0.3)."""
+    return email.utils.format_datetime(as_utc(value), usegmt=True)
+
+
+def entry_id(article) -> str:
+    """The entry id: the article's page on our site. It depends only on the slug and
+    base_url, so it never changes across rebuilds or edits (ATOM-5, RSS-5, JF-2)."""
+    return article.url
+
+
+def _categories(settings, article) -> list[dict]:
+    base = site_base(settings)
+    cats = []
+    if article.category:
+        cats.append({"term": article.category, "label": article.category, "scheme": f"{base}/categories/"})
+    for tag in article.tags:
+        cats.append({"term": tag, "label": tag, "scheme": f"{base}/tags/"})
+    return cats
+
+
+def has_enclosure(article) -> bool:
+    """An image becomes an enclosure only when its length is known (RSS-9: length > 0)."""
+    return bool(article.image and article.image_type and article.image_length and article.image_length > 0)
+
+
+def _feed_entry(settings, article) -> FeedEntry:
+    fe = FeedEntry()
+    if article.canonical_url == article.url:
+        fe.guid(entry_id(article), permalink=True)  # RSS-5: the value is the item's URL
+    else:
+        fe.guid(entry_id(article), permalink=False)
+    fe.title(clean(article.title))
+    fe.updated(as_utc(article.updated_at))  # FG-5/FG-6: aware, from the content
+    fe.published(as_utc(article.published_at))
+    # finding 0.3: published() also sets the RSS pubDate, which feedgen formats through
+    # locale.setlocale() (process-wide, not thread-safe). Clear it; _fix_rss writes it.
+    fe._FeedEntry__rss_pubDate = None
+    fe.author(name=clean(article.author_name), **({"uri": article.author_url} if article.author_url else {}))
+    fe.link(href=article.canonical_url, rel="alternate", type="text/html")
+    if has_enclosure(article):
+        fe.link(href=article.image, rel="enclosure", type=article.image_type, length=str(article.image_length))
+    cats = _categories(settings, article)
+    if cats:
+        fe.category(cats)
+    # FG-11: summary() is the Atom summary and the RSS description; never empty, or
+    # feedgen puts the HTML into <description> instead of content:encoded.
+    fe.summary(clean(article.summary) or clean(article.title))
+    fe.content(clean(article.body_html), type="html")  # never type="CDATA" (finding 0.5)
+    return fe
+
+
+def _generator(settings, doc: FeedDocument, hubs: Sequence[str]) -> FeedGenerator:
+    """The feed-level part of a document. Entries are added afterwards (EntryCache)."""
+    spec = doc.spec
+    fg = FeedGenerator()
+    fg.id(doc_url(settings, spec.key, "atom"))  # the same id on every document of the feed
+    fg.title(spec.title)
+    fg.updated(as_utc(doc.updated))  # FG-6: not "now"
+    fg._FeedGenerator__rss_lastBuildDate = None  # finding 0.3: written by _fix_rss instead
+    fg.author(name=spec.author_name or clean(settings.site.title))
+    # finding 0.2: self before alternate; the RSS side is corrected afterwards anyway.
+    fg.link(href=doc_url(settings, spec.key, "atom", doc.page), rel="self", type=MEDIA_TYPES["atom"])
+    fg.link(href=spec.html_url, rel="alternate", type="text/html")
+    if not doc.is_archive:
+        for hub in hubs:
+            fg.link(href=hub, rel="hub")
+    else:
+        fg.link(href=doc_url(settings, spec.key, "atom"), rel="current", type=MEDIA_TYPES["atom"])
+    if doc.prev_page:
+        fg.link(href=doc_url(settings, spec.key, "atom", doc.prev_page), rel="prev-archive", type=MEDIA_TYPES["atom"])
+    if doc.next_page:
+        fg.link(href=doc_url(settings, spec.key, "atom", doc.next_page), rel="next-archive", type=MEDIA_TYPES["atom"])
+    fg.description(spec.description)
+    if settings.site.language:
+        fg.language(settings.site.language)
+    fg.generator(GENERATOR)  # FG-6: no version string
+    fg.docs("https://www.rssboard.org/rss-specification")
+    fg.ttl(max(1, settings.feeds.max_age // 60))  # HTTP-5: the same as max-age
+    return fg
+
+
+def _atom_links(article) -> list[dict]:
+    links = [{"rel": "alternate", "type": "text/html", "href": article.canonical_url}]
+    if has_enclosure(article):
+        links.append({"rel": "enclosure", "type": article.image_type, "length": str(article.image_length),
+                      "href": article.image})
+    return links
+
+
+class EntryCache:
+    """Each article's Atom `<entry>` and RSS `<item>`, made once by feedgen's FeedEntry
+    and corrected once, then copied into every document the article is in (an
+    article is in the site feed, its tags', its category's and its author's)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self._atom: dict = {}
+        self._rss: dict = {}
+        self._json: dict = {}
+
+    def _key(self, article):
+        key = (entry_id(article), getattr(article, "content_hash", None) or id(article))
+        if key not in self._atom:
+            fe = _feed_entry(self.settings, article)
+            self._atom[key] = _fix_atom_entry(fe.atom_entry(), article)
+            self._rss[key] = _fix_rss_item(fe.rss_entry(), article)
+            self._json[key] = json_item(self.settings, article)
+        return key
+
+    def atom(self, article):
+        return copy.deepcopy(self._atom[self._key(article)])
+
+    def rss(self, article):
+        return copy.deepcopy(self._rss[self._key(article)])
+
+    def json(self, article) -> dict:
+        return self._json[self._key(article)]  # serialised, never changed
+
+
+def _fix_atom_entry(entry, article):
+    # feedgen builds the Atom tree without a namespace and sets a literal xmlns
+    # attribute on the root, so the elements are found by their bare names here.
+    # FG-3 (#135): feedgen drops every attribute but href on entry links.
+    old = entry.findall("link")
+    anchor = old[0].getprevious() if old else entry.find("content")
+    for link in old:
+        entry.remove(link)
+    for attrs in reversed(_atom_links(article)):
+        el = etree.Element("link")
+        for k in ("rel", "type", "length", "href"):
+            if k in attrs:
+                el.set(k, attrs[k])
+        if anchor is not None:
+            anchor.addnext(el)
+        else:
+            entry.append(el)
+    entry.find("updated").text = rfc3339(article.updated_at)  # ATOM-6: upper-case T and Z
+    published = entry.find("published")
+    if published is not None:
+        published.text = rfc3339(article.published_at)
+    return entry
+
+
+def _fix_rss_item(item, article):
+    creator = etree.Element("{%s}creator" % DC_NS)
+    creator.text = clean(article.author_name)
+    item.find("guid").addprevious(creator)
+    pub = etree.SubElement(item, "pubDate")
+    pub.text = rfc822(article.published_at)  # RSS-6 / finding 0.3: never feedgen's setlocale()
+    return item
+
+
+def _fix_atom(settings, doc: FeedDocument, root, entries: EntryCache) -> None:
+    root.find("updated").text = rfc3339(doc.updated)
+    if doc.complete or doc.is_archive:
+        root.append(etree.Element("{%s}%s" % (FH_NS, "complete" if doc.complete else "archive")))
+    for article in doc.entries:  # newest first, kept in that order (FG-4)
+        root.append(entries.atom(article))
+    etree.cleanup_namespaces(root, top_nsmap={"fh": FH_NS})
+
+
+def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str], entries: EntryCache) -> None:
+    spec = doc.spec
+    channel = root.find("channel")
+    channel.find("link").text = spec.html_url  # RSS-3, finding 0.2
+    AL = "{%s}link" % ATOM_NS
+    for link in channel.findall(AL):
+        channel.remove(link)
+    anchor = channel.find("description")
+    rss_type = MEDIA_TYPES["rss"]
+    links = [{"href": doc_url(settings, spec.key, "rss", doc.page), "rel": "self", "type": rss_type}]
+    if not doc.is_archive:
+        links += [{"href": hub, "rel": "hub"} for hub in hubs]  # FG-7 B, WS-1
+    else:
+        links.append({"href": doc_url(settings, spec.key, "rss"), "rel": "current", "type": rss_type})
+    if doc.prev_page:
+        links.append({"href": doc_url(settings, spec.key, "rss", doc.prev_page), "rel": "prev-archive", "type": rss_type})
+    if doc.next_page:
+        links.append({"href": doc_url(settings, spec.key, "rss", doc.next_page), "rel": "next-archive", "type": rss_type})
+    for attrs in links:  # PAGE-4: RFC 5005 links as atom:link in the channel
+        el = etree.Element(AL)
+        for k in ("href", "rel", "type"):
+            if k in attrs:
+                el.set(k, attrs[k])
+        anchor.addnext(el)
+        anchor = el
+    if doc.complete or doc.is_archive:
+        anchor.addnext(etree.Element("{%s}%s" % (FH_NS, "complete" if doc.complete else "archive")))
+    # RSS-6 / finding 0.3: dates formatted here, never by feedgen's setlocale() dance.
+    build_date = etree.Element("lastBuildDate")
+    build_date.text = rfc822(doc.updated)
+    language = channel.find("language")
+    (language if language is not None else channel.find("description")).addnext(build_date)
+    for article in doc.entries:
+        channel.append(entries.rss(article))
+    etree.cleanup_namespaces(root, top_nsmap=RSS_NSMAP)
+
+
+def _serialize(root) -> bytes:
+    return etree.tostring(root.getroottree(), encoding="UTF-8", xml_declaration=True, pretty_print=True)
+
+
+def render_xml(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None) -> dict[str, bytes]:
+    """The Atom and RSS bytes of one document, from one FeedGenerator."""
+    entries = entries or EntryCache(settings)
+    fg = _generator(settings, doc, hubs)
+    # feedgen 1.0.0 (pinned): _create_atom/_create_rss are what atom_str/rss_str
+    # serialise; taking the tree saves a parse before the corrections below.
+    atom_root, _ = fg._create_atom()
+    _fix_atom(settings, doc, atom_root, entries)
+    rss_root, _ = fg._create_rss()
+    _fix_rss(settings, doc, rss_root, hubs, entries)
+    return {"atom": _serialize(atom_root), "rss": _serialize(rss_root)}
+
+
+def json_item(settings, a) -> dict:
+    item: dict = {
+        "id": entry_id(a),
+        "url": a.canonical_url,
+        "title": clean(a.title),
+        "content_html": clean(a.body_html),
+        "summary": clean(a.summary) or clean(a.title),
+        "date_published": rfc3339(a.published_at),
+        "date_modified": rfc3339(a.updated_at),
+        "authors": [{"name": clean(a.author_name), **({"url": a.author_url} if a.author_url else {})}],
+    }
+    if a.canonical_url != a.url:
+        item["external_url"] = a.canonical_url
+    if a.image:
+        item["image"] = a.image
+    tags = ([a.category] if a.category else []) + [t for t in a.tags if t != a.category]
+    if tags:
+        item["tags"] = tags
+    if settings.site.language:
+        item["language"] = settings.site.language
+    if has_enclosure(a):
+        item["attachments"] = [{"url": a.image, "mime_type": a.image_type, "size_in_bytes": a.image_length}]
+    return item
+
+
+def render_json(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None) -> bytes:
+    """JSON Feed 1.1 (JF-1..4). `next_url` leads to older entries (the archive chain)."""
+    spec = doc.spec
+    feed: dict = {
+        "version": JSONFEED_VERSION,
+        "title": spec.title,
+        "home_page_url": spec.html_url,
+        "feed_url": doc_url(settings, spec.key, "json", doc.page),
+        "description": spec.description,
+    }
+    if settings.site.language:
+        feed["language"] = settings.site.language
+    feed["authors"] = [{"name": spec.author_name or clean(settings.site.title)}]
+    if doc.prev_page:
+        feed["next_url"] = doc_url(settings, spec.key, "json", doc.prev_page)
+    if hubs and not doc.is_archive:
+        feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in hubs]
+    feed["items"] = [entries.json(a) if entries else json_item(settings, a) for a in doc.entries]
+    # compact: the C encoder (indent= would use the pure-Python one)
+    return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def render_document(settings, doc: FeedDocument, hubs: Sequence[str] = (),
+                    entries: EntryCache | None = None) -> dict[str, bytes]:
+    """All three formats of one document: {"atom": b"...", "rss": b"...", "json": b"..."}."""
+    out = render_xml(settings, doc, hubs, entries)
+    out["json"] = render_json(settings, doc, hubs, entries)
+    return out
+
+
+def latest(values: Iterable[dt.datetime], default: dt.datetime = EPOCH) -> dt.datetime:
+    values = [as_utc(v) for v in values if v is not None]
+    return max(values) if values else default
+
+
+__all__ = ["FORMATS", "MEDIA_TYPES", "FeedSpec", "FeedDocument", "doc_path", "doc_url", "listing_url",
+           "hub_urls", "make_spec", "render_document", "render_xml", "render_json", "rfc822", "entry_id"]

@@ -1,0 +1,114 @@
+"""Static HTML pages in public/: the home page, one page per article, and a listing
+page per tag, category and author. Rendered with the Jinja2 templates in
+`templates/web/` (autoescape on; the sanitised article body is the only Markup),
+which the web service shares. Dates shown to people are formatted here, not with
+strftime's locale-dependent names, so pages are the same bytes in any locale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import jinja2
+from markupsafe import Markup
+
+from pipeline import templating
+from pipeline.site import feeds
+from pipeline.templating import human_date
+from pipeline.timeutil import as_utc, rfc3339
+
+def environment(settings) -> jinja2.Environment:
+    return templating.environment(settings, html=True)
+
+
+def template_fingerprint(settings) -> str:
+    """A hash of every web template that may be used: a changed template re-renders pages."""
+    h = hashlib.sha256()
+    for d in templating.template_dirs(settings):
+        web = d / "web"
+        if web.is_dir():
+            for p in sorted(web.rglob("*")):
+                if p.is_file():
+                    h.update(p.relative_to(d).as_posix().encode())
+                    h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def article_path(slug: str) -> str:
+    return f"articles/{slug}/index.html"
+
+
+def listing_path(key: str) -> str:
+    return f"{key}/index.html"
+
+
+def _common(settings) -> dict:
+    return {"site": settings.site, "base": feeds.site_base(settings)}
+
+
+def _render(settings, name: str, **context) -> bytes:
+    template = environment(settings).get_template(name)
+    return template.render(**_common(settings), **context).encode("utf-8")
+
+
+def render_article(settings, article) -> bytes:
+    # The body was sanitised at ingest (nh3) and is checked again when read
+    # (editorial._to_approved, SAN-5); it is the only thing marked safe.
+    return _render(settings, "web/article.html", article=article, body=Markup(article.body_html))
+
+
+def feed_links(settings, key: str) -> list[tuple[str, str]]:
+    return [(label, feeds.doc_url(settings, key, fmt))
+            for label, fmt in (("Atom", "atom"), ("RSS", "rss"), ("JSON Feed", "json"))]
+
+
+def render_listing(settings, spec, entries) -> bytes:
+    kind, _, slug = spec.key.partition("/")
+    label = spec.author_name or slug
+    heading = {"tags": f"Tag: {label}", "categories": f"Category: {label}",
+               "authors": f"Articles by {label}"}.get(kind, label)
+    return _render(settings, "web/listing.html", heading=heading, feed=spec, entries=entries,
+                   feed_links=feed_links(settings, spec.key))
+
+
+def render_index(settings, latest, topics, subscribe_form) -> bytes:
+    return _render(settings, "web/index.html", latest=latest, topics=topics, subscribe_form=subscribe_form)
+
+
+def topic_list(settings, metas) -> list[tuple[str, str, int]]:
+    """(key, label, article count) for every category, tag and author, in that order."""
+    counts: dict[str, int] = {}
+    labels: dict[str, str] = {}
+    for m in metas:
+        for key in m.feed_keys()[1:]:
+            counts[key] = counts.get(key, 0) + 1
+        labels[f"authors/{m.author_slug}"] = m.author_name
+    order = {"categories": 0, "tags": 1, "authors": 2}
+    keys = sorted(counts, key=lambda k: (order[k.split("/")[0]], k))
+    out = []
+    for k in keys:
+        kind, _, slug = k.partition("/")
+        label = labels.get(k, slug) if kind == "authors" else ("#" + slug if kind == "tags" else slug)
+        out.append((k, label, counts[k]))
+    return out
+
+
+def subscribe_form(settings, metas=()) -> dict | None:
+    """The subscribe form's context (pipeline.subscribers.service.form_context), with the topics
+    taken from the articles already loaded; None when subscriptions are not installed."""
+    try:
+        from pipeline.subscribers import service as subscribers
+    except ImportError:
+        return None
+    form = dict(subscribers.form_context(settings, None))
+    if not settings.subscribers.topics:
+        pattern = getattr(subscribers, "_TOPIC_RE", re.compile(r"^[a-z0-9][a-z0-9-]*$"))
+        categories = sorted({m.category for m in metas if m.category})
+        tags = sorted({t for m in metas for t in m.tags})
+        form["topics"] = [t for t in dict.fromkeys([*categories, *tags]) if pattern.match(t.lower())]
+    return form
+
+
+__all__ = ["environment", "render_article", "render_listing", "render_index", "topic_list", "subscribe_form",
+           "article_path", "listing_path", "human_date", "template_fingerprint"]
