@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.durations import duration_list
 from pipeline.errors import ConfigError
 
 ENV_PREFIX = "SYNDICATE_"
@@ -32,6 +33,23 @@ class Setting:
     help: str
     secret: bool = False
     choices: tuple[str, ...] | None = None
+    # The allowed range of a number, checked at load (`digests.max_articles = -5` is
+    # refused there, not at the first digest). `above`: strictly more than this.
+    at_least: float | None = None
+    at_most: float | None = None
+    above: float | None = None
+
+    def check_range(self, value) -> str | None:
+        """Why `value` is out of this setting's range, or None."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if self.above is not None and not value > self.above:
+            return f"must be more than {self.above:g}"
+        if self.at_least is not None and value < self.at_least:
+            return f"must be at least {self.at_least:g}"
+        if self.at_most is not None and value > self.at_most:
+            return f"must be at most {self.at_most:g}"
+        return None
 
     @property
     def env_name(self) -> str:
@@ -68,6 +86,20 @@ def _float(value):
     return float(value)
 
 
+def _positive_float(value):
+    result = _float(value)
+    if not result > 0:
+        raise ValueError("must be more than 0")
+    return result
+
+
+def _count(value):
+    result = _int(value)
+    if result < 0:
+        raise ValueError("must be 0 or more")
+    return result
+
+
 S = Setting
 SETTINGS: list[Setting] = [
     # --- site: who we are; everything a reader or recipient sees
@@ -90,68 +122,68 @@ SETTINGS: list[Setting] = [
     # --- database
     S("database", "url", "sqlite:///var/syndicate.db", str, "SQLAlchemy URL. SQLite paths are relative to the config folder; PostgreSQL: postgresql+psycopg://user@host/db."),
     # --- ingest
-    S("ingest", "max_file_bytes", 1_000_000, _int, "Largest article file accepted, in bytes."),
+    S("ingest", "max_file_bytes", 1_000_000, _int, "Largest article file accepted, in bytes.", at_least=1),
     S("ingest", "strict", False, _bool, "Treat any bad file as fatal (same as `syndicate ingest --strict`)."),
     # --- email
     S("email", "backend", "maildir", str, "How mail leaves: 'maildir' (files in email.maildir) or 'smtp'.", choices=("maildir", "smtp")),
     S("email", "maildir", "var/mail", str, "Maildir that the maildir backend writes to."),
     S("email", "smtp_host", "127.0.0.1", str, "SMTP server host."),
-    S("email", "smtp_port", 587, _int, "SMTP server port."),
+    S("email", "smtp_port", 587, _int, "SMTP server port.", at_least=1, at_most=65535),
     S("email", "smtp_security", "starttls", str, "'starttls' (fail closed if not offered), 'tls' (implicit TLS) or 'none' (local relays only).", choices=("starttls", "tls", "none")),
     S("email", "smtp_username", "", str, "SMTP AUTH user (empty: no AUTH)."),
     S("email", "smtp_password", "", str, "SMTP AUTH password; environment only.", secret=True),
-    S("email", "smtp_timeout", 30.0, _float, "Seconds to wait for the SMTP server."),
+    S("email", "smtp_timeout", 30.0, _float, "Seconds to wait for the SMTP server.", above=0),
     S("email", "inbound_mailbox", "var/inbound", str, "Maildir where the MTA delivers mail for the bounce domain (VERP bounces, mailto: unsubscribes); read by the `bounces` stage."),
     S("email", "bounce_domain", "", str, "Domain of the VERP envelope sender bounces+TOKEN@DOMAIN (empty: the From domain)."),
     S("email", "dkim_selector", "", str, "DKIM selector (empty: no DKIM signing)."),
     S("email", "dkim_domain", "", str, "DKIM d= domain; must align with the From domain."),
     S("email", "dkim_private_key", "", str, "PEM private key for DKIM; environment only.", secret=True),
     # --- feeds
-    S("feeds", "max_entries", 50, _int, "Entries in a subscription feed; older ones move to RFC 5005 archives."),
-    S("feeds", "archive_size", 50, _int, "Entries per archive document (full archives never change)."),
+    S("feeds", "max_entries", 50, _int, "Entries in a subscription feed; older ones move to RFC 5005 archives.", at_least=1),
+    S("feeds", "archive_size", 50, _int, "Entries per archive document (full archives never change).", at_least=1),
     S("feeds", "hubs", [], _list_of_str, "WebSub hub URLs pinged when a feed changes."),
     S("feeds", "hub_url_param", "hub.url", str, "Form field naming the topic in a hub publish ping ('hub.url' or 'hub.topic')."),
-    S("feeds", "max_age", 600, _int, "Cache-Control max-age (s) of subscription feeds and pages."),
-    S("feeds", "archive_max_age", 31_536_000, _int, "Cache-Control max-age (s) of full archive documents."),
-    S("feeds", "listing_size", 20, _int, "Latest articles listed on the home page (public/index.html)."),
-    S("feeds", "build_processes", 0, _int, "Processes that render a big build (0: one per CPU; 1: none). Used only from a single-threaded process (the CLI), never inside the scheduler."),
-    S("feeds", "hub_timeout", 10.0, _float, "Seconds to wait for a WebSub hub to answer a publish ping (connect and read, each)."),
-    S("feeds", "hub_retry_schedule", ["30s", "2m", "10m", "1h", "6h", "24h"], _list_of_str, "Waits before retry 1, 2, ... of a failed hub ping (s, m, h, d suffixes); when it runs out the ping is 'dead' (WS-4)."),
+    S("feeds", "max_age", 600, _int, "Cache-Control max-age (s) of subscription feeds and pages.", at_least=0),
+    S("feeds", "archive_max_age", 31_536_000, _int, "Cache-Control max-age (s) of full archive documents.", at_least=0),
+    S("feeds", "listing_size", 20, _int, "Latest articles listed on the home page (public/index.html).", at_least=0),
+    S("feeds", "build_processes", 0, _int, "Processes that render a big build (0: one per CPU; 1: none). Used only from a single-threaded process (the CLI), never inside the scheduler.", at_least=0),
+    S("feeds", "hub_timeout", 10.0, _float, "Seconds to wait for a WebSub hub to answer a publish ping (connect and read, each).", above=0),
+    S("feeds", "hub_retry_schedule", ["30s", "2m", "10m", "1h", "6h", "24h"], duration_list, "Waits before retry 1, 2, ... of a failed hub ping (s, m, h, d suffixes); when it runs out the ping is 'dead' (WS-4)."),
     # --- web
     S("web", "host", "127.0.0.1", str, "Address `syndicate serve` listens on."),
-    S("web", "port", 8000, _int, "Port `syndicate serve` listens on."),
+    S("web", "port", 8000, _int, "Port `syndicate serve` listens on.", at_least=1, at_most=65535),
     S("web", "forwarded_allow_ips", "127.0.0.1", str, "Proxies whose X-Forwarded-For/-Proto are trusted for the client address (rate limits, consent log); comma separated, '*' for any."),
     S("web", "allowed_origins", [], _list_of_str, "Extra origins (scheme://host[:port]) whose pages may POST the subscribe form; the origin of site.base_url is always allowed."),
     # --- scheduler (owner: pipeline.ops.scheduler)
-    S("scheduler", "heartbeat_seconds", 10.0, _float, "Seconds between the scheduler's heartbeats, checks of its leader lock and of paused jobs (a pause or resume is honoured within this time)."),
-    S("scheduler", "standby_poll_seconds", 5.0, _float, "Seconds between a standby scheduler's attempts to take over; with the lock's keepalives a standby takes over within 30 s of the leader dying."),
-    S("scheduler", "max_workers", 10, _int, "Jobs that may run at the same time in one scheduler (APScheduler's thread pool)."),
-    S("scheduler", "stale_after_seconds", 60.0, _float, "A scheduler heartbeat older than this is reported as stale by /healthz and `syndicate status`."),
+    S("scheduler", "heartbeat_seconds", 10.0, _float, "Seconds between the scheduler's heartbeats, checks of its leader lock and of paused jobs (a pause or resume is honoured within this time).", above=0),
+    S("scheduler", "standby_poll_seconds", 5.0, _float, "Seconds between a standby scheduler's attempts to take over; with the lock's keepalives a standby takes over within 30 s of the leader dying.", above=0),
+    S("scheduler", "max_workers", 10, _int, "Jobs that may run at the same time in one scheduler (APScheduler's thread pool).", at_least=1),
+    S("scheduler", "stale_after_seconds", 60.0, _float, "A scheduler heartbeat older than this is reported as stale by /healthz and `syndicate status`.", above=0),
     # --- delivery (owner: pipeline.delivery): the outbox drain and the SMTP sender
-    S("delivery", "batch_size", 200, _int, "Deliveries claimed per batch."),
-    S("delivery", "lease_seconds", 300, _int, "A claim not completed within this time (the worker died) becomes due again."),
-    S("delivery", "retry_schedule", ["5m", "30m", "1h", "2h", "4h", "8h", "16h", "24h", "24h", "24h"], _list_of_str, "Waits before retry 1, 2, ... of a transient failure (s, m, h, d suffixes); when it runs out the delivery is 'dead' (SMTP-2: default ends after more than 4 days)."),
-    S("delivery", "max_consecutive_failures", 20, _int, "The channel pauses itself after this many failures in a row (0: never)."),
-    S("delivery", "throttle_seconds", 60.0, _float, "After a 421 or 4.7.x answer: requeue the message this much later (no attempt spent) and halve the send rate for this long."),
-    S("delivery", "smtp_connections", 2, _int, "SMTP connections each delivery process keeps open in parallel."),
-    S("delivery", "messages_per_connection", 100, _int, "Messages sent on one SMTP connection before it is closed and reopened (SMTP-5)."),
-    S("delivery", "rate_per_second", 0.0, _float, "Token-bucket rate, messages per second for the email channel, shared by all live workers (0: unlimited)."),
-    S("delivery", "max_per_hour", 0, _int, "Sliding-window cap, messages per hour for the email channel (0: none)."),
-    S("delivery", "max_per_day", 0, _int, "Sliding-window cap, messages per 24 hours for the email channel (0: none)."),
+    S("delivery", "batch_size", 200, _int, "Deliveries claimed per batch.", at_least=1),
+    S("delivery", "lease_seconds", 300, _int, "A claim not completed within this time (the worker died) becomes due again.", at_least=1),
+    S("delivery", "retry_schedule", ["5m", "30m", "1h", "2h", "4h", "8h", "16h", "24h", "24h", "24h"], duration_list, "Waits before retry 1, 2, ... of a transient failure (s, m, h, d suffixes); when it runs out the delivery is 'dead' (SMTP-2: default ends after more than 4 days)."),
+    S("delivery", "max_consecutive_failures", 20, _int, "The channel pauses itself after this many failures in a row (0: never).", at_least=0),
+    S("delivery", "throttle_seconds", 60.0, _float, "After a 421 or 4.7.x answer: requeue the message this much later (no attempt spent) and halve the send rate for this long.", at_least=0),
+    S("delivery", "smtp_connections", 2, _int, "SMTP connections each delivery process keeps open in parallel.", at_least=1),
+    S("delivery", "messages_per_connection", 100, _int, "Messages sent on one SMTP connection before it is closed and reopened (SMTP-5).", at_least=1),
+    S("delivery", "rate_per_second", 0.0, _float, "Token-bucket rate, messages per second for the email channel, shared by all live workers (0: unlimited).", at_least=0),
+    S("delivery", "max_per_hour", 0, _int, "Sliding-window cap, messages per hour for the email channel (0: none).", at_least=0),
+    S("delivery", "max_per_day", 0, _int, "Sliding-window cap, messages per 24 hours for the email channel (0: none).", at_least=0),
     S("delivery", "pipelining", True, _bool, "Use ESMTP PIPELINING (RFC 2920) when the server offers it: one round trip for MAIL, RCPT and DATA."),
     S("delivery", "smtp_ca_file", "", str, "PEM file of CA certificates trusted for the SMTP server's TLS certificate (empty: the system store)."),
     S("delivery", "dkim_key_file", "", str, "PEM file with the DKIM private key (alternative to SYNDICATE_EMAIL__DKIM_PRIVATE_KEY)."),
-    S("delivery", "soft_bounce_limit", 3, _int, "Soft bounces within soft_bounce_days that suppress an address."),
-    S("delivery", "soft_bounce_days", 14, _int, "Window, in days, in which soft bounces are counted."),
+    S("delivery", "soft_bounce_limit", 3, _int, "Soft bounces within soft_bounce_days that suppress an address.", at_least=1),
+    S("delivery", "soft_bounce_days", 14, _int, "Window, in days, in which soft bounces are counted.", at_least=1),
     S("delivery", "journal", True, _bool, "Append each accepted message to a journal in var/ before the database commit, so a killed worker's successor never re-sends it."),
     # --- partner push (owner: pipeline.partners): defaults for every [[partners]] entry
-    S("partner_push", "connect_timeout", 5.0, _float, "Seconds to wait for a partner's TCP/TLS connection (SW-6; a partner may set its own connect_timeout)."),
-    S("partner_push", "read_timeout", 15.0, _float, "Seconds to wait for a partner's answer (SW-4: 15-30 s; a partner may set its own read_timeout)."),
-    S("partner_push", "retry_schedule", ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"], _list_of_str, "Waits before retry 1, 2, ... of a partner push after a 5xx, timeout or connection error (s, m, h, d); then the push is dead-lettered. Default: the Standard Webhooks example, about 3 days (SW-5)."),
-    S("partner_push", "retry_jitter", 0.2, _float, "Each retry wait is scaled by a random factor within +/- this fraction, so retries to a recovering partner spread out."),
-    S("partner_push", "retry_after_max", 86400, _int, "Longest Retry-After (seconds) honoured from a 429/503 answer; longer values are capped."),
-    S("partner_push", "max_consecutive_failures", 5, _int, "Circuit breaker: a partner failing this many times in a row is paused for pause_minutes (0: never); other partners go on."),
-    S("partner_push", "pause_minutes", 60, _int, "How long the circuit breaker pauses a failing partner before one trial push."),
+    S("partner_push", "connect_timeout", 5.0, _float, "Seconds to wait for a partner's TCP/TLS connection (SW-6; a partner may set its own connect_timeout).", above=0),
+    S("partner_push", "read_timeout", 15.0, _float, "Seconds to wait for a partner's answer (SW-4: 15-30 s; a partner may set its own read_timeout).", above=0),
+    S("partner_push", "retry_schedule", ["5s", "5m", "30m", "2h", "5h", "10h", "14h", "20h", "24h"], duration_list, "Waits before retry 1, 2, ... of a partner push after a 5xx, timeout or connection error (s, m, h, d); then the push is dead-lettered. Default: the Standard Webhooks example, about 3 days (SW-5)."),
+    S("partner_push", "retry_jitter", 0.2, _float, "Each retry wait is scaled by a random factor within +/- this fraction, so retries to a recovering partner spread out.", at_least=0, at_most=1),
+    S("partner_push", "retry_after_max", 86400, _int, "Longest Retry-After (seconds) honoured from a 429/503 answer; longer values are capped.", at_least=0),
+    S("partner_push", "max_consecutive_failures", 5, _int, "Circuit breaker: a partner failing this many times in a row is paused for pause_minutes (0: never); other partners go on.", at_least=0),
+    S("partner_push", "pause_minutes", 60, _int, "How long the circuit breaker pauses a failing partner before one trial push.", at_least=0),
     S("partner_push", "require_partner_noindex", True, _bool, "Ask partners to mark syndicated copies noindex (CANON-2); sent in every payload's meta and data.noindex."),
     # --- tokens
     S("security", "secret_key", "", str, "Key that signs tokens (confirm, unsubscribe, preferences, VERP); environment only. `syndicate init` writes a local one to var/secret_key for the demo.", secret=True),
@@ -159,22 +191,22 @@ SETTINGS: list[Setting] = [
     # --- subscribers (owner: pipeline.subscribers.service)
     S("subscribers", "default_frequency", "weekly", str, "Digest frequency of a sign-up that names none.", choices=("instant", "daily", "weekly")),
     S("subscribers", "topics", [], _list_of_str, "Topics offered on the subscribe form (tag or category slugs); empty: the categories and tags of approved articles."),
-    S("subscribers", "confirm_ttl_hours", 48, _int, "Hours a confirmation link stays valid (DOI-1)."),
-    S("subscribers", "purge_unconfirmed_days", 7, _int, "Sign-ups never confirmed are deleted after this many days (GDPR-2; `syndicate subscribers purge`)."),
-    S("subscribers", "max_signups_per_address", 3, _int, "Sign-up requests per address per hour before answering 429 (DOI-2, stops subscription bombing)."),
-    S("subscribers", "max_signups_per_client", 20, _int, "Sign-up requests per client IP per hour before answering 429 (DOI-2)."),
+    S("subscribers", "confirm_ttl_hours", 48, _int, "Hours a confirmation link stays valid (DOI-1).", at_least=1),
+    S("subscribers", "purge_unconfirmed_days", 7, _int, "Sign-ups never confirmed are deleted after this many days (GDPR-2; `syndicate subscribers purge`).", at_least=1),
+    S("subscribers", "max_signups_per_address", 3, _int, "Sign-up requests per address per hour before answering 429 (DOI-2, stops subscription bombing).", at_least=1),
+    S("subscribers", "max_signups_per_client", 20, _int, "Sign-up requests per client IP per hour before answering 429 (DOI-2).", at_least=1),
     S("subscribers", "consent_text", "Send me the digest of new articles by email. I can change what I get or unsubscribe at any time with the link in every email.", str, "What the subscribe form tells people they are agreeing to (recorded by version in the consent log)."),
     S("subscribers", "consent_version", "", str, "Version label of consent_text (empty: a hash of the text), stored with every sign-up (GDPR-1)."),
     S("subscribers", "privacy_url", "", str, "Link to the privacy notice shown next to the subscribe form (empty: none)."),
     S("subscribers", "privacy_version", "1", str, "Version of the privacy notice in force, stored with every sign-up (GDPR-1)."),
     S("subscribers", "record_client", True, _bool, "Store the client IP and user agent with consent events (GDPR-1 'optionally'; false keeps data minimal)."),
     # --- digests (owner: pipeline.digests.editions): who gets which articles, and when an edition is due
-    S("digests", "max_articles", 10, _int, "Articles listed in one digest; the rest appear as 'and N more' with a link to the web version."),
-    S("digests", "welcome_latest", 0, _int, "A new subscriber's first daily/weekly digest also lists the latest K matching articles approved before they confirmed (0: only articles approved after confirming)."),
-    S("digests", "daily_hour", 0, _int, "Local hour (site.timezone, 0-23) from which the daily edition is due; `syndicate run` composes it once per day."),
+    S("digests", "max_articles", 10, _int, "Articles listed in one digest; the rest appear as 'and N more' with a link to the web version.", at_least=1),
+    S("digests", "welcome_latest", 0, _int, "A new subscriber's first daily/weekly digest also lists the latest K matching articles approved before they confirmed (0: only articles approved after confirming).", at_least=0),
+    S("digests", "daily_hour", 0, _int, "Local hour (site.timezone, 0-23) from which the daily edition is due; `syndicate run` composes it once per day.", at_least=0, at_most=23),
     S("digests", "weekly_day", "monday", str, "Day from which the weekly edition is due.", choices=("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")),
-    S("digests", "weekly_hour", 0, _int, "Local hour on weekly_day from which the weekly edition is due."),
-    S("digests", "batch_size", 1000, _int, "Subscribers read, selected and queued per transaction while composing (memory stays flat in list size)."),
+    S("digests", "weekly_hour", 0, _int, "Local hour on weekly_day from which the weekly edition is due.", at_least=0, at_most=23),
+    S("digests", "batch_size", 1000, _int, "Subscribers read, selected and queued per transaction while composing (memory stays flat in list size).", at_least=1),
 ]
 
 POLICY_RULE_FIELDS = {
@@ -208,10 +240,10 @@ PARTNER_FIELDS = {
     "authors": (_list_of_str, "Only articles by one of these author slugs (empty: all)."),
     "enabled": (_bool, "false keeps the partner configured but sends nothing."),
     "allow_private": (_bool, "Allow a URL that resolves to a private or loopback address (tests and intranets; SW-7)."),
-    "connect_timeout": (_float, "Seconds to wait for the connection (default: partner_push.connect_timeout)."),
-    "read_timeout": (_float, "Seconds to wait for the answer (default: partner_push.read_timeout)."),
-    "retry_schedule": (_list_of_str, "This partner's retry waits, e.g. ['1m', '1h'] (default: partner_push.retry_schedule)."),
-    "max_consecutive_failures": (_int, "Circuit breaker threshold for this partner (default: partner_push.max_consecutive_failures)."),
+    "connect_timeout": (_positive_float, "Seconds to wait for the connection (default: partner_push.connect_timeout)."),
+    "read_timeout": (_positive_float, "Seconds to wait for the answer (default: partner_push.read_timeout)."),
+    "retry_schedule": (duration_list, "This partner's retry waits, e.g. ['1m', '1h'] (default: partner_push.retry_schedule)."),
+    "max_consecutive_failures": (_count, "Circuit breaker threshold for this partner (default: partner_push.max_consecutive_failures)."),
     "noindex": (_bool, "Ask this partner to mark copies noindex (default: partner_push.require_partner_noindex)."),
     "since": (str, "Only articles first approved at or after this date (ISO 8601; empty: the whole back catalogue)."),
     "discover": (_bool, "micropub: url is the partner's site; find the endpoint from its rel=\"micropub\" link (MP-1)."),
@@ -300,6 +332,12 @@ def _coerce(setting: Setting, value: Any, where: str):
             f"{where}: {setting.section}.{setting.key} = {value!r} is not valid ({exc})",
             hint=f"{setting.help} Default: {setting.default!r}.",
         ) from None
+    out_of_range = setting.check_range(result)
+    if out_of_range:
+        raise ConfigError(
+            f"{where}: {setting.section}.{setting.key} = {value!r} {out_of_range}",
+            hint=f"{setting.help} Default: {setting.default!r}.",
+        )
     if setting.choices and result not in setting.choices:
         raise ConfigError(
             f"{where}: {setting.section}.{setting.key} = {value!r} is not one of {', '.join(setting.choices)}",
@@ -337,7 +375,9 @@ def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] 
     values: dict[str, dict[str, Any]] = {}
     origins: dict[str, str] = {}
     for s in SETTINGS:
-        values.setdefault(s.section, {})[s.key] = s.default
+        # through the same conversion as a configured value: a retry schedule is a
+        # list of Duration whichever way it was set
+        values.setdefault(s.section, {})[s.key] = _coerce(s, s.default, "default")
         origins[f"{s.section}.{s.key}"] = "default"
 
     source: Path | None = None

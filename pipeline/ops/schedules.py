@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any, Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pipeline.durations import format_duration, parse_seconds
 from pipeline.errors import ConfigError
 
 DEFAULT_MISFIRE_GRACE_TIME = 300
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # crontab numbering: 0 = Sunday
 
 FIELDS = {
@@ -82,40 +81,10 @@ class JobSpec:
         return {"job_id": self.id, "stage": self.stage, "args": dict(self.args)}
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds_left = float(seconds)
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds_left >= size:
-            n = int(seconds_left // size)
-            parts.append(f"{n}{unit}")
-            seconds_left -= n * size
-    if seconds_left or not parts:
-        parts.append(f"{seconds_left:g}s")
-    return "".join(parts)
-
-
 def parse_interval(value) -> float:
-    """10 -> 10.0; "10m" -> 600.0; "1h30m" -> 5400.0. Raises ValueError."""
-    if isinstance(value, bool):
-        raise ValueError("expected seconds or a duration like \"10m\"")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            seconds = float(text)
-        elif text and _DURATION_PART.sub("", text) == "":
-            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-        else:
-            raise ValueError(f"{value!r} is not a duration; write e.g. \"90s\", \"10m\", \"1h\" or a number of seconds")
-    else:
-        raise ValueError("expected seconds or a duration like \"10m\"")
-    if seconds <= 0:
-        raise ValueError("must be more than 0 seconds")
-    return seconds
+    """10 -> 10.0; "10m" -> 600.0; "1h30m" -> 5400.0. Raises ValueError (the one
+    duration type, pipeline.durations, decides)."""
+    return parse_seconds(value)
 
 
 def _expand_weekdays(field: str) -> list[int]:
@@ -215,6 +184,7 @@ def parse_schedule(text: str, path: str, *, default_timezone: str = "UTC") -> li
         args = table.get("args", {})
         if not isinstance(args, dict):
             _fail(path, job_id, "args", f"{args!r} is not a table")
+        args = _checked_args(path, job_id, stage.strip(), args)
         cron, interval = table.get("cron"), table.get("interval")
         if (cron is None) == (interval is None):
             _fail(path, job_id, "cron" if cron is not None else "interval",
@@ -248,6 +218,33 @@ def parse_schedule(text: str, path: str, *, default_timezone: str = "UTC") -> li
         specs.append(JobSpec(id=job_id, stage=stage.strip(), args=dict(args), cron=cron, interval=seconds,
                              timezone=timezone, misfire_grace_time=grace, enabled=enabled, source=str(path)))
     return specs
+
+
+def _checked_args(path, job_id: str, stage: str, args: dict) -> dict:
+    """A named stage's args checked against its declared options (pipeline.ops.stages);
+    "module:function" stages are checked against their signature by check_stages."""
+    from pipeline.ops.stages import STAGES, check_stage_options
+
+    declared = next((s for s in STAGES if s.name == stage), None)
+    if declared is None:
+        return dict(args)
+    try:
+        return check_stage_options(declared, args)
+    except ValueError as exc:
+        _fail(path, job_id, "args", str(exc), FIELDS["args"])
+
+
+def _check_signature(spec: JobSpec, func: Callable) -> None:
+    """A "module:function" stage must accept every argument its job passes."""
+    import inspect
+
+    params = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in spec.args:
+        if key not in params or key == "app":
+            _fail(spec.source, spec.id, "args", f"{spec.stage} takes no argument {key!r}",
+                  f"Its arguments: {', '.join(k for k in params if k not in ('app', 'dry_run')) or 'none'}.")
 
 
 def load_schedules(folder: Path, *, default_timezone: str = "UTC") -> list[JobSpec]:
@@ -300,9 +297,10 @@ def check_stages(specs: list[JobSpec]) -> None:
             continue
         if ":" in spec.stage:
             try:
-                resolve_stage(spec.stage)
+                func = resolve_stage(spec.stage)
             except ConfigError as exc:
                 _fail(spec.source, spec.id, "stage", exc.message, exc.hint)
+            _check_signature(spec, func)
         elif spec.stage not in names:
             _fail(spec.source, spec.id, "stage", f"no stage named {spec.stage!r}",
                   f"Stages: {', '.join(names)}; or \"module:function\".")

@@ -6,25 +6,12 @@ import dataclasses
 import datetime as dt
 
 from pipeline.config import Settings
+from pipeline.durations import parse_duration
 from pipeline.errors import ConfigError, NotFound
 from pipeline.timeutil import parse_datetime
 from pipeline.partners.signing import split_secrets
 
 PUSH_KINDS = ("webhook", "micropub")  # kinds this package queues and sends; websub hubs belong to the feed build
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """'5s', '30m', '2h', '1d' or plain seconds -> timedelta."""
-    raw = str(text).strip().lower()
-    try:
-        if raw and raw[-1] in _UNITS:
-            return dt.timedelta(seconds=float(raw[:-1]) * _UNITS[raw[-1]])
-        return dt.timedelta(seconds=float(raw))
-    except ValueError:
-        raise ConfigError(f"{text!r} is not a duration", hint="Use a number with s, m, h or d, e.g. '30m'.") from None
-
 
 @dataclasses.dataclass(frozen=True)
 class Partner:
@@ -83,7 +70,7 @@ def partner_from_config(settings: Settings, raw: dict) -> Partner:
         allow_private=raw.get("allow_private", False),
         connect_timeout=float(raw.get("connect_timeout") or push.connect_timeout),
         read_timeout=float(raw.get("read_timeout") or push.read_timeout),
-        retry_schedule=tuple(parse_duration(s) for s in schedule),
+        retry_schedule=tuple(parse_duration(s) for s in schedule),  # checked when the settings loaded
         max_consecutive_failures=int(raw["max_consecutive_failures"] if "max_consecutive_failures" in raw
                                      else push.max_consecutive_failures),
         noindex=bool(raw["noindex"] if "noindex" in raw else push.require_partner_noindex),

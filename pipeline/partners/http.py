@@ -28,6 +28,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from pipeline import __version__
 from pipeline.partners.config import Partner
+from pipeline.durations import retry_delay as schedule_step
 
 MAX_SAVED_RESPONSE = 2000
 MAX_READ_RESPONSE = 64 * 1024
@@ -240,9 +241,9 @@ def retry_delay(schedule: tuple[dt.timedelta, ...], attempts_so_far: int, jitter
                 rng: random.Random | None = None) -> dt.timedelta | None:
     """SW-5: the wait after `attempts_so_far` failed tries (1-based) with +/- jitter, or
     None when the schedule is used up (dead-letter)."""
-    index = max(attempts_so_far, 1) - 1
-    if index >= len(schedule):
+    step = schedule_step(schedule, attempts_so_far)
+    if step is None:
         return None
-    base = schedule[index].total_seconds()
+    base = step.total_seconds()
     factor = 1.0 + (rng or random).uniform(-jitter, jitter) if jitter else 1.0
     return dt.timedelta(seconds=max(base * factor, 0.0))

@@ -28,23 +28,13 @@ import requests
 from sqlalchemy.engine import Connection
 
 from pipeline.delivery import Outcome, outbox, register_channel
+from pipeline.durations import parse_duration
 from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "websub"
 KIND = "publish"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    m = _DURATION.match(str(text))
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 1d)")
-    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-
-
 def ping_key(hub: str, topic: str, content_sha: str) -> str:
     """One ping per (hub, topic, feed bytes): rebuilding the same bytes adds nothing."""
     return "websub:" + hashlib.sha256(f"{hub}\n{topic}\n{content_sha}".encode()).hexdigest()

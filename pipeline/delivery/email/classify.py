@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from pipeline.durations import parse_duration, retry_delay  # noqa: F401  (the one duration type)
 ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 KINDS = ("sent", "transient", "throttle", "hard_bounce", "policy", "permanent")
@@ -62,22 +63,3 @@ def classify(code: int, text: str | bytes = "", stage: str = "data") -> str:
     return "permanent"
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """'90s', '30m', '4h', '2d' or plain seconds -> timedelta."""
-    text = str(text).strip().lower()
-    if text and text[-1] in _UNITS:
-        return dt.timedelta(seconds=float(text[:-1]) * _UNITS[text[-1]])
-    return dt.timedelta(seconds=float(text))
-
-
-def retry_delay(schedule: list[str], attempts_so_far: int) -> dt.timedelta | None:
-    """The wait before the next try after `attempts_so_far` failed tries (1-based),
-    or None when the schedule is used up (the delivery is dead)."""
-    if attempts_so_far < 1:
-        attempts_so_far = 1
-    if attempts_so_far > len(schedule):
-        return None
-    return parse_duration(schedule[attempts_so_far - 1])
