@@ -12,10 +12,12 @@ import importlib
 import json
 import logging
 import os
+import re
 import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.app import App
 from pipeline.config import load_settings
@@ -67,6 +69,21 @@ def setup_logging(verbose: int, log_format: str, daemon: bool = False) -> None:
     logging.getLogger("pipeline").setLevel(pipeline_level)
 
 
+# Commands that only read: they open the database as it is and never create or
+# migrate one (issue 16 item 12); a missing or outdated database is an error whose
+# hint names `syndicate init` / `syndicate db upgrade`. Others migrate on first use.
+READ_ONLY_COMMANDS = {
+    "status", "review", "config show", "deliveries list", "deliveries show",
+    "jobs history", "jobs list", "partners list", "partners status", "subscribers export",
+    "subscribers list", "subscribers show", "suppressions list",
+}
+
+
+def command_name(ctx: click.Context) -> str:
+    """'deliveries list' for `syndicate --config x deliveries list`."""
+    return " ".join(ctx.command_path.split()[1:])
+
+
 class Context:
     """What every command gets: the settings (loaded once) and the app."""
 
@@ -75,23 +92,51 @@ class Context:
         self.verbose = verbose
         self.log_format = log_format
         self._app: App | None = None
+        self._settings = None
 
     @property
     def app(self) -> App:
         if self._app is None:
-            self._app = App(load_settings(self.config_path))
+            settings = self.settings
+            current = click.get_current_context(silent=True)
+            if current is not None and command_name(current) in READ_ONLY_COMMANDS:
+                from pipeline.store import open_existing
+
+                self._app = App(settings, engine=open_existing(settings.database_url))
+            else:
+                self._app = App(settings)
         return self._app
 
     @property
     def settings(self):
-        return self.app.settings
+        """Loaded once; commands that need no database (`config show`) open none."""
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
 
 
 pass_ctx = click.make_pass_decorator(Context)
 
 
+VERBOSE_FLAG = re.compile(r"^(-v+|--verbose)$")
+
+
+def hoist_verbose(args: list[str]) -> list[str]:
+    """`-v` (and `-vv`, `--verbose`) wherever it stands, moved before the subcommand,
+    so `syndicate db upgrade -v` works as the README and every error hint say. Nothing
+    after `--` is touched, and no subcommand has a `-v` of its own."""
+    args = list(args)
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if VERBOSE_FLAG.match(a)]
+    rest = [a for a in args[:end] if not VERBOSE_FLAG.match(a)]
+    return flags + rest + args[end:]
+
+
 class SyndicateGroup(click.Group):
     """Turns SyndicateError into `error: ...` + hint + exit 1 for every subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_verbose(args))
 
     def invoke(self, ctx: click.Context):
         try:
@@ -100,9 +145,10 @@ class SyndicateGroup(click.Group):
             verbose = ctx.obj.verbose if isinstance(ctx.obj, Context) else 0
             if verbose:
                 err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] {exc.message}", markup=True, soft_wrap=True)
+            # escaped: messages name things in brackets ("unknown section [emial]")
+            err_console.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", markup=True, soft_wrap=True)
+                err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", markup=True, soft_wrap=True)
             ctx.exit(exc.exit_code)
 
 

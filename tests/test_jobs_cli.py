@@ -107,7 +107,7 @@ def test_jobs_list_history_pause_resume(app):
     assert "ingest" in invoke(root, "jobs", "list", "--stages").output
 
 
-def test_status_shows_every_panel_and_skips_missing_tables(app):
+def test_status_shows_every_panel_and_survives_a_failing_one(app):
     root = setup(app)
     write_author(root)
     write_article(root, "vote-now", title="Vote Now", body=POLITICAL)
@@ -137,13 +137,15 @@ def test_status_shows_every_panel_and_skips_missing_tables(app):
     assert data["review"]["waiting"] == 1
     assert data["last_failure"]["job_id"] == "boom"
     assert "unavailable" not in data["suppressions"]
-    # A table another stage owns may be missing (an older database): that panel says so, the rest shows.
+    # A panel that fails at run time says why; the rest still shows. (Every table is part
+    # of the migrated schema, so the failure here is forced by dropping one.)
     from sqlalchemy import text
 
     with app.engine.begin() as conn:
         conn.execute(text("DROP TABLE suppressions"))
     r = invoke(root, "status")
-    assert r.exit_code == 0 and "no suppressions table" in r.output and "vote-now" in r.output
+    assert r.exit_code == 0 and "vote-now" in r.output
+    assert "no such table: suppressions" in r.output or 'relation "suppressions" does not exist' in r.output
 
 
 def test_status_reads_suppressions_and_workers_from_the_delivery_tables(app):

@@ -7,6 +7,7 @@ import logging
 import time
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli import console, err_console, pass_ctx
@@ -90,7 +91,7 @@ def run(ctx, dry_run: bool, only: tuple[str, ...]):
             result = ", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing to do"
         except SyndicateError as exc:
             failed.append(stage.name)
-            result = f"[red]failed:[/] {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+            result = f"[red]failed:[/] {escape(exc.message)}" + (f" ({escape(exc.hint)})" if exc.hint else "")
         table.add_row(stage.name, result, f"{time.monotonic() - started:.2f}")
     console.print(table)
     if failed:

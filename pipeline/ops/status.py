@@ -1,8 +1,9 @@
 """`syndicate status` as data: one snapshot of what an operator needs to look at.
 
-Each panel is read on its own and defensively: a table another stage owns may not
-exist yet (an older database, a stage not installed), and a panel that cannot be
-read is reported as unavailable with the reason instead of failing the whole screen.
+Every table a panel reads is part of the schema (the database is at the current
+migration before any command reads it), so panels read `pipeline.store.schema`
+directly. A panel that fails at run time (a broken schedule file, a lost connection)
+is reported as unavailable with the reason instead of failing the whole screen.
 """
 
 from __future__ import annotations
@@ -11,42 +12,18 @@ import datetime as dt
 import logging
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import MetaData, Table, func, inspect, select
+from sqlalchemy import func, select
 
 from pipeline.ops import jobstate
-from pipeline.timeutil import utcnow
+from pipeline.store.schema import articles, deliveries, delivery_workers, revisions, suppressions
+from pipeline.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
 PARTNER_CHANNELS = ("webhook", "micropub", "websub")
-TIME_COLUMNS = ("created_at", "added_at", "suppressed_at", "updated_at")
-HEARTBEAT_COLUMNS = ("heartbeat_at", "last_heartbeat", "last_heartbeat_at", "seen_at", "updated_at")
-
-
-class Unavailable(Exception):
-    """A panel's table does not exist (yet)."""
-
-
-def _table(conn, name: str) -> Table:
-    """The table: ours from pipeline.store.schema (typed), another's by reflection."""
-    if not inspect(conn).has_table(name):
-        raise Unavailable(f"no {name} table in this database")
-    from pipeline.store import schema
-
-    known = schema.metadata.tables.get(name)
-    return known if known is not None else Table(name, MetaData(), autoload_with=conn)
-
-
-def _col(table: Table, *names: str):
-    for name in names:
-        if name in table.c:
-            return table.c[name]
-    return None
 
 
 def review_panel(conn) -> dict:
-    revisions = _table(conn, "revisions")
-    articles = _table(conn, "articles")
     waiting = (revisions.c.state == "submitted")
     total = conn.execute(select(func.count()).select_from(revisions).where(waiting)).scalar_one()
     rows = conn.execute(
@@ -60,7 +37,6 @@ def review_panel(conn) -> dict:
 
 
 def outbox_panel(conn) -> dict:
-    deliveries = _table(conn, "deliveries")
     rows = conn.execute(select(deliveries.c.channel, deliveries.c.state, func.count())
                         .group_by(deliveries.c.channel, deliveries.c.state)).all()
     by: dict[str, dict[str, int]] = {}
@@ -73,7 +49,6 @@ def outbox_panel(conn) -> dict:
 
 
 def partners_panel(conn) -> list[dict]:
-    deliveries = _table(conn, "deliveries")
     failing = deliveries.c.state.in_(("retry", "failed", "dead"))
     rows = conn.execute(
         select(deliveries.c.target, deliveries.c.channel, deliveries.c.state, func.count(),
@@ -95,64 +70,38 @@ def partners_panel(conn) -> list[dict]:
 
 
 def suppressions_panel(conn, tz: str) -> dict:
-    table = _table(conn, "suppressions")
-    when = _col(table, *TIME_COLUMNS)
-    if when is None:
-        raise Unavailable("the suppressions table has no time column")
     local_midnight = dt.datetime.combine(utcnow().astimezone(ZoneInfo(tz)).date(), dt.time(), ZoneInfo(tz))
     since = local_midnight.astimezone(dt.timezone.utc)
-    from pipeline.store.schema import UTCDateTime
-
-    if conn.dialect.name == "sqlite" and not isinstance(when.type, UTCDateTime):
-        since = since.replace(tzinfo=None)  # a reflected column: stored naive UTC there
-    today = when >= since
-    total = conn.execute(select(func.count()).select_from(table).where(today)).scalar_one()
-    reason = _col(table, "reason", "source", "kind")
-    by_reason = {}
-    if reason is not None:
-        by_reason = {r or "": n for r, n in conn.execute(
-            select(reason, func.count()).where(today).group_by(reason)).all()}
+    today = suppressions.c.created_at >= since
+    total = conn.execute(select(func.count()).select_from(suppressions).where(today)).scalar_one()
+    by_reason = {r or "": n for r, n in conn.execute(
+        select(suppressions.c.reason, func.count()).where(today).group_by(suppressions.c.reason)).all()}
     return {"today": total, "by_reason": by_reason, "since": since}
 
 
 def workers_panel(conn, stale_after: float) -> list[dict]:
     """Delivery workers (host, pid, heartbeat, state, claimed rows), live ones first.
 
-    Reads `delivery_workers` (pipeline.delivery) when present; the claimed count is
-    the outbox rows each worker holds a lease on right now. Workers that stopped more
-    than an hour ago are left out.
+    The claimed count is the outbox rows each worker holds a lease on right now.
+    Workers that stopped more than an hour ago are left out.
     """
     now = utcnow()
-    deliveries = _table(conn, "deliveries")
     claimed = {w: n for w, n in conn.execute(
         select(deliveries.c.claimed_by, func.count()).where(deliveries.c.state == "sending")
         .group_by(deliveries.c.claimed_by)).all()}
     out = []
-    name = next((n for n in ("delivery_workers", "workers") if inspect(conn).has_table(n)), None)
-    if name is not None:
-        table = _table(conn, name)
-        beat = _col(table, *HEARTBEAT_COLUMNS)
-        ident = _col(table, "worker", "worker_id", "name", "id")
-        q = select(table)
-        if beat is not None:
-            q = q.order_by(beat.desc())
-        for r in conn.execute(q.limit(100)).mappings():
-            row = dict(r)
-            seen = row.get(beat.name) if beat is not None else None
-            if isinstance(seen, str):
-                seen = dt.datetime.fromisoformat(seen)
-            if isinstance(seen, dt.datetime) and seen.tzinfo is None:
-                seen = seen.replace(tzinfo=dt.timezone.utc)
-            age = (now - seen).total_seconds() if isinstance(seen, dt.datetime) else None
-            state = row.get("state") or row.get("status") or ""
-            if state == "stopped" and (age is None or age > 3600):
-                continue
-            worker = row.get(ident.name) if ident is not None else None
-            if state == "running" and age is not None and age > stale_after:
-                state = "stale"
-            out.append({"worker": worker, "host": row.get("host", ""), "pid": row.get("pid"), "heartbeat_at": seen,
-                        "age": age, "state": state, "claimed": claimed.pop(worker, 0),
-                        "sent": row.get("sent"), "failed": row.get("failed")})
+    rows = conn.execute(select(delivery_workers).order_by(delivery_workers.c.heartbeat_at.desc()).limit(100)).mappings()
+    for row in rows:
+        seen = as_utc(row["heartbeat_at"])
+        age = (now - seen).total_seconds()
+        state = row["state"]
+        if state == "stopped" and age > 3600:
+            continue
+        if state == "running" and age > stale_after:
+            state = "stale"
+        out.append({"worker": row["worker"], "host": row["host"], "pid": row["pid"], "heartbeat_at": seen,
+                    "age": age, "state": state, "claimed": claimed.pop(row["worker"], 0),
+                    "sent": row["sent"], "failed": row["failed"]})
     # Leases held by processes that never registered (or whose row is gone).
     for worker, n in claimed.items():
         host, _, pid = (worker or "?").rpartition(":")
@@ -202,8 +151,6 @@ def snapshot(app) -> dict:
                     panels[name] = fn(conn, *args[1:])
             else:
                 panels[name] = fn(*args)
-        except Unavailable as exc:
-            panels[name] = {"unavailable": str(exc)}
         except Exception as exc:  # one broken panel must not hide the others
             log.debug("status panel %s failed", name, exc_info=True)
             panels[name] = {"unavailable": f"{type(exc).__name__}: {exc}".splitlines()[0]}

@@ -85,6 +85,59 @@ def get_engine(url: str, *, migrate: bool = True) -> Engine:
     return engine
 
 
+class DatabaseNotReady(SyndicateError):
+    """The configured database is missing, empty or behind this version's schema."""
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return None if not path or path == ":memory:" else Path(path)
+
+
+def open_existing(url: str) -> Engine:
+    """The engine for a database that already holds Syndicate's current schema.
+
+    For commands that only read (`status`, `review`, `... list`): they never create a
+    file, a table or a migration, so a mistyped `database.url` or a maintenance
+    database is reported instead of being turned into an empty, healthy-looking one.
+    """
+    url = normalise_url(url)
+    shown = url.split("@")[-1] if "@" in url else url
+    fix = ("`syndicate init` creates and migrates the database; `syndicate db upgrade` migrates an "
+           "existing one. Check database.url if this is not the database you meant.")
+    path = _sqlite_path(url)
+    if path is not None and not path.is_file():
+        raise DatabaseNotReady(f"no database at {path}", hint=fix)
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _engines[url] = make_engine(url)
+    if url in _migrated:
+        return engine
+    try:
+        revision = current_revision(engine)
+    except Exception as exc:  # the driver's own error types differ per backend
+        raise DatabaseNotReady(f"cannot open the database at {shown}: {exc}",
+                               hint="Check database.url and that the server is reachable.") from exc
+    head = head_revision()
+    if revision is None:
+        raise DatabaseNotReady(f"the database at {shown} holds no Syndicate schema", hint=fix)
+    if revision != head:
+        raise DatabaseNotReady(f"the database at {shown} is at schema revision {revision}; this version needs {head}",
+                               hint="Run `syndicate db upgrade` (back up the database first).")
+    _migrated.add(url)
+    return engine
+
+
+def head_revision() -> str | None:
+    """The newest migration this version ships."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests, and after fork)."""
     with _engines_lock:
@@ -133,4 +186,5 @@ def is_postgres(conn_or_engine) -> bool:
     return conn_or_engine.dialect.name == "postgresql"
 
 
-__all__ = ["schema", "metadata", "make_engine", "get_engine", "upgrade", "dispose_engines", "is_postgres"]
+__all__ = ["schema", "metadata", "make_engine", "get_engine", "open_existing", "upgrade", "dispose_engines",
+           "is_postgres", "DatabaseNotReady"]
