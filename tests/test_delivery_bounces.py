@@ -104,14 +104,13 @@ def test_dry_run_changes_nothing(sqlite_app, tmp_path):
 
 
 def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
-    schema = pytest.importorskip("pipeline.store.schema")
-    if not hasattr(schema, "subscriber_events") or not hasattr(schema, "subscribers"):
-        pytest.skip("no subscribers tables in this build")
+    """A hard bounce suppresses the subscriber itself (state and consent log), through
+    the suppression list's one owner, and records the bounce in its history."""
+    from pipeline.store import schema
     from pipeline.subscribers import service as subs
     app = sqlite_app
     with app.engine.begin() as conn:
-        subs.add(conn, app.settings, "hard@example.org", confirmed=True) if "confirmed" in \
-            subs.add.__code__.co_varnames else subs.add(conn, app.settings, "hard@example.org")
+        subs.add(conn, app.settings, "hard@example.org", confirmed=True)
         sub = subs.get(conn, "hard@example.org")
     [rid] = enqueue_test(app.engine, ["hard@example.org"])
     eml = tmp_path / "one.eml"
@@ -120,4 +119,5 @@ def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
     with app.engine.connect() as conn:
         kinds = [r[0] for r in conn.execute(select(schema.subscriber_events.c.kind)
                                             .where(schema.subscriber_events.c.subscriber_id == sub["id"]))]
-    assert "bounce_hard" in kinds
+        assert subs.get(conn, "hard@example.org")["state"] == "suppressed"
+    assert "bounce_hard" in kinds and "suppressed" in kinds

@@ -194,21 +194,11 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
         if not file.exists():
             raise SyndicateError(f"{file}: no such file", hint="Give the path of a CSV file with an 'email' column.")
         stream, name = file.open(encoding="utf-8-sig", newline=""), str(file)
-    engine = ctx.app.engine
+    from pipeline.store import transaction
+
     try:
-        conn = engine.connect()
-        trans = conn.begin()
-        try:
+        with transaction(ctx.app.engine, dry_run=dry_run) as conn:
             report = subs.import_csv(conn, ctx.settings, stream, confirmed=confirmed, source=source, file_name=name)
-            if dry_run:
-                trans.rollback()
-            else:
-                trans.commit()
-        except BaseException:
-            trans.rollback()
-            raise
-        finally:
-            conn.close()
     except UnicodeDecodeError as exc:
         raise SyndicateError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})",
                              hint="Save the file as UTF-8 CSV.") from None

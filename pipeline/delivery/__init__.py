@@ -1,24 +1,35 @@
 """Draining the outbox: claim due rows, hand each channel's rows to its handler, record.
 
 A channel handler (email, webhook, micropub, websub) is an object with
-`send(rows) -> list[Outcome]`; handlers are registered by short name with
-`register_channel(name, factory)` where `factory(settings, engine)` builds one.
-The email channel looks up a *message builder* per delivery kind
-(`register_email_kind("digest", builder)`), so composing stays in pipeline.digests.editions
-and pipeline.subscribers.service while sending stays here.
+`send(rows) -> list[Outcome]`, built by `factory(settings, engine)`. The email channel
+looks up a *message builder* per delivery kind, so composing stays in
+pipeline.digests.editions and pipeline.subscribers.service while sending stays here.
+
+Both are found by short name through entry points declared in pyproject.toml
+(`syndicate.channels`, `syndicate.email_kinds`), as APScheduler finds its job stores:
+nothing registers itself as a side effect of being imported, and this package imports
+no stage above it. What delivery needs from the subscriber side (the suppression
+list, bounce bookkeeping, mailto: unsubscribes) is the `Recipients` hook below, found
+the same way (`syndicate.hooks`: `recipients`). Tests and site plugins may add their
+own with `register_channel` / `register_email_kind`, or name modules that do in
+`SYNDICATE_DELIVERY_PLUGINS=module.a,module.b` (for subprocesses).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import importlib
 import logging
 import os
-from typing import Callable, Iterable, Protocol
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterable, Protocol
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from pipeline.delivery import outbox
+from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,52 +57,97 @@ class ChannelHandler(Protocol):
     def close(self) -> None: ...
 
 
+class Recipients(Protocol):
+    """The hook delivery calls for what the subscriber side owns (implemented by
+    pipeline.subscribers.suppression, the suppression list's one owner)."""
+
+    def suppressed_among(self, conn: Connection, emails: list[str]) -> dict[str, str]: ...
+
+    def suppress(self, conn: Connection, settings: Any, email: str, *, reason: str, source: str,
+                 detail: str = "") -> bool: ...
+
+    def subscriber_id_for(self, conn: Connection, email: str) -> int | None: ...
+
+    def log_subscriber_event(self, conn: Connection, subscriber_id: int | None, kind: str, *, source: str,
+                             detail: dict) -> bool: ...
+
+    def verify_unsubscribe_token(self, settings: Any, token: str) -> int: ...
+
+    def unsubscribe(self, conn: Connection, settings: Any, subscriber_id: int, *, source: str) -> bool: ...
+
+
 _channels: dict[str, Callable] = {}
 _email_kinds: dict[str, Callable] = {}
 
+CHANNELS_GROUP = "syndicate.channels"
+EMAIL_KINDS_GROUP = "syndicate.email_kinds"
+HOOKS_GROUP = "syndicate.hooks"
+EMAIL_BACKENDS_GROUP = "syndicate.email_backends"
+_REINSTALL = "The package metadata is missing or stale: reinstall it (`pip install -e .`, or `make .venv/.installed`)."
+
 
 def register_channel(name: str, factory: Callable) -> None:
+    """Add a channel that is not declared as an entry point (tests, plugins)."""
     _channels[name] = factory
-
-
-def channel_factory(name: str) -> Callable:
-    _load_builtin_channels()
-    try:
-        return _channels[name]
-    except KeyError:
-        from pipeline.errors import ConfigError
-        raise ConfigError(f"no handler for delivery channel {name!r}",
-                          hint=f"Known channels: {', '.join(sorted(_channels))}.") from None
 
 
 def register_email_kind(kind: str, builder: Callable) -> None:
     """builder(conn, settings, row) -> pipeline.delivery.email.channel.OutgoingEmail | None.
-    None means: do not send (the recipient left or was suppressed since composing)."""
+    None means: do not send (the recipient left or was suppressed since composing).
+    For kinds not declared as entry points (tests, plugins)."""
     _email_kinds[kind] = builder
 
 
-def email_builder(kind: str) -> Callable:
-    builder = _email_kinds.get(kind)
-    if builder is None:
-        _load_builtin_channels()
-        builder = _email_kinds[kind]
-    return builder
+def _declared(group: str, name: str) -> Any | None:
+    for ep in entry_points(group=group, name=name):
+        return ep.load()
+    return None
 
 
-def _load_builtin_channels() -> None:
-    # Importing a module registers what it provides; kept lazy so that importing
-    # pipeline.delivery stays cheap and cycle-free.
-    from pipeline.delivery.email import channel  # noqa: F401
-    for module in ("pipeline.subscribers.service", "pipeline.digests.editions", "pipeline.partners"):
-        try:
-            __import__(module)
-        except ImportError as exc:
-            if exc.name != module:
-                raise
-    # Extra modules that register channels or email kinds (tests, benchmarks, site
-    # plugins): SYNDICATE_DELIVERY_PLUGINS=module.a,module.b
+def _load_plugins() -> None:
+    # SYNDICATE_DELIVERY_PLUGINS=module.a,module.b: modules that call register_* (tests'
+    # subprocesses, benchmarks); explicit, never implied by importing delivery.
     for module in filter(None, (m.strip() for m in os.environ.get("SYNDICATE_DELIVERY_PLUGINS", "").split(","))):
-        __import__(module)
+        importlib.import_module(module)
+
+
+class NotRegistered(ConfigError, KeyError):
+    """No channel or email kind by that name (a KeyError too, for callers that skip a row)."""
+
+
+def _find(group: str, registry: dict[str, Callable], name: str, what: str) -> Callable:
+    found = registry.get(name) or _declared(group, name)
+    if found is None:
+        _load_plugins()
+        found = registry.get(name)
+    if found is None:
+        known = sorted({ep.name for ep in entry_points(group=group)} | set(registry))
+        raise NotRegistered(f"no {what} {name!r}",
+                          hint=f"Known: {', '.join(known) or 'none'}. " + ("" if known else _REINSTALL))
+    registry.setdefault(name, found)
+    return found
+
+
+def channel_factory(name: str) -> Callable:
+    return _find(CHANNELS_GROUP, _channels, name, "handler for delivery channel")
+
+
+def email_builder(kind: str) -> Callable:
+    return _find(EMAIL_KINDS_GROUP, _email_kinds, kind, "message builder for email kind")
+
+
+def email_backend(name: str) -> Callable:
+    """The sender class for `email.backend` (smtp; maildir is built in)."""
+    return _find(EMAIL_BACKENDS_GROUP, {}, name, "email backend")
+
+
+@functools.cache
+def recipients() -> Recipients:
+    """The subscriber side's hook (see `Recipients`)."""
+    hook = _declared(HOOKS_GROUP, "recipients")
+    if hook is None:
+        raise ConfigError("no `recipients` hook is installed", hint=_REINSTALL)
+    return hook
 
 
 def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str, int]:

@@ -64,6 +64,8 @@ from pipeline.digests import render
 from pipeline.config import Settings
 from pipeline.content.editorial import ApprovedArticle, approved_articles
 from pipeline.errors import ConfigError, NotFound, SyndicateError
+from pipeline.files import write_atomic
+from pipeline.store import transaction
 from pipeline.store.schema import deliveries, digest_editions, digest_parts, revisions, subscribers, suppressions
 from pipeline.timeutil import utcnow
 
@@ -488,8 +490,7 @@ def _stream(engine: Engine, due, batch_size: int, dry_run: bool):
     cols = [subscribers.c.id, subscribers.c.email, subscribers.c.topics, subscribers.c.confirmed_at,
             subscribers.c.last_digest_at]
     while True:
-        ctx = engine.connect() if dry_run else engine.begin()
-        with ctx as conn:
+        with transaction(engine, dry_run=dry_run) as conn:
             batch = conn.execute(select(*cols).where(due, subscribers.c.id > last_id)
                                  .order_by(subscribers.c.id).limit(batch_size)).all()
             if not batch:
@@ -757,14 +758,6 @@ def build_digest_email(conn: Connection, settings: Settings, row: dict):
     return OutgoingEmail(envelope_from=parseaddr(site.from_address)[1], recipients=[sub["email"]], data=data)
 
 
-def _register() -> None:
-    from pipeline.delivery import register_email_kind
-
-    register_email_kind("digest", build_digest_email)
-    register_email_kind("instant", build_digest_email)
-
-
-_register()
 
 
 # --- previews -----------------------------------------------------------------------------
@@ -926,7 +919,4 @@ def write_archive(engine: Engine, settings: Settings) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text)  # a unique temp name: concurrent chunks never collide

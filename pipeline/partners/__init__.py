@@ -10,17 +10,14 @@
 - `ops`       list, status, test, retry, replay, resume (the CLI is a thin adapter)
 
 Partners of kind "websub" are hubs: pipeline.site.websub pings them after a feed build;
-this package only lists them.
+this package only lists them. The "webhook" and "micropub" channels are declared as
+entry points (`syndicate.channels` in pyproject.toml).
 """
 
 from __future__ import annotations
 
-from pipeline.delivery import register_channel
 from pipeline.partners.events import partners_stage, queue_partner_events
 from pipeline.partners.micropub import MicropubChannel
 from pipeline.partners.webhook import WebhookChannel
-
-register_channel("webhook", WebhookChannel)
-register_channel("micropub", MicropubChannel)
 
 __all__ = ["partners_stage", "queue_partner_events", "WebhookChannel", "MicropubChannel"]

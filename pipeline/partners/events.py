@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline.delivery import outbox
 from pipeline.content.editorial import ApprovedArticle, approved_articles, retracted_articles
+from pipeline.store import transaction
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import rfc3339, utcnow
 from pipeline.partners.config import Partner, partners
@@ -183,30 +184,21 @@ def queue_partner_events(app, *, dry_run: bool = False) -> dict[str, int]:
     targets = [p for p in partners(settings) if p.pushes_articles and p.enabled]
     if not targets:
         return counts
-    with app.engine.connect() as conn:
-        trans = conn.begin()
-        try:
-            approved = approved_articles(conn, settings)
-            approved.sort(key=lambda a: (a.approved_at, a.article_id))  # oldest first: partners get them in order
-            retracted = retracted_articles(conn, settings)
-            for partner in targets:
-                counts["partners"] += 1
-                rows = plan_events(conn, settings, partner, approved, retracted)
-                new = 0
-                for r in rows:
-                    if dry_run or outbox.enqueue(conn, **r):
-                        new += 1
-                        counts[r["kind"]] += 1
-                counts["queued"] += new
-                if new:
-                    log.info("partner %s: %d event(s) queued", partner.name, new)
-            if dry_run:
-                trans.rollback()
-            else:
-                trans.commit()
-        except BaseException:
-            trans.rollback()
-            raise
+    with transaction(app.engine, dry_run=dry_run) as conn:
+        approved = approved_articles(conn, settings)
+        approved.sort(key=lambda a: (a.approved_at, a.article_id))  # oldest first: partners get them in order
+        retracted = retracted_articles(conn, settings)
+        for partner in targets:
+            counts["partners"] += 1
+            rows = plan_events(conn, settings, partner, approved, retracted)
+            new = 0
+            for r in rows:
+                if dry_run or outbox.enqueue(conn, **r):
+                    new += 1
+                    counts[r["kind"]] += 1
+            counts["queued"] += new
+            if new:
+                log.info("partner %s: %d event(s) queued", partner.name, new)
     return counts
 
 

@@ -40,6 +40,7 @@ from pipeline.site import feeds
 
 from pipeline.site import pages
 from pipeline.content.ingest import SANITIZER_VERSION
+from pipeline.files import write_atomic
 from pipeline.store.schema import articles, authors, build_outputs, feed_entries, revisions
 from pipeline.timeutil import as_utc, utcnow
 
@@ -396,17 +397,8 @@ def _stored(conn: Connection) -> dict[str, tuple]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename: a reader sees
-    the old bytes or the new ones, never half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        fh = open(tmp, "wb")
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(tmp, "wb")
-    with fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    """A reader sees the old bytes or the new ones, never half a file (pipeline.files)."""
+    write_atomic(path, data)
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
@@ -585,7 +577,7 @@ def _processes(settings, jobs: int) -> int:
     """Worker processes for this build: feeds.build_processes, 0 = one per CPU; only
     for big builds, and only with fork from a single-threaded process (a scheduler's
     threads may hold locks a forked child would inherit): else 1."""
-    wanted = int(getattr(settings.feeds, "build_processes", 1) or 0) or (os.cpu_count() or 1)
+    wanted = settings.feeds.build_processes or (os.cpu_count() or 1)
     if wanted <= 1 or jobs < PARALLEL_MIN_JOBS or threading.active_count() > 1:
         return 1
     import multiprocessing

@@ -8,7 +8,6 @@ strftime's locale-dependent names, so pages are the same bytes in any locale.
 from __future__ import annotations
 
 import hashlib
-import re
 
 import jinja2
 from markupsafe import Markup
@@ -94,16 +93,14 @@ def topic_list(settings, metas) -> list[tuple[str, str, int]]:
     return out
 
 
-def subscribe_form(settings, metas=()) -> dict | None:
+def subscribe_form(settings, metas=()) -> dict:
     """The subscribe form's context (pipeline.subscribers.service.form_context), with the topics
-    taken from the articles already loaded; None when subscriptions are not installed."""
-    try:
-        from pipeline.subscribers import service as subscribers
-    except ImportError:
-        return None
+    taken from the articles already loaded."""
+    from pipeline.subscribers import service as subscribers
+
     form = dict(subscribers.form_context(settings, None))
     if not settings.subscribers.topics:
-        pattern = getattr(subscribers, "_TOPIC_RE", re.compile(r"^[a-z0-9][a-z0-9-]*$"))
+        pattern = subscribers._TOPIC_RE
         categories = sorted({m.category for m in metas if m.category})
         tags = sorted({t for m in metas for t in m.tags})
         form["topics"] = [t for t in dict.fromkeys([*categories, *tags]) if pattern.match(t.lower())]

@@ -2,7 +2,7 @@
 
 The build queues one outbox row per changed subscription feed per hub
 (`queue_pings`), in the transaction that records the new feed, after the file is in
-place (WS-3). The "websub" channel handler, registered here, sends each row as
+place (WS-3). The "websub" channel handler (an entry point in pyproject.toml) sends each row as
 
     POST {hub}    Content-Type: application/x-www-form-urlencoded
     hub.mode=publish&hub.url={topic}
@@ -18,16 +18,14 @@ url is a hub).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
-import re
 from typing import Iterable
 
 import requests
 from sqlalchemy.engine import Connection
 
-from pipeline.delivery import Outcome, outbox, register_channel
+from pipeline.delivery import Outcome, outbox
 from pipeline.durations import parse_duration
 from pipeline.timeutil import utcnow
 
@@ -91,8 +89,5 @@ class WebSubChannel:
 
     def close(self) -> None:
         self.session.close()
-
-
-register_channel(CHANNEL, WebSubChannel)
 
 __all__ = ["queue_pings", "ping_key", "WebSubChannel", "parse_duration"]

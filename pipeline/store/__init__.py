@@ -7,12 +7,14 @@ machine is not enough. The same code runs on both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from pipeline.errors import ConfigError, SyndicateError
 from pipeline.store import schema
@@ -178,6 +180,38 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+_DISCARD = "syndicate.discard"
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine, *, dry_run: bool = False) -> Iterator[Connection]:
+    """One transaction: committed when the block ends, rolled back when it raises, and
+    rolled back anyway for a dry run (the block runs every query it would run, and
+    the database is left as it was). `discard(conn)` inside the block asks for the
+    rollback when the decision comes late (strict mode found a bad file)."""
+    with engine.connect() as conn:
+        trans = conn.begin()
+        conn.info[_DISCARD] = dry_run
+        try:
+            yield conn
+        except BaseException:
+            if trans.is_active:
+                trans.rollback()
+            raise
+        finally:
+            discard_it = conn.info.pop(_DISCARD, False)
+        if trans.is_active:
+            if discard_it:
+                trans.rollback()
+            else:
+                trans.commit()
+
+
+def discard(conn: Connection) -> None:
+    """Roll back, instead of committing, the `transaction()` block `conn` belongs to."""
+    conn.info[_DISCARD] = True
+
+
 def has_table(engine: Engine, name: str) -> bool:
     return inspect(engine).has_table(name)
 
@@ -187,4 +221,4 @@ def is_postgres(conn_or_engine) -> bool:
 
 
 __all__ = ["schema", "metadata", "make_engine", "get_engine", "open_existing", "upgrade", "dispose_engines",
-           "is_postgres", "DatabaseNotReady"]
+           "is_postgres", "DatabaseNotReady", "transaction", "discard"]

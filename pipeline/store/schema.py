@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -28,6 +29,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
+
+from pipeline.states import CHECKED_COLUMNS, check_sql, constraint_name
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -483,3 +486,10 @@ build_outputs = Table(
     Column("immutable", Boolean, nullable=False, default=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+
+# Closed states (pipeline.states) as CHECK constraints: a misspelt state cannot reach
+# a row. Migration 0002 adds the same constraints to existing databases.
+for _table, _column, _states in CHECKED_COLUMNS:
+    metadata.tables[_table].append_constraint(
+        CheckConstraint(check_sql(_column, _states), name=constraint_name(_table, _column)))

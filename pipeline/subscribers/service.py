@@ -51,12 +51,13 @@ from pipeline import tokens
 from pipeline import templating
 from pipeline.config import Settings, require
 from pipeline.errors import NotFound, SyndicateError, TokenError
+from pipeline.states import SubscriberState
 from pipeline.store.schema import confirm_tokens, subscribe_attempts, subscriber_events, subscribers
 from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-STATES = ("unconfirmed", "confirmed", "unsubscribed", "suppressed")
+STATES = tuple(SubscriberState)  # closed: pipeline.states, a CHECK in the schema
 FREQUENCIES = ("instant", "daily", "weekly")
 MAX_TOPICS = 30
 MAX_NAME = 200
@@ -306,9 +307,9 @@ def counts_by_state(conn: Connection) -> dict[str, int]:
 
 
 def is_suppressed_address(conn: Connection, email: str) -> str | None:
-    """The suppression list's reason for `email` (pipeline.delivery owns that table)."""
-    from pipeline.delivery.email.channel import is_suppressed
-    return is_suppressed(conn, email)
+    """The suppression list's reason for `email` (pipeline.subscribers.suppression owns that table)."""
+    from pipeline.subscribers.suppression import reason_for
+    return reason_for(conn, email)
 
 
 def _blocking_suppression(conn: Connection, email: str) -> str | None:
@@ -571,9 +572,8 @@ def confirm(conn: Connection, settings: Settings, token: str, *, client: Client 
         _event(conn, settings, sub["id"], "confirmed", client=client, token_hash=token_h, now=now,
                wording=_signup_wording(conn, sub["id"]), detail={"state_before": sub["state"], "suppressed": True})
         return get_by_id(conn, sub["id"])
-    if is_suppressed_address(conn, sub["email"]) == "unsubscribed":
-        from pipeline.subscribers.suppression import unsuppress
-        unsuppress(conn, None, sub["email"], source="confirmed opt-in")
+    from pipeline.subscribers.suppression import drop_withdrawal
+    drop_withdrawal(conn, sub["email"])  # a confirmed opt-in ends an earlier withdrawal
     conn.execute(update(subscribers).where(subscribers.c.id == sub["id"]).values(
         state="confirmed", confirmed_at=now, unsubscribed_at=None, updated_at=now))
     # Older links for the same sign-up are spent too.
@@ -988,16 +988,6 @@ def build_notice_email(conn: Connection, settings: Settings, row: dict):
                "unsubscribe_url": unsubscribe_url(settings, sub["id"])}
     return _message(settings, row, sub["email"], f"You are already subscribed to {settings.site.title}",
                     "subscribed_notice", context)
-
-
-def _register() -> None:
-    from pipeline.delivery import register_email_kind
-
-    register_email_kind("confirm", build_confirm_email)
-    register_email_kind("subscribed_notice", build_notice_email)
-
-
-_register()
 
 
 __all__ = ["STATES", "FREQUENCIES", "InvalidInput", "RateLimited", "LinkExpired", "LinkUsed", "Client",

@@ -1,8 +1,14 @@
-"""The suppression list (`suppressions`): addresses that get no mail at all.
+"""The suppression list (`suppressions`): addresses that get no mail at all. Its one owner.
 
 Written by hard bounces (SMTP 5.1.x at send time, or a DSN), repeated soft bounces,
-complaints and the operator; read at send time (BULK-4). When pipeline.subscribers.service
-is present the subscriber's own state and consent log are kept in step.
+complaints, mailto: unsubscribes and the operator; read at send time (BULK-4). Every
+change to the list keeps the subscriber's own state and consent log in step, in the
+same transaction: there is no "list only" path to forget.
+
+pipeline.delivery needs this module but must not import the subscriber side (that
+would be a cycle: subscribers queue their confirmation mail through delivery). So
+delivery declares what it needs (`pipeline.delivery.Recipients`) and finds this module
+through the `syndicate.hooks` entry point `recipients` in pyproject.toml.
 """
 
 from __future__ import annotations
@@ -13,24 +19,24 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from pipeline.config import Settings
+from pipeline.states import SuppressionReason
+from pipeline.store.schema import subscriber_events, subscribers, suppressions
+from pipeline.subscribers import service
 from pipeline.timeutil import utcnow
-from pipeline.store.schema import suppressions
 
 log = logging.getLogger(__name__)
 
-REASONS = ("unsubscribed", "hard_bounce", "soft_bounces", "complaint", "manual")
+REASONS = tuple(SuppressionReason)
 
 
-def _subscribers_module():
-    try:
-        from pipeline.subscribers import service as subscribers
-    except ImportError:
-        return None
-    return subscribers
+def reason_for(conn: Connection, email: str) -> str | None:
+    """Why `email` must not get mail now, or None."""
+    return conn.execute(select(suppressions.c.reason).where(suppressions.c.email == email.strip().lower())).scalar()
 
 
 def suppressed_among(conn: Connection, emails: list[str]) -> dict[str, str]:
-    """{lower-case email: reason} for those of `emails` on the list (one query)."""
+    """{lower-case email: reason} for those of `emails` on the list (one query per 500)."""
     wanted = sorted({e.lower() for e in emails})
     out: dict[str, str] = {}
     for i in range(0, len(wanted), 500):
@@ -40,34 +46,37 @@ def suppressed_among(conn: Connection, emails: list[str]) -> dict[str, str]:
     return out
 
 
-def suppress(conn: Connection, settings, email: str, *, reason: str, source: str, detail: str = "") -> bool:
-    """Add `email` to the list (True when it was not on it yet)."""
+def suppress(conn: Connection, settings: Settings, email: str, *, reason: str, source: str, detail: str = "") -> bool:
+    """Add `email` to the list and suppress its subscriber (True when it was not on the
+    list yet). A failure on the subscriber side fails the whole change."""
     email = email.strip().lower()
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(suppressions)
-    added = conn.execute(ins.values(email=email, reason=reason, source=source[:200], created_at=utcnow(),
-                                    detail=detail[:4000]).on_conflict_do_nothing(index_elements=["email"])
+    added = conn.execute(ins.values(email=email, reason=SuppressionReason(reason), source=source[:200],
+                                    created_at=utcnow(), detail=detail[:4000])
+                         .on_conflict_do_nothing(index_elements=["email"])
                          .returning(suppressions.c.id)).first() is not None
-    subs = _subscribers_module()
-    if subs is not None and settings is not None:
-        try:
-            subs.mark_suppressed(conn, settings, email, reason=reason, source=source)
-        except Exception:  # the subscriber side is best effort; the list is what counts
-            log.debug("could not mark subscriber %s suppressed", email, exc_info=True)
+    service.mark_suppressed(conn, settings, email, reason=reason, source=source)
     if added:
         log.info("suppressed %s (%s, %s)", email, reason, source)
     return added
 
 
-def unsuppress(conn: Connection, settings, email: str, *, source: str = "operator") -> bool:
+def unsuppress(conn: Connection, settings: Settings, email: str, *, source: str = "operator") -> bool:
+    """Take `email` off the list and lift its subscriber's suppression (True when it was on it)."""
     email = email.strip().lower()
     removed = conn.execute(delete(suppressions).where(suppressions.c.email == email)).rowcount == 1
-    subs = _subscribers_module()
-    if removed and subs is not None and settings is not None:
-        try:
-            subs.lift_suppression(conn, settings, email, source=source)
-        except Exception:  # best effort, as above
-            log.debug("could not lift subscriber suppression for %s", email, exc_info=True)
+    if removed:
+        service.lift_suppression(conn, settings, email, source=source)
     return removed
+
+
+def drop_withdrawal(conn: Connection, email: str) -> bool:
+    """A confirmed opt-in ends an earlier withdrawal: remove an `unsubscribed` entry
+    (never a bounce or complaint). The caller, the subscriber's own confirmation, has
+    already set the subscriber's state, so nothing is called back."""
+    return conn.execute(delete(suppressions).where(
+        suppressions.c.email == email.strip().lower(),
+        suppressions.c.reason == SuppressionReason.UNSUBSCRIBED)).rowcount == 1
 
 
 def list_suppressions(conn: Connection, *, limit: int = 1000) -> list[dict]:
@@ -77,25 +86,26 @@ def list_suppressions(conn: Connection, *, limit: int = 1000) -> list[dict]:
 
 
 def subscriber_id_for(conn: Connection, email: str) -> int | None:
-    try:
-        from pipeline.store.schema import subscribers
-    except ImportError:
-        return None
-    row = conn.execute(select(subscribers.c.id).where(subscribers.c.email == email.lower())).first()
-    return row[0] if row else None
+    return conn.execute(select(subscribers.c.id).where(subscribers.c.email == email.strip().lower())).scalar()
 
 
 def log_subscriber_event(conn: Connection, subscriber_id: int | None, kind: str, *, source: str,
                          detail: dict) -> bool:
-    """Append to the subscriber's history (`subscriber_events`) when that table exists;
-    otherwise the decision is only logged."""
+    """Append to the subscriber's history; an address with no subscriber (a bounce for
+    someone since erased) is only logged."""
     log.info("subscriber %s: %s (%s) %s", subscriber_id, kind, source, detail)
     if subscriber_id is None:
-        return False
-    try:
-        from pipeline.store.schema import subscriber_events
-    except ImportError:
         return False
     conn.execute(insert(subscriber_events).values(subscriber_id=subscriber_id, kind=kind, at=utcnow(),
                                                   source=source[:300], detail=detail))
     return True
+
+
+def verify_unsubscribe_token(settings: Settings, token: str) -> int:
+    """The subscriber id a mailto: unsubscribe token names (TokenError when forged)."""
+    return service.verify_list_token(settings, "unsubscribe", token)
+
+
+def unsubscribe(conn: Connection, settings: Settings, subscriber_id: int, *, source: str) -> bool:
+    """Withdraw consent, as the one-click link does (idempotent)."""
+    return service.unsubscribe(conn, settings, subscriber_id, client=service.Client(source=source))

@@ -365,21 +365,10 @@ class Web:
         return self.page(request, "unsubscribed.html", {"subscriber": sub})
 
     async def healthz(self, request: Request) -> Response:
-        metrics = _optional("pipeline.ops.metrics")
-        if metrics is not None and hasattr(metrics, "health"):
-            body = await run_in_threadpool(metrics.health, self.app)
-            ok = bool(body.get("ok"))
-        else:
-            def check():
-                from sqlalchemy import text
-                try:
-                    with self.app.engine.connect() as conn:
-                        conn.execute(text("SELECT 1"))
-                    return {"ok": True, "database": {"ok": True, "backend": self.app.engine.dialect.name}}
-                except Exception as exc:
-                    return {"ok": False, "database": {"ok": False, "error": type(exc).__name__}}
-            body = await run_in_threadpool(check)
-            ok = body["ok"]
+        from pipeline.ops import metrics
+
+        body = await run_in_threadpool(metrics.health, self.app)
+        ok = bool(body.get("ok"))
         return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
     async def metrics(self, request: Request) -> Response:
@@ -389,15 +378,6 @@ class Web:
 
 
 # --- request helpers ----------------------------------------------------------------
-
-def _optional(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name != module:
-            raise
-        return None
-
 
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -501,14 +481,9 @@ class _PublicOrHome:
 
 
 def _public_app(settings):
-    serving = _optional("pipeline.site.serving")
-    if serving is not None and hasattr(serving, "make_public_app"):
-        return serving.make_public_app(settings)
-    from starlette.staticfiles import StaticFiles
+    from pipeline.site import serving
 
-    public = settings.path("paths.public")
-    public.mkdir(parents=True, exist_ok=True)
-    return StaticFiles(directory=str(public), html=True)
+    return serving.make_public_app(settings)
 
 
 def create_app(app: App) -> Starlette:

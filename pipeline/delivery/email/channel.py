@@ -34,12 +34,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import select
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 from pipeline.timeutil import utcnow
-from pipeline.delivery import Outcome, email_builder, register_channel
+from pipeline.delivery import Outcome, email_backend, email_builder, recipients
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +106,13 @@ def make_sender(settings: Settings):
     backend = settings.email.backend
     if backend == "maildir":
         return MaildirSender(settings.path("email.maildir"))
-    if backend == "smtp":
-        from pipeline.delivery.email import smtp  # noqa: F401  (registers itself)
     try:
-        cls = _senders[backend]
+        # the smtp sender is an entry point (syndicate.email_backends), not an import here
+        cls = _senders.get(backend) or email_backend(backend)
     except KeyError:
         raise ConfigError(f"unknown email backend {backend!r}",
                           hint=f"Set [email] backend to one of: {', '.join(sorted(_senders))}.") from None
     return cls.from_settings(settings) if hasattr(cls, "from_settings") else cls(settings)
-
-
-def is_suppressed(conn, email: str) -> str | None:
-    """Why `email` must not get mail now (suppression list), or None. Checked at send time."""
-    try:
-        from pipeline.store.schema import suppressions
-    except ImportError:
-        return None
-    row = conn.execute(select(suppressions.c.reason).where(suppressions.c.email == email.lower())).first()
-    return row[0] if row else None
 
 
 _BARE_LF = re.compile(rb"\r?\n")
@@ -268,13 +256,11 @@ class EmailChannel:
     # --- building --------------------------------------------------------------------
 
     def _prepare(self, rows: list[dict], outcomes: dict[int, Outcome]) -> list[_Job]:
-        from pipeline.subscribers.suppression import suppressed_among
-
         jobs: list[_Job] = []
         if not rows:
             return jobs
         with self.engine.connect() as conn:
-            suppressed = suppressed_among(conn, [r["target"] for r in rows if r["kind"] != "confirm"])
+            suppressed = recipients().suppressed_among(conn, [r["target"] for r in rows if r["kind"] != "confirm"])
             for row in rows:
                 rid = row["id"]
                 reason = suppressed.get(row["target"].lower()) if row["kind"] != "confirm" else None
@@ -464,13 +450,12 @@ class EmailChannel:
                                   failures_in_a_row=run_of_failures, pause_after=d.max_consecutive_failures)
 
     def _suppress_bounced(self, bounced: dict[str, tuple[str, int | None]]) -> None:
-        from pipeline.subscribers.suppression import log_subscriber_event, subscriber_id_for, suppress
-
+        hook = recipients()
         with self.engine.begin() as conn:
             for address, (text, rid) in bounced.items():
-                suppress(conn, self.settings, address, reason="hard_bounce", source="smtp", detail=text)
-                log_subscriber_event(conn, subscriber_id_for(conn, address), "bounce_hard",
-                                     source="smtp", detail={"answer": text[:500], "delivery_id": rid})
+                hook.suppress(conn, self.settings, address, reason="hard_bounce", source="smtp", detail=text)
+                hook.log_subscriber_event(conn, hook.subscriber_id_for(conn, address), "bounce_hard",
+                                          source="smtp", detail={"answer": text[:500], "delivery_id": rid})
 
     def close(self) -> None:
         for lane in self.lanes:
@@ -487,5 +472,3 @@ class EmailChannel:
                 if journal is not None:
                     journal.close()
 
-
-register_channel("email", EmailChannel)

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 
 from pipeline.durations import parse_duration, retry_delay  # noqa: F401  (the one duration type)

@@ -24,7 +24,7 @@ import ssl
 
 from pipeline.config import Settings
 from pipeline.delivery.email.classify import classify
-from pipeline.delivery.email.channel import OutgoingEmail, SendFailure, register_sender
+from pipeline.delivery.email.channel import OutgoingEmail, SendFailure
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,5 @@ class SMTPSender:
         self.smtp.send(b".\r\n")
         self.smtp.getreply()
 
-
-register_sender("smtp", SMTPSender)
 
 __all__ = ["SMTPSender", "SendResult"]

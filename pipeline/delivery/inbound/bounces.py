@@ -46,7 +46,7 @@ from pipeline.errors import NotFound
 from pipeline.store.schema import bounce_events, deliveries
 from pipeline.timeutil import utcnow
 from pipeline.delivery.email import verp
-from pipeline.subscribers.suppression import log_subscriber_event, subscriber_id_for, suppress
+from pipeline.delivery import recipients
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d
         if d.delivery_id is None or not d.email:
             log.info("bounce ignored: %s", d.detail)
             return
-        subscriber_id = subscriber_id_for(conn, d.email)
+        subscriber_id = recipients().subscriber_id_for(conn, d.email)
         if d.kind == "soft" and d.decision == "counted":
             since = now - dt.timedelta(days=d_set.soft_bounce_days)
             count = conn.execute(select(func.count()).select_from(bounce_events).where(
@@ -264,15 +264,15 @@ def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d
                 bounce_events.c.delivery_id.is_not(None), bounce_events.c.created_at >= since)).scalar_one()
             if d_set.soft_bounce_limit > 0 and count >= d_set.soft_bounce_limit:
                 d.decision = "suppressed"
-                suppress(conn, settings, d.email, reason="soft_bounces", source=source,
+                recipients().suppress(conn, settings, d.email, reason="soft_bounces", source=source,
                          detail=f"{count} soft bounces within {d_set.soft_bounce_days} days; last: {d.detail}")
             d.detail += f" (soft bounce {count} of {d_set.soft_bounce_limit} within {d_set.soft_bounce_days} days)"
         elif d.kind == "hard":
-            suppress(conn, settings, d.email, reason="hard_bounce", source=source, detail=d.detail)
+            recipients().suppress(conn, settings, d.email, reason="hard_bounce", source=source, detail=d.detail)
             conn.execute(update(deliveries).where(deliveries.c.id == d.delivery_id)
                          .values(last_error=f"bounced after delivery: {d.detail}"[:4000]))
         conn.execute(update(bounce_events).where(bounce_events.c.source_key == _source_key(raw, key_recipient or d.email))
                      .values(decision=d.decision, subscriber_id=subscriber_id, detail=d.detail[:4000]))
-        log_subscriber_event(conn, subscriber_id, f"bounce_{d.kind}", source=source,
+        recipients().log_subscriber_event(conn, subscriber_id, f"bounce_{d.kind}", source=source,
                              detail={"decision": d.decision, "status": d.status, "action": d.action,
                                      "delivery_id": d.delivery_id, "detail": d.detail[:500]})

@@ -16,6 +16,7 @@ import email.policy
 import logging
 import re
 
+from pipeline.delivery import recipients
 from pipeline.delivery.inbound.bounces import iter_messages, process_mailbox
 from pipeline.errors import TokenError
 
@@ -35,7 +36,7 @@ def unsubscribe_token(raw: bytes) -> str | None:
 
 
 def process_unsubscribe_requests(app, path, *, dry_run: bool = False) -> dict:
-    from pipeline.subscribers import service as subscribers
+    hook = recipients()
     counts = {"unsubscribe_requests": 0, "unsubscribed": 0, "unsubscribe_invalid": 0}
     for name, raw in iter_messages(path):
         token = unsubscribe_token(raw)
@@ -43,7 +44,7 @@ def process_unsubscribe_requests(app, path, *, dry_run: bool = False) -> dict:
             continue
         counts["unsubscribe_requests"] += 1
         try:
-            subscriber_id = subscribers.verify_list_token(app.settings, "unsubscribe", token)
+            subscriber_id = hook.verify_unsubscribe_token(app.settings, token)
         except TokenError:
             counts["unsubscribe_invalid"] += 1
             log.warning("ignored an unsubscribe request with an invalid token (%s)", name)
@@ -51,8 +52,7 @@ def process_unsubscribe_requests(app, path, *, dry_run: bool = False) -> dict:
         if dry_run:
             continue
         with app.engine.begin() as conn:
-            if subscribers.unsubscribe(conn, app.settings, subscriber_id,
-                                       client=subscribers.Client(source="mailto")):
+            if hook.unsubscribe(conn, app.settings, subscriber_id, source="mailto"):
                 counts["unsubscribed"] += 1
     return counts
 

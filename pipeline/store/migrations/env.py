@@ -12,12 +12,20 @@ if engine is None:  # plain `alembic` command line: URL from the config
     engine = make_engine(config.get_main_option("sqlalchemy.url"))
 
 with engine.connect() as connection:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode copies a table and drops the old one; with foreign keys on, that
+        # drop would cascade into the children (subscriber_events, confirm_tokens).
+        # The pragma only works outside a transaction, so it goes to the driver first.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
     if connection.dialect.name == "postgresql":
         # Two processes starting at once must not both create the tables.
         connection.execute(text("SELECT pg_advisory_xact_lock(7400100)"))
     context.configure(connection=connection, target_metadata=metadata,
-                      render_as_batch=connection.dialect.name == "sqlite",
+                      render_as_batch=sqlite,
                       compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
     connection.commit()
+    if sqlite:
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")

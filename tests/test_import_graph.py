@@ -1,0 +1,137 @@
+"""Arrows run one way (issue 17 item 1, DESIGN.md "Layout").
+
+Read from the source with `ast`, every `import` counts, including those inside
+functions (a lazy import is still a dependency; it only hides the cycle until run
+time):
+
+- nothing in a stage package (content, site, subscribers, digests, delivery, partners)
+  imports web, ops, commands or cli;
+- the stage packages depend on each other only along the data flow, content ->
+  site | digests | partners -> delivery, with subscribers between content and the
+  stages that mail people; delivery imports no stage (it finds channels, email kinds
+  and the suppression hook through entry points), so there is no cycle between them;
+- the core modules (config, errors, store, ...) import no stage and nothing above;
+- no import cycle between modules at import time (module-level imports).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "pipeline"
+
+STAGES = {"content", "site", "subscribers", "digests", "delivery", "partners"}
+UPPER = {"web", "ops", "commands", "cli"}
+# stage -> the stages it may import (the data flow); anything else is an upward arrow
+ALLOWED = {
+    "content": set(),
+    "subscribers": {"content", "delivery"},
+    "site": {"content", "subscribers", "delivery"},
+    "digests": {"content", "subscribers", "delivery"},
+    "partners": {"content", "delivery"},
+    "delivery": set(),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in PIPELINE.rglob("*.py") if "migrations" not in p.parts}
+
+
+def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, bool]]:
+    """(imported pipeline module, at module level?) for every import in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top = {id(node) for node in tree.body}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.append((target, id(node) in top))
+    return found
+
+
+def area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "pipeline"
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, list[tuple[str, bool]]]:
+    mods = modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_no_stage_imports_web_ops_commands_or_cli(graph):
+    upward = [f"{m} -> {t}" for m, deps in graph.items() for t, _ in deps
+              if area(m) in STAGES and area(t) in UPPER]
+    assert upward == []
+
+
+def test_stage_packages_import_only_along_the_data_flow(graph):
+    against = sorted({f"{area(m)} -> {area(t)} ({m} imports {t})" for m, deps in graph.items() for t, _ in deps
+                      if area(m) in STAGES and area(t) in STAGES and area(t) != area(m)
+                      and area(t) not in ALLOWED[area(m)]})
+    assert against == []
+
+
+def test_allowed_stage_arrows_have_no_cycle():
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in ALLOWED[start])
+
+    assert [s for s in ALLOWED if reaches(s, s, set())] == []
+
+
+def test_core_modules_import_no_stage_and_nothing_above(graph):
+    core = {area(m) for m in graph} - STAGES - UPPER - {"app", "pipeline"}
+    wrong = [f"{m} -> {t}" for m, deps in graph.items() for t, _ in deps
+             if area(m) in core and area(t) in STAGES | UPPER]
+    assert wrong == []
+
+
+def test_no_import_cycle_at_import_time(graph):
+    eager = {m: {t for t, top in deps if top} for m, deps in graph.items()}
+    cycles = []
+
+    def visit(node: str, path: list[str], done: set[str]) -> None:
+        for nxt in sorted(eager.get(node, ())):
+            if nxt in path:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in done:
+                visit(nxt, path + [nxt], done)
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(eager):
+        if start not in done:
+            visit(start, [start], done)
+    assert cycles == []
+
+
+def test_the_checker_sees_a_lazy_upward_import(tmp_path):
+    """The graph must count imports inside functions, or the rules above prove nothing."""
+    path = tmp_path / "x.py"
+    path.write_text("def f():\n    from pipeline.web import app\n")
+    assert imports("pipeline.delivery.x", path, {"pipeline.web", "pipeline.web.app"}) == [("pipeline.web.app", False)]
