@@ -501,9 +501,7 @@ def create_app(app: App) -> Starlette:
         Route("/unsubscribe/{token}", web.unsubscribe, methods=["POST"]),
         Route("/healthz", web.healthz, methods=["GET", "HEAD"]),
     ]
-    metrics = _optional("pipeline.ops.metrics")
-    if metrics is not None and hasattr(metrics, "render_metrics"):
-        routes.append(Route("/metrics", web.metrics, methods=["GET"]))
+    routes.append(Route("/metrics", web.metrics, methods=["GET"]))
     routes.append(Mount("/", app=_PublicOrHome(web, _public_app(app.settings))))
 
     async def syndicate_error(request: Request, exc: SyndicateError) -> Response:
