@@ -86,6 +86,30 @@ def _float(value):
     return float(value)
 
 
+def _timezone(value):
+    """An IANA name, checked now rather than at the first digest."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected an IANA timezone name such as 'Europe/Berlin'")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA timezone (e.g. 'Europe/Berlin')") from None
+    return value
+
+
+def _date_or_empty(value):
+    """An ISO 8601 date or datetime, kept as written; empty means none."""
+    from pipeline.timeutil import parse_datetime
+
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date such as '2026-11-01'")
+    if value.strip():
+        parse_datetime(value)
+    return value
+
+
 def _positive_float(value):
     result = _float(value)
     if not result > 0:
@@ -107,7 +131,7 @@ SETTINGS: list[Setting] = [
     S("site", "description", "Articles from our community of authors.", str, "One-line site description (RSS channel description)."),
     S("site", "base_url", "http://127.0.0.1:8000", str, "Absolute URL the public site is served from; every link in feeds and emails starts with it."),
     S("site", "language", "en", str, "RFC 5646 language tag of the content."),
-    S("site", "timezone", "UTC", str, "IANA timezone used for digest schedules and dates shown to people."),
+    S("site", "timezone", "UTC", _timezone, "IANA timezone used for digest schedules and dates shown to people."),
     S("site", "postal_address", "", str, "Physical postal address printed in every email footer (CAN-SPAM); digests refuse to render without it."),
     S("site", "from_address", "", str, "From address of digests, e.g. 'Journal <digest@news.example.com>'."),
     S("site", "transactional_from", "", str, "From address of confirmation and other transactional mail (must differ from from_address, BULK-6)."),
@@ -245,7 +269,7 @@ PARTNER_FIELDS = {
     "retry_schedule": (duration_list, "This partner's retry waits, e.g. ['1m', '1h'] (default: partner_push.retry_schedule)."),
     "max_consecutive_failures": (_count, "Circuit breaker threshold for this partner (default: partner_push.max_consecutive_failures)."),
     "noindex": (_bool, "Ask this partner to mark copies noindex (default: partner_push.require_partner_noindex)."),
-    "since": (str, "Only articles first approved at or after this date (ISO 8601; empty: the whole back catalogue)."),
+    "since": (_date_or_empty, "Only articles first approved at or after this date (ISO 8601; empty: the whole back catalogue)."),
     "discover": (_bool, "micropub: url is the partner's site; find the endpoint from its rel=\"micropub\" link (MP-1)."),
 }
 

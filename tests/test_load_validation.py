@@ -57,8 +57,11 @@ def test_retry_delay_walks_the_schedule_then_stops():
      "partners[0].retry_schedule"),
     ("[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nread_timeout=-1\n",
      "partners[0].read_timeout"),
+    ("[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nsince='last week'\n",
+     "partners[0].since"),
+    ("[site]\ntimezone = 'Mars/Olympus'\n", "site.timezone"),
 ])
-def test_bad_duration_fails_at_load_naming_the_key_h14(tmp_path, text, needle):
+def test_bad_value_fails_at_load_naming_the_key_h14(tmp_path, text, needle):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
     assert needle in info.value.message and info.value.hint
