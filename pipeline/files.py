@@ -16,8 +16,9 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str, *, encoding: str = "utf-8") -> None:
-    """Replace `path` with `data` (str is encoded), creating its folder if needed."""
+def write_atomic(path: str | os.PathLike, data: bytes | str, *, encoding: str = "utf-8", mode: int = 0o644) -> None:
+    """Replace `path` with `data` (str is encoded), creating its folder if needed.
+    `mode` is set before the rename: a secret (0o600) is never readable by others."""
     path = Path(path)
     payload = data.encode(encoding) if isinstance(data, str) else data
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,7 +28,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, encoding: str = 
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; published files are world-readable
+        os.chmod(tmp, mode)  # mkstemp makes 0600; published files are world-readable
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

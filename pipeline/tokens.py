@@ -17,6 +17,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLS
 
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, TokenError
+from pipeline.files import write_atomic
 
 log = logging.getLogger(__name__)
 SECRET_FILE = "secret_key"
@@ -32,9 +33,7 @@ def create_local_secret(settings: Settings) -> bool:
     path = local_secret_path(settings)
     if path.exists():
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    write_atomic(path, secrets.token_urlsafe(48) + "\n", mode=0o600)  # never readable by others, not even briefly
     return True
 
 

@@ -146,3 +146,15 @@ def test_suppression_keeps_the_subscriber_in_step_and_confirming_lifts_only_a_wi
         assert subs.get(conn, "ada@example.com")["state"] == "unsubscribed"
         assert suppression.drop_withdrawal(conn, "ada@example.com")
         assert suppression.reason_for(conn, "ada@example.com") is None
+
+
+def test_the_local_secret_is_written_private(tmp_path):
+    from pipeline.config import load_settings
+    from pipeline import tokens
+
+    (tmp_path / "syndicate.toml").write_text("")
+    settings = load_settings(tmp_path / "syndicate.toml", env={})
+    assert tokens.create_local_secret(settings)
+    path = tokens.local_secret_path(settings)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(path.read_text().strip()) >= 48
+    assert not tokens.create_local_secret(settings)  # idempotent: the first secret stays

@@ -160,6 +160,8 @@ def config_docs(readme: str | None):
         return
     from pathlib import Path
 
+    from pipeline.files import write_atomic
+
     path = Path(readme)
     doc = path.read_text(encoding="utf-8")
     for name, text in blocks.items():
@@ -170,7 +172,7 @@ def config_docs(readme: str | None):
         head, rest = doc.split(start, 1)
         _, tail = rest.split(end, 1)
         doc = head + start + "\n" + text + "\n" + end + tail
-    path.write_text(doc, encoding="utf-8")
+    write_atomic(path, doc)
     console.print(f"updated the settings and command references in {readme}")
 
 

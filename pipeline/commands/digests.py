@@ -110,10 +110,11 @@ def preview(ctx, frequency: str | None, email: str | None, out: Path | None):
     if out is None:
         name = (email or frequency or "digest").replace("@", "_at_").replace("/", "_")
         out = ctx.settings.path("paths.var") / "previews" / f"{name}.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(result.html, encoding="utf-8")
+    from pipeline.files import write_atomic
+
+    write_atomic(out, result.html)
     text_path = out.with_name(out.name + ".txt") if out.suffix != ".txt" else out.with_suffix(".text")
-    text_path.write_text(result.text, encoding="utf-8")
+    write_atomic(text_path, result.text)
     console.print(f"subject: {escape(result.subject)}")
     console.print(f"for {escape(result.recipient)} ({result.source}, {result.articles} articles)")
     console.print(f"html: {out}\ntext: {text_path}")
