@@ -441,8 +441,8 @@ def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] 
 
 
 def settings_markdown() -> str:
-    """The settings reference for the README, generated from SETTINGS (a test keeps
-    the README in step)."""
+    """The settings reference in docs/configuration.md, generated from SETTINGS (a test
+    keeps the page in step)."""
     lines = ["| setting | environment variable | default | what it does |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = "(secret: environment only)" if s.secret else f"`{s.default!r}`"
