@@ -48,13 +48,20 @@ def test_unit_is_hardened_and_shares_the_environment_file(unit):
     service = read_unit(unit)["Service"]
     assert service["User"] == "syndicate" and service["Group"] == "syndicate"
     assert service["EnvironmentFile"] == "/etc/syndicate/env"
-    for key, value in {"NoNewPrivileges": "true", "ProtectSystem": "strict", "PrivateTmp": "true",
-                       "ProtectHome": "true", "CapabilityBoundingSet": "", "Restart": "always"}.items():
+    for key, value in {
+        "NoNewPrivileges": "true",
+        "ProtectSystem": "strict",
+        "PrivateTmp": "true",
+        "ProtectHome": "true",
+        "CapabilityBoundingSet": "",
+        "Restart": "always",
+    }.items():
         assert service.get(key) == value, f"{unit.name}: {key}={service.get(key)!r}, expected {value!r}"
     writable = service["ReadWritePaths"].split()
     assert "/srv/syndicate/var" in writable
-    assert ("/srv/syndicate/public" in writable) == (unit.name == "syndicate-scheduler.service"), \
+    assert ("/srv/syndicate/public" in writable) == (unit.name == "syndicate-scheduler.service"), (
         "only the scheduler (the build stage) writes public/"
+    )
 
 
 @pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
@@ -83,8 +90,10 @@ def test_proxies_overwrite_x_forwarded_for():
     assert "header_up X-Forwarded-For {remote_host}" in caddy
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None and not os.environ.get("CI"),
-                    reason="systemd-analyze is not installed (it is in CI: .ci/run installs systemd)")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None and not os.environ.get("CI"),
+    reason="systemd-analyze is not installed (it is in CI: .ci/run installs systemd)",
+)
 def test_units_pass_systemd_analyze_verify(tmp_path):
     """Unknown keys and bad values are only warnings to systemd (exit status 0), so any
     output at all fails. The installed paths are pointed at this checkout's."""
@@ -102,10 +111,18 @@ def test_units_pass_systemd_analyze_verify(tmp_path):
         if name != unit.name:
             (tmp_path / unit.name).write_text(text, encoding="utf-8")
         names.append(str(tmp_path / name))
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *names], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"})
-    output = "\n".join(line for line in (result.stdout + result.stderr).splitlines()
-                       if line.strip() and "Failed to connect" not in line)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SYSTEMD_LOG_LEVEL": "notice"},
+    )
+    output = "\n".join(
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and "Failed to connect" not in line
+    )
     assert result.returncode == 0 and not output, output
 
 
@@ -141,9 +158,13 @@ COMPOSE_SCHEMA = {
                     "depends_on": {
                         "type": "object",
                         "additionalProperties": {
-                            "type": "object", "required": ["condition"],
-                            "properties": {"condition": {"enum": ["service_started", "service_healthy",
-                                                                   "service_completed_successfully"]}},
+                            "type": "object",
+                            "required": ["condition"],
+                            "properties": {
+                                "condition": {
+                                    "enum": ["service_started", "service_healthy", "service_completed_successfully"]
+                                }
+                            },
                         },
                     },
                     "restart": {"enum": ["no", "always", "on-failure", "unless-stopped"]},
@@ -181,11 +202,14 @@ def test_compose_file_has_the_structure_we_rely_on():
 
 
 def test_dockerfile_is_multi_stage_slim_and_not_root():
-    lines = [line.strip() for line in (DEPLOY / "Dockerfile").read_text(encoding="utf-8").splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line.strip()
+        for line in (DEPLOY / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     stages = [line for line in lines if line.startswith("FROM ")]
     assert len(stages) >= 2 and all("-slim" in s for s in stages)
-    final = lines[lines.index(stages[-1]):]
+    final = lines[lines.index(stages[-1]) :]
     users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     entry = next(line for line in final if line.startswith("ENTRYPOINT "))
@@ -202,8 +226,11 @@ def test_dev_lock_pins_every_declared_dependency():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = project["dependencies"] + project["optional-dependencies"]["dev"]
     lock = (ROOT / "requirements" / "dev.lock").read_text(encoding="utf-8")
-    pinned = {re.split(r"[=<>; ]", line, maxsplit=1)[0].lower() for line in lock.splitlines()
-              if line and not line.startswith((" ", "#"))}
+    pinned = {
+        re.split(r"[=<>; ]", line, maxsplit=1)[0].lower()
+        for line in lock.splitlines()
+        if line and not line.startswith((" ", "#"))
+    }
 
     def normal(requirement: str) -> str:
         return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")

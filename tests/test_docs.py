@@ -196,8 +196,11 @@ def test_toml_examples_parse_and_name_declared_settings():
                 continue
             for section, values in doc.items():
                 if isinstance(values, dict):
-                    problems += [f"{name}: [{section}] {key} is not a setting" for key in values
-                                 if (section, key) not in declared]
+                    problems += [
+                        f"{name}: [{section}] {key} is not a setting"
+                        for key in values
+                        if (section, key) not in declared
+                    ]
     assert not problems, "\n".join(problems)
 
 
@@ -210,8 +213,9 @@ def test_setting_names_in_the_docs_are_declared():
     declared |= {f"{table.name}.{column.name}" for table in metadata.tables.values() for column in table.columns}
     sections = {s.section for s in SETTINGS}
     text = README + "\n".join(PAGES.values())
-    stale = sorted({m for m in re.findall(r"`([a-z_]+\.[a-z_]+)`", text)
-                    if m.split(".")[0] in sections and m not in declared})
+    stale = sorted(
+        {m for m in re.findall(r"`([a-z_]+\.[a-z_]+)`", text) if m.split(".")[0] in sections and m not in declared}
+    )
     assert not stale, f"docs name settings that do not exist: {', '.join(stale)}"
 
 
@@ -229,12 +233,20 @@ def test_dkim_key_and_dns_record_as_documented_verify(tmp_path):
 
     from pipeline.delivery.email.dkim import DkimSigner
 
-    out = subprocess.run(["bash", "-euo", "pipefail", "-c", marked_block("delivery.md", "dkim-keygen")],
-                         cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", marked_block("delivery.md", "dkim-keygen")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     record = out.stdout.strip().splitlines()[-1]
     assert record.startswith("v=DKIM1; k=rsa; p=MII")
-    message = (b"From: Journal <digest@journal.example.com>\r\nTo: ana@example.com\r\nSubject: Hello\r\n"
-               b"Date: Mon, 23 Nov 2026 07:00:00 +0000\r\nMessage-ID: <1@journal.example.com>\r\n\r\nHi.\r\n")
+    message = (
+        b"From: Journal <digest@journal.example.com>\r\nTo: ana@example.com\r\nSubject: Hello\r\n"
+        b"Date: Mon, 23 Nov 2026 07:00:00 +0000\r\nMessage-ID: <1@journal.example.com>\r\n\r\nHi.\r\n"
+    )
     signed = DkimSigner("s1", "journal.example.com", (tmp_path / "dkim-s1.pem").read_bytes()).sign(message)
 
     def dns(name, timeout=5):
@@ -257,8 +269,12 @@ def test_sqlite_online_backup_as_documented(tmp_path):
     with engine.begin() as conn:  # a connection holding the WAL open while the backup runs
         conn.execute(text("CREATE TABLE IF NOT EXISTS backup_probe (x INTEGER)"))
         conn.execute(text("INSERT INTO backup_probe VALUES (42)"))
-    subprocess.run(["bash", "-euo", "pipefail", "-c", marked_block("backups.md", "sqlite-backup")],
-                   cwd=tmp_path, check=True, timeout=60)
+    subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", marked_block("backups.md", "sqlite-backup")],
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+    )
     copies = list((tmp_path / "backups").glob("syndicate-*.db"))
     assert len(copies) == 1
     copy = get_engine(f"sqlite:///{copies[0]}", migrate=False)
@@ -293,8 +309,13 @@ def test_every_page_is_in_the_nav():
 
 def test_mkdocs_build_strict(tmp_path):
     """A broken link or anchor, or a Markdown problem MkDocs warns about, fails."""
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={"PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1", "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "NO_MKDOCS_2_WARNING": "1", "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "site" / "standards.html").exists()
