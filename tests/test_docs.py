@@ -185,6 +185,8 @@ def test_command_examples_name_real_commands_and_options():
 
 
 def test_toml_examples_parse_and_name_declared_settings():
+    from pipeline.config import PARTNER_FIELDS, POLICY_RULE_FIELDS
+
     declared = {(s.section, s.key) for s in SETTINGS}
     problems = []
     for name, text in [("README.md", README), *PAGES.items()]:
@@ -194,6 +196,19 @@ def test_toml_examples_parse_and_name_declared_settings():
             except tomllib.TOMLDecodeError as exc:
                 problems.append(f"{name}: {exc}")
                 continue
+            tables = {
+                "partners": (doc.pop("partners", []), PARTNER_FIELDS),
+                "policy.rules": (doc.pop("policy", {}).get("rules", []), POLICY_RULE_FIELDS),
+                "jobs": (doc.pop("jobs", []), None),
+            }
+            for table, (rows, fields) in tables.items():
+                problems += [
+                    f"{name}: [[{table}]] {key} is not a field"
+                    for row in rows
+                    if fields
+                    for key in row
+                    if key not in fields
+                ]
             for section, values in doc.items():
                 if isinstance(values, dict):
                     problems += [
@@ -319,3 +334,15 @@ def test_mkdocs_build_strict(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert (tmp_path / "site" / "standards.html").exists()
+
+
+def test_schedule_examples_load_as_written():
+    """A `[[jobs]]` example in the docs is a valid schedule file (SCHED-1: the loader
+    checks triggers, stages and grace times)."""
+    from pipeline.ops.schedules import parse_schedule, resolve_stage
+
+    examples = [code for text in PAGES.values() for code in fenced_blocks(text, ("toml",)) if "[[jobs]]" in code]
+    assert examples
+    for code in examples:
+        for job in parse_schedule(code, "docs example"):
+            resolve_stage(job.stage)
