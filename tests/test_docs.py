@@ -346,3 +346,20 @@ def test_schedule_examples_load_as_written():
     for code in examples:
         for job in parse_schedule(code, "docs example"):
             resolve_stage(job.stage)
+
+
+def test_ci_lints_then_runs_the_readme_test_command():
+    """.ci/run: ruff check, ruff format --check and mypy before `make test`, the README's
+    second set-up command, exactly."""
+    steps = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    readme_test = fenced_blocks(README, ("sh",))[0].strip().splitlines()[1].split("#")[0].strip()
+    assert steps[-1] == readme_test == "make test"
+    order = [
+        next(i for i, s in enumerate(steps) if s.endswith(tool))
+        for tool in ("ruff check pipeline tests bench", "ruff format --check pipeline tests bench", "mypy")
+    ]
+    assert order == sorted(order) and order[-1] < len(steps) - 1
