@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from pathlib import Path
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError
