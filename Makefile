@@ -5,11 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean goldens migration
+LOCK := requirements/dev.lock
 
-$(STAMP): pyproject.toml
+.PHONY: run test lint fix docs bench clean goldens migration lock
+
+# The pinned versions in $(LOCK) first (`make lock` regenerates it), then the project
+# itself; a dependency added to pyproject.toml after the last `make lock` still installs.
+$(STAMP): pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r $(LOCK)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -29,6 +34,28 @@ test: $(STAMP)
 ## goldens: regenerate golden files after a deliberate output change (review the diff!)
 goldens: $(STAMP)
 	SYNDICATE_REGENERATE_GOLDENS=1 $(BIN)/python -m pytest -q tests -k golden
+
+## lint: ruff (lint + format check) and mypy, as .ci/run runs them; fixers: `make fix`
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline tests bench
+	$(BIN)/mypy
+
+## fix: apply ruff's safe fixes and the formatter over the tree (review the diff)
+fix: $(STAMP)
+	$(BIN)/ruff check --fix pipeline tests bench
+	$(BIN)/ruff format pipeline tests bench
+
+## docs: regenerate the settings and command references, then build the site into build/site
+docs: $(STAMP)
+	$(BIN)/syndicate config docs --write docs/configuration.md --write docs/commands.md
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
+## lock: re-resolve the dev environment into requirements/dev.lock (after changing pyproject.toml)
+lock:
+	test -x $(BIN)/uv || { $(PY) -m venv $(VENV) && $(BIN)/pip install --quiet 'uv>=0.13,<0.14'; }
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal \
+	  --output-file $(LOCK) --quiet
 
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

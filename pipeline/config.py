@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from pipeline.durations import duration_list
 from pipeline.errors import ConfigError
@@ -29,7 +30,7 @@ class Setting:
     section: str
     key: str
     default: Any
-    type: type | Callable
+    type: type | Callable[[Any], Any]
     help: str
     secret: bool = False
     choices: tuple[str, ...] | None = None
@@ -56,7 +57,7 @@ class Setting:
         return f"{ENV_PREFIX}{self.section.upper()}__{self.key.upper()}"
 
 
-def _list_of_str(value):
+def _list_of_str(value: Any) -> list[str]:
     if isinstance(value, str):  # from the environment: comma separated
         return [v.strip() for v in value.split(",") if v.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -64,7 +65,7 @@ def _list_of_str(value):
     return list(value)
 
 
-def _bool(value):
+def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
@@ -74,13 +75,13 @@ def _bool(value):
     raise ValueError("expected true or false")
 
 
-def _int(value):
+def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected a whole number")
     return int(value)
 
 
-def _float(value):
+def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number")
     return float(value)
@@ -233,7 +234,10 @@ SETTINGS: list[Setting] = [
     S("digests", "batch_size", 1000, _int, "Subscribers read, selected and queued per transaction while composing (memory stays flat in list size).", at_least=1),
 ]
 
-POLICY_RULE_FIELDS = {
+# field -> (converter, help)
+FieldTable = dict[str, tuple[Callable[[Any], Any], str]]
+
+POLICY_RULE_FIELDS: FieldTable = {
     "name": (str, "Short id of the rule, shown in `syndicate review`."),
     "phrases": (_list_of_str, "Words or phrases (case-insensitive, whole words) that flag a revision."),
     "action": (str, "'flag' (needs --override to approve) or 'warn' (shown, not blocking)."),
@@ -254,7 +258,7 @@ DEFAULT_POLICY_RULES = [
     },
 ]
 
-PARTNER_FIELDS = {
+PARTNER_FIELDS: FieldTable = {
     "name": (str, "Short unique name of the partner."),
     "kind": (str, "'webhook', 'micropub' or 'websub'."),
     "url": (str, "Endpoint URL (from admin config only)."),
@@ -296,7 +300,7 @@ class Section:
         self._name = name
         self._values = values
 
-    def __getattr__(self, key: str):
+    def __getattr__(self, key: str) -> Any:
         try:
             return self._values[key]
         except KeyError:
@@ -309,8 +313,8 @@ class Section:
 class Settings:
     """The effective configuration. Not state: nothing here changes while running."""
 
-    def __init__(self, values: dict[str, dict[str, Any]], root: Path, policy_rules: list[dict],
-                 partners: list[dict], source: Path | None, origins: dict[str, str]):
+    def __init__(self, values: dict[str, dict[str, Any]], root: Path, policy_rules: list[dict[str, Any]],
+                 partners: list[dict[str, Any]], source: Path | None, origins: dict[str, str]):
         self._values = values
         self.root = root
         self.policy_rules = policy_rules
@@ -320,6 +324,9 @@ class Settings:
         for name, vals in values.items():
             setattr(self, name, Section(name, vals))
 
+    if TYPE_CHECKING:  # the sections are set in __init__, one attribute per declared section
+        def __getattr__(self, name: str) -> Section: ...
+
     def path(self, section_key: str) -> Path:
         """A path setting resolved against the config folder, e.g. path('paths.public')."""
         section, key = section_key.split(".")
@@ -328,7 +335,7 @@ class Settings:
 
     @property
     def database_url(self) -> str:
-        url = self._values["database"]["url"]
+        url: str = self._values["database"]["url"]
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith("sqlite:////") and url != "sqlite:///:memory:":
             return prefix + str((self.root / url[len(prefix):]).resolve())
@@ -343,12 +350,12 @@ class Settings:
             out.setdefault(s.section, {})[s.key] = value
         return out
 
-    def partner_secret(self, partner: dict) -> str:
+    def partner_secret(self, partner: dict[str, Any]) -> str:
         env = partner.get("secret_env") or ""
         return os.environ.get(env, "") if env else ""
 
 
-def _coerce(setting: Setting, value: Any, where: str):
+def _coerce(setting: Setting, value: Any, where: str) -> Any:
     try:
         result = setting.type(value)
     except (TypeError, ValueError) as exc:
@@ -370,7 +377,7 @@ def _coerce(setting: Setting, value: Any, where: str):
     return result
 
 
-def _coerce_table(fields: dict, table: dict, where: str, required: tuple[str, ...]) -> dict:
+def _coerce_table(fields: FieldTable, table: Any, where: str, required: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: expected a table", hint="Write it as [[...]] with key = value lines.")
     out = {}
@@ -389,7 +396,7 @@ def _coerce_table(fields: dict, table: dict, where: str, required: tuple[str, ..
     return out
 
 
-def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None,
+def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
                   overrides: dict[str, Any] | None = None) -> Settings:
     """Defaults, then the TOML file (if it exists), then the environment, then overrides.
 
@@ -420,7 +427,7 @@ def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] 
     root = (source.parent if source is not None else Path.cwd()).resolve()
 
     policy_rules = [dict(r) for r in DEFAULT_POLICY_RULES]
-    partners: list[dict] = []
+    partners: list[dict[str, Any]] = []
     known_sections = set(sections())
     for section, table in data.items():
         where = f"{source}"
@@ -505,8 +512,8 @@ def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] 
 
 
 def settings_markdown() -> str:
-    """The settings reference for the README, generated from SETTINGS (a test keeps
-    the README in step)."""
+    """The settings reference in docs/configuration.md, generated from SETTINGS (a test
+    keeps the page in step)."""
     lines = ["| setting | environment variable | default | what it does |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = "(secret: environment only)" if s.secret else f"`{s.default!r}`"

@@ -29,7 +29,7 @@ class ConfigError(SyndicateError):
 class ContentError(SyndicateError):
     """An article or author file cannot be read; `path` and `field` name the culprit."""
 
-    def __init__(self, path, message: str, hint: str | None = None, field: str | None = None):
+    def __init__(self, path: object, message: str, hint: str | None = None, field: str | None = None):
         self.path = str(path)
         self.field = field
         where = f"{self.path}" + (f" [{field}]" if field else "")

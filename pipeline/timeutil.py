@@ -16,7 +16,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
-def parse_datetime(value) -> dt.datetime:
+def parse_datetime(value: object) -> dt.datetime:
     """A date, datetime or ISO string -> aware UTC datetime (naive means UTC)."""
     if isinstance(value, dt.datetime):
         result = value
@@ -45,4 +45,4 @@ def as_utc(value: dt.datetime | None) -> dt.datetime | None:
 
 def rfc3339(value: dt.datetime) -> str:
     """RFC 3339 with upper-case T and Z, second precision (ATOM-6, JF-3)."""
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parse_datetime(value).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import secrets
 from pathlib import Path
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
@@ -39,7 +40,7 @@ def create_local_secret(settings: Settings) -> bool:
 
 def secret_key(settings: Settings) -> str:
     global _warned
-    key = settings.security.secret_key
+    key: str = settings.security.secret_key
     if key:
         return key
     path = local_secret_path(settings)
@@ -53,22 +54,28 @@ def secret_key(settings: Settings) -> str:
                            "or run `syndicate init` for a local demo secret.")
 
 
-def _serializer(settings: Settings, purpose: str, timed: bool):
-    cls = URLSafeTimedSerializer if timed else URLSafeSerializer
-    return cls(secret_key(settings), salt=f"syndicate.{purpose}",
-               signer_kwargs={"digest_method": hashlib.sha256})
+def _serializer(settings: Settings, purpose: str) -> URLSafeSerializer:
+    return URLSafeSerializer(secret_key(settings), salt=f"syndicate.{purpose}",
+                             signer_kwargs={"digest_method": hashlib.sha256})
 
 
-def sign(settings: Settings, purpose: str, value, *, timed: bool = False) -> str:
-    return _serializer(settings, purpose, timed).dumps(value)
+def _timed_serializer(settings: Settings, purpose: str) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(secret_key(settings), salt=f"syndicate.{purpose}",
+                                  signer_kwargs={"digest_method": hashlib.sha256})
 
 
-def verify(settings: Settings, purpose: str, token: str, *, max_age: int | None = None):
+def sign(settings: Settings, purpose: str, value: Any, *, timed: bool = False) -> str:
+    serializer = _timed_serializer(settings, purpose) if timed else _serializer(settings, purpose)
+    token: str = serializer.dumps(value)
+    return token
+
+
+def verify(settings: Settings, purpose: str, token: str, *, max_age: int | None = None) -> Any:
     """The signed value, or TokenError (tampered, wrong purpose, or older than max_age)."""
     try:
         if max_age is not None:
-            return _serializer(settings, purpose, True).loads(token, max_age=max_age)
-        return _serializer(settings, purpose, False).loads(token)
+            return _timed_serializer(settings, purpose).loads(token, max_age=max_age)
+        return _serializer(settings, purpose).loads(token)
     except SignatureExpired:
         raise TokenError("this link has expired", hint="Ask for a new one.") from None
     except BadSignature:

@@ -139,41 +139,44 @@ def config_show(ctx, as_json: bool):
 
 
 @config.command("docs")
-@click.option("--write", "readme", type=click.Path(dir_okay=False), default=None,
-              help="Replace the generated blocks of this Markdown file instead of printing.")
-def config_docs(readme: str | None):
+@click.option("--write", "targets", type=click.Path(dir_okay=False), multiple=True,
+              help="Replace the generated blocks this Markdown file holds instead of printing (repeatable).")
+def config_docs(targets: tuple[str, ...]):
     """The settings and command references as Markdown, generated from the declarations.
 
     Settings come from the one declaration table in pipeline/config.py, commands from
-    the CLI itself; a test fails when the README's copies are out of date.
+    the CLI itself; a test fails when the copies in docs/ are out of date.
 
     \b
     Examples:
       syndicate config docs
-      syndicate config docs --write README.md
+      syndicate config docs --write docs/configuration.md --write docs/commands.md
     """
     from pipeline.config import settings_markdown
 
     blocks = {"settings": settings_markdown(), "commands": commands_markdown()}
-    if readme is None:
+    if not targets:
         click.echo(blocks["commands"] + "\n\n" + blocks["settings"])
         return
     from pathlib import Path
 
     from pipeline.files import write_atomic
 
-    path = Path(readme)
-    doc = path.read_text(encoding="utf-8")
-    for name, text in blocks.items():
-        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-        if start not in doc or end not in doc:
-            raise SyndicateError(f"{readme} has no {start} ... {end} block",
+    for target in targets:
+        path = Path(target)
+        doc = path.read_text(encoding="utf-8")
+        found = [name for name in blocks if f"<!-- {name}:start -->" in doc and f"<!-- {name}:end -->" in doc]
+        if not found:
+            raise SyndicateError(f"{target} has no generated block (<!-- settings:start --> ... <!-- settings:end -->"
+                                 " or the same for commands)",
                                  hint="Add the two marker lines where the reference belongs.")
-        head, rest = doc.split(start, 1)
-        _, tail = rest.split(end, 1)
-        doc = head + start + "\n" + text + "\n" + end + tail
-    write_atomic(path, doc)
-    console.print(f"updated the settings and command references in {readme}")
+        for name in found:
+            start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+            head, rest = doc.split(start, 1)
+            _, tail = rest.split(end, 1)
+            doc = head + start + "\n" + blocks[name] + "\n" + end + tail
+        write_atomic(path, doc)
+        console.print(f"updated the {' and '.join(found)} reference in {target}")
 
 
 def commands_markdown() -> str:
