@@ -10,7 +10,8 @@ the personal values go (the name, the unsubscribe and preferences links, To, Dat
 Message-ID, List-Unsubscribe). `personalise()` replaces the markers with values encoded
 for their place (HTML-escaped in the HTML part, quoted-printable in both parts, folded
 in headers). Markers never straddle a soft line break, because the text between
-markers is encoded piece by piece.
+markers is encoded piece by piece; the lines a value lengthened are re-wrapped after
+splicing, so every encoded line stays within 76 characters (RFC 2045 6.7).
 
 Every value that ends up in a header is checked for CR/LF first (MSG-5): a name or a
 subject that tries to add a header line is refused with `HeaderInjection`.
@@ -26,6 +27,7 @@ import html
 import logging
 import re
 import struct
+from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
@@ -252,8 +254,16 @@ def _qp_value(value: str) -> str:
 
 
 def fold(name: str, value: str) -> str:
-    """`Name: value` folded (RFC 2047 for non-ASCII), CRLF terminated."""
+    """`Name: value` folded (RFC 2047 for non-ASCII), CRLF terminated.
+
+    A non-ASCII Subject is encoded by `email.header.Header`, whose encoded words carry
+    the spaces inside them: the policy folder puts the space between two encoded words,
+    where RFC 2047 6.2 tells every reader to drop it ("Zuhörens«quoted»", issue 16
+    item 10)."""
     check_header_value(name, value)
+    if name.lower() == "subject" and not value.isascii():
+        encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=78)
+        return f"{name}: {encoded}\r\n"
     return email.policy.SMTP.fold(name, value)
 
 
@@ -357,10 +367,43 @@ def _now():
     return utcnow()
 
 
+QP_MAX_LINE = 76  # RFC 2045 6.7 (5): encoded lines are at most 76 characters
+
+
+def rewrap_qp(body: str) -> str:
+    """`body` (quoted-printable parts, CRLF) with every line over 76 characters split by
+    soft line breaks, never inside an `=XX` escape.
+
+    Splicing a personal value into an encoded line makes that line longer than the
+    encoder left it (a 100-character link in a 60-character line); this puts the
+    limit back (RFC 2045 6.7, issue 16 item 1). A soft break may follow a space: the
+    `=` after it keeps the space from being trailing white space."""
+    if not any(len(line) > QP_MAX_LINE for line in body.split("\r\n")):
+        return body
+    out = []
+    for line in body.split("\r\n"):
+        while len(line) > QP_MAX_LINE:
+            cut = QP_MAX_LINE - 1  # room for the "=" of the soft break
+            if line[cut - 1] == "=":
+                cut -= 1
+            elif line[cut - 2] == "=":
+                cut -= 2
+            out.append(line[:cut] + "=")
+            line = line[cut:]
+        out.append(line)
+    return "\r\n".join(out)
+
+
 def personalise(skeleton: str, p: Personal) -> bytes:
-    """The message bytes for one recipient: markers replaced, nothing else touched."""
+    """The message bytes for one recipient: markers replaced, the lines that got longer
+    re-wrapped (quoted-printable, RFC 2045 6.7), nothing else touched."""
     values = personal_values(p)
-    return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("ascii")
+    head, sep, body = skeleton.partition("\r\n\r\n")
+
+    def value(m):
+        return values[m.group(0)]
+
+    return (_MARKER_RE.sub(value, head) + sep + rewrap_qp(_MARKER_RE.sub(value, body))).encode("ascii")
 
 
 def preview_values(p: Personal) -> dict[str, str]:
