@@ -186,6 +186,9 @@ def test_pre1_preheader_is_first_and_hidden(digest_msgs):
         style = first.get("style").replace(" ", "")
         for token in ("display:none", "max-height:0", "overflow:hidden", "mso-hide:all"):
             assert token in style
+        # issue 16 item 2: tiny or background-coloured text fires HTML_FONT_LOW_CONTRAST
+        # and FONT_INVIS_MSGID in SpamAssassin (tests/test_digests_spamassassin.py)
+        assert "font-size" not in style and "color" not in style
         text = first.text_content()
         assert 0 < len(text) <= 100
         assert text == "Plain · Sleep Better"  # the titles, newest first
