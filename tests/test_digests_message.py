@@ -392,3 +392,26 @@ def test_size1_instant_alert_with_a_huge_body_falls_back_to_the_summary(sqlite_a
     html = msgs["Huge"].get_body(("html",)).get_content()
     assert len(html.encode()) < 100_000
     assert "Read the article" in html and "Unsubscribe" in html
+
+
+@pytest.mark.parametrize("base_url,post,warned", [("http://127.0.0.1:8000", False, False),
+                                                  ("http://news.example.com", False, True),
+                                                  ("https://news.example.com", True, False)])
+def test_list2_one_click_post_only_with_an_https_uri(make_app, sqlite_url, caplog, base_url, post, warned):
+    """Issue 16 item 4 (RFC 8058 3.1): List-Unsubscribe-Post only when the
+    List-Unsubscribe URI is https; an http base URL outside the demo (a loopback host)
+    is warned about when the email stage starts."""
+    import logging
+
+    app = make_app(sqlite_url)
+    app.settings.site.base_url = base_url
+    add_articles(app, [{"slug": "a", "approved_at": at(days=1)}])
+    add_subscriber(app, "r@example.com", confirmed_at=at(-1))
+    with caplog.at_level(logging.WARNING, logger="pipeline.digests.render"):
+        digests.compose(app.engine, app.settings, "daily", now=at(days=1, hours=6))
+    drain(app)
+    ((data, msg),) = maildir_messages(app)
+    assert str(msg["List-Unsubscribe"]).startswith(f"<{base_url}/unsubscribe/")
+    assert (msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click") is post
+    assert (b"List-Unsubscribe-Post" in data) is post
+    assert any("is not https" in r.getMessage() for r in caplog.records) is warned

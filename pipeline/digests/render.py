@@ -100,10 +100,29 @@ def site_for_email(settings: Settings) -> Site:
     if hit is not None and hit[0] is settings:
         return hit[1]
     site = _site_for_email(settings)
+    warning = base_url_warning(settings)
+    if warning:
+        log.warning("%s", warning)
     if len(_sites) > 32:
         _sites.clear()
     _sites[id(settings)] = (settings, site)
     return site
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def base_url_warning(settings: Settings) -> str | None:
+    """Why an http `site.base_url` hurts delivery, or None (https, or the demo on a
+    loopback host). Said once when the email stage first loads these settings."""
+    base_url = (settings.site.base_url or "").strip()
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or not host or host in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    return (f"site.base_url {base_url} is not https: digests go out without List-Unsubscribe-Post, so "
+            "Gmail and Yahoo offer no one-click unsubscribe (RFC 8058), and links are sent in clear; "
+            "set [site] base_url to an https:// URL")
 
 
 def _site_for_email(settings: Settings) -> Site:
@@ -315,7 +334,8 @@ def render_variant(settings: Settings, site: Site, *, template: str, subject_tem
         f"Message-ID: {MARKERS['message_id']}\r\n",
         fold("List-Id", site.list_id_header),
         f"List-Unsubscribe: {MARKERS['list_unsubscribe']}\r\n",
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        # RFC 8058 3.1: one-click only with an https URI in List-Unsubscribe (issue 16 item 4)
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if site.https else "",
         "MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
     ])
