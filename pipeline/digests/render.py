@@ -26,7 +26,6 @@ import hashlib
 import html
 import logging
 import re
-import struct
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
@@ -34,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import templating
+from pipeline.digests import images
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, SyndicateError
 
@@ -182,61 +182,44 @@ def inline_css(document: str) -> str:
 
 # --- images -----------------------------------------------------------------------------
 
-def _intrinsic_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of a PNG, GIF, JPEG or SVG file, or None."""
-    try:
-        data = path.read_bytes()[:256 * 1024]
-    except OSError:
-        return None
-    try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
-            return struct.unpack(">II", data[16:24])
-        if data[:6] in (b"GIF87a", b"GIF89a"):
-            return struct.unpack("<HH", data[6:10])
-        if data[:2] == b"\xff\xd8":
-            i = 2
-            while i + 9 < len(data):
-                if data[i] != 0xFF:
-                    i += 1
-                    continue
-                marker = data[i + 1]
-                length = struct.unpack(">H", data[i + 2:i + 4])[0]
-                if marker in (0xC0, 0xC1, 0xC2):
-                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                    return w, h
-                i += 2 + length
-            return None
-        text = data.decode("utf-8", "replace")
-        m = re.search(r"<svg\b[^>]*>", text)
-        if m:
-            tag = m.group(0)
-            w = re.search(r'\swidth="([\d.]+)(px)?"', tag)
-            h = re.search(r'\sheight="([\d.]+)(px)?"', tag)
-            if w and h:
-                return round(float(w.group(1))), round(float(h.group(1)))
-            vb = re.search(r'viewBox="\s*[-\d.]+[\s,]+[-\d.]+[\s,]+([\d.]+)[\s,]+([\d.]+)"', tag)
-            if vb:
-                return round(float(vb.group(1))), round(float(vb.group(2)))
-    except (struct.error, ValueError):
-        return None
-    return None
+EMAIL_IMAGES_DIR = "email-images"  # under public/: PNGs made from our SVG/WebP images
 
 
 def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | None = None,
                height: int | None = None) -> dict | None:
     """An <img> for an email (IMG-1): absolute src (https when the site is https), alt,
-    width and height. None when the image cannot be shown safely."""
+    width and height, and a type every client shows (PNG, JPEG, GIF). Our own SVG or
+    WebP images are linked as the PNG made from them (public/email-images/); anyone
+    else's are left out, as is anything that cannot be shown safely (None)."""
     if not src:
         return None
     scheme = urlsplit(src).scheme
     if scheme not in ("http", "https") or (site.https and scheme != "https"):
         log.info("leaving out image %s: emails from an https site only link https images", src)
         return None
-    if not (width and height) and src.startswith(site.base_url + "/"):
-        local = settings.path("paths.content") / src[len(site.base_url) + 1:]
-        size = _intrinsic_size(local) if ".." not in Path(local).parts else None
-        if size:
-            width, height = size
+    local = None
+    if src.startswith(site.base_url + "/"):
+        rel = urlsplit(src).path[len(urlsplit(site.base_url).path) + 1:]
+        candidate = settings.path("paths.content") / rel
+        if ".." not in Path(rel).parts and candidate.is_file():
+            local = (rel, candidate)
+    if local is None and not images.is_email_safe(urlsplit(src).path):
+        log.info("leaving out image %s: email clients show only PNG, JPEG and GIF", src)
+        return None
+    if local is not None:
+        rel, path = local
+        if not (width and height):
+            width, height = images.intrinsic_size(path) or (None, None)
+        if not images.is_email_safe(path.name):
+            try:
+                png, png_w, png_h = images.email_image(
+                    path, settings.path("paths.public") / EMAIL_IMAGES_DIR / Path(rel).parent)
+            except images.ImageError as exc:
+                log.warning("leaving out image %s: %s", src, exc.message)
+                return None
+            src = f"{site.base_url}/{EMAIL_IMAGES_DIR}/{(Path(rel).parent / png.name).as_posix()}"
+            if not (width and height):
+                width, height = png_w, png_h
     if not (width and height) or width <= 0 or height <= 0:
         width, height = 16, 9  # unknown: assume a wide picture
     shown_w = min(IMAGE_WIDTH, width) if width >= 100 else IMAGE_WIDTH
