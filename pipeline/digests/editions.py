@@ -84,21 +84,96 @@ def _tz(settings: Settings) -> ZoneInfo:
                           hint="e.g. UTC, Europe/Lisbon, America/New_York.") from None
 
 
-def period(settings: Settings, frequency: str, now: dt.datetime) -> tuple[str, dt.datetime]:
-    """(edition key, period start in UTC) of the daily/weekly period `now` falls in."""
-    local = now.astimezone(_tz(settings))
+def _zone(settings: Settings, name: str | None) -> ZoneInfo:
+    """A subscriber's time zone; the site's when unset or unknown (values are checked
+    when stored, so this is a fallback, not a path)."""
+    if name:
+        try:
+            return ZoneInfo(name)
+        except Exception:  # ZoneInfoNotFoundError, ValueError
+            log.warning("unknown time zone %r: using site.timezone", name)
+    return _tz(settings)
+
+
+def period(settings: Settings, frequency: str, now: dt.datetime, timezone: str | None = None
+           ) -> tuple[str, dt.datetime]:
+    """(edition key, period start in UTC) of the daily/weekly period `now` falls in,
+    in `timezone` (a subscriber's; default site.timezone).
+
+    Keys: `daily-2026-11-25` when the period starts at the same instant as the site's
+    (same UTC offset), else the time-zone slot is in the key: `daily-2026-11-25-utc+0530`.
+    Every zone with the same offset at that moment shares the slot's edition."""
+    zone = _zone(settings, timezone)
+    local = now.astimezone(zone)
     if frequency == "daily":
         hour = settings.digests.daily_hour
         day = (local - dt.timedelta(hours=hour)).date()
-        start = dt.datetime.combine(day, dt.time(hour), tzinfo=local.tzinfo)
-        return f"daily-{day.isoformat()}", start.astimezone(dt.timezone.utc)
-    if frequency == "weekly":
+        start = dt.datetime.combine(day, dt.time(hour), tzinfo=zone)
+        key = f"daily-{day.isoformat()}"
+    elif frequency == "weekly":
         offset = dt.timedelta(days=WEEKDAYS.index(settings.digests.weekly_day), hours=settings.digests.weekly_hour)
         shifted = local - offset
         monday = shifted.date() - dt.timedelta(days=shifted.weekday())
-        start = dt.datetime.combine(monday, dt.time(0), tzinfo=local.tzinfo) + offset
-        return f"weekly-{start.date().isoformat()}", start.astimezone(dt.timezone.utc)
-    raise ValueError(frequency)
+        start = dt.datetime.combine(monday, dt.time(0), tzinfo=zone) + offset
+        key = f"weekly-{start.date().isoformat()}"
+    else:
+        raise ValueError(frequency)
+    start_utc = start.astimezone(dt.timezone.utc)
+    if timezone:
+        utcoffset = start_utc.astimezone(zone).utcoffset() or dt.timedelta(0)
+        if utcoffset != (start_utc.astimezone(_tz(settings)).utcoffset() or dt.timedelta(0)):
+            minutes = int(utcoffset.total_seconds()) // 60
+            sign = "+" if minutes >= 0 else "-"
+            key += f"-utc{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    return key, start_utc
+
+
+def next_period(settings: Settings, frequency: str, now: dt.datetime, timezone: str | None = None
+                ) -> tuple[str, dt.datetime]:
+    """The period after the one `now` falls in (a day or a week later, DST included)."""
+    _key, start = period(settings, frequency, now, timezone)
+    return period(settings, frequency, start + dt.timedelta(days=1 if frequency == "daily" else 7, hours=2),
+                  timezone)
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One time-zone slot of a daily/weekly period: the subscribers whose local period
+    starts at the same instant get the same edition (issue 16 item 21). `timezones`:
+    the subscribers' time-zone values in it; None when there is one slot (everyone)."""
+
+    key: str
+    start: dt.datetime
+    timezones: tuple[str, ...] | None
+
+
+def slots(conn: Connection, settings: Settings, frequency: str, now: dt.datetime) -> list[Slot]:
+    """The slots of `frequency` at `now`, one per distinct period start among the time
+    zones of its confirmed subscribers (the site's slot always), site's first."""
+    names = [r[0] for r in conn.execute(select(subscribers.c.timezone).distinct().where(
+        subscribers.c.frequency == frequency, subscribers.c.state == "confirmed"))]
+    site_key, site_start = period(settings, frequency, now)
+    groups: dict[str, tuple[dt.datetime, list[str]]] = {site_key: (site_start, [])}
+    for name in sorted(n or "" for n in names):
+        key, start = period(settings, frequency, now, name or None)
+        groups.setdefault(key, (start, []))[1].append(name)
+    if len(groups) == 1:
+        return [Slot(site_key, site_start, None)]
+    ordered = [site_key] + sorted((k for k in groups if k != site_key), key=lambda k: (groups[k][0], k))
+    return [Slot(k, groups[k][0], tuple(groups[k][1])) for k in ordered]
+
+
+def _slot_suffix(key: str) -> str:
+    """'-utc+0530' of `daily-2026-11-25-utc+0530`; '' for the site's slot."""
+    return key.split("-", 1)[1][10:] if "-" in key else ""
+
+
+def edition_date(key: str) -> dt.date | None:
+    """The local date in a daily/weekly edition key (`daily-2026-11-25[-utc+0100]`)."""
+    try:
+        return dt.date.fromisoformat(key.split("-", 1)[1][:10])
+    except (IndexError, ValueError):
+        return None
 
 
 def _check_frequency(frequency: str) -> str:
@@ -113,23 +188,29 @@ def get_edition(conn: Connection, key: str) -> dict | None:
 
 
 def is_due(conn: Connection, settings: Settings, frequency: str, now: dt.datetime | None = None) -> bool:
-    """Instant: always. Daily/weekly: the current period's edition is not complete."""
+    """Instant: always. Daily/weekly: the current period's edition of some time-zone
+    slot is not complete."""
     if frequency == "instant":
         return True
-    key, _start = period(settings, frequency, now or utcnow())
-    edition = get_edition(conn, key)
-    return edition is None or edition["completed_at"] is None
+    for slot in slots(conn, settings, frequency, now or utcnow()):
+        edition = get_edition(conn, slot.key)
+        if edition is None or edition["completed_at"] is None:
+            return True
+    return False
 
 
-def edition_label(settings: Settings, frequency: str, when: dt.datetime) -> str:
-    """'Daily digest, Wednesday 25 November 2026' for the period `when` falls in."""
-    if frequency in ("daily", "weekly"):
-        when = period(settings, frequency, when)[1]
-    local = when.astimezone(_tz(settings))
+def edition_label(settings: Settings, frequency: str, when: dt.datetime, key: str | None = None) -> str:
+    """'Daily digest, Wednesday 25 November 2026' for the edition `key`, or for the
+    site's period `when` falls in."""
+    day = edition_date(key) if key and frequency in ("daily", "weekly") else None
+    if day is None:
+        if frequency in ("daily", "weekly"):
+            when = period(settings, frequency, when)[1]
+        day = when.astimezone(_tz(settings)).date()
     if frequency == "daily":
-        return f"Daily digest, {local:%A} {local.day} {local:%B %Y}"
+        return f"Daily digest, {day:%A} {day.day} {day:%B %Y}"
     if frequency == "weekly":
-        return f"Weekly digest, week of {local.day} {local:%B %Y}"
+        return f"Weekly digest, week of {day.day} {day:%B %Y}"
     return "New article"
 
 
@@ -357,7 +438,7 @@ class PartRenderer:
             return render.render_variant(self.settings, self.site, template="instant",
                                          subject_template="instant_subject.txt", context=context, seed=seed)
         edition = {"key": self.edition["key"], "frequency": frequency, "web_url": self.web_url,
-                   "label": edition_label(self.settings, frequency, self.edition["cutoff"])}
+                   "label": edition_label(self.settings, frequency, self.edition["cutoff"], self.edition["key"])}
         context = {"edition": edition, "articles": views, "more_count": more, "more_url": self.web_url,
                    "preheader": _preheader([v["title"] for v in views], more), "web_url": self.web_url,
                    "footer_reason": footer_reason}
@@ -382,9 +463,11 @@ class ComposeReport:
                 "nothing_new": self.empty, "rendered": self.parts_rendered}
 
 
-def _due_subscribers(frequency: str, cutoff: dt.datetime, chunk: tuple[int, int] | None = None):
+def _due_subscribers(frequency: str, cutoff: dt.datetime, chunk: tuple[int, int] | None = None,
+                     timezones: tuple[str, ...] | None = None):
     """Confirmed subscribers of `frequency`, confirmed by the cutoff, not yet handled for
-    it, and not on the suppression list (and in chunk i of n: id % n == i - 1)."""
+    it, and not on the suppression list (and in chunk i of n: id % n == i - 1; and with
+    `timezones`, in one of those time zones: one slot's subscribers)."""
     suppressed = exists().where(suppressions.c.email == subscribers.c.email)
     due = and_(subscribers.c.state == "confirmed", subscribers.c.frequency == frequency,
                subscribers.c.confirmed_at.is_not(None), subscribers.c.confirmed_at <= cutoff,
@@ -393,6 +476,8 @@ def _due_subscribers(frequency: str, cutoff: dt.datetime, chunk: tuple[int, int]
     if chunk is not None:
         i, n = chunk
         due = and_(due, subscribers.c.id % n == i - 1)
+    if timezones is not None:
+        due = and_(due, subscribers.c.timezone.in_(list(timezones)))
     return due
 
 
@@ -426,47 +511,66 @@ def compose(engine: Engine, settings: Settings, frequency: str, *, now: dt.datet
     site = render.site_for_email(settings)  # fails loudly before anything is written
     now = now or utcnow()
     report = ComposeReport(frequency, dry_run=dry_run)
+    if frequency == "instant":
+        _compose_one(engine, settings, site, frequency, None, now, dry_run, on_plan, chunk, report)
+        return report
     with engine.connect() as conn:
-        if frequency == "instant":
+        due_slots = slots(conn, settings, frequency, now)
+    for slot in due_slots:
+        _compose_one(engine, settings, site, frequency, slot, now, dry_run, on_plan, chunk, report)
+    return report
+
+
+def _compose_one(engine: Engine, settings: Settings, site: render.Site, frequency: str, slot: Slot | None,
+                 now: dt.datetime, dry_run: bool, on_plan, chunk, report: ComposeReport) -> None:
+    """Instant (slot None), or the edition of one time-zone slot."""
+    timezones = slot.timezones if slot is not None else None
+    with engine.connect() as conn:
+        if slot is None:
             key, cutoff, edition = None, now, None
         else:
-            key, _start = period(settings, frequency, now)
+            key = slot.key
             edition = get_edition(conn, key)
             cutoff = edition["cutoff"] if edition else now
-        due = _due_subscribers(frequency, cutoff, chunk)
+        due = _due_subscribers(frequency, cutoff, chunk, timezones)
         oldest = conn.execute(select(func.min(func.coalesce(subscribers.c.last_digest_at, subscribers.c.confirmed_at)))
                               .where(due)).scalar()
-    if oldest is None:
-        if edition is not None and edition["completed_at"] is None and not dry_run:
-            _complete(engine, edition["id"], now, chunked=chunk is not None, frequency=frequency)
-        return report
-    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.timezone.utc)
-    welcome = settings.digests.welcome_latest if frequency != "instant" else 0
-    with engine.connect() as conn:
-        candidates = approved_articles(conn, settings, approved_since=oldest, approved_until=cutoff)
-        if welcome:
-            seen = {a.article_id for a in candidates}
-            extra = [a for a in approved_articles(conn, settings, approved_until=cutoff, limit=max(200, welcome * 20))
-                     if a.article_id not in seen]
-            candidates = sorted(candidates + extra, key=lambda a: (a.published_at, a.article_id), reverse=True)
-        candidates = _printable(candidates)
-        sizes = _image_sizes(conn, candidates)
-    if not candidates:
-        return report
-    if chunk is not None and frequency != "instant" and edition is None and not dry_run:
-        # Chunks must agree on the edition and its cutoff: the first creates it, the
-        # others adopt it (and start again with its cutoff when theirs differs).
+    candidates: list[ApprovedArticle] = []
+    sizes: dict = {}
+    if oldest is not None:
+        oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.timezone.utc)
+        welcome = settings.digests.welcome_latest if frequency != "instant" else 0
+        with engine.connect() as conn:
+            candidates = approved_articles(conn, settings, approved_since=oldest, approved_until=cutoff)
+            if welcome:
+                seen = {a.article_id for a in candidates}
+                extra = [a for a in approved_articles(conn, settings, approved_until=cutoff,
+                                                      limit=max(200, welcome * 20)) if a.article_id not in seen]
+                candidates = sorted(candidates + extra, key=lambda a: (a.published_at, a.article_id), reverse=True)
+            candidates = _printable(candidates)
+            sizes = _image_sizes(conn, candidates)
+    if slot is not None and edition is None and not dry_run:
+        # The first compose in a slot's period creates its edition, with or without
+        # anything to send: that fixes the cutoff, so an article approved later in the
+        # period waits for the next edition instead of going out at once, at whatever
+        # hour the next compose runs (digests arrive at the configured local hour).
+        # Chunks agree on it the same way: the first creates it, the others adopt it
+        # (and start again with its cutoff when theirs differs).
         with engine.begin() as conn:
-            edition = _create_edition(conn, settings, key, frequency, cutoff, candidates, now, existing_ok=True)
+            edition = _create_edition(conn, settings, key, frequency, cutoff, candidates, now,
+                                      existing_ok=chunk is not None)
         if edition["cutoff"] != cutoff:
-            return compose(engine, settings, frequency, now=now, dry_run=dry_run, on_plan=on_plan, chunk=chunk)
+            return _compose_one(engine, settings, site, frequency, slot, now, dry_run, on_plan, chunk, report)
+    if oldest is None or not candidates:
+        if edition is not None and edition["completed_at"] is None and not dry_run:
+            _complete(engine, edition["id"], now, chunked=chunk is not None, frequency=frequency, timezones=timezones)
+        return
     if frequency == "instant":
         _compose_instant(engine, settings, site, candidates, sizes, cutoff, due, report, dry_run, on_plan,
                          chunked=chunk is not None)
     else:
         _compose_periodic(engine, settings, site, key, edition, candidates, sizes, cutoff, now, due, report,
-                          dry_run, on_plan, chunked=chunk is not None)
-    return report
+                          dry_run, on_plan, chunked=chunk is not None, timezones=timezones)
 
 
 def _printable(candidates: list[ApprovedArticle]) -> list[ApprovedArticle]:
@@ -505,13 +609,14 @@ def _advance(conn: Connection, ids: list[int], cutoff: dt.datetime) -> None:
 
 
 def _compose_periodic(engine, settings, site, key, edition, candidates, sizes, cutoff, now, due, report,
-                      dry_run, on_plan, chunked: bool = False):
+                      dry_run, on_plan, chunked: bool = False, timezones: tuple[str, ...] | None = None):
     frequency = report.frequency
     selector = Selector(candidates, cap=settings.digests.max_articles, welcome=settings.digests.welcome_latest)
     by_id = selector.by_id
     web_url = f"{site.base_url}/{web_path(key)}"
     renderer = None
     created = False
+    queued = 0  # this slot's (the report adds up every slot's)
     for conn, batch in _stream(engine, due, settings.digests.batch_size, dry_run):
         rows = []
         for sub in batch:
@@ -535,13 +640,16 @@ def _compose_periodic(engine, settings, site, key, edition, candidates, sizes, c
             part = renderer.part_id(conn, sel)
             rows.append(_outbox_row(sub, edition, part, KINDS[frequency]))
         if not dry_run:
-            report.queued += _enqueue(conn, rows)
+            added = _enqueue(conn, rows)
+            queued += added
+            report.queued += added
             _advance(conn, [s.id for s in batch], cutoff)
     if renderer is not None:
-        report.parts_rendered = renderer.rendered
+        report.parts_rendered += renderer.rendered
     if edition is not None and not dry_run:
         report.editions.append(edition["key"])
-        if not _complete(engine, edition["id"], now, report.queued, chunked=chunked, frequency=frequency):
+        if not _complete(engine, edition["id"], now, queued, chunked=chunked, frequency=frequency,
+                         timezones=timezones):
             return  # other chunks are still composing; the last one writes the web version
         try:
             write_web_version(engine, settings, edition["key"])
@@ -550,7 +658,7 @@ def _compose_periodic(engine, settings, site, key, edition, candidates, sizes, c
         except Exception as exc:  # the emails are queued; a page problem must not undo that
             log.warning("could not write the web version of %s: %s", edition["key"], exc)
         if created:
-            log.info("edition %s: %d queued, %d parts rendered", edition["key"], report.queued, report.parts_rendered)
+            log.info("edition %s: %d queued", edition["key"], queued)
 
 
 def _compose_instant(engine, settings, site, candidates, sizes, cutoff, due, report, dry_run, on_plan,
@@ -631,16 +739,19 @@ def _create_edition(conn: Connection, settings: Settings, key: str, frequency: s
                     candidates: list[ApprovedArticle], now: dt.datetime, window_start: dt.datetime | None = None,
                     article_ids: list[int] | None = None, existing_ok: bool = False) -> dict:
     if window_start is None:
-        previous = conn.execute(select(func.max(digest_editions.c.cutoff))
-                                .where(digest_editions.c.frequency == frequency, digest_editions.c.cutoff < cutoff)
-                                ).scalar()
+        # the previous edition of the same time-zone slot (the key's suffix, if any)
+        previous = next((r.cutoff for r in conn.execute(
+            select(digest_editions.c.key, digest_editions.c.cutoff)
+            .where(digest_editions.c.frequency == frequency, digest_editions.c.cutoff < cutoff)
+            .order_by(digest_editions.c.cutoff.desc()).limit(200))
+            if _slot_suffix(r.key) == _slot_suffix(key)), None)
         if previous is not None:
             window_start = previous if previous.tzinfo else previous.replace(tzinfo=dt.timezone.utc)
         else:
             window_start = cutoff - dt.timedelta(days=7 if frequency == "weekly" else 1)
     in_window = article_ids if article_ids is not None else [
         a.article_id for a in candidates if window_start < a.approved_at <= cutoff]
-    subject = edition_label(settings, frequency, cutoff) if frequency != "instant" else candidates[0].title
+    subject = edition_label(settings, frequency, cutoff, key) if frequency != "instant" else candidates[0].title
     try:
         with conn.begin_nested():
             eid = conn.execute(insert(digest_editions).values(
@@ -657,7 +768,7 @@ def _create_edition(conn: Connection, settings: Settings, key: str, frequency: s
 
 
 def _complete(engine: Engine, edition_id: int, now: dt.datetime, queued: int = 0, *, chunked: bool = False,
-              frequency: str | None = None) -> bool:
+              frequency: str | None = None, timezones: tuple[str, ...] | None = None) -> bool:
     """Count the recipients queued and mark the edition complete; True when it is.
     A chunk marks it complete only when no chunk has a due subscriber left (each chunk
     checks after its last commit, so the last one to finish sees everything)."""
@@ -667,7 +778,8 @@ def _complete(engine: Engine, edition_id: int, now: dt.datetime, queued: int = 0
         if chunked and frequency is not None:
             cutoff = conn.execute(select(digest_editions.c.cutoff)
                                   .where(digest_editions.c.id == edition_id)).scalar_one()
-            left = conn.execute(select(subscribers.c.id).where(_due_subscribers(frequency, cutoff)).limit(1)).first()
+            left = conn.execute(select(subscribers.c.id).where(_due_subscribers(frequency, cutoff, None, timezones))
+                                .limit(1)).first()
             if left is not None:
                 return False
         conn.execute(update(digest_editions).where(digest_editions.c.id == edition_id)
@@ -781,9 +893,10 @@ class Preview:
 
 def preview(engine: Engine, settings: Settings, *, frequency: str | None = None, email: str | None = None,
             now: dt.datetime | None = None) -> Preview:
-    """The exact HTML and text a subscriber would get: their next digest if one is due
-    with something new, else the last one queued for them; without a subscriber, a
-    sample of the frequency's next edition for everyone (all topics)."""
+    """The exact HTML and text a subscriber would get: their next digest (what the next
+    edition of their time-zone slot holds for them, approvals since their last digest
+    included), else, when nothing is new yet, the last one queued for them; without a
+    subscriber, a sample of the frequency's next edition for everyone (all topics)."""
     site = render.site_for_email(settings)
     now = now or utcnow()
     with engine.connect() as conn:
@@ -805,6 +918,8 @@ def preview(engine: Engine, settings: Settings, *, frequency: str | None = None,
             result = _preview_next(conn, settings, site, sub, frequency, now)
             if result is None:
                 result = _preview_last(conn, settings, site, sub)
+                if result is not None:
+                    result.source = "last digest sent (nothing new for the next one yet)"
             if result is not None:
                 return result
         return _preview_sample(conn, settings, site, frequency, now, sub)
@@ -815,15 +930,29 @@ def _fill(settings, site, sub: dict, subject: str, html: str, text: str, source:
     return Preview(subject, render.fill_preview(html, p), render.fill_preview(text, p), sub["email"], source, n)
 
 
+def next_edition_for(conn: Connection, settings: Settings, sub: dict, frequency: str,
+                     now: dt.datetime) -> tuple[str, dt.datetime]:
+    """(edition key, cutoff so far) of the next daily/weekly edition that will hold
+    something for `sub`: the current period's edition of their time-zone slot while
+    they are not handled in it yet, else the next period's, with everything approved
+    up to `now` (issue 16 item 20)."""
+    key, _start = period(settings, frequency, now, sub.get("timezone"))
+    edition = get_edition(conn, key)
+    if edition is None:
+        return key, now
+    watermark = sub["last_digest_at"] or sub["confirmed_at"]
+    if watermark < edition["cutoff"] and sub["confirmed_at"] <= edition["cutoff"] and edition["completed_at"] is None:
+        return key, edition["cutoff"]
+    return next_period(settings, frequency, now, sub.get("timezone"))[0], now
+
+
 def _preview_next(conn, settings, site, sub, frequency, now) -> Preview | None:
     if sub["state"] != "confirmed" or not sub["confirmed_at"]:
         return None
     if frequency == "instant":
         key, cutoff = "instant-preview", now
     else:
-        key, _start = period(settings, frequency, now)
-        edition = get_edition(conn, key)
-        cutoff = edition["cutoff"] if edition else now
+        key, cutoff = next_edition_for(conn, settings, sub, frequency, now)
     watermark = sub["last_digest_at"] or sub["confirmed_at"]
     if watermark >= cutoff:
         return None
@@ -841,7 +970,8 @@ def _preview_next(conn, settings, site, sub, frequency, now) -> Preview | None:
     web_url = selector.by_id[sel.article_ids[0]].url if frequency == "instant" else f"{site.base_url}/{web_path(key)}"
     part = PartRenderer(settings, site, fake, selector.by_id, _image_sizes(conn, candidates), web_url).render(sel)
     r = part["rendered"]
-    return _fill(settings, site, sub, r.subject, r.html, r.text, "next digest", len(part["article_ids"]))
+    source = "next digest" if frequency == "instant" else f"next digest, edition {key}"
+    return _fill(settings, site, sub, r.subject, r.html, r.text, source, len(part["article_ids"]))
 
 
 def _preview_last(conn, settings, site, sub) -> Preview | None:
@@ -901,7 +1031,7 @@ def write_web_version(engine: Engine, settings: Settings, key: str) -> Path:
     site = render.site_for_email(settings)
     views = [article_view(settings, site, articles[i]) for i in ids if i in articles]
     page = _web_env(settings).get_template("web/digest.html").render(
-        site=settings.site, edition={**edition, "label": edition_label(settings, edition["frequency"], edition["cutoff"]),
+        site=settings.site, edition={**edition, "label": edition_label(settings, edition["frequency"], edition["cutoff"], key),
                                      "url": f"{site.base_url}/{web_path(key)}"},
         articles=views, archive_url=f"{site.base_url}/digests/")
     path = settings.path("paths.public") / web_path(key) / "index.html"
@@ -916,9 +1046,9 @@ def write_archive(engine: Engine, settings: Settings) -> Path:
         rows = conn.execute(select(digest_editions).where(digest_editions.c.frequency != "instant")
                             .order_by(digest_editions.c.cutoff.desc(), digest_editions.c.id.desc())).mappings().all()
     editions = [{"key": r["key"], "frequency": r["frequency"], "cutoff": r["cutoff"],
-                 "label": edition_label(settings, r["frequency"], r["cutoff"]),
+                 "label": edition_label(settings, r["frequency"], r["cutoff"], r["key"]),
                  "articles": len(r["article_ids"] or []), "url": f"{site.base_url}/{web_path(r['key'])}"}
-                for r in rows]
+                for r in rows if r["article_ids"]]  # an edition that had nothing new has no page
     page = _web_env(settings).get_template("web/digests_index.html").render(site=settings.site, editions=editions)
     path = settings.path("paths.public") / "digests" / "index.html"
     _write(path, page)
