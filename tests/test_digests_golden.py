@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from pipeline.digests import editions as digests
 from pipeline.cli import main
 
-from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, drain, maildir_messages
+from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, check_strict, drain, maildir_messages
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 SUMMARY = "Short nights add up. Here is what a week of them does, and the two habits that pay it back."
@@ -31,11 +31,15 @@ def normalise(data: bytes) -> str:
 
 
 def check_golden(name: str, data: bytes) -> None:
+    """The message passes the strict check, and equals its golden file. A missing
+    golden fails: goldens are written only by `make goldens`, then reviewed."""
+    check_strict(data)
     path = GOLDEN / name
     actual = normalise(data)
-    if os.environ.get("SYNDICATE_REGENERATE_GOLDENS") or not path.exists():
+    if os.environ.get("SYNDICATE_REGENERATE_GOLDENS"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(actual, encoding="utf-8", newline="\n")
+    assert path.exists(), f"no golden file {path}; run `make goldens` and review it"
     assert actual == path.read_text(encoding="utf-8"), f"{name} changed; `make goldens` if deliberate"
 
 

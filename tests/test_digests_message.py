@@ -22,7 +22,8 @@ from pipeline.errors import ConfigError
 from pipeline.store.schema import deliveries
 
 from .conftest import write_project
-from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, drain, maildir_messages
+from .digest_helpers import (add_articles, add_subscriber, at, body, by_recipient, check_strict, drain,
+                             maildir_messages)
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="630" viewBox="0 0 1200 630">'
        '<rect width="1200" height="630" fill="#123"/></svg>')
@@ -337,6 +338,7 @@ def test_smtp7_strict_server_accepts_every_digest(make_app, sqlite_url):
         assert report.sent == 4
         assert len(server.messages) == 4
         for received in server.messages:
+            check_strict(received.data)  # RFC 2045/5322 as a strict receiver reads them
             assert b"\n" not in received.data.replace(b"\r\n", b"")
             assert received.mail_from.startswith("bounces+")  # VERP from the email channel
             assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in received.data
@@ -366,6 +368,7 @@ def test_list5_dkim_signature_covers_the_list_headers_of_a_digest(make_app, sqli
         assert drain(app).sent == 1
         (received,) = server.messages
     data = received.data
+    check_strict(data)
     assert dkim.verify(data, dnsfunc=lambda name, timeout=5: b"v=DKIM1; k=rsa; p=" + public)
     header = data.split(b"\r\n\r\n", 1)[0].decode()
     h = re.search(r"\bh=([^;]+);", re.sub(r"\s+", "", header.split("DKIM-Signature:", 1)[1])).group(1)
