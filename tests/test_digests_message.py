@@ -96,14 +96,19 @@ def test_msg4_quoted_printable_lines_stay_within_76_after_splicing_long_values(s
     assert f"Hi {long_name.strip()}," in body(msg, "html")
 
 
-@pytest.mark.parametrize("line", ["a" * 200, "=C3=A9" * 40, "x" + "=3D" * 50 + "=", "b" * 74 + "=C3=A9=", "c" * 76])
-def test_msg4_rewrap_qp_splits_outside_escapes(line):
+@pytest.mark.parametrize("before", ["", "Hi ", "a" * 75, "b" * 76, "c" * 74 + "é", "x" * 200 + "\n"])
+@pytest.mark.parametrize("value", ["Ana", "v" * 76, "w" * 75 + "é", "https://news.example.com/u/" + "t" * 140, " sp "])
+def test_msg4_values_spliced_between_soft_breaks_keep_lines_within_76(before, value):
+    """Issue 16 item 1 (RFC 2045 6.7): whatever the text around a marker and the value
+    spliced into it, every encoded line is <= 76 and it decodes to the text."""
     import quopri
 
-    wrapped = digest_render.rewrap_qp(line + "\r\nnext")
-    lines = wrapped.split("\r\n")
-    assert all(len(x) <= 76 for x in lines)
-    assert quopri.decodestring(wrapped.encode()) == quopri.decodestring((line + "\r\nnext").encode())
+    marker = digest_render.MARKERS["name_t"]
+    skeleton = digest_render.qp_with_markers(f"{before}{marker}, after {marker}\nend\n")
+    spliced = skeleton.replace(marker, digest_render._qp_value(value))
+    assert all(len(line) <= 76 for line in spliced.split("\r\n")), spliced
+    decoded = quopri.decodestring(spliced.encode("ascii")).decode("utf-8").replace("\r\n", "\n")
+    assert decoded == f"{before}{value}, after {value}\nend\n"
 
 
 def test_msg4_every_golden_email_passes_the_strict_check():

@@ -10,8 +10,9 @@ the personal values go (the name, the unsubscribe and preferences links, To, Dat
 Message-ID, List-Unsubscribe). `personalise()` replaces the markers with values encoded
 for their place (HTML-escaped in the HTML part, quoted-printable in both parts, folded
 in headers). Markers never straddle a soft line break, because the text between
-markers is encoded piece by piece; the lines a value lengthened are re-wrapped after
-splicing, so every encoded line stays within 76 characters (RFC 2045 6.7).
+markers is encoded piece by piece, and each body marker sits alone on its line between
+soft line breaks, so every encoded line stays within 76 characters whatever the value
+(RFC 2045 6.7).
 
 Every value that ends up in a header is checked for CR/LF first (MSG-5): a name or a
 subject that tries to add a header line is refused with `HeaderInjection`.
@@ -234,25 +235,58 @@ def _qp(text: str) -> str:
     return encoded.replace("\r\n", "\n").replace("\n", "\r\n")
 
 
+QP_MAX_LINE = 76  # RFC 2045 6.7 (5): encoded lines are at most 76 characters
+
+
 def qp_with_markers(text: str) -> str:
+    """Quoted-printable of `text`, each marker alone on its line between soft line
+    breaks: "Hi =", marker "=", ", here...". A value spliced there later (encoded by
+    `_qp_value`, last line at most 75 characters) keeps every line within 76 characters
+    (RFC 2045 6.7, issue 16 item 1), and the splice stays one regex substitution."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     pieces = _MARKER_RE.split(text)
     out = []
     for i, piece in enumerate(pieces):
         if i % 2:
-            out.append(piece)
+            out.append(piece + "=\r\n")
         elif i < len(pieces) - 1:
             # A space before a marker is not the end of a line: encode with a sentinel
             # after it so that it stays a plain space, then drop the sentinel.
-            out.append(_qp(piece + "x")[:-1])
+            encoded = _room_for_soft_break(_qp(piece + "x")[:-1])
+            out.append(encoded if not encoded or encoded.endswith("\r\n") else encoded + "=\r\n")
         else:
             out.append(_qp(piece))
     return "".join(out)
 
 
+def _room_for_soft_break(encoded: str) -> str:
+    """`encoded` with its last line at most 75 characters, so that "=" fits after it."""
+    head, sep, last = encoded.rpartition("\r\n")
+    if len(last) < QP_MAX_LINE:
+        return encoded
+    return head + sep + _wrap_line(last, QP_MAX_LINE - 1)
+
+
+def _wrap_line(line: str, last_max: int = QP_MAX_LINE) -> str:
+    """One encoded line split by soft line breaks (never inside an `=XX` escape) into
+    lines of at most 76 characters, the last at most `last_max`."""
+    out = []
+    while len(line) > last_max:
+        cut = QP_MAX_LINE - 1  # room for the "=" of the soft break
+        if line[cut - 1] == "=":
+            cut -= 1
+        elif line[cut - 2] == "=":
+            cut -= 2
+        out.append(line[:cut] + "=")
+        line = line[cut:]
+    out.append(line)
+    return "\r\n".join(out)
+
+
 def _qp_value(value: str) -> str:
+    """A personal value, quoted-printable, ready to sit between two soft breaks."""
     encoded = binascii.b2a_qp(value.encode("utf-8"), istext=False).decode("ascii")
-    return encoded.replace("\r\n", "\n").replace("\n", "\r\n")
+    return _room_for_soft_break(encoded.replace("\r\n", "\n").replace("\n", "\r\n"))
 
 
 def fold(name: str, value: str) -> str:
@@ -370,43 +404,11 @@ def _now():
     return utcnow()
 
 
-QP_MAX_LINE = 76  # RFC 2045 6.7 (5): encoded lines are at most 76 characters
-
-
-def rewrap_qp(body: str) -> str:
-    """`body` (quoted-printable parts, CRLF) with every line over 76 characters split by
-    soft line breaks, never inside an `=XX` escape.
-
-    Splicing a personal value into an encoded line makes that line longer than the
-    encoder left it (a 100-character link in a 60-character line); this puts the
-    limit back (RFC 2045 6.7, issue 16 item 1). A soft break may follow a space: the
-    `=` after it keeps the space from being trailing white space."""
-    if not any(len(line) > QP_MAX_LINE for line in body.split("\r\n")):
-        return body
-    out = []
-    for line in body.split("\r\n"):
-        while len(line) > QP_MAX_LINE:
-            cut = QP_MAX_LINE - 1  # room for the "=" of the soft break
-            if line[cut - 1] == "=":
-                cut -= 1
-            elif line[cut - 2] == "=":
-                cut -= 2
-            out.append(line[:cut] + "=")
-            line = line[cut:]
-        out.append(line)
-    return "\r\n".join(out)
-
-
 def personalise(skeleton: str, p: Personal) -> bytes:
-    """The message bytes for one recipient: markers replaced, the lines that got longer
-    re-wrapped (quoted-printable, RFC 2045 6.7), nothing else touched."""
+    """The message bytes for one recipient: markers replaced, nothing else touched.
+    Every line stays within 76 characters: see `qp_with_markers`."""
     values = personal_values(p)
-    head, sep, body = skeleton.partition("\r\n\r\n")
-
-    def value(m):
-        return values[m.group(0)]
-
-    return (_MARKER_RE.sub(value, head) + sep + rewrap_qp(_MARKER_RE.sub(value, body))).encode("ascii")
+    return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("ascii")
 
 
 def preview_values(p: Personal) -> dict[str, str]:
