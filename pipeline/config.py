@@ -228,9 +228,9 @@ SETTINGS: list[Setting] = [
     # --- digests (owner: pipeline.digests.editions): who gets which articles, and when an edition is due
     S("digests", "max_articles", 10, _int, "Articles listed in one digest; the rest appear as 'and N more' with a link to the web version.", at_least=1),
     S("digests", "welcome_latest", 0, _int, "A new subscriber's first daily/weekly digest also lists the latest K matching articles approved before they confirmed (0: only articles approved after confirming).", at_least=0),
-    S("digests", "daily_hour", 0, _int, "Local hour (site.timezone, 0-23) from which the daily edition is due; `syndicate run` composes it once per day.", at_least=0, at_most=23),
+    S("digests", "daily_hour", 0, _int, "Local hour (0-23) at which daily digests arrive, in each subscriber's time zone (site.timezone for those without one); each time-zone slot's edition is composed once per day.", at_least=0, at_most=23),
     S("digests", "weekly_day", "monday", str, "Day from which the weekly edition is due.", choices=("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")),
-    S("digests", "weekly_hour", 0, _int, "Local hour on weekly_day from which the weekly edition is due.", at_least=0, at_most=23),
+    S("digests", "weekly_hour", 0, _int, "Local hour on weekly_day at which weekly digests arrive, in each subscriber's time zone.", at_least=0, at_most=23),
     S("digests", "batch_size", 1000, _int, "Subscribers read, selected and queued per transaction while composing (memory stays flat in list size).", at_least=1),
 ]
 

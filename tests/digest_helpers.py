@@ -7,6 +7,8 @@ import datetime as dt
 import email
 import email.policy
 import json
+import re
+from email.parser import BytesParser
 from pathlib import Path
 
 from sqlalchemy import insert, update
@@ -71,12 +73,50 @@ def drain(app):
 
 
 def maildir_messages(app) -> list[tuple[bytes, email.message.EmailMessage]]:
+    """Every message in the Maildir, each checked by `check_strict` first."""
     folder = Path(app.settings.path("email.maildir")) / "new"
     out = []
     for path in sorted(folder.glob("*")) if folder.exists() else []:
         data = path.read_bytes()
-        out.append((data, email.message_from_bytes(data, policy=email.policy.default)))
+        out.append((data, check_strict(data)))
     return out
+
+
+_QP_LINE = re.compile(rb"(?:[\x21-\x3c\x3e-\x7e \t]|=[0-9A-F]{2})*=?")
+
+
+def check_strict(data: bytes) -> email.message.EmailMessage:
+    """The message as a strict receiver reads it, or an AssertionError naming the rule.
+
+    CRLF only (SMTP-7); header lines <= 998 and ASCII (RFC 5322 2.1.1); parsed with
+    `email.policy.strict`, which raises on every defect the parser notices; every
+    quoted-printable line <= 76 characters, with only `=XX` escapes (upper-case hex) or
+    a final soft break, and no trailing white space (RFC 2045 6.7); base64 lines <= 76;
+    every text part decodes as its charset."""
+    assert b"\n" not in data.replace(b"\r\n", b""), "bare LF (SMTP-7)"
+    assert b"\r" not in data.replace(b"\r\n", b""), "bare CR (SMTP-7)"
+    head = data.split(b"\r\n\r\n", 1)[0]
+    for line in head.split(b"\r\n"):
+        assert len(line) <= 998 and line.isascii(), f"header line: {line[:80]!r}"
+    msg = BytesParser(policy=email.policy.strict).parsebytes(data)
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        cte = str(part.get("Content-Transfer-Encoding", "7bit")).lower()
+        raw = part.get_payload(decode=False).encode("ascii")
+        lines = raw.split(b"\r\n") if b"\r\n" in raw else raw.split(b"\n")
+        for number, line in enumerate(lines, 1):
+            if cte == "quoted-printable":
+                assert len(line) <= 76, f"QP line {number} has {len(line)} characters (RFC 2045 6.7): {line!r}"
+                assert _QP_LINE.fullmatch(line), f"QP line {number} is not valid quoted-printable: {line!r}"
+                assert not line.endswith((b" ", b"\t")), f"QP line {number} ends in white space: {line!r}"
+            elif cte == "base64":
+                assert len(line) <= 76, f"base64 line {number} has {len(line)} characters"
+            else:
+                assert len(line) <= 998, f"line {number} is over 998 characters"
+        if part.get_content_maintype() == "text":
+            part.get_payload(decode=True).decode(part.get_content_charset() or "ascii")
+    return email.message_from_bytes(data, policy=email.policy.default)
 
 
 def by_recipient(app) -> dict[str, list[email.message.EmailMessage]]:

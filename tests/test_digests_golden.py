@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from pipeline.digests import editions as digests
 from pipeline.cli import main
 
-from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, drain, maildir_messages
+from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, check_strict, drain, maildir_messages
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden"
 SUMMARY = "Short nights add up. Here is what a week of them does, and the two habits that pay it back."
@@ -31,11 +31,15 @@ def normalise(data: bytes) -> str:
 
 
 def check_golden(name: str, data: bytes) -> None:
+    """The message passes the strict check, and equals its golden file. A missing
+    golden fails: goldens are written only by `make goldens`, then reviewed."""
+    check_strict(data)
     path = GOLDEN / name
     actual = normalise(data)
-    if os.environ.get("SYNDICATE_REGENERATE_GOLDENS") or not path.exists():
+    if os.environ.get("SYNDICATE_REGENERATE_GOLDENS"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(actual, encoding="utf-8", newline="\n")
+    assert path.exists(), f"no golden file {path}; run `make goldens` and review it"
     assert actual == path.read_text(encoding="utf-8"), f"{name} changed; `make goldens` if deliberate"
 
 
@@ -112,3 +116,30 @@ def test_cli_preview_sample_without_subscribers(make_app, sqlite_url, tmp_path, 
     assert "Only One" in (tmp_path / "w.html").read_text()
     r = _cli(app, "digest", "preview")
     assert r.exit_code == 1 and "name a frequency or a subscriber" in r.output
+
+
+def test_preview_shows_the_next_edition_with_approvals_since_the_last_send(sqlite_app, monkeypatch, tmp_path):
+    """Issue 16 item 20: after today's digest went out, `digest preview --subscriber`
+    showed that digest again; it shows what the NEXT edition will hold for them: the
+    article approved since, in tomorrow's edition, and not what they already got."""
+    monkeypatch.setenv("SYNDICATE_FROZEN_NOW", at(days=1, hours=3).isoformat())  # Tuesday 12:00 UTC
+    _site(sqlite_app)
+    r = _cli(sqlite_app, "digest", "compose", "--frequency", "daily")
+    assert r.exit_code == 0 and "1 queued" in r.output, r.output
+    drain(sqlite_app)
+    monkeypatch.setenv("SYNDICATE_FROZEN_NOW", at(days=1, hours=6).isoformat())
+    add_articles(sqlite_app, [{"slug": "after-the-send", "title": "After The Send", "tags": "[sleep]",
+                               "approved_at": at(days=1, hours=5)}])
+    out = tmp_path / "next.html"
+    r = _cli(sqlite_app, "digest", "preview", "--subscriber", "ana@example.com", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "next digest, edition daily-2026-11-04" in r.output and "1 articles" in r.output, r.output
+    html = out.read_text()
+    assert "After The Send" in html and "Daily digest, Wednesday 4 November 2026" in html
+    assert "Sleep Debt Is Real" not in html and "Fair Fights" not in html
+    # what compose then sends tomorrow is exactly that preview
+    monkeypatch.setenv("SYNDICATE_FROZEN_NOW", at(days=2, hours=1).isoformat())
+    digests.compose(sqlite_app.engine, sqlite_app.settings, "daily", now=at(days=2, hours=1))
+    drain(sqlite_app)
+    latest = [m for m in by_recipient(sqlite_app)["ana@example.com"] if "After The Send" in body(m, "html")]
+    assert len(latest) == 1 and body(latest[0], "html") == html

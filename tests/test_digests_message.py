@@ -22,7 +22,8 @@ from pipeline.errors import ConfigError
 from pipeline.store.schema import deliveries
 
 from .conftest import write_project
-from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, drain, maildir_messages
+from .digest_helpers import (add_articles, add_subscriber, at, body, by_recipient, check_strict, drain,
+                             maildir_messages)
 
 SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="630" viewBox="0 0 1200 630">'
        '<rect width="1200" height="630" fill="#123"/></svg>')
@@ -74,8 +75,69 @@ def test_msg4_smtp7_crlf_and_line_length(digest_msgs):
         assert b"\n" not in data.replace(b"\r\n", b"")  # no bare LF
         assert b"\r" not in data.replace(b"\r\n", b"")
         assert max(len(line) for line in data.split(b"\r\n")) <= 998
-        header_block = data.split(b"\r\n\r\n", 1)[0]
+        header_block, body_block = data.split(b"\r\n\r\n", 1)
         assert max(len(line) for line in header_block.split(b"\r\n")) <= 998
+        # every body line is quoted-printable or a MIME boundary/part header: <= 76 (RFC 2045 6.7)
+        assert max(len(line) for line in body_block.split(b"\r\n")) <= 76
+
+
+def test_msg4_quoted_printable_lines_stay_within_76_after_splicing_long_values(sqlite_app):
+    """Issue 16 item 1 (RFC 2045 6.7): a long name and long links spliced into encoded
+    lines; every line still <= 76, and the values decode back intact."""
+    add_articles(sqlite_app, [{"slug": "a", "approved_at": at(days=1)}])
+    long_name = "Maximilian-Alexander von und zu Überlänge-Namensträger " * 3
+    add_subscriber(sqlite_app, "long@example.com", name=long_name.strip(), confirmed_at=at(-1))
+    digests.compose(sqlite_app.engine, sqlite_app.settings, "daily", now=at(days=1, hours=6))
+    drain(sqlite_app)
+    ((data, msg),) = maildir_messages(sqlite_app)  # check_strict: every QP line <= 76
+    body_block = data.split(b"\r\n\r\n", 1)[1]
+    assert max(len(line) for line in body_block.split(b"\r\n")) <= 76
+    assert f"Hi {long_name.strip()}," in body(msg, "plain")
+    assert f"Hi {long_name.strip()}," in body(msg, "html")
+
+
+@pytest.mark.parametrize("before", ["", "Hi ", "a" * 75, "b" * 76, "c" * 74 + "é", "x" * 200 + "\n"])
+@pytest.mark.parametrize("value", ["Ana", "v" * 76, "w" * 75 + "é", "https://news.example.com/u/" + "t" * 140, " sp "])
+def test_msg4_values_spliced_between_soft_breaks_keep_lines_within_76(before, value):
+    """Issue 16 item 1 (RFC 2045 6.7): whatever the text around a marker and the value
+    spliced into it, every encoded line is <= 76 and it decodes to the text."""
+    import quopri
+
+    marker = digest_render.MARKERS["name_t"]
+    skeleton = digest_render.qp_with_markers(f"{before}{marker}, after {marker}\nend\n")
+    spliced = skeleton.replace(marker, digest_render._qp_value(value))
+    assert all(len(line) <= 76 for line in spliced.split("\r\n")), spliced
+    decoded = quopri.decodestring(spliced.encode("ascii")).decode("utf-8").replace("\r\n", "\n")
+    assert decoded == f"{before}{value}, after {value}\nend\n"
+
+
+def test_msg4_every_golden_email_passes_the_strict_check():
+    """Issue 16 item 1: the goldens are what subscribers get; they obey RFC 2045 too."""
+    from pathlib import Path
+
+    from .digest_helpers import check_strict
+
+    goldens = sorted((Path(__file__).parent / "data" / "golden").glob("*.eml"))
+    assert len(goldens) >= 2
+    for path in goldens:
+        data = path.read_bytes().replace(b"\n", b"\r\n")
+        check_strict(data)
+
+
+def test_subject_non_ascii_keeps_its_spaces_when_folded():
+    """Issue 16 item 10: the policy folder put a space between two RFC 2047 encoded
+    words, where readers drop it ("Zuhörens«quoted»"); every space survives."""
+    import email as email_lib
+
+    for subject in ["shop über the Chloé «quoted» — xxxxxxxxxxxx Zuhörens «quoted» Chloé Zuhörens «quoted» Café "
+                    "title a — über",
+                    "€5 shop xxxxxxxxxxxx coffee a über — naïve title shop shop a coffee title naïve xxxxxxxxxxxx "
+                    "Zuhörens naïve and long résumé xxxxxxxxxxxx coffee Chloé",
+                    "Plain ASCII title that is long enough to be folded by the header folder, surely it is"]:
+        folded = digest_render.fold("Subject", subject)
+        assert all(len(line) <= 78 for line in folded.split("\r\n"))
+        msg = email_lib.message_from_bytes(folded.encode("ascii") + b"\r\n", policy=email_lib.policy.default)
+        assert str(msg["Subject"]) == subject
 
 
 def test_list1_list2_list_headers(digest_msgs):
@@ -130,6 +192,9 @@ def test_pre1_preheader_is_first_and_hidden(digest_msgs):
         style = first.get("style").replace(" ", "")
         for token in ("display:none", "max-height:0", "overflow:hidden", "mso-hide:all"):
             assert token in style
+        # issue 16 item 2: tiny or background-coloured text fires HTML_FONT_LOW_CONTRAST
+        # and FONT_INVIS_MSGID in SpamAssassin (tests/test_digests_spamassassin.py)
+        assert "font-size" not in style and "color" not in style
         text = first.text_content()
         assert 0 < len(text) <= 100
         assert text == "Plain · Sleep Better"  # the titles, newest first
@@ -278,6 +343,7 @@ def test_smtp7_strict_server_accepts_every_digest(make_app, sqlite_url):
         assert report.sent == 4
         assert len(server.messages) == 4
         for received in server.messages:
+            check_strict(received.data)  # RFC 2045/5322 as a strict receiver reads them
             assert b"\n" not in received.data.replace(b"\r\n", b"")
             assert received.mail_from.startswith("bounces+")  # VERP from the email channel
             assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in received.data
@@ -307,6 +373,7 @@ def test_list5_dkim_signature_covers_the_list_headers_of_a_digest(make_app, sqli
         assert drain(app).sent == 1
         (received,) = server.messages
     data = received.data
+    check_strict(data)
     assert dkim.verify(data, dnsfunc=lambda name, timeout=5: b"v=DKIM1; k=rsa; p=" + public)
     header = data.split(b"\r\n\r\n", 1)[0].decode()
     h = re.search(r"\bh=([^;]+);", re.sub(r"\s+", "", header.split("DKIM-Signature:", 1)[1])).group(1)
@@ -333,3 +400,26 @@ def test_size1_instant_alert_with_a_huge_body_falls_back_to_the_summary(sqlite_a
     html = msgs["Huge"].get_body(("html",)).get_content()
     assert len(html.encode()) < 100_000
     assert "Read the article" in html and "Unsubscribe" in html
+
+
+@pytest.mark.parametrize("base_url,post,warned", [("http://127.0.0.1:8000", False, False),
+                                                  ("http://news.example.com", False, True),
+                                                  ("https://news.example.com", True, False)])
+def test_list2_one_click_post_only_with_an_https_uri(make_app, sqlite_url, caplog, base_url, post, warned):
+    """Issue 16 item 4 (RFC 8058 3.1): List-Unsubscribe-Post only when the
+    List-Unsubscribe URI is https; an http base URL outside the demo (a loopback host)
+    is warned about when the email stage starts."""
+    import logging
+
+    app = make_app(sqlite_url)
+    app.settings.site.base_url = base_url
+    add_articles(app, [{"slug": "a", "approved_at": at(days=1)}])
+    add_subscriber(app, "r@example.com", confirmed_at=at(-1))
+    with caplog.at_level(logging.WARNING, logger="pipeline.digests.render"):
+        digests.compose(app.engine, app.settings, "daily", now=at(days=1, hours=6))
+    drain(app)
+    ((data, msg),) = maildir_messages(app)
+    assert str(msg["List-Unsubscribe"]).startswith(f"<{base_url}/unsubscribe/")
+    assert (msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click") is post
+    assert (b"List-Unsubscribe-Post" in data) is post
+    assert any("is not https" in r.getMessage() for r in caplog.records) is warned

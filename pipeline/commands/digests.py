@@ -92,9 +92,10 @@ def compose(ctx, frequency: str, dry_run: bool, show: int, chunk: str | None):
 def preview(ctx, frequency: str | None, email: str | None, out: Path | None):
     """Write the exact HTML and text of a digest, as a subscriber would get it.
 
-    With --subscriber: their next digest if something new is waiting, else the last
-    one queued for them. Without: the first due subscriber of the frequency, or a
-    sample of the next edition with every topic.
+    With --subscriber: their next digest, as the next edition of their time-zone slot
+    will hold it (articles approved since their last digest included); when nothing
+    is new yet, the last one sent to them. Without: the first due subscriber of the
+    frequency, or a sample of the next edition with every topic.
 
     \b
     Examples:

@@ -10,7 +10,9 @@ the personal values go (the name, the unsubscribe and preferences links, To, Dat
 Message-ID, List-Unsubscribe). `personalise()` replaces the markers with values encoded
 for their place (HTML-escaped in the HTML part, quoted-printable in both parts, folded
 in headers). Markers never straddle a soft line break, because the text between
-markers is encoded piece by piece.
+markers is encoded piece by piece, and each body marker sits alone on its line between
+soft line breaks, so every encoded line stays within 76 characters whatever the value
+(RFC 2045 6.7).
 
 Every value that ends up in a header is checked for CR/LF first (MSG-5): a name or a
 subject that tries to add a header line is refused with `HeaderInjection`.
@@ -25,13 +27,14 @@ import hashlib
 import html
 import logging
 import re
-import struct
+from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import templating
+from pipeline.digests import images
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, SyndicateError
 
@@ -98,10 +101,29 @@ def site_for_email(settings: Settings) -> Site:
     if hit is not None and hit[0] is settings:
         return hit[1]
     site = _site_for_email(settings)
+    warning = base_url_warning(settings)
+    if warning:
+        log.warning("%s", warning)
     if len(_sites) > 32:
         _sites.clear()
     _sites[id(settings)] = (settings, site)
     return site
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def base_url_warning(settings: Settings) -> str | None:
+    """Why an http `site.base_url` hurts delivery, or None (https, or the demo on a
+    loopback host). Said once when the email stage first loads these settings."""
+    base_url = (settings.site.base_url or "").strip()
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or not host or host in LOOPBACK_HOSTS or host.startswith("127."):
+        return None
+    return (f"site.base_url {base_url} is not https: digests go out without List-Unsubscribe-Post, so "
+            "Gmail and Yahoo offer no one-click unsubscribe (RFC 8058), and links are sent in clear; "
+            "set [site] base_url to an https:// URL")
 
 
 def _site_for_email(settings: Settings) -> Site:
@@ -161,61 +183,44 @@ def inline_css(document: str) -> str:
 
 # --- images -----------------------------------------------------------------------------
 
-def _intrinsic_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of a PNG, GIF, JPEG or SVG file, or None."""
-    try:
-        data = path.read_bytes()[:256 * 1024]
-    except OSError:
-        return None
-    try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
-            return struct.unpack(">II", data[16:24])
-        if data[:6] in (b"GIF87a", b"GIF89a"):
-            return struct.unpack("<HH", data[6:10])
-        if data[:2] == b"\xff\xd8":
-            i = 2
-            while i + 9 < len(data):
-                if data[i] != 0xFF:
-                    i += 1
-                    continue
-                marker = data[i + 1]
-                length = struct.unpack(">H", data[i + 2:i + 4])[0]
-                if marker in (0xC0, 0xC1, 0xC2):
-                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                    return w, h
-                i += 2 + length
-            return None
-        text = data.decode("utf-8", "replace")
-        m = re.search(r"<svg\b[^>]*>", text)
-        if m:
-            tag = m.group(0)
-            w = re.search(r'\swidth="([\d.]+)(px)?"', tag)
-            h = re.search(r'\sheight="([\d.]+)(px)?"', tag)
-            if w and h:
-                return round(float(w.group(1))), round(float(h.group(1)))
-            vb = re.search(r'viewBox="\s*[-\d.]+[\s,]+[-\d.]+[\s,]+([\d.]+)[\s,]+([\d.]+)"', tag)
-            if vb:
-                return round(float(vb.group(1))), round(float(vb.group(2)))
-    except (struct.error, ValueError):
-        return None
-    return None
+EMAIL_IMAGES_DIR = "email-images"  # under public/: PNGs made from our SVG/WebP images
 
 
 def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | None = None,
                height: int | None = None) -> dict | None:
     """An <img> for an email (IMG-1): absolute src (https when the site is https), alt,
-    width and height. None when the image cannot be shown safely."""
+    width and height, and a type every client shows (PNG, JPEG, GIF). Our own SVG or
+    WebP images are linked as the PNG made from them (public/email-images/); anyone
+    else's are left out, as is anything that cannot be shown safely (None)."""
     if not src:
         return None
     scheme = urlsplit(src).scheme
     if scheme not in ("http", "https") or (site.https and scheme != "https"):
         log.info("leaving out image %s: emails from an https site only link https images", src)
         return None
-    if not (width and height) and src.startswith(site.base_url + "/"):
-        local = settings.path("paths.content") / src[len(site.base_url) + 1:]
-        size = _intrinsic_size(local) if ".." not in Path(local).parts else None
-        if size:
-            width, height = size
+    local = None
+    if src.startswith(site.base_url + "/"):
+        rel = urlsplit(src).path[len(urlsplit(site.base_url).path) + 1:]
+        candidate = settings.path("paths.content") / rel
+        if ".." not in Path(rel).parts and candidate.is_file():
+            local = (rel, candidate)
+    if local is None and not images.is_email_safe(urlsplit(src).path):
+        log.info("leaving out image %s: email clients show only PNG, JPEG and GIF", src)
+        return None
+    if local is not None:
+        rel, path = local
+        if not (width and height):
+            width, height = images.intrinsic_size(path) or (None, None)
+        if not images.is_email_safe(path.name):
+            try:
+                png, png_w, png_h = images.email_image(
+                    path, settings.path("paths.public") / EMAIL_IMAGES_DIR / Path(rel).parent)
+            except images.ImageError as exc:
+                log.warning("leaving out image %s: %s", src, exc.message)
+                return None
+            src = f"{site.base_url}/{EMAIL_IMAGES_DIR}/{(Path(rel).parent / png.name).as_posix()}"
+            if not (width and height):
+                width, height = png_w, png_h
     if not (width and height) or width <= 0 or height <= 0:
         width, height = 16, 9  # unknown: assume a wide picture
     shown_w = min(IMAGE_WIDTH, width) if width >= 100 else IMAGE_WIDTH
@@ -230,30 +235,71 @@ def _qp(text: str) -> str:
     return encoded.replace("\r\n", "\n").replace("\n", "\r\n")
 
 
+QP_MAX_LINE = 76  # RFC 2045 6.7 (5): encoded lines are at most 76 characters
+
+
 def qp_with_markers(text: str) -> str:
+    """Quoted-printable of `text`, each marker alone on its line between soft line
+    breaks: "Hi =", marker "=", ", here...". A value spliced there later (encoded by
+    `_qp_value`, last line at most 75 characters) keeps every line within 76 characters
+    (RFC 2045 6.7, issue 16 item 1), and the splice stays one regex substitution."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     pieces = _MARKER_RE.split(text)
     out = []
     for i, piece in enumerate(pieces):
         if i % 2:
-            out.append(piece)
+            out.append(piece + "=\r\n")
         elif i < len(pieces) - 1:
             # A space before a marker is not the end of a line: encode with a sentinel
             # after it so that it stays a plain space, then drop the sentinel.
-            out.append(_qp(piece + "x")[:-1])
+            encoded = _room_for_soft_break(_qp(piece + "x")[:-1])
+            out.append(encoded if not encoded or encoded.endswith("\r\n") else encoded + "=\r\n")
         else:
             out.append(_qp(piece))
     return "".join(out)
 
 
+def _room_for_soft_break(encoded: str) -> str:
+    """`encoded` with its last line at most 75 characters, so that "=" fits after it."""
+    head, sep, last = encoded.rpartition("\r\n")
+    if len(last) < QP_MAX_LINE:
+        return encoded
+    return head + sep + _wrap_line(last, QP_MAX_LINE - 1)
+
+
+def _wrap_line(line: str, last_max: int = QP_MAX_LINE) -> str:
+    """One encoded line split by soft line breaks (never inside an `=XX` escape) into
+    lines of at most 76 characters, the last at most `last_max`."""
+    out = []
+    while len(line) > last_max:
+        cut = QP_MAX_LINE - 1  # room for the "=" of the soft break
+        if line[cut - 1] == "=":
+            cut -= 1
+        elif line[cut - 2] == "=":
+            cut -= 2
+        out.append(line[:cut] + "=")
+        line = line[cut:]
+    out.append(line)
+    return "\r\n".join(out)
+
+
 def _qp_value(value: str) -> str:
+    """A personal value, quoted-printable, ready to sit between two soft breaks."""
     encoded = binascii.b2a_qp(value.encode("utf-8"), istext=False).decode("ascii")
-    return encoded.replace("\r\n", "\n").replace("\n", "\r\n")
+    return _room_for_soft_break(encoded.replace("\r\n", "\n").replace("\n", "\r\n"))
 
 
 def fold(name: str, value: str) -> str:
-    """`Name: value` folded (RFC 2047 for non-ASCII), CRLF terminated."""
+    """`Name: value` folded (RFC 2047 for non-ASCII), CRLF terminated.
+
+    A non-ASCII Subject is encoded by `email.header.Header`, whose encoded words carry
+    the spaces inside them: the policy folder puts the space between two encoded words,
+    where RFC 2047 6.2 tells every reader to drop it ("Zuhörens«quoted»", issue 16
+    item 10)."""
     check_header_value(name, value)
+    if name.lower() == "subject" and not value.isascii():
+        encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=78)
+        return f"{name}: {encoded}\r\n"
     return email.policy.SMTP.fold(name, value)
 
 
@@ -305,7 +351,8 @@ def render_variant(settings: Settings, site: Site, *, template: str, subject_tem
         f"Message-ID: {MARKERS['message_id']}\r\n",
         fold("List-Id", site.list_id_header),
         f"List-Unsubscribe: {MARKERS['list_unsubscribe']}\r\n",
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        # RFC 8058 3.1: one-click only with an https URI in List-Unsubscribe (issue 16 item 4)
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if site.https else "",
         "MIME-Version: 1.0\r\n",
         f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
     ])
@@ -358,7 +405,8 @@ def _now():
 
 
 def personalise(skeleton: str, p: Personal) -> bytes:
-    """The message bytes for one recipient: markers replaced, nothing else touched."""
+    """The message bytes for one recipient: markers replaced, nothing else touched.
+    Every line stays within 76 characters: see `qp_with_markers`."""
     values = personal_values(p)
     return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("ascii")
 

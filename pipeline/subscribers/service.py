@@ -939,6 +939,9 @@ def _domain(address: str) -> str:
     return parseaddr(address)[1].rpartition("@")[2] or (urlsplit(address).hostname or "localhost")
 
 
+_TRANSACTIONAL_POLICY = email.policy.SMTP.clone(max_line_length=76)
+
+
 def _message(settings: Settings, row: dict, to: str, subject: str, template: str, context: dict):
     from pipeline.delivery.email.channel import OutgoingEmail
 
@@ -947,7 +950,9 @@ def _message(settings: Settings, row: dict, to: str, subject: str, template: str
     context = {"site": settings.site, **context}
     text_body = text_env.get_template(f"email/{template}.txt").render(**context)
     html_body = html_env.get_template(f"email/{template}.html").render(**context)
-    msg = EmailMessage(policy=email.policy.SMTP)
+    # max_line_length 76: the stdlib encodes quoted-printable bodies to the policy's
+    # limit, 78 for SMTP, where RFC 2045 6.7 allows 76 (issue 16 item 1).
+    msg = EmailMessage(policy=_TRANSACTIONAL_POLICY)
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
