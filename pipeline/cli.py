@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "pipeline.commands.digests",
     "pipeline.commands.partners",
     "pipeline.commands.feeds",
+    "pipeline.commands.sources",
 ]
 
 console = Console(highlight=False)
