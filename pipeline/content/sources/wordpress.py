@@ -90,7 +90,7 @@ class WordPressSource(Source):
                     total_pages = 0
                     break
                 try:
-                    item = _post_item(post, out)
+                    item = _post_item(post, out, self.config["url"].rstrip("/"))
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     out.problems.append(ItemProblem(str(post.get("id", "?")) if isinstance(post, dict) else "?",
                                                     f"post cannot be read: {type(exc).__name__}: {exc}"))
@@ -157,7 +157,7 @@ def _gmt(value) -> object:
     return parse_datetime(str(value).rstrip("Z") + "+00:00")
 
 
-def _post_item(post: dict, out: Fetched) -> SourceItem | None:
+def _post_item(post: dict, out: Fetched, site: str) -> SourceItem | None:
     key = str(post["id"])
     status = str(post.get("status") or "publish")
     if status in RETRACTED_STATUSES:
@@ -169,13 +169,16 @@ def _post_item(post: dict, out: Fetched) -> SourceItem | None:
     author_name, author_uri = "", ""
     tags, category, image, image_alt = [], "", "", ""
     if not isinstance(embedded, dict):
-        out.notes.append(f"post {key}: no _embedded (author, terms, image unknown)")
+        out.notes.append(f"post {key}: no _embedded (terms and image unknown; author by id)")
         embedded = {}
     authors = embedded.get("author") or []
     author = authors[0] if authors and isinstance(authors[0], dict) else {}
+    if post.get("author"):
+        # The user id is the byline's stable identity (names change, embeds go missing).
+        author_uri = f"{site}/?author={post['author']}"
     if author.get("name"):
-        author_name, author_uri = str(author["name"]), str(author.get("link") or "")
-    elif post.get("author"):
+        author_name = str(author["name"])
+    elif post.get("author") and embedded:
         out.notes.append(f"post {key}: author {post.get('author')} not found upstream (deleted?)")
         author_name = f"WordPress user {post.get('author')}"
     for group in embedded.get("wp:term") or []:
