@@ -40,6 +40,7 @@ class SourceServer:
         self.routes: dict[str, Route] = {}
         self.requests: list[tuple[str, dict]] = []
         self.wp_posts: list[dict] = []
+        self.wp_fail_page: int | None = None  # this page of the posts list answers 500
         self.lock = threading.Lock()
         server = self
 
@@ -160,6 +161,8 @@ class SourceServer:
         else:
             posts.sort(key=lambda p: p["date_gmt"], reverse=True)
         per_page, page = int(arg("per_page", "10")), int(arg("page", "1"))
+        if page == self.wp_fail_page and arg("_fields") != "id":
+            return Route(500, b"<h1>Error establishing a database connection</h1>", {"Content-Type": "text/html"})
         total = len(posts)
         pages = (total + per_page - 1) // per_page
         if page > max(pages, 1):

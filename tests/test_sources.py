@@ -276,3 +276,353 @@ def test_sw7_a_feed_on_a_private_address_is_refused_without_allow_private(make_a
     run = run_one(app, "intranet")
     assert run.status == "failed" and ": refused: " in run.error and "allow_private" in run.hint
     assert server.requests == []
+
+
+# --- WordPress --------------------------------------------------------------------------
+
+def wp_app(make_app, db_url, server, **extra):
+    server.load_wp()
+    extra.setdefault("per_page", 2)
+    return make_app(db_url, source_toml("blog", "wordpress", server.base, **extra))
+
+
+def test_wordpress_posts_with_embed_are_paginated_and_mapped(make_app, db_url, server):
+    app = wp_app(make_app, db_url, server)
+    run = run_one(app, "blog")
+    assert run.status == "ok", run.error
+    assert run.counts["new"] == 3  # the pending post is not public
+    posts = [p for p in server.paths() if p.startswith("/wp-json/wp/v2/posts?_embed")]
+    assert len(posts) == 2 and "page=2" in posts[1] and "orderby=modified" in posts[0]  # X-WP-TotalPages = 2
+    rows = article_rows(app)
+    tidy = rows["the-ten-minute-tidy"]
+    assert tidy["title"] == "The Ten\u2011Minute Tidy \u2013 Before Bed"  # entities decoded, plain text
+    assert tidy["author_slug"] == "lena-marsh" and tidy["category"] == "wellbeing" and tidy["tags"] == ["habits", "home"]
+    assert tidy["summary"].startswith("Set a timer for ten minutes") and "<p>" not in tidy["summary"]
+    assert tidy["published_at"].isoformat() == "2026-11-10T09:00:00+00:00"
+    # A deleted author (the embed answers rest_user_invalid_id) and a missing _embedded.
+    assert rows["lunch-away-from-the-desk"]["author_slug"] == "wordpress-user-9"
+    assert any("author 9 not found upstream" in n for n in run.notes)
+    assert rows["a-walk-before-work"]["author_slug"] == "lena-marsh"  # by user id, without the embed
+    assert any("post 13: no _embedded" in n for n in run.notes)
+    assert state(app, "blog")["cursor"]["modified_after"] == "2026-11-12T07:45:00Z"
+
+
+def test_wordpress_is_incremental_with_modified_after(make_app, db_url, server):
+    app = wp_app(make_app, db_url, server)
+    run_one(app, "blog")
+    before = counts_of_writes(app)
+    server.requests.clear()
+    assert run_one(app, "blog").counts["new"] == 0
+    assert counts_of_writes(app) == before
+    assert "modified_after=2026-11-12T07:45:00Z" in server.paths()[0]
+    # An edit upstream: only that post comes back, as a new revision waiting for review.
+    post = next(p for p in server.wp_posts if p["id"] == 12)
+    post["content"]["rendered"] = "<p>Thirty minutes outside beats an hour of scrolling.</p>"
+    post["modified_gmt"] = "2026-11-14T08:00:00"
+    run = run_one(app, "blog")
+    assert run.counts["changed"] == 1 and run.counts["seen"] == 1
+    assert article_rows(app)["lunch-away-from-the-desk"]["number"] == 2
+    assert state(app, "blog")["cursor"]["modified_after"] == "2026-11-14T08:00:00Z"
+
+
+def test_wordpress_watermark_advances_only_past_the_pages_stored(make_app, db_url, server):
+    server.wp_fail_page = 2
+    app = wp_app(make_app, db_url, server)
+    run = run_one(app, "blog")
+    assert run.status == "failed" and ": http-500: " in run.error
+    assert run.counts["new"] == 2  # page 1 was stored
+    assert state(app, "blog")["cursor"]["modified_after"] == "2026-11-11T12:00:00Z"
+    server.wp_fail_page = None
+    run = run_one(app, "blog")
+    assert run.status == "ok" and run.counts["new"] == 1 and state(app, "blog")["failures"] == 0
+
+
+def test_wordpress_answering_html_instead_of_json_is_named(make_app, sqlite_url, server):
+    server.serve_file("/wp-json/wp/v2/posts", "wp/security-plugin.html")
+    app = wp_app(make_app, sqlite_url, server)
+    run = run_one(app, "blog")
+    assert run.status == "failed" and ": not-json: " in run.error and "HTML" in run.error
+    assert state(app, "blog")["cursor"] == {}
+
+
+def test_wordpress_page_past_the_end_stops_cleanly(make_app, sqlite_url, server):
+    """The list shrinks between page 1 and page 2: WordPress answers 400
+    rest_post_invalid_page_number; what was read is kept."""
+    app = wp_app(make_app, sqlite_url, server)
+    original = server._wp_posts
+
+    def shrinking(q, headers):
+        route = original(q, headers)
+        if q.get("page") == ["1"] and "_embed" in q:
+            server.wp_posts = [p for p in server.wp_posts if p["id"] != 13]
+        return route
+
+    server._wp_posts = shrinking
+    run = run_one(app, "blog")
+    assert run.status == "ok" and run.counts["new"] == 2 and any("past the end" in n for n in run.notes)
+
+
+def test_wordpress_pending_posts_with_an_application_password_wait_for_review(make_app, db_url, server, monkeypatch):
+    monkeypatch.setenv("SYNDICATE_SOURCES__BLOG__PASSWORD", WP_PASSWORD)
+    server.load_wp()
+    config = make_app(db_url, source_toml("blog", "wordpress", server.base, per_page=10, approval="source",
+                                          username=WP_USER)).settings.source
+    from pipeline.app import App
+
+    app = App(load_settings(config))  # the password from the (patched) environment
+    run = run_one(app, "blog")
+    assert run.status == "ok", run.error
+    assert run.counts["new"] == 4 and run.counts["approved"] == 3
+    assert article_rows(app)["saying-no-kindly"]["state"] == "submitted"  # pending upstream: an editor decides
+    assert "status=publish,pending" in server.paths()[0]
+    assert server.requests[0][1]["authorization"].startswith("Basic ")
+
+
+def test_wordpress_wrong_password_is_a_named_401(make_app, sqlite_url, server, monkeypatch):
+    monkeypatch.setenv("SYNDICATE_SOURCES__BLOG__PASSWORD", "wrong")
+    server.load_wp()
+    config = make_app(sqlite_url, source_toml("blog", "wordpress", server.base, username=WP_USER)).settings.source
+    from pipeline.app import App
+
+    run = run_one(App(load_settings(config)), "blog")
+    assert run.status == "failed" and ": http-401: " in run.error and "PASSWORD" in run.hint
+
+
+@pytest.mark.parametrize("with_auth", [False, True])
+def test_a_post_trashed_upstream_is_retracted_and_leaves_the_feeds(make_app, db_url, server, monkeypatch, with_auth):
+    from pipeline.app import App
+    from pipeline.site.build import build
+
+    extra = {"approval": "source"}
+    if with_auth:
+        monkeypatch.setenv("SYNDICATE_SOURCES__BLOG__PASSWORD", WP_PASSWORD)
+        extra["username"] = WP_USER
+    app = App(load_settings(wp_app(make_app, db_url, server, **extra).settings.source))
+    run_one(app, "blog")
+    build(app)
+    feed = (app.settings.path("paths.public") / "feeds" / "all.atom").read_text()
+    assert "Lunch Away from the Desk" in feed
+    post = next(p for p in server.wp_posts if p["id"] == 12)
+    post["status"], post["modified_gmt"] = "trash", "2026-11-15T09:00:00"
+    run = run_one(app, "blog")
+    assert run.counts["retracted"] == 1, (run.counts, run.notes, run.problems)
+    assert article_rows(app)["lunch-away-from-the-desk"]["retracted_at"] is not None
+    build(app)
+    feed = (app.settings.path("paths.public") / "feeds" / "all.atom").read_text()
+    assert "Lunch Away from the Desk" not in feed and "The Ten" in feed
+
+
+# --- images ---------------------------------------------------------------------------------
+
+def test_images_are_fetched_once_stored_by_hash_and_rasterised_for_email(make_app, db_url, server):
+    """Featured WebP and SVG images get a PNG copy for email (pages keep the original);
+    inline images point at public/media/; each URL is fetched once."""
+    from PIL import Image
+
+    from pipeline.content.sources.media import email_src
+
+    app = wp_app(make_app, db_url, server)
+    run_one(app, "blog")
+    tidy = article_rows(app)["the-ten-minute-tidy"]
+    public = app.settings.path("paths.public")
+    m = re.fullmatch(r"https://news\.example\.com/media/([0-9a-f]{64})\.webp", tidy["image"])
+    assert m, tidy["image"]
+    assert (tidy["image_width"], tidy["image_height"]) == (800, 450)
+    png = email_src(app.settings, tidy["image"])
+    assert png.endswith(f"{m.group(1)}.png")
+    with Image.open(public / "media" / f"{m.group(1)}.png") as img:
+        assert img.format == "PNG" and img.size == (800, 450)
+    inline = re.search(r'<img src="https://news\.example\.com/media/([0-9a-f]{64})\.png"', tidy["body_html"])
+    assert inline and (public / "media" / f"{inline.group(1)}.png").is_file()
+    # The RSS item's SVG hero, sniffed from its bytes.
+    url = server.serve_file("/rss2.xml", "rss2.xml")
+    server.requests.clear()
+    app2 = make_app(db_url, source_toml("coop", "feed", url), root=app.settings.root)
+    run_one(app2, "coop")
+    seeds = article_rows(app2)["saving-seeds"]
+    assert seeds["image"].endswith(".svg")
+    with Image.open(public / "media" / (seeds["image"].rsplit("/", 1)[1][:-4] + ".png")) as img:
+        assert img.size == (640, 320)
+    fetched = [p for p in server.paths() if p.startswith("/images/")]
+    assert sorted(fetched) == ["/images/seeds-hero.svg", "/images/seeds.png"]
+
+
+def test_an_image_that_cannot_be_fetched_is_reported_and_left_out(make_app, sqlite_url, server):
+    server.set("/wp-content/uploads/2026/11/tidy-shelf.png", 404, "gone")
+    server.set("/wp-content/uploads/2026/11/tidy-hero.webp", 200, b"<html>not an image</html>", content_type="image/webp")
+    app = wp_app(make_app, sqlite_url, server)
+    run = run_one(app, "blog")
+    assert run.status == "ok"
+    problems = "\n".join(run.problems)
+    assert "11: featured image" in problems and "not a PNG, JPEG, GIF, WebP or SVG image" in problems
+    assert "tidy-shelf.png left out: http-404" in problems
+    tidy = article_rows(app)["the-ten-minute-tidy"]
+    assert tidy["image"] == "" and "<img" not in tidy["body_html"]  # never a broken <img>
+
+
+def test_an_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from pipeline.content.sources import media
+
+    buf = io.BytesIO()
+    Image.new("1", (8000, 6000)).save(buf, "PNG")
+    with pytest.raises(media.ImageError, match="over the cap"):
+        media._raster_size(buf.getvalue())
+
+
+# --- operations: job history, status, back-off, pause ----------------------------------------
+
+def test_failures_in_a_row_back_off_and_are_reported_then_resume(make_app, db_url, server):
+    server.set("/f", 500, "down")
+    app = make_app(db_url, source_toml("flaky", "feed", server.base + "/f", max_failures=2, backoff_minutes=30))
+    assert run_sources(app)[0].status == "failed"
+    assert run_sources(app)[0].status == "failed"
+    row = state(app, "flaky")
+    assert row["failures"] == 2 and row["next_attempt_at"] is not None
+    server.requests.clear()
+    run = run_sources(app)[0]
+    assert run.status == "backing-off" and "2 failures in a row" in run.error and server.requests == []
+    from pipeline.ops.status import snapshot
+
+    [panel] = snapshot(app)["sources"]
+    assert panel["failures"] == 2 and "http-500" in panel["last_error"] and panel["backing_off_until"]
+    server.serve_file("/f", "rss1.rdf")
+    set_paused(app.engine, "flaky", False, app.settings)  # resume clears the back-off
+    assert run_sources(app)[0].counts["new"] == 2
+    row = state(app, "flaky")
+    assert row["failures"] == 0 and row["last_success_at"] is not None and row["next_attempt_at"] is None
+
+
+def test_a_paused_source_is_not_read(make_app, sqlite_url, server):
+    app = make_app(sqlite_url, source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf")))
+    set_paused(app.engine, "reading", True, app.settings)
+    assert run_sources(app)[0].status == "paused" and server.requests == []
+
+
+def test_the_ingest_stage_records_per_source_counts_in_the_job_history(make_app, db_url, server):
+    from pipeline.ops.runs import record_run
+    from pipeline.ops.stages import run_stage
+    from pipeline.store.schema import job_runs
+
+    toml = (source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf"))
+            + source_toml("broken", "feed", server.set("/b", 404, "no")) + '\n[[sources]]\nname = "content"\ntype = "markdown"\n')
+    app = make_app(db_url, toml)
+    with record_run(app, "ingest", trigger="cli") as counts:
+        counts.update(run_stage(app, "ingest"))
+    with app.engine.connect() as conn:
+        row = conn.execute(select(job_runs.c.counts).where(job_runs.c.job_id == "ingest")).scalar_one()
+    assert row["reading.new"] == 2 and row["reading.seen"] == 2 and row["new"] == 2 and row["sources_failed"] == 1
+
+
+# --- configuration and the CLI --------------------------------------------------------------
+
+@pytest.mark.parametrize("toml, message", [
+    ('[[sources]]\nname = "x"\ntype = "ftp"\n', "type 'ftp' is unknown"),
+    ('[[sources]]\nname = "x"\ntype = "feed"\n', "needs a url"),
+    ('[[sources]]\nname = "x"\ntype = "wordpress"\nurl = "https://a.example"\npassword = "p"\n', "secret in the file"),
+    ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a.example"\napproval = "auto"\n', "approval must be"),
+    ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a"\n[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://b"\n', "used twice"),
+    ('[[sources]]\nname = "a b"\ntype = "feed"\nurl = "https://a"\n', "not a simple id"),
+    ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a"\nintervall = 5\n', "unknown key 'intervall'"),
+])
+def test_bad_source_settings_stop_start_up_with_the_fix(tmp_path, toml, message):
+    path = tmp_path / "syndicate.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(path, env={})
+
+
+def test_source_password_comes_from_the_environment_only(tmp_path):
+    from pipeline.config import source_secret
+
+    path = tmp_path / "syndicate.toml"
+    path.write_text('[[sources]]\nname = "my-blog"\ntype = "wordpress"\nurl = "https://a.example"\nusername = "ed"\n')
+    env = {"SYNDICATE_SOURCES__MY_BLOG__PASSWORD": "app pass"}
+    settings = load_settings(path, env=env)  # the variable is not mistaken for an unknown setting
+    assert source_secret(settings.sources[0], env=env) == "app pass"
+
+
+def test_default_configuration_is_the_content_folder(make_app, sqlite_url):
+    from pipeline.content.sources import configured
+
+    app = make_app(sqlite_url)
+    assert [(c["name"], c["type"]) for c in configured(app.settings)] == [("content", "markdown")]
+
+
+def invoke(app, *args):
+    return CliRunner().invoke(main, ["--config", str(app.settings.source), *args], catch_exceptions=False,
+                              env={"COLUMNS": "200"})
+
+
+def test_sources_commands(make_app, sqlite_url, server):
+    app = make_app(sqlite_url, source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf"))
+                   + source_toml("broken", "feed", server.set("/b", 403, "no")))
+    r = invoke(app, "sources", "test", "reading")
+    assert r.exit_code == 0 and "reading (feed) ok (dry run): 2 seen, 2 new" in r.output
+    assert counts_of_writes(app)[0] == 0 and state(app, "reading")["cursor"] == {}  # test writes nothing
+    r = invoke(app, "ingest", "reading")
+    assert r.exit_code == 0 and "2 new" in r.output and "new authors: hale-okafor" in r.output
+    r = invoke(app, "sources", "ingest")
+    assert r.exit_code == 1 and "http-403" in r.output and "1 source(s) had failures: broken" in r.output
+    r = invoke(app, "sources", "list")
+    assert r.exit_code == 0 and "reading" in r.output and "1 failure(s) in a row" in r.output
+    r = invoke(app, "sources", "show", "reading")
+    assert r.exit_code == 0 and "etag" in r.output and "last success" in r.output
+    assert invoke(app, "sources", "pause", "reading").exit_code == 0 and state(app, "reading")["paused"]
+    assert invoke(app, "sources", "resume", "reading").exit_code == 0 and not state(app, "reading")["paused"]
+    r = invoke(app, "sources", "show", "nope")
+    assert r.exit_code == 1 and "no source named 'nope'" in r.output
+    r = invoke(app, "status")
+    assert "broken (feed)" in r.output and "http-403" in r.output
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+def test_end_to_end_a_wordpress_source_flows_to_feeds_digests_and_partners_in_one_run(make_app, db_url, server, monkeypatch):
+    """`syndicate run` alone: WordPress (approval = "source") -> articles -> feeds,
+    an instant digest in the Maildir with the featured image as PNG, and a signed push
+    to a webhook partner."""
+    import email
+    import email.policy
+
+    from .digest_helpers import T0, add_subscriber
+    from .partner_server import WebhookPartner
+    from .partners_helpers import PUSH_TOML, SECRET, SECRET_ENV, webhook_partner_toml
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    server.load_wp()
+    with WebhookPartner([SECRET]) as partner:
+        app = make_app(db_url, PUSH_TOML + webhook_partner_toml(partner.url)
+                       + source_toml("blog", "wordpress", server.base, approval="source", per_page=10))
+        add_subscriber(app, "reader@example.org", frequency="instant", confirmed_at=T0)
+        r = invoke(app, "run")
+        assert r.exit_code == 0, r.output
+        feed = (app.settings.path("paths.public") / "feeds" / "all.atom").read_text()
+        assert "Lunch Away from the Desk" in feed and "A Walk Before Work" in feed
+        assert sorted(e["data"]["title"] for e in partner.events if e["type"] == "article.published") == [
+            "A Walk Before Work", "Lunch Away from the Desk", "The Ten\u2011Minute Tidy \u2013 Before Bed"]
+        assert all(r.verified for r in partner.requests)
+    maildir = app.settings.path("email.maildir") / "new"
+    messages = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in maildir.iterdir()]
+    html = "\n".join(m.get_body(("html",)).get_content() for m in messages)
+    assert "Minute Tidy" in html
+    hero = re.search(r'<img[^>]+src="(https://news\.example\.com/media/[0-9a-f]{64}\.[a-z]+)"', html)
+    assert hero and hero.group(1).endswith(".png")  # the WebP reaches email as PNG
+
+
+def test_msg2_a_non_ascii_title_from_a_source_is_rfc2047_encoded_in_the_subject():
+    """WordPress titles carry typographic dashes; the Subject must stay 7-bit (it was
+    left raw and the message failed to build: found by the end-to-end test above)."""
+    import email
+    import email.policy
+
+    from pipeline.digests.render import fold
+
+    line = fold("Subject", "The Ten\u2011Minute Tidy \u2013 Before Bed")
+    assert line.isascii() and "=?utf-8?" in line
+    msg = email.message_from_string(line + "\r\n", policy=email.policy.default)
+    assert msg["Subject"] == "The Ten\u2011Minute Tidy \u2013 Before Bed"
+    assert fold("Subject", "Plain words") == "Subject: Plain words\r\n"

@@ -207,6 +207,9 @@ def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | 
     width and height. None when the image cannot be shown safely."""
     if not src:
         return None
+    from pipeline.content.sources.media import email_src
+
+    src = email_src(settings, src)  # a source's SVG/WebP image: its PNG copy (issue 12)
     scheme = urlsplit(src).scheme
     if scheme not in ("http", "https") or (site.https and scheme != "https"):
         log.info("leaving out image %s: emails from an https site only link https images", src)
@@ -254,7 +257,9 @@ def _qp_value(value: str) -> str:
 def fold(name: str, value: str) -> str:
     """`Name: value` folded (RFC 2047 for non-ASCII), CRLF terminated."""
     check_header_value(name, value)
-    return email.policy.SMTP.fold(name, value)
+    # Through the header object: policy.fold() alone leaves a short non-ASCII value as
+    # raw UTF-8 (found with WordPress titles with typographic dashes, issue 12).
+    return email.policy.SMTP.header_factory(name, value).fold(policy=email.policy.SMTP)
 
 
 # --- rendering a variant ------------------------------------------------------------------
