@@ -626,3 +626,29 @@ def test_msg2_a_non_ascii_title_from_a_source_is_rfc2047_encoded_in_the_subject(
     msg = email.message_from_string(line + "\r\n", policy=email.policy.default)
     assert msg["Subject"] == "The Ten\u2011Minute Tidy \u2013 Before Bed"
     assert fold("Subject", "Plain words") == "Subject: Plain words\r\n"
+
+
+def test_a_429_with_retry_after_is_not_retried_before_then(make_app, sqlite_url, server):
+    server.set("/f", 429, "slow down", headers={"Retry-After": "600"})
+    app = make_app(sqlite_url, source_toml("busy", "feed", server.base + "/f"))
+    assert run_sources(app)[0].status == "failed"
+    row = state(app, "busy")
+    assert row["failures"] == 1 and row["next_attempt_at"] is not None
+    server.requests.clear()
+    assert run_sources(app)[0].status == "backing-off" and server.requests == []
+    assert run_one(app, "busy").status == "failed" and len(server.requests) == 1  # named: tried now
+
+
+def test_markdown_ingest_leaves_the_articles_of_other_sources_alone(make_app, db_url, server):
+    """Deleted files are retracted, but an article a feed brought is not a deleted file."""
+    from .articles import write_article, write_author
+
+    app = make_app(db_url, '\n[[sources]]\nname = "content"\ntype = "markdown"\n'
+                   + source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf")))
+    write_author(app.settings.root)
+    write_article(app.settings.root, "local-one")
+    runs = {r.name: r for r in run_sources(app)}
+    assert runs["content"].counts["new"] == 1 and runs["reading"].counts["new"] == 2
+    runs = {r.name: r for r in run_sources(app)}
+    assert runs["content"].counts["retracted"] == 0
+    assert all(r["retracted_at"] is None for r in article_rows(app).values())

@@ -23,9 +23,10 @@ class SourceError(SyndicateError):
     """A source could not be read at all (network, HTTP status, not a feed). `kind`
     names the failure for the report and the status screen."""
 
-    def __init__(self, source: str, kind: str, message: str, hint: str | None = None):
+    def __init__(self, source: str, kind: str, message: str, hint: str | None = None, retry_after: float | None = None):
         self.source = source
         self.kind = kind
+        self.retry_after = retry_after  # seconds the server asked us to wait (429/503 Retry-After)
         super().__init__(f"source {source}: {kind}: {message}", hint)
 
 

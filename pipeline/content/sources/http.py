@@ -104,7 +104,8 @@ def get(session: requests.Session, config: dict, url: str, *, headers: dict | No
                 snippet = " ".join(text.split())[:200]
                 raise SourceError(name, f"http-{resp.status_code}", f"{current} answered {resp.status_code}"
                                   + (f": {snippet}" if snippet else ""),
-                                  hint=STATUS_HINTS.get(resp.status_code, "The server failed; the source is tried again later."))
+                                  hint=STATUS_HINTS.get(resp.status_code, "The server failed; the source is tried again later."),
+                                  retry_after=retry_after_seconds(resp.headers.get("Retry-After", "")))
             declared = hdrs.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes and "gzip" not in hdrs.get("content-encoding", ""):
                 raise SourceError(name, "too-large", f"{current} is {int(declared):,} bytes, over max_bytes {max_bytes:,}",
@@ -140,6 +141,27 @@ def _read(resp, limit: int, name: str, url: str, *, hard: bool, timeout: float =
         raise SourceError(name, kind, f"{url}: the body broke off after {size:,} bytes ({type(exc).__name__})",
                           hint="The server dropped the connection; the source is tried again later.") from None
     return b"".join(chunks)
+
+
+def retry_after_seconds(value: str, cap: float = 86400.0) -> float | None:
+    """Retry-After as seconds or an HTTP date -> seconds to wait (capped), or None."""
+    import email.utils
+    from datetime import timezone
+
+    from pipeline.timeutil import utcnow
+
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return min(max((when - utcnow()).total_seconds(), 0.0), cap)
 
 
 def conditional_headers(cursor: dict) -> dict:

@@ -45,6 +45,7 @@ class SourceRun:
     error: str = ""
     hint: str = ""
     requests: int = 0
+    retry_after: float | None = None  # the server asked us to wait this long (429/503)
     authors_created: list[str] = dataclasses.field(default_factory=list)
     flagged: list[str] = dataclasses.field(default_factory=list)
     report: object = None  # the IngestReport of the Markdown source
@@ -116,7 +117,7 @@ def run_source(app, config: dict, *, dry_run: bool = False, force: bool = False)
         else:
             _run_fetching(app, source, dict(state.cursor or {}), run, dry_run)
     except SourceError as exc:
-        run.status, run.error, run.hint = "failed", exc.message, exc.hint or ""
+        run.status, run.error, run.hint, run.retry_after = "failed", exc.message, exc.hint or "", exc.retry_after
     except ContentError as exc:  # strict mode of the Markdown source
         run.status, run.error, run.hint = "failed", exc.message, exc.hint or ""
     except Exception as exc:  # a bug or a surprise in one source must not stop the others
@@ -234,8 +235,11 @@ def _record(app, config: dict, run: SourceRun) -> None:
             failures = (state.failures or 0) + 1
             values.update(failures=failures, last_error=run.error, last_error_at=now)
             limit = int(config.get("max_failures") or 5)
+            if run.retry_after:  # the server said when: not before then, even below max_failures
+                values["next_attempt_at"] = now + dt.timedelta(seconds=run.retry_after)
             if failures >= limit:
-                values["next_attempt_at"] = now + dt.timedelta(minutes=int(config.get("backoff_minutes") or 60))
+                values["next_attempt_at"] = max(values.get("next_attempt_at") or now,
+                                                now + dt.timedelta(minutes=int(config.get("backoff_minutes") or 60)))
                 log.error("source %s failed %d times in a row; backing off for %s minutes: %s", config["name"],
                           failures, config.get("backoff_minutes") or 60, run.error)
         conn.execute(update(source_state).where(source_state.c.name == config["name"]).values(**values))
