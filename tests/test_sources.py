@@ -428,6 +428,10 @@ def test_images_are_fetched_once_stored_by_hash_and_rasterised_for_email(make_ap
     m = re.fullmatch(r"https://news\.example\.com/media/([0-9a-f]{64})\.webp", tidy["image"])
     assert m, tidy["image"]
     assert (tidy["image_width"], tidy["image_height"]) == (800, 450)
+    with app.engine.connect() as conn:  # RSS-9: the enclosure's length and type are known
+        length, kind = conn.execute(select(revisions.c.image_length, revisions.c.image_type)
+                                    .where(revisions.c.id == tidy["rev"])).one()
+    assert length == (public / "media" / f"{m.group(1)}.webp").stat().st_size and kind == "image/webp"
     png = email_src(app.settings, tidy["image"])
     assert png.endswith(f"{m.group(1)}.png")
     with Image.open(public / "media" / f"{m.group(1)}.png") as img:

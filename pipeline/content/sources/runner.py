@@ -167,10 +167,11 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
                     for problem in media.localise(conn, settings, source.config, session, item):
                         run.problems.append(f"{item.key}: {problem}")
                     if item.image:
-                        row = conn.execute(select(media.media.c.width, media.media.c.height)
+                        row = conn.execute(select(media.media.c.width, media.media.c.height, media.media.c.length,
+                                                  media.media.c.content_type)
                                            .where(media.media.c.sha256 == item.image.rsplit("/", 1)[-1].split(".")[0])).first()
                         if row:
-                            sizes[item.image] = (row.width, row.height)
+                            sizes[item.image] = tuple(row)
             report = ingest_module.store_source_items(conn, settings, source.name, fetched.items,
                                                       present_keys=fetched.present_keys, now=now)
             run.counts.update(new=len(report.new), changed=len(report.changed), unchanged=report.unchanged,
@@ -201,9 +202,10 @@ def _image_sizes(conn: Connection, slugs: list[str], sizes: dict) -> None:
     rows = conn.execute(select(revisions.c.id, revisions.c.image).join(articles, articles.c.current_revision_id == revisions.c.id)
                         .where(articles.c.slug.in_(slugs))).all()
     for rev_id, image in rows:
-        if image in sizes:
-            width, height = sizes[image]
-            conn.execute(update(revisions).where(revisions.c.id == rev_id).values(image_width=width, image_height=height))
+        if image in sizes:  # known from the stored bytes: complete enclosures (RSS-9), sized <img>s
+            width, height, length, content_type = sizes[image]
+            conn.execute(update(revisions).where(revisions.c.id == rev_id).values(
+                image_width=width, image_height=height, image_length=length, image_type=content_type))
 
 
 def _approve_published(conn: Connection, name: str, items: list, report) -> int:
