@@ -133,6 +133,8 @@ def _xml_item(entry, feed_url: str) -> SourceItem:
     for content in entry.get("content") or []:
         if content.get("type") in ("text/html", "application/xhtml+xml") or not body:
             body = content.get("value") or ""
+            if content.get("type") == "text/plain":  # plain text: paragraphs, not markup
+                body = _paragraphs(body)
     summary = entry.get("summary") or ""
     if not body:
         body = summary
@@ -184,9 +186,7 @@ def parse_json_feed(name: str, body: bytes, url: str) -> tuple[list[SourceItem],
             continue
         body = raw.get("content_html") or ""
         if not body and raw.get("content_text"):
-            from html import escape
-
-            body = "".join(f"<p>{escape(p)}</p>" for p in str(raw["content_text"]).split("\n\n") if p.strip())
+            body = _paragraphs(str(raw["content_text"]))
         title = str(raw.get("title") or "")
         if not title.strip() and not body.strip():
             problems.append(ItemProblem(key, "item has neither a title nor content"))
@@ -202,6 +202,13 @@ def parse_json_feed(name: str, body: bytes, url: str) -> tuple[list[SourceItem],
             tags=[str(t) for t in raw.get("tags") or [] if isinstance(t, (str, int))],
             image=urljoin(base, str(image)) if image else "", base_url=link or base))
     return items, problems
+
+
+def _paragraphs(text: str) -> str:
+    """Plain text -> <p> paragraphs (blank lines separate them), escaped."""
+    from html import escape
+
+    return "".join(f"<p>{escape(p.strip())}</p>" for p in text.replace("\r\n", "\n").split("\n\n") if p.strip())
 
 
 def _json_date(value) -> dt.datetime | None:
