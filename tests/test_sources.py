@@ -11,6 +11,7 @@ back-off after failures in a row, pause/resume, and every bad case the issue lis
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 
@@ -656,3 +657,37 @@ def test_markdown_ingest_leaves_the_articles_of_other_sources_alone(make_app, db
     runs = {r.name: r for r in run_sources(app)}
     assert runs["content"].counts["retracted"] == 0
     assert all(r["retracted_at"] is None for r in article_rows(app).values())
+
+
+def test_local_svg_illustrations_reach_email_as_png_and_pages_keep_the_svg(make_app, db_url):
+    """The bundled sample illustrations are SVG, which Gmail and Outlook do not show: the
+    build writes a PNG beside each one and emails use it; pages keep the SVG."""
+    import email
+    import email.policy
+
+    from PIL import Image
+
+    from pipeline.delivery.worker import drain
+    from pipeline.digests import editions
+    from pipeline.site.build import build
+
+    from .digest_helpers import T0, add_articles, add_subscriber
+
+    app = make_app(db_url)
+    root = app.settings.root
+    (root / "content" / "images").mkdir(parents=True, exist_ok=True)
+    (root / "content" / "images" / "hero.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="600" height="300"><rect width="600" height="300" fill="#246"/></svg>')
+    add_articles(app, [{"slug": "illustrated", "approved_at": T0 + dt.timedelta(days=1),
+                        "extra": 'image: images/hero.svg\nimage_alt: "A blue panel"\n'}])
+    add_subscriber(app, "r@example.org", frequency="instant", confirmed_at=T0)
+    build(app)
+    public = app.settings.path("paths.public")
+    with Image.open(public / "images" / "hero.svg.png") as img:
+        assert img.format == "PNG" and img.size == (600, 300)
+    assert "images/hero.svg" in (public / "articles" / "illustrated" / "index.html").read_text()
+    editions.compose(app.engine, app.settings, "instant")
+    drain(app.settings, app.engine)
+    [path] = list((app.settings.path("email.maildir") / "new").iterdir())
+    html = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
+    assert 'src="https://news.example.com/images/hero.svg.png"' in html and "hero.svg\"" not in html

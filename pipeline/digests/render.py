@@ -207,9 +207,6 @@ def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | 
     width and height. None when the image cannot be shown safely."""
     if not src:
         return None
-    from pipeline.content.sources.media import email_src
-
-    src = email_src(settings, src)  # a source's SVG/WebP image: its PNG copy (issue 12)
     scheme = urlsplit(src).scheme
     if scheme not in ("http", "https") or (site.https and scheme != "https"):
         log.info("leaving out image %s: emails from an https site only link https images", src)
@@ -221,6 +218,9 @@ def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | 
             width, height = size
     if not (width and height) or width <= 0 or height <= 0:
         width, height = 16, 9  # unknown: assume a wide picture
+    from pipeline.content.sources.media import email_src
+
+    src = email_src(settings, src)  # SVG/WebP: the PNG copy the build or ingest made (issue 12)
     shown_w = min(IMAGE_WIDTH, width) if width >= 100 else IMAGE_WIDTH
     return {"src": src, "alt": alt or "", "width": shown_w, "height": max(1, round(shown_w * height / width))}
 

@@ -227,10 +227,35 @@ def localise(conn: Connection, settings, config: dict, session, item) -> list[st
 
 
 def email_src(settings, src: str) -> str:
-    """The URL an email should use for `src`: the PNG copy of a stored SVG or WebP."""
-    base = f"{settings.site.base_url.rstrip('/')}/media/"
-    if src.startswith(base) and src.rsplit(".", 1)[-1] in ("svg", "webp"):
-        name = src[len(base):].rsplit(".", 1)[0]
-        if re.fullmatch(r"[0-9a-f]{64}", name):
-            return f"{base}{name}.png"
+    """The URL an email should use for `src`: the PNG copy of a stored SVG or WebP
+    (public/media/, made at ingest) or of one under content/images/ (made by the build,
+    see `email_copy_name`)."""
+    site = settings.site.base_url.rstrip("/")
+    ext = src.rsplit(".", 1)[-1].lower() if "." in src.rsplit("/", 1)[-1] else ""
+    if ext not in ("svg", "webp"):
+        return src
+    if src.startswith(f"{site}/media/") and re.fullmatch(r"[0-9a-f]{64}", src[len(site) + 7:].rsplit(".", 1)[0]):
+        return src.rsplit(".", 1)[0] + ".png"
+    if src.startswith(f"{site}/images/") and "?" not in src and "#" not in src:
+        rel = email_copy_name(src[len(site) + 1:])
+        if rel and ".." not in rel.split("/") and (settings.path("paths.public") / rel).is_file():
+            return f"{site}/{rel}"  # only once the build has written it
     return src
+
+
+def email_copy_name(rel: str) -> str | None:
+    """The PNG the build writes beside content image `rel` for email ("images/a.svg" ->
+    "images/a.svg.png"; the full name is kept so a.svg and a.webp never collide)."""
+    return rel + ".png" if rel.lower().endswith((".svg", ".webp")) and rel.startswith("images/") else None
+
+
+def email_png(data: bytes) -> bytes | None:
+    """PNG bytes for email from SVG/WebP bytes, or None when they cannot be rasterised."""
+    try:
+        content_type = sniff(data)
+        if content_type in EMAIL_SAFE:
+            return None
+        return _png(data, content_type)[0]
+    except ImageError as exc:
+        log.warning("no PNG for email: %s", exc)
+        return None
