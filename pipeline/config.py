@@ -256,9 +256,9 @@ def sources_from_config(table, where: str) -> list[dict]:
                               hint="Remove it and set SYNDICATE_SOURCES__<NAME>__PASSWORD in the environment.")
         s = _coerce_table(SOURCE_FIELDS, raw, f"{where}: sources[{i}]", ("name", "type"))
         name = s["name"]
-        if not _SOURCE_NAME_RE.match(name):
+        if not _SOURCE_NAME_RE.match(name) or len(name) > 100:
             raise ConfigError(f"{where}: source name {name!r} is not a simple id",
-                              hint="Use letters, digits, '-' and '_' (it names the password variable too).")
+                              hint="Use up to 100 letters, digits, '-' and '_' (it names the password variable too).")
         if s["type"] not in SOURCE_TYPES:
             raise ConfigError(f"{where}: source {name!r}: type {s['type']!r} is unknown",
                               hint=f"Use one of: {', '.join(SOURCE_TYPES)}.")

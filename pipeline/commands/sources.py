@@ -164,10 +164,7 @@ def pause(ctx, name: str):
     Example:
       syndicate sources pause blog
     """
-    from pipeline.content.sources.runner import set_paused
-
-    set_paused(ctx.app.engine, name, True, ctx.settings)
-    console.print(f"source {name} paused")
+    _set_paused(ctx, name, True)
 
 
 @sources.command()
@@ -180,7 +177,11 @@ def resume(ctx, name: str):
     Example:
       syndicate sources resume blog
     """
+    _set_paused(ctx, name, False)
+
+
+def _set_paused(ctx, name: str, paused: bool) -> None:
     from pipeline.content.sources.runner import set_paused
 
-    set_paused(ctx.app.engine, name, False, ctx.settings)
-    console.print(f"source {name} resumed")
+    set_paused(ctx.app.engine, name, paused, ctx.settings)
+    console.print(f"source {name} {'paused' if paused else 'resumed'}")

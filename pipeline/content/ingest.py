@@ -543,7 +543,7 @@ def is_source_path(source_path: str) -> bool:
 
 def source_path(source: str, key: str) -> str:
     """articles.source_path of item `key` of `source`: how an item finds its article again."""
-    if len(key) > 800:
+    if len(key) > 700:  # source_path is 1000 characters; names are short ids
         key = "sha256:" + content_hash(key.encode("utf-8"))
     # Through Path() because ParsedArticle.path is one (it folds '//' in URL keys).
     return str(Path(f"{SOURCE_PATH_PREFIX}{source}:{key}"))

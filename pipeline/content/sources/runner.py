@@ -158,6 +158,9 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
     with app.engine.connect() as conn:
         trans = conn.begin()
         try:
+            # One store per source at a time (a scheduler run and a CLI run on PostgreSQL):
+            # the second waits here, then finds the first one's articles unchanged.
+            conn.execute(select(source_state.c.name).where(source_state.c.name == source.name).with_for_update())
             sizes: dict[str, tuple] = {}
             if not dry_run and fetched.items:
                 session = http.make_session(source.config, settings.site.base_url)
