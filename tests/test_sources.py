@@ -691,3 +691,12 @@ def test_local_svg_illustrations_reach_email_as_png_and_pages_keep_the_svg(make_
     [path] = list((app.settings.path("email.maildir") / "new").iterdir())
     html = email.message_from_bytes(path.read_bytes(), policy=email.policy.default).get_body(("html",)).get_content()
     assert 'src="https://news.example.com/images/hero.svg.png"' in html and "hero.svg\"" not in html
+
+
+def test_rss_091_without_guids_or_dates(make_app, sqlite_url, server):
+    app = make_app(sqlite_url, source_toml("parish", "feed", server.serve_file("/p.xml", "rss091.xml")))
+    run = run_one(app, "parish")
+    assert run.status == "ok" and run.counts["new"] == 1, (run.error, run.problems)
+    row = article_rows(app)["jumble-sale"]
+    assert row["title"] == "Jumble Sale Moves to Saturday" and row["source_path"].endswith("/parish/jumble-sale")
+    assert row["author_slug"] == "parish-contributor"  # no author anywhere: one per source, named in the report
