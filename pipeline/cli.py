@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "pipeline.commands.digests",
     "pipeline.commands.partners",
     "pipeline.commands.feeds",
+    "pipeline.commands.sources",
 ]
 
 console = Console(highlight=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -278,6 +279,74 @@ PARTNER_FIELDS: FieldTable = {
 }
 
 
+# --- [[sources]] (owner: pipeline.content.sources): where articles come from -----------
+
+SOURCE_TYPES = ("markdown", "feed", "wordpress")
+SOURCE_SECRET_PREFIX = f"{ENV_PREFIX}SOURCES__"  # SYNDICATE_SOURCES__<NAME>__PASSWORD
+SOURCE_FIELDS = {
+    "name": (str, "Stable id of the source (letters, digits, '-' and '_'); recorded with every article it brings."),
+    "type": (str, "'markdown' (a folder of .md files), 'feed' (RSS/Atom/JSON Feed URL) or 'wordpress' (a site's REST API)."),
+    "url": (str, "feed: the feed's URL; wordpress: the site's URL (the REST API is under /wp-json/)."),
+    "path": (str, "markdown: the content folder (default: paths.content)."),
+    "approval": (str, "'review' (every revision waits for an editor) or 'source' (published upstream counts as approved; policy flags still wait)."),
+    "enabled": (_bool, "false keeps the source configured but never reads it."),
+    "allow_private": (_bool, "Allow a URL that resolves to a private or loopback address (intranets and tests; SW-7)."),
+    "retract_missing": (_bool, "feed: an item that leaves the feed is retracted (default false: feeds are windows)."),
+    "username": (str, "wordpress: application-password user; the password comes from SYNDICATE_SOURCES__<NAME>__PASSWORD. With it, pending posts are read too."),
+    "timeout": (_float, "Seconds to wait for the server (connect and read, each; default 20)."),
+    "max_bytes": (_int, "Largest response accepted, in bytes (default 10 MB)."),
+    "max_items": (_int, "Items read from one response at most (default 1000; the rest are reported)."),
+    "max_redirects": (_int, "Redirects followed per request (default 5); a 301 is remembered."),
+    "per_page": (_int, "wordpress: posts per page (default 20, at most 100)."),
+    "max_failures": (_int, "Failures in a row after which the source is reported and backed off (default 5)."),
+    "backoff_minutes": (_int, "How long a source that reached max_failures waits before the next try (default 60)."),
+}
+_SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+def sources_from_config(table, where: str) -> list[dict]:
+    """`[[sources]]` tables -> checked dicts with defaults. A separate function so that
+    source settings stay out of the plain-key validation above."""
+    if not isinstance(table, list):
+        raise ConfigError(f"{where}: sources must be [[sources]] tables", hint="See the commented example in syndicate.toml.")
+    out: list[dict] = []
+    for i, raw in enumerate(table):
+        if isinstance(raw, dict) and {"password", "token"} & set(raw):
+            raise ConfigError(f"{where}: sources[{i}] has a secret in the file",
+                              hint="Remove it and set SYNDICATE_SOURCES__<NAME>__PASSWORD in the environment.")
+        s = _coerce_table(SOURCE_FIELDS, raw, f"{where}: sources[{i}]", ("name", "type"))
+        name = s["name"]
+        if not _SOURCE_NAME_RE.match(name) or len(name) > 100:
+            raise ConfigError(f"{where}: source name {name!r} is not a simple id",
+                              hint="Use up to 100 letters, digits, '-' and '_' (it names the password variable too).")
+        if s["type"] not in SOURCE_TYPES:
+            raise ConfigError(f"{where}: source {name!r}: type {s['type']!r} is unknown",
+                              hint=f"Use one of: {', '.join(SOURCE_TYPES)}.")
+        if s["type"] in ("feed", "wordpress") and not s.get("url"):
+            raise ConfigError(f"{where}: source {name!r} ({s['type']}) needs a url", hint=SOURCE_FIELDS["url"][1])
+        s.setdefault("approval", "review")
+        if s["approval"] not in ("review", "source"):
+            raise ConfigError(f"{where}: source {name!r}: approval must be 'review' or 'source'", hint=SOURCE_FIELDS["approval"][1])
+        for key, default in (("enabled", True), ("allow_private", False), ("retract_missing", False), ("username", ""),
+                             ("url", ""), ("path", ""), ("timeout", 20.0), ("max_bytes", 10_000_000), ("max_items", 1000),
+                             ("max_redirects", 5), ("per_page", 20), ("max_failures", 5), ("backoff_minutes", 60)):
+            s.setdefault(key, default)
+        out.append(s)
+    names = [s["name"].lower() for s in out]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"{where}: source name(s) used twice: {', '.join(sorted(dupes))}",
+                          hint="A source's name identifies its articles and state; make them unique.")
+    return out
+
+
+def source_secret(source: dict, key: str = "password", env: dict[str, str] | None = None) -> str:
+    """A source's secret, from SYNDICATE_SOURCES__<NAME>__<KEY> only (never the file)."""
+    env = os.environ if env is None else env
+    name = source["name"].upper().replace("-", "_")
+    return env.get(f"{SOURCE_SECRET_PREFIX}{name}__{key.upper()}", "")
+
+
 def declared(section: str, key: str) -> Setting:
     for s in SETTINGS:
         if s.section == section and s.key == key:
@@ -321,6 +390,7 @@ class Settings:
         self.partners = partners
         self.source = source
         self.origins = origins  # "section.key" -> "default" | file | env name
+        self.sources: list[dict] = []  # [[sources]] (see sources_from_config); empty: content/ only
         for name, vals in values.items():
             setattr(self, name, Section(name, vals))
 
@@ -428,6 +498,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
 
     policy_rules = [dict(r) for r in DEFAULT_POLICY_RULES]
     partners: list[dict[str, Any]] = []
+    sources: list[dict[str, Any]] = []
     known_sections = set(sections())
     for section, table in data.items():
         where = f"{source}"
@@ -468,9 +539,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
                 raise ConfigError(f"{where}: partner name(s) used twice: {', '.join(sorted(dupes))}",
                                   hint="Partner names identify their deliveries; make them unique.")
             continue
+        if section == "sources":
+            sources = sources_from_config(table, where)
+            continue
         if section not in known_sections:
             raise ConfigError(f"{where}: unknown section [{section}]",
-                              hint=f"Known sections: {', '.join(sorted(known_sections | {'policy', 'partners'}))}.")
+                              hint=f"Known sections: {', '.join(sorted(known_sections | {'policy', 'partners', 'sources'}))}.")
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [{section}] must be a table", hint="Write it as [section] with key = value lines.")
         for key, value in table.items():
@@ -487,7 +561,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
             origins[f"{section}.{key}"] = str(source)
 
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name.startswith(SOURCE_SECRET_PREFIX):
             continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
         try:
@@ -508,7 +582,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
         values[section][key] = _coerce(setting, value, "command line")
         origins[dotted] = "command line"
 
-    return Settings(values, root, policy_rules, partners, source, origins)
+    settings = Settings(values, root, policy_rules, partners, source, origins)
+    settings.sources = sources
+    return settings
 
 
 def settings_markdown() -> str:
@@ -520,7 +596,8 @@ def settings_markdown() -> str:
         help_text = s.help + (f" One of: {', '.join(s.choices)}." if s.choices else "")
         lines.append(f"| `{s.section}.{s.key}` | `{s.env_name}` | {default} | {help_text.replace('|', '/')} |")
     lines += ["", "`[[policy.rules]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in POLICY_RULE_FIELDS.items()),
-              "", "`[[partners]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in PARTNER_FIELDS.items())]
+              "", "`[[partners]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in PARTNER_FIELDS.items()),
+              "", "`[[sources]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in SOURCE_FIELDS.items())]
     return "\n".join(lines)
 
 

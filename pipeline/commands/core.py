@@ -124,7 +124,7 @@ def config_show(ctx, as_json: bool):
     effective = settings.effective(mask_secrets=True)
     if as_json:
         click.echo(json.dumps({"settings": effective, "policy_rules": settings.policy_rules,
-                               "partners": settings.partners}, indent=2, default=str))
+                               "partners": settings.partners, "sources": settings.sources}, indent=2, default=str))
         return
     table = Table(title=f"settings ({settings.source or 'defaults'})")
     table.add_column("setting")
@@ -136,6 +136,7 @@ def config_show(ctx, as_json: bool):
     console.print(table)
     console.print(f"policy rules: {', '.join(r['name'] for r in settings.policy_rules) or 'none'}")
     console.print(f"partners: {', '.join(p['name'] for p in settings.partners) or 'none'}")
+    console.print(f"sources: {', '.join(s['name'] + ' (' + s['type'] + ')' for s in settings.sources) or 'content/ (default)'}")
 
 
 @config.command("docs")

@@ -29,11 +29,12 @@ def default_editor() -> str:
 
 
 @click.command()
+@click.argument("names", nargs=-1, metavar="[SOURCE]...")
 @click.option("--strict", is_flag=True, help="Any bad file is fatal: nothing is written.")
 @click.option("--dry-run", is_flag=True, help="Check every file and report; write nothing.")
 @pass_ctx
-def ingest(ctx, strict: bool, dry_run: bool):
-    """Read content/ into the database: new revisions, policy flags, retractions.
+def ingest(ctx, names: tuple[str, ...], strict: bool, dry_run: bool):
+    """Read content/ (or every [[sources]] entry, or the named ones) into the database.
 
     Unchanged files are skipped without parsing. A bad file is reported with its
     path, the field and the fix; the rest of the batch goes on, and the exit status
@@ -43,8 +44,14 @@ def ingest(ctx, strict: bool, dry_run: bool):
     Examples:
       syndicate ingest
       syndicate ingest --strict      # in CI: fail on the first bad file, write nothing
+      syndicate ingest blog          # only the source named blog ([[sources]])
     """
     from pipeline.content.ingest import ingest as run_ingest
+
+    if names or ctx.settings.sources:
+        from pipeline.commands.sources import run_and_print
+
+        return run_and_print(ctx, list(names), dry_run)
 
     report = run_ingest(ctx.app, dry_run=dry_run, strict=strict or None)
     for err in report.errors:

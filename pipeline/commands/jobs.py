@@ -287,6 +287,16 @@ def _print_status(ctx, panels: dict) -> None:
             flags = f" [red]flagged: {', '.join(r['flags'])}[/]" if r["flags"] else ""
             c.print(f"  {r['slug']} r{r['revision']}  {r['title']}{flags}")
 
+    srcs = panels.get("sources", [])
+    if heading("Sources", srcs):
+        for s in srcs:
+            state = "disabled" if not s["enabled"] else "paused" if s["paused"] else "active"
+            if s["failures"]:
+                state = f"[red]{s['failures']} failure(s) in a row[/]" + (
+                    f", backing off until {s['backing_off_until']:%Y-%m-%d %H:%M}" if s["backing_off_until"] else "")
+            c.print(f"  {s['name']} ({s['type']}) {state}; last success {_when(s['last_success_at'], now)}"
+                    + (f"\n    last error {_when(s['last_error_at'], now)}: {s['last_error']}" if s["last_error"] else ""))
+
     outbox = panels["outbox"]
     if heading("Outbox", outbox):
         by = outbox["by_channel"]

@@ -343,6 +343,7 @@ class IngestReport:
     flagged: list[str] = dataclasses.field(default_factory=list)
     errors: list[ContentError] = dataclasses.field(default_factory=list)
     authors: int = 0
+    authors_created: list[str] = dataclasses.field(default_factory=list)  # by store_source_items
 
     def counts(self) -> dict[str, int]:
         return {"new": len(self.new), "changed": len(self.changed), "unchanged": self.unchanged,
@@ -463,7 +464,8 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                 parsed_ok.append((parsed, flags))
                 (report.new if parsed.slug not in current else report.changed).append(parsed.slug)
             _store_revisions(conn, parsed_ok, current, now)
-            gone = [old.id for slug, old in current.items() if slug not in seen and old.retracted_at is None]
+            gone = [old.id for slug, old in current.items() if slug not in seen and old.retracted_at is None
+                    and not is_source_path(old.source_path)]  # other sources' articles are theirs to retract
             if gone:
                 conn.execute(update(articles).where(articles.c.id.in_(gone)).values(retracted_at=now, updated_at=now))
                 report.retracted.extend(slug for slug, old in current.items() if old.id in set(gone))
@@ -527,6 +529,154 @@ def _store_revisions(conn: Connection, parsed_ok: list[tuple[ParsedArticle, list
     returning = [current[p.slug].id for p, _ in parsed_ok if p.slug in current and current[p.slug].retracted_at is not None]
     if returning:  # the file is back; the edit waits for review as usual
         conn.execute(update(articles).where(articles.c.id.in_(returning)).values(retracted_at=None))
+
+
+# --- the seam for other sources (pipeline.content.sources) ---------------------------------
+
+SOURCE_PATH_PREFIX = "source:"
+
+
+def is_source_path(source_path: str) -> bool:
+    """True for articles a configured source (feed, WordPress) brought, not a file."""
+    return (source_path or "").startswith(SOURCE_PATH_PREFIX)
+
+
+def source_path(source: str, key: str) -> str:
+    """articles.source_path of item `key` of `source`: how an item finds its article again."""
+    if len(key) > 700:  # source_path is 1000 characters; names are short ids
+        key = "sha256:" + content_hash(key.encode("utf-8"))
+    # Through Path() because ParsedArticle.path is one (it folds '//' in URL keys).
+    return str(Path(f"{SOURCE_PATH_PREFIX}{source}:{key}"))
+
+
+def _item_hash(item) -> str:
+    """The revision's content hash: every field the source gave (not fallbacks we add)."""
+    import json
+
+    fields = dataclasses.asdict(item)
+    fields.pop("status", None)
+    return content_hash(json.dumps(fields, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8"))
+
+
+def _author_for(conn: Connection, item, known: list, report: IngestReport, source: str, now) -> str:
+    """Map a source's byline to a Syndicate author by email, then URI, then name;
+    create an unknown one (named in the report)."""
+    email, uri, name = item.author_email.strip().lower(), item.author_uri.strip(), " ".join(item.author_name.split())
+    for row in known:
+        if (email and row.email.lower() == email) or (uri and row.url == uri):
+            return row.slug
+    for row in known:
+        if name and row.name.lower() == name.lower():
+            return row.slug
+    name = name or email.split("@")[0] or f"{source} contributor"
+    base = slugify(name)
+    slug, n = base, 2
+    taken = {row.slug for row in known}
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    conn.execute(authors.insert().values(slug=slug, name=name, bio="", url=uri, email=email,
+                                         content_hash=f"source:{source}", updated_at=now))
+    known.append(dataclasses.make_dataclass("A", ["slug", "name", "email", "url"])(slug, name, email, uri))
+    report.authors_created.append(slug)
+    return slug
+
+
+def _unique_slug(wanted: str, taken: set[str]) -> str:
+    base = slugify(wanted)[:180].strip("-") or "untitled"
+    slug, n = base, 2
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    taken.add(slug)
+    return slug
+
+
+def store_source_items(conn: Connection, settings: Settings, source: str, items: list, *,
+                       present_keys: set[str] | None = None, now=None) -> IngestReport:
+    """Store what a source fetched (pipeline.content.sources.SourceItem), in the caller's
+    transaction, with the Markdown path's guarantees: each revision pinned to a content
+    hash (an unchanged item writes nothing), sanitised like a file, policy-flagged;
+    items with status "retracted" (and, when `present_keys` is given, stored items not
+    in it) are retracted. Returns the report; `report.new + report.changed` are slugs
+    whose new revision waits in state "submitted".
+    """
+    from urllib.parse import urlsplit as _split
+
+    from pipeline.content.editorial import policy_flags
+
+    now = now or utcnow()
+    report = IngestReport()
+    prefix = source_path(source, "")
+    rows = conn.execute(
+        select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.source_path,
+               revisions.c.content_hash, revisions.c.published_at)
+        .select_from(articles.outerjoin(revisions, revisions.c.id == articles.c.current_revision_id))
+        .where(articles.c.source_path.startswith(prefix, autoescape=True))).all()
+    by_path = {r.source_path: r for r in rows}
+    taken = set(conn.execute(select(articles.c.slug)).scalars())
+    known_authors = list(conn.execute(select(authors.c.slug, authors.c.name, authors.c.email, authors.c.url)).all())
+    parsed_ok, current, retract = [], {}, []
+    for item in items:
+        path = source_path(source, item.key)
+        old = by_path.get(path)
+        if item.status == "retracted":
+            if old is not None and old.retracted_at is None:
+                retract.append(old)
+            continue
+        digest = _item_hash(item)
+        if old is not None and old.content_hash == digest:
+            if old.retracted_at is not None:
+                _restore(conn, old, now)
+                report.restored.append(old.slug)
+            else:
+                report.unchanged += 1
+            continue
+        try:
+            title = " ".join(html_to_text(strip_control_chars(item.title)).split())
+            if not title:
+                raise ContentError(path, "item has no title", field="title", hint="The source must give each item a title.")
+            slug = old.slug if old is not None else _unique_slug(
+                item.slug or _split(item.link).path.rstrip("/").rsplit("/", 1)[-1] or title, taken)
+            site_url = article_url(settings, slug)
+            body_html = sanitize_html(item.body_html, item.base_url or item.link or site_url)
+            plain = html_to_text(body_html)
+            words = len(plain.split())
+            summary = " ".join(html_to_text(strip_control_chars(item.summary)).split()) if item.summary else ""
+            summary = summary or derive_summary(body_html)
+            published = item.published_at or (old.published_at if old is not None else None) or now
+            updated = item.updated_at if item.updated_at and item.updated_at > published else None
+            author = _author_for(conn, item, known_authors, report, source, now)
+            canonical = item.link if _split(item.link).scheme in ("http", "https") else ""
+            parsed = ParsedArticle(
+                slug=slug, path=Path(path), content_hash=digest, title=title, author_slug=author,
+                published_at=published, updated_at=updated,
+                tags=list(dict.fromkeys(slugify(t) for t in item.tags if t.strip())),
+                category=slugify(item.category) if item.category else "", summary=summary,
+                image=item.image, image_length=None,
+                image_type=mimetypes.guess_type(_split(item.image).path)[0] or "" if item.image else "",
+                image_alt=" ".join(strip_control_chars(item.image_alt).split()), canonical_url=canonical,
+                status="submitted", body_markdown="", body_html=body_html,
+                reading_minutes=max(1, round(words / WORDS_PER_MINUTE)), word_count=words)
+        except ContentError as exc:
+            report.errors.append(exc)
+            continue
+        flags = policy_flags(settings.policy_rules, parsed)
+        if flags:
+            report.flagged.append(slug)
+        parsed_ok.append((parsed, flags))
+        if old is not None:
+            current[slug] = old
+            report.changed.append(slug)
+        else:
+            report.new.append(slug)
+    _store_revisions(conn, parsed_ok, current, now)
+    if present_keys is not None:
+        stored_keys = {source_path(source, k) for k in present_keys}
+        retract.extend(r for r in rows if r.source_path not in stored_keys and r.retracted_at is None and r not in retract)
+    if retract:
+        conn.execute(update(articles).where(articles.c.id.in_([r.id for r in retract]))
+                     .values(retracted_at=now, updated_at=now))
+        report.retracted.extend(r.slug for r in retract)
+    return report
 
 
 def ingest_stage(app, *, dry_run: bool = False, **_options) -> dict:

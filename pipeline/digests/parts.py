@@ -76,6 +76,7 @@ def email_body(settings: Settings, site: render.Site, body_html: str) -> Markup:
                     break
                 img.drop_tree()
                 continue
+            img.set("src", view["src"])  # e.g. the PNG copy of an SVG (issue 12)
             img.set("alt", view["alt"])
             img.set("width", str(view["width"]))
             img.set("height", str(view["height"]))

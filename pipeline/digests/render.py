@@ -194,6 +194,9 @@ def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | 
     else's are left out, as is anything that cannot be shown safely (None)."""
     if not src:
         return None
+    from pipeline.content.sources.media import email_src
+
+    src = email_src(settings, src)  # a stored SVG/WebP: the PNG copy ingest or the build made (issue 12)
     scheme = urlsplit(src).scheme
     if scheme not in ("http", "https") or (site.https and scheme != "https"):
         log.info("leaving out image %s: emails from an https site only link https images", src)
@@ -300,7 +303,9 @@ def fold(name: str, value: str) -> str:
     if name.lower() == "subject" and not value.isascii():
         encoded = Header(value, "utf-8", header_name=name).encode(linesep="\r\n", maxlinelen=78)
         return f"{name}: {encoded}\r\n"
-    return email.policy.SMTP.fold(name, value)
+    # Through the header object: policy.fold() alone leaves a short non-ASCII value as
+    # raw UTF-8 (found with WordPress titles with typographic dashes, issue 12).
+    return email.policy.SMTP.header_factory(name, value).fold(policy=email.policy.SMTP)
 
 
 # --- rendering a variant ------------------------------------------------------------------

@@ -61,7 +61,7 @@ def _text(value: Any) -> str:
 
 
 STAGES: list[Stage] = [
-    Stage("ingest", "pipeline.content.ingest:ingest_stage", "content/ -> database (new revisions, policy flags, retractions)"),
+    Stage("ingest", "pipeline.content.sources.runner:ingest_stage", "every [[sources]] entry (default: content/) -> database (new revisions, policy flags, retractions)"),
     Stage("purge", "pipeline.subscribers.service:purge_stage", "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)",
           options={"days": _positive_int}),
     Stage("build", "pipeline.site.build:build_stage", "approved articles -> feeds and pages in public/ (only changed files); queue WebSub pings"),

@@ -110,6 +110,23 @@ def workers_panel(conn, stale_after: float) -> list[dict]:
     return out
 
 
+def sources_panel(conn, settings) -> list[dict]:
+    """Each configured source: paused, failures in a row, last success, last error."""
+    from pipeline.content.sources import configured
+
+    table = _table(conn, "source_state")
+    rows = {r.name: r for r in conn.execute(select(table))}
+    out = []
+    for config in configured(settings):
+        r = rows.get(config["name"])
+        out.append({"name": config["name"], "type": config["type"], "enabled": bool(config.get("enabled", True)),
+                    "paused": bool(r.paused) if r else False, "failures": r.failures if r else 0,
+                    "backing_off_until": r.next_attempt_at if r else None,
+                    "last_success_at": r.last_success_at if r else None, "last_error": r.last_error if r else None,
+                    "last_error_at": r.last_error_at if r else None, "last_counts": r.last_counts if r else {}})
+    return out
+
+
 def jobs_panel(app) -> list[dict]:
     from pipeline.ops.schedules import schedules_for
     from pipeline.ops.scheduler import next_fire_time
@@ -156,6 +173,7 @@ def snapshot(app) -> dict:
             panels[name] = {"unavailable": f"{type(exc).__name__}: {exc}".splitlines()[0]}
 
     panel("review", review_panel, "conn")
+    panel("sources", sources_panel, "conn", settings)
     panel("outbox", outbox_panel, "conn")
     panel("partners", partners_panel, "conn")
     panel("suppressions", suppressions_panel, "conn", settings.site.timezone)

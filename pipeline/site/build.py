@@ -353,15 +353,23 @@ def _image_jobs(settings, metas: list[Meta]) -> list[Job]:
             rel = m.image[len(base):]
             if rel and ".." not in rel.split("/") and (content / rel).is_file():
                 rels.add(rel)
+    from pipeline.content.sources.media import email_copy_name, email_png
+
     jobs = []
     for rel in sorted(rels):
         src = content / rel
         st = src.stat()
+        png_rel = email_copy_name(rel)  # SVG/WebP: a PNG beside it for email (issue 12)
 
-        def render(ctx: RenderContext, src=src, rel=rel) -> dict[str, bytes]:
-            return {rel: src.read_bytes()}
+        def render(ctx: RenderContext, src=src, rel=rel, png_rel=png_rel) -> dict[str, bytes]:
+            data = src.read_bytes()
+            out = {rel: data}
+            png = email_png(data) if png_rel else None
+            if png:  # none when it cannot be rasterised: emails then keep the original
+                out[png_rel] = png
+            return out
 
-        jobs.append(Job("image", [rel], _h("image", st.st_size, st.st_mtime_ns), render))
+        jobs.append(Job("image", [rel] + ([png_rel] if png_rel else []), _h("image", st.st_size, st.st_mtime_ns), render))
     return jobs
 
 

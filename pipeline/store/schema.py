@@ -487,6 +487,43 @@ build_outputs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# --- sources (owner: pipeline.content.sources) ----------------------------------------------
+# Machine state per configured [[sources]] entry (config says what the sources are; this
+# says how reading them goes): `cursor` holds what the next fetch starts from (ETag,
+# Last-Modified, a URL a 301 moved to, the WordPress modified_after watermark) and is
+# advanced only past what was stored. paused is operator intent (`syndicate sources
+# pause`); failures/next_attempt_at are the back-off after failures in a row.
+source_state = Table(
+    "source_state", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("type", String(40), nullable=False),
+    Column("cursor", JSON, nullable=False),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_run_at", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_error_at", UTCDateTime, nullable=True),
+    Column("last_counts", JSON, nullable=False),
+)
+
+# Every remote image an article names, fetched once and stored by the sha256 of its
+# bytes under public/media/ (email_sha256: the PNG made for email from an SVG or WebP).
+# error: why it could not be fetched (the article is ingested without it).
+media = Table(
+    "media", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("url", String(2000), nullable=False, unique=True),
+    Column("sha256", String(64), nullable=True),
+    Column("content_type", String(100), nullable=False, default=""),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("length", Integer, nullable=True),
+    Column("email_sha256", String(64), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("fetched_at", UTCDateTime, nullable=False),
+)
 
 # Closed states (pipeline.states) as CHECK constraints: a misspelt state cannot reach
 # a row. Migration 0002 adds the same constraints to existing databases.
