@@ -54,7 +54,7 @@ def test_migration_0002_adds_constraints_and_keeps_every_row(db_url):
                 updated_at=now).returning(subscribers.c.id)).scalar_one()
             conn.execute(insert(subscriber_events).values(subscriber_id=sid, kind="confirmed", at=now, source="t",
                                                           detail={}))
-        upgrade(engine)
+        upgrade(engine, "0002")
         assert current_revision(engine) == "0002"
         with engine.connect() as conn:
             assert conn.execute(select(subscribers.c.email, subscribers.c.topics)).all() == [("b@example.com", ["x"])]

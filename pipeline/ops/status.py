@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from pipeline.ops import jobstate
-from pipeline.store.schema import articles, deliveries, delivery_workers, revisions, suppressions
+from pipeline.store.schema import articles, deliveries, delivery_workers, revisions, source_state, suppressions
 from pipeline.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,7 @@ def sources_panel(conn, settings) -> list[dict]:
     """Each configured source: paused, failures in a row, last success, last error."""
     from pipeline.content.sources import configured
 
-    table = _table(conn, "source_state")
-    rows = {r.name: r for r in conn.execute(select(table))}
+    rows = {r.name: r for r in conn.execute(select(source_state))}
     out = []
     for config in configured(settings):
         r = rows.get(config["name"])

@@ -9,7 +9,7 @@ import pipeline.store.schema
 
 
 revision = '0003'
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
