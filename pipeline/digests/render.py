@@ -26,7 +26,7 @@ import html
 import logging
 import re
 import struct
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from pipeline import templating
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, SyndicateError
+from pipeline.subscribers.addresses import format_to
 
 log = logging.getLogger(__name__)
 
@@ -335,9 +336,11 @@ def personal_values(p: Personal) -> dict[str, str]:
     check_header_value("subscriber name", p.name)
     check_header_value("address", p.email)
     greeting = p.name or "there"
-    # formataddr quotes specials and RFC 2047-encodes a non-ASCII name; an address
-    # header may run past 78 characters (never past 998: names are at most 200).
-    to = formataddr((p.name, p.email), charset="utf-8") if p.name else p.email
+    # The name is quoted or RFC 2047-encoded as needed, the address never (its domain in
+    # IDNA form; an SMTPUTF8 local part raw, RFC 6532: which addresses may have one is
+    # decided at sign-up, pipeline.subscribers.addresses). An address header may run
+    # past 78 characters (never past 998: names are at most 200).
+    to = format_to(p.name, p.email, smtputf8=True)
     links = [f"<{p.unsubscribe_url}>"] + ([f"<{p.unsubscribe_mailto}>"] if p.unsubscribe_mailto else [])
     for link in links:
         check_header_value("List-Unsubscribe", link)
@@ -360,7 +363,8 @@ def _now():
 def personalise(skeleton: str, p: Personal) -> bytes:
     """The message bytes for one recipient: markers replaced, nothing else touched."""
     values = personal_values(p)
-    return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("ascii")
+    # ASCII but for an SMTPUTF8 address in To (RFC 6532 allows UTF-8 there).
+    return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("utf-8")
 
 
 def preview_values(p: Personal) -> dict[str, str]:

@@ -51,6 +51,8 @@ from pipeline import tokens
 from pipeline import templating
 from pipeline.config import Settings, require
 from pipeline.errors import NotFound, SyndicateError, TokenError
+from pipeline.subscribers.addresses import (InvalidInput, envelope_address, needs_smtputf8, normalise_email,
+                                            smtputf8_enabled)
 from pipeline.store.schema import confirm_tokens, subscribe_attempts, subscriber_events, subscribers
 from pipeline.timeutil import utcnow
 
@@ -69,14 +71,6 @@ _LIST_PURPOSES = ("unsubscribe", "preferences")
 
 
 # --- errors -----------------------------------------------------------------------
-
-class InvalidInput(SyndicateError):
-    """A field of a sign-up, a preference change or an import row is not acceptable."""
-
-    def __init__(self, field: str, message: str, hint: str | None = None):
-        super().__init__(message, hint)
-        self.field = field
-
 
 class RateLimited(SyndicateError):
     """Too many sign-up requests for one address or from one client (DOI-2)."""
@@ -118,25 +112,12 @@ class SignupResult:
 
     subscriber_id: int | None
     action: str  # confirm_sent | notice_sent | ignored_suppressed
+    # The idempotency key of the email queued, if any: the web service sends that row at
+    # once (after its commit) so the reader need not wait for the next `deliver`.
+    outbox_key: str | None = None
 
 
 # --- validation -------------------------------------------------------------------
-
-def normalise_email(raw) -> str:
-    """A syntactically valid address, lower-cased; no DNS lookups."""
-    from email_validator import EmailNotValidError, validate_email
-
-    if not isinstance(raw, str) or not raw.strip():
-        raise InvalidInput("email", "an email address is required")
-    text = raw.strip()
-    if len(text) > 320:
-        raise InvalidInput("email", "that email address is too long")
-    try:
-        result = validate_email(text, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InvalidInput("email", f"{text[:80]!r} is not a valid email address: {exc}") from None
-    return result.normalized.lower()
-
 
 @lru_cache(maxsize=1)
 def _timezones() -> frozenset[str]:
@@ -272,7 +253,7 @@ def get_by_id(conn: Connection, subscriber_id: int) -> dict | None:
 
 def require_subscriber(conn: Connection, email: str) -> dict:
     try:
-        key = normalise_email(email)
+        key = normalise_email(email, smtputf8=True)
     except InvalidInput:
         key = email.strip().lower()
     sub = get(conn, key)
@@ -452,7 +433,8 @@ def confirm_url(settings: Settings, token: str) -> str:
 # --- sign-up ------------------------------------------------------------------------
 
 def _issue_confirmation(conn: Connection, settings: Settings, sub: dict, client: Client, now: dt.datetime) -> str:
-    """A new single-use confirmation token: stored as a hash, queued as an email."""
+    """A new single-use confirmation token: stored as a hash, queued as an email.
+    Returns the email's idempotency key."""
     from pipeline.delivery import outbox
 
     nonce = tokens.random_token()
@@ -461,12 +443,12 @@ def _issue_confirmation(conn: Connection, settings: Settings, sub: dict, client:
     expires = now + dt.timedelta(hours=settings.subscribers.confirm_ttl_hours)
     conn.execute(insert(confirm_tokens).values(subscriber_id=sub["id"], token_hash=token_h, created_at=now,
                                                expires_at=expires, used_at=None))
-    outbox.enqueue(conn, channel="email", target=sub["email"], kind="confirm",
-                   key=f"confirm:{sub['id']}:{token_h[:32]}", subscriber_id=sub["id"],
+    key = f"confirm:{sub['id']}:{token_h[:32]}"
+    outbox.enqueue(conn, channel="email", target=sub["email"], kind="confirm", key=key, subscriber_id=sub["id"],
                    payload={"subscriber_id": sub["id"], "nonce": nonce, "expires_at": expires.isoformat()})
     _event(conn, settings, sub["id"], "confirm_sent", client=client, token_hash=token_h, now=now,
            detail={"expires_at": expires.isoformat()})
-    return token
+    return key
 
 
 def request_subscription(conn: Connection, settings: Settings, email: str, *, name=None, frequency=None,
@@ -481,7 +463,7 @@ def request_subscription(conn: Connection, settings: Settings, email: str, *, na
     """
     now = now or utcnow()
     client = client or Client(source="api")
-    address = normalise_email(email)
+    address = normalise_email(email, smtputf8=smtputf8_enabled(settings))
     prefs = {
         "name": clean_name(name),
         "frequency": clean_frequency(frequency, settings),
@@ -520,13 +502,12 @@ def request_subscription(conn: Connection, settings: Settings, email: str, *, na
         return SignupResult(sub["id"], "ignored_suppressed")
     if sub["state"] == "confirmed":
         from pipeline.delivery import outbox
-        outbox.enqueue(conn, channel="email", target=address, kind="subscribed_notice",
-                       key=f"notice:{sub['id']}:{tokens.random_token()[:24]}", subscriber_id=sub["id"],
-                       payload={"subscriber_id": sub["id"]})
+        key = f"notice:{sub['id']}:{tokens.random_token()[:24]}"
+        outbox.enqueue(conn, channel="email", target=address, kind="subscribed_notice", key=key,
+                       subscriber_id=sub["id"], payload={"subscriber_id": sub["id"]})
         _event(conn, settings, sub["id"], "notice_sent", client=client, now=now)
-        return SignupResult(sub["id"], "notice_sent")
-    _issue_confirmation(conn, settings, sub, client, now)
-    return SignupResult(sub["id"], "confirm_sent")
+        return SignupResult(sub["id"], "notice_sent", key)
+    return SignupResult(sub["id"], "confirm_sent", _issue_confirmation(conn, settings, sub, client, now))
 
 
 def _token_row(conn: Connection, settings: Settings, token: str) -> dict:
@@ -609,8 +590,7 @@ def resend_confirmation(conn: Connection, settings: Settings, token: str, *, cli
                "for this address")
     if sub["state"] in ("confirmed", "suppressed") or _blocking_suppression(conn, sub["email"]):
         return SignupResult(sub["id"], "ignored_suppressed" if sub["state"] != "confirmed" else "noop")
-    _issue_confirmation(conn, settings, sub, client, now)
-    return SignupResult(sub["id"], "confirm_sent")
+    return SignupResult(sub["id"], "confirm_sent", _issue_confirmation(conn, settings, sub, client, now))
 
 
 # --- preferences and withdrawal -------------------------------------------------------
@@ -706,7 +686,7 @@ def add(conn: Connection, settings: Settings, email: str, *, name=None, frequenc
     """Add one address by hand. Without `confirmed`, a confirmation email is queued
     (double opt-in). Returns (subscriber, what happened)."""
     now = now or utcnow()
-    address = normalise_email(email)
+    address = normalise_email(email, smtputf8=smtputf8_enabled(settings))
     prefs = {"name": clean_name(name), "frequency": clean_frequency(frequency, settings),
              "topics": clean_topics(topics, None), "timezone": clean_timezone(timezone)}
     existing = get(conn, address)
@@ -823,7 +803,7 @@ def import_csv(conn: Connection, settings: Settings, stream: IO[str], *, confirm
         try:
             if None in record:
                 raise InvalidInput("row", "more values than columns")
-            address = normalise_email(record.get("email"))
+            address = normalise_email(record.get("email"), smtputf8=smtputf8_enabled(settings))
             prefs = {"name": clean_name(record.get("name")),
                      "frequency": clean_frequency((record.get("frequency") or "").strip().lower(), settings),
                      "topics": clean_topics(record.get("topics") or "", known),
@@ -947,7 +927,11 @@ def _message(settings: Settings, row: dict, to: str, subject: str, template: str
     context = {"site": settings.site, **context}
     text_body = text_env.get_template(f"email/{template}.txt").render(**context)
     html_body = html_env.get_template(f"email/{template}.html").render(**context)
-    msg = EmailMessage(policy=email.policy.SMTP)
+    # The address goes in as IDNA/ASCII, or raw UTF-8 under SMTPUTF8 (RFC 6532): never as
+    # encoded-words, which RFC 2047 forbids inside an addr-spec.
+    smtputf8 = smtputf8_enabled(settings)
+    to = envelope_address(to, smtputf8=smtputf8)
+    msg = EmailMessage(policy=email.policy.SMTPUTF8 if needs_smtputf8(to) else email.policy.SMTP)
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
