@@ -58,9 +58,18 @@ def render_article(settings, article) -> bytes:
     return _render(settings, "web/article.html", article=article, body=Markup(article.body_html))
 
 
+FEEDS_INDEX = "feeds/index.html"
+FEED_FORMATS = (("Atom", "atom", "application/atom+xml"), ("RSS", "rss", "application/rss+xml"),
+                ("JSON Feed", "json", "application/feed+json"))
+
+
 def feed_links(settings, key: str) -> list[tuple[str, str]]:
-    return [(label, feeds.doc_url(settings, key, fmt))
-            for label, fmt in (("Atom", "atom"), ("RSS", "rss"), ("JSON Feed", "json"))]
+    return [(label, feeds.doc_url(settings, key, fmt)) for label, fmt, _type in FEED_FORMATS]
+
+
+def feed_alternates(settings, key: str) -> list[tuple[str, str, str]]:
+    """(label, media type, URL) of one listing's feeds, for its autodiscovery links (DISC-1)."""
+    return [(label, media_type, feeds.doc_url(settings, key, fmt)) for label, fmt, media_type in FEED_FORMATS]
 
 
 def render_listing(settings, spec, entries) -> bytes:
@@ -69,7 +78,19 @@ def render_listing(settings, spec, entries) -> bytes:
     heading = {"tags": f"Tag: {label}", "categories": f"Category: {label}",
                "authors": f"Articles by {label}"}.get(kind, label)
     return _render(settings, "web/listing.html", heading=heading, feed=spec, entries=entries,
-                   feed_links=feed_links(settings, spec.key))
+                   feed_links=feed_links(settings, spec.key), feed_alternates=feed_alternates(settings, spec.key))
+
+
+def render_feeds_index(settings, topics) -> bytes:
+    """public/feeds/index.html: how to follow the site in a feed reader, and every feed
+    (all, then each category, tag and author of `topic_list`)."""
+    groups: dict[str, list] = {"categories": [], "tags": [], "authors": []}
+    for key, label, _count in topics:
+        groups[key.split("/")[0]].append((label, feeds.listing_url(settings, key), feed_links(settings, key)))
+    everything = [("All articles", feeds.listing_url(settings, "all"), feed_links(settings, "all"))]
+    return _render(settings, "web/feeds_index.html", groups=[
+        ("Everything", everything), ("Categories", groups["categories"]), ("Tags", groups["tags"]),
+        ("Authors", groups["authors"])])
 
 
 def render_index(settings, latest, topics, subscribe_form) -> bytes:
@@ -110,5 +131,6 @@ def subscribe_form(settings, metas=()) -> dict | None:
     return form
 
 
-__all__ = ["environment", "render_article", "render_listing", "render_index", "topic_list", "subscribe_form",
+__all__ = ["environment", "render_article", "render_listing", "render_index", "render_feeds_index", "topic_list",
+           "subscribe_form", "FEEDS_INDEX",
            "article_path", "listing_path", "human_date", "template_fingerprint"]
