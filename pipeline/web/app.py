@@ -10,12 +10,18 @@ Routes (GET never changes state; LIST-4, DOI-2):
   GET  /unsubscribe/<token>          a confirmation page
   POST /unsubscribe/<token>          the page's button, or RFC 8058 one-click
                                      (List-Unsubscribe=One-Click; 200, never a redirect)
-  GET  /healthz, /metrics            (metrics when pipeline.ops.metrics is installed)
+  GET  /healthz, /metrics            (healthz: database, signing secret, scheduler)
   /                                  public/ (pipeline.site.serving when present, else static files)
+
+The email a request queues (a confirmation, the "already subscribed" notice) is sent
+right after the response, through its outbox row (`send_after`). The client address
+comes from pipeline.web.proxy (X-Forwarded-For only from trusted proxies, right-most
+untrusted hop). Form bodies must be UTF-8.
 
 Cross-site request forgery: the sign-up form may live on a static page, so it carries
 no token; a POST is accepted only when its Origin (or, without one, its Referer) is
-ours, and `Sec-Fetch-Site: cross-site` is refused. The forms this service renders
+ours (site.base_url or web.allowed_origins, never the request's own Host), and
+`Sec-Fetch-Site: cross-site` is refused. The forms this service renders
 also carry a signed, timed token bound to the link they belong to. The one-click
 POST carries neither (RFC 8058: no cookies, no context): its URL token is the
 credential.
