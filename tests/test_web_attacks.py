@@ -147,37 +147,35 @@ def _smtputf8_server(enable: bool):
     return controller, handler
 
 
-@pytest.mark.parametrize("pipelining", [True, False])
-def test_smtputf8_address_over_smtp_rfc6531(make_app, sqlite_url, pipelining):
-    """A relay that offers SMTPUTF8 gets `MAIL FROM:<...> SMTPUTF8` and the raw address."""
-    controller, handler = _smtputf8_server(True)
+def _signup_through_smtp(make_app, url, *, offers_smtputf8: bool, pipelining: bool = True):
+    """Sign up jörg@bücher.example with email.smtputf8 on, the mail going to a real
+    aiosmtpd that does (or does not) offer SMTPUTF8; returns (app, what it received)."""
+    controller, handler = _smtputf8_server(offers_smtputf8)
     controller.start()
     try:
-        app = make_app(sqlite_url, f"[email]\nsmtputf8 = true\nbackend = 'smtp'\nsmtp_host = '127.0.0.1'\n"
-                                   f"smtp_port = {controller.port}\n"
-                                   f"smtp_security = 'none'\n[delivery]\npipelining = {str(pipelining).lower()}\n")
+        app = make_app(url, f"[email]\nsmtputf8 = true\nbackend = 'smtp'\nsmtp_host = '127.0.0.1'\n"
+                            f"smtp_port = {controller.port}\nsmtp_security = 'none'\n"
+                            f"[delivery]\npipelining = {str(pipelining).lower()}\n")
         with client_for(app) as c:
             assert subscribe(c, "jörg@bücher.example").status_code == 200
     finally:
         controller.stop()
-    [(mail_from, rcpts, options, data)] = handler.received
+    return app, handler.received
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_smtputf8_address_over_smtp_rfc6531(make_app, sqlite_url, pipelining):
+    """A relay that offers SMTPUTF8 gets `MAIL FROM:<...> SMTPUTF8` and the raw address."""
+    app, received = _signup_through_smtp(make_app, sqlite_url, offers_smtputf8=True, pipelining=pipelining)
+    [(mail_from, rcpts, options, data)] = received
     assert rcpts == ["jörg@xn--bcher-kva.example"] and "SMTPUTF8" in options
     assert raw_header(data, "To") == "jörg@xn--bcher-kva.example"
     assert [r["state"] for r in rows(app)] == ["sent"]
 
 
 def test_smtputf8_address_to_a_relay_without_it_fails_permanently(make_app, sqlite_url):
-    controller, handler = _smtputf8_server(False)
-    controller.start()
-    try:
-        app = make_app(sqlite_url, f"[email]\nsmtputf8 = true\nbackend = 'smtp'\nsmtp_host = '127.0.0.1'\n"
-                                   f"smtp_port = {controller.port}\n"
-                                   f"smtp_security = 'none'\n")
-        with client_for(app) as c:
-            assert subscribe(c, "jörg@bücher.example").status_code == 200
-    finally:
-        controller.stop()
-    assert handler.received == []
+    app, received = _signup_through_smtp(make_app, sqlite_url, offers_smtputf8=False)
+    assert received == []
     [row] = rows(app)
     assert row["state"] == "failed" and "SMTPUTF8" in row["last_error"]
 
