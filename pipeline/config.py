@@ -157,7 +157,7 @@ SETTINGS: list[Setting] = [
     # --- tokens
     S("security", "secret_key", "", str, "Key that signs tokens (confirm, unsubscribe, preferences, VERP); environment only. `syndicate init` writes a local one to var/secret_key for the demo.", secret=True),
     S("security", "previous_secret_keys", [], _list_of_str, "Keys retired from secret_key, comma separated; unsubscribe and preferences links signed with them keep working (UNS-1 rotation); environment only.", secret=True),
-    # --- subscribers (owner: pipeline.subscribers.service)
+    # --- subscribers (owner: pipeline.subscribers)
     S("subscribers", "default_frequency", "weekly", str, "Digest frequency of a sign-up that names none.", choices=("instant", "daily", "weekly")),
     S("subscribers", "topics", [], _list_of_str, "Topics offered on the subscribe form (tag or category slugs); empty: the categories and tags of approved articles."),
     S("subscribers", "confirm_ttl_hours", 48, _int, "Hours a confirmation link stays valid (DOI-1)."),

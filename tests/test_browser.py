@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.app import App
 from pipeline.config import load_settings
 from pipeline.delivery.worker import drain

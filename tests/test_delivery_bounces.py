@@ -107,7 +107,7 @@ def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
     schema = pytest.importorskip("pipeline.store.schema")
     if not hasattr(schema, "subscriber_events") or not hasattr(schema, "subscribers"):
         pytest.skip("no subscribers tables in this build")
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     app = sqlite_app
     with app.engine.begin() as conn:
         subs.add(conn, app.settings, "hard@example.org", confirmed=True) if "confirmed" in \

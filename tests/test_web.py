@@ -14,7 +14,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.store.schema import confirm_tokens, deliveries, subscriber_events, subscribers
 from pipeline.web.app import create_app
 
@@ -54,7 +54,7 @@ def confirm_path(app, index=-1) -> str:
     with app.engine.connect() as conn:
         rows = conn.execute(select(deliveries.c.payload).where(deliveries.c.kind == "confirm")
                             .order_by(deliveries.c.id)).all()
-    return "/confirm/" + subs._confirm_token(app.settings, rows[index][0]["nonce"])
+    return "/confirm/" + subs.confirm_token(app.settings, rows[index][0]["nonce"])
 
 
 def csrf(html: str) -> str:

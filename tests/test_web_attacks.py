@@ -18,7 +18,7 @@ with warnings.catch_warnings():
 
 from pipeline.errors import ConfigError
 from pipeline.store.schema import deliveries, subscriber_events
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.web.app import create_app, serve
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -15,7 +15,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from pipeline.site.build import build
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.web.app import create_app
 
 from .feedsite import add_articles, publish, read

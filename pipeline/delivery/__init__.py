@@ -5,7 +5,7 @@ A channel handler (email, webhook, micropub, websub) is an object with
 `register_channel(name, factory)` where `factory(settings, engine)` builds one.
 The email channel looks up a *message builder* per delivery kind
 (`register_email_kind("digest", builder)`), so composing stays in pipeline.digests.editions
-and pipeline.subscribers.service while sending stays here.
+and pipeline.subscribers.emails while sending stays here.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _load_builtin_channels() -> None:
     # Importing a module registers what it provides; kept lazy so that importing
     # pipeline.delivery stays cheap and cycle-free.
     from pipeline.delivery.email import channel  # noqa: F401
-    for module in ("pipeline.subscribers.service", "pipeline.digests.editions", "pipeline.partners"):
+    for module in ("pipeline.subscribers.emails", "pipeline.digests.editions", "pipeline.partners"):
         try:
             __import__(module)
         except ImportError as exc:

@@ -107,7 +107,7 @@ def site_for_email(settings: Settings) -> Site:
 
 def _site_for_email(settings: Settings) -> Site:
     from pipeline.config import require
-    from pipeline.subscribers.service import list_id
+    from pipeline.subscribers.links import list_id
 
     base_url = require(settings, "site.base_url", "every link in a digest starts with it").rstrip("/")
     if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:

@@ -30,7 +30,7 @@ class Stage:
 
 STAGES: list[Stage] = [
     Stage("ingest", "pipeline.content.ingest:ingest_stage", "content/ -> database (new revisions, policy flags, retractions)"),
-    Stage("purge", "pipeline.subscribers.service:purge_stage", "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)"),
+    Stage("purge", "pipeline.subscribers.operator:purge_stage", "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)"),
     Stage("build", "pipeline.site.build:build_stage", "approved articles -> feeds and pages in public/ (only changed files); queue WebSub pings"),
     Stage("partners", "pipeline.partners:partners_stage", "queue article.published / updated / retracted events for each webhook and Micropub partner whose filters match"),
     Stage("digest", "pipeline.digests.editions:digest_stage", "queue digests: every frequency whose edition is due (instant: newly approved articles; daily/weekly: once per period); option frequency"),

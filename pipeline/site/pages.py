@@ -116,15 +116,15 @@ def topic_list(settings, metas) -> list[tuple[str, str, int]]:
 
 
 def subscribe_form(settings, metas=()) -> dict | None:
-    """The subscribe form's context (pipeline.subscribers.service.form_context), with the topics
+    """The subscribe form's context (pipeline.subscribers.fields.form_context), with the topics
     taken from the articles already loaded; None when subscriptions are not installed."""
     try:
-        from pipeline.subscribers import service as subscribers
+        from pipeline.subscribers import fields as subscribers
     except ImportError:
         return None
     form = dict(subscribers.form_context(settings, None))
     if not settings.subscribers.topics:
-        pattern = getattr(subscribers, "_TOPIC_RE", re.compile(r"^[a-z0-9][a-z0-9-]*$"))
+        pattern = subscribers.TOPIC_RE
         categories = sorted({m.category for m in metas if m.category})
         tags = sorted({t for m in metas for t in m.tags})
         form["topics"] = [t for t in dict.fromkeys([*categories, *tags]) if pattern.match(t.lower())]

@@ -1,7 +1,7 @@
 """The suppression list (`suppressions`): addresses that get no mail at all.
 
 Written by hard bounces (SMTP 5.1.x at send time, or a DSN), repeated soft bounces,
-complaints and the operator; read at send time (BULK-4). When pipeline.subscribers.service
+complaints and the operator; read at send time (BULK-4). When pipeline.subscribers.state
 is present the subscriber's own state and consent log are kept in step.
 """
 
@@ -23,7 +23,7 @@ REASONS = ("unsubscribed", "hard_bounce", "soft_bounces", "complaint", "manual")
 
 def _subscribers_module():
     try:
-        from pipeline.subscribers import service as subscribers
+        from pipeline import subscribers
     except ImportError:
         return None
     return subscribers

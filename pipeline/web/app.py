@@ -1,4 +1,4 @@
-"""The web service: an HTTP adapter over pipeline.subscribers.service, plus the built public/ tree.
+"""The web service: an HTTP adapter over pipeline.subscribers, plus the built public/ tree.
 
 Routes (GET never changes state; LIST-4, DOI-2):
   GET  /subscribe                    the sign-up form
@@ -47,7 +47,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline import templating, tokens
 from pipeline.app import App
 from pipeline.errors import ConfigError, NotFound, SyndicateError, TokenError

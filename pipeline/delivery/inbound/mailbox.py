@@ -35,7 +35,7 @@ def unsubscribe_token(raw: bytes) -> str | None:
 
 
 def process_unsubscribe_requests(app, path, *, dry_run: bool = False) -> dict:
-    from pipeline.subscribers import service as subscribers
+    from pipeline import subscribers
     counts = {"unsubscribe_requests": 0, "unsubscribed": 0, "unsubscribe_invalid": 0}
     for name, raw in iter_messages(path):
         token = unsubscribe_token(raw)
