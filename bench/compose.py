@@ -132,7 +132,7 @@ def naive(root: Path, sample: int) -> dict:
     from pipeline.digests.editions import article_view, edition_label
     from pipeline.content.editorial import approved_articles
     from pipeline.store.schema import subscribers
-    from pipeline.subscribers.service import preferences_url, unsubscribe_url
+    from pipeline.subscribers.links import preferences_url, unsubscribe_url
 
     app = project(root)
     settings = app.settings

@@ -159,6 +159,7 @@ SETTINGS: list[Setting] = [
     S("email", "smtp_username", "", str, "SMTP AUTH user (empty: no AUTH)."),
     S("email", "smtp_password", "", str, "SMTP AUTH password; environment only.", secret=True),
     S("email", "smtp_timeout", 30.0, _float, "Seconds to wait for the SMTP server.", above=0),
+    S("email", "smtputf8", False, _bool, "The relay offers SMTPUTF8 (RFC 6531): accept sign-ups whose address has non-ASCII characters before the @ (false: such sign-ups are refused with a clear message; domains are always IDNA-encoded)."),
     S("email", "inbound_mailbox", "var/inbound", str, "Maildir where the MTA delivers mail for the bounce domain (VERP bounces, mailto: unsubscribes); read by the `bounces` stage."),
     S("email", "bounce_domain", "", str, "Domain of the VERP envelope sender bounces+TOKEN@DOMAIN (empty: the From domain)."),
     S("email", "dkim_selector", "", str, "DKIM selector (empty: no DKIM signing)."),
@@ -178,7 +179,7 @@ SETTINGS: list[Setting] = [
     # --- web
     S("web", "host", "127.0.0.1", str, "Address `syndicate serve` listens on."),
     S("web", "port", 8000, _int, "Port `syndicate serve` listens on.", at_least=1, at_most=65535),
-    S("web", "forwarded_allow_ips", "127.0.0.1", str, "Proxies whose X-Forwarded-For/-Proto are trusted for the client address (rate limits, consent log); comma separated, '*' for any."),
+    S("web", "forwarded_allow_ips", "", str, "Reverse proxies (addresses or networks, comma separated) whose X-Forwarded-For/-Proto are trusted for the client address (rate limits, consent log); empty: none, the peer is the client. The client is the right-most hop not in this list, so the proxy must overwrite (or append to) X-Forwarded-For, never pass a client's own value on alone. '*' trusts any peer as one proxy hop."),
     S("web", "allowed_origins", [], _list_of_str, "Extra origins (scheme://host[:port]) whose pages may POST the subscribe form; the origin of site.base_url is always allowed."),
     # --- scheduler (owner: pipeline.ops.scheduler)
     S("scheduler", "heartbeat_seconds", 10.0, _float, "Seconds between the scheduler's heartbeats, checks of its leader lock and of paused jobs (a pause or resume is honoured within this time).", above=0),
@@ -214,7 +215,7 @@ SETTINGS: list[Setting] = [
     # --- tokens
     S("security", "secret_key", "", str, "Key that signs tokens (confirm, unsubscribe, preferences, VERP); environment only. `syndicate init` writes a local one to var/secret_key for the demo.", secret=True),
     S("security", "previous_secret_keys", [], _list_of_str, "Keys retired from secret_key, comma separated; unsubscribe and preferences links signed with them keep working (UNS-1 rotation); environment only.", secret=True),
-    # --- subscribers (owner: pipeline.subscribers.service)
+    # --- subscribers (owner: pipeline.subscribers)
     S("subscribers", "default_frequency", "weekly", str, "Digest frequency of a sign-up that names none.", choices=("instant", "daily", "weekly")),
     S("subscribers", "topics", [], _list_of_str, "Topics offered on the subscribe form (tag or category slugs); empty: the categories and tags of approved articles."),
     S("subscribers", "confirm_ttl_hours", 48, _int, "Hours a confirmation link stays valid (DOI-1).", at_least=1),

@@ -54,6 +54,17 @@ def secret_key(settings: Settings) -> str:
                            "or run `syndicate init` for a local demo secret.")
 
 
+def secret_source(settings: Settings) -> str | None:
+    """Where the signing key comes from, named for people (serve's log, /healthz):
+    'environment', 'demo secret file' (var/secret_key, written by `syndicate init` for the
+    demo; production sets SYNDICATE_SECRET_KEY), or None when there is none."""
+    if settings.security.secret_key:
+        return "environment"
+    if local_secret_path(settings).exists():
+        return "demo secret file"
+    return None
+
+
 def _serializer(settings: Settings, purpose: str) -> URLSafeSerializer:
     return URLSafeSerializer(secret_key(settings), salt=f"syndicate.{purpose}",
                              signer_kwargs={"digest_method": hashlib.sha256})

@@ -142,7 +142,7 @@ def test_instant_sends_one_email_per_new_article(app):
 
 def test_unsubscribe_or_suppression_after_compose_is_honoured_at_send_time(app):
     """BULK-4: the check happens at send time, not only when composing."""
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     add_articles(app, ARTICLES[:1])
     leaver = add_subscriber(app, "leaver@example.com", confirmed_at=at(-1))
     add_subscriber(app, "bounced@example.com", confirmed_at=at(-1))

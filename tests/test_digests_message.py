@@ -152,7 +152,7 @@ def test_list1_list2_list_headers(digest_msgs):
 
 
 def test_list6_can1_visible_unsubscribe_preferences_and_postal_address(digest_msgs, sqlite_app):
-    from pipeline.subscribers.service import preferences_url, unsubscribe_url
+    from pipeline.subscribers.links import preferences_url, unsubscribe_url
 
     with sqlite_app.engine.connect() as conn:
         rows = {r.target: r.subscriber_id for r in conn.execute(select(deliveries.c.target, deliveries.c.subscriber_id))}

@@ -28,6 +28,7 @@ FILES = [
     "feeds/tags/sleep.atom", "feeds/tags/sleep.rss", "feeds/tags/sleep.json",
     "feeds/authors/ana-lee.atom",
     "index.html", "articles/rest-and-work/index.html", "tags/sleep/index.html", "authors/ana-lee/index.html",
+    "feeds/index.html",
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipeline.subscribers import service as subscribers
+from pipeline import subscribers
 from pipeline.ops.stages import run_stage
 
 DATA = Path(__file__).parent / "data" / "delivery"

@@ -4,6 +4,7 @@ running `syndicate serve`."""
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import gzip
 import hashlib
@@ -204,13 +205,10 @@ def test_a_rebuilt_feed_gets_a_new_etag(server, tmp_path):
         os.replace(tmp, path)
 
 
-def test_syndicate_serve_answers_304_on_repeat_requests(tmp_path):
-    """The issue's acceptance check: `syndicate serve` on the built public/."""
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()  # syndicate serve binds it itself; a race with another process is unlikely
-    base = f"http://127.0.0.1:{port}"
-    app = make_site(tmp_path / "site", base)
+@contextlib.contextmanager
+def syndicate_serve(app, port: int, probe: str = "/healthz"):
+    """A real `syndicate serve` process for `app`'s project on 127.0.0.1:port, started
+    and answering `probe`; terminated afterwards."""
     config = app.settings.root / "syndicate.toml"
     dispose_engines()
     exe = Path(sys.executable).with_name("syndicate")
@@ -221,19 +219,13 @@ def test_syndicate_serve_answers_304_on_repeat_requests(tmp_path):
         deadline = time.monotonic() + 20
         while True:
             try:
-                first = requests.get(f"{base}/feeds/all.atom", headers=GZIP, timeout=2)
+                requests.get(f"http://127.0.0.1:{port}{probe}", timeout=2)
                 break
             except requests.ConnectionError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"syndicate serve did not start: {proc.stderr.read().decode()[-2000:]}")
                 time.sleep(0.1)
-        assert first.status_code == 200 and first.headers["Content-Type"] == TYPES["atom"]
-        assert first.headers["Content-Encoding"] == "gzip" and first.headers["Vary"] == "Accept-Encoding"
-        again = requests.get(f"{base}/feeds/all.atom", headers={**GZIP, "If-None-Match": first.headers["ETag"]}, timeout=5)
-        assert again.status_code == 304 and again.headers["ETag"] == first.headers["ETag"]
-        since = requests.get(f"{base}/feeds/all.rss", headers={"If-Modified-Since": first.headers["Last-Modified"]}, timeout=5)
-        assert since.status_code == 304
-        assert requests.get(f"{base}/", timeout=5).status_code == 200
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -241,3 +233,44 @@ def test_syndicate_serve_answers_304_on_repeat_requests(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def free_port() -> int:
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()  # syndicate serve binds it itself; a race with another process is unlikely
+    return port
+
+
+def test_syndicate_serve_answers_304_on_repeat_requests(tmp_path):
+    """The issue's acceptance check: `syndicate serve` on the built public/."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_site(tmp_path / "site", base)
+    with syndicate_serve(app, port):
+        first = requests.get(f"{base}/feeds/all.atom", headers=GZIP, timeout=5)
+        assert first.status_code == 200 and first.headers["Content-Type"] == TYPES["atom"]
+        assert first.headers["Content-Encoding"] == "gzip" and first.headers["Vary"] == "Accept-Encoding"
+        again = requests.get(f"{base}/feeds/all.atom", headers={**GZIP, "If-None-Match": first.headers["ETag"]}, timeout=5)
+        assert again.status_code == 304 and again.headers["ETag"] == first.headers["ETag"]
+        since = requests.get(f"{base}/feeds/all.rss", headers={"If-Modified-Since": first.headers["Last-Modified"]}, timeout=5)
+        assert since.status_code == 304
+        assert requests.get(f"{base}/", timeout=5).status_code == 200
+
+
+def test_syndicate_serve_keeps_the_signup_limit_against_spoofed_forwarded_for_doi2(tmp_path):
+    """Issue 18 item 3: a local process sending a new X-Forwarded-For per request is still
+    one client (no proxy is trusted by default), so the per-client limit holds."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = write_project(tmp_path / "site", f"sqlite:///{tmp_path / 'site' / 'var' / 'syndicate.db'}",
+                           "[subscribers]\nmax_signups_per_client = 3\n")
+    config.write_text(config.read_text().replace('base_url = "https://news.example.com"', f'base_url = "{base}"'))
+    app = App(load_settings(config, env={}))
+    with app.engine.begin():
+        pass  # the database exists before the server opens it
+    with syndicate_serve(app, port):
+        answers = [requests.post(f"{base}/subscribe", data={"email": f"s{i}@example.com"},
+                                 headers={"Origin": base, "X-Forwarded-For": f"198.51.100.{i}"}, timeout=10).status_code
+                   for i in range(5)]
+    assert answers == [200, 200, 200, 429, 429]

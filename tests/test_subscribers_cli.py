@@ -8,7 +8,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.cli import main
 
 DEMO_CSV = """email,name,frequency,topics,timezone

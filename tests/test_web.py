@@ -14,7 +14,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.store.schema import confirm_tokens, deliveries, subscriber_events, subscribers
 from pipeline.web.app import create_app
 
@@ -54,7 +54,7 @@ def confirm_path(app, index=-1) -> str:
     with app.engine.connect() as conn:
         rows = conn.execute(select(deliveries.c.payload).where(deliveries.c.kind == "confirm")
                             .order_by(deliveries.c.id)).all()
-    return "/confirm/" + subs._confirm_token(app.settings, rows[index][0]["nonce"])
+    return "/confirm/" + subs.confirm_token(app.settings, rows[index][0]["nonce"])
 
 
 def csrf(html: str) -> str:
@@ -373,10 +373,23 @@ def test_preferences_errors(lite):
     assert client.post(bad, data={"csrf_token": token}).status_code == 403
 
 
-def test_preferences_of_a_deleted_subscriber_404(lite):
-    app, client = lite
-    path = "/preferences/" + subs.list_token(app.settings, "preferences", 999)
-    assert client.get(path).status_code == 404
+def test_preferences_and_unsubscribe_answer_alike_for_an_erased_subscriber(app, client):
+    """Issue 18 item 8: the links of an erased subscriber (GDPR erasure, purge) get the same
+    answer from both pages, before and after their POST: 200, "not subscribed", nothing done."""
+    sid = confirmed(app, client)
+    prefs, unsub = subs.preferences_url(app.settings, sid), subs.unsubscribe_url(app.settings, sid)
+    prefs_token = csrf(client.get(prefs).text)
+    unsub_token = csrf(client.get(unsub).text)
+    with app.engine.begin() as conn:
+        subs.remove(conn, app.settings, "ada@example.com", erase=True)
+    before = snapshot(app)
+    answers = [client.get(prefs), client.get(unsub),
+               client.post(prefs, data={"csrf_token": prefs_token, "frequency": "daily"}, headers={"Origin": BASE}),
+               client.post(unsub, data={"csrf_token": unsub_token}, headers={"Origin": BASE})]
+    assert [r.status_code for r in answers] == [200] * 4
+    assert all("not subscribed any more" in r.text for r in answers)
+    assert client_for(app).post(unsub, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert snapshot(app) == before
 
 
 # --- unsubscribe (LIST-3, LIST-4, GDPR-2) -------------------------------------------

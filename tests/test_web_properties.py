@@ -15,7 +15,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.web.app import create_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -136,3 +136,95 @@ def test_token_paths_and_fields(fuzz_app, subscriber_links, token, field, value)
             assert ok(g.status_code), (path, g.status_code)
     r = client.post(subscriber_links["unsub"], data=data)
     assert ok(r.status_code)
+
+
+# --- issue 18: invalid UTF-8, internationalised addresses, spoofed X-Forwarded-For ---------
+
+def _not_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _subscriber_count(app) -> int:
+    from sqlalchemy import func, select
+    from pipeline.store.schema import subscribers
+
+    with app.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(subscribers)).scalar_one()
+
+
+@FUZZ
+@given(junk=st.binary(min_size=1, max_size=12).filter(_not_utf8), escaped=st.booleans(),
+       content_type=st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data; boundary=b"]))
+def test_undecodable_form_bodies_are_400_and_store_nothing(fuzz_app, junk, escaped, content_type):
+    """Issue 18 item 2: bytes that are not UTF-8, raw or %-escaped, never become an address."""
+    app, client = fuzz_app
+    value = quote(junk, safe="").encode("ascii") if escaped and content_type.startswith("application") else junk
+    if content_type.startswith("multipart"):
+        body = b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\n' + value + b"@example.com\r\n--b--\r\n"
+    else:
+        body = b"email=" + value + b"%40example.com"
+    before = _subscriber_count(app)
+    r = client.post("/subscribe", content=body, headers={"Content-Type": content_type, "Origin": BASE})
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    assert _subscriber_count(app) == before
+
+
+label = st.text(alphabet=st.characters(whitelist_categories=("Ll", "Lo", "Nd")), min_size=1, max_size=12)
+
+
+@FUZZ
+@given(local=st.one_of(st.from_regex(r"[a-z][a-z0-9._-]{0,10}", fullmatch=True), label), domain=label)
+def test_internationalised_addresses_are_refused_or_mailed_with_an_ascii_address(fuzz_app, local, domain):
+    """Issue 18 item 1: an IDN address is refused (400) or stored and mailed with its
+    domain in IDNA form; a non-ASCII local part is refused (email.smtputf8 is off); the To
+    header never holds an encoded-word."""
+    import email
+    import email.policy
+
+    app, client = fuzz_app
+    address = f"{local}@{domain}.example"
+    r = client.post("/subscribe", data={"email": address}, headers={"Origin": BASE})
+    assert r.status_code in (200, 400), (r.status_code, r.text[:300])
+    if not local.isascii():
+        assert r.status_code == 400
+    if r.status_code != 200:
+        return
+    with app.engine.connect() as conn:
+        from sqlalchemy import select
+        from pipeline.store.schema import deliveries
+        row = conn.execute(select(deliveries.c.target, deliveries.c.idempotency_key, deliveries.c.state)
+                           .order_by(deliveries.c.id.desc()).limit(1)).one()
+    assert row.target.isascii() and "@" in row.target
+    maildir = app.settings.path("email.maildir") / "new"
+    for path in maildir.iterdir():
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.SMTP)
+        if message["To"] == row.target:
+            assert "=?" not in path.read_bytes().split(b"\r\n\r\n")[0].decode("ascii").split("To:")[1].split("\r\n")[0]
+            break
+    else:
+        raise AssertionError(f"no message to {row.target} (state {row.state})")
+
+
+@FUZZ
+@given(forwarded=st.lists(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+                          min_size=1, max_size=3))
+def test_spoofed_forwarded_for_never_becomes_the_client(fuzz_app, forwarded):
+    """Issue 18 item 3 (DOI-2): no proxy is trusted by default, so whatever X-Forwarded-For
+    a local process sends, the consent log and the per-client limit see the peer."""
+    from sqlalchemy import select
+    from pipeline.store.schema import subscriber_events
+
+    app, _ = fuzz_app
+    with TestClient(create_app(app), base_url=BASE, raise_server_exceptions=False,
+                    client=("127.0.0.1", 4321)) as local:
+        r = local.post("/subscribe", data={"email": "spoof@example.com"},
+                       headers=[("Origin", BASE), *[("X-Forwarded-For", v) for v in forwarded]])
+    assert ok(r.status_code)
+    with app.engine.connect() as conn:
+        ip = conn.execute(select(subscriber_events.c.ip).where(subscriber_events.c.kind == "signup")
+                          .order_by(subscriber_events.c.id.desc()).limit(1)).scalar_one()
+    assert ip == "127.0.0.1"

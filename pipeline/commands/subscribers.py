@@ -55,7 +55,7 @@ def add_cmd(ctx, email, name, frequency, topics, timezone, confirmed, source):
       syndicate subscribers add ada@example.com --name Ada --frequency daily --topic work
       syndicate subscribers add bo@example.com --confirmed --source "signed paper form, 2026-11-02"
     """
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     if confirmed and not source.strip():
         raise SyndicateError("--confirmed needs --source: where did this person give consent?",
                              hint='e.g. --source "signed paper form, 2026-11-02"')
@@ -79,7 +79,7 @@ def list_cmd(ctx, state, frequency, limit, as_json):
       syndicate subscribers list
       syndicate subscribers list --state unconfirmed --json
     """
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     with ctx.app.engine.connect() as conn:
         rows = subs.list_subscribers(conn, state=state, frequency=frequency, limit=limit)
         counts = subs.counts_by_state(conn)
@@ -111,7 +111,7 @@ def show_cmd(ctx, email, as_json):
     Example:
       syndicate subscribers show ada@example.com
     """
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     with ctx.app.engine.connect() as conn:
         sub = subs.require_subscriber(conn, email)
         events = subs.history(conn, sub["id"])
@@ -157,7 +157,7 @@ def remove_cmd(ctx, email, erase, yes):
       syndicate subscribers remove ada@example.com
       syndicate subscribers remove ada@example.com --erase --yes
     """
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     if erase and not yes:
         click.confirm(f"Delete {email} and its whole consent history? This cannot be undone", abort=True)
     with ctx.app.engine.begin() as conn:
@@ -184,7 +184,7 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
       syndicate subscribers import content/subscribers.csv --confirmed --source demo
       syndicate subscribers import signups.csv --dry-run
     """
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     if confirmed and not source.strip():
         raise SyndicateError("--confirmed needs --source NAME: where these people gave their consent",
                              hint="e.g. --source 'paper sign-up sheet, 2026 fair'")
@@ -229,7 +229,7 @@ def export_cmd(ctx, file, state):
       syndicate subscribers export subscribers.csv
       syndicate subscribers export --state confirmed > confirmed.csv
     """
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     with ctx.app.engine.connect() as conn:
         if file is None or str(file) == "-":
             subs.export_csv(conn, sys.stdout, state=state)
@@ -252,7 +252,7 @@ def purge_cmd(ctx, days, dry_run):
       syndicate subscribers purge
       syndicate subscribers purge --days 3 --dry-run
     """
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     with ctx.app.engine.begin() as conn:
         counts = subs.purge_unconfirmed(conn, ctx.settings, days=days, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"

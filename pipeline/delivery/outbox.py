@@ -149,6 +149,30 @@ def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[s
     return [dict(r) for r in rows]
 
 
+def claim_keys(engine: Engine, keys: Iterable[str], *, worker: str | None = None, lease_seconds: int = 300,
+               now: dt.datetime | None = None) -> list[dict]:
+    """Claim the rows with these idempotency keys that are still due, in one short
+    transaction: what `deliver_now` sends at once (a confirmation email the web service
+    just queued). A row that a worker claimed first is left to it; the conditional
+    UPDATE is the claim, so two claimants never both get a row."""
+    keys = [k for k in keys if k]
+    if not keys:
+        return []
+    now = now or utcnow()
+    worker = worker or worker_id()
+    with engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(
+            update(deliveries).where(deliveries.c.idempotency_key.in_(keys), deliveries.c.state.in_(DUE_STATES),
+                                     deliveries.c.next_attempt_at <= now)
+            .values(state="sending", claimed_by=worker, lease_until=now + dt.timedelta(seconds=lease_seconds),
+                    updated_at=now)
+            .returning(deliveries.c.id))]
+        if not ids:
+            return []
+        rows = conn.execute(select(deliveries).where(deliveries.c.id.in_(ids)).order_by(deliveries.c.id)).mappings()
+        return [dict(r) for r in rows]
+
+
 def renew_leases(engine: Engine, *, worker: str, lease_seconds: int, now: dt.datetime | None = None) -> int:
     """Extend the leases of every row this worker still has in flight."""
     now = now or utcnow()

@@ -191,6 +191,40 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
     return report
 
 
+def deliver_now(settings: Settings, engine, keys) -> DrainReport:
+    """Send the outbox rows with these idempotency keys at once, if still due: transactional
+    email (a confirmation link) that a person is waiting for. The rows are ordinary outbox
+    rows: claimed, sent by the channel's handler (pause, caps, suppression and journal as
+    in a drain), and recorded; whatever this does not finish, a worker retries later."""
+    worker = outbox.worker_id()
+    report = DrainReport()
+    started = time.monotonic()
+    rows = outbox.claim_keys(engine, keys, worker=worker, lease_seconds=settings.delivery.lease_seconds)
+    report.claimed = len(rows)
+    by_channel: dict[str, list[dict]] = {}
+    for row in rows:
+        by_channel.setdefault(row["channel"], []).append(row)
+    for channel, batch in by_channel.items():
+        handler = None
+        try:
+            handler = channel_factory(channel)(settings, engine)
+            report.add(record(engine, handler.send(batch), worker))
+            committed = getattr(handler, "committed", None)
+            if committed:
+                committed()
+        except Exception:  # the caller's request succeeded; hand the rows back to the workers
+            log.warning("sending %d %s deliveries at once failed; the workers will retry them", len(batch), channel,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            with engine.begin() as conn:
+                for row in batch:
+                    outbox.release(conn, row["id"], worker=worker)
+        finally:
+            if handler is not None:
+                handler.close()
+    report.seconds = time.monotonic() - started
+    return report
+
+
 def dry_run_report(settings: Settings, engine, *, channels=None, limit: int | None = None) -> dict:
     """What a drain would do, without claiming or sending anything."""
     from pipeline.delivery.channels import paused_channels

@@ -44,7 +44,7 @@ def message_id(site: render.Site, idempotency_key: str, edition_key: str) -> str
 
 
 def personal(settings: Settings, site: render.Site, sub: dict, row: dict) -> render.Personal:
-    from pipeline.subscribers.service import preferences_url, unsubscribe_url
+    from pipeline.subscribers.links import preferences_url, unsubscribe_url
 
     unsub = unsubscribe_url(settings, sub["id"])
     token = unsub.rsplit("/", 1)[1]  # the same UNS-1 token names the mailto address

@@ -27,6 +27,7 @@ import hashlib
 import html
 import logging
 import re
+import struct
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
 from functools import lru_cache
@@ -37,6 +38,7 @@ from pipeline import templating
 from pipeline.digests import images
 from pipeline.config import Settings
 from pipeline.errors import ConfigError, SyndicateError
+from pipeline.subscribers.addresses import format_to
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def base_url_warning(settings: Settings) -> str | None:
 
 def _site_for_email(settings: Settings) -> Site:
     from pipeline.config import require
-    from pipeline.subscribers.service import list_id
+    from pipeline.subscribers.links import list_id
 
     base_url = require(settings, "site.base_url", "every link in a digest starts with it").rstrip("/")
     if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
@@ -387,9 +389,11 @@ def personal_values(p: Personal) -> dict[str, str]:
     check_header_value("subscriber name", p.name)
     check_header_value("address", p.email)
     greeting = p.name or "there"
-    # formataddr quotes specials and RFC 2047-encodes a non-ASCII name; an address
-    # header may run past 78 characters (never past 998: names are at most 200).
-    to = formataddr((p.name, p.email), charset="utf-8") if p.name else p.email
+    # The name is quoted or RFC 2047-encoded as needed, the address never (its domain in
+    # IDNA form; an SMTPUTF8 local part raw, RFC 6532: which addresses may have one is
+    # decided at sign-up, pipeline.subscribers.addresses). An address header may run
+    # past 78 characters (never past 998: names are at most 200).
+    to = format_to(p.name, p.email, smtputf8=True)
     links = [f"<{p.unsubscribe_url}>"] + ([f"<{p.unsubscribe_mailto}>"] if p.unsubscribe_mailto else [])
     for link in links:
         check_header_value("List-Unsubscribe", link)
@@ -413,7 +417,8 @@ def personalise(skeleton: str, p: Personal) -> bytes:
     """The message bytes for one recipient: markers replaced, nothing else touched.
     Every line stays within 76 characters: see `qp_with_markers`."""
     values = personal_values(p)
-    return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("ascii")
+    # ASCII but for an SMTPUTF8 address in To (RFC 6532 allows UTF-8 there).
+    return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("utf-8")
 
 
 def preview_values(p: Personal) -> dict[str, str]:

@@ -62,7 +62,7 @@ def _text(value: Any) -> str:
 
 STAGES: list[Stage] = [
     Stage("ingest", "pipeline.content.sources.runner:ingest_stage", "every [[sources]] entry (default: content/) -> database (new revisions, policy flags, retractions)"),
-    Stage("purge", "pipeline.subscribers.service:purge_stage", "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)",
+    Stage("purge", "pipeline.subscribers.operator:purge_stage", "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)",
           options={"days": _positive_int}),
     Stage("build", "pipeline.site.build:build_stage", "approved articles -> feeds and pages in public/ (only changed files); queue WebSub pings"),
     Stage("partners", "pipeline.partners:partners_stage", "queue article.published / updated / retracted events for each webhook and Micropub partner whose filters match"),

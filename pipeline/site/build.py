@@ -332,9 +332,10 @@ class Planner:
         deps = _h(self.page_salt, "index", [m.token for m in latest], topics, form)
 
         def render(ctx: RenderContext) -> dict[str, bytes]:
-            return {"index.html": pages.render_index(settings, latest, topics, form)}
+            return {"index.html": pages.render_index(settings, latest, topics, form),
+                    pages.FEEDS_INDEX: pages.render_feeds_index(settings, topics)}
 
-        return Job("index", ["index.html"], deps, render)
+        return Job("index", ["index.html", pages.FEEDS_INDEX], deps, render)
 
 
 def _image_jobs(settings, metas: list[Meta]) -> list[Job]:

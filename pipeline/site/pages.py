@@ -57,9 +57,18 @@ def render_article(settings, article) -> bytes:
     return _render(settings, "web/article.html", article=article, body=Markup(article.body_html))
 
 
+FEEDS_INDEX = "feeds/index.html"
+FEED_FORMATS = (("Atom", "atom", "application/atom+xml"), ("RSS", "rss", "application/rss+xml"),
+                ("JSON Feed", "json", "application/feed+json"))
+
+
 def feed_links(settings, key: str) -> list[tuple[str, str]]:
-    return [(label, feeds.doc_url(settings, key, fmt))
-            for label, fmt in (("Atom", "atom"), ("RSS", "rss"), ("JSON Feed", "json"))]
+    return [(label, feeds.doc_url(settings, key, fmt)) for label, fmt, _type in FEED_FORMATS]
+
+
+def feed_alternates(settings, key: str) -> list[tuple[str, str, str]]:
+    """(label, media type, URL) of one listing's feeds, for its autodiscovery links (DISC-1)."""
+    return [(label, media_type, feeds.doc_url(settings, key, fmt)) for label, fmt, media_type in FEED_FORMATS]
 
 
 def render_listing(settings, spec, entries) -> bytes:
@@ -68,7 +77,19 @@ def render_listing(settings, spec, entries) -> bytes:
     heading = {"tags": f"Tag: {label}", "categories": f"Category: {label}",
                "authors": f"Articles by {label}"}.get(kind, label)
     return _render(settings, "web/listing.html", heading=heading, feed=spec, entries=entries,
-                   feed_links=feed_links(settings, spec.key))
+                   feed_links=feed_links(settings, spec.key), feed_alternates=feed_alternates(settings, spec.key))
+
+
+def render_feeds_index(settings, topics) -> bytes:
+    """public/feeds/index.html: how to follow the site in a feed reader, and every feed
+    (all, then each category, tag and author of `topic_list`)."""
+    groups: dict[str, list] = {"categories": [], "tags": [], "authors": []}
+    for key, label, _count in topics:
+        groups[key.split("/")[0]].append((label, feeds.listing_url(settings, key), feed_links(settings, key)))
+    everything = [("All articles", feeds.listing_url(settings, "all"), feed_links(settings, "all"))]
+    return _render(settings, "web/feeds_index.html", groups=[
+        ("Everything", everything), ("Categories", groups["categories"]), ("Tags", groups["tags"]),
+        ("Authors", groups["authors"])])
 
 
 def render_index(settings, latest, topics, subscribe_form) -> bytes:
@@ -94,18 +115,19 @@ def topic_list(settings, metas) -> list[tuple[str, str, int]]:
 
 
 def subscribe_form(settings, metas=()) -> dict:
-    """The subscribe form's context (pipeline.subscribers.service.form_context), with the topics
+    """The subscribe form's context (pipeline.subscribers.fields.form_context), with the topics
     taken from the articles already loaded."""
-    from pipeline.subscribers import service as subscribers
+    from pipeline.subscribers import fields as subscribers
 
     form = dict(subscribers.form_context(settings, None))
     if not settings.subscribers.topics:
-        pattern = subscribers._TOPIC_RE
+        pattern = subscribers.TOPIC_RE
         categories = sorted({m.category for m in metas if m.category})
         tags = sorted({t for m in metas for t in m.tags})
         form["topics"] = [t for t in dict.fromkeys([*categories, *tags]) if pattern.match(t.lower())]
     return form
 
 
-__all__ = ["environment", "render_article", "render_listing", "render_index", "topic_list", "subscribe_form",
+__all__ = ["environment", "render_article", "render_listing", "render_index", "render_feeds_index", "topic_list",
+           "subscribe_form", "FEEDS_INDEX",
            "article_path", "listing_path", "human_date", "template_fingerprint"]

@@ -1,4 +1,4 @@
-"""The web service: an HTTP adapter over pipeline.subscribers.service, plus the built public/ tree.
+"""The web service: an HTTP adapter over pipeline.subscribers, plus the built public/ tree.
 
 Routes (GET never changes state; LIST-4, DOI-2):
   GET  /subscribe                    the sign-up form
@@ -10,12 +10,18 @@ Routes (GET never changes state; LIST-4, DOI-2):
   GET  /unsubscribe/<token>          a confirmation page
   POST /unsubscribe/<token>          the page's button, or RFC 8058 one-click
                                      (List-Unsubscribe=One-Click; 200, never a redirect)
-  GET  /healthz, /metrics            (metrics when pipeline.ops.metrics is installed)
+  GET  /healthz, /metrics            (healthz: database, signing secret, scheduler)
   /                                  public/ (pipeline.site.serving when present, else static files)
+
+The email a request queues (a confirmation, the "already subscribed" notice) is sent
+right after the response, through its outbox row (`send_after`). The client address
+comes from pipeline.web.proxy (X-Forwarded-For only from trusted proxies, right-most
+untrusted hop). Form bodies must be UTF-8.
 
 Cross-site request forgery: the sign-up form may live on a static page, so it carries
 no token; a POST is accepted only when its Origin (or, without one, its Referer) is
-ours, and `Sec-Fetch-Site: cross-site` is refused. The forms this service renders
+ours (site.base_url or web.allowed_origins, never the request's own Host), and
+`Sec-Fetch-Site: cross-site` is refused. The forms this service renders
 also carry a signed, timed token bound to the link they belong to. The one-click
 POST carries neither (RFC 8058: no cookies, no context): its URL token is the
 credential.
@@ -31,18 +37,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.templating import Jinja2Templates
 
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline import templating, tokens
 from pipeline.app import App
 from pipeline.errors import ConfigError, NotFound, SyndicateError, TokenError
+from pipeline.web.proxy import ForwardedClientMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +132,10 @@ class Web:
                 return fn(conn, *args, **kwargs)
         return await run_in_threadpool(work)
 
-    def allowed_origins(self, request: Request) -> set[str]:
+    def allowed_origins(self) -> set[str]:
+        """site.base_url's origin and web.allowed_origins: never the request's own Host,
+        which the requester controls (DNS rebinding points a hostile name at us)."""
         allowed = {_origin(self.settings.site.base_url), *(_origin(o) for o in self.settings.web.allowed_origins)}
-        host = request.headers.get("host")
-        if host:
-            allowed.add(f"{request.url.scheme}://{host}".lower())
         allowed.discard("")
         return allowed
 
@@ -137,12 +145,12 @@ class Web:
         if origin == "null":  # privacy-sensitive context: trust only the browser's own verdict
             return fetch_site == "same-origin"
         if origin is not None:
-            return origin.lower() in self.allowed_origins(request)
+            return origin.lower() in self.allowed_origins()
         if fetch_site == "cross-site":
             return False
         referer = request.headers.get("referer")
         if referer:
-            return _origin(referer) in self.allowed_origins(request)
+            return _origin(referer) in self.allowed_origins()
         return True  # not a browser: no ambient credentials to abuse
 
     def csrf_token(self, link_token: str) -> str:
@@ -200,16 +208,16 @@ class Web:
         source = "api" if as_json else f"web:{urlsplit(request.headers.get('referer', '')).path or '/subscribe'}"
         client = self.client(request, source[:300], wording)
         try:
-            await self.db(subs.request_subscription, values.get("email"), name=values.get("name"),
-                          frequency=values.get("frequency"), topics=values.get("topics"),
-                          timezone=values.get("timezone"), client=client)
+            result = await self.db(subs.request_subscription, values.get("email"), name=values.get("name"),
+                                   frequency=values.get("frequency"), topics=values.get("topics"),
+                                   timezone=values.get("timezone"), client=client)
         except subs.InvalidInput as exc:
             return await self._subscribe_invalid(request, as_json, values, {exc.field: exc.message})
         except subs.RateLimited as exc:
             headers = {"Retry-After": str(exc.retry_after)}
             return self.error_page(request, 429, "Too many requests", "We have had too many sign-up requests "
                                    "for this address or from your network.", exc.hint, headers=headers)
-        return self._subscribe_accepted(request, as_json)
+        return self.send_after(self._subscribe_accepted(request, as_json), result)
 
     def _subscribe_accepted(self, request: Request, as_json: bool) -> Response:
         if as_json:
@@ -267,13 +275,27 @@ class Web:
         if not self.same_origin(request) or not self.csrf_ok(form, token):
             return self._stale_form(request)
         try:
-            await self.db(subs.resend_confirmation, token, client=self.client(request, "web:/confirm/resend"))
+            result = await self.db(subs.resend_confirmation, token, client=self.client(request, "web:/confirm/resend"))
         except subs.RateLimited as exc:
             return self.error_page(request, 429, "Too many requests", "We have sent several links to this "
                                    "address recently.", exc.hint, headers={"Retry-After": str(exc.retry_after)})
         except TokenError as exc:
             return self._link_problem(request, exc, token)
-        return self.page(request, "subscribe_sent.html", {"ttl_hours": self.settings.subscribers.confirm_ttl_hours})
+        return self.send_after(self.page(request, "subscribe_sent.html",
+                                         {"ttl_hours": self.settings.subscribers.confirm_ttl_hours}), result)
+
+    def send_after(self, response: Response, result) -> Response:
+        """Send the email a request queued right after the response is out (issue 16
+        item 22): the reader gets the link in seconds, every requester gets the same
+        answer in the same time (DOI-2), and the outbox row keeps it idempotent: if
+        this send does not happen, a worker's does."""
+        key = getattr(result, "outbox_key", None)
+        if key:
+            from pipeline.delivery.worker import deliver_now
+
+            response.background = BackgroundTask(run_in_threadpool, deliver_now, self.settings, self.app.engine,
+                                                 [key])
+        return response
 
     def _stale_form(self, request: Request) -> Response:
         return self.error_page(request, 403, "Please try again", "This form was sent from another site or is "
@@ -296,8 +318,7 @@ class Web:
             return subs.get_by_id(conn, sid), subs.available_topics(conn, self.settings)
         sub, topics = await self.read(load)
         if sub is None:
-            return self.error_page(request, 404, "Subscription not found", "This subscription no longer exists.",
-                                   "Sign up again on the home page.")
+            return self._not_subscribed(request)
         shown = form or {"name": sub["name"], "frequency": sub["frequency"], "topics": list(sub["topics"] or []),
                          "timezone": sub["timezone"]}
         topics = list(dict.fromkeys([*topics, *(sub["topics"] or [])]))
@@ -329,9 +350,14 @@ class Web:
                                     client=self.client(request, "web:/preferences"))
         except subs.InvalidInput as exc:
             return await self._preferences(request, token, sid, errors={exc.field: exc.message}, form=_shown(values))
-        except NotFound as exc:
-            return self.error_page(request, 404, "Subscription not found", exc.message, exc.hint)
+        except NotFound:
+            return self._not_subscribed(request)
         return await self._preferences(request, token, sid, saved=changes)
+
+    def _not_subscribed(self, request: Request) -> Response:
+        """A valid link whose subscription was erased: the preferences and the unsubscribe
+        pages answer alike (200, nothing to change, nothing will be sent)."""
+        return self.page(request, "not_subscribed.html")
 
     async def unsubscribe_page(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -340,6 +366,8 @@ class Web:
         except TokenError as exc:
             return self._link_problem(request, exc)
         sub = await self.read(subs.get_by_id, sid)
+        if sub is None:
+            return self._not_subscribed(request)
         return self.page(request, "unsubscribe.html", {
             "subscriber": sub, "csrf_token": self.csrf_token(token),
             "preferences_url": subs.preferences_url(self.settings, sid)})
@@ -362,6 +390,8 @@ class Web:
         if one_click:
             return PlainTextResponse("Unsubscribed.\n", status_code=200, headers=self.headers)
         sub = await self.read(subs.get_by_id, sid)
+        if sub is None:
+            return self._not_subscribed(request)
         return self.page(request, "unsubscribed.html", {"subscriber": sub})
 
     async def healthz(self, request: Request) -> Response:
@@ -369,6 +399,11 @@ class Web:
 
         body = await run_in_threadpool(metrics.health, self.app)
         ok = bool(body.get("ok"))
+        # Without a key no link can be signed or checked: every sign-up would fail.
+        source = tokens.secret_source(self.settings)
+        body["secret"] = {"ok": source is not None, "source": source or "none (set SYNDICATE_SECRET_KEY)"}
+        ok = ok and source is not None
+        body["ok"] = ok
         return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
     async def metrics(self, request: Request) -> Response:
@@ -412,17 +447,40 @@ async def _body(request: Request) -> bytes:
 
 
 async def _form_body(request: Request) -> FormData:
-    await _body(request)
+    body = await _body(request)
     if not _is_form(request):
-        if not request._body.strip():
+        if not body.strip():
             return FormData()
         raise BadRequest("send the form as application/x-www-form-urlencoded or multipart/form-data", status=415)
+    # Starlette reads undecodable bytes as Latin-1, so `\xff\xfe@example.com` would become
+    # another, valid-looking address. A form is UTF-8 (HTML 5 forms, WHATWG URL): what
+    # does not decode is refused, not guessed.
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the form is not valid UTF-8") from None
+    if _content_type(request) == "application/x-www-form-urlencoded":
+        return _urlencoded(body)
     try:
         return await request.form(max_files=0, max_fields=200, max_part_size=MAX_BODY)
     except HTTPException as exc:
         raise BadRequest(f"the form could not be read: {exc.detail}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the form could not be read: {exc}") from None
+
+
+def _urlencoded(body: bytes) -> FormData:
+    """application/x-www-form-urlencoded, strictly: percent-escapes must decode as UTF-8."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict",
+                          max_num_fields=200)
+    except UnicodeDecodeError:
+        raise BadRequest("the form is not valid UTF-8") from None
+    except ValueError as exc:
+        raise BadRequest(f"the form could not be read: {exc}") from None
+    return FormData(pairs)
 
 
 async def _json_body(request: Request) -> dict:
@@ -435,6 +493,10 @@ async def _json_body(request: Request) -> dict:
         raise BadRequest("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequest('send a JSON object, e.g. {"email": "you@example.com"}')
+    try:  # "\ud800" is valid JSON but no text: it could never be stored or mailed
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("the body is not valid Unicode (a lone surrogate)") from None
     return data
 
 
@@ -528,8 +590,10 @@ def create_app(app: App) -> Starlette:
         return HTMLResponse("<!DOCTYPE html><title>Error</title><h1>Something went wrong on our side</h1>"
                             "<p>Please try again in a few minutes.</p>", status_code=500, headers=PAGE_HEADERS)
 
-    starlette = Starlette(routes=routes, exception_handlers={SyndicateError: syndicate_error,
-                                                              HTTPException: http_error, Exception: server_error})
+    middleware = [Middleware(ForwardedClientMiddleware, trusted=app.settings.web.forwarded_allow_ips)]
+    starlette = Starlette(routes=routes, middleware=middleware,
+                          exception_handlers={SyndicateError: syndicate_error, HTTPException: http_error,
+                                              Exception: server_error})
     starlette.state.syndicate = app
     return starlette
 
@@ -539,13 +603,29 @@ def serve(app: App, *, host: str | None = None, port: int | None = None) -> None
     import uvicorn
 
     settings = app.settings
+    require_secret(settings)
     host = host or settings.web.host
     port = settings.web.port if port is None else port
     asgi = create_app(app)
     log.info("serving %s on http://%s:%s/", settings.site.title, host, port)
-    uvicorn.run(asgi, host=host, port=port, proxy_headers=True,
-                forwarded_allow_ips=settings.web.forwarded_allow_ips, log_level="info",
+    # X-Forwarded-For is read by ForwardedClientMiddleware (pipeline.web.proxy), not uvicorn.
+    uvicorn.run(asgi, host=host, port=port, proxy_headers=False, log_level="info",
                 server_header=False, access_log=True)
+
+
+def require_secret(settings) -> str:
+    """Refuse to serve without a signing key (every link would fail); name the demo's
+    file secret as such. Returns where the key comes from."""
+    source = tokens.secret_source(settings)
+    if source is None:
+        raise ConfigError("no secret key: the web service cannot sign or check any confirmation, "
+                          "preferences or unsubscribe link",
+                          hint="Set SYNDICATE_SECRET_KEY (e.g. `python -c 'import secrets; "
+                               "print(secrets.token_urlsafe(48))'`), or run `syndicate init` for the local demo secret.")
+    if source == "demo secret file":
+        log.warning("signing links with the demo secret file %s (written by `syndicate init`); a public site sets "
+                    "SYNDICATE_SECRET_KEY", tokens.local_secret_path(settings))
+    return source
 
 
 __all__ = ["create_app", "serve"]

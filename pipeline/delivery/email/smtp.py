@@ -193,8 +193,16 @@ class SMTPSender:
             raise SendFailure("connection", f"connection to {self.host}:{self.port} lost: {exc}",
                               stage="data") from None
 
-    def _mail_options(self, data: bytes) -> list[str]:
-        return [f"SIZE={len(data)}"] if self.smtp.has_extn("size") else []
+    def _mail_options(self, data: bytes, sender: str = "", recipients: list[str] | tuple = ()) -> list[str]:
+        options = [f"SIZE={len(data)}"] if self.smtp.has_extn("size") else []
+        if not (sender.isascii() and all(r.isascii() for r in recipients)):
+            # A non-ASCII local part (accepted only with email.smtputf8) travels only
+            # under SMTPUTF8 (RFC 6531); without it the address cannot be delivered here.
+            if not self.smtp.has_extn("smtputf8"):
+                raise SendFailure("permanent", f"{self.host}:{self.port} does not offer SMTPUTF8, needed for "
+                                  f"{', '.join(r for r in recipients if not r.isascii()) or sender}", stage="mail")
+            options.append("SMTPUTF8")
+        return options
 
     def _fail(self, code: int, text: bytes | str, stage: str, what: str, refused=None) -> SendFailure:
         text = _text(text)
@@ -220,7 +228,7 @@ class SMTPSender:
 
     def _send_stepwise(self, sender: str, recipients: list[str], data: bytes) -> SendResult:
         smtp = self.smtp
-        code, text = smtp.mail(sender, self._mail_options(data))
+        code, text = smtp.mail(sender, self._mail_options(data, sender, recipients))
         if code != 250:
             raise self._fail(code, text, "mail", f"envelope sender {sender!r} refused")
         replies = []
@@ -239,11 +247,11 @@ class SMTPSender:
 
     def _send_pipelined(self, sender: str, recipients: list[str], data: bytes) -> SendResult:
         smtp = self.smtp
-        options = " ".join(self._mail_options(data))
+        options = " ".join(self._mail_options(data, sender, recipients))
         commands = [f"MAIL FROM:<{sender}>" + (f" {options}" if options else "")]
         commands += [f"RCPT TO:<{r}>" for r in recipients]
         commands.append("DATA")
-        smtp.send(("\r\n".join(commands) + "\r\n").encode("ascii"))
+        smtp.send(("\r\n".join(commands) + "\r\n").encode("utf-8" if "SMTPUTF8" in options else "ascii"))
         mail_code, mail_text = smtp.getreply()
         replies = [smtp.getreply() for _ in recipients]
         data_code, data_text = smtp.getreply()

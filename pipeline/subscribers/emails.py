@@ -1,0 +1,95 @@
+"""The subscription's own emails: the confirmation and the "already subscribed" notice.
+
+Builders for the outbox's email channel (delivery kinds ``confirm`` and
+``subscribed_notice``), rendered from ``templates/email/`` through the one templating
+factory. The To address follows pipeline.subscribers.addresses (IDNA domain, never an
+encoded-word; raw UTF-8 only under SMTPUTF8).
+"""
+
+from __future__ import annotations
+
+import email.policy
+import hashlib
+from email.message import EmailMessage
+from email.utils import format_datetime, parseaddr
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from pipeline import templating, tokens
+from pipeline.config import Settings, require
+from pipeline.store.schema import confirm_tokens
+from pipeline.subscribers.addresses import envelope_address, needs_smtputf8, smtputf8_enabled
+from pipeline.subscribers.links import confirm_token, confirm_url, preferences_url, unsubscribe_url
+from pipeline.subscribers.state import get_by_id
+from pipeline.timeutil import utcnow
+
+
+def template_dirs(settings: Settings) -> list[Path]:
+    return templating.template_dirs(settings)
+
+
+def _email_envs(settings: Settings):
+    """(HTML env with autoescape, text env without), from the one factory."""
+    return templating.environment(settings, html=True, keep_trailing_newline=False), templating.environment(settings, html=False)
+
+
+def _domain(address: str) -> str:
+    return parseaddr(address)[1].rpartition("@")[2] or (urlsplit(address).hostname or "localhost")
+
+
+def _message(settings: Settings, row: dict, to: str, subject: str, template: str, context: dict):
+    from pipeline.delivery.email.channel import OutgoingEmail
+
+    sender = require(settings, "site.transactional_from", "confirmation emails need a From address (BULK-6)")
+    html_env, text_env = _email_envs(settings)
+    context = {"site": settings.site, **context}
+    text_body = text_env.get_template(f"email/{template}.txt").render(**context)
+    html_body = html_env.get_template(f"email/{template}.html").render(**context)
+    # The address goes in as IDNA/ASCII, or raw UTF-8 under SMTPUTF8 (RFC 6532): never as
+    # encoded-words, which RFC 2047 forbids inside an addr-spec.
+    smtputf8 = smtputf8_enabled(settings)
+    to = envelope_address(to, smtputf8=smtputf8)
+    msg = EmailMessage(policy=email.policy.SMTPUTF8 if needs_smtputf8(to) else email.policy.SMTP)
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(utcnow())
+    key = row.get("idempotency_key") or f"{row.get('id')}"
+    msg["Message-ID"] = f"<{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}@{_domain(sender)}>"
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text_body)
+    msg.add_alternative(html_body, subtype="html")
+    return OutgoingEmail(envelope_from=parseaddr(sender)[1], recipients=[to], data=msg.as_bytes())
+
+
+def build_confirm_email(conn: Connection, settings: Settings, row: dict):
+    """The 'confirm' delivery kind -> the confirmation email, or None when it is moot."""
+    payload = row["payload"] or {}
+    sub = get_by_id(conn, int(payload.get("subscriber_id") or row.get("subscriber_id") or 0))
+    if sub is None or sub["state"] in ("confirmed", "suppressed"):
+        return None
+    token = confirm_token(settings, payload["nonce"])
+    tok = conn.execute(select(confirm_tokens).where(confirm_tokens.c.token_hash == tokens.token_hash(token))
+                       ).mappings().first()
+    if tok is None or tok["used_at"] is not None or tok["expires_at"] <= utcnow():
+        return None
+    context = {"name": sub["name"], "email": sub["email"], "confirm_url": confirm_url(settings, token),
+               "ttl_hours": settings.subscribers.confirm_ttl_hours, "frequency": sub["frequency"],
+               "topics": list(sub["topics"] or []), "consent_text": settings.subscribers.consent_text,
+               "resubscribe": sub["state"] == "unsubscribed"}
+    return _message(settings, row, sub["email"], f"Confirm your subscription to {settings.site.title}",
+                    "confirm", context)
+
+
+def build_notice_email(conn: Connection, settings: Settings, row: dict):
+    """'subscribed_notice': someone asked to subscribe an address that already is."""
+    sub = get_by_id(conn, int((row["payload"] or {}).get("subscriber_id") or row.get("subscriber_id") or 0))
+    if sub is None or sub["state"] != "confirmed":
+        return None
+    context = {"name": sub["name"], "email": sub["email"], "preferences_url": preferences_url(settings, sub["id"]),
+               "unsubscribe_url": unsubscribe_url(settings, sub["id"])}
+    return _message(settings, row, sub["email"], f"You are already subscribed to {settings.site.title}",
+                    "subscribed_notice", context)
