@@ -73,7 +73,7 @@ def test_approval_is_pinned_to_the_revision_across_edits(site):
         waiting = {p.slug: p for p in review_queue(conn)}
     # the approved revision is still what is syndicated, the edit waits with a diff
     assert [(a.slug, a.title, a.content_hash) for a in live] == [("rituals", "Small Rituals", first_hash)]
-    assert "rituals" in waiting and "+# Small Rituals (edited)" in waiting["rituals"].diff
+    assert "rituals" in waiting and "+title: Small Rituals (edited)" in waiting["rituals"].diff
     with site.engine.begin() as conn:
         approve(conn, ["rituals"], editor="eve")
     with site.engine.connect() as conn:

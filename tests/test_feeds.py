@@ -490,7 +490,7 @@ def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
     write_author(root)
     body = ("Hello ]]> there.\x0b\x1b\n\n<script>alert(1)</script>\n\n"
             '<p onclick="alert(2)">Click <a href="javascript:alert(3)">me</a> or '
-            '<a href="../other/">a relative link</a>.</p>\n\n<img src="x.png" onerror="alert(4)">\n\n'
+            '<a href="../other/">a relative link</a>.</p>\n\n<img src="https://img.example/x.png" onerror="alert(4)">\n\n'
             "<iframe src=https://evil.example/></iframe><style>p{}</style>\n")
     write_article(root, "hostile", title="A & B <i>", body=body)
     publish(app)
