@@ -135,17 +135,17 @@ def _review_one(ctx, slug: str, diff: bool) -> None:
     if diff and p.diff:
         console.print(f"\n[bold]Changes since the approved revision r{r.approved_number}[/]")
         console.print(Syntax(p.diff, "diff", word_wrap=True))
-    table = Table(title="History")
-    for col in ("when", "rev", "decision", "editor", "note / reason", "override"):
-        table.add_column(col, overflow="fold")
-    for h in r.history:
-        decision = "approved (override)" if h["decision"] == "approved" and h["override_reason"] else h["decision"]
-        table.add_row(rfc3339(h["decided_at"]), f"r{h['number']}", decision, escape(h["editor"]),
-                      escape(h["note"] or ""), escape(h["override_reason"] or ""))
-    if r.history:
-        console.print(table)
-    else:
+    if not r.history:
         console.print("History: no decision yet.")
+        return
+    console.print("\n[bold]History[/] (oldest first)")
+    for h in r.history:  # one line each: readable in a narrow terminal, and greppable
+        line = f"{rfc3339(h['decided_at'])}  r{h['number']} {h['decision']} by {h['editor']}"
+        if h["override_reason"]:
+            line += f", overriding the policy flags: {h['override_reason']}"
+        if h["note"]:
+            line += f" ({'reason' if h['decision'] == 'rejected' else 'note'}: {h['note']})"
+        console.print("  " + escape(line), soft_wrap=True, highlight=False)
 
 
 @click.command()

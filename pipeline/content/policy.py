@@ -111,9 +111,9 @@ class Rule:
         self.allow = [Phrase(p) for p in rule.get("allow", [])]
 
     def check(self, fields: list[Text]) -> dict | None:
-        matches: list[str] = []
-        excerpts: list[str] = []
-        for field in fields:
+        """The flag for these fields, or None; matches in the order they appear."""
+        found: dict[str, tuple[int, int, str]] = {}  # words -> (field, word, excerpt) of the first
+        for n, field in enumerate(fields):
             if not field.joined:
                 continue
             allowed = [span for phrase in self.allow for span in phrase.spans(field)]
@@ -121,16 +121,15 @@ class Rule:
                 for start, end in phrase.spans(field):
                     if any(a <= start and end <= b for a, b in allowed):
                         continue
-                    found = " ".join(field.words[start:end])
-                    if found not in matches:
-                        matches.append(found)
-                        excerpt = field.excerpt(start, end)
-                        if len(excerpts) < MAX_EXCERPTS and excerpt not in excerpts:
-                            excerpts.append(excerpt)
-        if not matches:
+                    words = " ".join(field.words[start:end])
+                    if words not in found or found[words][:2] > (n, start):
+                        found[words] = (n, start, field.excerpt(start, end))
+        if not found:
             return None
+        ordered = sorted(found.items(), key=lambda item: item[1][:2])
+        excerpts = list(dict.fromkeys(excerpt for _, (_, _, excerpt) in ordered))[:MAX_EXCERPTS]
         return {"rule": self.name, "action": self.action, "description": self.description,
-                "matches": matches, "excerpts": excerpts}
+                "matches": [words for words, _ in ordered], "excerpts": excerpts}
 
 
 def article_fields(article) -> list[Text]:

@@ -148,18 +148,21 @@ def sanitize_html(fragment: str, base_url: str, *,
 
 
 def parse_fragment(fragment: str):
-    """An HTML fragment as an lxml element (a `div` around it), or None when it is empty.
+    """An HTML fragment as an lxml element (the `body` around it), or None when it is empty.
     The parser is libxml2's HTML parser: it reads `a < b`, `&` and `]]>` as text the way a
     browser does, and decodes each entity once."""
     fragment = strip_control_chars(fragment or "")
-    if not fragment.strip():
+    if not HTML_SPACE.sub("", fragment):  # not str.strip(): a lone no-break space is text
         return None
     try:
-        # huge_tree: libxml2 otherwise drops what is nested deeper than 256 levels.
-        return lxml.html.fragment_fromstring(fragment, create_parent="div",
-                                             parser=lxml.html.HTMLParser(huge_tree=True))
+        # Wrapped here, not with lxml.html.fragment_fromstring, which drops leading text
+        # that Python calls whitespace (a no-break space). huge_tree: libxml2 otherwise
+        # drops what is nested deeper than 256 levels.
+        doc = lxml.html.document_fromstring(f"<html><body>{fragment}</body></html>",
+                                            parser=lxml.html.HTMLParser(huge_tree=True))
     except (lxml.etree.ParserError, ValueError):
         return None
+    return doc.find("body")
 
 
 def nesting_depth(root) -> int:
