@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from pipeline.content.ingest import (
     TITLE_MAX_CHARS, clean_text, derive_summary, html_to_text, http_url, ingest, read_article, read_author,
@@ -403,7 +403,9 @@ def test_issue18_5_bidi_controls_are_removed_from_titles_names_alt_summaries_and
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(list(BIDI))))
+@given(st.lists(st.sampled_from(list(BIDI)) | st.text(max_size=8) | st.sampled_from(["<a href='x'>", "</a>", "&#8238;"]),
+                min_size=1).map("".join))
 def test_issue18_5_property_no_bidi_control_survives_sanitising_or_cleaning(text):
+    assume(any(ch in text for ch in BIDI) or "&#8238;" in text)
     for out in (sanitize_html(text, BASE), clean_text(text), html_to_text(text), strip_control_chars(text)):
         assert not any(ch in out for ch in BIDI)

@@ -630,8 +630,9 @@ def test_issue18_5_bidi_controls_never_reach_feeds_or_pages(make_app, db_url):
     app = make_app(db_url)
     root = app.settings.root
     write_author(root, "ana-lee", "Ana \u202eeeL")
-    write_article(root, "bidi", title="Invoice \u202egnp.exe", extra="summary: \"click \u2067gnp.exe\u2069\"\n",
-                  body="Open [the file gn\u202ep.exe](https://example.org/f) now.\n")
+    write_article(root, "bidi", title="Invoice \u202egnp.exe",
+                  extra="summary: \"click \u2067gnp.exe\u2069 or &#x202E;gnp.exe\"\n",
+                  body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n")
     publish(app)
     assert not build(app).errors
     for rel in ("feeds/all.atom", "feeds/all.rss", "feeds/all.json", "feeds/authors/ana-lee.atom",

@@ -75,7 +75,7 @@ BLOCK_TAGS = {
 # Elements whose content is not text a reader sees.
 INVISIBLE_TAGS = {"script", "style", "template", "noscript", "head", "title", "textarea", "select",
                   "iframe", "object", "svg", "math"}
-BREAK = "\x00"  # a block boundary while text is collected (input never has NUL: stripped first)
+BREAK = "\x00"  # a block boundary while text is collected (text never keeps a NUL: stripped)
 WORDS_PER_MINUTE = 230
 SUMMARY_CHARS = 280
 
@@ -135,7 +135,9 @@ def sanitize_html(fragment: str, base_url: str, *,
             return None
         return absolute
 
-    return nh3.clean(
+    # Stripped before and after: the parser decodes `&#8238;` or `&#11;` into the very
+    # characters stripped from the raw text.
+    return strip_control_chars(nh3.clean(
         strip_control_chars(fragment),
         tags=FEED_TAGS,
         clean_content_tags=CLEAN_CONTENT_TAGS,
@@ -144,7 +146,7 @@ def sanitize_html(fragment: str, base_url: str, *,
         url_schemes=SAFE_SCHEMES,
         strip_comments=True,
         link_rel="noopener noreferrer",
-    )
+    ))
 
 
 def parse_fragment(fragment: str):
@@ -183,8 +185,8 @@ def _element_text(root) -> str:
     parts: list[str] = []
 
     def add(text: str | None) -> None:
-        if text:
-            parts.append(text)
+        if text:  # entities are decoded by now (`&#8238;` is U+202E again): strip once more
+            parts.append(strip_control_chars(text))
 
     # (element, entered): an element is pushed once to enter it and once to leave it.
     stack: list[tuple[object, bool]] = [(root, False)]
