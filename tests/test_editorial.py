@@ -136,9 +136,9 @@ def flags_of(app, slug, body, **kwargs):
     "Please ｖｏｔｅ ｆｏｒ change.\n",  # full-width letters
     "<ul><li>vote</li><li>for</li></ul>\n",
 ])
-def test_issue16_8_policy_reads_words_across_element_boundaries_and_disguises(app, body):
-    write_author(app.settings.root)
-    flags = flags_of(app, "sneaky", body)
+def test_issue16_8_policy_reads_words_across_element_boundaries_and_disguises(sqlite_app, body):
+    write_author(sqlite_app.settings.root)
+    flags = flags_of(sqlite_app, "sneaky", body)
     assert [f["rule"] for f in flags] == ["no-politics"] and flags[0]["matches"] == ["vote for"]
     assert flags[0]["excerpts"]
 
@@ -290,3 +290,16 @@ def test_issue16_19_cli_review_slug_and_blank_override(make_app, sqlite_url):
     assert "No revision of this article waits for review." in r.output
     assert re.search(r"Z  r1 approved by eve, overriding the policy flags: quoted for history\n", r.output), r.output
     assert invoke("review", "nope").exit_code == 1
+
+
+def test_issue16_8_the_policy_removes_every_invisible_format_character_before_matching():
+    """FORMAT_CHARS is a hand-written list of ranges (one regex pass instead of a Python
+    loop per character): it must cover every Cf character this Python knows."""
+    import sys
+    import unicodedata
+
+    from pipeline.content.policy import FORMAT_CHARS
+
+    cf = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    assert cf and all(FORMAT_CHARS.fullmatch(ch) for ch in cf)
+    assert not FORMAT_CHARS.search("vote for \xa0é ｖ")

@@ -41,8 +41,8 @@ from pipeline.config import Settings
 from pipeline.content.policy import blocking, policy_flags  # noqa: F401  (re-exported)
 from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public names stay here)
     CONTROL_CHARS, FEED_ATTRIBUTES, FEED_TAGS, SAFE_SCHEMES, SANITIZER_VERSION, SUMMARY_CHARS,
-    WORDS_PER_MINUTE, clean_text, derive_summary, html_to_text, http_url, nesting_depth,
-    parse_fragment, sanitize_html, strip_control_chars, summary_text,
+    WORDS_PER_MINUTE, clean_text, derive_summary, element_text, html_to_text, http_url, nesting_depth,
+    parse_fragment, sanitize_html, strip_control_chars, summary_of, summary_text,
 )
 from pipeline.errors import ContentError
 from pipeline.store.schema import articles, authors, revisions
@@ -96,6 +96,7 @@ class ParsedArticle:
     body_html: str
     reading_minutes: int
     word_count: int
+    body_text: str = ""  # the body's plain text, for the policy check (not stored)
 
 
 def slugify(text: str) -> str:
@@ -223,18 +224,18 @@ def read_article(path: Path, settings: Settings, known_authors: set[str], data: 
     site_url = article_url(settings, slug)
     body = strip_control_chars(body)
     body_html = _body_html(body, path, settings, canonical or site_url, has_original=bool(canonical))
-    root = parse_fragment(body_html)
+    root = parse_fragment(body_html)  # parsed once: depth, plain text, summary
     if nesting_depth(root) > MAX_NESTING:
         raise ContentError(path, f"the body's HTML nests more than {MAX_NESTING} levels deep", field="body",
                            hint="Remove the nested raw HTML; Markdown never nests that deep.")
-    plain = html_to_text(body_html)
+    plain = element_text(root)
     words = len(plain.split())
     summary_raw = meta.get("summary")
     if summary_raw not in (None, "") and not isinstance(summary_raw, str):
         raise ContentError(path, "'summary' must be text", field="summary", hint="Quote it: summary: \"...\"")
     # Titles and summaries are plain text, never HTML (SAN-5): markup is removed and
     # entities decoded once, every character of the text kept; outputs escape it again.
-    summary = summary_text(summary_raw) if summary_raw else derive_summary(body_html)
+    summary = summary_text(summary_raw) if summary_raw else summary_of(root)
     image, image_length, image_type = _image(meta.get("image"), path, settings)
     return ParsedArticle(
         slug=slug, path=path, content_hash=content_hash(data), title=title, author_slug=author,
@@ -243,7 +244,7 @@ def read_article(path: Path, settings: Settings, known_authors: set[str], data: 
         summary=summary, image=image, image_length=image_length, image_type=image_type,
         image_alt=clean_text(meta.get("image_alt")),
         canonical_url=canonical, status=status, body_markdown=body, body_html=body_html,
-        reading_minutes=max(1, round(words / WORDS_PER_MINUTE)), word_count=words,
+        reading_minutes=max(1, round(words / WORDS_PER_MINUTE)), word_count=words, body_text=plain,
     )
 
 

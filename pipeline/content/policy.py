@@ -38,17 +38,18 @@ EXCERPT_WORDS = 6  # words of context on each side of a match
 MAX_EXCERPTS = 3  # per rule
 
 
-def _fold(word: str) -> list[str]:
-    """A word as compared: compatibility-folded, case-folded (which may split it)."""
-    return WORD.findall(unicodedata.normalize("NFKC", word).casefold())
+# Format characters (Unicode category Cf: soft hyphen, zero-width space and joiners, bidi
+# controls, tags...): invisible to a reader, they must not split a word. Listed as ranges
+# so removing them is one regex pass; a test checks the list against unicodedata.
+FORMAT_CHARS = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
 
 
-def _visible(text: str) -> str:
-    """Remove format characters (Unicode category Cf: soft hyphen, zero-width space,
-    joiners, bidi controls): invisible to a reader, they must not split a word."""
-    if text.isascii():
-        return text
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+def _fold(text: str) -> list[str]:
+    """Words as compared: compatibility-folded (full-width "ｖｏｔｅ" is "vote"), case-folded."""
+    return WORD.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 class Phrase:
@@ -57,49 +58,56 @@ class Phrase:
 
     def __init__(self, phrase: str):
         self.text = phrase
-        parts = []
+        words: list[tuple[str, bool]] = []  # (folded word, matches as a prefix)
         for raw in phrase.split():
-            words = _fold(raw.rstrip("*"))
-            parts.extend(re.escape(w) for w in words)
-            if raw.endswith("*") and words:
-                parts[-1] += r"\w*"
+            folded = _fold(raw.rstrip("*"))
+            words.extend((w, raw.endswith("*") and i == len(folded) - 1) for i, w in enumerate(folded))
+        parts = [re.escape(w) + (r"\w*" if prefix else "") for w, prefix in words]
         self.pattern = re.compile(r"(?<!\S)" + " ".join(parts) + r"(?!\S)") if parts else None
+        self.first, self.first_is_prefix = words[0] if words else ("", False)
 
     def spans(self, field: "Text") -> Iterable[tuple[int, int]]:
         """(first word, last word + 1) of every match in `field`."""
-        if self.pattern is None:
+        if self.pattern is None or not field.may_start(self.first, self.first_is_prefix):
             return
         for m in self.pattern.finditer(field.joined):
             yield field.word_at(m.start()), field.word_at(m.end() - 1) + 1
 
 
 class Text:
-    """A field's words, folded and joined by spaces, with each word's place in the
-    field's visible text (for excerpts)."""
+    """A field's words, folded and joined by spaces. Built with a few C-level passes;
+    where each word sits in the text is worked out only for an excerpt (rare)."""
 
     def __init__(self, text: str):
-        self.text = _visible(text)
-        self.offsets: list[tuple[int, int]] = []  # word -> (start, end) in self.text
-        self.starts: list[int] = []  # word -> start in self.joined
-        self.words: list[str] = []
-        folded = self.words
-        pos = 0
-        for m in WORD.finditer(self.text):
-            for w in _fold(m.group()):
-                self.offsets.append((m.start(), m.end()))
-                self.starts.append(pos)
-                folded.append(w)
-                pos += len(w) + 1
-        self.joined = " ".join(folded)
+        self.text = unicodedata.normalize("NFKC", FORMAT_CHARS.sub("", text))
+        self.joined = " ".join(WORD.findall(self.text)).casefold()
+        self._vocab: list[str] | None = None
+        self._offsets: list[tuple[int, int]] | None = None
+
+    @functools.cached_property
+    def words(self) -> list[str]:
+        return self.joined.split(" ") if self.joined else []
+
+    def may_start(self, word: str, prefix: bool) -> bool:
+        """Whether any word is (or, for a prefix, starts with) `word`: most phrases of a
+        rule are not in most articles, and this skips their scan."""
+        if self._vocab is None:
+            self._vocab = sorted(set(self.words))
+        i = bisect.bisect_left(self._vocab, word)
+        if i == len(self._vocab):
+            return False
+        return self._vocab[i].startswith(word) if prefix else self._vocab[i] == word
 
     def word_at(self, pos: int) -> int:
-        return bisect.bisect_right(self.starts, pos) - 1
+        return self.joined.count(" ", 0, pos)
 
     def excerpt(self, start: int, end: int) -> str:
-        lo = max(0, start - EXCERPT_WORDS)
-        hi = min(len(self.starts), end + EXCERPT_WORDS)
-        snippet = " ".join(self.text[self.offsets[lo][0]:self.offsets[hi - 1][1]].split())
-        return ("…" if lo > 0 else "") + snippet + ("…" if hi < len(self.starts) else "")
+        if self._offsets is None:
+            self._offsets = [m.span() for m in WORD.finditer(self.text)]
+        count = len(self._offsets)
+        lo, hi = max(0, start - EXCERPT_WORDS), min(count, end + EXCERPT_WORDS)
+        snippet = " ".join(self.text[self._offsets[lo][0]:self._offsets[hi - 1][1]].split())
+        return ("…" if lo > 0 else "") + snippet + ("…" if hi < count else "")
 
 
 class Rule:
@@ -133,10 +141,11 @@ class Rule:
 
 
 def article_fields(article) -> list[Text]:
-    """What a reader of the article sees, field by field."""
+    """What a reader of the article sees, field by field. `body_text`, when the article
+    carries it (ingest derives it once), saves parsing the body again."""
+    body = getattr(article, "body_text", "") or html_to_text(article.body_html)
     values = [article.title, article.summary, getattr(article, "image_alt", ""),
-              getattr(article, "category", ""), " ".join(getattr(article, "tags", []) or []),
-              html_to_text(article.body_html)]
+              getattr(article, "category", ""), " ".join(getattr(article, "tags", []) or []), body]
     return [Text(v or "") for v in values]
 
 

@@ -179,7 +179,7 @@ def nesting_depth(root) -> int:
     return deepest
 
 
-def _element_text(root) -> str:
+def element_text(root) -> str:
     """The visible text under `root`, one line per block element. Iterative (a hostile
     fragment may nest thousands deep) and comment-aware (a comment's tail is text)."""
     parts: list[str] = []
@@ -214,7 +214,7 @@ def html_to_text(fragment: str) -> str:
     """Plain text of an HTML fragment (summaries, word counts, policy checks): one line
     per block, HTML whitespace collapsed, nothing else lost."""
     root = parse_fragment(fragment)
-    return "" if root is None else _element_text(root)
+    return "" if root is None else element_text(root)
 
 
 def one_line(text: str) -> str:
@@ -230,14 +230,18 @@ def _cut(text: str, limit: int) -> str:
 
 def derive_summary(body_html: str, limit: int = SUMMARY_CHARS) -> str:
     """The first paragraph with text, as plain text cut at a word boundary."""
-    root = parse_fragment(body_html)
+    return summary_of(parse_fragment(body_html), limit)
+
+
+def summary_of(root, limit: int = SUMMARY_CHARS) -> str:
+    """`derive_summary` of an already parsed body (`parse_fragment`)."""
     if root is None:
         return ""
     for para in root.iter("p"):
-        text = one_line(_element_text(para))
+        text = one_line(element_text(para))
         if text:
             return _cut(text, limit)
-    return _cut(one_line(_element_text(root)), limit)
+    return _cut(one_line(element_text(root)), limit)
 
 
 def summary_text(value: str, limit: int | None = None) -> str:
