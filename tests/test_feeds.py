@@ -563,6 +563,7 @@ def test_retracted_article_leaves_the_feeds_and_its_page_goes(make_app, db_url):
 EVERY_CHARACTER = "Summary with & and < and ]]> and 🎉"
 ENTITY_SUMMARY = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; <b>bold</b>"  # as the author typed it
 ENTITY_TEXT = "<script>alert(1)</script> & bold"  # what it says
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 
 def _summaries(app, slug):
@@ -599,14 +600,16 @@ def test_issue16_7_issue19_6_summary_text_survives_every_feed_and_is_never_marku
     assert text in home.text_content()
 
 
-def test_issue16_7_summary_text_survives_the_digest_email(sqlite_app):
+def test_issue16_7_issue18_5_summary_text_survives_the_digest_email_and_bidi_controls_do_not(sqlite_app):
     from pipeline.digests import editions as digests
 
     from .digest_helpers import add_subscriber, at, body, by_recipient, drain
 
     root = sqlite_app.settings.root
-    write_author(root)
-    write_article(root, "chars", extra=f"summary: {json.dumps(EVERY_CHARACTER, ensure_ascii=False)}\n")
+    write_author(root, "ana-lee", "Ana \u202eeeL")
+    write_article(root, "chars", title="Invoice \u202egnp.exe",
+                  extra=f"summary: {json.dumps(EVERY_CHARACTER, ensure_ascii=False)}\n",
+                  body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n")
     publish(sqlite_app)
     from sqlalchemy import update
 
@@ -619,11 +622,12 @@ def test_issue16_7_summary_text_survives_the_digest_email(sqlite_app):
     (msg,) = by_recipient(sqlite_app)["r@example.com"]
     assert EVERY_CHARACTER in " ".join(body(msg, "plain").split())
     assert EVERY_CHARACTER in " ".join(lxml.html.fromstring(body(msg, "html")).text_content().split())
+    for text in (msg["Subject"], body(msg, "plain"), body(msg, "html")):
+        assert not any(ch in text for ch in BIDI) and "&#8238;" not in text and "&#x202e;" not in text.lower()
+    assert "Invoice gnp.exe" in msg["Subject"]
 
 
 # --- issue 18 items 4 and 5 in the hostile corpus: author URLs, bidi controls ------------
-
-BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 
 def test_issue18_5_bidi_controls_never_reach_feeds_or_pages(make_app, db_url):
