@@ -317,7 +317,7 @@ def test_issue16_9_issue19_5_a_body_image_outside_the_content_folder_is_refused(
     (site / "content" / "images" / "key.png").symlink_to(site / "var" / "secret_key")
     (site / "outside.png").write_bytes(b"\x89PNG")
     for body in ("![k](images/key.png)\n", "![o](../../outside.png)\n"):
-        with pytest.raises(ContentError, match="image\\(s\\) not found") as info:
+        with pytest.raises(ContentError, match="image\\(s\\) not found in") as info:
             parse(root, write_article(site, "escape", body=body))
         assert info.value.field == "body"
 

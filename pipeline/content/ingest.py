@@ -30,7 +30,7 @@ import os
 import re
 import threading
 from pathlib import Path
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import yaml
 from markdown_it import MarkdownIt
@@ -295,14 +295,14 @@ def _body_html(body: str, path: Path, settings: Settings, base_url: str, *, has_
         for candidate in candidates:
             rel = _local_rel(content, candidate)
             if rel and content_file(content, rel) and (mimetypes.guess_type(rel)[0] or "").startswith("image/"):
-                return urljoin(site, rel)
+                return urljoin(site, quote(rel))  # the build unquotes it back to the path
         if not has_original:
             missing.append(value)
         return None
 
     html = sanitize_html(_markdown.render(body), base_url, resolve_src=resolve_src)
     if missing:
-        raise ContentError(path, f"image(s) not found: {', '.join(dict.fromkeys(missing))}", field="body",
+        raise ContentError(path, f"image(s) not found in {content}: {', '.join(dict.fromkeys(missing))}", field="body",
                            hint=f"Put the file next to the article or under {content}, as an image "
                                 "(.png, .jpg, .gif, .webp, .svg) inside that folder, or use an http(s) URL.")
     return html
