@@ -188,13 +188,13 @@ def _images_site(app):
     root = app.settings.root
     images = root / "content" / "images"
     images.mkdir(parents=True)
-    for name in ("lead.svg", "in-body.svg", "unused.svg", "draft-only.svg"):
+    for name in ("lead.svg", "in-body.svg", "unused.svg", "draft-only.svg", "with space.svg"):
         (images / name).write_text(SVG)
     (images / "key.png").symlink_to(root / "var" / "secret_key")  # the token-signing key
     (images / "linked-dir").symlink_to(root / "var", target_is_directory=True)
     write_author(root)
     write_article(root, "with-images", extra="image: images/lead.svg\nimage_alt: Lead\n",
-                  body="Text.\n\n![in body](../images/in-body.svg)\n")
+                  body="Text.\n\n![in body](../images/in-body.svg) ![spaced](images/with%20space.svg)\n")
     publish(app)
     write_article(root, "a-draft", status="draft", extra="image: images/draft-only.svg\nimage_alt: D\n")
     from pipeline.content.ingest import ingest
@@ -208,7 +208,7 @@ def test_issue19_5_build_publishes_only_images_approved_revisions_reference(make
     report = build(app)
     assert not report.errors, report.errors
     published = sorted(p.relative_to(public(app)).as_posix() for p in (public(app) / "images").rglob("*"))
-    assert published == ["images/in-body.svg", "images/lead.svg"]
+    assert published == ["images/in-body.svg", "images/lead.svg", "images/with space.svg"]
     assert read(app, "images/lead.svg") == SVG.encode()
     assert not (public(app) / "var").exists()
     secret = (root / "var" / "secret_key").read_bytes()
@@ -219,6 +219,8 @@ def test_issue19_5_build_publishes_only_images_approved_revisions_reference(make
 
     client = TestClient(make_public_app(app.settings))
     assert client.get("/images/lead.svg").status_code == 200
+    assert client.get("/images/with%20space.svg").status_code == 200
+    assert 'src="https://news.example.com/images/with%20space.svg"' in read(app, "articles/with-images/index.html").decode()
     for path in ("/images/key.png", "/images/unused.svg", "/images/draft-only.svg", "/images/linked-dir/secret_key"):
         assert client.get(path).status_code == 404, path
 
