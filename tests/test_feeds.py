@@ -485,15 +485,16 @@ def test_fg_8_control_characters_never_reach_the_feed(sqlite_app):
 
 def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
     """SAN-4, SAN-3, FG-8, ATOM-8: scripts, handlers, ]]>, control characters, relative
-    links and `A & B <i>` in the title."""
+    links and `A & B <i>` in the title; bidi overrides in the title, a link text and the
+    author's name (issue 18 item 5; the author-URL case: test_issue18_4_* below)."""
     app = make_app(db_url)
     root = app.settings.root
-    write_author(root)
-    body = ("Hello ]]> there.\x0b\x1b\n\n<script>alert(1)</script>\n\n"
+    write_author(root, "ana-lee", "Ana \u202eeeL")
+    body = ("Hello ]]> there.\x0b\x1b [click gn\u202ep.exe](https://example.org/f)\n\n<script>alert(1)</script>\n\n"
             '<p onclick="alert(2)">Click <a href="javascript:alert(3)">me</a> or '
             '<a href="../other/">a relative link</a>.</p>\n\n<img src="https://img.example/x.png" onerror="alert(4)">\n\n'
             "<iframe src=https://evil.example/></iframe><style>p{}</style>\n")
-    write_article(root, "hostile", title="A & B <i>", body=body)
+    write_article(root, "hostile", title="A & B <i>\u2066", body=body)
     publish(app)
     report = build(app)
     assert not report.errors
@@ -501,7 +502,8 @@ def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
         data = read(app, rel)
         assert not re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]", data), rel
         text = data.decode()
-        for bad in ("<script", "&lt;script", "onclick", "onerror", "javascript:", "iframe", "&lt;style", "<style>p"):
+        for bad in ("<script", "&lt;script", "onclick", "onerror", "javascript:", "iframe", "&lt;style", "<style>p",
+                    "\u202e", "\u2066", "&#8238;"):
             assert bad not in text, (rel, bad)
     atom = read(app, "feeds/all.atom").decode()
     rss = read(app, "feeds/all.rss").decode()
