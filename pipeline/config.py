@@ -241,21 +241,33 @@ FieldTable = dict[str, tuple[Callable[[Any], Any], str]]
 
 POLICY_RULE_FIELDS: FieldTable = {
     "name": (str, "Short id of the rule, shown in `syndicate review`."),
-    "phrases": (_list_of_str, "Words or phrases (case-insensitive, whole words) that flag a revision."),
+    "phrases": (_list_of_str, "Words or phrases that flag a revision: whole words, case-insensitive, "
+                              "across markup; a trailing * matches word beginnings (politic*)."),
+    "allow": (_list_of_str, "Phrases inside which a match does not count (government grant*)."),
     "action": (str, "'flag' (needs --override to approve) or 'warn' (shown, not blocking)."),
     "description": (str, "What the rule is for, shown to editors."),
 }
 
+# The seed site's rule "statements involving politics will not be approved": words that
+# are political on their own, and the everyday phrases that contain them but are not
+# (see pipeline.content.policy for how they match).
 DEFAULT_POLICY_RULES = [
     {
         "name": "no-politics",
         "description": "Site rule: statements involving politics will not be approved.",
         "action": "flag",
         "phrases": [
-            "politics", "political", "politician", "election", "elections", "vote for",
-            "voting", "ballot", "parliament", "congress", "senate", "government",
-            "prime minister", "president", "political party", "left-wing", "right-wing",
-            "campaign rally", "legislation", "referendum",
+            "politic*", "election*", "electoral", "vote for", "vote against", "votes for",
+            "voted for", "voted against", "voting", "voter*", "ballot*", "referendum*",
+            "parliament*", "congress", "congressional", "senate", "senator*", "government",
+            "prime minister", "president*", "left-wing", "right-wing", "campaign rally",
+            "legislat*", "lawmaker*", "democrats", "republicans",
+        ],
+        "allow": [
+            "office politics", "workplace politics", "family politics", "politics at work",
+            "politics of the office", "government grant*", "government funding",
+            "government-funded", "government website*", "student government", "vice president*",
+            "vice-president*", "class president", "club president", "company president",
         ],
     },
 ]
@@ -506,7 +518,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, *, env: Mapping[st
         if section == "policy":
             if not isinstance(table, dict) or set(table) - {"rules"}:
                 raise ConfigError(f"{where}: [policy] takes only [[policy.rules]] tables",
-                                  hint="Each rule: name, phrases, action, description.")
+                                  hint="Each rule: name, phrases, allow, action, description.")
             policy_rules = [
                 _coerce_table(POLICY_RULE_FIELDS, rule, f"{where}: policy.rules[{i}]", ("name", "phrases"))
                 for i, rule in enumerate(table.get("rules", []))

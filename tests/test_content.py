@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 
 import pytest
+from hypothesis import assume, given, settings, strategies as st
 
-from pipeline.content.ingest import derive_summary, ingest, read_article, sanitize_html
+from pipeline.content.ingest import (
+    TITLE_MAX_CHARS, clean_text, derive_summary, html_to_text, http_url, ingest, read_article, read_author,
+    sanitize_html, strip_control_chars,
+)
 from pipeline.errors import ContentError
-from pipeline.store.schema import articles, revisions
+from pipeline.store.schema import articles, authors, revisions
 from sqlalchemy import select
 
 from .articles import write_article, write_author
@@ -91,7 +97,7 @@ def test_good_article_parses(root):
 
 
 def test_hostile_body_is_sanitised_and_control_chars_removed_FG8(root):
-    body = "Hello\x0b world\x1b.\n\n<script>alert(1)</script>\n\n[click](javascript:alert(1))\n\n<img src=x onerror=alert(1)>\n"
+    body = "Hello\x0b world\x1b.\n\n<script>alert(1)</script>\n\n[click](javascript:alert(1))\n\n<img src=https://img.example/x.png onerror=alert(1)>\n"
     a = parse(root, write_article(root.settings.root, "hostile", body=body, title="A & B <i>\x07"))
     assert "\x0b" not in a.body_html and "\x1b" not in a.body_html
     assert "<script" not in a.body_html and "alert(1)</script" not in a.body_html and "onerror" not in a.body_html
@@ -203,3 +209,203 @@ def test_large_batches_parse_in_worker_processes_with_errors_kept(sqlite_app, mo
     (err,) = report.errors
     assert err.field == "date" and err.message.startswith(str(root / "content" / "articles" / "broken.md"))
     assert err.message.count("broken.md") == 1
+
+
+def yaml_str(value: str) -> str:
+    """A YAML double-quoted scalar (JSON's escapes, minus surrogate pairs YAML refuses)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- issue 16 item 7: plain text from a real parser, every character kept ---------------
+
+EVERY_CHARACTER = "Summary with & and < and ]]> and 🎉"
+
+
+def test_issue16_7_summary_written_by_the_author_keeps_every_character(root):
+    a = parse(root, write_article(root.settings.root, "chars", extra=f"summary: {yaml_str(EVERY_CHARACTER)}\n"))
+    assert a.summary == EVERY_CHARACTER
+
+
+def test_issue16_7_summary_derived_from_the_body_keeps_every_character(root):
+    body = "Text with & and < and ]]> and 🎉, a&nbsp;no-break space and &amp;lt;b&amp;gt; written out.\n"
+    a = parse(root, write_article(root.settings.root, "derived", body=body))
+    assert a.summary == "Text with & and < and ]]> and 🎉, a\xa0no-break space and &lt;b&gt; written out."
+
+
+def test_issue16_7_issue19_6_entities_are_decoded_exactly_once_into_text(root):
+    """`&lt;script&gt;` in a summary is the text `<script>`: plain text, escaped again by
+    every output (see test_feeds for RSS), never markup and never decoded twice."""
+    summary = "&lt;script&gt;alert(1)&lt;/script&gt; &amp;amp; <b>bold</b> <script>x()</script>"
+    a = parse(root, write_article(root.settings.root, "entities", extra=f"summary: {yaml_str(summary)}\n"))
+    assert a.summary == "<script>alert(1)</script> &amp; bold"
+
+
+def test_issue16_7_block_boundaries_separate_words_inline_ones_do_not():
+    assert html_to_text("<table><tr><td>vote</td><td>for</td></tr></table>") == "vote\nfor"
+    assert html_to_text("<p><b>vo</b>te <em>for</em></p><p>next</p>x<br>y") == "vote for\nnext\nx\ny"
+    assert html_to_text("<p>a</p>tail<!-- hidden -->end") == "a\ntailend"
+    assert html_to_text("") == "" and html_to_text("  \n ") == ""
+
+
+XML_FORBIDDEN = set(chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), 0x7F, 0xFFFE, 0xFFFF,
+                                     *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_issue16_7_property_text_escaped_as_html_comes_back_unchanged(text):
+    """For any text: escape it as HTML, take the plain text back: every character is
+    there, except the forbidden controls and HTML's own whitespace runs (one space)."""
+    kept = "".join(ch for ch in text if ch not in XML_FORBIDDEN)
+    expected = re.sub(r"[ \t\n\r\f]+", " ", kept.replace("\r\n", "\n")).strip(" ")
+    assert html_to_text(html.escape(text)) == expected
+
+
+# --- issue 16 item 10: a title length limit --------------------------------------------
+
+def test_issue16_10_a_title_over_the_limit_is_refused_with_the_limit_named(root):
+    ok = parse(root, write_article(root.settings.root, "ok-title", title="T" * TITLE_MAX_CHARS))
+    assert len(ok.title) == TITLE_MAX_CHARS
+    path = write_article(root.settings.root, "long-title", title="Ü" * 500)
+    with pytest.raises(ContentError) as info:
+        parse(root, path)
+    assert info.value.field == "title" and f"limit of {TITLE_MAX_CHARS}" in info.value.message
+    assert "500 characters" in info.value.message and info.value.hint
+
+
+# --- issue 16 item 9: relative images in the body --------------------------------------
+
+def _image(root, rel: str) -> None:
+    path = root / "content" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="2" height="2"/>')
+
+
+def test_issue16_9_relative_body_images_resolve_against_the_article_folder(root):
+    site = root.settings.root
+    _image(site, "articles/figures/next-to-it.svg")
+    _image(site, "images/shared.svg")
+    body = ("![a](figures/next-to-it.svg) ![b](../images/shared.svg) ![c](images/shared.svg) "
+            "![d](/images/shared.svg) ![e](https://cdn.example.org/e.png)\n")
+    a = parse(root, write_article(site, "pictures", body=body))
+    srcs = re.findall(r'src="([^"]+)"', a.body_html)
+    assert srcs == ["https://news.example.com/articles/figures/next-to-it.svg",
+                    "https://news.example.com/images/shared.svg", "https://news.example.com/images/shared.svg",
+                    "https://news.example.com/images/shared.svg", "https://cdn.example.org/e.png"]
+
+
+def test_issue16_9_a_missing_body_image_names_the_article_at_ingest(app):
+    site = app.settings.root
+    write_author(site)
+    write_article(site, "good-one")
+    path = write_article(site, "broken-picture", body="Text.\n\n![gone](images/missing.png)\n")
+    report = ingest(app)
+    assert report.new == ["good-one"]
+    (err,) = report.errors
+    assert err.field == "body" and str(path) in err.message and "images/missing.png" in err.message and err.hint
+
+
+def test_issue16_9_an_article_with_an_original_keeps_its_relative_images_there(root):
+    extra = "canonical_url: https://origin.example.org/posts/one/\n"
+    a = parse(root, write_article(root.settings.root, "syndicated", extra=extra, body="![x](pics/x.png)\n"))
+    assert 'src="https://origin.example.org/posts/one/pics/x.png"' in a.body_html
+
+
+def test_issue16_9_issue19_5_a_body_image_outside_the_content_folder_is_refused(root):
+    site = root.settings.root
+    (site / "content" / "images").mkdir(parents=True, exist_ok=True)
+    (site / "content" / "images" / "key.png").symlink_to(site / "var" / "secret_key")
+    (site / "outside.png").write_bytes(b"\x89PNG")
+    for body in ("![k](images/key.png)\n", "![o](../../outside.png)\n"):
+        with pytest.raises(ContentError, match="image\\(s\\) not found in") as info:
+            parse(root, write_article(site, "escape", body=body))
+        assert info.value.field == "body"
+
+
+def test_issue19_5_a_header_image_symlinked_outside_the_content_folder_is_refused(root):
+    site = root.settings.root
+    (site / "content" / "images").mkdir(parents=True, exist_ok=True)
+    (site / "content" / "images" / "key.png").symlink_to(site / "var" / "secret_key")
+    with pytest.raises(ContentError, match="resolves outside") as info:
+        parse(root, write_article(site, "leak", extra="image: images/key.png\n"))
+    assert info.value.field == "image"
+    # a symlink that stays inside the folder is fine
+    _image(site, "images/real.svg")
+    (site / "content" / "images" / "alias.svg").symlink_to(site / "content" / "images" / "real.svg")
+    a = parse(root, write_article(site, "alias", extra="image: images/alias.svg\n"))
+    assert a.image == "https://news.example.com/images/alias.svg" and a.image_length > 0
+
+
+# --- issue 18 item 4: URL fields of authors and articles ---------------------------------
+
+HOSTILE_URLS = ["javascript:alert(1)", "JavaScript:alert(1)", " javascript:alert(1)", "java\tscript:alert(1)",
+                "data:text/html;base64,PHNjcmlwdD4=", "vbscript:msgbox(1)", "//evil.example/x", "/relative/",
+                "https:no-host", "mailto:someone@example.org", "ftp://files.example.org/"]
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS)
+def test_issue18_4_an_author_url_outside_the_allow_list_is_refused(tmp_path, url):
+    path = tmp_path / "mallory.md"
+    path.write_text(f"---\nname: Mallory\nurl: {yaml_str(url)}\n---\nBio.\n")
+    with pytest.raises(ContentError, match="must be an absolute http\\(s\\) URL") as info:
+        read_author(path)
+    assert info.value.field == "url"
+
+
+@pytest.mark.parametrize("field", ["canonical_url", "image"])
+@pytest.mark.parametrize("url", ["javascript:alert(1)", "java\tscript:alert(1)", "data:image/png;base64,AAAA"])
+def test_issue18_4_article_url_fields_use_the_same_allow_list(root, field, url):
+    path = write_article(root.settings.root, "bad-url", extra=f"{field}: {yaml_str(url)}\n")
+    with pytest.raises(ContentError) as info:
+        parse(root, path)
+    assert info.value.field == field
+
+
+def test_issue18_4_a_bad_author_edit_is_reported_and_the_last_good_version_stays(app):
+    site = app.settings.root
+    write_author(site)
+    write_article(site, "one")
+    ingest(app)
+    (site / "content" / "authors" / "ana-lee.md").write_text("---\nname: Ana Lee\nurl: javascript:alert(1)\n---\n")
+    write_article(site, "two")
+    report = ingest(app)
+    assert report.new == ["two"]  # her articles still go in
+    assert [e.field for e in report.errors] == ["url"]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(authors.c.url)).scalar_one() == "https://example.org/ana-lee"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text() | st.builds(lambda s, t: s + ":" + t, st.sampled_from(["javascript", "JAVASCRIPT", " data",
+                                                                          "java\nscript", "http", "https"]), st.text()))
+def test_issue18_4_property_http_url_lets_only_http_and_https_through(value):
+    from urllib.parse import urlsplit
+
+    out = http_url(value)
+    assert out is None or (urlsplit(out).scheme.lower() in ("http", "https") and urlsplit(out).hostname)
+
+
+# --- issue 18 item 5: bidirectional controls --------------------------------------------
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_issue18_5_bidi_controls_are_removed_from_titles_names_alt_summaries_and_link_texts(root):
+    site = root.settings.root
+    write_author(site, "ana-lee", "Ana\u202e Lee\u2066")
+    body = "Please [click gn\u202ep.exe](https://example.org/file) today \u2067ok\u2069.\n"
+    a = parse(root, write_article(site, "bidi", title="Title \u202egnp.exe", body=body,
+                                  extra="summary: \"Sum\u202dmary\"\nimage_alt: \"Alt\u202b text\"\n"))
+    author = read_author(site / "content" / "authors" / "ana-lee.md")
+    for value in (a.title, a.summary, a.image_alt, a.body_html, a.body_markdown, author.name):
+        assert not any(ch in value for ch in BIDI), repr(value)
+    assert a.title == "Title gnp.exe" and author.name == "Ana Lee" and ">click gnp.exe<" in a.body_html
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(list(BIDI)) | st.text(max_size=8) | st.sampled_from(["<a href='x'>", "</a>", "&#8238;"]),
+                min_size=1).map("".join))
+def test_issue18_5_property_no_bidi_control_survives_sanitising_or_cleaning(text):
+    assume(any(ch in text for ch in BIDI) or "&#8238;" in text)
+    for out in (sanitize_html(text, BASE), clean_text(text), html_to_text(text), strip_control_chars(text)):
+        assert not any(ch in out for ch in BIDI)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select
 
@@ -73,7 +75,7 @@ def test_approval_is_pinned_to_the_revision_across_edits(site):
         waiting = {p.slug: p for p in review_queue(conn)}
     # the approved revision is still what is syndicated, the edit waits with a diff
     assert [(a.slug, a.title, a.content_hash) for a in live] == [("rituals", "Small Rituals", first_hash)]
-    assert "rituals" in waiting and "+# Small Rituals (edited)" in waiting["rituals"].diff
+    assert "rituals" in waiting and "+title: Small Rituals (edited)" in waiting["rituals"].diff
     with site.engine.begin() as conn:
         approve(conn, ["rituals"], editor="eve")
     with site.engine.connect() as conn:
@@ -113,3 +115,191 @@ def test_retracted_articles_leave_the_approved_query(site):
     from pipeline.content.editorial import retracted_articles
     with site.engine.connect() as conn:
         assert [a.slug for a in retracted_articles(conn, site.settings)] == ["sleep"]
+
+
+# --- issue 16 item 8: words of the text a reader sees, phrase rules, an allow list -------
+
+def flags_of(app, slug, body, **kwargs):
+    write_article(app.settings.root, slug, body=body, **kwargs)
+    report = ingest(app)
+    assert not report.errors, [e.message for e in report.errors]
+    with app.engine.connect() as conn:
+        queue = {p.slug: p for p in review_queue(conn)}
+    return queue[slug].flags
+
+
+@pytest.mark.parametrize("body", [
+    "<table><tr><td>vote</td><td>for</td></tr></table>\n",  # the cells read "vote for"
+    "<p><b>Vo</b>te <em>FOR</em> change</p>\n",
+    "Please vo&shy;te for change.\n",  # a soft hyphen is invisible
+    "Please vo\u200bte for change.\n",  # so is a zero-width space
+    "Please ｖｏｔｅ ｆｏｒ change.\n",  # full-width letters
+    "<ul><li>vote</li><li>for</li></ul>\n",
+])
+def test_issue16_8_policy_reads_words_across_element_boundaries_and_disguises(sqlite_app, body):
+    write_author(sqlite_app.settings.root)
+    flags = flags_of(sqlite_app, "sneaky", body)
+    assert [f["rule"] for f in flags] == ["no-politics"] and flags[0]["matches"] == ["vote for"]
+    assert flags[0]["excerpts"]
+
+
+@pytest.mark.parametrize("body", [
+    "Our school won a government grant for a school garden.\n",
+    "Office politics can wear anyone down.\n",
+    "She is vice president of engineering.\n",
+    "We voted... no, we chose pizza. Votefor is a made-up word; a devotee is not a voter*.\n".replace("voter*", "fan"),
+])
+def test_issue16_8_everyday_phrases_are_not_flagged_by_substring(sqlite_app, body):
+    write_author(sqlite_app.settings.root)
+    assert flags_of(sqlite_app, "everyday", body) == []
+
+
+def test_issue16_8_the_political_article_still_shows_what_was_found_with_excerpts(site):
+    with site.engine.connect() as conn:
+        (flag,) = {p.slug: p for p in review_queue(conn)}["vote-now"].flags
+    assert flag["matches"][:4] == ["election", "government", "legislation", "vote for"]
+    assert any("coming election matters" in e for e in flag["excerpts"])
+
+
+RULES_TOML = """
+[[policy.rules]]
+name = "no-gambling"
+action = "flag"
+phrases = ["casino*", "place a bet"]
+allow = ["casino royale"]
+
+[[policy.rules]]
+name = "brand-names"
+action = "warn"
+phrases = ["acme"]
+"""
+
+
+def test_issue16_8_rules_phrases_prefixes_and_allow_lists_come_from_the_config(make_app, sqlite_url):
+    app = make_app(sqlite_url, RULES_TOML)
+    write_author(app.settings.root)
+    flags = flags_of(app, "night-out", "We went to the Casinos downtown to <b>place</b> a bet, with ACME.\n")
+    assert [(f["rule"], f["action"], f["matches"]) for f in flags] == [
+        ("no-gambling", "flag", ["casinos", "place a bet"]), ("brand-names", "warn", ["acme"])]
+    assert flags_of(app, "film", "We watched Casino Royale again.\n") == []
+    # the configured rules replace the default one: politics is no longer this site's rule
+    assert flags_of(app, "politics", "Vote for change.\n") == []
+
+
+def test_issue16_8_seed_content_flags_only_the_political_article_with_shipped_and_default_rules():
+    from pathlib import Path
+
+    from pipeline.config import DEFAULT_POLICY_RULES, load_settings
+    from pipeline.content.ingest import read_article
+    from pipeline.content.policy import policy_flags
+
+    repo = Path(__file__).resolve().parent.parent
+    settings = load_settings(repo / "syndicate.toml", env={})
+    known = {p.stem for p in (repo / "content" / "authors").glob("*.md")}
+    for rules in (settings.policy_rules, DEFAULT_POLICY_RULES):
+        flagged = {p.stem for p in sorted((repo / "content" / "articles").glob("*.md"))
+                   if policy_flags(rules, read_article(p, settings, known))}
+        assert flagged == {"vote-against-the-surveillance-bill"}
+
+
+# --- issue 16 item 18: the review diff covers every field ----------------------------------
+
+def test_issue16_18_review_diff_shows_every_changed_field(site):
+    root = site.settings.root
+    write_author(root, "bo-chen", "Bo Chen")
+    (root / "content" / "images").mkdir(parents=True)
+    (root / "content" / "images" / "cup.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"/>')
+    with site.engine.begin() as conn:
+        approve(conn, ["rituals"], editor="eve")
+    # the same title and body: before, this waited with an empty diff
+    write_article(root, "rituals", title="Small Rituals", author="bo-chen", tags="[habits, sleep]",
+                  category="wellbeing", date="2026-10-02T08:00:00Z",
+                  extra="summary: Another summary.\nimage: images/cup.svg\nimage_alt: A cup\n"
+                        "canonical_url: https://origin.example.org/rituals/\nupdated: 2026-10-03T08:00:00Z\n")
+    ingest(site)
+    with site.engine.connect() as conn:
+        diff = {p.slug: p for p in review_queue(conn)}["rituals"].diff
+    for line in ("-author: ana-lee", "+author: bo-chen", "-category: relationships", "+category: wellbeing",
+                 "-tags: relationships, habits", "+tags: habits, sleep", "+summary: Another summary.",
+                 "-date: 2026-10-01T08:00:00Z", "+date: 2026-10-02T08:00:00Z", "+updated: 2026-10-03T08:00:00Z",
+                 "+image: https://news.example.com/images/cup.svg (41 bytes)", "+image_alt: A cup",
+                 "+canonical_url: https://origin.example.org/rituals/"):
+        assert line + "\n" in diff, line
+    assert "+title:" not in diff and "Small rituals keep people close." not in diff.replace(" Small rituals", "")
+
+
+# --- issue 16 item 19: overrides need a reason; one article's review and history -----------
+
+@pytest.mark.parametrize("reason", ["  ", "\t\n"])
+def test_issue16_19_a_blank_override_is_refused(site, reason):
+    with site.engine.begin() as conn, pytest.raises(EditorialError, match="an override needs a reason"):
+        approve(conn, ["vote-now"], editor="eve", override=reason)
+    with site.engine.begin() as conn, pytest.raises(EditorialError, match="an override needs a reason"):
+        approve(conn, ["rituals"], editor="eve", override=reason)
+    assert approved_slugs(site) == []
+
+
+def test_issue16_19_article_review_shows_the_waiting_revision_in_full_and_its_history(site):
+    from pipeline.content.editorial import article_review
+
+    root = site.settings.root
+    with site.engine.begin() as conn:
+        approve(conn, ["vote-now"], editor="eve", override="  quoted in a history piece ", note="checked")
+    write_article(root, "vote-now", title="Vote Now, again", body=POLITICAL + "\nMore.\n", date="2026-10-05T08:00:00Z")
+    ingest(site)
+    with site.engine.begin() as conn:
+        reject(conn, "vote-now", editor="max", reason="Still political.")
+    write_article(root, "vote-now", title="Vote Now, third", body="Now about gardens.\n", date="2026-10-05T08:00:00Z")
+    ingest(site)
+    with site.engine.connect() as conn:
+        r = article_review(conn, "vote-now")
+        with pytest.raises(NotFound):
+            article_review(conn, "nope")
+    assert r.waiting and r.current.number == 3 and r.approved_number == 1
+    assert r.current.document.startswith("title: Vote Now, third\nauthor: ana-lee\ndate: 2026-10-05T08:00:00Z\n")
+    assert r.current.document.endswith("\nNow about gardens.\n")
+    assert "-title: Vote Now\n" in r.current.diff and "+title: Vote Now, third\n" in r.current.diff
+    assert [(h["number"], h["decision"], h["editor"], h["override_reason"], h["note"]) for h in r.history] == [
+        (1, "approved", "eve", "quoted in a history piece", "checked"), (2, "rejected", "max", "", "Still political.")]
+    assert all(h["decided_at"] is not None for h in r.history)
+
+
+def test_issue16_19_cli_review_slug_and_blank_override(make_app, sqlite_url):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    app = make_app(sqlite_url)
+    root = app.settings.root
+    write_author(root)
+    write_article(root, "vote-now", title="Vote Now", body=POLITICAL)
+
+    def invoke(*args):
+        return CliRunner().invoke(main, ["--config", str(root / "syndicate.toml"), *args], catch_exceptions=False)
+
+    assert invoke("ingest").exit_code == 0
+    r = invoke("approve", "vote-now", "--editor", "eve", "--override", "   ")
+    assert r.exit_code == 1 and "an override needs a reason" in r.output and "hint:" in r.output
+    r = invoke("review", "vote-now")
+    assert r.exit_code == 0, r.output
+    for text in ("vote-now r1: submitted", "title: Vote Now", "category: relationships", "no-politics",
+                 "The coming election matters.", "History: no decision yet."):
+        assert text in r.output, text
+    assert invoke("approve", "vote-now", "--editor", "eve", "--override", "quoted for history").exit_code == 0
+    r = invoke("review", "vote-now")
+    assert "No revision of this article waits for review." in r.output
+    assert re.search(r"Z  r1 approved by eve, overriding the policy flags: quoted for history\n", r.output), r.output
+    assert invoke("review", "nope").exit_code == 1
+
+
+def test_issue16_8_the_policy_removes_every_invisible_format_character_before_matching():
+    """FORMAT_CHARS is a hand-written list of ranges (one regex pass instead of a Python
+    loop per character): it must cover every Cf character this Python knows."""
+    import sys
+    import unicodedata
+
+    from pipeline.content.policy import FORMAT_CHARS
+
+    cf = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    assert cf and all(FORMAT_CHARS.fullmatch(ch) for ch in cf)
+    assert not FORMAT_CHARS.search("vote for \xa0é ｖ")

@@ -4,6 +4,7 @@ output (feedparser as a real client, lxml XPath for each id)."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import email.utils
 import json
 import re
@@ -484,15 +485,16 @@ def test_fg_8_control_characters_never_reach_the_feed(sqlite_app):
 
 def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
     """SAN-4, SAN-3, FG-8, ATOM-8: scripts, handlers, ]]>, control characters, relative
-    links and `A & B <i>` in the title."""
+    links and `A & B <i>` in the title; bidi overrides in the title, a link text and the
+    author's name (issue 18 item 5; the author-URL case: test_issue18_4_* below)."""
     app = make_app(db_url)
     root = app.settings.root
-    write_author(root)
-    body = ("Hello ]]> there.\x0b\x1b\n\n<script>alert(1)</script>\n\n"
+    write_author(root, "ana-lee", "Ana \u202eeeL")
+    body = ("Hello ]]> there.\x0b\x1b [click gn\u202ep.exe](https://example.org/f)\n\n<script>alert(1)</script>\n\n"
             '<p onclick="alert(2)">Click <a href="javascript:alert(3)">me</a> or '
-            '<a href="../other/">a relative link</a>.</p>\n\n<img src="x.png" onerror="alert(4)">\n\n'
+            '<a href="../other/">a relative link</a>.</p>\n\n<img src="https://img.example/x.png" onerror="alert(4)">\n\n'
             "<iframe src=https://evil.example/></iframe><style>p{}</style>\n")
-    write_article(root, "hostile", title="A & B <i>", body=body)
+    write_article(root, "hostile", title="A & B <i>\u2066", body=body)
     publish(app)
     report = build(app)
     assert not report.errors
@@ -500,7 +502,8 @@ def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
         data = read(app, rel)
         assert not re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]", data), rel
         text = data.decode()
-        for bad in ("<script", "&lt;script", "onclick", "onerror", "javascript:", "iframe", "&lt;style", "<style>p"):
+        for bad in ("<script", "&lt;script", "onclick", "onerror", "javascript:", "iframe", "&lt;style", "<style>p",
+                    "\u202e", "\u2066", "&#8238;"):
             assert bad not in text, (rel, bad)
     atom = read(app, "feeds/all.atom").decode()
     rss = read(app, "feeds/all.rss").decode()
@@ -555,3 +558,119 @@ def test_retracted_article_leaves_the_feeds_and_its_page_goes(make_app, db_url):
         ids = {e.id for e in feedparser.parse(read(app, f"feeds/all.{fmt}")).entries}
         assert "https://news.example.com/articles/article-001/" not in ids and len(ids) == 2
     assert "article-001" not in read(app, "feeds/all.json").decode()
+
+
+# --- issue 16 item 7, issue 19 item 6: summaries are plain text, escaped on output -------
+
+EVERY_CHARACTER = "Summary with & and < and ]]> and 🎉"
+ENTITY_SUMMARY = "&lt;script&gt;alert(1)&lt;/script&gt; &amp; <b>bold</b>"  # as the author typed it
+ENTITY_TEXT = "<script>alert(1)</script> & bold"  # what it says
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def _summaries(app, slug):
+    """The summary of `slug` as each output carries it, decoded the way its readers do."""
+    url = f"https://news.example.com/articles/{slug}/"
+    atom = xml(app, "feeds/all.atom")
+    atom_summary = atom.xpath("a:entry[a:id=$u]/a:summary", namespaces=NS, u=url)[0]
+    assert atom_summary.get("type") in (None, "text")
+    rss_description = xml(app, "feeds/all.rss").xpath("channel/item[guid=$u]/description/text()", u=url)[0]
+    # RSS readers render <description> as HTML: what they show is its text content
+    rss_html = lxml.html.fragment_fromstring(rss_description, create_parent="div")
+    assert not rss_html.xpath("//script | //b"), rss_description  # no live markup
+    json_summary = next(i["summary"] for i in json.loads(read(app, "feeds/all.json"))["items"] if i["id"] == url)
+    parsed = next(e for e in feedparser.parse(read(app, "feeds/all.rss")).entries if e.id == url)
+    assert "<script" not in parsed.summary
+    return {"atom": atom_summary.text, "rss": rss_html.text_content(), "json": json_summary}
+
+
+@pytest.mark.parametrize("summary, text", [(EVERY_CHARACTER, EVERY_CHARACTER), (ENTITY_SUMMARY, ENTITY_TEXT)])
+def test_issue16_7_issue19_6_summary_text_survives_every_feed_and_is_never_markup(sqlite_app, summary, text):
+    root = sqlite_app.settings.root
+    write_author(root)
+    write_article(root, "chars", extra=f"summary: {json.dumps(summary, ensure_ascii=False)}\n")
+    publish(sqlite_app)
+    assert not build(sqlite_app).errors
+    assert _summaries(sqlite_app, "chars") == {"atom": text, "rss": text, "json": text}
+    rss = read(sqlite_app, "feeds/all.rss").decode()
+    assert "<description>" + html.escape(html.escape(text, quote=False), quote=False) + "</description>" in rss
+    assert feedparser.parse(rss).bozo == 0
+    page = lxml.html.fromstring(read(sqlite_app, "articles/chars/index.html"))
+    assert page.xpath("string(//meta[@property='og:description']/@content)") == text
+    home = lxml.html.fromstring(read(sqlite_app, "index.html"))
+    assert not home.xpath("//script[contains(., 'alert')]")
+    assert text in home.text_content()
+
+
+def test_issue16_7_issue18_5_summary_text_survives_the_digest_email_and_bidi_controls_do_not(sqlite_app):
+    from pipeline.digests import editions as digests
+
+    from .digest_helpers import add_subscriber, at, body, by_recipient, drain
+
+    root = sqlite_app.settings.root
+    write_author(root, "ana-lee", "Ana \u202eeeL")
+    write_article(root, "chars", title="Invoice \u202egnp.exe",
+                  extra=f"summary: {json.dumps(EVERY_CHARACTER, ensure_ascii=False)}\n",
+                  body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n")
+    publish(sqlite_app)
+    from sqlalchemy import update
+
+    from pipeline.store.schema import articles
+    with sqlite_app.engine.begin() as conn:
+        conn.execute(update(articles).values(first_approved_at=at(days=1)))
+    add_subscriber(sqlite_app, "r@example.com", confirmed_at=at(-1))
+    digests.compose(sqlite_app.engine, sqlite_app.settings, "daily", now=at(days=1, hours=6))
+    drain(sqlite_app)
+    (msg,) = by_recipient(sqlite_app)["r@example.com"]
+    assert EVERY_CHARACTER in " ".join(body(msg, "plain").split())
+    assert EVERY_CHARACTER in " ".join(lxml.html.fromstring(body(msg, "html")).text_content().split())
+    for text in (msg["Subject"], body(msg, "plain"), body(msg, "html")):
+        assert not any(ch in text for ch in BIDI) and "&#8238;" not in text and "&#x202e;" not in text.lower()
+    assert "Invoice gnp.exe" in msg["Subject"]
+
+
+# --- issue 18 items 4 and 5 in the hostile corpus: author URLs, bidi controls ------------
+
+
+def test_issue18_5_bidi_controls_never_reach_feeds_or_pages(make_app, db_url):
+    app = make_app(db_url)
+    root = app.settings.root
+    write_author(root, "ana-lee", "Ana \u202eeeL")
+    write_article(root, "bidi", title="Invoice \u202egnp.exe",
+                  extra="summary: \"click \u2067gnp.exe\u2069 or &#x202E;gnp.exe\"\n",
+                  body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n")
+    publish(app)
+    assert not build(app).errors
+    for rel in ("feeds/all.atom", "feeds/all.rss", "feeds/all.json", "feeds/authors/ana-lee.atom",
+                "articles/bidi/index.html", "index.html", "authors/ana-lee/index.html"):
+        text = read(app, rel).decode()
+        assert not any(ch in text for ch in BIDI), rel
+        assert "&#8238;" not in text and "&#x202e;" not in text.lower() and "\\u202e" not in text.lower(), rel
+    entry = feedparser.parse(read(app, "feeds/all.atom")).entries[0]
+    assert entry.title == "Invoice gnp.exe" and entry.author == "Ana eeL"
+
+
+def test_issue18_4_an_author_url_never_reaches_a_feed_unless_http(make_app, db_url):
+    """Ingest refuses a javascript: author URL (test_content); a row stored before that
+    check (or written by hand) is still kept out of Atom <uri> and JSON Feed authors[].url."""
+    from sqlalchemy import update
+
+    from pipeline.store.schema import authors
+
+    app = make_app(db_url)
+    root = app.settings.root
+    write_author(root)
+    write_article(root, "one")
+    publish(app)
+    with app.engine.begin() as conn:
+        conn.execute(update(authors).values(url="javascript:alert(1)"))
+    (root / "content" / "authors" / "ana-lee.md").write_text("---\nname: Ana Lee\nurl: javascript:alert(2)\n---\n")
+    report = __import__("pipeline.content.ingest", fromlist=["ingest"]).ingest(app)
+    assert [e.field for e in report.errors] == ["url"]
+    assert not build(app, force=True).errors
+    for rel in ("feeds/all.atom", "feeds/all.rss", "feeds/all.json", "articles/one/index.html",
+                "authors/ana-lee/index.html"):
+        assert b"javascript:" not in read(app, rel), rel
+    assert "authors" in json.loads(read(app, "feeds/all.json"))["items"][0]
+    assert "url" not in json.loads(read(app, "feeds/all.json"))["items"][0]["authors"][0]
+    assert not xml(app, "feeds/all.atom").xpath("//a:author/a:uri", namespaces=NS)

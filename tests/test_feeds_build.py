@@ -175,3 +175,83 @@ def test_a_build_rendered_by_worker_processes_gives_the_same_files(make_app, sql
     two = build_site(forked, 6)
     assert sorted(one.written) == sorted(two.written) and not two.errors
     assert tree_digest(public(serial)) == tree_digest(public(forked))
+
+
+# --- issue 19 item 5: only images an approved revision references, never outside content/ --
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="2" height="2"/>'
+
+
+def _images_site(app):
+    from .articles import write_article, write_author
+
+    root = app.settings.root
+    images = root / "content" / "images"
+    images.mkdir(parents=True)
+    for name in ("lead.svg", "in-body.svg", "unused.svg", "draft-only.svg", "with space.svg"):
+        (images / name).write_text(SVG)
+    (images / "key.png").symlink_to(root / "var" / "secret_key")  # the token-signing key
+    (images / "linked-dir").symlink_to(root / "var", target_is_directory=True)
+    write_author(root)
+    write_article(root, "with-images", extra="image: images/lead.svg\nimage_alt: Lead\n",
+                  body="Text.\n\n![in body](../images/in-body.svg) ![spaced](images/with%20space.svg)\n")
+    publish(app)
+    write_article(root, "a-draft", status="draft", extra="image: images/draft-only.svg\nimage_alt: D\n")
+    from pipeline.content.ingest import ingest
+    ingest(app)
+    return root
+
+
+def test_issue19_5_build_publishes_only_images_approved_revisions_reference(make_app, db_url):
+    app = make_app(db_url)
+    root = _images_site(app)
+    report = build(app)
+    assert not report.errors, report.errors
+    published = sorted(p.relative_to(public(app)).as_posix() for p in (public(app) / "images").rglob("*"))
+    assert published == ["images/in-body.svg", "images/lead.svg", "images/with space.svg"]
+    assert read(app, "images/lead.svg") == SVG.encode()
+    assert not (public(app) / "var").exists()
+    secret = (root / "var" / "secret_key").read_bytes()
+    assert not any(p.is_file() and secret in p.read_bytes() for p in public(app).rglob("*"))
+    from starlette.testclient import TestClient
+
+    from pipeline.site.serving import make_public_app
+
+    client = TestClient(make_public_app(app.settings))
+    assert client.get("/images/lead.svg").status_code == 200
+    assert client.get("/images/with%20space.svg").status_code == 200
+    assert 'src="https://news.example.com/images/with%20space.svg"' in read(app, "articles/with-images/index.html").decode()
+    for path in ("/images/key.png", "/images/unused.svg", "/images/draft-only.svg", "/images/linked-dir/secret_key"):
+        assert client.get(path).status_code == 404, path
+
+
+def test_issue19_5_an_image_swapped_for_a_symlink_to_the_secret_key_is_refused_and_removed(make_app, db_url):
+    app = make_app(db_url)
+    root = _images_site(app)
+    assert not build(app).errors
+    lead = root / "content" / "images" / "lead.svg"
+    lead.unlink()
+    lead.symlink_to(root / "var" / "secret_key")  # after approval: the file is not what was reviewed
+    report = build(app)
+    (error,) = report.errors
+    assert error.startswith("images/lead.svg: image of with-images") and "outside" in error
+    assert not (public(app) / "images" / "lead.svg").exists()
+    assert (public(app) / "images" / "in-body.svg").exists()
+    secret = (root / "var" / "secret_key").read_bytes()
+    assert not any(p.is_file() and secret in p.read_bytes() for p in public(app).rglob("*"))
+    assert build(app).errors == report.errors  # reported on every build until fixed, never cached
+    lead.unlink()
+    lead.write_text(SVG)
+    assert not build(app).errors and read(app, "images/lead.svg") == SVG.encode()
+
+
+def test_issue19_5_an_image_no_approved_revision_references_any_more_leaves_public(make_app, db_url):
+    from .articles import write_article
+
+    app = make_app(db_url)
+    root = _images_site(app)
+    assert not build(app).errors
+    write_article(root, "with-images", body="No pictures now.\n")
+    publish(app)
+    assert not build(app).errors
+    assert not (public(app) / "images").exists()

@@ -78,3 +78,25 @@ def test_golden_site_feeds_and_pages(golden_site):
         if golden.read_bytes() != data:
             mismatched.append(rel)
     assert not mismatched, f"output differs from tests/data/golden/site for {mismatched}; if intended, run `make goldens` and review the diff"
+
+
+def test_golden_feeds_parse_strictly_and_rss_descriptions_are_inert_html():
+    """The stored goldens themselves: well-formed XML (no recovering parser), valid JSON,
+    and every RSS <description> is HTML with no element in it (plain text, escaped once:
+    issue 19 item 6), so a regenerated golden cannot lock in live markup."""
+    import json
+
+    import lxml.html
+    from lxml import etree
+
+    strict = etree.XMLParser(recover=False, resolve_entities=False, no_network=True)
+    for rel in FILES:
+        path = GOLDEN / rel
+        assert path.exists(), f"no golden file {path}; run `make goldens`"
+        if rel.endswith((".atom", ".rss")):
+            root = etree.fromstring(path.read_bytes(), strict)
+            for description in root.xpath("channel/item/description/text()"):
+                fragment = lxml.html.fragment_fromstring(description, create_parent="div")
+                assert len(fragment) == 0, (rel, description)
+        elif rel.endswith(".json"):
+            json.loads(path.read_bytes())

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from pipeline.cli import console, err_console, pass_ctx
 from pipeline.errors import SyndicateError
+from pipeline.timeutil import rfc3339
 
 
 def register(main: click.Group) -> None:
@@ -69,19 +70,31 @@ def ingest(ctx, names: tuple[str, ...], strict: bool, dry_run: bool):
                              hint="Fix the files named above and run `syndicate ingest` again; the others were ingested.")
 
 
+def _flag_text(flag: dict) -> str:
+    return f"[red]{escape(flag['rule'])}[/] ({flag['action']}: {escape(', '.join(flag['matches']))})"
+
+
 @click.command()
+@click.argument("slug", required=False)
 @click.option("--drafts", is_flag=True, help="Also list drafts.")
 @click.option("--diff/--no-diff", default=True, show_default=True, help="Show the change against the last approved revision.")
 @pass_ctx
-def review(ctx, drafts: bool, diff: bool):
-    """Revisions waiting for an editor, with policy flags and a diff.
+def review(ctx, slug: str | None, drafts: bool, diff: bool):
+    """Revisions waiting for an editor, with policy flags and a diff of every field.
+
+    With a SLUG: that article's current revision in full (every field and the body),
+    its policy flags with the text that tripped them, the diff against the approved
+    revision, and its history: who approved, overrode or rejected which revision, when.
 
     \b
-    Example:
+    Examples:
       syndicate review
+      syndicate review vote-against-the-surveillance-bill
     """
     from pipeline.content.editorial import review_queue
 
+    if slug:
+        return _review_one(ctx, slug, diff)
     with ctx.app.engine.connect() as conn:
         queue = review_queue(conn, include_drafts=drafts)
     if not queue:
@@ -91,7 +104,7 @@ def review(ctx, drafts: bool, diff: bool):
     for col in ("slug", "rev", "state", "title", "author", "hash", "policy flags"):
         table.add_column(col, overflow="fold")
     for p in queue:
-        flags = "; ".join(f"[red]{escape(f['rule'])}[/] ({f['action']}: {escape(', '.join(f['matches']))})" for f in p.flags)
+        flags = "; ".join(_flag_text(f) for f in p.flags)
         table.add_row(p.slug, str(p.number), p.state, escape(p.title), p.author_slug, p.content_hash[:12],
                       flags or "[green]none[/]")
     console.print(table)
@@ -100,7 +113,46 @@ def review(ctx, drafts: bool, diff: bool):
             if p.diff:
                 console.print(f"\n[bold]{p.slug}[/]: changes since the approved revision")
                 console.print(Syntax(p.diff, "diff", word_wrap=True))
-    console.print("\nApprove with `syndicate approve SLUG`, reject with `syndicate reject SLUG --reason TEXT`.")
+    console.print("\nSee one in full with `syndicate review SLUG`; approve with `syndicate approve SLUG`, "
+                  "reject with `syndicate reject SLUG --reason TEXT`.")
+
+
+def _review_one(ctx, slug: str, diff: bool) -> None:
+    from pipeline.content.editorial import article_review
+
+    with ctx.app.engine.connect() as conn:
+        r = article_review(conn, slug)
+    p = r.current
+    state = p.state + (" (retracted: its file was deleted)" if r.retracted else "")
+    approved = f"r{r.approved_number}" if r.approved_number else "never"
+    console.print(f"[bold]{escape(slug)}[/] r{p.number}: {state}; hash {p.content_hash}; "
+                  f"approved revision: {approved}", soft_wrap=True)
+    if not r.waiting:
+        console.print("No revision of this article waits for review.")
+    console.print(f"\n[bold]Revision r{p.number}[/]")
+    console.print(escape(p.document), soft_wrap=True, highlight=False)
+    if p.flags:
+        console.print("[bold]Policy flags[/]")
+        for f in p.flags:
+            console.print("  " + _flag_text(f), soft_wrap=True)
+            for excerpt in f.get("excerpts", []):
+                console.print(f"    {escape(excerpt)}", soft_wrap=True, highlight=False)
+    else:
+        console.print("Policy flags: [green]none[/]")
+    if diff and p.diff:
+        console.print(f"\n[bold]Changes since the approved revision r{r.approved_number}[/]")
+        console.print(Syntax(p.diff, "diff", word_wrap=True))
+    if not r.history:
+        console.print("History: no decision yet.")
+        return
+    console.print("\n[bold]History[/] (oldest first)")
+    for h in r.history:  # one line each: readable in a narrow terminal, and greppable
+        line = f"{rfc3339(h['decided_at'])}  r{h['number']} {h['decision']} by {h['editor']}"
+        if h["override_reason"]:
+            line += f", overriding the policy flags: {h['override_reason']}"
+        if h["note"]:
+            line += f" ({'reason' if h['decision'] == 'rejected' else 'note'}: {h['note']})"
+        console.print("  " + escape(line), soft_wrap=True, highlight=False)
 
 
 @click.command()

@@ -13,42 +13,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-import re
 from typing import Iterable
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
-from pipeline.content.ingest import article_url, html_to_text
+from pipeline.content.ingest import article_url
+from pipeline.content.policy import blocking, policy_flags  # noqa: F401  (re-exported)
+from pipeline.content.sanitize import clean_text, http_url
 from pipeline.errors import EditorialError, NotFound
 from pipeline.store.schema import approvals, articles, authors, revisions
-from pipeline.timeutil import utcnow
-
-
-# --- policy ---------------------------------------------------------------------------
-
-def _phrase_pattern(phrase: str) -> re.Pattern:
-    words = [re.escape(w) for w in phrase.split()]
-    return re.compile(r"(?<![\w-])" + r"\s+".join(words) + r"(?![\w-])", re.IGNORECASE)
-
-
-def policy_flags(rules: list[dict], article) -> list[dict]:
-    """The rules a revision trips, with the phrases found: [{rule, action, description, matches}]."""
-    text = "\n".join([article.title, article.summary, html_to_text(article.body_html)])
-    flags = []
-    for rule in rules:
-        matches = []
-        for phrase in rule.get("phrases", []):
-            if _phrase_pattern(phrase).search(text):
-                matches.append(phrase)
-        if matches:
-            flags.append({"rule": rule["name"], "action": rule.get("action", "flag"),
-                          "description": rule.get("description", ""), "matches": matches})
-    return flags
-
-
-def blocking(flags: list[dict]) -> list[dict]:
-    return [f for f in flags or [] if f.get("action", "flag") == "flag"]
+from pipeline.timeutil import rfc3339, utcnow
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -107,14 +82,17 @@ def _to_approved(settings, r) -> ApprovedArticle:
         from pipeline.content.ingest import sanitize_html
         body = sanitize_html(body, r.canonical_url or article_url(settings, r.slug))
     url = article_url(settings, r.slug)
+    # Rows stored before ingest checked them (bidi controls, issue 18 item 5; author
+    # URLs, item 4) are cleaned here too: what every output reads is safe to show.
     return ApprovedArticle(
         article_id=r.article_id, revision_id=r.revision_id, revision_number=r.number, slug=r.slug,
-        title=r.title, author_slug=r.author_slug, author_name=r.author_name or r.author_slug,
-        author_url=r.author_url or "", published_at=r.published_at,
+        title=clean_text(r.title), author_slug=r.author_slug,
+        author_name=clean_text(r.author_name) or r.author_slug,
+        author_url=http_url(r.author_url) or "", published_at=r.published_at,
         updated_at=r.updated_at or r.published_at, approved_at=r.first_approved_at or r.published_at,
-        tags=list(r.tags or []), category=r.category or "", summary=r.summary, body_html=body,
+        tags=list(r.tags or []), category=r.category or "", summary=clean_text(r.summary), body_html=body,
         image=r.image or "", image_length=r.image_length, image_type=r.image_type or "",
-        image_alt=r.image_alt or "", url=url, canonical_url=r.canonical_url or url,
+        image_alt=clean_text(r.image_alt), url=url, canonical_url=r.canonical_url or url,
         content_hash=r.content_hash, reading_minutes=r.reading_minutes, word_count=r.word_count,
     )
 
@@ -146,6 +124,41 @@ def retracted_articles(conn: Connection, settings) -> list[ApprovedArticle]:
     return [_to_approved(settings, r) for r in conn.execute(q)]
 
 
+# --- reviewing -----------------------------------------------------------------------
+
+# Every field of a revision an editor approves, in the order the review shows them: a
+# change to any of them (not only title and body) makes a visible diff (issue 16 item 18).
+_REVIEW_COLUMNS = (revisions.c.id, revisions.c.number, revisions.c.state, revisions.c.title,
+                   revisions.c.author_slug, revisions.c.published_at, revisions.c.updated_at, revisions.c.tags,
+                   revisions.c.category, revisions.c.summary, revisions.c.image, revisions.c.image_length,
+                   revisions.c.image_alt, revisions.c.canonical_url, revisions.c.body_markdown,
+                   revisions.c.content_hash, revisions.c.flags, revisions.c.created_at)
+
+
+def revision_document(r) -> str:
+    """A revision as the text an editor reads and diffs: every field, then the body."""
+    image = r.image or ""
+    if image and r.image_length:
+        image += f" ({r.image_length:,} bytes)"
+    fields = [
+        ("title", r.title), ("author", r.author_slug), ("date", rfc3339(r.published_at)),
+        ("updated", rfc3339(r.updated_at) if r.updated_at else ""), ("category", r.category or ""),
+        ("tags", ", ".join(r.tags or [])), ("summary", r.summary or ""), ("image", image),
+        ("image_alt", r.image_alt or ""), ("canonical_url", r.canonical_url or ""),
+    ]
+    body = r.body_markdown or ""
+    return "".join(f"{name}: {value}\n" for name, value in fields) + "\n" + body + ("" if body.endswith("\n") else "\n")
+
+
+def revision_diff(slug: str, old, new) -> str:
+    """A unified diff of two revisions' documents ('' when there is no old one)."""
+    if old is None:
+        return ""
+    return "".join(difflib.unified_diff(
+        revision_document(old).splitlines(keepends=True), revision_document(new).splitlines(keepends=True),
+        fromfile=f"{slug} r{old.number} (approved)", tofile=f"{slug} r{new.number}"))
+
+
 @dataclasses.dataclass
 class PendingRevision:
     slug: str
@@ -160,36 +173,73 @@ class PendingRevision:
     created_at: dt.datetime
     approved_revision_id: int | None
     diff: str
+    document: str = ""  # every field and the body, as `revision_document` writes it
+
+
+def _revisions_by_id(conn: Connection, ids: list[int]) -> dict:
+    out = {}
+    for i in range(0, len(ids), 500):
+        out.update({r.id: r for r in conn.execute(select(*_REVIEW_COLUMNS).where(revisions.c.id.in_(ids[i:i + 500])))})
+    return out
+
+
+def _pending(conn: Connection, rows) -> list[PendingRevision]:
+    old = _revisions_by_id(conn, [r.approved_revision_id for r in rows if r.approved_revision_id])
+    current = _revisions_by_id(conn, [r.revision_id for r in rows])
+    out = []
+    for r in rows:
+        rev = current[r.revision_id]
+        previous = old.get(r.approved_revision_id) if r.approved_revision_id != r.revision_id else None
+        out.append(PendingRevision(
+            slug=r.slug, article_id=r.article_id, revision_id=r.revision_id, number=rev.number, state=rev.state,
+            title=rev.title, author_slug=rev.author_slug, content_hash=rev.content_hash, flags=rev.flags or [],
+            created_at=rev.created_at, approved_revision_id=r.approved_revision_id,
+            diff=revision_diff(r.slug, previous, rev), document=revision_document(rev)))
+    return out
 
 
 def review_queue(conn: Connection, *, include_drafts: bool = False) -> list[PendingRevision]:
-    """Current revisions waiting for an editor, each with its flags and a diff against
-    the last approved revision of the same article."""
+    """Current revisions waiting for an editor, each with its flags and a diff of every
+    field against the last approved revision of the same article."""
     states = ("submitted", "draft") if include_drafts else ("submitted",)
     rows = conn.execute(
         select(articles.c.slug, articles.c.id.label("article_id"), articles.c.approved_revision_id,
-               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.state, revisions.c.title,
-               revisions.c.author_slug, revisions.c.content_hash, revisions.c.flags, revisions.c.created_at,
-               revisions.c.body_markdown)
+               revisions.c.id.label("revision_id"))
         .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
         .where(revisions.c.state.in_(states), articles.c.retracted_at.is_(None))
         .order_by(revisions.c.created_at, articles.c.slug)
     ).all()
-    out = []
-    for r in rows:
-        diff = ""
-        if r.approved_revision_id:
-            old = conn.execute(select(revisions.c.number, revisions.c.title, revisions.c.body_markdown)
-                               .where(revisions.c.id == r.approved_revision_id)).one()
-            diff = "".join(difflib.unified_diff(
-                (f"# {old.title}\n\n" + old.body_markdown).splitlines(keepends=True),
-                (f"# {r.title}\n\n" + r.body_markdown).splitlines(keepends=True),
-                fromfile=f"{r.slug} r{old.number} (approved)", tofile=f"{r.slug} r{r.number}"))
-        out.append(PendingRevision(
-            slug=r.slug, article_id=r.article_id, revision_id=r.revision_id, number=r.number, state=r.state,
-            title=r.title, author_slug=r.author_slug, content_hash=r.content_hash, flags=r.flags or [],
-            created_at=r.created_at, approved_revision_id=r.approved_revision_id, diff=diff))
-    return out
+    return _pending(conn, rows)
+
+
+@dataclasses.dataclass
+class ArticleReview:
+    """One article for `syndicate review SLUG`: its current revision in full, whether it
+    waits, the diff against the approved one, and every decision taken on it."""
+
+    slug: str
+    current: PendingRevision
+    waiting: bool
+    approved_number: int | None
+    retracted: bool
+    history: list[dict]
+
+
+def article_review(conn: Connection, slug: str) -> ArticleReview:
+    row = conn.execute(
+        select(articles.c.slug, articles.c.id.label("article_id"), articles.c.approved_revision_id,
+               articles.c.retracted_at, articles.c.current_revision_id.label("revision_id"))
+        .where(articles.c.slug == slug)).first()
+    if row is None or row.revision_id is None:
+        raise NotFound(f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first.")
+    (current,) = _pending(conn, [row])
+    approved_number = None
+    if row.approved_revision_id:
+        approved_number = conn.execute(select(revisions.c.number)
+                                       .where(revisions.c.id == row.approved_revision_id)).scalar_one()
+    return ArticleReview(slug=slug, current=current, waiting=current.state in ("submitted", "draft"),
+                         approved_number=approved_number, retracted=row.retracted_at is not None,
+                         history=history(conn, slug))
 
 
 # --- deciding ------------------------------------------------------------------------
@@ -233,8 +283,13 @@ def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str
     pins the approval to the exact content the editor read. All checks run before any
     write, so a refused slug leaves the others of the same call unapproved too.
     """
-    if not editor:
+    if not editor or not editor.strip():
         raise EditorialError("an approval needs the editor's name", hint="Pass --editor NAME.")
+    if override and not override.strip():
+        # An override is a decision someone must be able to read later (issue 16 item 19).
+        raise EditorialError("an override needs a reason",
+                             hint='Say why the flagged text is fine, e.g. --override "quotes a law, not a political statement".')
+    override = (override or "").strip()
     if all_pending:
         slugs = [p.slug for p in review_queue(conn)]
     slugs = list(slugs or [])
@@ -318,5 +373,6 @@ def history(conn: Connection, slug: str) -> list[dict]:
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-__all__ = ["policy_flags", "approved_articles", "retracted_articles", "review_queue", "approve", "reject",
-           "ApprovedArticle", "PendingRevision", "Decision", "history"]
+__all__ = ["policy_flags", "blocking", "approved_articles", "retracted_articles", "review_queue", "approve",
+           "reject", "ApprovedArticle", "PendingRevision", "ArticleReview", "article_review", "revision_document",
+           "Decision", "history"]

@@ -8,9 +8,15 @@ retracts the articles whose file was deleted. A bad file is reported and skipped
 the batch goes on.
 
 Author HTML is untrusted: Markdown is rendered with raw HTML allowed (authors use
-it), then sanitised with nh3 to a tag set inside the W3C feed validator's
-`acceptable_elements` (SAN-2, VAL-3), every URL made absolute against the article's
-canonical URL (ATOM-8), and only http(s)/mailto links kept (SAN-3).
+it), then sanitised (`pipeline.content.sanitize`): a tag set inside the W3C feed
+validator's `acceptable_elements` (SAN-2, VAL-3), every URL made absolute against the
+article's canonical URL (ATOM-8), only http(s)/mailto links kept (SAN-3). A relative
+image in the body names a file: it is looked up next to the article (then under
+content/, like the `image` field), published by the build, and a missing one is an
+error naming the article. Plain text (summaries, word counts, the policy check) is
+derived once from that HTML with a real parser (`sanitize.html_to_text`); the policy
+rules live in `pipeline.content.policy`. Both modules' public names are re-exported
+here.
 """
 
 from __future__ import annotations
@@ -18,57 +24,39 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import html
 import logging
 import mimetypes
 import os
 import re
 import threading
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
-import nh3
 import yaml
 from markdown_it import MarkdownIt
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from pipeline.config import Settings
+from pipeline.content.policy import blocking, policy_flags  # noqa: F401  (re-exported)
+from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public names stay here)
+    CONTROL_CHARS, FEED_ATTRIBUTES, FEED_TAGS, SAFE_SCHEMES, SANITIZER_VERSION, SUMMARY_CHARS,
+    WORDS_PER_MINUTE, clean_text, derive_summary, element_text, html_to_text, http_url, nesting_depth,
+    parse_fragment, sanitize_html, strip_control_chars, summary_of, summary_text,
+)
 from pipeline.errors import ContentError
 from pipeline.store.schema import articles, authors, revisions
 from pipeline.timeutil import parse_datetime, utcnow
 
 log = logging.getLogger(__name__)
 
-SANITIZER_VERSION = f"nh3-{nh3.__version__ if hasattr(nh3, '__version__') else '0'}-feed-1"
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-# C0 controls that XML 1.0 forbids (FG-8); \t \n \r stay.
-CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
-WORDS_PER_MINUTE = 230
-SUMMARY_CHARS = 280
-
-# A subset of the W3C feed validator's acceptable_elements (VAL-3): no script, style,
-# iframe, object, embed, form, input, meta, link, base.
-FEED_TAGS = {
-    "a", "abbr", "acronym", "b", "blockquote", "br", "caption", "cite", "code", "col",
-    "colgroup", "dd", "del", "dfn", "div", "dl", "dt", "em", "figcaption", "figure",
-    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "ol", "p",
-    "pre", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "table",
-    "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul", "var",
-}
-FEED_ATTRIBUTES = {
-    "a": {"href", "title", "hreflang"},
-    "img": {"src", "alt", "title", "width", "height"},
-    "abbr": {"title"}, "acronym": {"title"},
-    "blockquote": {"cite"}, "q": {"cite"}, "del": {"cite", "datetime"}, "ins": {"cite", "datetime"},
-    "td": {"colspan", "rowspan", "align"}, "th": {"colspan", "rowspan", "align", "scope"},
-    "ol": {"start", "reversed"}, "li": {"value"},
-    "code": {"class"}, "pre": {"class"},
-}
-CLEAN_CONTENT_TAGS = {"script", "style", "iframe", "object", "embed", "noscript", "template",
-                      "svg", "math", "frame", "frameset", "applet", "title", "textarea", "select", "xmp"}
-URL_ATTRIBUTES = {"href", "src", "cite"}
-SAFE_SCHEMES = {"http", "https", "mailto"}
+# Long enough for any headline; short enough for a subject line, a feed reader's list
+# and a search result (which show 60-80 characters) to stay readable.
+TITLE_MAX_CHARS = 200
+# Real articles nest a handful of levels; libxml2 stops reading text past 256 (2,047
+# with huge_tree), so deeper HTML could hide words from the policy check.
+MAX_NESTING = 64
 FRONT_MATTER_FIELDS = {"title", "author", "date", "updated", "tags", "category", "summary", "image",
                        "image_alt", "canonical_url", "status"}
 
@@ -108,6 +96,7 @@ class ParsedArticle:
     body_html: str
     reading_minutes: int
     word_count: int
+    body_text: str = ""  # the body's plain text, for the policy check (not stored)
 
 
 def slugify(text: str) -> str:
@@ -117,61 +106,6 @@ def slugify(text: str) -> str:
 
 def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def strip_control_chars(text: str) -> str:
-    return CONTROL_CHARS.sub("", text)
-
-
-def sanitize_html(fragment: str, base_url: str) -> str:
-    """Untrusted HTML -> the feed-safe subset, URLs absolute. Idempotent (SAN-1)."""
-
-    def keep_attribute(tag: str, attr: str, value: str) -> str | None:
-        if attr not in URL_ATTRIBUTES:
-            return value
-        value = value.strip()
-        if not value:
-            return None
-        absolute = urljoin(base_url, value)
-        scheme = urlsplit(absolute).scheme.lower()
-        if scheme not in SAFE_SCHEMES:
-            return None
-        if tag == "img" and scheme == "mailto":
-            return None
-        return absolute
-
-    return nh3.clean(
-        strip_control_chars(fragment),
-        tags=FEED_TAGS,
-        clean_content_tags=CLEAN_CONTENT_TAGS,
-        attributes=FEED_ATTRIBUTES,
-        attribute_filter=keep_attribute,
-        url_schemes=SAFE_SCHEMES,
-        strip_comments=True,
-        link_rel="noopener noreferrer",
-    )
-
-
-def html_to_text(fragment: str) -> str:
-    """Plain text of an HTML fragment (summaries, word counts, policy checks)."""
-    text = re.sub(r"<(br|/p|/li|/h[1-6]|/blockquote|/tr)\b[^>]*>", "\n", fragment, flags=re.I)
-    text = re.sub(r"<[^>]+>", "", text)
-    text = html.unescape(text)
-    return re.sub(r"[ \t\r\f\v]+", " ", text).strip()
-
-
-def derive_summary(body_html: str, limit: int = SUMMARY_CHARS) -> str:
-    """The first paragraph as plain text, cut at a word boundary."""
-    for para in re.findall(r"<p\b[^>]*>(.*?)</p>", body_html, flags=re.S | re.I):
-        text = " ".join(html_to_text(para).split())
-        if text:
-            break
-    else:
-        text = " ".join(html_to_text(body_html).split())
-    if len(text) <= limit:
-        return text
-    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:.")
-    return cut + "…"
 
 
 def split_front_matter(text: str, path: Path) -> tuple[dict, str]:
@@ -206,10 +140,15 @@ def read_author(path: Path, max_bytes: int = 200_000) -> AuthorRecord:
     data = path.read_bytes()
     meta, body = split_front_matter(_read_text(path, data, max_bytes), path)
     name = meta.get("name")
-    if not isinstance(name, str) or not name.strip():
+    if not isinstance(name, str) or not clean_text(name):
         raise ContentError(path, "author has no name", field="name", hint="Add 'name: Full Name' to the front matter.")
-    return AuthorRecord(slug=path.stem, name=strip_control_chars(name.strip()), bio=body.strip(),
-                        url=str(meta.get("url") or ""), email=str(meta.get("email") or ""),
+    url = meta.get("url")
+    if url not in (None, "") and http_url(url) is None:
+        # Feeds carry it as Atom <uri> and JSON Feed authors[].url (issue 18 item 4).
+        raise ContentError(path, f"'url' must be an absolute http(s) URL: {url!r}", field="url",
+                           hint="Use e.g. https://example.org/about/ or leave it out.")
+    return AuthorRecord(slug=path.stem, name=clean_text(name), bio=strip_control_chars(body.strip()),
+                        url=http_url(url) or "", email=clean_text(meta.get("email")),
                         content_hash=content_hash(data))
 
 
@@ -256,9 +195,12 @@ def read_article(path: Path, settings: Settings, known_authors: set[str], data: 
                            field=sorted(map(str, unknown))[0],
                            hint=f"Known fields: {', '.join(sorted(FRONT_MATTER_FIELDS))}.")
     title = meta.get("title")
-    if not isinstance(title, (str, int, float)) or not str(title).strip():
+    if not isinstance(title, (str, int, float)) or not clean_text(title):
         raise ContentError(path, "'title' is missing", field="title", hint="Add 'title: ...' to the front matter.")
-    title = " ".join(strip_control_chars(str(title)).split())
+    title = clean_text(title)
+    if len(title) > TITLE_MAX_CHARS:
+        raise ContentError(path, f"'title' is {len(title)} characters, over the limit of {TITLE_MAX_CHARS}",
+                           field="title", hint="Shorten the headline; put the rest in 'summary'.")
     author = meta.get("author")
     if not isinstance(author, str) or not author.strip():
         raise ContentError(path, "'author' is missing", field="author",
@@ -276,49 +218,122 @@ def read_article(path: Path, settings: Settings, known_authors: set[str], data: 
         raise ContentError(path, f"'status' must be draft or submitted, not {status!r}", field="status",
                            hint="Approval happens with `syndicate approve`, not in the file.")
     canonical = str(meta.get("canonical_url") or "").strip()
-    if canonical and urlsplit(canonical).scheme not in ("http", "https"):
+    if canonical and http_url(canonical) is None:
         raise ContentError(path, f"'canonical_url' must be an absolute http(s) URL: {canonical!r}",
                            field="canonical_url", hint="Use e.g. https://example.com/original-post/ or leave it out.")
     site_url = article_url(settings, slug)
     body = strip_control_chars(body)
-    body_html = sanitize_html(_markdown.render(body), canonical or site_url)
-    plain = html_to_text(body_html)
+    body_html = _body_html(body, path, settings, canonical or site_url, has_original=bool(canonical))
+    root = parse_fragment(body_html)  # parsed once: depth, plain text, summary
+    if nesting_depth(root) > MAX_NESTING:
+        raise ContentError(path, f"the body's HTML nests more than {MAX_NESTING} levels deep", field="body",
+                           hint="Remove the nested raw HTML; Markdown never nests that deep.")
+    plain = element_text(root)
     words = len(plain.split())
     summary_raw = meta.get("summary")
     if summary_raw not in (None, "") and not isinstance(summary_raw, str):
         raise ContentError(path, "'summary' must be text", field="summary", hint="Quote it: summary: \"...\"")
-    # Titles and summaries are plain text, never HTML (SAN-5): tags are removed, text kept.
-    summary = " ".join(html_to_text(strip_control_chars(summary_raw)).split()) if summary_raw else derive_summary(body_html)
+    # Titles and summaries are plain text, never HTML (SAN-5): markup is removed and
+    # entities decoded once, every character of the text kept; outputs escape it again.
+    summary = summary_text(summary_raw) if summary_raw else summary_of(root)
     image, image_length, image_type = _image(meta.get("image"), path, settings)
     return ParsedArticle(
         slug=slug, path=path, content_hash=content_hash(data), title=title, author_slug=author,
         published_at=published, updated_at=updated, tags=_str_list(meta, "tags", path),
         category=slugify(str(meta["category"])) if meta.get("category") else "",
         summary=summary, image=image, image_length=image_length, image_type=image_type,
-        image_alt=" ".join(strip_control_chars(str(meta.get("image_alt") or "")).split()),
+        image_alt=clean_text(meta.get("image_alt")),
         canonical_url=canonical, status=status, body_markdown=body, body_html=body_html,
-        reading_minutes=max(1, round(words / WORDS_PER_MINUTE)), word_count=words,
+        reading_minutes=max(1, round(words / WORDS_PER_MINUTE)), word_count=words, body_text=plain,
     )
+
+
+def content_file(content: Path, rel: str) -> Path | None:
+    """The file `rel` ('/'-separated) names under the content folder, or None when it does
+    not exist, is not a regular file, or resolves outside the folder (through `..` or a
+    symlink: a link to var/secret_key must never be published, issue 19 item 5)."""
+    if not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel:
+        return None
+    root = content.resolve()
+    try:
+        real = (content / rel).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symlink loop
+        return None
+    if not real.is_relative_to(root) or not real.is_file():
+        return None
+    return real
+
+
+def _local_rel(content: Path, candidate: Path) -> str | None:
+    """`candidate` as a '/'-separated path relative to content/, or None outside it."""
+    try:
+        rel = Path(os.path.abspath(candidate)).relative_to(os.path.abspath(content))
+    except ValueError:
+        return None
+    return rel.as_posix()
+
+
+def _body_html(body: str, path: Path, settings: Settings, base_url: str, *, has_original: bool) -> str:
+    """Markdown -> sanitised HTML, with relative images resolved to files.
+
+    `images/x.png` in `content/articles/a.md` is content/articles/images/x.png, or else
+    content/images/x.png (the same path as the `image` field); it is published at
+    base_url + its path under content/. A missing one is an error naming the article,
+    unless the article names its original (`canonical_url`), where it then points.
+    """
+    content = settings.path("paths.content")
+    site = settings.site.base_url.rstrip("/") + "/"
+    missing: list[str] = []
+
+    def resolve_src(value: str) -> str | None:
+        parts = urlsplit(value)
+        target = unquote(parts.path)
+        if not target:
+            return None
+        candidates = [content / target.lstrip("/")] if target.startswith("/") else \
+            [path.parent / target, content / target]
+        for candidate in candidates:
+            rel = _local_rel(content, candidate)
+            if rel and content_file(content, rel) and (mimetypes.guess_type(rel)[0] or "").startswith("image/"):
+                return urljoin(site, quote(rel))  # the build unquotes it back to the path
+        if not has_original:
+            missing.append(value)
+        return None
+
+    html = sanitize_html(_markdown.render(body), base_url, resolve_src=resolve_src)
+    if missing:
+        raise ContentError(path, f"image(s) not found in {content}: {', '.join(dict.fromkeys(missing))}", field="body",
+                           hint=f"Put the file next to the article or under {content}, as an image "
+                                "(.png, .jpg, .gif, .webp, .svg) inside that folder, or use an http(s) URL.")
+    return html
 
 
 def _image(value, path: Path, settings: Settings) -> tuple[str, int | None, str]:
     """An image as (absolute URL, length in bytes or None, MIME type).
 
-    A relative path names a file under content/ (copied to public/ by the build);
-    its length is the file's size, so the enclosure is complete (RSS-9).
+    A relative path names a file under content/ (copied to public/ by the build when
+    an approved revision names it); its length is the file's size, so the enclosure
+    is complete (RSS-9).
     """
     if not value:
         return "", None, ""
     value = str(value).strip()
     mime = mimetypes.guess_type(value)[0] or ""
-    if urlsplit(value).scheme in ("http", "https"):
+    if urlsplit(value).scheme:
+        if http_url(value) is None:
+            raise ContentError(path, f"'image' must be a path under content/ or an http(s) URL: {value!r}",
+                               field="image", hint="e.g. image: images/picture.jpg")
         return value, None, mime
-    if urlsplit(value).scheme or value.startswith("/") or ".." in Path(value).parts:
+    content = settings.path("paths.content")
+    if value.startswith("/") or ".." in Path(value).parts:
         raise ContentError(path, f"'image' must be a path under content/ or an http(s) URL: {value!r}",
                            field="image", hint="e.g. image: images/picture.jpg")
-    local = settings.path("paths.content") / value
-    if not local.is_file():
-        raise ContentError(path, f"image file {value!r} not found under {settings.path('paths.content')}",
+    local = content_file(content, value)
+    if local is None:
+        if (content / value).is_symlink() or (content / value).exists():
+            raise ContentError(path, f"image {value!r} resolves outside {content} or is not a file",
+                               field="image", hint="Copy the image into the content folder instead of linking to it.")
+        raise ContentError(path, f"image file {value!r} not found under {content}",
                            field="image", hint="Add the file or fix the path.")
     if not mime.startswith("image/"):
         raise ContentError(path, f"'image' {value!r} is not an image type", field="image",
@@ -361,6 +376,8 @@ def _sync_authors(conn: Connection, settings: Settings, report: IngestReport, no
             rec = read_author(path)
         except ContentError as exc:
             report.errors.append(exc)
+            if path.stem in existing:  # the last good version stays; their articles go on
+                known.add(path.stem)
             continue
         known.add(rec.slug)
         values = dict(name=rec.name, bio=rec.bio, url=rec.url, email=rec.email,
@@ -387,8 +404,6 @@ def _parse_init(settings: Settings, known_authors: set[str]) -> None:
 def _parse_one(job: tuple[str, bytes]):
     """In a worker: (path, bytes) -> ("ok", ParsedArticle, flags) | ("error", path, message, hint, field).
     Errors travel as plain tuples: exceptions with extra constructor arguments do not pickle."""
-    from pipeline.content.editorial import policy_flags
-
     path, data = job
     settings = _worker_state["settings"]
     try:

@@ -25,13 +25,16 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import html
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
@@ -39,7 +42,8 @@ from sqlalchemy.engine import Connection
 from pipeline.site import feeds
 
 from pipeline.site import pages
-from pipeline.content.ingest import SANITIZER_VERSION
+from pipeline.content.sanitize import SANITIZER_VERSION, clean_text, http_url
+from pipeline.errors import SyndicateError
 from pipeline.files import write_atomic
 from pipeline.store.schema import articles, authors, build_outputs, feed_entries, revisions
 from pipeline.timeutil import as_utc, utcnow
@@ -111,12 +115,14 @@ def load_meta(conn: Connection, settings) -> list[Meta]:
         published = as_utc(published)
         author_name = author_name or author_slug
         url = article_url(settings, slug)
+        # cleaned as editorial._to_approved cleans them (rows from before ingest did)
         out.append(Meta(
-            article_id=aid, slug=slug, revision_id=rid, content_hash=chash, title=title, author_slug=author_slug,
-            author_name=author_name, author_url=author_url or "", published_at=published,
+            article_id=aid, slug=slug, revision_id=rid, content_hash=chash, title=clean_text(title),
+            author_slug=author_slug, author_name=clean_text(author_name) or author_slug,
+            author_url=http_url(author_url) or "", published_at=published,
             updated_at=as_utc(updated) or published, approved_at=as_utc(approved_at) or published,
-            tags=list(tags or []), category=category or "", summary=summary or "", image=image or "",
-            image_alt=image_alt or "", reading_minutes=minutes or 1, url=url, canonical_url=canonical or url,
+            tags=list(tags or []), category=category or "", summary=clean_text(summary), image=image or "",
+            image_alt=clean_text(image_alt), reading_minutes=minutes or 1, url=url, canonical_url=canonical or url,
             token=f"{rid}:{chash}:{author_name}:{author_url or ''}"))
     out.sort(key=lambda m: (m.published_at, m.article_id), reverse=True)  # newest first, like THE query
     return out
@@ -203,12 +209,16 @@ def state_digest(conn: Connection, settings, hubs: list[str]) -> tuple[str, int]
     h.update(json.dumps(live).encode())
     h.update(json.dumps([tuple(r) for r in conn.execute(
         select(authors.c.slug, authors.c.content_hash).order_by(authors.c.slug))]).encode())
-    images = settings.path("paths.content") / "images"
-    if images.is_dir():
-        for p in sorted(images.rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    # The images the last build published: a file replaced (or swapped for a symlink)
+    # changes the digest; images newly referenced come with a new approved revision.
+    content = settings.path("paths.content")
+    for (rel,) in conn.execute(select(build_outputs.c.path).where(build_outputs.c.kind == "image")
+                               .order_by(build_outputs.c.path)):
+        try:
+            lst, st = os.lstat(content / rel), os.stat(content / rel)
+            h.update(f"{rel}\0{lst.st_mode}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{rel}\0gone\n".encode())
     return h.hexdigest(), len(live)
 
 
@@ -338,39 +348,65 @@ class Planner:
         return Job("index", ["index.html", pages.FEEDS_INDEX], deps, render)
 
 
-def _image_jobs(settings, metas: list[Meta]) -> list[Job]:
-    """Files under content/images/, and any other local image an article names, are
-    copied to the same place under public/ (an image URL is base_url + its path)."""
-    content = settings.path("paths.content")
+_IMG_SRC = re.compile(r'<img\b[^>]*?\ssrc="([^"]*)"', re.I)
+
+
+def referenced_images(conn: Connection, settings, metas: list[Meta]) -> dict[str, list[str]]:
+    """The local images approved revisions reference -> the slugs that reference them:
+    each article's `image` and every `<img>` of its body that points at our site
+    (ingest made those absolute, base_url + the file's path under content/). Only
+    bodies that contain such an image are read."""
     base = feeds.site_base(settings) + "/"
-    rels: set[str] = set()
-    images_dir = content / "images"
-    if images_dir.is_dir():
-        for p in images_dir.rglob("*"):
-            if p.is_file() and not p.name.startswith("."):
-                rels.add(p.relative_to(content).as_posix())
+    refs: dict[str, list[str]] = {}
+
+    def add(url: str, slug: str) -> None:
+        if url.startswith(base):
+            rel = unquote(urlsplit(url[len(base):]).path)
+            if rel:
+                refs.setdefault(rel, [])
+                if slug not in refs[rel]:
+                    refs[rel].append(slug)
+
     for m in metas:
-        if m.image.startswith(base):
-            rel = m.image[len(base):]
-            if rel and ".." not in rel.split("/") and (content / rel).is_file():
-                rels.add(rel)
-    from pipeline.content.sources.media import email_copy_name, email_png
+        if m.image:
+            add(m.image, m.slug)
+    live = {m.article_id for m in metas}
+    q = (select(articles.c.id, articles.c.slug, revisions.c.body_html)
+         .select_from(articles.join(revisions, revisions.c.id == articles.c.approved_revision_id))
+         .where(articles.c.retracted_at.is_(None),
+                revisions.c.body_html.contains(f'src="{html.escape(base)}', autoescape=True)))
+    for article_id, slug, body in conn.execute(q):
+        if article_id in live:
+            for src in _IMG_SRC.findall(body):
+                add(html.unescape(src), slug)
+    return refs
 
+
+def _image_jobs(settings, refs: dict[str, list[str]], errors: list[str]) -> list[Job]:
+    """Every image an approved revision references is copied to the same path under
+    public/ (an image URL is base_url + its path under content/); nothing else in
+    content/ is published (issue 19 item 5). A path that is missing, is not a file, or
+    resolves outside the content folder (`..`, or a symlink to var/secret_key) is an
+    error naming the articles, and is not published."""
+    from pipeline.content.ingest import content_file
+
+    content = settings.path("paths.content")
     jobs = []
-    for rel in sorted(rels):
-        src = content / rel
-        st = src.stat()
-        png_rel = email_copy_name(rel)  # SVG/WebP: a PNG beside it for email (issue 12)
+    for rel in sorted(refs):
+        real = content_file(content, rel) if ".." not in rel.split("/") else None
+        if real is None:
+            errors.append(f"{rel}: image of {', '.join(refs[rel])} is missing, not a file, or resolves "
+                          f"outside {content}; not published")
+            continue
+        st = real.stat()
 
-        def render(ctx: RenderContext, src=src, rel=rel, png_rel=png_rel) -> dict[str, bytes]:
-            data = src.read_bytes()
-            out = {rel: data}
-            png = email_png(data) if png_rel else None
-            if png:  # none when it cannot be rasterised: emails then keep the original
-                out[png_rel] = png
-            return out
+        def render(ctx: RenderContext, rel=rel) -> dict[str, bytes]:
+            real = content_file(content, rel)  # again: the file may have changed since planning
+            if real is None:
+                raise SyndicateError(f"{rel} resolves outside {content} or is gone")
+            return {rel: real.read_bytes()}
 
-        jobs.append(Job("image", [rel] + ([png_rel] if png_rel else []), _h("image", st.st_size, st.st_mtime_ns), render))
+        jobs.append(Job("image", [rel], _h("image", str(real), st.st_size, st.st_mtime_ns), render))
     return jobs
 
 
@@ -493,7 +529,9 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
                 if key != "all":
                     jobs.append(planner.listing_job(key))
             jobs.append(planner.index_job(pages.topic_list(settings, metas), pages.subscribe_form(settings, metas)))
-            jobs.extend(_image_jobs(settings, metas))
+            jobs.extend(_image_jobs(settings, referenced_images(conn, settings, metas), report.errors))
+            for error in report.errors:  # a bad item is recorded and skipped
+                log.error("build: %s", error)
 
             stored = _stored(conn)
             todo = []

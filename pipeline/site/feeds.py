@@ -18,7 +18,14 @@ and are then corrected with lxml for the feedgen bugs listed in STANDARDS §0:
 - finding 0.5: content is `type="html"`, escaped by lxml, never `type="CDATA"` (ATOM-7).
 - FG-6: every date comes from the content, generator/docs are set explicitly, so the
   same content gives the same bytes (HTTP-1).
-- FG-8: control characters are removed from every text before it reaches lxml.
+- FG-8: control characters are removed from every text before it reaches lxml, and
+  so are the bidi overrides and isolates (issue 18 item 5).
+- RSS `<description>` is HTML to every reader (RSS 2.0: "entity-encoded HTML"), so
+  the plain-text summary is HTML-escaped before lxml escapes it for XML: a summary
+  `<script>` is text, never live markup (issue 19 item 6). Atom `<summary>` (type
+  text) and JSON Feed `summary` are plain text and carry it as it is.
+- An author's URL reaches `<uri>` / `authors[].url` only when it is http(s)
+  (issue 18 item 4); ingest refuses others, this is the second check.
 - FG-11: `summary()` for the summary, `content()` for the HTML, so Atom has both and
   RSS has `description` plus `content:encoded` (RSS-7).
 
@@ -31,6 +38,7 @@ import copy
 import dataclasses
 import datetime as dt
 import email.utils
+import html
 import json
 from typing import Iterable, Sequence
 
@@ -38,7 +46,7 @@ from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 from lxml import etree
 
-from pipeline.content.ingest import strip_control_chars
+from pipeline.content.sanitize import http_url, strip_control_chars
 from pipeline.timeutil import UTC, as_utc, rfc3339
 
 FORMATS = ("atom", "rss", "json")
@@ -204,7 +212,8 @@ def _feed_entry(settings, article) -> FeedEntry:
     # finding 0.3: published() also sets the RSS pubDate, which feedgen formats through
     # locale.setlocale() (process-wide, not thread-safe). Clear it; _fix_rss writes it.
     fe._FeedEntry__rss_pubDate = None
-    fe.author(name=clean(article.author_name), **({"uri": article.author_url} if article.author_url else {}))
+    author_url = http_url(article.author_url)
+    fe.author(name=clean(article.author_name), **({"uri": author_url} if author_url else {}))
     fe.link(href=article.canonical_url, rel="alternate", type="text/html")
     if has_enclosure(article):
         fe.link(href=article.image, rel="enclosure", type=article.image_type, length=str(article.image_length))
@@ -213,7 +222,7 @@ def _feed_entry(settings, article) -> FeedEntry:
         fe.category(cats)
     # FG-11: summary() is the Atom summary and the RSS description; never empty, or
     # feedgen puts the HTML into <description> instead of content:encoded.
-    fe.summary(clean(article.summary) or clean(article.title))
+    fe.summary(summary_text(article))
     fe.content(clean(article.body_html), type="html")  # never type="CDATA" (finding 0.5)
     return fe
 
@@ -310,7 +319,15 @@ def _fix_atom_entry(entry, article):
     return entry
 
 
+def summary_text(article) -> str:
+    """The entry's plain-text summary (the title when there is none, FG-11)."""
+    return clean(article.summary) or clean(article.title)
+
+
 def _fix_rss_item(item, article):
+    # RSS readers render <description> as HTML: escape the plain text for HTML once
+    # here; lxml escapes the result for XML (issue 19 item 6).
+    item.find("description").text = html.escape(summary_text(article), quote=False)
     creator = etree.Element("{%s}creator" % DC_NS)
     creator.text = clean(article.author_name)
     item.find("guid").addprevious(creator)
@@ -383,15 +400,16 @@ def render_xml(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: E
 
 
 def json_item(settings, a) -> dict:
+    author_url = http_url(a.author_url)
     item: dict = {
         "id": entry_id(a),
         "url": a.canonical_url,
         "title": clean(a.title),
         "content_html": clean(a.body_html),
-        "summary": clean(a.summary) or clean(a.title),
+        "summary": summary_text(a),
         "date_published": rfc3339(a.published_at),
         "date_modified": rfc3339(a.updated_at),
-        "authors": [{"name": clean(a.author_name), **({"url": a.author_url} if a.author_url else {})}],
+        "authors": [{"name": clean(a.author_name), **({"url": author_url} if author_url else {})}],
     }
     if a.canonical_url != a.url:
         item["external_url"] = a.canonical_url
