@@ -52,7 +52,10 @@ def _message(settings: Settings, row: dict, to: str, subject: str, template: str
     # encoded-words, which RFC 2047 forbids inside an addr-spec.
     smtputf8 = smtputf8_enabled(settings)
     to = envelope_address(to, smtputf8=smtputf8)
-    msg = EmailMessage(policy=email.policy.SMTPUTF8 if needs_smtputf8(to) else email.policy.SMTP)
+    # max_line_length 76: the stdlib encodes quoted-printable bodies to the policy's
+    # limit, 78 for SMTP, where RFC 2045 6.7 allows 76 (issue 16 item 1).
+    base = email.policy.SMTPUTF8 if needs_smtputf8(to) else email.policy.SMTP
+    msg = EmailMessage(policy=base.clone(max_line_length=76))
     msg["From"] = sender
     msg["To"] = to
     msg["Subject"] = subject
