@@ -122,6 +122,15 @@ SETTINGS: list[Setting] = [
     S("web", "port", 8000, _int, "Port `syndicate serve` listens on."),
     S("web", "forwarded_allow_ips", "127.0.0.1", str, "Proxies whose X-Forwarded-For/-Proto are trusted for the client address (rate limits, consent log); comma separated, '*' for any."),
     S("web", "allowed_origins", [], _list_of_str, "Extra origins (scheme://host[:port]) whose pages may POST the subscribe form; the origin of site.base_url is always allowed."),
+    # --- desk (owner: pipeline.accounts, pipeline.web.desk): the signed-in workspace under /desk/
+    S("desk", "open_registration", False, _bool, "Authors who register at /desk/join and confirm their address are accepted at once (false: an editor or admin accepts them)."),
+    S("desk", "session_hours", 12, _int, "Hours a desk sign-in lasts; then the person signs in again."),
+    S("desk", "invite_ttl_hours", 72, _int, "Hours an invitation link (`syndicate users add`) stays valid."),
+    S("desk", "reset_ttl_hours", 2, _int, "Hours a password-reset or registration-confirmation link stays valid."),
+    S("desk", "max_failures_per_account", 5, _int, "Failed sign-ins for one account within throttle_minutes before it is refused for a while."),
+    S("desk", "max_failures_per_address", 20, _int, "Failed sign-ins from one client address within throttle_minutes before it is refused for a while."),
+    S("desk", "throttle_minutes", 15, _int, "Window, in minutes, of the sign-in throttles."),
+    S("desk", "max_upload_bytes", 5_000_000, _int, "Largest image an author may upload, in bytes."),
     # --- scheduler (owner: pipeline.ops.scheduler)
     S("scheduler", "heartbeat_seconds", 10.0, _float, "Seconds between the scheduler's heartbeats, checks of its leader lock and of paused jobs (a pause or resume is honoured within this time)."),
     S("scheduler", "standby_poll_seconds", 5.0, _float, "Seconds between a standby scheduler's attempts to take over; with the lock's keepalives a standby takes over within 30 s of the leader dying."),

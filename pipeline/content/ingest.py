@@ -443,6 +443,10 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                     report.errors.append(ContentError(path, f"cannot read: {exc.strerror}", hint="Check the file's permissions."))
                     continue
                 old = current.get(path.stem)
+                if old is not None and old.source_path.startswith("desk:"):
+                    report.errors.append(ContentError(path, f"the slug {path.stem!r} belongs to an article written in the desk",
+                                                      hint="Rename the file; desk articles are edited in /desk/."))
+                    continue
                 if old is not None and old.content_hash == content_hash(data):
                     if old.retracted_at is not None:
                         _restore(conn, old, now)
@@ -463,7 +467,9 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                 parsed_ok.append((parsed, flags))
                 (report.new if parsed.slug not in current else report.changed).append(parsed.slug)
             _store_revisions(conn, parsed_ok, current, now)
-            gone = [old.id for slug, old in current.items() if slug not in seen and old.retracted_at is None]
+            # Desk articles (source_path "desk:<id>") have no file: never "deleted" here.
+            gone = [old.id for slug, old in current.items()
+                    if slug not in seen and old.retracted_at is None and not old.source_path.startswith("desk:")]
             if gone:
                 conn.execute(update(articles).where(articles.c.id.in_(gone)).values(retracted_at=now, updated_at=now))
                 report.retracted.extend(slug for slug, old in current.items() if old.id in set(gone))

@@ -82,7 +82,8 @@ def _load_builtin_channels() -> None:
     # Importing a module registers what it provides; kept lazy so that importing
     # pipeline.delivery stays cheap and cycle-free.
     from pipeline.delivery.email import channel  # noqa: F401
-    for module in ("pipeline.subscribers.service", "pipeline.digests.editions", "pipeline.partners"):
+    for module in ("pipeline.subscribers.service", "pipeline.digests.editions", "pipeline.partners",
+                   "pipeline.accounts.emails"):
         try:
             __import__(module)
         except ImportError as exc:
