@@ -3,8 +3,8 @@
 No HTTP here: the web adapter (pipeline.web.desk) and the CLI (pipeline.commands.users)
 call these functions with a Connection and turn the errors into statuses or exit codes.
 
-- Passwords are hashed with Argon2id (argon2-cffi's defaults, RFC 9106's second
-  recommended profile); a hash made with older parameters is upgraded at sign-in.
+- Passwords are hashed with Argon2id (OWASP's minimum parameters, see `_hasher`); a
+  hash made with other parameters is upgraded at sign-in.
 - Sign-in answers the same for an unknown account and a wrong password, and spends
   the same work on both (a dummy hash is verified), so neither the text nor the timing
   says which addresses have accounts.
@@ -43,7 +43,10 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
 
-_hasher = PasswordHasher()
+# OWASP's Argon2id minimum (19 MiB, 2 passes, 1 lane): a sign-in costs tens of
+# milliseconds on a small shared machine, not hundreds; hashes made with other
+# parameters still verify and are re-hashed at the next sign-in.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verified when the account does not exist, so both answers cost the same (see module doc).
 _DUMMY_HASH = _hasher.hash("not-a-password-" + "x" * 16)
 
