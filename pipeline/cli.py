@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "pipeline.commands.digests",
     "pipeline.commands.partners",
     "pipeline.commands.feeds",
+    "pipeline.commands.users",
 ]
 
 console = Console(highlight=False)
@@ -94,8 +95,13 @@ class SyndicateGroup(click.Group):
     """Turns SyndicateError into `error: ...` + hint + exit 1 for every subcommand."""
 
     def invoke(self, ctx: click.Context):
+        args = [*ctx.protected_args, *ctx.args]
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            from pipeline.commands.users import record_cli_change  # the audit log (issue 13)
+
+            record_cli_change(ctx, args)
+            return result
         except SyndicateError as exc:
             verbose = ctx.obj.verbose if isinstance(ctx.obj, Context) else 0
             if verbose:
