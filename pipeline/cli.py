@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 
 import click
 from rich.console import Console
@@ -95,7 +96,9 @@ class SyndicateGroup(click.Group):
     """Turns SyndicateError into `error: ...` + hint + exit 1 for every subcommand."""
 
     def invoke(self, ctx: click.Context):
-        args = [*ctx.protected_args, *ctx.args]
+        with warnings.catch_warnings():  # Click 8.2 deprecates protected_args; 9 puts them in args
+            warnings.simplefilter("ignore", DeprecationWarning)
+            args = [*getattr(ctx, "protected_args", ()), *ctx.args]
         try:
             result = super().invoke(ctx)
             from pipeline.commands.users import record_cli_change  # the audit log (issue 13)
