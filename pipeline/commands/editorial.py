@@ -63,17 +63,24 @@ def ingest(ctx, strict: bool, dry_run: bool):
 
 
 @click.command()
+@click.argument("slug", required=False)
 @click.option("--drafts", is_flag=True, help="Also list drafts.")
 @click.option("--diff/--no-diff", default=True, show_default=True, help="Show the change against the last approved revision.")
 @pass_ctx
-def review(ctx, drafts: bool, diff: bool):
-    """Revisions waiting for an editor, with policy flags and a diff.
+def review(ctx, slug: str | None, drafts: bool, diff: bool):
+    """Revisions waiting for an editor, with policy flags and a diff; with SLUG, that
+    article's history (every revision, approval, override, rejection, retraction).
 
     \b
-    Example:
+    Examples:
       syndicate review
+      syndicate review why-small-rituals-matter
     """
     from pipeline.content.editorial import review_queue
+
+    if slug:
+        _print_history(ctx, slug)
+        return
 
     with ctx.app.engine.connect() as conn:
         queue = review_queue(conn, include_drafts=drafts)
@@ -94,6 +101,21 @@ def review(ctx, drafts: bool, diff: bool):
                 console.print(f"\n[bold]{p.slug}[/]: changes since the approved revision")
                 console.print(Syntax(p.diff, "diff", word_wrap=True))
     console.print("\nApprove with `syndicate approve SLUG`, reject with `syndicate reject SLUG --reason TEXT`.")
+
+
+def _print_history(ctx, slug: str) -> None:
+    from pipeline.content.editorial import timeline
+
+    with ctx.app.engine.connect() as conn:
+        events = timeline(conn, slug)
+    table = Table(title=f"history of {slug}")
+    for col in ("when (UTC)", "what", "rev", "who", "note"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        flags = " ".join(f"[red]{escape(f['rule'])}[/]" for f in e["flags"])
+        table.add_row(e["at"].strftime("%Y-%m-%d %H:%M:%S"), e["what"], f"r{e['revision']}", escape(e["who"]),
+                      escape(e["text"]) + (f" {flags}" if flags else ""))
+    console.print(table)
 
 
 @click.command()
