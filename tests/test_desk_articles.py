@@ -291,3 +291,20 @@ def test_export_articles_writes_markdown_that_ingest_reads(people, tmp_path):
     assert (parsed.title, parsed.author_slug, parsed.tags, parsed.category) == ("Dinner Talk", "ann-author",
                                                                                ["habits", "home"], "home")
     assert parsed.image_alt == "A table set for two" and parsed.image_type == "image/png"
+
+
+def test_override_a_flag_needs_a_reason_and_is_in_the_history(people):
+    app, author, other, editor = people
+    ann = signed_in(app, "ann@example.com")
+    write(ann)  # mentions the election: flagged
+    ed = signed_in(app, "ed@example.com")
+    page = ed.get("/desk/review/dinner-talk")
+    assert 'id="approve-override"' in page.text
+    with app.engine.connect() as conn:
+        rev = conn.execute(select(revisions).where(revisions.c.state == "submitted")).one()
+    data = {"csrf_token": csrf_of(page.text), "revision_id": rev.id, "content_hash": rev.content_hash, "override": "  "}
+    assert ed.post("/desk/review/dinner-talk/approve", data=data).status_code == 409
+    data["override"] = "Reports a school council vote, not a political statement"
+    assert ed.post("/desk/review/dinner-talk/approve", data=data).status_code == 303
+    history = ed.get("/desk/review/dinner-talk/history").text
+    assert "override" in history and "school council vote" in history
