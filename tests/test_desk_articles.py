@@ -276,6 +276,9 @@ def test_retract_takes_an_article_off_and_file_articles_are_reviewed_too(people)
     with app.engine.connect() as conn:
         assert approved_articles(conn, app.settings) == []
         assert [e["what"] for e in editorial.timeline(conn, "rituals")] == ["revision", "approved", "retracted"]
+    ingest(app)  # the unchanged file does not bring a retracted article back
+    with app.engine.connect() as conn:
+        assert approved_articles(conn, app.settings) == []
 
 
 def test_export_articles_writes_markdown_that_ingest_reads(people, tmp_path):

@@ -448,7 +448,9 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                                                       hint="Rename the file; desk articles are edited in /desk/."))
                     continue
                 if old is not None and old.content_hash == content_hash(data):
-                    if old.retracted_at is not None:
+                    if old.retracted_at is not None and _retracted_by_editor(conn, old.id):
+                        report.unchanged += 1  # an editor took it down: the file coming back is no reason
+                    elif old.retracted_at is not None:
                         _restore(conn, old, now)
                         report.restored.append(path.stem)
                     else:
@@ -485,6 +487,15 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
         raise ContentError(first.path, first.message.split(": ", 1)[-1] + f" ({len(report.errors)} bad file(s); strict mode wrote nothing)",
                            hint=first.hint, field=first.field)
     return report
+
+
+def _retracted_by_editor(conn: Connection, article_id: int) -> bool:
+    """Whether the article's last decision is an editor's retraction (desk or CLI)."""
+    from pipeline.store.schema import approvals
+
+    last = conn.execute(select(approvals.c.decision).where(approvals.c.article_id == article_id)
+                        .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc()).limit(1)).scalar()
+    return last == "retracted"
 
 
 def _restore(conn: Connection, old, now) -> None:
