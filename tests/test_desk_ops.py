@@ -98,3 +98,35 @@ def test_operator_finds_a_subscriber_reads_the_consent_log_suppresses_and_export
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert "reader@example.com" in r.text
     assert op.get("/desk/ops/subscribers/999999").status_code == 404
+
+
+def test_operator_sees_partners_and_resumes_one_and_reads_digest_editions(make_app, sqlite_url):
+    app = make_app(sqlite_url, '[[partners]]\nname = "news"\nkind = "webhook"\nurl = "https://partner.example.org/h"\n'
+                               'secret_env = "NEWS_SECRET"\n')
+    make_user(app, "op@example.com", ["operator"])
+    from pipeline.partners import state
+
+    state.disable(app.engine, "news", "410 Gone")
+    op = signed_in(app, "op@example.com")
+    page = op.get("/desk/ops/partners")
+    assert page.status_code == 200 and "news" in page.text and "410 Gone" in page.text
+    r = op.post("/desk/ops/partners/news/resume", data={"csrf_token": csrf_of(page.text)})
+    assert r.status_code == 303
+    with app.engine.connect() as conn:
+        assert state.get_state(conn, "news")["state"] == "active"
+    assert op.post("/desk/ops/partners/nope/resume", data={"csrf_token": csrf_of(page.text)}).status_code == 404
+    assert "No editions yet" in op.get("/desk/ops/editions").text
+    from pipeline.store.schema import digest_editions
+    from pipeline.timeutil import utcnow
+
+    with app.engine.begin() as conn:
+        eid = conn.execute(digest_editions.insert().values(
+            key="daily-2026-12-05", frequency="daily", cutoff=utcnow(), article_ids=[1, 2], subject="Today",
+            recipients=2, created_at=utcnow()).returning(digest_editions.c.id)).scalar_one()
+        for i, st in enumerate(("sent", "failed")):
+            outbox.enqueue(conn, channel="email", target=f"r{i}@example.com", kind="digest", key=f"d{i}",
+                           edition_id=eid)
+            conn.execute(update(deliveries).where(deliveries.c.idempotency_key == f"d{i}").values(state=st))
+    page = op.get("/desk/ops/editions")
+    row = page.text.split("daily-2026-12-05")[1].split("</tr>")[0]
+    assert "Today" in row and "<td>2</td><td>2</td>\n<td>1</td><td>1</td>" in row and "in progress" in row

@@ -190,3 +190,43 @@ def subscribers_export(c: Ctx) -> Response:
         c.audit(conn, "subscribers.export", rows=n)
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={**HEADERS, "Content-Disposition": 'attachment; filename="subscribers.csv"'})
+
+
+def partners_page(c: Ctx) -> Response:
+    from pipeline.partners.ops import overview
+
+    return c.page("partners.html", partners=overview(c.desk.app))
+
+
+def partner_resume(c: Ctx) -> Response:
+    from pipeline.partners import state
+    from pipeline.partners.config import partners
+
+    name = c.params["name"]
+    if name not in {p.name for p in partners(c.settings)}:
+        raise NotFound(f"no partner {name!r}", hint="Partners are [[partners]] entries in syndicate.toml.")
+    with db(c) as conn:
+        before = state.resume(conn, name)
+        c.audit(conn, "partner.resume", name, was=before.get("state", ""))
+    return c.redirect("/ops/partners", f"Partner {name} resumed.")
+
+
+def editions_page(c: Ctx) -> Response:
+    """Digest editions, newest first, with what their deliveries did."""
+    from sqlalchemy import func
+
+    from pipeline.store.schema import digest_editions
+
+    with read(c) as conn:
+        rows = [dict(r._mapping) for r in conn.execute(
+            select(digest_editions).order_by(digest_editions.c.created_at.desc()).limit(50))]
+        counts: dict = {}
+        if rows:
+            for eid, st, n in conn.execute(
+                    select(deliveries.c.edition_id, deliveries.c.state, func.count())
+                    .where(deliveries.c.edition_id.in_([r["id"] for r in rows]))
+                    .group_by(deliveries.c.edition_id, deliveries.c.state)):
+                counts.setdefault(eid, {})[st] = n
+    for r in rows:
+        r["states"] = counts.get(r["id"], {})
+    return c.page("editions.html", editions=rows)
