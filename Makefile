@@ -26,6 +26,7 @@ run: $(STAMP)
 	$(BIN)/syndicate approve --all --editor demo --note "approved by make run (demo)"
 	$(BIN)/syndicate run
 	$(BIN)/syndicate review --no-diff
+	@$(BIN)/syndicate users demo
 
 ## test: the whole test suite
 test: $(STAMP)

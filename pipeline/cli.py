@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 
 import click
 from rich.console import Console
@@ -33,6 +34,7 @@ COMMAND_MODULES = [
     "pipeline.commands.partners",
     "pipeline.commands.feeds",
     "pipeline.commands.sources",
+    "pipeline.commands.users",
 ]
 
 console = Console(highlight=False)
@@ -140,8 +142,15 @@ class SyndicateGroup(click.Group):
         return super().parse_args(ctx, hoist_verbose(args))
 
     def invoke(self, ctx: click.Context):
+        with warnings.catch_warnings():  # Click 8.2 deprecates protected_args; 9 puts them in args
+            warnings.simplefilter("ignore", DeprecationWarning)
+            args = [*getattr(ctx, "protected_args", ()), *ctx.args]
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            from pipeline.commands.users import record_cli_change  # the audit log (issue 13)
+
+            record_cli_change(ctx, args)
+            return result
         except SyndicateError as exc:
             verbose = ctx.obj.verbose if isinstance(ctx.obj, Context) else 0
             if verbose:

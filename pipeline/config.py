@@ -181,6 +181,15 @@ SETTINGS: list[Setting] = [
     S("web", "port", 8000, _int, "Port `syndicate serve` listens on.", at_least=1, at_most=65535),
     S("web", "forwarded_allow_ips", "", str, "Reverse proxies (addresses or networks, comma separated) whose X-Forwarded-For/-Proto are trusted for the client address (rate limits, consent log); empty: none, the peer is the client. The client is the right-most hop not in this list, so the proxy must overwrite (or append to) X-Forwarded-For, never pass a client's own value on alone. '*' trusts any peer as one proxy hop."),
     S("web", "allowed_origins", [], _list_of_str, "Extra origins (scheme://host[:port]) whose pages may POST the subscribe form; the origin of site.base_url is always allowed."),
+    # --- desk (owner: pipeline.accounts, pipeline.web.desk): the signed-in workspace under /desk/
+    S("desk", "open_registration", False, _bool, "Authors who register at /desk/join and confirm their address are accepted at once (false: an editor or admin accepts them)."),
+    S("desk", "session_hours", 12, _int, "Hours a desk sign-in lasts; then the person signs in again."),
+    S("desk", "invite_ttl_hours", 72, _int, "Hours an invitation link (`syndicate users add`) stays valid."),
+    S("desk", "reset_ttl_hours", 2, _int, "Hours a password-reset or registration-confirmation link stays valid."),
+    S("desk", "max_failures_per_account", 5, _int, "Failed sign-ins for one account within throttle_minutes before it is refused for a while."),
+    S("desk", "max_failures_per_address", 20, _int, "Failed sign-ins from one client address within throttle_minutes before it is refused for a while."),
+    S("desk", "throttle_minutes", 15, _int, "Window, in minutes, of the sign-in throttles."),
+    S("desk", "max_upload_bytes", 5_000_000, _int, "Largest image an author may upload, in bytes."),
     # --- scheduler (owner: pipeline.ops.scheduler)
     S("scheduler", "heartbeat_seconds", 10.0, _float, "Seconds between the scheduler's heartbeats, checks of its leader lock and of paused jobs (a pause or resume is honoured within this time).", above=0),
     S("scheduler", "standby_poll_seconds", 5.0, _float, "Seconds between a standby scheduler's attempts to take over; with the lock's keepalives a standby takes over within 30 s of the leader dying.", above=0),

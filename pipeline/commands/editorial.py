@@ -153,6 +153,22 @@ def _review_one(ctx, slug: str, diff: bool) -> None:
         if h["note"]:
             line += f" ({'reason' if h['decision'] == 'rejected' else 'note'}: {h['note']})"
         console.print("  " + escape(line), soft_wrap=True, highlight=False)
+    _print_history(ctx, slug)  # every revision, decision and retraction, as the desk shows it
+
+
+def _print_history(ctx, slug: str) -> None:
+    from pipeline.content.editorial import timeline
+
+    with ctx.app.engine.connect() as conn:
+        events = timeline(conn, slug)
+    table = Table(title=f"history of {slug}")
+    for col in ("when (UTC)", "what", "rev", "who", "note"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        flags = " ".join(f"[red]{escape(f['rule'])}[/]" for f in e["flags"])
+        table.add_row(e["at"].strftime("%Y-%m-%d %H:%M:%S"), e["what"], f"r{e['revision']}", escape(e["who"]),
+                      escape(e["text"]) + (f" {flags}" if flags else ""))
+    console.print(table)
 
 
 @click.command()

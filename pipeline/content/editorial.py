@@ -58,7 +58,9 @@ class ApprovedArticle:
     word_count: int
 
 
-def _approved_query():
+def _approved_query(revision_join=None):
+    if revision_join is None:
+        revision_join = revisions.c.id == articles.c.approved_revision_id
     return (
         select(articles.c.id.label("article_id"), articles.c.slug, articles.c.first_approved_at,
                revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.title,
@@ -68,7 +70,7 @@ def _approved_query():
                revisions.c.canonical_url, revisions.c.content_hash, revisions.c.reading_minutes,
                revisions.c.word_count, revisions.c.sanitizer_version,
                authors.c.name.label("author_name"), authors.c.url.label("author_url"))
-        .select_from(articles.join(revisions, revisions.c.id == articles.c.approved_revision_id)
+        .select_from(articles.join(revisions, revision_join)
                      .outerjoin(authors, authors.c.slug == revisions.c.author_slug))
     )
 
@@ -373,6 +375,94 @@ def history(conn: Connection, slug: str) -> list[dict]:
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
+# --- the desk's editor views: every field, one revision as an article, retraction ----------
+
+DIFF_FIELDS = ("title", "summary", "category", "tags", "image", "image_alt", "canonical_url", "author_slug",
+               "body_markdown")
+
+
+def revision_as_article(conn: Connection, settings, revision_id: int) -> ApprovedArticle:
+    """Any revision dressed as the approved article it would become, so the page, digest
+    and feed renderers can show it before anyone approves it."""
+    q = _approved_query(revisions.c.article_id == articles.c.id).where(revisions.c.id == revision_id)
+    row = conn.execute(q).first()
+    if row is None:
+        raise NotFound(f"no revision {revision_id}")
+    return _to_approved(settings, row)
+
+
+def field_diff(conn: Connection, revision_id: int, approved_revision_id: int | None) -> list[dict]:
+    """Every field of a waiting revision against the approved one:
+    [{field, old, new, changed, diff}] (diff: unified lines for the body, else empty)."""
+    cols = [revisions.c[f] for f in DIFF_FIELDS] + [revisions.c.number]
+    new = conn.execute(select(*cols).where(revisions.c.id == revision_id)).one()._mapping
+    old = (conn.execute(select(*cols).where(revisions.c.id == approved_revision_id)).one()._mapping
+           if approved_revision_id else None)
+    out = []
+    for f in DIFF_FIELDS:
+        nv = new[f]
+        ov = old[f] if old is not None else None
+        show = (lambda v: ", ".join(v) if isinstance(v, list) else ("" if v is None else str(v)))
+        diff = []
+        if f == "body_markdown" and old is not None and ov != nv:
+            diff = list(difflib.unified_diff(show(ov).splitlines(), show(nv).splitlines(),
+                                             f"r{old['number']} (approved)", f"r{new['number']}", lineterm=""))
+        out.append({"field": f, "old": show(ov) if old is not None else None, "new": show(nv),
+                    "changed": old is None or ov != nv, "diff": diff})
+    return out
+
+
+def claim_for_decision(conn: Connection, slug: str, revision_id: int) -> None:
+    """Take the write lock on a waiting revision before deciding on it, so that of two
+    editors deciding at once one wins and the other is told (the second waits for the
+    lock, then finds the revision no longer waiting)."""
+    n = conn.execute(update(revisions).where(revisions.c.id == revision_id, revisions.c.state == "submitted")
+                     .values(state="submitted")).rowcount
+    if n != 1:
+        last = conn.execute(select(approvals.c.decision, approvals.c.editor).where(approvals.c.revision_id == revision_id)
+                            .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc())).first()
+        who = f" ({last.decision} by {last.editor})" if last else ""
+        raise EditorialError(f"{slug}: this revision is no longer waiting{who}",
+                             hint="Someone decided on it while you were reading; open the queue again.")
+
+
+def retract(conn: Connection, slug: str, *, editor: str, reason: str) -> Decision:
+    """Take an approved article off the site, feeds and future digests."""
+    if not reason.strip():
+        raise EditorialError("a retraction needs a reason", hint="Say why; the author reads it.")
+    row = _current(conn, slug)
+    art = conn.execute(select(articles.c.approved_revision_id, articles.c.retracted_at)
+                       .where(articles.c.id == row.id)).one()
+    if art.approved_revision_id is None or art.retracted_at is not None:
+        raise EditorialError(f"{slug} is not published, nothing to retract")
+    now = utcnow()
+    rev = conn.execute(select(revisions.c.content_hash).where(revisions.c.id == art.approved_revision_id)).scalar_one()
+    conn.execute(approvals.insert().values(
+        article_id=row.id, revision_id=art.approved_revision_id, content_hash=rev, decision="retracted",
+        editor=editor, decided_at=now, note=reason))
+    conn.execute(update(articles).where(articles.c.id == row.id).values(retracted_at=now, updated_at=now))
+    return Decision(slug, row.number, "retracted", reason)
+
+
+def timeline(conn: Connection, slug: str) -> list[dict]:
+    """Every revision and every decision on an article, oldest first:
+    [{at, what, revision, who, text}]."""
+    article_id = conn.execute(select(articles.c.id).where(articles.c.slug == slug)).scalar()
+    if article_id is None:
+        raise NotFound(f"no article {slug!r}")
+    events = [{"at": r.created_at, "what": "revision", "revision": r.number, "who": r.author_slug,
+               "text": r.title, "flags": r.flags or []}
+              for r in conn.execute(select(revisions).where(revisions.c.article_id == article_id))]
+    for a in history(conn, slug):
+        what = "override" if a["decision"] == "approved" and a["override_reason"] else a["decision"]
+        text = a["note"] + (f" (override: {a['override_reason']})" if a["override_reason"] else "")
+        events.append({"at": a["decided_at"], "what": what, "revision": a["number"], "who": a["editor"],
+                       "text": text, "flags": []})
+    events.sort(key=lambda e: (e["at"], e["what"] != "revision"))
+    return events
+
+
 __all__ = ["policy_flags", "blocking", "approved_articles", "retracted_articles", "review_queue", "approve",
            "reject", "ApprovedArticle", "PendingRevision", "ArticleReview", "article_review", "revision_document",
-           "Decision", "history"]
+           "Decision", "history", "revision_as_article", "field_diff", "claim_for_decision", "retract",
+           "timeline"]

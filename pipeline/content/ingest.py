@@ -459,8 +459,14 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                     report.errors.append(ContentError(path, f"cannot read: {exc.strerror}", hint="Check the file's permissions."))
                     continue
                 old = current.get(path.stem)
+                if old is not None and old.source_path.startswith("desk:"):
+                    report.errors.append(ContentError(path, f"the slug {path.stem!r} belongs to an article written in the desk",
+                                                      hint="Rename the file; desk articles are edited in /desk/."))
+                    continue
                 if old is not None and old.content_hash == content_hash(data):
-                    if old.retracted_at is not None:
+                    if old.retracted_at is not None and _retracted_by_editor(conn, old.id):
+                        report.unchanged += 1  # an editor took it down: the file coming back is no reason
+                    elif old.retracted_at is not None:
                         _restore(conn, old, now)
                         report.restored.append(path.stem)
                     else:
@@ -479,8 +485,9 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                 parsed_ok.append((parsed, flags))
                 (report.new if parsed.slug not in current else report.changed).append(parsed.slug)
             _store_revisions(conn, parsed_ok, current, now)
+            # Other sources' articles are theirs to retract; desk articles ("desk:<id>") have no file.
             gone = [old.id for slug, old in current.items() if slug not in seen and old.retracted_at is None
-                    and not is_source_path(old.source_path)]  # other sources' articles are theirs to retract
+                    and not is_source_path(old.source_path) and not old.source_path.startswith("desk:")]
             if gone:
                 conn.execute(update(articles).where(articles.c.id.in_(gone)).values(retracted_at=now, updated_at=now))
                 report.retracted.extend(slug for slug, old in current.items() if old.id in set(gone))
@@ -496,6 +503,15 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
         raise ContentError(first.path, first.message.split(": ", 1)[-1] + f" ({len(report.errors)} bad file(s); strict mode wrote nothing)",
                            hint=first.hint, field=first.field)
     return report
+
+
+def _retracted_by_editor(conn: Connection, article_id: int) -> bool:
+    """Whether the article's last decision is an editor's retraction (desk or CLI)."""
+    from pipeline.store.schema import approvals
+
+    last = conn.execute(select(approvals.c.decision).where(approvals.c.article_id == article_id)
+                        .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc()).limit(1)).scalar()
+    return last == "retracted"
 
 
 def _restore(conn: Connection, old, now) -> None:

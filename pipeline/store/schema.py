@@ -525,6 +525,96 @@ media = Table(
     Column("fetched_at", UTCDateTime, nullable=False),
 )
 
+# --- the desk: accounts, sessions, audit (owner: pipeline.accounts) -----------------------
+
+# People who sign in to /desk/. roles: a list of author | editor | operator | admin.
+# state: unconfirmed (self-registered, email not confirmed) | pending (confirmed, waits
+# for an editor) | invited (no password yet) | active | disabled.
+users = Table(
+    "users", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # lower-case
+    Column("name", String(200), nullable=False, default=""),
+    Column("roles", JSON, nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("password_hash", String(200), nullable=True),  # Argon2id, PHC string
+    Column("author_slug", String(200), nullable=True),  # the authors row an author writes as
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("last_login_at", UTCDateTime, nullable=True),
+)
+
+# A signed-in browser. Only the SHA-256 of the cookie value is stored, so a copy of the
+# database signs nobody in.
+user_sessions = Table(
+    "user_sessions", metadata,
+    Column("id", String(64), primary_key=True),  # sha256 of the cookie value
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", String(400), nullable=True),
+)
+
+# Single-use, expiring links: invite | reset | confirm. Only the SHA-256 of the link token.
+account_tokens = Table(
+    "account_tokens", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("purpose", String(20), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
+# Failed sign-ins, for the per-account and per-address throttles; keys are hashes
+# ("acct:<sha256>", "ip:<sha256>").
+login_failures = Table(
+    "login_failures", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("key", String(80), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index("ix_login_failures_key_at", login_failures.c.key, login_failures.c.at)
+
+# Every change made in the desk or by the CLI: who, when, what, from which address.
+# Append-only.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(320), nullable=False),  # a user's email, or user@host for the CLI
+    Column("via", String(10), nullable=False),  # web | cli
+    Column("action", String(80), nullable=False),  # e.g. article.approve, user.add
+    Column("target", String(400), nullable=False, default=""),
+    Column("detail", JSON, nullable=False),
+    Column("ip", String(64), nullable=True),
+)
+
+# --- desk articles: a content source stored in the database (owner: pipeline.content.desk) ----
+
+# The author's working copy. Submitting turns it into a revision (revisions table)
+# exactly as ingest does; article_id is set at the first submission.
+desk_articles = Table(
+    "desk_articles", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("owner_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
+    Column("slug", String(200), nullable=False, unique=True),
+    Column("article_id", BigInteger, ForeignKey("articles.id"), nullable=True, unique=True),
+    Column("title", Text, nullable=False),
+    Column("summary", Text, nullable=False, default=""),
+    Column("tags", JSON, nullable=False),
+    Column("category", String(200), nullable=False, default=""),
+    Column("body_markdown", Text, nullable=False),
+    Column("image", String(2000), nullable=False, default=""),  # path under paths.content
+    Column("image_alt", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("submitted_at", UTCDateTime, nullable=True),
+)
+
 # Closed states (pipeline.states) as CHECK constraints: a misspelt state cannot reach
 # a row. Migration 0002 adds the same constraints to existing databases.
 for _table, _column, _states in CHECKED_COLUMNS:

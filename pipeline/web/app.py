@@ -564,6 +564,9 @@ def create_app(app: App) -> Starlette:
         Route("/healthz", web.healthz, methods=["GET", "HEAD"]),
     ]
     routes.append(Route("/metrics", web.metrics, methods=["GET"]))
+    from pipeline.web.desk import create_desk  # the signed-in workspace (issue 13)
+
+    routes.append(Mount("/desk", app=create_desk(app)))
     routes.append(Mount("/", app=_PublicOrHome(web, _public_app(app.settings))))
 
     async def syndicate_error(request: Request, exc: SyndicateError) -> Response:
