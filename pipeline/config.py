@@ -133,6 +133,8 @@ SETTINGS: list[Setting] = [
     S("delivery", "retry_schedule", ["5m", "30m", "1h", "2h", "4h", "8h", "16h", "24h", "24h", "24h"], _list_of_str, "Waits before retry 1, 2, ... of a transient failure (s, m, h, d suffixes); when it runs out the delivery is 'dead' (SMTP-2: default ends after more than 4 days)."),
     S("delivery", "max_consecutive_failures", 20, _int, "The channel pauses itself after this many failures in a row (0: never)."),
     S("delivery", "throttle_seconds", 60.0, _float, "After a 421 or 4.7.x answer: requeue the message this much later (no attempt spent) and halve the send rate for this long."),
+    S("delivery", "outage_backoff_seconds", 30.0, _float, "When the mail server cannot be reached, the email channel stops sending for this long, doubling with each failed try (up to 32x); `deliver` exits non-zero and `status` shows the outage."),
+    S("delivery", "policy_pause_domains", 5, _int, "A 5.7.x refusal at RCPT fails that recipient only; the channel pauses when this many different recipient domains refuse with 5.7.x in a row (0: never)."),
     S("delivery", "smtp_connections", 2, _int, "SMTP connections each delivery process keeps open in parallel."),
     S("delivery", "messages_per_connection", 100, _int, "Messages sent on one SMTP connection before it is closed and reopened (SMTP-5)."),
     S("delivery", "rate_per_second", 0.0, _float, "Token-bucket rate, messages per second for the email channel, shared by all live workers (0: unlimited)."),
