@@ -108,6 +108,11 @@ def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
             progress.stop()
     console.print(_summary(report))
     _warn_paused(app)
+    if report.outage:  # issue 16 item 11: an outage is an error, not a quiet "0 sent"
+        from pipeline.errors import DeliveryError
+        raise DeliveryError(report.outage, hint="Check email.smtp_host / email.smtp_port and that the server is up; "
+                            "nothing is lost: the messages stay queued and the next run or worker tries again "
+                            "after the backoff (see `syndicate status`).")
 
 
 def _warn_paused(app) -> None:

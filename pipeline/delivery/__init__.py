@@ -115,7 +115,8 @@ def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str
         written = outbox.mark_sent_many(conn, sent, worker=worker)
         if sent:
             missing = len(sent) - written if written >= 0 else 0
-            counts["sent"] = len(sent) - missing
+            if len(sent) > missing:
+                counts["sent"] = len(sent) - missing
             if missing:
                 counts["lost"] = missing
         for o in outcomes:

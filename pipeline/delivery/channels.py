@@ -242,3 +242,35 @@ def domain_throttles(engine_or_conn, channel: str, now: dt.datetime | None = Non
         with engine_or_conn.connect() as conn:
             return _read(conn)
     return _read(engine_or_conn)
+
+
+def health(engine: Engine, now: dt.datetime | None = None) -> list[dict]:
+    """Per channel with state: paused, outage, the current rate divisor of the channel
+    and of each slowed-down domain, and a one-line summary for `syndicate status`
+    (issue 16 item 11, issue 19 item 3). Read-only."""
+    now = now or utcnow()
+    out = []
+    for state in all_states(engine):
+        domains = []
+        for t in sorted(domain_throttles(engine, state.channel, now).values(), key=lambda t: t.domain):
+            factor = t.factor(now)
+            domains.append({"domain": t.domain, "rate_factor": factor, "throttled_until": t.throttled_until,
+                            "per_minute": (t.base_per_minute // factor) if t.base_per_minute else None,
+                            "recovering": now >= t.throttled_until})
+        factor = state.effective_rate_factor(now)
+        outage = state.outage_reason if state.in_outage(now) else ""
+        if state.paused:
+            line = f"{state.channel}: PAUSED: {state.paused_reason} (resume: syndicate deliveries resume {state.channel})"
+        elif outage:
+            line = (f"{state.channel}: OUTAGE, not sending until {state.outage_until:%Y-%m-%d %H:%M:%S} UTC "
+                    f"(try {state.outage_count}): {outage}")
+        else:
+            line = f"{state.channel}: sending" + (f" at 1/{factor} of the rate" if factor > 1 else " at full rate")
+        for d in domains:
+            pace = f", about {d['per_minute']}/min" if d["per_minute"] else ""
+            when = "recovering" if d["recovering"] else f"until {d['throttled_until']:%H:%M:%S} UTC"
+            line += f"; {d['domain']} at 1/{d['rate_factor']}{pace} ({when})"
+        out.append({"channel": state.channel, "paused": state.paused, "paused_reason": state.paused_reason,
+                    "outage": outage, "outage_until": state.outage_until if outage else None,
+                    "rate_factor": factor, "throttled_domains": domains, "line": line})
+    return out
