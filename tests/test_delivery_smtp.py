@@ -408,3 +408,67 @@ def test_journal_of_a_dead_worker_marks_its_sends(app):
     assert rows[ids[0]]["state"] == "sent" and "journal" in rows[ids[0]]["provider_answer"]
     assert rows[ids[1]]["state"] == "sending"
     assert list(journal_dir(app.settings).glob("*.log")) == []
+
+
+def test_hard_bounces_are_journalled_like_250s_and_replayed_after_a_kill(smtp_app, smtp):
+    """Issue 19 item 8: the journal records final refusals too, so a worker killed
+    before its commit does not make its successor try a hard-bounced address again."""
+    import os
+
+    from pipeline.delivery.email.channel import EmailChannel
+    from pipeline.delivery.journal import journal_dir, read_journal, recover
+
+    app = smtp_app(smtp_connections=1)
+    smtp.refuse("gone@example.org")
+    ids = enqueue_test(app.engine, ["ok@example.org", "gone@example.org"])
+    rows = outbox.claim_due(app.engine, worker="doomed")
+    channel = EmailChannel(app.settings, app.engine)
+    channel.deliver(channel.prepare(rows))  # sent and refused; then "killed" before the commit
+    [journal] = [j for j in channel._journals if j is not None]
+    entries = {i: kind for i, _, kind in read_journal(journal.path)}
+    assert entries == {ids[0]: "", ids[1]: "hard_bounce"}
+    os.close(journal.fd)  # as SIGKILL would: the lock goes, the file stays
+    journal.fd = None
+    assert recover(journal_dir(app.settings), app.engine, settings=app.settings) == 2
+    after = rows_by_id(app.engine, ids)
+    assert after[ids[0]]["state"] == "sent"
+    assert after[ids[1]]["state"] == "failed" and "hard_bounce" in after[ids[1]]["last_error"]
+    with app.engine.connect() as conn:
+        assert [r[0] for r in conn.execute(select(suppressions.c.email))] == ["gone@example.org"]
+    assert _drain(app).claimed == 0
+    assert smtp.counts() == {"ok@example.org": 1}
+
+
+def test_a_non_ascii_local_part_without_smtputf8_fails_for_good_visibly(smtp_app, smtp):
+    """Issue 19 item 7: an address this relay can never take is a permanent failure
+    with the reason in `deliveries list`, not a transient retried for four days; an
+    internationalised domain alone is sent IDNA-encoded."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    app = smtp_app()
+    ids = enqueue_test(app.engine, ["jörg@bücher.example", "anna@bücher.example"])
+    _drain(app)
+    rows = rows_by_id(app.engine, ids)
+    assert rows[ids[0]]["state"] == "failed" and rows[ids[0]]["attempts"] == 1
+    assert "SMTPUTF8" in rows[ids[0]]["last_error"]
+    assert rows[ids[1]]["state"] == "sent"
+    assert smtp.counts() == {"anna@xn--bcher-kva.example": 1}
+    listed = CliRunner().invoke(main, ["--config", str(app.settings.source), "deliveries", "list", "--state",
+                                       "failed", "--json"]).output
+    assert "SMTPUTF8" in listed
+
+
+def test_a_classifier_error_ends_the_row_failed_never_stuck_in_sending(smtp_app, smtp):
+    """Issue 18 item 7: a retry schedule that does not parse raised while judging the
+    answers and left the batch in `sending` until its lease ran out."""
+    app = smtp_app()
+    app.settings.delivery._values["retry_schedule"] = ["5min"]  # what validation at load will refuse
+    smtp.answer("data", "451 4.3.0 Try later", times=1)
+    ids = enqueue_test(app.engine, ["x1@example.org", "x2@example.org"])
+    _drain(app)
+    rows = rows_by_id(app.engine, ids)
+    assert {r["state"] for r in rows.values()} == {"failed", "sent"}
+    [failed] = [r for r in rows.values() if r["state"] == "failed"]
+    assert failed["attempts"] == 1 and "451" in failed["last_error"] and "5min" in failed["last_error"]
