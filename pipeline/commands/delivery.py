@@ -45,6 +45,8 @@ def _summary(report) -> str:
              f"{report.suppressed} suppressed", f"{report.dead} dead"]
     if report.released:
         parts.append(f"{report.released} released (channel paused or over its cap)")
+    if report.lost:
+        parts.append(f"{report.lost} not sent (another worker took over their claim)")
     if report.recovered:
         parts.append(f"{report.recovered} recovered from a dead worker's journal")
     return ", ".join(parts) + f" in {report.seconds:.1f}s ({rate:,.0f}/s)"

@@ -204,6 +204,7 @@ def throttle_domain(engine: Engine, channel: str, domain: str, seconds: float, *
     domain = domain.lower()
     window = max(1, int(round(seconds)))
     with engine.begin() as conn:
+        _ensure_channel_row(conn, channel, now)  # so that `status` lists the channel with its domains
         row = conn.execute(select(delivery_throttles).where(delivery_throttles.c.channel == channel,
                                                             delivery_throttles.c.domain == domain)).mappings().first()
         current = DomainThrottle(domain, row["rate_factor"], row["throttled_until"], row["window_seconds"],
