@@ -8,7 +8,7 @@ being sent, not only between batches, or a second worker sends the same rows.
 `LeaseKeeper` does three things:
 
 - a heartbeat thread renews the leases of every row this worker holds, every
-  lease/3 seconds, and learns from the answer which rows it still holds;
+  lease/4 seconds, and learns from the answer which rows it still holds;
 - `holds(id)`, the check before each message, is a dictionary look-up against a
   deadline on the monotonic clock: cheap enough to run before every send. The local
   deadline is taken *before* the renewing UPDATE and shortened by a margin, so it
@@ -36,10 +36,12 @@ class LeaseKeeper:
         self.engine = engine
         self.worker = worker
         self.lease_seconds = lease_seconds
-        self.interval = interval if interval is not None else max(0.1, lease_seconds / 3)
+        # renew four times per lease: a renewal that waits for a busy database (SQLite
+        # serialises writers) still commits well before the lease runs out
+        self.interval = interval if interval is not None else max(0.1, lease_seconds / 4)
         # give up a lease this long before it runs out in the database (clock skew
-        # between hosts, the time a renewal takes to commit)
-        self.margin = min(5.0, lease_seconds * 0.15)
+        # between hosts, the time a renewal takes to commit, a message still in the air)
+        self.margin = min(30.0, lease_seconds / 4)
         self.clock = clock
         self._held: dict[int, float] = {}
         self._lock = threading.Lock()
@@ -90,6 +92,7 @@ class LeaseKeeper:
                     lost.append(i)
             self.lost.update(lost)
         self.renewals += 1
+        log.debug("renewed %d of %d leases in %.3fs", len(held), len(ids), self.clock() - started)
         if lost:
             log.warning("%d claimed deliveries were taken over by another worker (their lease ran out "
                         "before it could be renewed); this worker will not send them", len(lost))

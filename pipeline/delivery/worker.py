@@ -152,8 +152,8 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
         finish_done()
 
     def _record(handler, outcomes, rows) -> None:
+        keeper.release(r["id"] for r in rows)  # before the write: a renewal must not see them finished
         counts = record(engine, outcomes, worker)
-        keeper.release(r["id"] for r in rows)
         committed = getattr(handler, "committed", None)
         if committed:
             committed()
@@ -195,6 +195,7 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
                     continue
                 break
             keeper.claimed((r["id"] for r in rows), since)
+            log.debug("claimed %d rows (%d..%d)", len(rows), rows[0]["id"], rows[-1]["id"])
             report.claimed += len(rows)
             by_channel: dict[str, list[dict]] = {}
             for row in rows:

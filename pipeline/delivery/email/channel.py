@@ -359,6 +359,10 @@ class EmailChannel:
         with self.engine.connect() as conn:
             suppressed = suppressed_among(conn, [r["target"] for r in rows if r["kind"] != "confirm"])
             for row in rows:
+                if conn.in_transaction():
+                    # a read-only transaction; ending it between builds lets other writers in
+                    # (SQLite begins every transaction IMMEDIATE: a lease renewal would wait)
+                    conn.rollback()
                 rid = row["id"]
                 reason = suppressed.get(row["target"].lower()) if row["kind"] != "confirm" else None
                 if reason:
