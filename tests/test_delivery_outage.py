@@ -82,3 +82,17 @@ def test_after_the_backoff_a_reachable_server_clears_the_outage(make_app, sqlite
         assert rows_by_id(app.engine, ids)[ids[0]]["state"] == "sent"
         state = get_state(app.engine, "email")
         assert state.outage_count == 0 and not state.in_outage()
+
+
+def test_the_deliver_stage_of_a_run_fails_with_the_cause(make_app, sqlite_url):
+    """`syndicate run` and the scheduler record the stage as failed, so `status` shows
+    the outage as the last failure instead of "none"."""
+    import pytest
+
+    from pipeline.errors import DeliveryError
+    from pipeline.delivery.worker import deliver_stage
+
+    app = make_app(sqlite_url, smtp_toml(_Refusing()))
+    enqueue_test(app.engine, ["stage@example.org"])
+    with pytest.raises(DeliveryError, match="cannot reach its mail server"):
+        deliver_stage(app)

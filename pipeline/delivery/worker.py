@@ -275,7 +275,12 @@ def deliver_stage(app, *, dry_run: bool = False, limit: int | None = None, **_op
         report = dry_run_report(app.settings, app.engine, limit=limit)
         return {"would_send": report["would_send"]}
     report = drain(app.settings, app.engine, limit=limit)
-    counts = {k: v for k, v in report.as_dict().items() if v and k != "seconds"}
+    if report.outage:  # the job run fails with the cause: `status` shows it as the last failure
+        from pipeline.errors import DeliveryError
+        raise DeliveryError(f"{report.outage} ({report.sent} sent before that)",
+                            hint="Check email.smtp_host / email.smtp_port and that the server is up; the "
+                                 "messages stay queued and are tried again after the backoff.")
+    counts = {k: v for k, v in report.as_dict().items() if v and k not in ("seconds", "outage")}
     return counts or {"sent": 0}
 
 
