@@ -138,6 +138,18 @@ def test_421_slows_down_that_domain_only_and_requeues_without_spending_an_attemp
     slowed = domain_throttles(app.engine, "email")
     assert set(slowed) == {"slow.example"} and slowed["slow.example"].factor() == 2
     assert slowed["slow.example"].base_per_minute >= 600  # no configured rate: the pace it had, at least 10/s
+    # the current rate is shown in `status` and /metrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pipeline.delivery.channels import health
+    from pipeline.ops.metrics import render_metrics
+
+    [email] = health(app.engine)
+    assert "slow.example at 1/2" in email["line"] and email["rate_factor"] == 1
+    body, _ = render_metrics(app)
+    factors = {s.labels["domain"]: s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
+               if s.name == "syndicate_delivery_rate_factor"}
+    assert factors == {"*": 1, "slow.example": 2}
     # another worker (a new channel object) slows down for that domain too
     from pipeline.delivery.email.channel import EmailChannel
     other = EmailChannel(app.settings, app.engine)
