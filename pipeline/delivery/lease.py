@@ -45,6 +45,9 @@ class LeaseKeeper:
         self.clock = clock
         self._held: dict[int, float] = {}
         self._lock = threading.Lock()
+        # held while renewing and while the worker records outcomes: two transactions of
+        # one worker updating the same rows in different orders deadlock on PostgreSQL
+        self.writing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost: set[int] = set()
@@ -77,8 +80,10 @@ class LeaseKeeper:
             ids = list(self._held)
         if not ids:
             return
-        started = self.clock()
-        held = outbox.renew_held(self.engine, worker=self.worker, ids=ids, lease_seconds=self.lease_seconds)
+        with self.writing:
+            started = self.clock()
+            held = outbox.renew_held(self.engine, worker=self.worker, ids=sorted(ids),
+                                     lease_seconds=self.lease_seconds)
         deadline = started + self.lease_seconds - self.margin
         lost = []
         with self._lock:

@@ -153,7 +153,8 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
 
     def _record(handler, outcomes, rows) -> None:
         keeper.release(r["id"] for r in rows)  # before the write: a renewal must not see them finished
-        counts = record(engine, outcomes, worker)
+        with keeper.writing:
+            counts = record(engine, outcomes, worker)
         committed = getattr(handler, "committed", None)
         if committed:
             committed()
@@ -207,9 +208,10 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
                         work = handler.prepare(batch)
                     except Exception as exc:
                         log.error("preparing a %s batch of %d failed: %s", channel, len(batch), exc)
-                        report.add(record(engine, _broken_batch(batch, f"preparing the batch failed: {exc!r}"),
-                                          worker))
                         keeper.release(r["id"] for r in batch)
+                        with keeper.writing:
+                            report.add(record(engine, _broken_batch(batch, f"preparing the batch failed: {exc!r}"),
+                                              worker))
                         continue
                     if channel in in_flight:
                         finish(channel)
