@@ -4,7 +4,6 @@ body) ends the wait; and a slow partner never holds up the other channels."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
