@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -29,6 +30,8 @@ class Reply:
     headers: dict = dataclasses.field(default_factory=dict)
     body: bytes = b""
     hang: float = 0.0  # seconds to wait before answering (longer than the client's read timeout)
+    trickle: float = 0.0  # write the answer's head one byte per `trickle` seconds, for up to 30 s
+    before: object = None  # a callable run before answering (e.g. wait for something to happen)
 
 
 @dataclasses.dataclass
@@ -121,12 +124,34 @@ class LoopbackServer:
             return False
         if reply.hang:
             self._release.wait(reply.hang)
+        if reply.before is not None:
+            reply.before()
         record.status = reply.status
+        if reply.trickle:
+            self._trickle(handler, reply)
+            return True
         try:
             handler._answer(reply.status, reply.body, reply.headers)
         except OSError:  # the client gave up waiting (timeout test)
             pass
         return True
+
+
+    def _trickle(self, handler, reply: Reply) -> None:
+        """A partner that answers one byte at a time, each byte well within any read
+        timeout: only a total deadline stops the client waiting."""
+        head = f"HTTP/1.1 {reply.status} OK\r\nX-Slow: ".encode() + b"a" * 10_000
+        deadline = time.monotonic() + 30
+        try:
+            for i in range(len(head)):
+                if time.monotonic() > deadline or self._release.is_set():
+                    break
+                handler.wfile.write(head[i:i + 1])
+                handler.wfile.flush()
+                time.sleep(reply.trickle)
+        except OSError:  # the client gave up: what the test wants
+            pass
+        handler.close_connection = True
 
 
 class WebhookPartner(LoopbackServer):

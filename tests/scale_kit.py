@@ -59,6 +59,12 @@ class _Recorder:
     def __init__(self, owner: "CountingSMTPServer"):
         self.owner = owner
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.owner.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server, session, envelope):
         self.owner._arrived(envelope.rcpt_tos)
         return "250 2.0.0 OK"
@@ -67,13 +73,13 @@ class _Recorder:
 class CountingSMTPServer:
     """aiosmtpd on 127.0.0.1:0 that counts per recipient and keeps arrival times.
 
-        with CountingSMTPServer() as smtp:
+        with CountingSMTPServer(pipelining=True) as smtp:
             ... smtp.host, smtp.port ...
             smtp.counts()        # {recipient: messages}
             smtp.arrivals()      # [monotonic time of each accepted message], sorted
     """
 
-    def __init__(self):
+    def __init__(self, *, pipelining: bool = False):
         from aiosmtpd.controller import Controller
 
         class _Controller(Controller):
@@ -84,6 +90,7 @@ class CountingSMTPServer:
 
         self.host = "127.0.0.1"
         self.port = 0
+        self.pipelining = pipelining  # advertise PIPELINING (RFC 2920), the client's default path
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._times: list[float] = []

@@ -26,8 +26,15 @@ forever, `times=1` only the next matching command):
     smtp.drop_during_data(times=1)             # the message arrives; the connection is cut
                                                # before the reply, and nothing is recorded
     smtp.stall(seconds=5, at="data", times=1)  # no answer for `seconds` (then 451), nothing recorded
+    smtp.slow("x@y.org", seconds=3)            # RCPT for x@y.org answered (250) after 3 s:
+                                               # a slow recipient's server
     smtp.data_delay = 0.01                     # every DATA answer 10 ms late (a slow server)
     smtp.reset()                               # forget messages, rules and counters
+
+PIPELINING (RFC 2920), the client's default send path (issue 16, item 16):
+
+    SMTPTestServer(pipelining=True)            # advertises PIPELINING in its EHLO answer;
+                                               # the `smtp_server` fixtures run both ways
 
 TLS and AUTH:
 
@@ -90,7 +97,7 @@ class _Rule:
     reply: str | None  # None: drop or stall
     recipient: str | None = None
     times: int | None = None
-    action: str = "reply"  # reply | drop | stall
+    action: str = "reply"  # reply | drop | stall | delay
     seconds: float = 0.0
 
 
@@ -129,10 +136,19 @@ class _Handler:
         if rule.action == "stall":
             await asyncio.sleep(rule.seconds)
             return "451 4.4.2 Timeout (test server stalled)"
+        if rule.action == "delay":
+            await asyncio.sleep(rule.seconds)
+            return None
         if rule.action == "drop":
             server.transport.abort()
             return "421 4.4.2 Connection dropped (test server)"
         return rule.reply
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.owner.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         reply = await self._apply(server, self.owner._take("mail", address))
@@ -164,8 +180,9 @@ class _Handler:
 
 class SMTPTestServer:
     def __init__(self, *, starttls: bool = False, implicit_tls: bool = False,
-                 auth: tuple[str, str] | None = None, hostname: str = "127.0.0.1"):
+                 auth: tuple[str, str] | None = None, hostname: str = "127.0.0.1", pipelining: bool = False):
         self.host = hostname
+        self.pipelining = pipelining
         self.port = 0
         self.ca_file: str | None = None
         self._lock = threading.Lock()
@@ -233,6 +250,10 @@ class SMTPTestServer:
     def stall(self, seconds: float, *, at: str = "data", times: int | None = 1) -> None:
         with self._lock:
             self._rules.append(_Rule(at, None, None, times, action="stall", seconds=seconds))
+
+    def slow(self, recipient: str, seconds: float, times: int | None = None) -> None:
+        with self._lock:
+            self._rules.append(_Rule("rcpt", None, recipient.lower(), times, action="delay", seconds=seconds))
 
     def clear_rules(self) -> None:
         with self._lock:

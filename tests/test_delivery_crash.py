@@ -30,9 +30,12 @@ def _deliver(config, env):
 
 
 @pytest.mark.slow
-def test_sigkill_loses_nothing_and_duplicates_at_most_one_per_kill(db_url, tmp_path, make_app):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "stepwise"])
+def test_sigkill_loses_nothing_and_duplicates_at_most_one_per_kill(db_url, tmp_path, make_app, pipelining):
+    """Issue 16 items 16-17: both send paths, and every kill lands mid-send: the killed
+    process had messages arrive before the kill, and messages still arrived after it."""
     rng = random.Random(os.environ.get("CRASH_SEED", "6"))
-    with SMTPTestServer() as server:
+    with SMTPTestServer(pipelining=pipelining) as server:
         extra = smtp_toml(server, smtp_connections=2, rate_per_second=200.0, batch_size=50, lease_seconds=1)
         app = make_app(db_url, extra, root=tmp_path / "site")
         config = tmp_path / "site" / "syndicate.toml"
@@ -40,25 +43,36 @@ def test_sigkill_loses_nothing_and_duplicates_at_most_one_per_kill(db_url, tmp_p
         env = dict(os.environ, PYTHONPATH=str(REPO), SYNDICATE_DELIVERY_PLUGINS="tests.delivery_kit")
         targets = [f"reader{i}@example.org" for i in range(MESSAGES)]
         enqueue_test(app.engine, targets)
-        kills = 0
+        windows = []  # (arrivals when the process started, arrivals at its kill)
         for _ in range(KILLS):
+            at_start = len(server.messages)
             proc = _deliver(config, env)
-            time.sleep(rng.uniform(0.8, 1.6))  # start-up takes about 0.6 s; then it is sending
+            # kill once this process has had a few messages accepted: mid-send, never
+            # before its first send (a blind sleep could land in start-up)
+            wanted = at_start + rng.randint(5, 40)
+            deadline = time.monotonic() + 60
+            while len(server.messages) < wanted and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
-                kills += 1
+                windows.append((at_start, len(server.messages)))
             proc.wait()
-        time.sleep(1.1)  # the last dead worker's leases (1 s) run out
+            time.sleep(1.1)  # the dead worker's leases (1 s) run out
         proc = _deliver(config, env)
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out.decode()
         counts = server.counts()
+        arrived = len(server.messages)
+    kills = len(windows)
     lost = [t for t in targets if counts.get(t, 0) == 0]
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
     with app.engine.connect() as conn:
         states = dict(conn.execute(select(deliveries.c.state, func.count()).group_by(deliveries.c.state)).all())
-    print(f"\ncrash test: {kills} SIGKILLs, {MESSAGES} messages, lost {len(lost)}, duplicates {duplicates}, "
-          f"states {states}")
+    print(f"\ncrash test ({'pipelining' if pipelining else 'stepwise'}): {kills} SIGKILLs, {MESSAGES} messages, "
+          f"lost {len(lost)}, duplicates {duplicates}, states {states}, arrivals at each kill {windows}")
+    assert kills == KILLS  # every run was killed, none finished on its own
+    for at_start, at_kill in windows:
+        assert at_start < at_kill < arrived  # messages arrived before the kill and after it
     assert lost == []
     assert states == {"sent": MESSAGES}
     assert duplicates <= kills

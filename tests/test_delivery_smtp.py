@@ -1,5 +1,6 @@
 """The SMTP sender and the email channel against a real aiosmtpd server (SMTP-1..7,
-BULK-3, BULK-4, MSG-5), on SQLite and PostgreSQL."""
+BULK-3, BULK-4, MSG-5), on SQLite and PostgreSQL, with and without PIPELINING (the
+client's default path when the server offers it; issue 16, item 16)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,22 @@ from pipeline.timeutil import as_utc, utcnow
 from tests.smtp_server import SMTPTestServer
 
 
-@pytest.fixture
-def smtp():
-    server = SMTPTestServer().start()
+@pytest.fixture(params=[True, False], ids=["pipelining", "stepwise"])
+def smtp(request):
+    server = SMTPTestServer(pipelining=request.param).start()
     yield server
     server.stop()
+
+
+def test_the_test_server_offers_pipelining_when_asked(smtp):
+    import smtplib
+
+    client = smtplib.SMTP(smtp.host, smtp.port, timeout=5)
+    try:
+        client.ehlo()
+        assert client.has_extn("pipelining") is smtp.pipelining
+    finally:
+        client.quit()
 
 
 @pytest.fixture
@@ -106,28 +118,55 @@ def test_452_is_transient_and_the_schedule_ends_in_dead_smtp2(smtp_app, smtp):
     assert "gave up" in row["last_error"]
 
 
-def test_421_slows_down_and_requeues_without_spending_an_attempt(smtp_app, smtp, db_url):
+def test_421_slows_down_that_domain_only_and_requeues_without_spending_an_attempt(smtp_app, smtp, db_url):
+    """Issue 19 item 3: a 421 for one recipient slows sending to its domain, not the list."""
+    from pipeline.delivery.channels import domain_throttles
+
     app = smtp_app(throttle_seconds=120)
-    smtp.answer("mail", "421 4.7.0 Too many messages, slow down", times=1)
-    ids = enqueue_test(app.engine, ["a@example.org", "b@example.org", "c@example.org"])
+    smtp.answer("rcpt", "421 4.7.0 Too many messages, slow down", recipient="a@slow.example", times=1)
+    ids = enqueue_test(app.engine, ["a@slow.example", "b@example.org", "c@example.org"])
     before = utcnow()
     _drain(app)
     rows = rows_by_id(app.engine, ids)
     throttled = [r for r in rows.values() if r["state"] == "retry"]
-    assert len(throttled) == 1
+    assert [r["target"] for r in throttled] == ["a@slow.example"]
     assert throttled[0]["attempts"] == 0  # no attempt spent
     assert as_utc(throttled[0]["next_attempt_at"]) >= before + dt.timedelta(seconds=119)
-    assert sum(r["state"] == "sent" for r in rows.values()) == 2  # the others went on, slower
+    assert sum(r["state"] == "sent" for r in rows.values()) == 2  # the others went on
     state = get_state(app.engine, "email")
-    assert state.rate_factor == 2 and state.effective_rate_factor() == 2
-    assert state.throttle_base_per_minute >= 600  # no configured rate: the pace it had, at least 10/s
-    assert not state.paused
-    # another worker (a new channel object) slows down too
+    assert state.effective_rate_factor() == 1 and not state.paused  # the channel is not slowed
+    slowed = domain_throttles(app.engine, "email")
+    assert set(slowed) == {"slow.example"} and slowed["slow.example"].factor() == 2
+    assert slowed["slow.example"].base_per_minute >= 600  # no configured rate: the pace it had, at least 10/s
+    # the current rate is shown in `status` and /metrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pipeline.delivery.channels import health
+    from pipeline.ops.metrics import render_metrics
+
+    [email] = health(app.engine)
+    assert "slow.example at 1/2" in email["line"] and email["rate_factor"] == 1
+    body, _ = render_metrics(app)
+    factors = {s.labels["domain"]: s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
+               if s.name == "syndicate_delivery_rate_factor"}
+    assert factors == {"*": 1, "slow.example": 2}
+    # another worker (a new channel object) slows down for that domain too
     from pipeline.delivery.email.channel import EmailChannel
     other = EmailChannel(app.settings, app.engine)
-    other._tune_rate(state)
-    assert 0 < other.bucket.rate <= state.throttle_base_per_minute / 60 / 2
+    other._tune_domains()
+    assert 0 < other.domain_buckets["slow.example"].rate <= slowed["slow.example"].base_per_minute / 60 / 2
+    assert "example.org" not in other.domain_buckets
     other.close()
+
+
+def test_a_domain_throttle_recovers_gradually_after_its_window():
+    """Issue 19 item 3: after the window the divisor halves once per window, not at once."""
+    from pipeline.delivery.channels import recovering_factor
+
+    until = utcnow()
+    at = lambda seconds: recovering_factor(16, until, 60, until + dt.timedelta(seconds=seconds))  # noqa: E731
+    assert at(-1) == 16
+    assert [at(0), at(59), at(60), at(120), at(180), at(240)] == [8, 8, 4, 2, 1, 1]
 
 
 def test_550_511_is_a_hard_bounce_that_suppresses_the_address_smtp1(smtp_app, smtp):
@@ -147,7 +186,7 @@ def test_550_511_is_a_hard_bounce_that_suppresses_the_address_smtp1(smtp_app, sm
     assert report.suppressed == 1 and smtp.counts() == {}
 
 
-def test_554_571_pauses_the_channel_and_does_not_blame_the_recipient(smtp_app, smtp):
+def test_554_571_at_data_pauses_the_channel_and_does_not_blame_the_recipient(smtp_app, smtp):
     app = smtp_app(smtp_connections=1)  # one lane: nothing else is in flight when it pauses
     smtp.answer("data", "554 5.7.1 Message rejected: DMARC policy", times=1)
     ids = enqueue_test(app.engine, [f"r{i}@example.org" for i in range(5)])
@@ -164,6 +203,55 @@ def test_554_571_pauses_the_channel_and_does_not_blame_the_recipient(smtp_app, s
     resume(app.engine, "email")
     assert _drain(app).sent == 5
     assert len(smtp.messages) == 5
+
+
+@pytest.mark.parametrize("stage", ["mail"])
+def test_554_571_at_mail_from_pauses_the_channel(smtp_app, smtp, stage):
+    app = smtp_app(smtp_connections=1)
+    smtp.answer(stage, "554 5.7.1 Sender blocked", times=1)
+    enqueue_test(app.engine, ["m1@example.org", "m2@example.org"])
+    _drain(app)
+    assert get_state(app.engine, "email").paused
+
+
+def test_554_571_at_rcpt_fails_that_recipient_only_and_the_list_goes_on(smtp_app, smtp):
+    """Issue 19 item 2: one recipient's 5.7.1 at RCPT is that recipient's failure
+    (failed, counted as a soft bounce towards suppression), never a paused channel."""
+    from pipeline.store.schema import bounce_events
+
+    app = smtp_app(soft_bounce_limit=2)
+    smtp.refuse("blocked@example.net", "554 5.7.1 Recipient address rejected: Access denied")
+    targets = ["blocked@example.net", *[f"ok{i}@example.org" for i in range(30)]]
+    ids = enqueue_test(app.engine, targets)
+    report = _drain(app, batch_size=10)
+    state = get_state(app.engine, "email")
+    assert not state.paused, state.paused_reason
+    rows = rows_by_id(app.engine, ids)
+    blocked = rows[ids[0]]
+    assert blocked["state"] == "failed" and blocked["attempts"] == 1 and "5.7.1" in blocked["last_error"]
+    assert report.sent == 30 and len(smtp.counts()) == 30
+    with app.engine.connect() as conn:
+        events = conn.execute(select(bounce_events.c.email, bounce_events.c.kind)).all()
+        assert events == [("blocked@example.net", "soft")]
+        assert conn.execute(select(suppressions)).first() is None  # one soft bounce of two
+    # the second refusal reaches soft_bounce_limit: the address is suppressed
+    enqueue_test(app.engine, ["blocked@example.net"], tag="again")
+    _drain(app)
+    with app.engine.connect() as conn:
+        assert conn.execute(select(suppressions.c.email, suppressions.c.reason)).all() == [
+            ("blocked@example.net", "soft_bounces")]
+    assert _drain(app).claimed == 0  # nothing waits to pause the channel again
+
+
+def test_571_at_rcpt_from_many_domains_in_a_row_pauses_the_channel(smtp_app, smtp):
+    """Issue 19 item 2: 5.7.x from policy_pause_domains different domains in a row is
+    about us (a block list), so the channel pauses."""
+    app = smtp_app(policy_pause_domains=3, smtp_connections=1)
+    smtp.answer("rcpt", "554 5.7.1 Client host blocked using a block list")
+    enqueue_test(app.engine, [f"r@d{i}.example" for i in range(6)])
+    _drain(app)
+    state = get_state(app.engine, "email")
+    assert state.paused and "different domains" in state.paused_reason
 
 
 def test_one_refused_recipient_of_two_is_handled_per_recipient_smtp4(smtp_app, smtp):
@@ -332,3 +420,67 @@ def test_journal_of_a_dead_worker_marks_its_sends(app):
     assert rows[ids[0]]["state"] == "sent" and "journal" in rows[ids[0]]["provider_answer"]
     assert rows[ids[1]]["state"] == "sending"
     assert list(journal_dir(app.settings).glob("*.log")) == []
+
+
+def test_hard_bounces_are_journalled_like_250s_and_replayed_after_a_kill(smtp_app, smtp):
+    """Issue 19 item 8: the journal records final refusals too, so a worker killed
+    before its commit does not make its successor try a hard-bounced address again."""
+    import os
+
+    from pipeline.delivery.email.channel import EmailChannel
+    from pipeline.delivery.journal import journal_dir, read_journal, recover
+
+    app = smtp_app(smtp_connections=1)
+    smtp.refuse("gone@example.org")
+    ids = enqueue_test(app.engine, ["ok@example.org", "gone@example.org"])
+    rows = outbox.claim_due(app.engine, worker="doomed")
+    channel = EmailChannel(app.settings, app.engine)
+    channel.deliver(channel.prepare(rows))  # sent and refused; then "killed" before the commit
+    [journal] = [j for j in channel._journals if j is not None]
+    entries = {i: kind for i, _, kind in read_journal(journal.path)}
+    assert entries == {ids[0]: "", ids[1]: "hard_bounce"}
+    os.close(journal.fd)  # as SIGKILL would: the lock goes, the file stays
+    journal.fd = None
+    assert recover(journal_dir(app.settings), app.engine, settings=app.settings) == 2
+    after = rows_by_id(app.engine, ids)
+    assert after[ids[0]]["state"] == "sent"
+    assert after[ids[1]]["state"] == "failed" and "hard_bounce" in after[ids[1]]["last_error"]
+    with app.engine.connect() as conn:
+        assert [r[0] for r in conn.execute(select(suppressions.c.email))] == ["gone@example.org"]
+    assert _drain(app).claimed == 0
+    assert smtp.counts() == {"ok@example.org": 1}
+
+
+def test_a_non_ascii_local_part_without_smtputf8_fails_for_good_visibly(smtp_app, smtp):
+    """Issue 19 item 7: an address this relay can never take is a permanent failure
+    with the reason in `deliveries list`, not a transient retried for four days; an
+    internationalised domain alone is sent IDNA-encoded."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    app = smtp_app()
+    ids = enqueue_test(app.engine, ["jörg@bücher.example", "anna@bücher.example"])
+    _drain(app)
+    rows = rows_by_id(app.engine, ids)
+    assert rows[ids[0]]["state"] == "failed" and rows[ids[0]]["attempts"] == 1
+    assert "SMTPUTF8" in rows[ids[0]]["last_error"]
+    assert rows[ids[1]]["state"] == "sent"
+    assert smtp.counts() == {"anna@xn--bcher-kva.example": 1}
+    listed = CliRunner().invoke(main, ["--config", str(app.settings.source), "deliveries", "list", "--state",
+                                       "failed", "--json"]).output
+    assert "SMTPUTF8" in listed
+
+
+def test_a_classifier_error_ends_the_row_failed_never_stuck_in_sending(smtp_app, smtp):
+    """Issue 18 item 7: a retry schedule that does not parse raised while judging the
+    answers and left the batch in `sending` until its lease ran out."""
+    app = smtp_app()
+    app.settings.delivery._values["retry_schedule"] = ["5min"]  # what validation at load will refuse
+    smtp.answer("data", "451 4.3.0 Try later", times=1)
+    ids = enqueue_test(app.engine, ["x1@example.org", "x2@example.org"])
+    _drain(app)
+    rows = rows_by_id(app.engine, ids)
+    assert {r["state"] for r in rows.values()} == {"failed", "sent"}
+    [failed] = [r for r in rows.values() if r["state"] == "failed"]
+    assert failed["attempts"] == 1 and "451" in failed["last_error"] and "5min" in failed["last_error"]

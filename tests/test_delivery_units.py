@@ -30,7 +30,12 @@ from pipeline.delivery.ratelimit import TokenBucket
     (550, "User unknown", "rcpt", "hard_bounce"),  # no enhanced code, at RCPT
     (554, "5.7.1 Message rejected by policy", "data", "policy"),
     (550, "5.7.26 Unauthenticated email is not accepted", "data", "policy"),
-    (550, "5.7.515 Access denied, sending domain does not meet the required authentication level", "rcpt", "policy"),
+    # issue 19 item 2: 5.7.x at RCPT is that recipient's refusal, not a reason to pause
+    (550, "5.7.515 Access denied, sending domain does not meet the required authentication level", "rcpt",
+     "recipient_policy"),
+    (554, "5.7.1 Recipient address rejected: blocked", "rcpt", "recipient_policy"),
+    (554, "5.7.1 Sender blocked", "mail", "policy"),
+    (554, "5.7.1 Service unavailable; client host blocked", "connect", "policy"),
     (553, "5.1.8 Sender address rejected", "mail", "policy"),
     (550, "Sender rejected", "mail", "policy"),
     (535, "5.7.8 Authentication credentials invalid", "auth", "policy"),

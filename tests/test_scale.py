@@ -121,9 +121,11 @@ def _wait(condition, timeout: float, what: str, fleet: Fleet, poll: float = 0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; outbox {fleet.states()}")
 
 
-def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_url, tmp_path):
-    """Item 1 + 4 of issue 9: nothing lost, nothing sent twice, the fleet visible."""
-    with CountingSMTPServer() as smtp:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "stepwise"])
+def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_url, tmp_path, pipelining):
+    """Item 1 + 4 of issue 9: nothing lost, nothing sent twice, the fleet visible; with
+    and without PIPELINING (issue 16, item 16)."""
+    with CountingSMTPServer(pipelining=pipelining) as smtp:
         # lease 8 s: the killed worker's unsent claims come back 8 s after its death
         fleet = Fleet(tmp_path / "site", pg_url, smtp, smtp_connections=2, batch_size=200, lease_seconds=8,
                       messages_per_connection=1000)
@@ -193,7 +195,7 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
     targets = [f"reader{i}@example.org" for i in range(MESSAGES)]
     lost = [t for t in targets if counts.get(t, 0) == 0]
     duplicates = {t: n for t, n in counts.items() if n > 1}
-    print(f"\nscale test: 4 workers, {MESSAGES:,} deliveries in {seconds:.1f}s ({MESSAGES / seconds:,.0f}/s); "
+    print(f"\nscale test ({'pipelining' if pipelining else 'stepwise'}): 4 workers, {MESSAGES:,} deliveries in {seconds:.1f}s ({MESSAGES / seconds:,.0f}/s); "
           f"SIGKILL at {sent_at_kill:,} arrivals with {held} rows claimed (journal replayed by the restarted "
           f"worker: {recovered}); SIGTERM at 30,000; lost {len(lost)}, duplicates {sum(n - 1 for n in duplicates.values())}"
           f" {sorted(duplicates)[:5]}; outbox {states}")
@@ -204,9 +206,10 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
     assert sum(n - 1 for n in duplicates.values()) <= 2, duplicates
 
 
-def test_shared_rate_limit_holds_for_four_workers(pg_url, tmp_path):
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "stepwise"])
+def test_shared_rate_limit_holds_for_four_workers(pg_url, tmp_path, pipelining):
     """Item 3 of issue 9: delivery.rate_per_second is the fleet's rate, not each worker's."""
-    with CountingSMTPServer() as smtp:
+    with CountingSMTPServer(pipelining=pipelining) as smtp:
         fleet = Fleet(tmp_path / "site", pg_url, smtp, smtp_connections=2, batch_size=100, lease_seconds=30,
                       rate_per_second=float(RATE))
         try:

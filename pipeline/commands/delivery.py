@@ -45,6 +45,8 @@ def _summary(report) -> str:
              f"{report.suppressed} suppressed", f"{report.dead} dead"]
     if report.released:
         parts.append(f"{report.released} released (channel paused or over its cap)")
+    if report.lost:
+        parts.append(f"{report.lost} not sent (another worker took over their claim)")
     if report.recovered:
         parts.append(f"{report.recovered} recovered from a dead worker's journal")
     return ", ".join(parts) + f" in {report.seconds:.1f}s ({rate:,.0f}/s)"
@@ -108,6 +110,11 @@ def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
             progress.stop()
     console.print(_summary(report))
     _warn_paused(app)
+    if report.outage:  # issue 16 item 11: an outage is an error, not a quiet "0 sent"
+        from pipeline.errors import DeliveryError
+        raise DeliveryError(report.outage, hint="Check email.smtp_host / email.smtp_port and that the server is up; "
+                            "nothing is lost: the messages stay queued and the next run or worker tries again "
+                            "after the backoff (see `syndicate status`).")
 
 
 def _warn_paused(app) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli import console, pass_ctx
@@ -312,6 +313,9 @@ def _print_status(ctx, panels: dict) -> None:
         else:
             c.print("empty")
         c.print(f"{outbox['due_now']} due now")
+        for ch in panels.get("delivery_channels") if isinstance(panels.get("delivery_channels"), list) else []:
+            colour = "red" if ch["paused"] or ch["outage"] else "yellow" if ch["throttled_domains"] else "green"
+            c.print(f"[{colour}]{escape(ch['line'])}[/]", soft_wrap=True)
 
     partners = panels["partners"]
     if heading("Failing partners", partners):

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 class Outcome:
     """What happened to one claimed row.
 
-    status: sent | retry | failed | suppressed | dead | release
-    (release: give the row back untouched, e.g. a paused channel or a dry run).
+    status: sent | retry | failed | suppressed | dead | release | lost
+    (release: give the row back untouched, e.g. a paused channel or a dry run;
+    lost: not sent because this worker's lease on it ran out, nothing is written).
     `spend_attempt=False` requeues without counting a try (throttling answers).
     """
 
@@ -151,25 +152,45 @@ def recipients() -> Recipients:
 
 
 def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str, int]:
-    """Write the outcomes of one batch in one transaction; counts by status."""
+    """Write the outcomes of one batch in one transaction; counts by status.
+
+    Every write is conditional on this worker still holding the claim: an outcome
+    whose row another worker took over (our lease ran out) changes nothing and is
+    counted as `lost`, like the `lost` outcome a handler returns for a row it did not
+    send because its lease was gone (issue 19, item 1)."""
     counts: dict[str, int] = {}
     outcomes = list(outcomes)
+
+    def count(status: str, written: bool = True) -> None:
+        key = status if written else "lost"
+        counts[key] = counts.get(key, 0) + 1
+
     with engine.begin() as conn:
         # the common case, every message accepted, is one executemany
-        outbox.mark_sent_many(conn, [(o.delivery_id, o.answer) for o in outcomes if o.status == "sent"], worker=worker)
+        sent = [(o.delivery_id, o.answer) for o in outcomes if o.status == "sent"]
+        written = outbox.mark_sent_many(conn, sent, worker=worker)
+        if sent:
+            missing = len(sent) - written if written >= 0 else 0
+            if len(sent) > missing:
+                counts["sent"] = len(sent) - missing
+            if missing:
+                counts["lost"] = missing
         for o in outcomes:
             if o.status == "sent":
-                pass
-            elif o.status == "retry":
-                outbox.mark_retry(conn, o.delivery_id, error=o.error, answer=o.answer,
-                                  next_attempt_at=o.next_attempt_at, spend_attempt=o.spend_attempt,
-                                  worker=worker)
+                continue
+            if o.status == "retry":
+                ok = outbox.mark_retry(conn, o.delivery_id, error=o.error, answer=o.answer,
+                                       next_attempt_at=o.next_attempt_at, spend_attempt=o.spend_attempt,
+                                       worker=worker)
             elif o.status in ("failed", "suppressed", "dead"):
-                outbox.mark_failed(conn, o.delivery_id, error=o.error, answer=o.answer,
-                                   state=o.status, worker=worker)
+                ok = outbox.mark_failed(conn, o.delivery_id, error=o.error, answer=o.answer,
+                                        state=o.status, worker=worker)
             elif o.status == "release":
-                outbox.release(conn, o.delivery_id, worker=worker, not_before=o.next_attempt_at)
+                ok = outbox.release(conn, o.delivery_id, worker=worker, not_before=o.next_attempt_at,
+                                    error=o.error)
+            elif o.status == "lost":
+                ok = False
             else:
                 raise ValueError(f"unknown outcome {o.status!r}")
-            counts[o.status] = counts.get(o.status, 0) + 1
+            count(o.status, ok)
     return counts

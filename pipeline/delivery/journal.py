@@ -12,7 +12,9 @@ claiming, every drain looks for journals whose lock it can take (their process i
 gone), marks the deliveries they list as sent, and deletes them. So a worker that
 is killed between a 250 and its commit does not cause a second send once a worker
 on the same host starts again; what remains is the few microseconds between the
-250 arriving and the `write()` (documented in the README, Delivery).
+250 arriving and the `write()` (documented in the README, Delivery). Final refusals
+(hard bounce, permanent, a recipient's 5.7.x) are journalled the same way, so a
+successor does not try those addresses again either.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import secrets
 import socket
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from pipeline.store.schema import deliveries
@@ -51,7 +53,16 @@ class Journal:
 
     def sent(self, delivery_id: int, answer: str) -> None:
         """Called right after the server's 250 for `delivery_id`."""
-        line = f"{delivery_id}\t{answer[:200].replace(chr(10), ' ').replace(chr(9), ' ')}\n"
+        self._append(delivery_id, answer, "")
+
+    def failed(self, delivery_id: int, kind: str, answer: str) -> None:
+        """Called right after a final refusal (hard bounce, permanent, a recipient's
+        5.7.x): a successor must not try the address again either (issue 19, item 8)."""
+        self._append(delivery_id, answer, kind)
+
+    def _append(self, delivery_id: int, answer: str, kind: str) -> None:
+        text = answer[:200].replace(chr(10), " ").replace(chr(13), " ").replace(chr(9), " ")
+        line = f"{delivery_id}\t{text}" + (f"\t{kind}" if kind else "") + "\n"
         os.write(self.fd, line.encode("utf-8", "replace"))
         self.pending += 1
 
@@ -71,17 +82,21 @@ class Journal:
             self.path.unlink(missing_ok=True)
 
 
-def read_journal(path: Path) -> list[tuple[int, str]]:
+def read_journal(path: Path) -> list[tuple[int, str, str]]:
+    """(delivery id, answer, kind) per line; kind "" is a 250, else the failure's kind."""
     out = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        ident, _, answer = line.partition("\t")
+        ident, _, rest = line.partition("\t")
+        answer, _, kind = rest.partition("\t")
         if ident.isdigit():
-            out.append((int(ident), answer))
+            out.append((int(ident), answer, kind))
     return out
 
 
-def recover(folder: Path, engine: Engine) -> int:
-    """Replay the journals of dead processes; returns how many deliveries it marked sent."""
+def recover(folder: Path, engine: Engine, *, settings=None) -> int:
+    """Replay the journals of dead processes; returns how many deliveries it finished
+    (sent, or failed for good; with `settings`, a hard bounce suppresses its address
+    as the dead worker would have)."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
@@ -98,19 +113,39 @@ def recover(folder: Path, engine: Engine) -> int:
                 continue  # its process is alive
             entries = read_journal(path)
             if entries:
-                now = utcnow()
-                with engine.begin() as conn:
-                    for delivery_id, answer in entries:
-                        n = conn.execute(
-                            update(deliveries)
-                            .where(deliveries.c.id == delivery_id, deliveries.c.state != "sent")
-                            .values(state="sent", sent_at=now, lease_until=None, last_error=None,
-                                    provider_answer=f"{answer} (recovered from journal {path.name})"[:2000],
-                                    attempts=deliveries.c.attempts + 1, updated_at=now)).rowcount
-                        recovered += n
-                log.warning("recovered %d sent deliveries from the journal of a dead worker (%s)",
+                recovered += _replay(engine, entries, path.name, settings)
+                log.warning("recovered %d deliveries from the journal of a dead worker (%s)",
                             len(entries), path.name)
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)
     return recovered
+
+
+def _replay(engine: Engine, entries: list[tuple[int, str, str]], name: str, settings) -> int:
+    now = utcnow()
+    done = 0
+    bounced = []
+    with engine.begin() as conn:
+        for delivery_id, answer, kind in entries:
+            note = f"{answer} (recovered from journal {name})"
+            stmt = update(deliveries).where(deliveries.c.id == delivery_id,
+                                            deliveries.c.state.notin_(("sent", "failed")))
+            if not kind:
+                values = dict(state="sent", sent_at=now, last_error=None, provider_answer=note[:2000])
+            else:
+                values = dict(state="failed", last_error=f"{kind}: {note}"[:4000], provider_answer=answer[:2000])
+                if kind == "hard_bounce":
+                    bounced.append((delivery_id, answer))
+            done += conn.execute(stmt.values(lease_until=None, attempts=deliveries.c.attempts + 1,
+                                             updated_at=now, **values)).rowcount
+        if settings is not None and bounced:
+            from pipeline.subscribers.suppression import suppress
+
+            targets = dict(conn.execute(select(deliveries.c.id, deliveries.c.target)
+                                        .where(deliveries.c.id.in_([i for i, _ in bounced]))).all())
+            for delivery_id, answer in bounced:
+                if delivery_id in targets:
+                    suppress(conn, settings, targets[delivery_id], reason="hard_bounce", source="smtp",
+                             detail=f"{answer} (recovered from journal {name})")
+    return done

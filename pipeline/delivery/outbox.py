@@ -182,6 +182,28 @@ def renew_leases(engine: Engine, *, worker: str, lease_seconds: int, now: dt.dat
                             .values(lease_until=now + dt.timedelta(seconds=lease_seconds))).rowcount
 
 
+def renew_held(engine: Engine, *, worker: str, ids: Iterable[int], lease_seconds: int,
+               now: dt.datetime | None = None) -> set[int]:
+    """Extend the leases of `ids` that this worker still holds; returns those ids.
+    An id missing from the answer was claimed by another worker (our lease ran out)
+    or finished: the caller must not send it."""
+    ids = list(ids)
+    if not ids:
+        return set()
+    now = now or utcnow()
+    held: set[int] = set()
+    with engine.begin() as conn:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            result = conn.execute(update(deliveries)
+                                  .where(deliveries.c.id.in_(chunk), deliveries.c.claimed_by == worker,
+                                         deliveries.c.state == "sending")
+                                  .values(lease_until=now + dt.timedelta(seconds=lease_seconds))
+                                  .returning(deliveries.c.id))
+            held.update(r[0] for r in result)
+    return held
+
+
 def _finish(conn: Connection, delivery_id: int, worker: str | None, **values) -> bool:
     """Record an outcome; only the claimant may (a row whose lease expired and that was
     claimed again belongs to the new claimant). False when the claim was lost."""
@@ -231,10 +253,14 @@ def mark_failed(conn: Connection, delivery_id: int, *, error: str, state: str = 
 
 
 def release(conn: Connection, delivery_id: int, *, worker: str | None = None,
-            not_before: dt.datetime | None = None) -> bool:
-    """Give a claimed row back untouched (dry runs, a paused channel, shutting down)."""
-    return _finish(conn, delivery_id, worker, state="queued", lease_until=None, claimed_by=None,
-                   next_attempt_at=not_before or utcnow())
+            not_before: dt.datetime | None = None, error: str = "") -> bool:
+    """Give a claimed row back untouched (dry runs, a paused channel, shutting down);
+    `error` says why when it is worth showing (an outage)."""
+    values: dict[str, Any] = dict(state="queued", lease_until=None, claimed_by=None,
+                                  next_attempt_at=not_before or utcnow())
+    if error:
+        values["last_error"] = error[:4000]
+    return _finish(conn, delivery_id, worker, **values)
 
 
 def requeue(conn: Connection, *, ids: Iterable[int] | None = None, states: Iterable[str] = ("failed", "dead"),

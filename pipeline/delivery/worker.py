@@ -11,12 +11,14 @@ hand, commit it, and stop.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import multiprocessing
 import os
 import signal
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -25,11 +27,12 @@ from sqlalchemy import func, select
 from pipeline.config import Settings
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import utcnow
-from pipeline.delivery import channel_factory, outbox, record
+from pipeline.delivery import Outcome, channel_factory, outbox, record
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+BROKEN_BATCH_RETRY_SECONDS = 60
 
 
 @dataclasses.dataclass
@@ -42,7 +45,9 @@ class DrainReport:
     dead: int = 0
     released: int = 0
     recovered: int = 0
+    lost: int = 0  # claims another worker took over (our lease ran out); not sent by us
     seconds: float = 0.0
+    outage: str = ""  # why a channel could not reach its server (sending paused for a backoff)
 
     def add(self, counts: dict[str, int]) -> None:
         for status, n in counts.items():
@@ -51,7 +56,9 @@ class DrainReport:
 
     def merge(self, other: "DrainReport") -> None:
         for field in dataclasses.fields(self):
-            if field.name != "seconds":
+            if field.name == "outage":
+                self.outage = self.outage or other.outage
+            elif field.name != "seconds":
                 setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
     def as_dict(self) -> dict:
@@ -96,92 +103,141 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
           worker: str | None = None, progress: Callable[[DrainReport], None] | None = None,
           should_stop: Callable[[], bool] | None = None) -> DrainReport:
     """Claim and send due rows until none are due (or `limit` rows were handled, or
-    `should_stop()` says so between batches)."""
+    `should_stop()` says so between batches).
+
+    Each channel's batch is sent on that channel's own thread, so a slow partner never
+    holds up email (or the other way round); a channel with a batch in the air is not
+    claimed from again until it is recorded, except a handler with prepare()/deliver()
+    (email), which prepares batch n+1 while batch n is being sent. Outcomes are
+    recorded per channel strictly in order. A `LeaseKeeper` renews the leases of every
+    row in the air and the handlers check it before each message (issue 19, item 1).
+    """
     from pipeline.delivery import workers
     from pipeline.delivery.journal import journal_dir, recover
+    from pipeline.delivery.lease import LeaseKeeper
 
     worker = worker or outbox.worker_id()
     batch_size = batch_size or settings.delivery.batch_size
     lease = settings.delivery.lease_seconds
     rate = settings.delivery.rate_per_second
     if rate > 0:
-        # a rate-limited batch must be sent well within its lease (two are in the air)
+        # a rate-limited batch should be sent well within its lease (two are in the air)
         batch_size = max(1, min(batch_size, int(rate * lease / 4)))
     report = DrainReport()
     handlers: dict[str, object] = {}
     started = time.monotonic()
-    report.recovered = recover(journal_dir(settings), engine)
+    report.recovered = recover(journal_dir(settings), engine, settings=settings)
     workers.register(engine, worker)
+    keeper = LeaseKeeper(engine, worker=worker, lease_seconds=lease).start()
     beat = [time.monotonic(), 0, 0]  # last heartbeat, sent and failed since
-    # A handler with prepare()/deliver() (email) sends batch n on a background thread
-    # while this thread claims and prepares batch n+1; outcomes are still recorded
-    # strictly batch by batch, in order.
-    background = ThreadPoolExecutor(1, thread_name_prefix="deliver")
-    in_flight: list = []  # [(handler, future)] at most one
+    threads: dict[str, ThreadPoolExecutor] = {}
+    in_flight: dict[str, tuple] = {}  # channel -> (handler, future, rows)
 
-    def finish() -> None:
-        handler, future = in_flight.pop()
-        _record(handler, future.result())
+    def finish(channel: str) -> None:
+        handler, future, rows = in_flight.pop(channel)
+        try:
+            outcomes = future.result()
+        except Exception as exc:  # the handler broke: the rows end visible, never stuck in `sending`
+            log.error("the %s handler failed on a batch of %d: %s", channel, len(rows), exc)
+            log.debug("handler failure", exc_info=True)
+            outcomes = _broken_batch(rows, f"the {channel} handler failed: {exc!r}")
+        _record(handler, outcomes, rows)
 
-    def _record(handler, outcomes) -> None:
-        counts = record(engine, outcomes, worker)
+    def finish_done() -> None:
+        for channel in [c for c, (_, f, _) in in_flight.items() if f.done()]:
+            finish(channel)
+
+    def wait_any() -> None:
+        futures.wait([f for _, f, _ in in_flight.values()], return_when=futures.FIRST_COMPLETED)
+        finish_done()
+
+    def _record(handler, outcomes, rows) -> None:
+        keeper.release(r["id"] for r in rows)  # before the write: a renewal must not see them finished
+        with keeper.writing:
+            counts = record(engine, outcomes, worker)
         committed = getattr(handler, "committed", None)
         if committed:
             committed()
         report.add(counts)
         beat[1] += counts.get("sent", 0)
         beat[2] += sum(counts.get(k, 0) for k in ("failed", "dead", "retry"))
+        if progress:
+            progress(report)
+
+    def handler_for(channel: str):
+        handler = handlers.get(channel)
+        if handler is None:
+            handler = handlers[channel] = channel_factory(channel)(settings, engine)
+            if hasattr(handler, "holds_lease"):
+                handler.holds_lease = keeper.holds
+            threads[channel] = ThreadPoolExecutor(1, thread_name_prefix=f"deliver-{channel}")
+        return handler
 
     try:
         while limit is None or report.claimed < limit:
             if should_stop and should_stop():
                 break
+            finish_done()
             wanted = _channels_to_claim(engine, channels)
             if wanted is not None and not wanted:
                 break  # every channel asked for is paused
+            busy = {c for c, (h, _, _) in in_flight.items() if not _pipelined(h)}
+            if busy:
+                wanted = [c for c in (wanted if wanted is not None else outbox.CHANNELS) if c not in busy]
+                if not wanted:
+                    wait_any()
+                    continue
             size = batch_size if limit is None else min(batch_size, limit - report.claimed)
-            if in_flight:
-                # the batch in the air must not look abandoned while we claim the next
-                outbox.renew_leases(engine, worker=worker, lease_seconds=lease)
+            since = time.monotonic()
             rows = outbox.claim_due(engine, worker=worker, channels=wanted, limit=size, lease_seconds=lease)
             if not rows:
+                if in_flight:
+                    wait_any()  # what is in the air may make more rows due (or pause a channel)
+                    continue
                 break
+            keeper.claimed((r["id"] for r in rows), since)
+            log.debug("claimed %d rows (%d..%d)", len(rows), rows[0]["id"], rows[-1]["id"])
             report.claimed += len(rows)
             by_channel: dict[str, list[dict]] = {}
             for row in rows:
                 by_channel.setdefault(row["channel"], []).append(row)
             for channel, batch in by_channel.items():
-                handler = handlers.get(channel)
-                if handler is None:
-                    handler = handlers[channel] = channel_factory(channel)(settings, engine)
-                if hasattr(handler, "prepare") and hasattr(handler, "deliver"):
-                    prepared = handler.prepare(batch)
-                    if in_flight:
-                        finish()
-                    in_flight.append((handler, background.submit(handler.deliver, prepared)))
+                handler = handler_for(channel)
+                if _pipelined(handler):
+                    try:
+                        work = handler.prepare(batch)
+                    except Exception as exc:
+                        log.error("preparing a %s batch of %d failed: %s", channel, len(batch), exc)
+                        keeper.release(r["id"] for r in batch)
+                        with keeper.writing:
+                            report.add(record(engine, _broken_batch(batch, f"preparing the batch failed: {exc!r}"),
+                                              worker))
+                        continue
+                    if channel in in_flight:
+                        finish(channel)
+                    in_flight[channel] = (handler, threads[channel].submit(handler.deliver, work), batch)
                 else:
-                    if in_flight:
-                        finish()
-                    _record(handler, handler.send(batch))
-            if progress:
-                progress(report)
+                    in_flight[channel] = (handler, threads[channel].submit(handler.send, batch), batch)
             if time.monotonic() - beat[0] > HEARTBEAT_SECONDS:
                 workers.heartbeat(engine, worker, sent=beat[1], failed=beat[2])
                 beat[:] = [time.monotonic(), 0, 0]
-            if report.released and report.released >= report.claimed:
+            if report.released and report.released >= report.claimed - sum(len(b) for *_, b in in_flight.values()):
                 break  # everything claimed was handed back (paused, capped): stop, do not spin
-        if in_flight:
-            finish()
-            if progress:
-                progress(report)
+        while in_flight:
+            finish(next(iter(in_flight)))
     finally:
-        if in_flight:  # an error above: let the batch in the air finish and record it
+        for channel in list(in_flight):  # an error above: let the batches in the air finish and record them
             try:
-                finish()
+                finish(channel)
             except Exception:  # the original error matters more; the lease brings these back
                 log.debug("recording the last batch failed", exc_info=True)
-        background.shutdown(wait=True)
+        for pool in threads.values():
+            pool.shutdown(wait=True)
+        keeper.stop()
         for handler in handlers.values():
+            outage = getattr(handler, "outage", "")
+            if outage:
+                report.outage = outage
             handler.close()
         try:
             workers.heartbeat(engine, worker, sent=beat[1], failed=beat[2], state="stopped")
@@ -225,6 +281,17 @@ def deliver_now(settings: Settings, engine, keys) -> DrainReport:
     return report
 
 
+def _pipelined(handler) -> bool:
+    return hasattr(handler, "prepare") and hasattr(handler, "deliver")
+
+
+def _broken_batch(rows: list[dict], error: str) -> list[Outcome]:
+    """Outcomes for a batch whose handler raised: retry later, the attempt counted and
+    the error on the row (issue 18, item 7), so nothing waits in `sending` for its lease."""
+    later = utcnow() + dt.timedelta(seconds=BROKEN_BATCH_RETRY_SECONDS)
+    return [Outcome(r["id"], "retry", error=error, next_attempt_at=later) for r in rows]
+
+
 def dry_run_report(settings: Settings, engine, *, channels=None, limit: int | None = None) -> dict:
     """What a drain would do, without claiming or sending anything."""
     from pipeline.delivery.channels import paused_channels
@@ -244,7 +311,12 @@ def deliver_stage(app, *, dry_run: bool = False, limit: int | None = None, **_op
         report = dry_run_report(app.settings, app.engine, limit=limit)
         return {"would_send": report["would_send"]}
     report = drain(app.settings, app.engine, limit=limit)
-    counts = {k: v for k, v in report.as_dict().items() if v and k != "seconds"}
+    if report.outage:  # the job run fails with the cause: `status` shows it as the last failure
+        from pipeline.errors import DeliveryError
+        raise DeliveryError(f"{report.outage} ({report.sent} sent before that)",
+                            hint="Check email.smtp_host / email.smtp_port and that the server is up; the "
+                                 "messages stay queued and are tried again after the backoff.")
+    counts = {k: v for k, v in report.as_dict().items() if v and k not in ("seconds", "outage")}
     return counts or {"sent": 0}
 
 

@@ -8,6 +8,9 @@ Metrics (Prometheus text format, via prometheus-client):
 
     syndicate_deliveries{channel,state}                    outbox rows per channel and state
     syndicate_partner_failures{partner,channel,state}      failed/dead pushes per partner
+    syndicate_delivery_channel_paused{channel}             1 while paused
+    syndicate_delivery_channel_outage{channel}             1 while its server cannot be reached
+    syndicate_delivery_rate_factor{channel,domain}         the rate divisor after 421s (domain "*": channel)
     syndicate_job_runs_total{job,status}                   job runs recorded, by outcome
     syndicate_job_duration_seconds{job}                    summary (count, sum) of finished runs
     syndicate_job_last_duration_seconds{job}               duration of the latest finished run
@@ -22,6 +25,7 @@ import logging
 
 from sqlalchemy import func, select, text
 
+from pipeline.delivery.channels import health as delivery_health
 from pipeline.store.schema import deliveries, job_runs
 from pipeline.timeutil import utcnow
 
@@ -62,6 +66,7 @@ class _DatabaseCollector:
                     .where(job_runs.c.started_at.is_not(None), job_runs.c.ended_at.is_not(None),
                            job_runs.c.status.in_(("ok", "failed")))
                     .order_by(job_runs.c.id)).all()
+            channel_health = delivery_health(engine)
         except Exception as exc:  # report down, not a 500: the scrape itself is the alert
             log.warning("metrics: the database did not answer: %s", exc)
             up.add_metric([], 0)
@@ -74,6 +79,22 @@ class _DatabaseCollector:
         for channel, state, n in delivery_rows:
             g.add_metric([channel, state], n)
         yield g
+
+        paused = GaugeMetricFamily("syndicate_delivery_channel_paused", "1 while a channel is paused (operator or "
+                                   "policy).", labels=["channel"])
+        outage = GaugeMetricFamily("syndicate_delivery_channel_outage", "1 while a channel cannot reach its server "
+                                   "(sending paused for a backoff).", labels=["channel"])
+        rate = GaugeMetricFamily("syndicate_delivery_rate_factor", "The send rate is divided by this (421 / 4.7.x); "
+                                 "domain \"*\" is the whole channel.", labels=["channel", "domain"])
+        for ch in channel_health:
+            paused.add_metric([ch["channel"]], int(ch["paused"]))
+            outage.add_metric([ch["channel"]], int(bool(ch["outage"])))
+            rate.add_metric([ch["channel"], "*"], ch["rate_factor"])
+            for d in ch["throttled_domains"]:
+                rate.add_metric([ch["channel"], d["domain"]], d["rate_factor"])
+        yield paused
+        yield outage
+        yield rate
 
         g = GaugeMetricFamily("syndicate_partner_failures",
                               "Partner pushes that failed for good (failed or dead), per partner.",

@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
+from pipeline.delivery.channels import health as delivery_health
 from pipeline.ops import jobstate
 from pipeline.store.schema import articles, deliveries, delivery_workers, revisions, source_state, suppressions
 from pipeline.timeutil import as_utc, utcnow
@@ -177,6 +178,7 @@ def snapshot(app) -> dict:
     panel("partners", partners_panel, "conn")
     panel("suppressions", suppressions_panel, "conn", settings.site.timezone)
     panel("workers", workers_panel, "conn", settings.scheduler.stale_after_seconds)
+    panel("delivery_channels", delivery_health, engine)  # paused, outage, current rates
     panel("schedulers", jobstate.schedulers, engine)
     panel("jobs", jobs_panel, app)
     panel("last_failure", jobstate.last_failure, engine)

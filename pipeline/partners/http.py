@@ -1,6 +1,12 @@
 """Outbound HTTP to partners: one `requests.Session` per partner, connect and read
-timeouts on every request (SW-6), redirects never followed (SW-4), and the SSRF guard
-(SW-7).
+timeouts on every request (SW-6), a total deadline per request, redirects never
+followed (SW-4), and the SSRF guard (SW-7).
+
+The read timeout of requests applies to each read, so a partner that answers one
+byte at a time could hold a worker for as long as it likes. Every request therefore
+also has a total deadline (connect + headers + body = the partner's connect_timeout
++ read_timeout): a watchdog timer shuts the request's socket down when it passes,
+and the answer is a `timeout` (issue 19, item 4).
 
 The guard refuses a URL whose host resolves to a loopback, private, link-local or
 otherwise non-global address, unless the partner has `allow_private = true`. It checks
@@ -12,16 +18,23 @@ the environment are ignored for the same reason.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import email.utils
 import random
+import socket
+import threading
 import time
 
 import requests
 
 from pipeline import __version__
-from pipeline.netguard import AddressRefused, GuardedAdapter, address_allowed, check_url  # noqa: F401 (re-exported)
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from pipeline import netguard
+from pipeline.netguard import AddressRefused, address_allowed, check_url  # noqa: F401 (re-exported)
 from pipeline.partners.config import Partner
 from pipeline.durations import retry_delay as schedule_step
 
@@ -29,15 +42,106 @@ MAX_SAVED_RESPONSE = 2000
 MAX_READ_RESPONSE = 64 * 1024
 
 
+class _Deadline:
+    """The total deadline of one request: when it passes, every connection the request
+    used is shut down, which ends any read in progress at once."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._connections: list = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def watch(self, connection) -> None:
+        with self._lock:
+            self._connections.append(connection)
+            expired = self.expired
+        if expired:
+            _shut(connection)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+    def __enter__(self) -> "_Deadline":
+        self._token = _DEADLINE.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _DEADLINE.reset(self._token)
+
+
+def _shut(connection) -> None:
+    sock = getattr(connection, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed
+            pass
+
+
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("partner_request_deadline",
+                                                                             default=None)
+
+
+class _WatchedPool:
+    """Hands every connection a request uses (new or kept alive) to its deadline."""
+
+    def _make_request(self, conn, *args, **kwargs):  # type: ignore[override]
+        deadline = _DEADLINE.get()
+        if deadline is not None:
+            deadline.watch(conn)
+        return super()._make_request(conn, *args, **kwargs)
+
+
+class WatchedHTTPPool(_WatchedPool, HTTPConnectionPool):
+    pass
+
+
+class WatchedHTTPSPool(_WatchedPool, HTTPSConnectionPool):
+    pass
+
+
+class GuardedHTTPPool(_WatchedPool, netguard.GuardedHTTPPool):
+    pass
+
+
+class GuardedHTTPSPool(_WatchedPool, netguard.GuardedHTTPSPool):
+    pass
+
+
+class WatchedAdapter(HTTPAdapter):
+    pools = {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(self.pools)
+
+
+class GuardedAdapter(WatchedAdapter):
+    """The SSRF guard (pipeline.netguard, SW-7) with the total deadline."""
+    pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
 def make_session(partner: Partner, site_url: str = "") -> requests.Session:
     session = requests.Session()
     session.trust_env = False  # no proxies or .netrc from the environment (SW-7)
     session.headers["User-Agent"] = f"Syndicate/{__version__}" + (f" (+{site_url})" if site_url else "")
-    if not partner.allow_private:
-        adapter = GuardedAdapter(max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
+    adapter = (WatchedAdapter if partner.allow_private else GuardedAdapter)(max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     return session
+
+
+def total_deadline(partner: Partner) -> float:
+    """Seconds one request may take from connect to the last byte of the answer."""
+    return partner.connect_timeout + partner.read_timeout
 
 
 @dataclasses.dataclass
@@ -77,12 +181,22 @@ class Answer:
 
 
 def request(session: requests.Session, partner: Partner, method: str, url: str, **kwargs) -> Answer:
-    """One request with the partner's (connect, read) timeouts and no redirects. Never
-    raises for network trouble: the Answer says what happened."""
+    """One request with the partner's (connect, read) timeouts, a total deadline and
+    no redirects. Never raises for network trouble: the Answer says what happened."""
+    with _Deadline(total_deadline(partner)) as deadline:
+        return _request(session, partner, method, url, deadline, **kwargs)
+
+
+def _request(session, partner: Partner, method: str, url: str, deadline: _Deadline, **kwargs) -> Answer:
     started = time.monotonic()
 
     def elapsed() -> int:
         return int((time.monotonic() - started) * 1000)
+
+    def too_slow() -> Answer:
+        return Answer(None, {}, "", "timeout", f"no complete answer within the total deadline of "
+                      f"{deadline.seconds:g}s (connect {partner.connect_timeout:g}s + read "
+                      f"{partner.read_timeout:g}s): the partner answers too slowly", elapsed())
 
     try:
         check_url(url, allow_private=partner.allow_private)
@@ -96,12 +210,19 @@ def request(session: requests.Session, partner: Partner, method: str, url: str, 
         cause = exc.__context__ or exc
         if isinstance(cause, AddressRefused) or "AddressRefused" in repr(exc):
             return Answer(None, {}, "", "refused", str(cause), elapsed())
+        if deadline.expired:
+            return too_slow()
         return Answer(None, {}, "", "connection", _short(exc), elapsed())
+    if deadline.expired:  # the head was cut off: what was parsed of it means nothing
+        resp.close()
+        return too_slow()
     try:
         try:
             raw = resp.raw.read(MAX_READ_RESPONSE, decode_content=True) or b""
         except Exception as exc:  # the body timed out or broke off; the status still counts
             raw = f"(could not read the answer's body: {type(exc).__name__})".encode()
+        if deadline.expired:  # the status arrived: it counts (a Micropub 201 must not be sent again)
+            raw += b" (body cut off at the total deadline)"
         text = raw.decode(resp.encoding or "utf-8", "replace")
         headers = {k.lower(): v for k, v in resp.headers.items()}
         return Answer(resp.status_code, headers, text, duration_ms=elapsed())

@@ -323,6 +323,25 @@ delivery_channels = Table(
     # with no configured rate: the per-worker pace (messages/minute) seen when throttled
     Column("throttle_base_per_minute", Integer, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
+    # the server cannot be reached (issue 16, item 11): no claims until outage_until,
+    # a backoff that doubles with outage_count; cleared by the first success
+    Column("outage_until", UTCDateTime, nullable=True),
+    Column("outage_reason", Text, nullable=False, server_default=""),
+    Column("outage_count", Integer, nullable=False, server_default="0"),
+)
+
+# Slowed-down destination domains (421 / 4.7.x, issue 19 item 3), owner
+# pipeline.delivery.channels: the rate for `domain` is divided by rate_factor until
+# throttled_until, then halves back every window_seconds (gradual recovery).
+delivery_throttles = Table(
+    "delivery_throttles", metadata,
+    Column("channel", String(20), primary_key=True),
+    Column("domain", String(255), primary_key=True),
+    Column("rate_factor", Integer, nullable=False),
+    Column("throttled_until", UTCDateTime, nullable=False),
+    Column("window_seconds", Integer, nullable=False),
+    Column("base_per_minute", Integer, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 # Messages handed to the server per channel and minute: the per-hour and per-day

@@ -14,8 +14,13 @@ Per batch, `EmailChannel.send(rows)`:
 4. sends over `delivery.smtp_connections` lanes (threads, one connection each) under
    the token bucket, journalling each 250 at once (pipeline.delivery.journal);
 5. turns every answer into an Outcome (pipeline.delivery.email.classify): retry with the
-   configured backoff, throttle (no attempt spent, channel slowed), hard bounce
-   (address suppressed), policy (channel paused, recipient not blamed).
+   configured backoff, throttle (no attempt spent, that destination domain slowed),
+   hard bounce (address suppressed), recipient policy (5.7.x at RCPT: that recipient
+   failed, counted as a soft bounce), policy (sender-level: channel paused, recipient
+   not blamed), outage (the server cannot be reached: no sending for a backoff).
+
+Before each message a lane asks `holds_lease(id)` (set by the worker: a dictionary
+look-up, pipeline.delivery.lease) and skips a row whose lease this worker lost.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ class OutgoingEmail:
 
 
 class SendFailure(Exception):
-    """kind: transient | throttle | hard_bounce | policy | permanent | connection
+    """kind: transient | throttle | hard_bounce | recipient_policy | policy | permanent | connection
     stage: connect | auth | mail | rcpt | data (where the answer came)."""
 
     def __init__(self, kind: str, message: str, code: int | None = None, refused: dict | None = None,
@@ -141,8 +146,27 @@ class _Prepared:
 
 
 # Failures that say something about the channel (count towards pausing it); a hard
-# bounce or a throttle says something about one recipient or the pace.
+# bounce, a recipient's policy refusal or a throttle says something about one
+# recipient or the pace.
 _CHANNEL_FAILURES = ("connection", "transient", "permanent", "policy")
+# Failures that are final for the message: journalled at once, like a 250, so a
+# worker killed before its commit does not try the address again (issue 19, item 8).
+_FINAL_FAILURES = ("hard_bounce", "permanent", "recipient_policy")
+
+
+class _Lost:
+    """Not sent: this worker's lease on the row ran out (another worker may have it)."""
+
+
+@dataclasses.dataclass
+class _Deferred:
+    """Not sent now: its destination domain is slowed down; due again in `seconds`."""
+
+    seconds: float
+
+
+def recipient_domain(address: str) -> str:
+    return address.rpartition("@")[2].strip().lower()
 
 
 class EmailChannel:
@@ -173,6 +197,10 @@ class EmailChannel:
         self._bounce_domain: str | None = None
         self._sent_in_batch = 0
         self._batch_started = time.monotonic()
+        self.holds_lease = lambda delivery_id: True  # the worker sets its LeaseKeeper's check
+        self.outage = ""  # set when the server could not be reached (read by the worker)
+        self.domain_buckets: dict[str, object] = {}  # slowed-down destination domains
+        self._policy_run: list[str] = []  # domains of 5.7.x RCPT refusals in a row
 
     # --- the batch -------------------------------------------------------------------
 
@@ -214,6 +242,7 @@ class EmailChannel:
                 ratelimit.refund(self.engine, self.channel, batch.granted)
             return [Outcome(r["id"], "release") for r in batch.rows]
         self._tune_rate(state)
+        self._tune_domains()
         journal = Journal(self.journal_folder) if self.journal_folder is not None else None
         with self.lock:
             self._journals.append(journal)
@@ -222,7 +251,12 @@ class EmailChannel:
         d = self.settings.delivery
         if batch.granted - attempted > 0 and (d.max_per_hour > 0 or d.max_per_day > 0):
             ratelimit.refund(self.engine, self.channel, batch.granted - attempted)
-        self._judge(batch.jobs, results, batch.outcomes, state)
+        try:
+            self._judge(batch.jobs, results, batch.outcomes, state)
+        except Exception as exc:  # judging must never leave rows in `sending` (issue 18, item 7)
+            log.error("judging the answers of a batch failed: %s", exc)
+            log.debug("judging failed", exc_info=True)
+            self._judge_fallback(batch.jobs, results, batch.outcomes, exc)
         return [batch.outcomes[r["id"]] for r in batch.rows]
 
     def send_one(self, row: dict) -> Outcome:
@@ -253,6 +287,55 @@ class EmailChannel:
             self.bucket.set_rate(state.throttle_base_per_minute / 60.0)  # another worker was throttled
         self.bucket.slow_down(factor)
 
+    def _base_rate(self) -> float:
+        """Messages per second this worker may send to one domain at full pace."""
+        configured = self.settings.delivery.rate_per_second
+        if configured > 0:
+            return configured / max(1, self.live_workers)
+        elapsed = max(time.monotonic() - self._batch_started, 0.001)
+        return max(10.0, self._sent_in_batch / elapsed) if self._sent_in_batch else 10.0
+
+    def _tune_domains(self) -> None:
+        """One token bucket per slowed-down destination domain, from the shared state."""
+        from pipeline.delivery import channels
+        from pipeline.delivery.ratelimit import TokenBucket
+
+        throttles = channels.domain_throttles(self.engine, self.channel)
+        with self.lock:
+            for domain in list(self.domain_buckets):
+                if domain not in throttles:
+                    del self.domain_buckets[domain]
+            for domain, t in throttles.items():
+                bucket = self.domain_buckets.get(domain)
+                if bucket is None:
+                    base = (t.base_per_minute / 60.0) if t.base_per_minute and self.settings.delivery.rate_per_second <= 0 \
+                        else self._base_rate()
+                    bucket = self.domain_buckets[domain] = TokenBucket(base, burst=1)
+                bucket.slow_down(t.factor())
+
+    def _domain_turn(self, address: str) -> float:
+        """0 when a message to `address` may go now (after waiting for its domain's
+        token, at most a second); else the seconds until it may (the row is deferred
+        rather than holding a lane that other domains' messages could use)."""
+        bucket = self.domain_buckets.get(recipient_domain(address))
+        if bucket is None:
+            return 0.0
+        wait = bucket.wait_time()
+        if wait > 1.0:
+            return wait
+        bucket.take()
+        return 0.0
+
+    def _slow_domain_now(self, address: str) -> None:
+        from pipeline.delivery.ratelimit import TokenBucket
+
+        domain = recipient_domain(address)
+        with self.lock:
+            bucket = self.domain_buckets.get(domain)
+            if bucket is None:
+                bucket = self.domain_buckets[domain] = TokenBucket(self._base_rate(), burst=1)
+            bucket.slow_down(min(16, bucket.factor * 2))
+
     # --- building --------------------------------------------------------------------
 
     def _prepare(self, rows: list[dict], outcomes: dict[int, Outcome]) -> list[_Job]:
@@ -262,6 +345,10 @@ class EmailChannel:
         with self.engine.connect() as conn:
             suppressed = recipients().suppressed_among(conn, [r["target"] for r in rows if r["kind"] != "confirm"])
             for row in rows:
+                if conn.in_transaction():
+                    # a read-only transaction; ending it between builds lets other writers in
+                    # (SQLite begins every transaction IMMEDIATE: a lease renewal would wait)
+                    conn.rollback()
                 rid = row["id"]
                 reason = suppressed.get(row["target"].lower()) if row["kind"] != "confirm" else None
                 if reason:
@@ -322,10 +409,21 @@ class EmailChannel:
                 i = next(counter)
                 if i >= len(jobs):
                     return
+                job = jobs[i]
+                rid = job.row["id"]
+                if not self.holds_lease(rid):  # checked before every message: cheap
+                    results[i] = _Lost()
+                    continue
+                wait = self._domain_turn(job.row["target"])
+                if wait:
+                    results[i] = _Deferred(wait)
+                    continue
                 self.bucket.take()
                 if stop.is_set():
                     return
-                job = jobs[i]
+                if not self.holds_lease(rid):  # the token may have taken a while
+                    results[i] = _Lost()
+                    continue
                 try:
                     result = self._send_on(sender, job.message)
                 except SendFailure as exc:
@@ -333,16 +431,21 @@ class EmailChannel:
                     if exc.kind == "policy":
                         stop.set()
                     elif exc.kind == "throttle":
-                        self._slow_down_now()
+                        if exc.stage == "connect":
+                            self._slow_down_now()  # the server itself: the whole channel
+                        else:
+                            self._slow_domain_now(job.row["target"])
                     elif exc.kind == "connection" and exc.stage == "connect":
                         return  # this lane cannot reach the server; leave the rest be
+                    elif exc.kind in _FINAL_FAILURES and journal is not None:
+                        journal.failed(rid, exc.kind, str(exc))
                     continue
                 except Exception as exc:  # an unexpected error is one message's failure
-                    log.debug("sending delivery %s failed", job.row["id"], exc_info=True)
+                    log.debug("sending delivery %s failed", rid, exc_info=True)
                     results[i] = SendFailure("transient", f"unexpected error while sending: {exc!r}")
                     continue
                 if journal is not None:
-                    journal.sent(job.row["id"], result.answer)
+                    journal.sent(rid, result.answer)
                 results[i] = result
                 self._sent_in_batch += 1
 
@@ -378,19 +481,38 @@ class EmailChannel:
         now = utcnow()
         later = now + dt.timedelta(seconds=d.throttle_seconds)
         bounced: dict[str, tuple[str, int | None]] = {}  # address -> (answer, delivery id)
+        refused_by_policy: list[tuple[str, str, int]] = []  # (address, answer, delivery id)
         policy_error = ""
-        throttled = False
+        channel_throttled = False
+        throttled_domains: set[str] = set()
         successes = 0
         run_of_failures = 0
+        attempted = [r for r in results if r is not None and not isinstance(r, (_Lost, _Deferred))]
+        unreachable = [r for r in attempted if isinstance(r, SendFailure) and r.kind == "connection"
+                       and r.stage == "connect"]
+        outage = None
+        if unreachable and len(unreachable) == len(attempted):
+            # not one lane reached the server: an outage, not these messages' failure
+            outage = channels.outage(self.engine, self.channel, str(unreachable[0]),
+                                     backoff_seconds=d.outage_backoff_seconds)
+            self.outage = (f"the email channel cannot reach its mail server: {unreachable[0]}; sending is paused "
+                           f"until {outage.outage_until:%H:%M:%S} UTC (try {outage.outage_count}), then tried again")
         # not attempted: right away when the channel paused (it gates them), else after a
         # short wait (the lanes lost the server)
         paused = any(isinstance(r, SendFailure) and r.kind == "policy" for r in results)
-        release_at = now if paused else now + dt.timedelta(seconds=30)
+        release_at = now if paused else outage.outage_until if outage else now + dt.timedelta(seconds=30)
         for job, result in zip(jobs, results):
             row, rid = job.row, job.row["id"]
             target = row["target"].lower()
-            if result is None:
-                outcomes[rid] = Outcome(rid, "release", next_attempt_at=release_at)
+            if isinstance(result, _Lost):
+                outcomes[rid] = Outcome(rid, "lost")
+                continue
+            if isinstance(result, _Deferred):
+                outcomes[rid] = Outcome(rid, "release", next_attempt_at=now + dt.timedelta(seconds=result.seconds))
+                continue
+            if result is None or (outage and result in unreachable):
+                outcomes[rid] = Outcome(rid, "release", next_attempt_at=release_at,
+                                        error=f"not sent: {self.outage}" if outage else "")
                 continue
             if isinstance(result, SendFailure):
                 failure = result
@@ -402,6 +524,7 @@ class EmailChannel:
                 if target not in refused:
                     successes += 1
                     run_of_failures = 0
+                    self._policy_run.clear()
                     note = f" (refused: {', '.join(f'{a} {c}' for a, (c, _) in refused.items())})" if refused else ""
                     outcomes[rid] = Outcome(rid, "sent", answer=result.answer + note)
                     continue
@@ -413,13 +536,22 @@ class EmailChannel:
             if kind in _CHANNEL_FAILURES:
                 run_of_failures += 1
             if kind == "throttle":
-                throttled = True
+                if failure.stage == "connect":
+                    channel_throttled = True
+                else:
+                    throttled_domains.add(recipient_domain(target))
                 outcomes[rid] = Outcome(rid, "retry", error=f"throttled: {failure}", answer=answer,
                                         next_attempt_at=later, spend_attempt=False)
             elif kind == "policy":
                 policy_error = policy_error or str(failure)
                 outcomes[rid] = Outcome(rid, "retry", error=f"not sent, channel paused: {failure}", answer=answer,
                                         next_attempt_at=now, spend_attempt=False)
+            elif kind == "recipient_policy":
+                refused_by_policy.append((target, str(failure), rid))
+                self._policy_run.append(recipient_domain(target))
+                outcomes[rid] = Outcome(rid, "failed", answer=answer,
+                                        error=f"refused for this recipient on policy grounds (5.7.x at RCPT), "
+                                              f"counted as a soft bounce: {failure}")
             elif kind == "hard_bounce":
                 bounced[target] = (str(failure), rid)
                 outcomes[rid] = Outcome(rid, "failed", answer=answer,
@@ -436,18 +568,53 @@ class EmailChannel:
                                             next_attempt_at=now + delay)
         if bounced:
             self._suppress_bounced(bounced)
-        if throttled:
+        if refused_by_policy:
+            self._count_policy_refusals(refused_by_policy)
+        for domain in sorted(throttled_domains):
+            bucket = self.domain_buckets.get(domain)
+            base = bucket.base_rate if bucket is not None and d.rate_per_second <= 0 else 0
+            channels.throttle_domain(self.engine, self.channel, domain, d.throttle_seconds,
+                                     base_per_minute=int(base * 60) if base > 0 else None)
+        if channel_throttled:
             base = self.bucket.base_rate if d.rate_per_second <= 0 else 0
             channels.throttle(self.engine, self.channel, d.throttle_seconds,
                               base_per_minute=int(base * 60) if base > 0 else None)
+        domains_in_run = set(self._policy_run)
+        if d.policy_pause_domains > 0 and len(domains_in_run) >= d.policy_pause_domains and not policy_error:
+            policy_error = (f"{len(self._policy_run)} recipients at {len(domains_in_run)} different domains in a row "
+                            f"refused our mail on policy grounds (5.7.x at RCPT), e.g. {refused_by_policy[-1][1]}"
+                            if refused_by_policy else "5.7.x refusals from many domains in a row")
+            self._policy_run.clear()
         if policy_error:
             channels.pause(self.engine, self.channel,
                            f"the mail server refused us on policy grounds: {policy_error}. "
                            "This is about our sending (authentication, DKIM/SPF/DMARC, reputation), "
                            "not the recipients; their messages stay queued")
-        if run_of_failures or (successes and state.consecutive_failures):
+        if run_of_failures or (successes and (state.consecutive_failures or state.outage_count)):
             channels.note_results(self.engine, self.channel, successes=successes,
                                   failures_in_a_row=run_of_failures, pause_after=d.max_consecutive_failures)
+
+    def _judge_fallback(self, jobs: list[_Job], results: list, outcomes: dict[int, Outcome], exc: Exception) -> None:
+        """When judging raised: a row the server accepted is sent; every other row is
+        failed with the error, visible in `deliveries list` (issue 18, item 7)."""
+        for job, result in zip(jobs, results):
+            rid = job.row["id"]
+            if isinstance(result, _Lost):
+                outcomes[rid] = Outcome(rid, "lost")
+            elif result is not None and not isinstance(result, (SendFailure, _Deferred)):
+                outcomes[rid] = Outcome(rid, "sent", answer=result.answer)
+            elif result is None or isinstance(result, _Deferred):
+                outcomes[rid] = Outcome(rid, "release")
+            else:
+                outcomes[rid] = Outcome(rid, "failed", answer=str(result.code or ""),
+                                        error=f"could not judge the answer ({result}): {exc!r}; fix the cause, "
+                                              f"then `syndicate deliveries retry {rid}`")
+
+    def _count_policy_refusals(self, refused: list[tuple[str, str, int]]) -> None:
+        from pipeline.delivery.inbound.bounces import count_soft_bounce
+
+        for address, text, rid in refused:
+            count_soft_bounce(self.settings, self.engine, address, delivery_id=rid, detail=text, source="smtp")
 
     def _suppress_bounced(self, bounced: dict[str, tuple[str, int | None]]) -> None:
         hook = recipients()

@@ -5,12 +5,17 @@
   sent         2yz
   transient    4yz: retry later with backoff, an attempt is spent
   throttle     421 or 4.7.x: the server wants us slower; requeue without spending an
-               attempt and slow the whole channel down
+               attempt and slow down sending to that destination domain
   hard_bounce  5.1.x (bad mailbox/domain), 5.2.1 (disabled), 551/553 without an
                enhanced code: the address is dead, suppress it
-  policy       5.7.x (authentication, reputation, DMARC), a refused envelope sender,
-               failed AUTH: our problem, not the recipient's; pause the channel and
-               tell the operator, never suppress the recipient
+  recipient_policy
+               5.7.x at RCPT: this one recipient's server refuses us (a block list,
+               a closed mailbox); the message fails for good and counts as a soft
+               bounce. Only many domains in a row pause the channel (issue 19, item 2)
+  policy       5.7.x at connect, AUTH, MAIL FROM or DATA (authentication, reputation,
+               DMARC), a refused envelope sender, failed AUTH: our problem, not the
+               recipient's; pause the channel and tell the operator, never suppress
+               the recipient
   permanent    any other 5yz: this message failed; no retry, no suppression
 
 `stage` is where the answer came: connect | auth | mail | rcpt | data.
@@ -23,7 +28,7 @@ import re
 from pipeline.durations import parse_duration, retry_delay  # noqa: F401  (the one duration type)
 ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
-KINDS = ("sent", "transient", "throttle", "hard_bounce", "policy", "permanent")
+KINDS = ("sent", "transient", "throttle", "hard_bounce", "recipient_policy", "policy", "permanent")
 
 
 def enhanced_status(text: str | bytes) -> str | None:
@@ -49,7 +54,7 @@ def classify(code: int, text: str | bytes = "", stage: str = "data") -> str:
     if status:
         subject = status.split(".")[1]
         if subject == "7":
-            return "policy"
+            return "recipient_policy" if stage == "rcpt" else "policy"
         if stage == "mail" or status in ("5.1.7", "5.1.8"):
             return "policy"  # our envelope sender is refused
         if subject == "1" or status == "5.2.1":

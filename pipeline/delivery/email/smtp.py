@@ -71,6 +71,7 @@ class SMTPSender:
         self.pipelining = pipelining
         self.local_hostname = local_hostname
         self.smtp: smtplib.SMTP | None = None
+        self.utf8 = False  # this message needs SMTPUTF8
         self.sent_on_connection = 0
         self.connections_opened = 0
 
@@ -181,6 +182,10 @@ class SMTPSender:
         sender = _check_address(message.envelope_from) if message.envelope_from else ""
         if self.smtp is None or self.sent_on_connection >= self.messages_per_connection:
             self.connect()
+        self.utf8 = False
+        recipients = [self._envelope_address(r) for r in recipients]
+        sender = self._envelope_address(sender) if sender else ""
+        self.smtp.command_encoding = "utf-8" if self.utf8 else "ascii"
         self.sent_on_connection += 1
         try:
             if self.pipelining and self.smtp.has_extn("pipelining"):
@@ -193,14 +198,29 @@ class SMTPSender:
             raise SendFailure("connection", f"connection to {self.host}:{self.port} lost: {exc}",
                               stage="data") from None
 
-    def _mail_options(self, data: bytes, sender: str = "", recipients: list[str] | tuple = ()) -> list[str]:
-        options = [f"SIZE={len(data)}"] if self.smtp.has_extn("size") else []
-        if not (sender.isascii() and all(r.isascii() for r in recipients)):
-            # A non-ASCII local part (accepted only with email.smtputf8) travels only
-            # under SMTPUTF8 (RFC 6531); without it the address cannot be delivered here.
+    def _envelope_address(self, address: str) -> str:
+        """An address as the envelope may carry it: the domain IDNA-encoded; a non-ASCII
+        local part only when the server offers SMTPUTF8 (RFC 6531). Anything else can
+        never be delivered over this server: a permanent failure, not a retry for days
+        (issue 19, item 7)."""
+        if address.isascii():
+            return address
+        local, _, domain = address.rpartition("@")
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise SendFailure("permanent", f"the domain of {address!r} is not a valid internationalised "
+                              "domain name (IDNA)", stage="rcpt") from None
+        if not local.isascii():
             if not self.smtp.has_extn("smtputf8"):
-                raise SendFailure("permanent", f"{self.host}:{self.port} does not offer SMTPUTF8, needed for "
-                                  f"{', '.join(r for r in recipients if not r.isascii()) or sender}", stage="mail")
+                raise SendFailure("permanent", f"{address!r} has a non-ASCII local part and "
+                                  f"{self.host}:{self.port} does not offer SMTPUTF8 (RFC 6531)", stage="rcpt")
+            self.utf8 = True
+        return f"{local}@{domain}"
+
+    def _mail_options(self, data: bytes) -> list[str]:
+        options = [f"SIZE={len(data)}"] if self.smtp.has_extn("size") else []
+        if self.utf8:
             options.append("SMTPUTF8")
         return options
 
@@ -228,7 +248,7 @@ class SMTPSender:
 
     def _send_stepwise(self, sender: str, recipients: list[str], data: bytes) -> SendResult:
         smtp = self.smtp
-        code, text = smtp.mail(sender, self._mail_options(data, sender, recipients))
+        code, text = smtp.mail(sender, self._mail_options(data))
         if code != 250:
             raise self._fail(code, text, "mail", f"envelope sender {sender!r} refused")
         replies = []
@@ -247,11 +267,11 @@ class SMTPSender:
 
     def _send_pipelined(self, sender: str, recipients: list[str], data: bytes) -> SendResult:
         smtp = self.smtp
-        options = " ".join(self._mail_options(data, sender, recipients))
+        options = " ".join(self._mail_options(data))
         commands = [f"MAIL FROM:<{sender}>" + (f" {options}" if options else "")]
         commands += [f"RCPT TO:<{r}>" for r in recipients]
         commands.append("DATA")
-        smtp.send(("\r\n".join(commands) + "\r\n").encode("utf-8" if "SMTPUTF8" in options else "ascii"))
+        smtp.send(("\r\n".join(commands) + "\r\n").encode("utf-8" if self.utf8 else "ascii"))
         mail_code, mail_text = smtp.getreply()
         replies = [smtp.getreply() for _ in recipients]
         data_code, data_text = smtp.getreply()

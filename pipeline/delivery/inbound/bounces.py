@@ -240,6 +240,18 @@ def _decide(settings: Settings, engine: Engine, raw: bytes, name: str) -> list[t
     return out
 
 
+def count_soft_bounce(settings: Settings, engine: Engine, address: str, *, delivery_id: int, detail: str,
+                      source: str = "smtp") -> Decision:
+    """A refusal at send time that is this recipient's, not ours, yet not a dead
+    address (5.7.x at RCPT, issue 19 item 2): counted like a soft bounce from a DSN,
+    so `delivery.soft_bounce_limit` of them suppress the address. Recording the same
+    delivery twice counts once."""
+    d = Decision(address.lower(), "soft", "counted", status=_status(detail.rpartition(" refused")[2]), action="failed", delivery_id=delivery_id,
+                 detail=detail[:4000])
+    _apply(settings, engine, f"{source}:{delivery_id}".encode(), address, d, source)
+    return d
+
+
 def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d: Decision, source: str) -> None:
     d_set = settings.delivery
     now = utcnow()
