@@ -45,12 +45,14 @@ class RevisionState(enum.StrEnum):
     SUBMITTED = "submitted"
     APPROVED = "approved"
     REJECTED = "rejected"
+    RETRACTED = "retracted"  # an editor took an approved article off (the desk, issue 13)
     SUPERSEDED = "superseded"
 
 
 class ApprovalDecision(enum.StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
+    RETRACTED = "retracted"  # an editor took an approved article off (the desk, issue 13)
 
 
 class SuppressionReason(enum.StrEnum):

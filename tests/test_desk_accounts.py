@@ -155,7 +155,7 @@ def test_csrf_missing_wrong_or_from_another_session_is_refused(sqlite_app):
     assert r.status_code == 403
     assert ed.post("/desk/logout", data={"csrf_token": good}).status_code == 303
     # a token expires
-    stale = tokens._serializer(app.settings, "desk-csrf", True)
+    stale = tokens._timed_serializer(app.settings, "desk-csrf")
     old = stale.dumps("x")
     with pytest.raises(TokenError):
         tokens.verify(app.settings, "desk-csrf", old, max_age=-1)

@@ -140,8 +140,9 @@ def _replay(engine: Engine, entries: list[tuple[int, str, str]], name: str, sett
             done += conn.execute(stmt.values(lease_until=None, attempts=deliveries.c.attempts + 1,
                                              updated_at=now, **values)).rowcount
         if settings is not None and bounced:
-            from pipeline.subscribers.suppression import suppress
+            from pipeline.delivery import recipients  # the suppression list's owner, through its hook
 
+            suppress = recipients().suppress
             targets = dict(conn.execute(select(deliveries.c.id, deliveries.c.target)
                                         .where(deliveries.c.id.in_([i for i, _ in bounced]))).all())
             for delivery_id, answer in bounced:

@@ -21,7 +21,7 @@ CHECKS = [
     ("deliveries", "ck_deliveries_state",
      "state IN ('queued', 'sending', 'sent', 'retry', 'failed', 'suppressed', 'dead', 'cancelled')"),
     ("revisions", "ck_revisions_state", "state IN ('draft', 'submitted', 'approved', 'rejected', 'superseded')"),
-    ("approvals", "ck_approvals_decision", "decision IN ('approved', 'rejected')"),
+    ("approvals", "ck_approvals_decision", "decision IN ('approved', 'rejected', 'retracted')"),
     ("suppressions", "ck_suppressions_reason",
      "reason IN ('unsubscribed', 'hard_bounce', 'soft_bounces', 'complaint', 'manual')"),
     ("job_runs", "ck_job_runs_status", "status IN ('running', 'ok', 'failed', 'skipped', 'missed')"),
