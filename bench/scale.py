@@ -49,13 +49,19 @@ def _body() -> bytes:
     if not _BODY:
         import binascii
 
-        paragraph = ("<h2><a href=\"https://news.example.com/a/{i}\" style=\"color:#123\">Article {i}: a title about "
-                     "habits and work</a></h2><p style=\"margin:0 0 16px 0;line-height:1.5\">" +
-                     "A summary sentence that says what the article is about. " * 6 + "</p>\n")
-        html = "<html><body><div style=\"max-width:600px\">" + "".join(paragraph.format(i=i) for i in range(12))
-        text = "".join(f"Article {i}: a title about habits and work\r\nhttps://news.example.com/a/{i}\r\n"
-                       + "A summary sentence that says what the article is about. " * 6 + "\r\n\r\n"
-                       for i in range(12))
+        paragraph = (
+            '<h2><a href="https://news.example.com/a/{i}" style="color:#123">Article {i}: a title about '
+            'habits and work</a></h2><p style="margin:0 0 16px 0;line-height:1.5">'
+            + "A summary sentence that says what the article is about. " * 6
+            + "</p>\n"
+        )
+        html = '<html><body><div style="max-width:600px">' + "".join(paragraph.format(i=i) for i in range(12))
+        text = "".join(
+            f"Article {i}: a title about habits and work\r\nhttps://news.example.com/a/{i}\r\n"
+            + "A summary sentence that says what the article is about. " * 6
+            + "\r\n\r\n"
+            for i in range(12)
+        )
         qp = lambda s: binascii.b2a_qp(s.encode()).replace(b"\n", b"\r\n") + b"\r\n"  # noqa: E731
         _BODY["text"], _BODY["html"] = qp(text), qp(html)
     return _BODY
@@ -69,14 +75,29 @@ def build_scale_digest(conn, settings, row):
     to = row["target"].encode()
     unsub = b"https://news.example.com/u/" + rid
     boundary = b"=_b" + rid
-    head = (b"From: Journal <digest@news.example.com>\r\nTo: " + to + b"\r\nSubject: This week in the Journal\r\n"
-            b"Message-ID: <scale." + rid + b"@news.example.com>\r\nList-Id: Journal <digest.news.example.com>\r\n"
-            b"List-Unsubscribe: <" + unsub + b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
-            b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"" + boundary + b"\"\r\n\r\n")
-    part = b"--" + boundary + b"\r\nContent-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-    data = b"".join([head, part % b"plain", b["text"], b"Unsubscribe: " + unsub + b"\r\n", part % b"html", b["html"],
-                     b"<p><a href=3D\"" + unsub + b"\">Unsubscribe</a></p></div></body></html>\r\n",
-                     b"--" + boundary + b"--\r\n"])
+    head = (
+        b"From: Journal <digest@news.example.com>\r\nTo: " + to + b"\r\nSubject: This week in the Journal\r\n"
+        b"Message-ID: <scale." + rid + b"@news.example.com>\r\nList-Id: Journal <digest.news.example.com>\r\n"
+        b"List-Unsubscribe: <" + unsub + b">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="' + boundary + b'"\r\n\r\n'
+    )
+    part = (
+        b"--"
+        + boundary
+        + b"\r\nContent-Type: text/%s; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    data = b"".join(
+        [
+            head,
+            part % b"plain",
+            b["text"],
+            b"Unsubscribe: " + unsub + b"\r\n",
+            part % b"html",
+            b["html"],
+            b'<p><a href=3D"' + unsub + b'">Unsubscribe</a></p></div></body></html>\r\n',
+            b"--" + boundary + b"--\r\n",
+        ]
+    )
     return OutgoingEmail("digest@news.example.com", [row["target"]], data)
 
 
@@ -87,6 +108,7 @@ if __name__ != "__main__":  # imported as a plugin (SYNDICATE_DELIVERY_PLUGINS=s
 
 
 # --- the sink -------------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -119,8 +141,9 @@ class Sink:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
             self.kind = "aiosmtpd sink in its own process (smtp-sink not installed; no PIPELINING)"
-            self.proc = multiprocessing.get_context("spawn").Process(target=_aiosmtpd_sink, args=(self.port,),
-                                                                    daemon=True)
+            self.proc = multiprocessing.get_context("spawn").Process(
+                target=_aiosmtpd_sink, args=(self.port,), daemon=True
+            )
             self.proc.start()
         for _ in range(200):
             try:
@@ -139,6 +162,7 @@ class Sink:
 
 
 # --- one configuration ----------------------------------------------------------------------
+
 
 def _what_if() -> None:
     """Patch one proposed change into this worker process (the shipped code is
@@ -265,9 +289,19 @@ batch_size = {args.batch}
         t0 = time.perf_counter()
         for start in range(0, args.messages, 10_000):
             with app.engine.begin() as conn:
-                outbox.enqueue_many(conn, (dict(channel="email", target=f"reader{i}@example.org", kind=KIND,
-                                                key=f"scale:{i}", payload={"edition": 1})
-                                           for i in range(start, min(start + 10_000, args.messages))))
+                outbox.enqueue_many(
+                    conn,
+                    (
+                        dict(
+                            channel="email",
+                            target=f"reader{i}@example.org",
+                            kind=KIND,
+                            key=f"scale:{i}",
+                            payload={"edition": 1},
+                        )
+                        for i in range(start, min(start + 10_000, args.messages))
+                    ),
+                )
         enqueue_s = time.perf_counter() - t0
         if db == "pg":
             with app.engine.begin() as conn:
@@ -276,8 +310,10 @@ batch_size = {args.batch}
         app.engine.dispose()
         ctx = multiprocessing.get_context("spawn")
         barrier, queue = ctx.Barrier(workers), ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(str(config), barrier, queue, args.profile, what_if))
-                 for _ in range(workers)]
+        procs = [
+            ctx.Process(target=_worker, args=(str(config), barrier, queue, args.profile, what_if))
+            for _ in range(workers)
+        ]
         for p in procs:
             p.start()
         cpu_before = _cpu_times()
@@ -293,10 +329,18 @@ batch_size = {args.batch}
         dispose_engines()
         sent = sum(r[0] for r in results)
         busy = (cpu_after[0] - cpu_before[0]) / max(cpu_after[1] - cpu_before[1], 1e-9)
-        return {"db": db, "workers": workers, "sent": sent, "seconds": seconds, "rate": sent / seconds,
-                "busy": busy, "worker_cpu_us": sum(r[4] for r in results) / max(sent, 1) * 1e6,
-                "enqueue_rate": args.messages / enqueue_s, "states": states,
-                "per_worker": [r[0] for r in results]}
+        return {
+            "db": db,
+            "workers": workers,
+            "sent": sent,
+            "seconds": seconds,
+            "rate": sent / seconds,
+            "busy": busy,
+            "worker_cpu_us": sum(r[4] for r in results) / max(sent, 1) * 1e6,
+            "enqueue_rate": args.messages / enqueue_s,
+            "states": states,
+            "per_worker": [r[0] for r in results],
+        }
     finally:
         if schema:
             _drop_schema(schema)
@@ -309,12 +353,24 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=2, help="SMTP connections per worker (delivery.smtp_connections)")
     p.add_argument("--batch", type=int, default=500, help="delivery.batch_size")
     p.add_argument("--profile", default=None, help="a folder: cProfile every worker into it")
-    p.add_argument("--repeat", type=int, default=1, help="run every configuration this many times, "
-                   "interleaved, and compare the best of each (other load only ever slows a run down)")
-    p.add_argument("--pg-options", default="", help="extra PostgreSQL session settings for the workers, "
-                   "e.g. '-csynchronous_commit=off' (a diagnostic: how much of the time is commit latency)")
-    p.add_argument("--what-if", action="store_true",
-                   help="also run each configuration with the two proposed outbox changes patched in (see _what_if)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every configuration this many times, "
+        "interleaved, and compare the best of each (other load only ever slows a run down)",
+    )
+    p.add_argument(
+        "--pg-options",
+        default="",
+        help="extra PostgreSQL session settings for the workers, "
+        "e.g. '-csynchronous_commit=off' (a diagnostic: how much of the time is commit latency)",
+    )
+    p.add_argument(
+        "--what-if",
+        action="store_true",
+        help="also run each configuration with the two proposed outbox changes patched in (see _what_if)",
+    )
     args = p.parse_args()
     sys.path[:0] = [str(REPO), str(BENCH)]
     os.environ["SYNDICATE_DELIVERY_PLUGINS"] = "scale"
@@ -324,8 +380,11 @@ def main() -> None:
     runs = [(r.split(":")[0], int(r.split(":")[1])) for r in args.runs.split(",")]
     sink = Sink()
     size = len(build_scale_digest(None, None, {"id": 123456, "target": "reader123456@example.org"}).data)
-    print(f"sink: {sink.kind}; {args.messages:,} deliveries of {size:,} bytes per run; "
-          f"{args.connections} SMTP connections per worker, batch {args.batch}; {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"sink: {sink.kind}; {args.messages:,} deliveries of {size:,} bytes per run; "
+        f"{args.connections} SMTP connections per worker, batch {args.batch}; {os.cpu_count()} CPUs",
+        flush=True,
+    )
     print(f"load average before the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     variants = [False, True] if args.what_if else [False]
     results = {}
@@ -340,9 +399,12 @@ def main() -> None:
                             results[key] = r  # best of --repeat: other load only ever slows a run down
                         name = ("PostgreSQL" if db == "pg" else "SQLite") + (" what-if" if what_if else "")
                         ok = "" if r["states"] == {"sent": args.messages} else f"  NOT ALL SENT: {r['states']}"
-                        print(f"{name:18} {workers} worker(s): {r['rate']:8,.0f} messages/s  ({r['sent']:,} in "
-                              f"{r['seconds']:.1f} s; per worker {r['per_worker']}; worker CPU "
-                              f"{r['worker_cpu_us']:.0f} us/message; machine busy {r['busy']:.0%}){ok}", flush=True)
+                        print(
+                            f"{name:18} {workers} worker(s): {r['rate']:8,.0f} messages/s  ({r['sent']:,} in "
+                            f"{r['seconds']:.1f} s; per worker {r['per_worker']}; worker CPU "
+                            f"{r['worker_cpu_us']:.0f} us/message; machine busy {r['busy']:.0%}){ok}",
+                            flush=True,
+                        )
     finally:
         sink.stop()
     if args.repeat > 1:

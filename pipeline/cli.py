@@ -43,8 +43,12 @@ err_console = Console(stderr=True, highlight=False)
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        data = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname,
-                "logger": record.name, "message": record.getMessage()}
+        data = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         for key in ("job_id", "counts", "status", "duration"):
             if hasattr(record, key):
                 data[key] = getattr(record, key)
@@ -76,9 +80,19 @@ def setup_logging(verbose: int, log_format: str, daemon: bool = False) -> None:
 # migrate one (issue 16 item 12); a missing or outdated database is an error whose
 # hint names `syndicate init` / `syndicate db upgrade`. Others migrate on first use.
 READ_ONLY_COMMANDS = {
-    "status", "review", "config show", "deliveries list", "deliveries show",
-    "jobs history", "jobs list", "partners list", "partners status", "subscribers export",
-    "subscribers list", "subscribers show", "suppressions list",
+    "status",
+    "review",
+    "config show",
+    "deliveries list",
+    "deliveries show",
+    "jobs history",
+    "jobs list",
+    "partners list",
+    "partners status",
+    "subscribers export",
+    "subscribers list",
+    "subscribers show",
+    "suppressions list",
 }
 
 
@@ -163,11 +177,21 @@ class SyndicateGroup(click.Group):
 
 
 @click.group(cls=SyndicateGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_path", default=lambda: os.environ.get("SYNDICATE_CONFIG", "syndicate.toml"),
-              show_default="./syndicate.toml or $SYNDICATE_CONFIG", help="The operator's config file.")
+@click.option(
+    "--config",
+    "config_path",
+    default=lambda: os.environ.get("SYNDICATE_CONFIG", "syndicate.toml"),
+    show_default="./syndicate.toml or $SYNDICATE_CONFIG",
+    help="The operator's config file.",
+)
 @click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks on errors, -vv debug logs.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="json: one JSON object per log line, for log shippers.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON object per log line, for log shippers.",
+)
 @click.version_option(package_name="syndicate")
 @click.pass_context
 def main(ctx: click.Context, config_path: str, verbose: int, log_format: str):

@@ -18,7 +18,7 @@ UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SECONDS = 366 * 86400
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-EXAMPLES = "\"90s\", \"10m\", \"1h30m\", \"2d\" or a number of seconds"
+EXAMPLES = '"90s", "10m", "1h30m", "2d" or a number of seconds'
 
 
 def parse_seconds(value) -> float:
@@ -50,7 +50,7 @@ class Duration(str):
 
     seconds: float
 
-    def __new__(cls, value) -> "Duration":
+    def __new__(cls, value) -> Duration:
         if isinstance(value, Duration):
             return value
         seconds = parse_seconds(value)
@@ -73,7 +73,7 @@ def duration_list(value) -> list[Duration]:
     if isinstance(value, str):
         value = [v for v in (part.strip() for part in value.split(",")) if v]
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"expected a list of durations such as [\"5m\", \"1h\"], got {value!r}")
+        raise ValueError(f'expected a list of durations such as ["5m", "1h"], got {value!r}')
     out = []
     for i, item in enumerate(value):
         try:

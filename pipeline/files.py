@@ -34,4 +34,3 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, encoding: str = 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-

@@ -47,8 +47,9 @@ def check_url(url: str, *, allow_private: bool) -> None:
         raise requests.ConnectionError(f"cannot resolve {parts.hostname}: {exc}") from None
     bad = sorted({info[4][0] for info in infos if not address_allowed(info[4][0])})
     if bad:
-        raise AddressRefused(f"{parts.hostname} resolves to {', '.join(bad)}, a private, loopback or "
-                             "link-local address")
+        raise AddressRefused(
+            f"{parts.hostname} resolves to {', '.join(bad)}, a private, loopback or link-local address"
+        )
 
 
 class _PeerCheck:

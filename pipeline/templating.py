@@ -44,15 +44,28 @@ def _build(dirs: tuple[str, ...], html: bool, trim: bool, keep_trailing_newline:
     return env
 
 
-def environment(settings: Any, *, html: bool = True, trim: bool = False,
-                keep_trailing_newline: bool = True) -> jinja2.Environment:
+def environment(
+    settings: Any, *, html: bool = True, trim: bool = False, keep_trailing_newline: bool = True
+) -> jinja2.Environment:
     """The environment for `settings`' template folders; built once per combination."""
     dirs = tuple(str(d) for d in template_dirs(settings))
     return _build(dirs, html, trim, keep_trailing_newline)
 
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 def human_date(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def utcnow() -> dt.datetime:

@@ -49,9 +49,11 @@ def secret_key(settings: Settings) -> str:
             log.warning("using the local demo secret in %s; set SYNDICATE_SECRET_KEY in production", path)
             _warned = True
         return path.read_text(encoding="utf-8").strip()
-    raise ConfigError("no secret key to sign tokens with",
-                      hint="Set SYNDICATE_SECRET_KEY (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
-                           "or run `syndicate init` for a local demo secret.")
+    raise ConfigError(
+        "no secret key to sign tokens with",
+        hint="Set SYNDICATE_SECRET_KEY (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
+        "or run `syndicate init` for a local demo secret.",
+    )
 
 
 def secret_source(settings: Settings) -> str | None:
@@ -66,13 +68,15 @@ def secret_source(settings: Settings) -> str | None:
 
 
 def _serializer(settings: Settings, purpose: str) -> URLSafeSerializer:
-    return URLSafeSerializer(secret_key(settings), salt=f"syndicate.{purpose}",
-                             signer_kwargs={"digest_method": hashlib.sha256})
+    return URLSafeSerializer(
+        secret_key(settings), salt=f"syndicate.{purpose}", signer_kwargs={"digest_method": hashlib.sha256}
+    )
 
 
 def _timed_serializer(settings: Settings, purpose: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret_key(settings), salt=f"syndicate.{purpose}",
-                                  signer_kwargs={"digest_method": hashlib.sha256})
+    return URLSafeTimedSerializer(
+        secret_key(settings), salt=f"syndicate.{purpose}", signer_kwargs={"digest_method": hashlib.sha256}
+    )
 
 
 def sign(settings: Settings, purpose: str, value: Any, *, timed: bool = False) -> str:

@@ -27,16 +27,27 @@ def write_author(root: Path, slug: str = "ana-lee", name: str = "Ana Lee") -> Pa
     return path
 
 
-def write_article(root: Path, slug: str, *, title: str = "Small Rituals", author: str = "ana-lee",
-                  date: str = "2026-10-01T08:00:00Z", tags: str = "[relationships, habits]",
-                  category: str = "relationships", body: str = BODY, extra: str = "",
-                  status: str = "submitted", raw: bytes | None = None) -> Path:
+def write_article(
+    root: Path,
+    slug: str,
+    *,
+    title: str = "Small Rituals",
+    author: str = "ana-lee",
+    date: str = "2026-10-01T08:00:00Z",
+    tags: str = "[relationships, habits]",
+    category: str = "relationships",
+    body: str = BODY,
+    extra: str = "",
+    status: str = "submitted",
+    raw: bytes | None = None,
+) -> Path:
     path = root / "content" / "articles" / f"{slug}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     if raw is not None:
         path.write_bytes(raw)
         return path
-    front = textwrap.dedent(f"""\
+    front = (
+        textwrap.dedent(f"""\
         ---
         title: {json.dumps(title)}
         author: {author}
@@ -44,7 +55,10 @@ def write_article(root: Path, slug: str, *, title: str = "Small Rituals", author
         tags: {tags}
         category: {category}
         status: {status}
-        """) + extra + "---\n"
+        """)
+        + extra
+        + "---\n"
+    )
     path.write_text(front + body, encoding="utf-8")
     return path
 

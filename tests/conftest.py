@@ -109,7 +109,11 @@ def write_project(root: Path, db_url: str, extra_toml: str = "") -> Path:
     (root / "content" / "authors").mkdir(parents=True, exist_ok=True)
     (root / "var").mkdir(exist_ok=True)
     (root / "var" / "secret_key").write_text("test-secret-key-" + "x" * 32)
-    toml = BASE_TOML.format(templates=REPO / "templates") + f'\n[database]\nurl = "{db_url}"\n' + textwrap.dedent(extra_toml)
+    toml = (
+        BASE_TOML.format(templates=REPO / "templates")
+        + f'\n[database]\nurl = "{db_url}"\n'
+        + textwrap.dedent(extra_toml)
+    )
     path = root / "syndicate.toml"
     path.write_text(toml)
     return path
@@ -118,9 +122,11 @@ def write_project(root: Path, db_url: str, extra_toml: str = "") -> Path:
 @pytest.fixture
 def make_app(tmp_path):
     """make_app(db_url, extra_toml="") -> App for a fresh project folder in tmp_path."""
+
     def factory(db_url: str, extra_toml: str = "", root: Path | None = None) -> App:
         config = write_project(root or tmp_path / "site", db_url, extra_toml)
         return App(load_settings(config, env={}))
+
     return factory
 
 

@@ -33,34 +33,48 @@ def build_test_email(conn, settings, row) -> OutgoingEmail:
     msg["List-Unsubscribe"] = "<https://news.example.com/u/tok>, <mailto:unsub@news.example.com>"
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(p.get("body", "Hello.\nA line.\n.a line starting with a dot\n"))
-    return OutgoingEmail(envelope_from="digest@news.example.com",
-                         recipients=[row["target"], *p.get("also_to", [])],
-                         data=msg.as_bytes())
+    return OutgoingEmail(
+        envelope_from="digest@news.example.com", recipients=[row["target"], *p.get("also_to", [])], data=msg.as_bytes()
+    )
 
 
 register_email_kind("test", build_test_email)
 
 
 def enqueue_test(engine, targets, **payload) -> list[int]:
-    rows = [dict(channel="email", target=t, kind="test", key=f"test:{t}:{payload.get('tag', '')}",
-                 payload=dict(payload)) for t in targets]
+    rows = [
+        dict(channel="email", target=t, kind="test", key=f"test:{t}:{payload.get('tag', '')}", payload=dict(payload))
+        for t in targets
+    ]
     with engine.begin() as conn:
         outbox.enqueue_many(conn, rows)
         keys = [r["key"] for r in rows]
-        found = dict(conn.execute(select(deliveries.c.idempotency_key, deliveries.c.id)
-                                  .where(deliveries.c.idempotency_key.in_(keys))).all())
+        found = dict(
+            conn.execute(
+                select(deliveries.c.idempotency_key, deliveries.c.id).where(deliveries.c.idempotency_key.in_(keys))
+            ).all()
+        )
     return [found[k] for k in keys]
 
 
 def rows_by_id(engine, ids) -> dict[int, dict]:
     with engine.connect() as conn:
-        return {r["id"]: dict(r) for r in conn.execute(select(deliveries).where(deliveries.c.id.in_(list(ids))))
-                .mappings()}
+        return {
+            r["id"]: dict(r) for r in conn.execute(select(deliveries).where(deliveries.c.id.in_(list(ids)))).mappings()
+        }
 
 
 def smtp_toml(server, **delivery) -> str:
-    lines = ["[email]", 'backend = "smtp"', f'smtp_host = "{server.host}"', f"smtp_port = {server.port}",
-             f'smtp_security = "{delivery.pop("security", "none")}"', "smtp_timeout = 5.0", "", "[delivery]"]
+    lines = [
+        "[email]",
+        'backend = "smtp"',
+        f'smtp_host = "{server.host}"',
+        f"smtp_port = {server.port}",
+        f'smtp_security = "{delivery.pop("security", "none")}"',
+        "smtp_timeout = 5.0",
+        "",
+        "[delivery]",
+    ]
     if server.ca_file and "smtp_ca_file" not in delivery:
         delivery["smtp_ca_file"] = server.ca_file
     for key, value in delivery.items():

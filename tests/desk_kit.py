@@ -19,8 +19,9 @@ ROLE_USERS = {"author": ["author"], "editor": ["editor"], "operator": ["operator
 
 def make_user(app, email: str, roles, *, name: str = "", password: str = PASSWORD, state: str = "active"):
     with app.engine.begin() as conn:
-        return accounts.create_user(conn, email, roles=roles, name=name or email.split("@")[0].title(),
-                                    state=state, password=password)
+        return accounts.create_user(
+            conn, email, roles=roles, name=name or email.split("@")[0].title(), state=state, password=password
+        )
 
 
 def client_for(app) -> TestClient:
@@ -35,8 +36,9 @@ def csrf_of(html: str) -> str:
 
 def sign_in(client: TestClient, email: str, password: str = PASSWORD):
     page = client.get("/desk/login")
-    r = client.post("/desk/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text),
-                                         "next": "/desk/"})
+    r = client.post(
+        "/desk/login", data={"email": email, "password": password, "csrf_token": csrf_of(page.text), "next": "/desk/"}
+    )
     return r
 
 

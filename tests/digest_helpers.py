@@ -13,13 +13,13 @@ from pathlib import Path
 
 from sqlalchemy import insert, update
 
-from pipeline.content.ingest import ingest
 from pipeline.content.editorial import approve
+from pipeline.content.ingest import ingest
 from pipeline.store.schema import articles, subscribers, suppressions
 
 from .articles import write_article, write_author
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=UTC)  # a Monday
 
 
@@ -36,34 +36,62 @@ def add_articles(app, specs: list[dict]) -> None:
         extra = s.get("extra", "")
         if s.get("summary"):
             extra += f"summary: {json.dumps(s['summary'])}\n"
-        write_article(root, s["slug"], title=s.get("title", s["slug"].replace("-", " ").title()),
-                      tags=s.get("tags", "[habits]"), category=s.get("category", "wellbeing"),
-                      date=s.get("date", "2026-10-01T08:00:00Z"), extra=extra)
+        write_article(
+            root,
+            s["slug"],
+            title=s.get("title", s["slug"].replace("-", " ").title()),
+            tags=s.get("tags", "[habits]"),
+            category=s.get("category", "wellbeing"),
+            date=s.get("date", "2026-10-01T08:00:00Z"),
+            extra=extra,
+        )
     report = ingest(app)
     assert not report.errors, [e.message for e in report.errors]
     with app.engine.begin() as conn:
         approve(conn, [s["slug"] for s in specs], editor="test", override="test")
         for s in specs:
-            conn.execute(update(articles).where(articles.c.slug == s["slug"])
-                         .values(first_approved_at=s["approved_at"]))
+            conn.execute(
+                update(articles).where(articles.c.slug == s["slug"]).values(first_approved_at=s["approved_at"])
+            )
 
 
-def add_subscriber(app, email_addr: str, *, frequency: str = "daily", topics: list[str] | None = None,
-                   state: str = "confirmed", confirmed_at: dt.datetime | None = None, name: str = "",
-                   last_digest_at: dt.datetime | None = None) -> int:
+def add_subscriber(
+    app,
+    email_addr: str,
+    *,
+    frequency: str = "daily",
+    topics: list[str] | None = None,
+    state: str = "confirmed",
+    confirmed_at: dt.datetime | None = None,
+    name: str = "",
+    last_digest_at: dt.datetime | None = None,
+) -> int:
     now = confirmed_at or T0
     with app.engine.begin() as conn:
-        return conn.execute(insert(subscribers).values(
-            email=email_addr.lower(), name=name, state=state, frequency=frequency, topics=topics or [],
-            timezone="UTC", source="test", created_at=now, updated_at=now,
-            confirmed_at=confirmed_at if state != "unconfirmed" else None,
-            last_digest_at=last_digest_at)).inserted_primary_key[0]
+        return conn.execute(
+            insert(subscribers).values(
+                email=email_addr.lower(),
+                name=name,
+                state=state,
+                frequency=frequency,
+                topics=topics or [],
+                timezone="UTC",
+                source="test",
+                created_at=now,
+                updated_at=now,
+                confirmed_at=confirmed_at if state != "unconfirmed" else None,
+                last_digest_at=last_digest_at,
+            )
+        ).inserted_primary_key[0]
 
 
 def suppress(app, email_addr: str, reason: str = "hard_bounce") -> None:
     with app.engine.begin() as conn:
-        conn.execute(insert(suppressions).values(email=email_addr.lower(), reason=reason, source="test",
-                                                 created_at=T0, detail=""))
+        conn.execute(
+            insert(suppressions).values(
+                email=email_addr.lower(), reason=reason, source="test", created_at=T0, detail=""
+            )
+        )
 
 
 def drain(app):
@@ -130,6 +158,7 @@ def titles(msg) -> list[str]:
     """Article titles listed in a digest's text part, in order."""
     text = body(msg, "plain")
     import re
+
     return re.findall(r"^\d+\. (.+)$", text, flags=re.M)
 
 

@@ -8,15 +8,19 @@ from pathlib import Path
 
 from lxml import etree
 
-from pipeline.site.build import build
-from pipeline.content.ingest import ingest
 from pipeline.content.editorial import approve
+from pipeline.content.ingest import ingest
+from pipeline.site.build import build
 
 from .articles import write_article, write_author
 
-NS = {"a": "http://www.w3.org/2005/Atom", "atom": "http://www.w3.org/2005/Atom",
-      "content": "http://purl.org/rss/1.0/modules/content/", "dc": "http://purl.org/dc/elements/1.1/",
-      "fh": "http://purl.org/syndication/history/1.0"}
+NS = {
+    "a": "http://www.w3.org/2005/Atom",
+    "atom": "http://www.w3.org/2005/Atom",
+    "content": "http://purl.org/rss/1.0/modules/content/",
+    "dc": "http://purl.org/dc/elements/1.1/",
+    "fh": "http://purl.org/syndication/history/1.0",
+}
 
 FEEDS_TOML = """
 [feeds]
@@ -42,10 +46,16 @@ def add_articles(app, count: int, *, start: int = 0, authors=("ana-lee", "bo-che
     for i in range(start, start + count):
         slug = f"article-{i:03d}"
         tags = [TOPICS[i % len(TOPICS)], TOPICS[(i + 2) % len(TOPICS)]]
-        write_article(root, slug, title=f"Article {i}", author=authors[i % len(authors)],
-                      date=f"2026-0{1 + (i // 28) % 9}-{1 + i % 28:02d}T08:00:00Z",
-                      tags=json.dumps(tags), category=CATEGORIES[i % len(CATEGORIES)],
-                      body=f"Paragraph one of article {i}.\n\nSee [the archive](/articles/) and more.\n")
+        write_article(
+            root,
+            slug,
+            title=f"Article {i}",
+            author=authors[i % len(authors)],
+            date=f"2026-0{1 + (i // 28) % 9}-{1 + i % 28:02d}T08:00:00Z",
+            tags=json.dumps(tags),
+            category=CATEGORIES[i % len(CATEGORIES)],
+            body=f"Paragraph one of article {i}.\n\nSee [the archive](/articles/) and more.\n",
+        )
         slugs.append(slug)
     return slugs
 
@@ -81,5 +91,8 @@ def feed_files(app) -> list[str]:
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -136,7 +136,6 @@ class LoopbackServer:
             pass
         return True
 
-
     def _trickle(self, handler, reply: Reply) -> None:
         """A partner that answers one byte at a time, each byte well within any read
         timeout: only a total deadline stops the client waiting."""
@@ -146,7 +145,7 @@ class LoopbackServer:
             for i in range(len(head)):
                 if time.monotonic() > deadline or self._release.is_set():
                     break
-                handler.wfile.write(head[i:i + 1])
+                handler.wfile.write(head[i : i + 1])
                 handler.wfile.flush()
                 time.sleep(reply.trickle)
         except OSError:  # the client gave up: what the test wants
@@ -194,8 +193,11 @@ class WebhookPartner(LoopbackServer):
             if not record.duplicate:
                 self.events.append(json.loads(body))
         record.status = 200
-        handler._answer(200, json.dumps({"ok": True, "verified": True, "duplicate": record.duplicate}).encode(),
-                        {"Content-Type": "application/json"})
+        handler._answer(
+            200,
+            json.dumps({"ok": True, "verified": True, "duplicate": record.duplicate}).encode(),
+            {"Content-Type": "application/json"},
+        )
 
 
 class MicropubPartner(LoopbackServer):
@@ -283,8 +285,11 @@ if __name__ == "__main__":  # a partner to try `syndicate partners test` by hand
             while True:
                 time.sleep(0.2)
                 for r in partner.requests[seen:]:
-                    print(f"{r.method} {r.path} -> {r.status} verified={r.verified} duplicate={r.duplicate} "
-                          f"{r.reason} {r.body[:120]!r}", flush=True)
+                    print(
+                        f"{r.method} {r.path} -> {r.status} verified={r.verified} duplicate={r.duplicate} "
+                        f"{r.reason} {r.body[:120]!r}",
+                        flush=True,
+                    )
                 seen = len(partner.requests)
         except KeyboardInterrupt:
             pass

@@ -8,9 +8,9 @@ import datetime as dt
 
 from sqlalchemy import select, update
 
+from pipeline.content.editorial import approve
 from pipeline.content.ingest import ingest
 from pipeline.delivery.worker import drain
-from pipeline.content.editorial import approve
 from pipeline.partners import queue_partner_events
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import utcnow
@@ -22,8 +22,9 @@ OLD_SECRET = "whsec_" + base64.b64encode(b"the-previous-secret-0123456789ab").de
 SECRET_ENV = "SYNDICATE_TEST_ACME_SECRET"
 
 
-def webhook_partner_toml(url: str, name: str = "acme", *, env: str = SECRET_ENV, extra: str = "",
-                         schedule: str = '["5s", "5m", "30m"]') -> str:
+def webhook_partner_toml(
+    url: str, name: str = "acme", *, env: str = SECRET_ENV, extra: str = "", schedule: str = '["5s", "5m", "30m"]'
+) -> str:
     return f"""
 [[partners]]
 name = "{name}"
@@ -78,5 +79,8 @@ def rows(app, **where) -> list[dict]:
 def make_due(app) -> None:
     """Time travel for the outbox only: every waiting row is due now."""
     with app.engine.begin() as conn:
-        conn.execute(update(deliveries).where(deliveries.c.state.in_(("queued", "retry")))
-                     .values(next_attempt_at=utcnow() - dt.timedelta(seconds=1)))
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.state.in_(("queued", "retry")))
+            .values(next_attempt_at=utcnow() - dt.timedelta(seconds=1))
+        )

@@ -26,13 +26,15 @@ FROM = "digest@news.example.com"
 def build_scale_email(conn, settings, row) -> OutgoingEmail:
     rid = str(row["id"]).encode()
     to = row["target"].encode()
-    data = (b"From: Test Journal <" + FROM.encode() + b">\r\nTo: " + to + b"\r\n"
-            b"Subject: Scale test " + rid + b"\r\nMessage-ID: <scale." + rid + b"@news.example.com>\r\n"
-            b"List-Id: Test digest <digest.news.example.com>\r\n"
-            b"List-Unsubscribe: <https://news.example.com/u/" + rid + b">\r\n"
-            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nMIME-Version: 1.0\r\n"
-            b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
-            b"Hello. This is delivery " + rid + b" of the scale-out test.\r\n")
+    data = (
+        b"From: Test Journal <" + FROM.encode() + b">\r\nTo: " + to + b"\r\n"
+        b"Subject: Scale test " + rid + b"\r\nMessage-ID: <scale." + rid + b"@news.example.com>\r\n"
+        b"List-Id: Test digest <digest.news.example.com>\r\n"
+        b"List-Unsubscribe: <https://news.example.com/u/" + rid + b">\r\n"
+        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"Hello. This is delivery " + rid + b" of the scale-out test.\r\n"
+    )
     return OutgoingEmail(FROM, [row["target"]], data)
 
 
@@ -41,8 +43,10 @@ register_email_kind(KIND, build_scale_email)
 
 def scale_rows(start: int, stop: int, tag: str = "scale") -> list[dict]:
     """Outbox rows (the keyword arguments of outbox.enqueue) for reader{start..stop-1}."""
-    return [dict(channel="email", target=f"reader{i}@example.org", kind=KIND, key=f"{tag}:{i}",
-                 payload={}) for i in range(start, stop)]
+    return [
+        dict(channel="email", target=f"reader{i}@example.org", kind=KIND, key=f"{tag}:{i}", payload={})
+        for i in range(start, stop)
+    ]
 
 
 def enqueue_scale(engine, count: int, *, tag: str = "scale", chunk: int = 5000) -> int:
@@ -56,7 +60,7 @@ def enqueue_scale(engine, count: int, *, tag: str = "scale", chunk: int = 5000) 
 
 
 class _Recorder:
-    def __init__(self, owner: "CountingSMTPServer"):
+    def __init__(self, owner: CountingSMTPServer):
         self.owner = owner
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -73,10 +77,10 @@ class _Recorder:
 class CountingSMTPServer:
     """aiosmtpd on 127.0.0.1:0 that counts per recipient and keeps arrival times.
 
-        with CountingSMTPServer(pipelining=True) as smtp:
-            ... smtp.host, smtp.port ...
-            smtp.counts()        # {recipient: messages}
-            smtp.arrivals()      # [monotonic time of each accepted message], sorted
+    with CountingSMTPServer(pipelining=True) as smtp:
+        ... smtp.host, smtp.port ...
+        smtp.counts()        # {recipient: messages}
+        smtp.arrivals()      # [monotonic time of each accepted message], sorted
     """
 
     def __init__(self, *, pipelining: bool = False):
@@ -94,8 +98,9 @@ class CountingSMTPServer:
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._times: list[float] = []
-        self._controller = _Controller(_Recorder(self), hostname=self.host, port=0,
-                                       data_size_limit=1_000_000, decode_data=False)
+        self._controller = _Controller(
+            _Recorder(self), hostname=self.host, port=0, data_size_limit=1_000_000, decode_data=False
+        )
 
     def _arrived(self, rcpts) -> None:
         now = time.monotonic()
@@ -105,7 +110,7 @@ class CountingSMTPServer:
                 r = r.lower()
                 self._counts[r] = self._counts.get(r, 0) + 1
 
-    def start(self) -> "CountingSMTPServer":
+    def start(self) -> CountingSMTPServer:
         self._controller.start()
         self.port = self._controller.port
         return self
@@ -113,7 +118,7 @@ class CountingSMTPServer:
     def stop(self) -> None:
         self._controller.stop()
 
-    def __enter__(self) -> "CountingSMTPServer":
+    def __enter__(self) -> CountingSMTPServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -71,10 +71,28 @@ def tls_files() -> tuple[Path, Path]:
     made once per test process with the openssl command."""
     if not _TLS:
         folder = Path(tempfile.mkdtemp(prefix="smtp-test-tls-"))
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                        "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"),
-                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                str(folder / "key.pem"),
+                "-out",
+                str(folder / "cert.pem"),
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ],
+            check=True,
+            capture_output=True,
+        )
         _TLS["cert"], _TLS["key"] = folder / "cert.pem", folder / "key.pem"
     return _TLS["cert"], _TLS["key"]
 
@@ -102,7 +120,7 @@ class _Rule:
 
 
 class _CountingSMTP(SMTP):
-    def __init__(self, *args, owner: "SMTPTestServer", **kwargs):
+    def __init__(self, *args, owner: SMTPTestServer, **kwargs):
         super().__init__(*args, **kwargs)
         self._owner = owner
         self._session_no = 0
@@ -113,7 +131,7 @@ class _CountingSMTP(SMTP):
 
 
 class _Controller(Controller):
-    def __init__(self, owner: "SMTPTestServer", *args, **kwargs):
+    def __init__(self, owner: SMTPTestServer, *args, **kwargs):
         self._owner = owner
         super().__init__(*args, **kwargs)
 
@@ -127,7 +145,7 @@ class _Controller(Controller):
 
 
 class _Handler:
-    def __init__(self, owner: "SMTPTestServer"):
+    def __init__(self, owner: SMTPTestServer):
         self.owner = owner
 
     async def _apply(self, server, rule: _Rule | None) -> str | None:
@@ -173,14 +191,22 @@ class _Handler:
         if reply:
             return reply
         data = envelope.content if isinstance(envelope.content, bytes) else envelope.content.encode("utf-8")
-        number = self.owner._record(envelope.mail_from, list(envelope.rcpt_tos), data,
-                                    getattr(server, "_session_no", 0))
+        number = self.owner._record(
+            envelope.mail_from, list(envelope.rcpt_tos), data, getattr(server, "_session_no", 0)
+        )
         return f"250 2.0.0 OK queued as T{number}"
 
 
 class SMTPTestServer:
-    def __init__(self, *, starttls: bool = False, implicit_tls: bool = False,
-                 auth: tuple[str, str] | None = None, hostname: str = "127.0.0.1", pipelining: bool = False):
+    def __init__(
+        self,
+        *,
+        starttls: bool = False,
+        implicit_tls: bool = False,
+        auth: tuple[str, str] | None = None,
+        hostname: str = "127.0.0.1",
+        pipelining: bool = False,
+    ):
         self.host = hostname
         self.pipelining = pipelining
         self.port = 0
@@ -209,12 +235,19 @@ class SMTPTestServer:
             kwargs["authenticator"] = self._authenticate
             kwargs["auth_required"] = True
             kwargs["auth_require_tls"] = bool(starttls or implicit_tls)
-        self._controller = _Controller(self, _Handler(self), hostname=hostname, port=0,
-                                       ssl_context=ssl_context, server_hostname="smtp.test", **kwargs)
+        self._controller = _Controller(
+            self,
+            _Handler(self),
+            hostname=hostname,
+            port=0,
+            ssl_context=ssl_context,
+            server_hostname="smtp.test",
+            **kwargs,
+        )
 
     # --- lifecycle -----------------------------------------------------------------
 
-    def start(self) -> "SMTPTestServer":
+    def start(self) -> SMTPTestServer:
         self._controller.start()
         self.port = self._controller.port
         with self._lock:
@@ -225,7 +258,7 @@ class SMTPTestServer:
     def stop(self) -> None:
         self._controller.stop()
 
-    def __enter__(self) -> "SMTPTestServer":
+    def __enter__(self) -> SMTPTestServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -24,8 +24,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 DATA = Path(__file__).resolve().parent / "data" / "sources"
-TYPES = {".xml": "application/rss+xml; charset=utf-8", ".rdf": "application/rdf+xml", ".json": "application/feed+json",
-         ".html": "text/html; charset=utf-8", ".png": "image/png", ".webp": "image/webp", ".svg": "image/svg+xml"}
+TYPES = {
+    ".xml": "application/rss+xml; charset=utf-8",
+    ".rdf": "application/rdf+xml",
+    ".json": "application/feed+json",
+    ".html": "text/html; charset=utf-8",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+}
 WP_USER, WP_PASSWORD = "editor", "abcd EFGH ijkl MNOP"
 
 
@@ -75,15 +82,25 @@ class SourceServer:
 
     def recorded(self, name: str) -> bytes:
         data = (DATA / name).read_bytes()
-        return data.replace(b"{base}", self.base.encode()) if (DATA / name).suffix in (".xml", ".rdf", ".json", ".html") else data
+        return (
+            data.replace(b"{base}", self.base.encode())
+            if (DATA / name).suffix in (".xml", ".rdf", ".json", ".html")
+            else data
+        )
 
     def serve_file(self, path: str, name: str, **kw) -> str:
-        self.routes[path] = Route(body=self.recorded(name), headers={"Content-Type": TYPES.get(Path(name).suffix, "application/octet-stream")}, **kw)
+        self.routes[path] = Route(
+            body=self.recorded(name),
+            headers={"Content-Type": TYPES.get(Path(name).suffix, "application/octet-stream")},
+            **kw,
+        )
         return self.base + path
 
     def set(self, path: str, status=200, body=b"", content_type="text/plain", **kw) -> str:
         headers = {"Content-Type": content_type, **kw.pop("headers", {})}
-        self.routes[path] = Route(status=status, body=body if isinstance(body, bytes) else body.encode(), headers=headers, **kw)
+        self.routes[path] = Route(
+            status=status, body=body if isinstance(body, bytes) else body.encode(), headers=headers, **kw
+        )
         return self.base + path
 
     def redirect(self, path: str, to: str, status=301) -> str:
@@ -157,8 +174,11 @@ class SourceServer:
             auth = headers.get("authorization", "")
             expected = "Basic " + base64.b64encode(f"{WP_USER}:{WP_PASSWORD.replace(' ', '')}".encode()).decode()
             if auth != expected:
-                return Route(401, b'{"code":"rest_invalid_param","message":"Status is forbidden.","data":{"status":401}}',
-                             {"Content-Type": "application/json; charset=UTF-8"})
+                return Route(
+                    401,
+                    b'{"code":"rest_invalid_param","message":"Status is forbidden.","data":{"status":401}}',
+                    {"Content-Type": "application/json; charset=UTF-8"},
+                )
         posts = [p for p in self.wp_posts if p["status"] in statuses]
         if arg("modified_after"):
             after = arg("modified_after").rstrip("Z").split("+")[0]
@@ -173,25 +193,37 @@ class SourceServer:
         total = len(posts)
         pages = (total + per_page - 1) // per_page
         if page > max(pages, 1):
-            return Route(400, b'{"code":"rest_post_invalid_page_number","message":"The page number requested is larger than the number of pages available.","data":{"status":400}}',
-                         {"Content-Type": "application/json; charset=UTF-8"})
-        chunk = [copy.deepcopy(p) for p in posts[(page - 1) * per_page: page * per_page]]
+            return Route(
+                400,
+                b'{"code":"rest_post_invalid_page_number","message":"The page number requested is larger than the number of pages available.","data":{"status":400}}',
+                {"Content-Type": "application/json; charset=UTF-8"},
+            )
+        chunk = [copy.deepcopy(p) for p in posts[(page - 1) * per_page : page * per_page]]
         if arg("_fields") == "id":
             chunk = [{"id": p["id"]} for p in chunk]
         elif "_embed" not in q:
             for p in chunk:
                 p.pop("_embedded", None)
         body = json.dumps(chunk).encode()
-        return Route(200, body, {"Content-Type": "application/json; charset=UTF-8", "X-WP-Total": str(total),
-                                 "X-WP-TotalPages": str(pages)})
+        return Route(
+            200,
+            body,
+            {
+                "Content-Type": "application/json; charset=UTF-8",
+                "X-WP-Total": str(total),
+                "X-WP-TotalPages": str(pages),
+            },
+        )
 
 
 def endless(chunk_size: int = 64 * 1024, total: int = 300 * 1024 * 1024):
     """A body of `total` bytes made on the fly (a 300 MB answer without the memory)."""
+
     def stream():
         sent = 0
         block = b"<item>" + b"x" * (chunk_size - 13) + b"</item>"
         while sent < total:
             yield block
             sent += len(block)
+
     return stream

@@ -55,7 +55,9 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"syndicate serve exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+            raise AssertionError(
+                f"syndicate serve exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
@@ -79,14 +81,18 @@ def served(make_app, sqlite_url, tmp_path):
     env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
     env.pop("SYNDICATE_CONFIG", None)
     config = str(app.settings.source)
-    from pipeline.content.ingest import ingest
     from pipeline.content.editorial import approve
+    from pipeline.content.ingest import ingest
 
     ingest(app)
     with app.engine.begin() as conn:
         approve(conn, all_pending=True, editor="eve")
-    proc = subprocess.Popen([str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(f"{base}/healthz", proc)
         settings = load_settings(config, env={"SYNDICATE_SITE__BASE_URL": base})
@@ -107,10 +113,19 @@ def browser(tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                 "--window-size=412,915"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=412,915",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -131,6 +146,7 @@ def wait_heading(driver, text: str, timeout: float = 20.0) -> None:
             return d.find_element(By.TAG_NAME, "h1").text == text
         except WebDriverException:  # the old page went away under us
             return False
+
     WebDriverWait(driver, timeout).until(arrived, f"no page with heading {text!r}; at {driver.current_url}")
 
 

@@ -13,8 +13,14 @@ from pipeline.store import normalise_url
 
 from .conftest import write_project
 
-READ_ONLY = [["status"], ["review"], ["deliveries", "list"], ["subscribers", "list"], ["suppressions", "list"],
-             ["jobs", "history"]]
+READ_ONLY = [
+    ["status"],
+    ["review"],
+    ["deliveries", "list"],
+    ["subscribers", "list"],
+    ["suppressions", "list"],
+    ["jobs", "history"],
+]
 
 
 def invoke(config, *args):

@@ -58,7 +58,7 @@ def test_every_command_help_has_an_example():
         for name, sub in getattr(cmd, "commands", {}).items():
             yield from walk(sub, path + [name])
 
-    for path, cmd in walk(main, []):
+    for path, _cmd in walk(main, []):
         r = runner.invoke(main, path + ["--help"])
         assert r.exit_code == 0, path
         assert "Example" in r.output, f"`syndicate {' '.join(path)} --help` has no example"
@@ -69,9 +69,15 @@ def test_console_script_in_a_subprocess(make_app, sqlite_url):
     exe = shutil.which("syndicate", path=str(Path(sys.executable).parent))
     assert exe, "the console script is installed with the package"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNDICATE_")}
-    out = subprocess.run([exe, "--config", str(root / "syndicate.toml"), "ingest"], capture_output=True, text=True,
-                         env=env, timeout=60)
+    out = subprocess.run(
+        [exe, "--config", str(root / "syndicate.toml"), "ingest"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert out.returncode == 0, out.stderr
-    out = subprocess.run([exe, "--config", str(root / "syndicate.toml"), "approve", "nope"], capture_output=True,
-                         text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [exe, "--config", str(root / "syndicate.toml"), "approve", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 1 and "error: no article 'nope'" in out.stderr and "Traceback" not in out.stderr

@@ -16,22 +16,28 @@ def write(tmp_path, text):
 
 def test_order_defaults_file_env_flags(tmp_path):
     p = write(tmp_path, '[site]\ntitle = "From file"\nbase_url = "https://file.example"\n')
-    s = load_settings(p, env={"SYNDICATE_SITE__BASE_URL": "https://env.example", "SYNDICATE_FEEDS__MAX_ENTRIES": "7"},
-                      overrides={"web.port": 9000})
+    s = load_settings(
+        p,
+        env={"SYNDICATE_SITE__BASE_URL": "https://env.example", "SYNDICATE_FEEDS__MAX_ENTRIES": "7"},
+        overrides={"web.port": 9000},
+    )
     assert s.site.title == "From file" and s.site.base_url == "https://env.example"
     assert s.feeds.max_entries == 7 and s.web.port == 9000 and s.site.language == "en"
     assert s.origins["site.base_url"] == "SYNDICATE_SITE__BASE_URL" and s.origins["site.language"] == "default"
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("[site]\ntitel = 'x'\n", "unknown setting site.titel"),
-    ("[sight]\ntitle = 'x'\n", "unknown section [sight]"),
-    ("[feeds]\nmax_entries = 'many'\n", "feeds.max_entries = 'many' is not valid"),
-    ("[email]\nbackend = 'pigeon'\n", "not one of maildir, smtp"),
-    ("[security]\nsecret_key = 'oops'\n", "is a secret and must not be in a file"),
-    ("[site\n", "not valid TOML"),
-    ("[[partners]]\nname='p'\nkind='fax'\nurl='https://x'\n", "kind 'fax' is unknown"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[site]\ntitel = 'x'\n", "unknown setting site.titel"),
+        ("[sight]\ntitle = 'x'\n", "unknown section [sight]"),
+        ("[feeds]\nmax_entries = 'many'\n", "feeds.max_entries = 'many' is not valid"),
+        ("[email]\nbackend = 'pigeon'\n", "not one of maildir, smtp"),
+        ("[security]\nsecret_key = 'oops'\n", "is a secret and must not be in a file"),
+        ("[site\n", "not valid TOML"),
+        ("[[partners]]\nname='p'\nkind='fax'\nurl='https://x'\n", "kind 'fax' is unknown"),
+    ],
+)
 def test_bad_config_names_key_and_fix(tmp_path, text, needle):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
@@ -44,7 +50,9 @@ def test_unknown_env_variable_is_an_error(tmp_path):
 
 
 def test_secrets_only_from_env_and_masked(tmp_path):
-    s = load_settings(write(tmp_path, ""), env={"SYNDICATE_SECRET_KEY": "k" * 40, "SYNDICATE_EMAIL__SMTP_PASSWORD": "pw"})
+    s = load_settings(
+        write(tmp_path, ""), env={"SYNDICATE_SECRET_KEY": "k" * 40, "SYNDICATE_EMAIL__SMTP_PASSWORD": "pw"}
+    )
     assert s.security.secret_key == "k" * 40
     shown = s.effective()
     assert shown["security"]["secret_key"] == "********" and shown["email"]["smtp_password"] == "********"

@@ -7,15 +7,24 @@ import json
 import re
 
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
 
 from pipeline.content.ingest import (
-    TITLE_MAX_CHARS, clean_text, derive_summary, html_to_text, http_url, ingest, read_article, read_author,
-    sanitize_html, strip_control_chars,
+    TITLE_MAX_CHARS,
+    clean_text,
+    derive_summary,
+    html_to_text,
+    http_url,
+    ingest,
+    read_article,
+    read_author,
+    sanitize_html,
+    strip_control_chars,
 )
 from pipeline.errors import ContentError
 from pipeline.store.schema import articles, authors, revisions
-from sqlalchemy import select
 
 from .articles import write_article, write_author
 
@@ -41,8 +50,11 @@ XSS = {
     "style-attr": '<p style="position:fixed;top:0">overlay</p>',
     "comment": "<!-- secret --><!--[if IE]><script>x</script><![endif]-->",
 }
-FORBIDDEN = re.compile(r"<script|onerror|javascript:|vbscript:|data:text|<iframe|<object|<embed|<frame|<base|<meta|"
-                       r"<form|<input|<style|style=|<!--|<svg|<math", re.I)
+FORBIDDEN = re.compile(
+    r"<script|onerror|javascript:|vbscript:|data:text|<iframe|<object|<embed|<frame|<base|<meta|"
+    r"<form|<input|<style|style=|<!--|<svg|<math",
+    re.I,
+)
 
 
 @pytest.mark.parametrize("name", sorted(XSS))
@@ -142,6 +154,7 @@ def test_no_front_matter(root):
 
 # --- ingest, on SQLite and PostgreSQL -------------------------------------------------
 
+
 def test_ingest_reports_bad_files_and_goes_on(app):
     root = app.settings.root
     write_author(root)
@@ -174,6 +187,7 @@ def test_unchanged_files_are_not_reparsed(app, monkeypatch):
 
     def boom(*a, **k):
         raise AssertionError("re-parsed an unchanged file")
+
     monkeypatch.setattr(content, "read_article", boom)
     report = ingest(app)
     assert report.unchanged == 1 and not report.new and not report.changed
@@ -247,8 +261,10 @@ def test_issue16_7_block_boundaries_separate_words_inline_ones_do_not():
     assert html_to_text("") == "" and html_to_text("  \n ") == ""
 
 
-XML_FORBIDDEN = set(chr(c) for c in [*range(0, 9), 11, 12, *range(14, 32), 0x7F, 0xFFFE, 0xFFFF,
-                                     *range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+XML_FORBIDDEN = set(
+    chr(c)
+    for c in [*range(9), 11, 12, *range(14, 32), 0x7F, 0xFFFE, 0xFFFF, *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -263,6 +279,7 @@ def test_issue16_7_property_text_escaped_as_html_comes_back_unchanged(text):
 
 # --- issue 16 item 10: a title length limit --------------------------------------------
 
+
 def test_issue16_10_a_title_over_the_limit_is_refused_with_the_limit_named(root):
     ok = parse(root, write_article(root.settings.root, "ok-title", title="T" * TITLE_MAX_CHARS))
     assert len(ok.title) == TITLE_MAX_CHARS
@@ -275,6 +292,7 @@ def test_issue16_10_a_title_over_the_limit_is_refused_with_the_limit_named(root)
 
 # --- issue 16 item 9: relative images in the body --------------------------------------
 
+
 def _image(root, rel: str) -> None:
     path = root / "content" / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,13 +303,19 @@ def test_issue16_9_relative_body_images_resolve_against_the_article_folder(root)
     site = root.settings.root
     _image(site, "articles/figures/next-to-it.svg")
     _image(site, "images/shared.svg")
-    body = ("![a](figures/next-to-it.svg) ![b](../images/shared.svg) ![c](images/shared.svg) "
-            "![d](/images/shared.svg) ![e](https://cdn.example.org/e.png)\n")
+    body = (
+        "![a](figures/next-to-it.svg) ![b](../images/shared.svg) ![c](images/shared.svg) "
+        "![d](/images/shared.svg) ![e](https://cdn.example.org/e.png)\n"
+    )
     a = parse(root, write_article(site, "pictures", body=body))
     srcs = re.findall(r'src="([^"]+)"', a.body_html)
-    assert srcs == ["https://news.example.com/articles/figures/next-to-it.svg",
-                    "https://news.example.com/images/shared.svg", "https://news.example.com/images/shared.svg",
-                    "https://news.example.com/images/shared.svg", "https://cdn.example.org/e.png"]
+    assert srcs == [
+        "https://news.example.com/articles/figures/next-to-it.svg",
+        "https://news.example.com/images/shared.svg",
+        "https://news.example.com/images/shared.svg",
+        "https://news.example.com/images/shared.svg",
+        "https://cdn.example.org/e.png",
+    ]
 
 
 def test_issue16_9_a_missing_body_image_names_the_article_at_ingest(app):
@@ -338,9 +362,19 @@ def test_issue19_5_a_header_image_symlinked_outside_the_content_folder_is_refuse
 
 # --- issue 18 item 4: URL fields of authors and articles ---------------------------------
 
-HOSTILE_URLS = ["javascript:alert(1)", "JavaScript:alert(1)", " javascript:alert(1)", "java\tscript:alert(1)",
-                "data:text/html;base64,PHNjcmlwdD4=", "vbscript:msgbox(1)", "//evil.example/x", "/relative/",
-                "https:no-host", "mailto:someone@example.org", "ftp://files.example.org/"]
+HOSTILE_URLS = [
+    "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    " javascript:alert(1)",
+    "java\tscript:alert(1)",
+    "data:text/html;base64,PHNjcmlwdD4=",
+    "vbscript:msgbox(1)",
+    "//evil.example/x",
+    "/relative/",
+    "https:no-host",
+    "mailto:someone@example.org",
+    "ftp://files.example.org/",
+]
 
 
 @pytest.mark.parametrize("url", HOSTILE_URLS)
@@ -376,8 +410,14 @@ def test_issue18_4_a_bad_author_edit_is_reported_and_the_last_good_version_stays
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text() | st.builds(lambda s, t: s + ":" + t, st.sampled_from(["javascript", "JAVASCRIPT", " data",
-                                                                          "java\nscript", "http", "https"]), st.text()))
+@given(
+    st.text()
+    | st.builds(
+        lambda s, t: s + ":" + t,
+        st.sampled_from(["javascript", "JAVASCRIPT", " data", "java\nscript", "http", "https"]),
+        st.text(),
+    )
+)
 def test_issue18_4_property_http_url_lets_only_http_and_https_through(value):
     from urllib.parse import urlsplit
 
@@ -394,8 +434,16 @@ def test_issue18_5_bidi_controls_are_removed_from_titles_names_alt_summaries_and
     site = root.settings.root
     write_author(site, "ana-lee", "Ana\u202e Lee\u2066")
     body = "Please [click gn\u202ep.exe](https://example.org/file) today \u2067ok\u2069.\n"
-    a = parse(root, write_article(site, "bidi", title="Title \u202egnp.exe", body=body,
-                                  extra="summary: \"Sum\u202dmary\"\nimage_alt: \"Alt\u202b text\"\n"))
+    a = parse(
+        root,
+        write_article(
+            site,
+            "bidi",
+            title="Title \u202egnp.exe",
+            body=body,
+            extra='summary: "Sum\u202dmary"\nimage_alt: "Alt\u202b text"\n',
+        ),
+    )
     author = read_author(site / "content" / "authors" / "ana-lee.md")
     for value in (a.title, a.summary, a.image_alt, a.body_html, a.body_markdown, author.name):
         assert not any(ch in value for ch in BIDI), repr(value)
@@ -403,8 +451,12 @@ def test_issue18_5_bidi_controls_are_removed_from_titles_names_alt_summaries_and
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(list(BIDI)) | st.text(max_size=8) | st.sampled_from(["<a href='x'>", "</a>", "&#8238;"]),
-                min_size=1).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(list(BIDI)) | st.text(max_size=8) | st.sampled_from(["<a href='x'>", "</a>", "&#8238;"]),
+        min_size=1,
+    ).map("".join)
+)
 def test_issue18_5_property_no_bidi_control_survives_sanitising_or_cleaning(text):
     assume(any(ch in text for ch in BIDI) or "&#8238;" in text)
     for out in (sanitize_html(text, BASE), clean_text(text), html_to_text(text), strip_control_chars(text)):

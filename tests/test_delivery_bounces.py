@@ -6,7 +6,6 @@ from __future__ import annotations
 import mailbox
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from pipeline.delivery.email import verp
@@ -19,8 +18,13 @@ FIXTURES = Path(__file__).parent / "data" / "delivery"
 
 def fixture(name: str, *, verp_address: str, rcpt: str, tag: str = "1") -> bytes:
     text = (FIXTURES / name).read_text()
-    return text.replace("{{VERP}}", verp_address).replace("{{RCPT}}", rcpt).replace("{{TAG}}", tag).replace(
-        "\n", "\r\n").encode()
+    return (
+        text.replace("{{VERP}}", verp_address)
+        .replace("{{RCPT}}", rcpt)
+        .replace("{{TAG}}", tag)
+        .replace("\n", "\r\n")
+        .encode()
+    )
 
 
 def maildir_with(tmp_path: Path, messages: list[bytes]) -> Path:
@@ -38,12 +42,15 @@ def suppressed(app) -> dict[str, str]:
 def test_hard_soft_auto_reply_and_non_dsn_bnc2(app, tmp_path):
     ids = enqueue_test(app.engine, ["hard@example.org", "soft@example.org", "away@example.org", "fan@example.org"])
     s = app.settings
-    box = maildir_with(tmp_path, [
-        fixture("dsn-hard.eml", verp_address=verp.encode(s, ids[0]), rcpt="hard@example.org"),
-        fixture("dsn-soft.eml", verp_address=verp.encode(s, ids[1]), rcpt="soft@example.org"),
-        fixture("auto-reply.eml", verp_address=verp.encode(s, ids[2]), rcpt="away@example.org"),
-        fixture("not-dsn.eml", verp_address=verp.encode(s, ids[3]), rcpt="fan@example.org"),
-    ])
+    box = maildir_with(
+        tmp_path,
+        [
+            fixture("dsn-hard.eml", verp_address=verp.encode(s, ids[0]), rcpt="hard@example.org"),
+            fixture("dsn-soft.eml", verp_address=verp.encode(s, ids[1]), rcpt="soft@example.org"),
+            fixture("auto-reply.eml", verp_address=verp.encode(s, ids[2]), rcpt="away@example.org"),
+            fixture("not-dsn.eml", verp_address=verp.encode(s, ids[3]), rcpt="fan@example.org"),
+        ],
+    )
     report = process_mailbox(s, app.engine, box)
     assert report.messages == 4
     by_kind = {d.kind: d for d in report.decisions}
@@ -64,10 +71,13 @@ def test_a_forged_verp_token_is_ignored_bnc1(app, tmp_path):
     good = verp.encode(app.settings, rid)
     local, domain = good.split("@")
     forged = local[:-1] + ("a" if local[-1] != "a" else "b") + "@" + domain
-    box = maildir_with(tmp_path, [
-        fixture("dsn-hard.eml", verp_address=forged, rcpt="victim@example.org"),
-        fixture("dsn-hard.eml", verp_address="bounces@news.example.com", rcpt="victim@example.org", tag="2"),
-    ])
+    box = maildir_with(
+        tmp_path,
+        [
+            fixture("dsn-hard.eml", verp_address=forged, rcpt="victim@example.org"),
+            fixture("dsn-hard.eml", verp_address="bounces@news.example.com", rcpt="victim@example.org", tag="2"),
+        ],
+    )
     report = process_mailbox(app.settings, app.engine, box)
     assert [d.decision for d in report.decisions] == ["ignored", "ignored"]
     assert "forged" in report.decisions[0].detail
@@ -108,6 +118,7 @@ def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
     the suppression list's one owner, and records the bounce in its history."""
     from pipeline.store import schema
     from pipeline.subscribers import service as subs
+
     app = sqlite_app
     with app.engine.begin() as conn:
         subs.add(conn, app.settings, "hard@example.org", confirmed=True)
@@ -117,7 +128,11 @@ def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
     eml.write_bytes(fixture("dsn-hard.eml", verp_address=verp.encode(app.settings, rid), rcpt="hard@example.org"))
     process_mailbox(app.settings, app.engine, eml)
     with app.engine.connect() as conn:
-        kinds = [r[0] for r in conn.execute(select(schema.subscriber_events.c.kind)
-                                            .where(schema.subscriber_events.c.subscriber_id == sub["id"]))]
+        kinds = [
+            r[0]
+            for r in conn.execute(
+                select(schema.subscriber_events.c.kind).where(schema.subscriber_events.c.subscriber_id == sub["id"])
+            )
+        ]
         assert subs.get(conn, "hard@example.org")["state"] == "suppressed"
     assert "bounce_hard" in kinds and "suppressed" in kinds

@@ -58,7 +58,9 @@ def test_suppressions_add_list_remove(sqlite_app):
     r = invoke(app, "suppressions", "add", "Someone@Example.org", "--detail", "asked by phone")
     assert r.exit_code == 0 and "someone@example.org suppressed" in r.output
     listed = json.loads(invoke(app, "suppressions", "list", "--json").output)
-    assert [(x["email"], x["reason"], x["detail"]) for x in listed] == [("someone@example.org", "manual", "asked by phone")]
+    assert [(x["email"], x["reason"], x["detail"]) for x in listed] == [
+        ("someone@example.org", "manual", "asked by phone")
+    ]
     [rid] = enqueue_test(app.engine, ["someone@example.org"])
     invoke(app, "deliver")
     assert rows_by_id(app.engine, [rid])[rid]["state"] == "suppressed"
@@ -75,8 +77,9 @@ def test_bounces_process_command(sqlite_app, tmp_path):
     [rid] = enqueue_test(app.engine, ["hard@example.org"])
     folder = tmp_path / "in"
     folder.mkdir()
-    (folder / "1.eml").write_bytes(fixture("dsn-hard.eml", verp_address=verp.encode(app.settings, rid),
-                                           rcpt="hard@example.org"))
+    (folder / "1.eml").write_bytes(
+        fixture("dsn-hard.eml", verp_address=verp.encode(app.settings, rid), rcpt="hard@example.org")
+    )
     r = invoke(app, "bounces", "process", str(folder))
     assert r.exit_code == 0, r.output
     assert "1 suppressed" in r.output
@@ -117,6 +120,7 @@ def test_deliver_with_several_processes_into_smtp(make_app, sqlite_url):
         targets = [f"c{i}@example.org" for i in range(40)]
         enqueue_test(app.engine, targets)
         import os
+
         os.environ["SYNDICATE_DELIVERY_PLUGINS"] = "tests.delivery_kit"
         try:
             r = invoke(app, "deliver", "--concurrency", "2", "--no-progress")
@@ -134,9 +138,21 @@ def test_worker_drains_continuously_and_stops_on_sigterm(make_app, sqlite_url):
         app = make_app(sqlite_url, smtp_toml(server))
         enqueue_test(app.engine, ["w1@example.org"])
         env = dict(os.environ, PYTHONPATH=str(REPO), SYNDICATE_DELIVERY_PLUGINS="tests.delivery_kit")
-        proc = subprocess.Popen([sys.executable, "-c", "from pipeline.cli import main; main()", "--config",
-                                 str(app.settings.source), "worker", "--poll", "0.2"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from pipeline.cli import main; main()",
+                "--config",
+                str(app.settings.source),
+                "worker",
+                "--poll",
+                "0.2",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 20
             while server.counts().get("w1@example.org") != 1 and time.monotonic() < deadline:

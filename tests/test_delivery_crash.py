@@ -25,8 +25,20 @@ MESSAGES = 400
 
 
 def _deliver(config, env):
-    return subprocess.Popen([sys.executable, "-c", "from pipeline.cli import main; main()", "--config", str(config), "deliver", "--no-progress"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from pipeline.cli import main; main()",
+            "--config",
+            str(config),
+            "deliver",
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 @pytest.mark.slow
@@ -68,8 +80,10 @@ def test_sigkill_loses_nothing_and_duplicates_at_most_one_per_kill(db_url, tmp_p
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
     with app.engine.connect() as conn:
         states = dict(conn.execute(select(deliveries.c.state, func.count()).group_by(deliveries.c.state)).all())
-    print(f"\ncrash test ({'pipelining' if pipelining else 'stepwise'}): {kills} SIGKILLs, {MESSAGES} messages, "
-          f"lost {len(lost)}, duplicates {duplicates}, states {states}, arrivals at each kill {windows}")
+    print(
+        f"\ncrash test ({'pipelining' if pipelining else 'stepwise'}): {kills} SIGKILLs, {MESSAGES} messages, "
+        f"lost {len(lost)}, duplicates {duplicates}, states {states}, arrivals at each kill {windows}"
+    )
     assert kills == KILLS  # every run was killed, none finished on its own
     for at_start, at_kill in windows:
         assert at_start < at_kill < arrived  # messages arrived before the kill and after it

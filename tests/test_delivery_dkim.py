@@ -14,8 +14,18 @@ from pipeline.delivery.worker import drain
 from tests.delivery_kit import enqueue_test, smtp_toml
 from tests.smtp_server import SMTPTestServer
 
-REQUIRED = ["from", "to", "subject", "date", "message-id", "mime-version", "content-type", "list-id",
-            "list-unsubscribe", "list-unsubscribe-post"]
+REQUIRED = [
+    "from",
+    "to",
+    "subject",
+    "date",
+    "message-id",
+    "mime-version",
+    "content-type",
+    "list-id",
+    "list-unsubscribe",
+    "list-unsubscribe-post",
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +33,9 @@ def dkim_key(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dkim")
     key = folder / "dkim.pem"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-    pub_der = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-                             check=True, capture_output=True).stdout
+    pub_der = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
     return key, base64.b64encode(pub_der)
 
 
@@ -32,15 +43,20 @@ def _dns(public_b64):
     def dnsfunc(name, timeout=5):
         assert name == b"s2026._domainkey.news.example.com."
         return b"v=DKIM1; k=rsa; p=" + public_b64
+
     return dnsfunc
 
 
 def test_signed_messages_verify_and_break_when_a_signed_header_changes(make_app, sqlite_url, dkim_key):
     key, public = dkim_key
     with SMTPTestServer() as server:
-        toml = smtp_toml(server, dkim_key_file=str(key)).replace(
-            "[delivery]", '[delivery]').replace('smtp_timeout = 5.0', 'smtp_timeout = 5.0\ndkim_selector = "s2026"\n'
-                                                'dkim_domain = "news.example.com"')
+        toml = (
+            smtp_toml(server, dkim_key_file=str(key))
+            .replace("[delivery]", "[delivery]")
+            .replace(
+                "smtp_timeout = 5.0", 'smtp_timeout = 5.0\ndkim_selector = "s2026"\ndkim_domain = "news.example.com"'
+            )
+        )
         app = make_app(sqlite_url, toml)
         enqueue_test(app.engine, ["signed@example.org", "other@example.org"])
         assert drain(app.settings, app.engine).sent == 2
@@ -65,8 +81,9 @@ def test_signed_messages_verify_and_break_when_a_signed_header_changes(make_app,
 
 def test_key_is_at_least_2048_bits_dkim1(dkim_key):
     key, _ = dkim_key
-    text = subprocess.run(["openssl", "rsa", "-in", str(key), "-noout", "-text"], check=True,
-                          capture_output=True, text=True).stdout
+    text = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-noout", "-text"], check=True, capture_output=True, text=True
+    ).stdout
     assert int(re.search(r"Private-Key: \((\d+) bit", text).group(1)) >= 2048
 
 
@@ -88,8 +105,10 @@ def test_dkim1_keys_under_2048_bits_are_refused_with_a_clear_error(make_app, sql
 
     key = tmp_path / "short.pem"
     subprocess.run(["openssl", "genrsa", "-out", str(key), str(bits)], check=True, capture_output=True)
-    app = make_app(sqlite_url, f'[email]\ndkim_selector = "s1"\ndkim_domain = "news.example.com"\n'
-                               f'[delivery]\ndkim_key_file = "{key}"\n')
+    app = make_app(
+        sqlite_url,
+        f'[email]\ndkim_selector = "s1"\ndkim_domain = "news.example.com"\n[delivery]\ndkim_key_file = "{key}"\n',
+    )
     with pytest.raises(ConfigError, match=f"has {bits} bits; at least 2048") as info:
         signer_from_settings(app.settings)
     assert "openssl genrsa" in info.value.hint
@@ -116,7 +135,8 @@ def test_dkim3_reply_to_is_signed_when_present(make_app, sqlite_url, dkim_key):
     key, public = dkim_key
     with SMTPTestServer() as server:
         toml = smtp_toml(server, dkim_key_file=str(key)).replace(
-            "smtp_timeout = 5.0", 'smtp_timeout = 5.0\ndkim_selector = "s2026"\ndkim_domain = "news.example.com"')
+            "smtp_timeout = 5.0", 'smtp_timeout = 5.0\ndkim_selector = "s2026"\ndkim_domain = "news.example.com"'
+        )
         app = make_app(sqlite_url, toml)
         app.settings.site.reply_to = "editors@news.example.com"
         add_articles(app, [{"slug": "a", "approved_at": at(days=1)}])

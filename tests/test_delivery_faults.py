@@ -41,21 +41,46 @@ def _states(engine) -> dict[str, int]:
 def test_5000_messages_under_faults_arrive_exactly_once_with_two_workers(make_app, db_url, tmp_path):
     targets = [f"reader{i}@d{i % DOMAINS}.example" for i in range(MESSAGES - 1)] + [BLOCKED]
     with SMTPTestServer(pipelining=True) as smtp:
-        app = make_app(db_url, smtp_toml(smtp, lease_seconds=LEASE, batch_size=100, smtp_connections=2,
-                                         throttle_seconds=1.0, messages_per_connection=1000),
-                       root=tmp_path / "site")
-        for t in targets[5::MESSAGES // SLOW][:SLOW]:
+        app = make_app(
+            db_url,
+            smtp_toml(
+                smtp,
+                lease_seconds=LEASE,
+                batch_size=100,
+                smtp_connections=2,
+                throttle_seconds=1.0,
+                messages_per_connection=1000,
+            ),
+            root=tmp_path / "site",
+        )
+        for t in targets[5 :: MESSAGES // SLOW][:SLOW]:
             smtp.slow(t, SLOW_SECONDS)
-        for t in targets[17::MESSAGES // THROTTLED][:THROTTLED]:
+        for t in targets[17 :: MESSAGES // THROTTLED][:THROTTLED]:
             smtp.answer("rcpt", "421 4.7.0 Too many connections from your host, slow down", recipient=t, times=1)
         smtp.refuse(BLOCKED, "554 5.7.1 Recipient address rejected: Access denied")
         enqueue_test(app.engine, targets)
         env = dict(os.environ, PYTHONPATH=str(REPO), SYNDICATE_DELIVERY_PLUGINS="tests.delivery_kit")
         logs = [open(tmp_path / f"w{i}.log", "wb") for i in range(2)]
         t0 = time.monotonic()
-        workers = [subprocess.Popen([sys.executable, "-c", "from pipeline.cli import main; main()", "--config",
-                                     str(app.settings.source), "-v", "worker", "--poll", "0.2"],
-                                    env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
+        workers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from pipeline.cli import main; main()",
+                    "--config",
+                    str(app.settings.source),
+                    "-v",
+                    "worker",
+                    "--poll",
+                    "0.2",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for log in logs
+        ]
         try:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -66,8 +91,9 @@ def test_5000_messages_under_faults_arrive_exactly_once_with_two_workers(make_ap
                 time.sleep(0.5)
             seconds = time.monotonic() - t0
             # the rate comes back: every throttled domain recovers within a few windows
-            while time.monotonic() < deadline and any(c["throttled_domains"] or c["rate_factor"] > 1
-                                                      for c in health(app.engine)):
+            while time.monotonic() < deadline and any(
+                c["throttled_domains"] or c["rate_factor"] > 1 for c in health(app.engine)
+            ):
                 time.sleep(0.25)
             channel_health = health(app.engine)
         finally:
@@ -87,13 +113,17 @@ def test_5000_messages_under_faults_arrive_exactly_once_with_two_workers(make_ap
     missing = [t for t in targets[:-1] if counts.get(t, 0) == 0]
     state = get_state(app.engine, "email")
     output = "".join((tmp_path / f"w{i}.log").read_text(errors="replace") for i in range(2))
-    taken_over = sum(int(line.split(" not sent (another worker")[0].rsplit(", ", 1)[-1])
-                     for line in output.splitlines() if "not sent (another worker" in line
-                     and not line.startswith("worker stopped"))
-    print(f"\nfault test: {MESSAGES:,} messages, 2 workers, lease {LEASE}s, {SLOW} slow recipients "
-          f"({SLOW_SECONDS:g}s), {THROTTLED} x 421, 1 x 554 5.7.1: done in {seconds:.1f}s; duplicates "
-          f"{sum(n - 1 for n in duplicates.values())}, missing {len(missing)}, claims taken over {taken_over}, "
-          f"outbox {states}, channel {[c['line'] for c in channel_health]}")
+    taken_over = sum(
+        int(line.split(" not sent (another worker")[0].rsplit(", ", 1)[-1])
+        for line in output.splitlines()
+        if "not sent (another worker" in line and not line.startswith("worker stopped")
+    )
+    print(
+        f"\nfault test: {MESSAGES:,} messages, 2 workers, lease {LEASE}s, {SLOW} slow recipients "
+        f"({SLOW_SECONDS:g}s), {THROTTLED} x 421, 1 x 554 5.7.1: done in {seconds:.1f}s; duplicates "
+        f"{sum(n - 1 for n in duplicates.values())}, missing {len(missing)}, claims taken over {taken_over}, "
+        f"outbox {states}, channel {[c['line'] for c in channel_health]}"
+    )
     assert duplicates == {} and missing == []
     assert BLOCKED not in counts
     assert states == {"sent": MESSAGES - 1, "failed": 1}

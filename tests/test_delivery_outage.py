@@ -60,8 +60,11 @@ def test_a_refused_connection_pauses_for_a_backoff_and_deliver_exits_non_zero(ma
     text = CliRunner().invoke(main, ["--config", str(app.settings.source), "status"]).output
     assert "OUTAGE" in text
     body, _ = render_metrics(app)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+    }
     assert samples[("syndicate_delivery_channel_outage", (("channel", "email"),))] == 1
 
 
@@ -89,8 +92,8 @@ def test_the_deliver_stage_of_a_run_fails_with_the_cause(make_app, sqlite_url):
     the outage as the last failure instead of "none"."""
     import pytest
 
-    from pipeline.errors import DeliveryError
     from pipeline.delivery.worker import deliver_stage
+    from pipeline.errors import DeliveryError
 
     app = make_app(sqlite_url, smtp_toml(_Refusing()))
     enqueue_test(app.engine, ["stage@example.org"])

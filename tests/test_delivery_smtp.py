@@ -10,13 +10,13 @@ import math
 import pytest
 from sqlalchemy import select
 
-from tests.delivery_kit import enqueue_test, rows_by_id, smtp_toml
 from pipeline.app import App
 from pipeline.delivery import outbox
 from pipeline.delivery.channels import get_state, resume
 from pipeline.delivery.worker import drain
 from pipeline.store.schema import suppressions
 from pipeline.timeutil import as_utc, utcnow
+from tests.delivery_kit import enqueue_test, rows_by_id, smtp_toml
 from tests.smtp_server import SMTPTestServer
 
 
@@ -42,6 +42,7 @@ def test_the_test_server_offers_pipelining_when_asked(smtp):
 def smtp_app(make_app, db_url, smtp):
     def factory(**delivery) -> App:
         return make_app(db_url, smtp_toml(smtp, **delivery))
+
     return factory
 
 
@@ -69,9 +70,14 @@ def test_bare_lf_from_a_builder_is_sent_as_crlf_smtp7(smtp_app, smtp):
     from pipeline.delivery import register_email_kind
     from pipeline.delivery.email.channel import OutgoingEmail
 
-    register_email_kind("lf-test", lambda conn, settings, row: OutgoingEmail(
-        "digest@news.example.com", [row["target"]],
-        b"From: a@news.example.com\nTo: " + row["target"].encode() + b"\nSubject: lf\n\n" + b"x" * 70 + b"\n" * 3))
+    register_email_kind(
+        "lf-test",
+        lambda conn, settings, row: OutgoingEmail(
+            "digest@news.example.com",
+            [row["target"]],
+            b"From: a@news.example.com\nTo: " + row["target"].encode() + b"\nSubject: lf\n\n" + b"x" * 70 + b"\n" * 3,
+        ),
+    )
     app = smtp_app()
     with app.engine.begin() as conn:
         outbox.enqueue(conn, channel="email", target="lf@example.org", kind="lf-test", key="lf:1")
@@ -98,6 +104,7 @@ def test_451_is_retried_later_with_an_attempt_spent_smtp1(smtp_app, smtp):
 
 def _drain_at(app, when):
     import os
+
     os.environ["SYNDICATE_FROZEN_NOW"] = when.isoformat()
     try:
         return _drain(app)
@@ -147,11 +154,16 @@ def test_421_slows_down_that_domain_only_and_requeues_without_spending_an_attemp
     [email] = health(app.engine)
     assert "slow.example at 1/2" in email["line"] and email["rate_factor"] == 1
     body, _ = render_metrics(app)
-    factors = {s.labels["domain"]: s.value for f in text_string_to_metric_families(body.decode()) for s in f.samples
-               if s.name == "syndicate_delivery_rate_factor"}
+    factors = {
+        s.labels["domain"]: s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+        if s.name == "syndicate_delivery_rate_factor"
+    }
     assert factors == {"*": 1, "slow.example": 2}
     # another worker (a new channel object) slows down for that domain too
     from pipeline.delivery.email.channel import EmailChannel
+
     other = EmailChannel(app.settings, app.engine)
     other._tune_domains()
     assert 0 < other.domain_buckets["slow.example"].rate <= slowed["slow.example"].base_per_minute / 60 / 2
@@ -239,7 +251,8 @@ def test_554_571_at_rcpt_fails_that_recipient_only_and_the_list_goes_on(smtp_app
     _drain(app)
     with app.engine.connect() as conn:
         assert conn.execute(select(suppressions.c.email, suppressions.c.reason)).all() == [
-            ("blocked@example.net", "soft_bounces")]
+            ("blocked@example.net", "soft_bounces")
+        ]
     assert _drain(app).claimed == 0  # nothing waits to pause the channel again
 
 
@@ -351,8 +364,10 @@ def test_starttls_required_but_not_offered_refuses_to_send_bulk3(make_app, db_ur
 
 def test_starttls_and_auth_when_offered(make_app, sqlite_url):
     with SMTPTestServer(starttls=True, auth=("mailer", "s3cret")) as server:
-        app = make_app(sqlite_url, smtp_toml(server, security="starttls").replace(
-            "[delivery]", '[email]\n' if False else "[delivery]"))
+        app = make_app(
+            sqlite_url,
+            smtp_toml(server, security="starttls").replace("[delivery]", "[email]\n" if False else "[delivery]"),
+        )
         app.settings.email._values["smtp_username"] = "mailer"
         app.settings.email._values["smtp_password"] = "s3cret"
         enqueue_test(app.engine, ["secure@example.org"])
@@ -467,8 +482,11 @@ def test_a_non_ascii_local_part_without_smtputf8_fails_for_good_visibly(smtp_app
     assert "SMTPUTF8" in rows[ids[0]]["last_error"]
     assert rows[ids[1]]["state"] == "sent"
     assert smtp.counts() == {"anna@xn--bcher-kva.example": 1}
-    listed = CliRunner().invoke(main, ["--config", str(app.settings.source), "deliveries", "list", "--state",
-                                       "failed", "--json"]).output
+    listed = (
+        CliRunner()
+        .invoke(main, ["--config", str(app.settings.source), "deliveries", "list", "--state", "failed", "--json"])
+        .output
+    )
     assert "SMTPUTF8" in listed
 
 

@@ -9,39 +9,46 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.delivery.email import verp
-from pipeline.delivery.email.classify import classify, enhanced_status, parse_duration, retry_delay
 from pipeline.delivery.email.channel import to_crlf
+from pipeline.delivery.email.classify import classify, enhanced_status, parse_duration, retry_delay
 from pipeline.delivery.ratelimit import TokenBucket
 
 
-@pytest.mark.parametrize("code, text, stage, kind", [
-    (250, "2.0.0 OK", "data", "sent"),
-    (251, "2.1.5 forwarded", "rcpt", "sent"),
-    (421, "4.7.0 Try again later", "mail", "throttle"),
-    (421, "Service not available", "data", "throttle"),
-    (451, "4.7.1 Greylisted, slow down", "rcpt", "throttle"),
-    (450, "4.7.28 rate limited", "data", "throttle"),
-    (451, "4.3.0 Temporary failure", "data", "transient"),
-    (452, "4.2.2 Mailbox full", "rcpt", "transient"),
-    (452, "Insufficient system storage", "data", "transient"),
-    (550, "5.1.1 No such user", "rcpt", "hard_bounce"),
-    (550, "5.1.2 Bad destination domain", "rcpt", "hard_bounce"),
-    (550, "5.2.1 Mailbox disabled", "rcpt", "hard_bounce"),
-    (550, "User unknown", "rcpt", "hard_bounce"),  # no enhanced code, at RCPT
-    (554, "5.7.1 Message rejected by policy", "data", "policy"),
-    (550, "5.7.26 Unauthenticated email is not accepted", "data", "policy"),
-    # issue 19 item 2: 5.7.x at RCPT is that recipient's refusal, not a reason to pause
-    (550, "5.7.515 Access denied, sending domain does not meet the required authentication level", "rcpt",
-     "recipient_policy"),
-    (554, "5.7.1 Recipient address rejected: blocked", "rcpt", "recipient_policy"),
-    (554, "5.7.1 Sender blocked", "mail", "policy"),
-    (554, "5.7.1 Service unavailable; client host blocked", "connect", "policy"),
-    (553, "5.1.8 Sender address rejected", "mail", "policy"),
-    (550, "Sender rejected", "mail", "policy"),
-    (535, "5.7.8 Authentication credentials invalid", "auth", "policy"),
-    (552, "5.3.4 Message too big", "data", "permanent"),
-    (554, "Transaction failed", "data", "permanent"),
-])
+@pytest.mark.parametrize(
+    "code, text, stage, kind",
+    [
+        (250, "2.0.0 OK", "data", "sent"),
+        (251, "2.1.5 forwarded", "rcpt", "sent"),
+        (421, "4.7.0 Try again later", "mail", "throttle"),
+        (421, "Service not available", "data", "throttle"),
+        (451, "4.7.1 Greylisted, slow down", "rcpt", "throttle"),
+        (450, "4.7.28 rate limited", "data", "throttle"),
+        (451, "4.3.0 Temporary failure", "data", "transient"),
+        (452, "4.2.2 Mailbox full", "rcpt", "transient"),
+        (452, "Insufficient system storage", "data", "transient"),
+        (550, "5.1.1 No such user", "rcpt", "hard_bounce"),
+        (550, "5.1.2 Bad destination domain", "rcpt", "hard_bounce"),
+        (550, "5.2.1 Mailbox disabled", "rcpt", "hard_bounce"),
+        (550, "User unknown", "rcpt", "hard_bounce"),  # no enhanced code, at RCPT
+        (554, "5.7.1 Message rejected by policy", "data", "policy"),
+        (550, "5.7.26 Unauthenticated email is not accepted", "data", "policy"),
+        # issue 19 item 2: 5.7.x at RCPT is that recipient's refusal, not a reason to pause
+        (
+            550,
+            "5.7.515 Access denied, sending domain does not meet the required authentication level",
+            "rcpt",
+            "recipient_policy",
+        ),
+        (554, "5.7.1 Recipient address rejected: blocked", "rcpt", "recipient_policy"),
+        (554, "5.7.1 Sender blocked", "mail", "policy"),
+        (554, "5.7.1 Service unavailable; client host blocked", "connect", "policy"),
+        (553, "5.1.8 Sender address rejected", "mail", "policy"),
+        (550, "Sender rejected", "mail", "policy"),
+        (535, "5.7.8 Authentication credentials invalid", "auth", "policy"),
+        (552, "5.3.4 Message too big", "data", "permanent"),
+        (554, "Transaction failed", "data", "permanent"),
+    ],
+)
 def test_reply_classification_table_smtp3(code, text, stage, kind):
     assert classify(code, text, stage) == kind
 
@@ -69,8 +76,9 @@ def test_retry_schedule_is_configurable_smtp2():
 
 
 def _settings(tmp_path, key="k" * 40):
-    return load_settings(None, env={"SYNDICATE_SECRET_KEY": key,
-                                    "SYNDICATE_SITE__FROM_ADDRESS": "J <digest@news.example.com>"})
+    return load_settings(
+        None, env={"SYNDICATE_SECRET_KEY": key, "SYNDICATE_SITE__FROM_ADDRESS": "J <digest@news.example.com>"}
+    )
 
 
 def test_verp_roundtrip_and_tampering_bnc1(tmp_path):
@@ -81,7 +89,7 @@ def test_verp_roundtrip_and_tampering_bnc1(tmp_path):
     assert verp.decode(settings, address) == 123456
     assert verp.decode(settings, f"Mail Delivery <{address.upper()}>") == 123456  # case folded by a relay
     local, domain = address.split("@")
-    ident, mac = local[len("bounces+"):].split("-")
+    ident, mac = local[len("bounces+") :].split("-")
     assert verp.decode(settings, f"bounces+{ident}1-{mac}@{domain}") is None  # another delivery id
     flipped = mac[:-1] + ("a" if mac[-1] != "a" else "b")
     assert verp.decode(settings, f"bounces+{ident}-{flipped}@{domain}") is None

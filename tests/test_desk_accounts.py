@@ -172,14 +172,22 @@ def test_invitation_link_is_single_use_and_sets_the_password(app):
     with app.engine.begin() as conn:
         user, token = accounts.invite(conn, app.settings, "new@example.com", ["editor"], name="New Editor")
     with app.engine.connect() as conn:
-        assert conn.execute(select(deliveries.c.kind, deliveries.c.target)).all() == [("desk_invite", "new@example.com")]
+        assert conn.execute(select(deliveries.c.kind, deliveries.c.target)).all() == [
+            ("desk_invite", "new@example.com")
+        ]
     path = _link_from_mail(app)
     assert path == f"/desk/invite/{token}"
     client = client_for(app)
     page = client.get(path)
     assert page.status_code == 200 and "Choose your password" in page.text
-    r = client.post(path, data={"csrf_token": csrf_of(page.text), "password": "a brand new password",
-                                "password2": "a brand new password"})
+    r = client.post(
+        path,
+        data={
+            "csrf_token": csrf_of(page.text),
+            "password": "a brand new password",
+            "password2": "a brand new password",
+        },
+    )
     assert r.status_code == 303
     assert sign_in(client, "new@example.com", "a brand new password").status_code == 303
     again = client_for(app).get(path)
@@ -215,8 +223,10 @@ def test_password_reset_by_email_is_single_use_and_ends_sessions(app):
         assert [t for (t,) in conn.execute(select(deliveries.c.target))] == ["ed@example.com"]
     path = _link_from_mail(app)
     page = client.get(path)
-    r = client.post(path, data={"csrf_token": csrf_of(page.text), "password": "new and long enough",
-                                "password2": "new and long enough"})
+    r = client.post(
+        path,
+        data={"csrf_token": csrf_of(page.text), "password": "new and long enough", "password2": "new and long enough"},
+    )
     assert r.status_code == 303
     assert old_client.get("/desk/review").status_code == 303, "a reset signs out every session"
     assert sign_in(client_for(app), "ed@example.com", "new and long enough").status_code == 303
@@ -226,8 +236,15 @@ def test_password_reset_by_email_is_single_use_and_ends_sessions(app):
 def test_self_registration_confirm_then_an_editor_accepts(app):
     client = client_for(app)
     page = client.get("/desk/join")
-    r = client.post("/desk/join", data={"csrf_token": csrf_of(page.text), "email": "ann@example.com",
-                                        "name": "Ann Author", "password": "my long password"})
+    r = client.post(
+        "/desk/join",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "email": "ann@example.com",
+            "name": "Ann Author",
+            "password": "my long password",
+        },
+    )
     assert r.status_code == 200 and "Check your inbox" in r.text
     assert sign_in(client, "ann@example.com", "my long password").status_code == 400  # not confirmed yet
     path = _link_from_mail(app)
@@ -273,13 +290,16 @@ def test_registering_an_existing_address_reveals_nothing(app):
 def test_audit_records_who_what_and_where(app):
     make_user(app, "ad@example.com", ["admin"])
     client = signed_in(app, "ad@example.com")
-    r = client.post("/desk/users/invite", data={"csrf_token": csrf_of(client.get("/desk/users").text),
-                                               "email": "op@example.com", "roles": ["operator"]})
+    r = client.post(
+        "/desk/users/invite",
+        data={"csrf_token": csrf_of(client.get("/desk/users").text), "email": "op@example.com", "roles": ["operator"]},
+    )
     assert r.status_code == 303
     with app.engine.connect() as conn:
         rows = audit.entries(conn, action="user.add")
     assert [(r["actor"], r["via"], r["target"], r["detail"]) for r in rows] == [
-        ("ad@example.com", "web", "op@example.com", {"roles": ["operator"]})]
+        ("ad@example.com", "web", "op@example.com", {"roles": ["operator"]})
+    ]
     assert rows[0]["ip"] == "testclient"
     page = client.get("/desk/audit")
     assert "user.add" in page.text and "op@example.com" in page.text

@@ -34,9 +34,16 @@ def png(size=(40, 30)) -> bytes:
 
 
 def form(client, path: str, **fields):
-    data = {"csrf_token": csrf_of(client.get(path if not path.endswith("/new") else path).text),
-            "title": "Dinner Talk", "summary": "", "tags": "habits, home", "category": "home",
-            "body": CALM, "image_alt": "", "action": "save"}
+    data = {
+        "csrf_token": csrf_of(client.get(path if not path.endswith("/new") else path).text),
+        "title": "Dinner Talk",
+        "summary": "",
+        "tags": "habits, home",
+        "category": "home",
+        "body": CALM,
+        "image_alt": "",
+        "action": "save",
+    }
     data.update(fields)
     return data
 
@@ -49,8 +56,9 @@ def people(app):
     return app, author, other, editor
 
 
-def write(client, title="Dinner Talk", body=POLITICAL, image: bytes | None = None, alt="A table set for two",
-          action="submit"):
+def write(
+    client, title="Dinner Talk", body=POLITICAL, image: bytes | None = None, alt="A table set for two", action="submit"
+):
     data = form(client, "/desk/articles/new", title=title, body=body, image_alt=alt if image else "", action=action)
     files = {"image_file": ("table.png", image, "image/png")} if image else None
     return client.post("/desk/articles/new", data=data, files=files)
@@ -112,11 +120,15 @@ def test_reject_needs_a_reason_then_author_sees_it_resubmits_and_editor_approves
     token = csrf_of(page.text)
     r = ed.post("/desk/review/dinner-talk/reject", data={"csrf_token": token, "revision_id": rev.id, "reason": "   "})
     assert r.status_code == 409 and "needs a reason" in r.text.lower()
-    r = ed.post("/desk/review/dinner-talk/approve", data={"csrf_token": token, "revision_id": rev.id,
-                                                          "content_hash": rev.content_hash})
+    r = ed.post(
+        "/desk/review/dinner-talk/approve",
+        data={"csrf_token": token, "revision_id": rev.id, "content_hash": rev.content_hash},
+    )
     assert r.status_code == 409 and "flagged" in r.text.lower(), "a flag blocks approval without an override"
-    r = ed.post("/desk/review/dinner-talk/reject", data={"csrf_token": token, "revision_id": rev.id,
-                                                         "reason": "Please leave the election out."})
+    r = ed.post(
+        "/desk/review/dinner-talk/reject",
+        data={"csrf_token": token, "revision_id": rev.id, "reason": "Please leave the election out."},
+    )
     assert r.status_code == 303
     mine = ann.get("/desk/articles")
     assert "rejected" in mine.text and "Please leave the election out." in mine.text
@@ -127,8 +139,15 @@ def test_reject_needs_a_reason_then_author_sees_it_resubmits_and_editor_approves
     with app.engine.connect() as conn:
         rev2 = conn.execute(select(revisions).where(revisions.c.state == "submitted")).one()
     assert rev2.flags == []
-    r = ed.post("/desk/review/dinner-talk/approve", data={"csrf_token": csrf_of(page.text), "revision_id": rev2.id,
-                                                          "content_hash": rev2.content_hash, "note": "lovely"})
+    r = ed.post(
+        "/desk/review/dinner-talk/approve",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "revision_id": rev2.id,
+            "content_hash": rev2.content_hash,
+            "note": "lovely",
+        },
+    )
     assert r.status_code == 303
     with app.engine.connect() as conn:
         live = approved_articles(conn, app.settings)
@@ -146,8 +165,15 @@ def test_edit_of_a_published_article_is_diffed_field_by_field(people):
     desk_id = int(r.headers["location"].split("?")[0].rsplit("/", 1)[1])
     with app.engine.begin() as conn:
         editorial.approve(conn, ["dinner-talk"], editor="ed@example.com")
-    data = form(ann, f"/desk/articles/{desk_id}", title="Dinner Talk, Again", category="family",
-                tags="habits", body=CALM + "\nOne more line.\n", action="submit")
+    data = form(
+        ann,
+        f"/desk/articles/{desk_id}",
+        title="Dinner Talk, Again",
+        category="family",
+        tags="habits",
+        body=CALM + "\nOne more line.\n",
+        action="submit",
+    )
     assert ann.post(f"/desk/articles/{desk_id}", data=data).status_code == 303
     with app.engine.connect() as conn:
         art = conn.execute(select(articles).where(articles.c.slug == "dinner-talk")).one()
@@ -214,8 +240,10 @@ def test_approval_is_pinned_to_the_hash_the_editor_saw(people):
     # the author changes it while the editor reads
     data = form(ann, f"/desk/articles/{desk_id}", body=CALM + "\nA late addition.\n", action="submit")
     assert ann.post(f"/desk/articles/{desk_id}", data=data).status_code == 303
-    r = ed.post("/desk/review/dinner-talk/approve", data={"csrf_token": csrf_of(page.text), "revision_id": seen.id,
-                                                          "content_hash": seen.content_hash})
+    r = ed.post(
+        "/desk/review/dinner-talk/approve",
+        data={"csrf_token": csrf_of(page.text), "revision_id": seen.id, "content_hash": seen.content_hash},
+    )
     assert r.status_code == 409 and "no longer waiting" in r.text.lower()
     with app.engine.connect() as conn:
         assert approved_articles(conn, app.settings) == []
@@ -265,8 +293,10 @@ def test_retract_takes_an_article_off_and_file_articles_are_reviewed_too(people)
     page = ed.get("/desk/review/rituals")
     with app.engine.connect() as conn:
         rev = conn.execute(select(revisions).where(revisions.c.state == "submitted")).one()
-    r = ed.post("/desk/review/rituals/approve", data={"csrf_token": csrf_of(page.text), "revision_id": rev.id,
-                                                      "content_hash": rev.content_hash})
+    r = ed.post(
+        "/desk/review/rituals/approve",
+        data={"csrf_token": csrf_of(page.text), "revision_id": rev.id, "content_hash": rev.content_hash},
+    )
     assert r.status_code == 303
     page = ed.get("/desk/review/rituals")
     r = ed.post("/desk/review/rituals/retract", data={"csrf_token": csrf_of(page.text), "reason": ""})
@@ -291,8 +321,12 @@ def test_export_articles_writes_markdown_that_ingest_reads(people, tmp_path):
         paths = desk.export(conn, app.settings, tmp_path / "out")
     assert [p.name for p in paths] == ["dinner-talk.md"]
     parsed = read_article(paths[0], app.settings, {"ann-author"})
-    assert (parsed.title, parsed.author_slug, parsed.tags, parsed.category) == ("Dinner Talk", "ann-author",
-                                                                               ["habits", "home"], "home")
+    assert (parsed.title, parsed.author_slug, parsed.tags, parsed.category) == (
+        "Dinner Talk",
+        "ann-author",
+        ["habits", "home"],
+        "home",
+    )
     assert parsed.image_alt == "A table set for two" and parsed.image_type == "image/png"
 
 

@@ -53,8 +53,12 @@ def desk_served(make_app, sqlite_url, tmp_path):
     env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
     env.pop("SYNDICATE_CONFIG", None)
     config = str(app.settings.source)
-    proc = subprocess.Popen([str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         wait_for(f"{base}/healthz", proc)
         yield App(load_settings(config, env={"SYNDICATE_SITE__BASE_URL": base})), base
@@ -227,8 +231,11 @@ def test_desk_journey_in_chromium(desk_served, browser, tmp_path):  # noqa: F811
     # 7. An operator retries a failed delivery and pauses a job.
     with app.engine.begin() as conn:
         outbox.enqueue(conn, channel="email", target="bounced@example.com", kind="confirm", key="failed-1", payload={})
-        conn.execute(update(deliveries).where(deliveries.c.idempotency_key == "failed-1")
-                     .values(state="failed", attempts=1, last_error="550 no such user"))
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.idempotency_key == "failed-1")
+            .values(state="failed", attempts=1, last_error="550 no such user")
+        )
         failed_id = conn.execute(select(deliveries.c.id).where(deliveries.c.idempotency_key == "failed-1")).scalar()
     j.sign_in("op@example.com", "operator password 1")
     j.go("/desk/ops", "Operations")

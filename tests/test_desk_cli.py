@@ -16,8 +16,9 @@ from .desk_kit import make_user
 
 
 def invoke(app, *args):
-    return CliRunner(env={"COLUMNS": "250"}).invoke(main, ["--config", str(app.settings.source), *args],
-                                                   catch_exceptions=False)
+    return CliRunner(env={"COLUMNS": "250"}).invoke(
+        main, ["--config", str(app.settings.source), *args], catch_exceptions=False
+    )
 
 
 def test_users_add_list_role_disable_and_their_audit_rows(app):
@@ -36,10 +37,14 @@ def test_users_add_list_role_disable_and_their_audit_rows(app):
     assert r.exit_code == 0
     assert invoke(app, "users", "disable", "nobody@example.com").exit_code == 1
     with app.engine.connect() as conn:
-        rows = conn.execute(select(audit_log.c.action, audit_log.c.via, audit_log.c.target)
-                            .order_by(audit_log.c.id)).all()
-    assert rows == [("cli.users add", "cli", "ed@example.com"), ("cli.users role", "cli", "ed@example.com"),
-                    ("cli.users disable", "cli", "ed@example.com")], "failed and read-only commands leave no row"
+        rows = conn.execute(
+            select(audit_log.c.action, audit_log.c.via, audit_log.c.target).order_by(audit_log.c.id)
+        ).all()
+    assert rows == [
+        ("cli.users add", "cli", "ed@example.com"),
+        ("cli.users role", "cli", "ed@example.com"),
+        ("cli.users disable", "cli", "ed@example.com"),
+    ], "failed and read-only commands leave no row"
     r = invoke(app, "audit", "--json")
     assert [e["action"] for e in json.loads(r.output)] == ["cli.users disable", "cli.users role", "cli.users add"]
 
@@ -57,8 +62,11 @@ def test_users_demo_prints_a_password_once(app):
 def test_export_articles(app, tmp_path):
     user = make_user(app, "ann@example.com", ["author"], name="Ann")
     with app.engine.begin() as conn:
-        desk_id = desk.create(conn, user.id, desk.Draft(title="Tea", summary="Short.", tags=["a"], category="",
-                                                        body_markdown="Tea at four.\n"))
+        desk_id = desk.create(
+            conn,
+            user.id,
+            desk.Draft(title="Tea", summary="Short.", tags=["a"], category="", body_markdown="Tea at four.\n"),
+        )
         desk.submit(conn, app.settings, desk_id, accounts.ensure_author(conn, user.id))
     r = invoke(app, "export", "articles", str(tmp_path / "out"))
     assert r.exit_code == 0 and "1 article(s)" in r.output
@@ -69,8 +77,11 @@ def test_export_articles(app, tmp_path):
 def test_review_slug_shows_the_history(app):
     user = make_user(app, "ann@example.com", ["author"], name="Ann")
     with app.engine.begin() as conn:
-        desk_id = desk.create(conn, user.id, desk.Draft(title="Vote", summary="", tags=[], category="",
-                                                        body_markdown="Go vote for the election.\n"))
+        desk_id = desk.create(
+            conn,
+            user.id,
+            desk.Draft(title="Vote", summary="", tags=[], category="", body_markdown="Go vote for the election.\n"),
+        )
         desk.submit(conn, app.settings, desk_id, accounts.ensure_author(conn, user.id))
     assert invoke(app, "reject", "vote", "--reason", "No politics, please", "--editor", "ed").exit_code == 0
     r = invoke(app, "review", "vote")

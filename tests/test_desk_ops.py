@@ -89,8 +89,10 @@ def test_operator_finds_a_subscriber_reads_the_consent_log_suppresses_and_export
     assert "reader@example.com" not in op.get("/desk/ops/subscribers?q=zzz").text
     one = op.get(f"/desk/ops/subscribers/{sub['id']}")
     assert 'id="consent-log"' in one.text and "confirmed" in one.text
-    r = op.post(f"/desk/ops/subscribers/{sub['id']}/suppress", data={"csrf_token": csrf_of(one.text),
-                                                                   "detail": "asked by phone"})
+    r = op.post(
+        f"/desk/ops/subscribers/{sub['id']}/suppress",
+        data={"csrf_token": csrf_of(one.text), "detail": "asked by phone"},
+    )
     assert r.status_code == 303
     with app.engine.connect() as conn:
         assert suppressed_among(conn, ["reader@example.com"]) == {"reader@example.com": "manual"}
@@ -101,8 +103,11 @@ def test_operator_finds_a_subscriber_reads_the_consent_log_suppresses_and_export
 
 
 def test_operator_sees_partners_and_resumes_one_and_reads_digest_editions(make_app, sqlite_url):
-    app = make_app(sqlite_url, '[[partners]]\nname = "news"\nkind = "webhook"\nurl = "https://partner.example.org/h"\n'
-                               'secret_env = "NEWS_SECRET"\n')
+    app = make_app(
+        sqlite_url,
+        '[[partners]]\nname = "news"\nkind = "webhook"\nurl = "https://partner.example.org/h"\n'
+        'secret_env = "NEWS_SECRET"\n',
+    )
     make_user(app, "op@example.com", ["operator"])
     from pipeline.partners import state
 
@@ -120,12 +125,23 @@ def test_operator_sees_partners_and_resumes_one_and_reads_digest_editions(make_a
     from pipeline.timeutil import utcnow
 
     with app.engine.begin() as conn:
-        eid = conn.execute(digest_editions.insert().values(
-            key="daily-2026-12-05", frequency="daily", cutoff=utcnow(), article_ids=[1, 2], subject="Today",
-            recipients=2, created_at=utcnow()).returning(digest_editions.c.id)).scalar_one()
+        eid = conn.execute(
+            digest_editions.insert()
+            .values(
+                key="daily-2026-12-05",
+                frequency="daily",
+                cutoff=utcnow(),
+                article_ids=[1, 2],
+                subject="Today",
+                recipients=2,
+                created_at=utcnow(),
+            )
+            .returning(digest_editions.c.id)
+        ).scalar_one()
         for i, st in enumerate(("sent", "failed")):
-            outbox.enqueue(conn, channel="email", target=f"r{i}@example.com", kind="digest", key=f"d{i}",
-                           edition_id=eid)
+            outbox.enqueue(
+                conn, channel="email", target=f"r{i}@example.com", kind="digest", key=f"d{i}", edition_id=eid
+            )
             conn.execute(update(deliveries).where(deliveries.c.idempotency_key == f"d{i}").values(state=st))
     page = op.get("/desk/ops/editions")
     row = page.text.split("daily-2026-12-05")[1].split("</tr>")[0]

@@ -26,17 +26,25 @@ SIGNED = {AUTHOR, EDITOR, OPERATOR, ADMIN}
 
 EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/"): SIGNED,
-    ("GET", "/login"): EVERYONE, ("POST", "/login"): EVERYONE,
+    ("GET", "/login"): EVERYONE,
+    ("POST", "/login"): EVERYONE,
     ("POST", "/logout"): SIGNED,
-    ("GET", "/join"): EVERYONE, ("POST", "/join"): EVERYONE,
-    ("GET", "/join/confirm/{token}"): EVERYONE, ("POST", "/join/confirm/{token}"): EVERYONE,
-    ("GET", "/invite/{token}"): EVERYONE, ("POST", "/invite/{token}"): EVERYONE,
-    ("GET", "/reset"): EVERYONE, ("POST", "/reset"): EVERYONE,
-    ("GET", "/reset/{token}"): EVERYONE, ("POST", "/reset/{token}"): EVERYONE,
+    ("GET", "/join"): EVERYONE,
+    ("POST", "/join"): EVERYONE,
+    ("GET", "/join/confirm/{token}"): EVERYONE,
+    ("POST", "/join/confirm/{token}"): EVERYONE,
+    ("GET", "/invite/{token}"): EVERYONE,
+    ("POST", "/invite/{token}"): EVERYONE,
+    ("GET", "/reset"): EVERYONE,
+    ("POST", "/reset"): EVERYONE,
+    ("GET", "/reset/{token}"): EVERYONE,
+    ("POST", "/reset/{token}"): EVERYONE,
     ("GET", "/media/{name}"): SIGNED,
     ("GET", "/articles"): {AUTHOR, ADMIN},
-    ("GET", "/articles/new"): {AUTHOR, ADMIN}, ("POST", "/articles/new"): {AUTHOR, ADMIN},
-    ("GET", "/articles/{article_id}"): {AUTHOR, ADMIN}, ("POST", "/articles/{article_id}"): {AUTHOR, ADMIN},
+    ("GET", "/articles/new"): {AUTHOR, ADMIN},
+    ("POST", "/articles/new"): {AUTHOR, ADMIN},
+    ("GET", "/articles/{article_id}"): {AUTHOR, ADMIN},
+    ("POST", "/articles/{article_id}"): {AUTHOR, ADMIN},
     ("GET", "/review"): {EDITOR, ADMIN},
     ("GET", "/review/{slug}"): {EDITOR, ADMIN},
     ("GET", "/review/{slug}/page"): {EDITOR, ADMIN},
@@ -87,14 +95,22 @@ def world(make_app, sqlite_url):
     users = {role: make_user(app, f"{role}@example.com", [role]) for role in (AUTHOR, EDITOR, OPERATOR, ADMIN)}
     applicant = make_user(app, "applicant@example.com", ["author"], state="pending")
     with app.engine.begin() as conn:
-        draft = desk_source.Draft(title="Tea at Four", summary="", tags=["habits"], category="home",
-                                  body_markdown="A cup of tea at four.\n")
+        draft = desk_source.Draft(
+            title="Tea at Four", summary="", tags=["habits"], category="home", body_markdown="A cup of tea at four.\n"
+        )
         desk_id = desk_source.create(conn, users[AUTHOR].id, draft)
         desk_source.submit(conn, app.settings, desk_id, accounts.ensure_author(conn, users[AUTHOR].id))
         sub, _ = subs.add(conn, app.settings, "reader@example.com", confirmed=True)
-    params = {"token": "not-a-token", "article_id": str(desk_id), "slug": "tea-at-four",
-              "user_id": str(applicant.id), "channel": "email", "job_id": "ingest",
-              "subscriber_id": str(sub["id"]), "name": "missing.png"}
+    params = {
+        "token": "not-a-token",
+        "article_id": str(desk_id),
+        "slug": "tea-at-four",
+        "user_id": str(applicant.id),
+        "channel": "email",
+        "job_id": "ingest",
+        "subscriber_id": str(sub["id"]),
+        "name": "missing.png",
+    }
     return app, users, params
 
 

@@ -20,9 +20,27 @@ from tests.conftest import REPO
 from .digest_helpers import add_articles, add_subscriber, at
 
 ARTICLES = [
-    {"slug": "sleep-one", "tags": "[sleep]", "category": "wellbeing", "approved_at": at(days=1), "date": "2026-11-03T08:00:00Z"},
-    {"slug": "work-one", "tags": "[remote-work]", "category": "work", "approved_at": at(days=1, hours=2), "date": "2026-11-03T10:00:00Z"},
-    {"slug": "tech-one", "tags": "[privacy]", "category": "technology", "approved_at": at(days=1, hours=4), "date": "2026-11-03T12:00:00Z"},
+    {
+        "slug": "sleep-one",
+        "tags": "[sleep]",
+        "category": "wellbeing",
+        "approved_at": at(days=1),
+        "date": "2026-11-03T08:00:00Z",
+    },
+    {
+        "slug": "work-one",
+        "tags": "[remote-work]",
+        "category": "work",
+        "approved_at": at(days=1, hours=2),
+        "date": "2026-11-03T10:00:00Z",
+    },
+    {
+        "slug": "tech-one",
+        "tags": "[privacy]",
+        "category": "technology",
+        "approved_at": at(days=1, hours=4),
+        "date": "2026-11-03T12:00:00Z",
+    },
 ]
 TOPICS = [[], ["sleep"], ["work"], ["privacy"], ["sleep", "work"], ["gardening"]]  # the last: nothing new
 WHEN = at(days=1, hours=6)
@@ -30,16 +48,33 @@ WHEN = at(days=1, hours=6)
 
 def _subscribers(app, count: int) -> dict[int, str]:
     """count confirmed daily subscribers with rotating topics (+ a few that must get nothing)."""
-    rows = [dict(email=f"reader{i}@example.org", name="", state="confirmed", frequency="daily",
-                 topics=TOPICS[i % len(TOPICS)], timezone="UTC", source="test", created_at=at(-2),
-                 updated_at=at(-2), confirmed_at=at(-1)) for i in range(count)]
+    rows = [
+        dict(
+            email=f"reader{i}@example.org",
+            name="",
+            state="confirmed",
+            frequency="daily",
+            topics=TOPICS[i % len(TOPICS)],
+            timezone="UTC",
+            source="test",
+            created_at=at(-2),
+            updated_at=at(-2),
+            confirmed_at=at(-1),
+        )
+        for i in range(count)
+    ]
     with app.engine.begin() as conn:
         conn.execute(insert(subscribers), rows)
     add_subscriber(app, "unconfirmed@example.org", state="unconfirmed")
     add_subscriber(app, "weekly@example.org", frequency="weekly", confirmed_at=at(-1))
     with app.engine.connect() as conn:
-        return dict(conn.execute(select(subscribers.c.id, subscribers.c.topics)
-                                 .where(subscribers.c.frequency == "daily", subscribers.c.state == "confirmed")).all())
+        return dict(
+            conn.execute(
+                select(subscribers.c.id, subscribers.c.topics).where(
+                    subscribers.c.frequency == "daily", subscribers.c.state == "confirmed"
+                )
+            ).all()
+        )
 
 
 def _expected(subs: dict[int, list]) -> set[int]:
@@ -96,10 +131,22 @@ def test_two_processes_compose_one_edition_at_once(app):
     with open(config, "a") as f:
         f.write("\n[digests]\nbatch_size = 100\n")  # many short batches, so the two interleave
     env = dict(os.environ, PYTHONPATH=str(REPO), SYNDICATE_FROZEN_NOW=WHEN.isoformat())
-    cmd = [sys.executable, "-c", "from pipeline.cli import main; main()", "--config", str(config),
-           "digest", "compose", "--frequency", "daily", "--chunk"]
-    procs = [subprocess.Popen(cmd + [f"{i}/2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in (1, 2)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from pipeline.cli import main; main()",
+        "--config",
+        str(config),
+        "digest",
+        "compose",
+        "--frequency",
+        "daily",
+        "--chunk",
+    ]
+    procs = [
+        subprocess.Popen(cmd + [f"{i}/2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in (1, 2)
+    ]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     rows = _outbox(app)
@@ -110,9 +157,15 @@ def test_two_processes_compose_one_edition_at_once(app):
     with app.engine.connect() as conn:
         edition = conn.execute(select(digest_editions)).mappings().one()
         variants = conn.execute(select(func.count()).select_from(digest_parts)).scalar_one()
-        behind = conn.execute(select(func.count()).select_from(subscribers).where(
-            subscribers.c.frequency == "daily", subscribers.c.state == "confirmed",
-            subscribers.c.last_digest_at.is_(None))).scalar_one()
+        behind = conn.execute(
+            select(func.count())
+            .select_from(subscribers)
+            .where(
+                subscribers.c.frequency == "daily",
+                subscribers.c.state == "confirmed",
+                subscribers.c.last_digest_at.is_(None),
+            )
+        ).scalar_one()
     assert edition["completed_at"] is not None and edition["recipients"] == len(expected)
     assert variants == 5 and behind == 0
     assert "daily (chunk 1/2):" in outs[0] and "daily (chunk 2/2):" in outs[1]

@@ -4,8 +4,6 @@ public/email-images/ for email; pages keep the original; others' are left out.""
 
 from __future__ import annotations
 
-import io
-
 import lxml.html
 import pytest
 from PIL import Image
@@ -16,8 +14,10 @@ from pipeline.digests import render as digest_render
 
 from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, drain
 
-SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="630" viewBox="0 0 1200 630">'
-       '<rect width="1200" height="630" fill="#123"/><circle cx="600" cy="315" r="200" fill="#fc0"/></svg>')
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="630" viewBox="0 0 1200 630">'
+    '<rect width="1200" height="630" fill="#123"/><circle cx="600" cy="315" r="200" fill="#fc0"/></svg>'
+)
 
 
 def _webp(path, size=(800, 400)):
@@ -70,11 +70,23 @@ def test_img1_digest_and_instant_link_png_for_svg_and_webp(sqlite_app):
     (root / "content" / "images").mkdir(parents=True, exist_ok=True)
     (root / "content" / "images" / "hero.svg").write_text(SVG)
     _webp(root / "content" / "images" / "photo.webp")
-    add_articles(sqlite_app, [
-        {"slug": "svg-hero", "tags": "[sleep]", "approved_at": at(days=1),
-         "extra": 'image: images/hero.svg\nimage_alt: "A yellow sun"\n'},
-        {"slug": "webp-hero", "tags": "[sleep]", "approved_at": at(days=1, hours=1),
-         "extra": 'image: images/photo.webp\nimage_alt: "A red field"\n'}])
+    add_articles(
+        sqlite_app,
+        [
+            {
+                "slug": "svg-hero",
+                "tags": "[sleep]",
+                "approved_at": at(days=1),
+                "extra": 'image: images/hero.svg\nimage_alt: "A yellow sun"\n',
+            },
+            {
+                "slug": "webp-hero",
+                "tags": "[sleep]",
+                "approved_at": at(days=1, hours=1),
+                "extra": 'image: images/photo.webp\nimage_alt: "A red field"\n',
+            },
+        ],
+    )
     add_subscriber(sqlite_app, "d@example.com", confirmed_at=at(-1))
     add_subscriber(sqlite_app, "i@example.com", frequency="instant", confirmed_at=at(-1))
     digests.compose(sqlite_app.engine, sqlite_app.settings, "daily", now=at(days=1, hours=6))

@@ -15,34 +15,48 @@ from pipeline.store.schema import deliveries, digest_editions
 
 from .digest_helpers import add_articles, add_subscriber, at, by_recipient, drain
 
-UTC = dt.timezone.utc
-ZONES = {"utc@example.com": "UTC", "lisbon@example.com": "Europe/Lisbon", "paris@example.com": "Europe/Paris",
-         "kolkata@example.com": "Asia/Kolkata", "ny@example.com": "America/New_York"}
+UTC = dt.UTC
+ZONES = {
+    "utc@example.com": "UTC",
+    "lisbon@example.com": "Europe/Lisbon",
+    "paris@example.com": "Europe/Paris",
+    "kolkata@example.com": "Asia/Kolkata",
+    "ny@example.com": "America/New_York",
+}
 
 
 def _set_zone(app, email_addr, zone):
     from sqlalchemy import update
 
     from pipeline.store.schema import subscribers
+
     with app.engine.begin() as conn:
         conn.execute(update(subscribers).where(subscribers.c.email == email_addr).values(timezone=zone))
 
 
 def test_period_keys_name_the_slot_when_it_differs_from_the_site(make_app, sqlite_url):
-    app = make_app(sqlite_url, "[digests]\ndaily_hour = 7\nweekly_day = \"monday\"\nweekly_hour = 8\n")
+    app = make_app(sqlite_url, '[digests]\ndaily_hour = 7\nweekly_day = "monday"\nweekly_hour = 8\n')
     s = app.settings
     now = dt.datetime(2026, 11, 3, 2, 0, tzinfo=UTC)
     assert digests.period(s, "daily", now, "Asia/Kolkata") == (
-        "daily-2026-11-03-utc+0530", dt.datetime(2026, 11, 3, 1, 30, tzinfo=UTC))
+        "daily-2026-11-03-utc+0530",
+        dt.datetime(2026, 11, 3, 1, 30, tzinfo=UTC),
+    )
     assert digests.period(s, "daily", now, "Europe/Lisbon") == digests.period(s, "daily", now)  # +0000 in November
     assert digests.period(s, "daily", now, "America/New_York") == (
-        "daily-2026-11-02-utc-0500", dt.datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+        "daily-2026-11-02-utc-0500",
+        dt.datetime(2026, 11, 2, 12, 0, tzinfo=UTC),
+    )
     summer = dt.datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
     assert digests.period(s, "daily", summer, "Europe/Lisbon")[0] == "daily-2026-07-01-utc+0100"
     assert digests.period(s, "weekly", now, "Asia/Tokyo") == (
-        "weekly-2026-11-02-utc+0900", dt.datetime(2026, 11, 1, 23, 0, tzinfo=UTC))
+        "weekly-2026-11-02-utc+0900",
+        dt.datetime(2026, 11, 1, 23, 0, tzinfo=UTC),
+    )
     assert digests.next_period(s, "daily", now, "Asia/Kolkata")[0] == "daily-2026-11-04-utc+0530"
-    assert digests.edition_label(s, "daily", now, "daily-2026-11-03-utc+0530") == "Daily digest, Tuesday 3 November 2026"
+    assert (
+        digests.edition_label(s, "daily", now, "daily-2026-11-03-utc+0530") == "Daily digest, Tuesday 3 November 2026"
+    )
 
 
 def test_daily_digest_arrives_at_the_local_hour_in_each_time_zone(make_app, sqlite_url):
@@ -68,10 +82,17 @@ def test_daily_digest_arrives_at_the_local_hour_in_each_time_zone(make_app, sqli
         local = when.astimezone(ZoneInfo(ZONES[email_addr]))
         assert (local.hour, local.minute) == (7, 0), (email_addr, local)
     with app.engine.connect() as conn:
-        keys = {r.key: r.recipients for r in conn.execute(select(digest_editions.c.key, digest_editions.c.recipients))
-                if r.recipients}
-    assert keys == {"daily-2026-11-03": 2, "daily-2026-11-03-utc+0100": 1, "daily-2026-11-03-utc+0530": 1,
-                    "daily-2026-11-02-utc-0500": 1}
+        keys = {
+            r.key: r.recipients
+            for r in conn.execute(select(digest_editions.c.key, digest_editions.c.recipients))
+            if r.recipients
+        }
+    assert keys == {
+        "daily-2026-11-03": 2,
+        "daily-2026-11-03-utc+0100": 1,
+        "daily-2026-11-03-utc+0530": 1,
+        "daily-2026-11-02-utc-0500": 1,
+    }
     drain(app)
     received = by_recipient(app)
     assert {k: len(v) for k, v in received.items()} == {k: 1 for k in ZONES}
@@ -91,9 +112,13 @@ def test_is_due_and_the_stage_follow_each_slot(make_app, sqlite_url):
         assert not digests.is_due(conn, app.settings, "daily", monday_noon)
         # Tuesday 01:30 UTC is 07:00 in Kolkata: that slot is due, the UTC one is not
         assert digests.is_due(conn, app.settings, "daily", dt.datetime(2026, 11, 3, 1, 30, tzinfo=UTC))
-        assert [s.key for s in digests.slots(conn, app.settings, "daily", dt.datetime(2026, 11, 3, 1, 30, tzinfo=UTC))] \
-            == ["daily-2026-11-02", "daily-2026-11-03-utc+0530"]
+        assert [
+            s.key for s in digests.slots(conn, app.settings, "daily", dt.datetime(2026, 11, 3, 1, 30, tzinfo=UTC))
+        ] == ["daily-2026-11-02", "daily-2026-11-03-utc+0530"]
         # issue 16 item 20 with item 21: the preview names the subscriber's own next edition
         from pipeline.store.schema import subscribers
-        sub = dict(conn.execute(select(subscribers).where(subscribers.c.email == "kolkata@example.com")).mappings().one())
+
+        sub = dict(
+            conn.execute(select(subscribers).where(subscribers.c.email == "kolkata@example.com")).mappings().one()
+        )
         assert digests.next_edition_for(conn, app.settings, sub, "daily", monday_noon)[0] == "daily-2026-11-03-utc+0530"

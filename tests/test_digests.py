@@ -29,9 +29,27 @@ def compose(app, frequency, when, **kw):
 
 
 ARTICLES = [
-    {"slug": "sleep-one", "tags": "[sleep]", "category": "wellbeing", "approved_at": at(days=1), "date": "2026-11-03T08:00:00Z"},
-    {"slug": "work-one", "tags": "[remote-work]", "category": "work", "approved_at": at(days=1, hours=2), "date": "2026-11-03T10:00:00Z"},
-    {"slug": "tech-one", "tags": "[privacy]", "category": "technology", "approved_at": at(days=1, hours=4), "date": "2026-11-03T12:00:00Z"},
+    {
+        "slug": "sleep-one",
+        "tags": "[sleep]",
+        "category": "wellbeing",
+        "approved_at": at(days=1),
+        "date": "2026-11-03T08:00:00Z",
+    },
+    {
+        "slug": "work-one",
+        "tags": "[remote-work]",
+        "category": "work",
+        "approved_at": at(days=1, hours=2),
+        "date": "2026-11-03T10:00:00Z",
+    },
+    {
+        "slug": "tech-one",
+        "tags": "[privacy]",
+        "category": "technology",
+        "approved_at": at(days=1, hours=4),
+        "date": "2026-11-03T12:00:00Z",
+    },
 ]
 
 
@@ -99,11 +117,14 @@ def test_no_blast_on_joining_and_welcome_latest(app, make_app, db_url):
 
 def test_two_day_gap_is_covered_once(app):
     """Compose ran on day 1, missed day 2; day 3 covers days 2 and 3, once each."""
-    add_articles(app, [
-        {"slug": "day-one", "approved_at": at(days=1, hours=1), "date": "2026-11-03T08:00:00Z"},
-        {"slug": "day-two", "approved_at": at(days=2, hours=1), "date": "2026-11-04T08:00:00Z"},
-        {"slug": "day-three", "approved_at": at(days=3, hours=1), "date": "2026-11-05T08:00:00Z"},
-    ])
+    add_articles(
+        app,
+        [
+            {"slug": "day-one", "approved_at": at(days=1, hours=1), "date": "2026-11-03T08:00:00Z"},
+            {"slug": "day-two", "approved_at": at(days=2, hours=1), "date": "2026-11-04T08:00:00Z"},
+            {"slug": "day-three", "approved_at": at(days=3, hours=1), "date": "2026-11-05T08:00:00Z"},
+        ],
+    )
     add_subscriber(app, "reader@example.com", confirmed_at=at(-1))
     assert compose(app, "daily", at(days=1, hours=6)).queued == 1
     assert compose(app, "daily", at(days=3, hours=6)).queued == 1
@@ -134,7 +155,8 @@ def test_instant_sends_one_email_per_new_article(app):
     with app.engine.connect() as conn:
         ids = dict(conn.execute(select(articles.c.slug, articles.c.id)).all())
     assert sorted(r["payload"]["edition"] for r in rows) == sorted(
-        f"instant-{ids[s]}" for s in ("sleep-one", "tech-one"))
+        f"instant-{ids[s]}" for s in ("sleep-one", "tech-one")
+    )
     drain(app)
     subjects = sorted(m["Subject"] for m in by_recipient(app)["fast@example.com"])
     assert subjects == ["Sleep One", "Tech One"]
@@ -143,6 +165,7 @@ def test_instant_sends_one_email_per_new_article(app):
 def test_unsubscribe_or_suppression_after_compose_is_honoured_at_send_time(app):
     """BULK-4: the check happens at send time, not only when composing."""
     from pipeline import subscribers as subs
+
     add_articles(app, ARTICLES[:1])
     leaver = add_subscriber(app, "leaver@example.com", confirmed_at=at(-1))
     add_subscriber(app, "bounced@example.com", confirmed_at=at(-1))
@@ -155,8 +178,11 @@ def test_unsubscribe_or_suppression_after_compose_is_honoured_at_send_time(app):
     assert report.sent == 1 and report.suppressed == 2
     assert list(by_recipient(app)) == ["stays@example.com"]
     states = {r["target"]: r["state"] for r in queued(app)}
-    assert states == {"leaver@example.com": "suppressed", "bounced@example.com": "suppressed",
-                      "stays@example.com": "sent"}
+    assert states == {
+        "leaver@example.com": "suppressed",
+        "bounced@example.com": "suppressed",
+        "stays@example.com": "sent",
+    }
 
 
 def test_dry_run_writes_nothing(app):
@@ -179,8 +205,13 @@ def test_stage_composes_what_is_due_once(app):
     add_subscriber(app, "w@example.com", frequency="weekly", confirmed_at=at(-1))
     add_subscriber(app, "i@example.com", frequency="instant", confirmed_at=at(-1))
     counts = digests.digest_stage(app, now=at(days=1, hours=6))
-    assert counts == {"instant_queued": 3, "daily_queued": 1, "daily_editions": 1,
-                      "weekly_queued": 1, "weekly_editions": 1}
+    assert counts == {
+        "instant_queued": 3,
+        "daily_queued": 1,
+        "daily_editions": 1,
+        "weekly_queued": 1,
+        "weekly_editions": 1,
+    }
     with app.engine.connect() as conn:
         assert not digests.is_due(conn, app.settings, "daily", at(days=1, hours=7))
         assert digests.is_due(conn, app.settings, "daily", at(days=2, hours=7))
@@ -221,16 +252,24 @@ def test_periods_follow_the_site_timezone_and_configured_hours(make_app, db_url)
 
     app = make_app(db_url, '[digests]\ndaily_hour = 7\nweekly_day = "friday"\nweekly_hour = 9\n')
     s = app.settings
-    utc = dt.timezone.utc
+    utc = dt.UTC
     assert digests.period(s, "daily", dt.datetime(2026, 11, 25, 6, 59, tzinfo=utc))[0] == "daily-2026-11-24"
     assert digests.period(s, "daily", dt.datetime(2026, 11, 25, 7, 0, tzinfo=utc)) == (
-        "daily-2026-11-25", dt.datetime(2026, 11, 25, 7, 0, tzinfo=utc))
+        "daily-2026-11-25",
+        dt.datetime(2026, 11, 25, 7, 0, tzinfo=utc),
+    )
     # Wednesday 25 Nov: the week began on Friday 20 Nov at 09:00
     assert digests.period(s, "weekly", dt.datetime(2026, 11, 25, 12, 0, tzinfo=utc)) == (
-        "weekly-2026-11-20", dt.datetime(2026, 11, 20, 9, 0, tzinfo=utc))
+        "weekly-2026-11-20",
+        dt.datetime(2026, 11, 20, 9, 0, tzinfo=utc),
+    )
     assert digests.period(s, "weekly", dt.datetime(2026, 11, 27, 8, 59, tzinfo=utc))[0] == "weekly-2026-11-20"
     assert digests.period(s, "weekly", dt.datetime(2026, 11, 27, 9, 0, tzinfo=utc))[0] == "weekly-2026-11-27"
     # In Tokyo (UTC+9) 23:30 UTC is already the next local day.
-    tokyo = load_settings(s.source, env={"SYNDICATE_SITE__TIMEZONE": "Asia/Tokyo", "SYNDICATE_DIGESTS__DAILY_HOUR": "0"})
+    tokyo = load_settings(
+        s.source, env={"SYNDICATE_SITE__TIMEZONE": "Asia/Tokyo", "SYNDICATE_DIGESTS__DAILY_HOUR": "0"}
+    )
     assert digests.period(tokyo, "daily", dt.datetime(2026, 11, 25, 23, 30, tzinfo=utc)) == (
-        "daily-2026-11-26", dt.datetime(2026, 11, 25, 15, 0, tzinfo=utc))
+        "daily-2026-11-26",
+        dt.datetime(2026, 11, 25, 15, 0, tzinfo=utc),
+    )

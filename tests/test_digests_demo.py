@@ -54,10 +54,15 @@ def demo_mail(tmp_path_factory) -> list[bytes]:
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        for args in (["init"], ["ingest"],
-                     ["subscribers", "import", "content/subscribers.csv", "--confirmed", "--source", "demo"],
-                     ["approve", "--all", "--editor", "demo", "--note", "demo"], ["run"],
-                     ["subscribers", "add", "new.reader@example.com", "--name", "New Reader"], ["deliver"]):
+        for args in (
+            ["init"],
+            ["ingest"],
+            ["subscribers", "import", "content/subscribers.csv", "--confirmed", "--source", "demo"],
+            ["approve", "--all", "--editor", "demo", "--note", "demo"],
+            ["run"],
+            ["subscribers", "add", "new.reader@example.com", "--name", "New Reader"],
+            ["deliver"],
+        ):
             result = runner.invoke(main, ["--config", str(root / "syndicate.toml"), *args], catch_exceptions=False)
             assert result.exit_code == 0, (args, result.output)
     finally:
@@ -71,8 +76,13 @@ def _pick(messages: list[bytes]) -> dict[str, bytes]:
     for data in messages:
         msg = message_from_bytes(data, policy=default_policy)
         subject = str(msg["Subject"])
-        kind = ("confirm" if subject.startswith("Confirm your subscription")
-                else "digest" if "digest" in subject.lower() else "instant")
+        kind = (
+            "confirm"
+            if subject.startswith("Confirm your subscription")
+            else "digest"
+            if "digest" in subject.lower()
+            else "instant"
+        )
         picked.setdefault(kind, data)
     return picked
 

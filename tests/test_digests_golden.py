@@ -13,8 +13,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from pipeline.digests import editions as digests
 from pipeline.cli import main
+from pipeline.digests import editions as digests
 
 from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, check_strict, drain, maildir_messages
 
@@ -44,15 +44,32 @@ def check_golden(name: str, data: bytes) -> None:
 
 
 def _site(app):
-    add_articles(app, [
-        {"slug": "sleep-debt", "title": "Sleep Debt Is Real", "tags": "[sleep]", "category": "wellbeing",
-         "summary": SUMMARY, "approved_at": at(days=1, hours=1), "date": "2026-11-03T07:00:00Z"},
-        {"slug": "fair-fights", "title": "Fair Fights & Kind Words", "tags": "[relationships]",
-         "category": "relationships", "approved_at": at(days=1, hours=2), "date": "2026-11-03T09:30:00Z"},
-    ])
+    add_articles(
+        app,
+        [
+            {
+                "slug": "sleep-debt",
+                "title": "Sleep Debt Is Real",
+                "tags": "[sleep]",
+                "category": "wellbeing",
+                "summary": SUMMARY,
+                "approved_at": at(days=1, hours=1),
+                "date": "2026-11-03T07:00:00Z",
+            },
+            {
+                "slug": "fair-fights",
+                "title": "Fair Fights & Kind Words",
+                "tags": "[relationships]",
+                "category": "relationships",
+                "approved_at": at(days=1, hours=2),
+                "date": "2026-11-03T09:30:00Z",
+            },
+        ],
+    )
     add_subscriber(app, "ana@example.com", name="Ana Ferreira", confirmed_at=at(-1))
-    add_subscriber(app, "chloe@example.com", name="Chloé Martin", frequency="instant", topics=["sleep"],
-                   confirmed_at=at(-1))
+    add_subscriber(
+        app, "chloe@example.com", name="Chloé Martin", frequency="instant", topics=["sleep"], confirmed_at=at(-1)
+    )
 
 
 def test_golden_daily_digest_and_instant_alert(sqlite_app, monkeypatch):
@@ -67,8 +84,9 @@ def test_golden_daily_digest_and_instant_alert(sqlite_app, monkeypatch):
 
 
 def _cli(app, *args):
-    return CliRunner().invoke(main, ["--config", str(app.settings.root / "syndicate.toml"), *args],
-                              catch_exceptions=False)
+    return CliRunner().invoke(
+        main, ["--config", str(app.settings.root / "syndicate.toml"), *args], catch_exceptions=False
+    )
 
 
 def test_preview_is_exactly_what_the_subscriber_gets(sqlite_app, monkeypatch, tmp_path):
@@ -82,8 +100,17 @@ def test_preview_is_exactly_what_the_subscriber_gets(sqlite_app, monkeypatch, tm
     r = _cli(sqlite_app, "digest", "compose", "--frequency", "daily")
     assert r.exit_code == 0 and "1 queued" in r.output, r.output
     drain(sqlite_app)
-    after = _cli(sqlite_app, "digest", "preview", "--frequency", "daily", "--subscriber", "ana@example.com",
-                 "--out", str(tmp_path / "a.html"))
+    after = _cli(
+        sqlite_app,
+        "digest",
+        "preview",
+        "--frequency",
+        "daily",
+        "--subscriber",
+        "ana@example.com",
+        "--out",
+        str(tmp_path / "a.html"),
+    )
     assert after.exit_code == 0 and "last digest sent" in after.output, after.output
     (msg,) = by_recipient(sqlite_app)["ana@example.com"]
     html, text = body(msg, "html"), body(msg, "plain")
@@ -128,8 +155,10 @@ def test_preview_shows_the_next_edition_with_approvals_since_the_last_send(sqlit
     assert r.exit_code == 0 and "1 queued" in r.output, r.output
     drain(sqlite_app)
     monkeypatch.setenv("SYNDICATE_FROZEN_NOW", at(days=1, hours=6).isoformat())
-    add_articles(sqlite_app, [{"slug": "after-the-send", "title": "After The Send", "tags": "[sleep]",
-                               "approved_at": at(days=1, hours=5)}])
+    add_articles(
+        sqlite_app,
+        [{"slug": "after-the-send", "title": "After The Send", "tags": "[sleep]", "approved_at": at(days=1, hours=5)}],
+    )
     out = tmp_path / "next.html"
     r = _cli(sqlite_app, "digest", "preview", "--subscriber", "ana@example.com", "--out", str(out))
     assert r.exit_code == 0, r.output

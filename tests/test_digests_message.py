@@ -8,25 +8,25 @@ SMTP-7, from a real aiosmtpd server).
 from __future__ import annotations
 
 import re
-from email.utils import parsedate_to_datetime, parseaddr
+from email.utils import parseaddr, parsedate_to_datetime
 
 import lxml.html
 import pytest
 from sqlalchemy import select
 
-from pipeline.digests import render as digest_render
-
-from pipeline.digests import editions as digests
 from pipeline.config import load_settings
+from pipeline.digests import editions as digests
+from pipeline.digests import render as digest_render
 from pipeline.errors import ConfigError
 from pipeline.store.schema import deliveries
 
 from .conftest import write_project
-from .digest_helpers import (add_articles, add_subscriber, at, body, by_recipient, check_strict, drain,
-                             maildir_messages)
+from .digest_helpers import add_articles, add_subscriber, at, body, by_recipient, check_strict, drain, maildir_messages
 
-SVG = ('<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="630" viewBox="0 0 1200 630">'
-       '<rect width="1200" height="630" fill="#123"/></svg>')
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="1200" height="630" viewBox="0 0 1200 630">'
+    '<rect width="1200" height="630" fill="#123"/></svg>'
+)
 BODY_WITH_IMAGE = "Intro paragraph.\n\n![A chart of sleep hours](/images/chart.svg)\n\nMore text & more.\n"
 
 
@@ -35,8 +35,13 @@ def _project(app, n_subscribers=3, **article):
     (root / "content" / "images").mkdir(parents=True, exist_ok=True)
     (root / "content" / "images" / "hero.svg").write_text(SVG)
     (root / "content" / "images" / "chart.svg").write_text(SVG)
-    spec = {"slug": "with-image", "title": article.get("title", "Sleep Better"), "tags": "[sleep]",
-            "approved_at": at(days=1), "extra": 'image: images/hero.svg\nimage_alt: "A dark blue square"\n'}
+    spec = {
+        "slug": "with-image",
+        "title": article.get("title", "Sleep Better"),
+        "tags": "[sleep]",
+        "approved_at": at(days=1),
+        "extra": 'image: images/hero.svg\nimage_alt: "A dark blue square"\n',
+    }
     add_articles(app, [spec, {"slug": "plain", "approved_at": at(days=1, hours=1), "date": "2026-10-02T08:00:00Z"}])
     for i in range(n_subscribers):
         add_subscriber(app, f"reader{i}@example.com", name=f"Reader {i}", confirmed_at=at(-1))
@@ -60,8 +65,11 @@ def test_msg1_text_then_html(digest_msgs):
 def test_msg2_msg3_headers_and_unique_message_ids_on_our_domain(digest_msgs):
     ids = set()
     for _data, msg in digest_msgs:
-        for name in ("From", "To", "Date", "Message-ID", "Subject", "Reply-To") if msg["Reply-To"] else (
-                "From", "To", "Date", "Message-ID", "Subject"):
+        for name in (
+            ("From", "To", "Date", "Message-ID", "Subject", "Reply-To")
+            if msg["Reply-To"]
+            else ("From", "To", "Date", "Message-ID", "Subject")
+        ):
             assert msg[name], name
         assert parsedate_to_datetime(msg["Date"]).tzinfo is not None  # MSG-3
         mid = msg["Message-ID"]
@@ -129,11 +137,12 @@ def test_subject_non_ascii_keeps_its_spaces_when_folded():
     words, where readers drop it ("Zuhörens«quoted»"); every space survives."""
     import email as email_lib
 
-    for subject in ["shop über the Chloé «quoted» — xxxxxxxxxxxx Zuhörens «quoted» Chloé Zuhörens «quoted» Café "
-                    "title a — über",
-                    "€5 shop xxxxxxxxxxxx coffee a über — naïve title shop shop a coffee title naïve xxxxxxxxxxxx "
-                    "Zuhörens naïve and long résumé xxxxxxxxxxxx coffee Chloé",
-                    "Plain ASCII title that is long enough to be folded by the header folder, surely it is"]:
+    for subject in [
+        "shop über the Chloé «quoted» — xxxxxxxxxxxx Zuhörens «quoted» Chloé Zuhörens «quoted» Café title a — über",
+        "€5 shop xxxxxxxxxxxx coffee a über — naïve title shop shop a coffee title naïve xxxxxxxxxxxx "
+        "Zuhörens naïve and long résumé xxxxxxxxxxxx coffee Chloé",
+        "Plain ASCII title that is long enough to be folded by the header folder, surely it is",
+    ]:
         folded = digest_render.fold("Subject", subject)
         assert all(len(line) <= 78 for line in folded.split("\r\n"))
         msg = email_lib.message_from_bytes(folded.encode("ascii") + b"\r\n", policy=email_lib.policy.default)
@@ -155,7 +164,9 @@ def test_list6_can1_visible_unsubscribe_preferences_and_postal_address(digest_ms
     from pipeline.subscribers.links import preferences_url, unsubscribe_url
 
     with sqlite_app.engine.connect() as conn:
-        rows = {r.target: r.subscriber_id for r in conn.execute(select(deliveries.c.target, deliveries.c.subscriber_id))}
+        rows = {
+            r.target: r.subscriber_id for r in conn.execute(select(deliveries.c.target, deliveries.c.subscriber_id))
+        }
     for _data, msg in digest_msgs:
         sid = rows[msg["To"].addresses[0].addr_spec]
         html, text = body(msg, "html"), body(msg, "plain")
@@ -175,8 +186,10 @@ def test_bulk6_digest_from_differs_from_transactional(digest_msgs, sqlite_app):
 
 def test_bulk6_same_from_for_both_is_refused(tmp_path, sqlite_url):
     path = write_project(tmp_path / "p", sqlite_url)
-    text = path.read_text().replace('transactional_from = "Test Journal <hello@news.example.com>"',
-                                    'transactional_from = "Test Journal <digest@news.example.com>"')
+    text = path.read_text().replace(
+        'transactional_from = "Test Journal <hello@news.example.com>"',
+        'transactional_from = "Test Journal <digest@news.example.com>"',
+    )
     path.write_text(text)
     with pytest.raises(ConfigError, match="BULK-6"):
         digest_render.site_for_email(load_settings(path, env={}))
@@ -237,8 +250,18 @@ def test_css1_inlined_table_layout(digest_msgs):
 def test_size1_html_part_under_100kb_with_the_largest_digest(make_app, sqlite_url):
     app = make_app(sqlite_url, "[digests]\nmax_articles = 40\n")
     long = "A sentence about sleep that goes on for a while. " * 80  # ~4 KB each
-    add_articles(app, [{"slug": f"long-{i}", "summary": long, "approved_at": at(days=1, hours=i / 10),
-                        "date": f"2026-10-{i + 1:02d}T08:00:00Z"} for i in range(30)])
+    add_articles(
+        app,
+        [
+            {
+                "slug": f"long-{i}",
+                "summary": long,
+                "approved_at": at(days=1, hours=i / 10),
+                "date": f"2026-10-{i + 1:02d}T08:00:00Z",
+            }
+            for i in range(30)
+        ],
+    )
     add_subscriber(app, "big@example.com", confirmed_at=at(-1))
     digests.compose(app.engine, app.settings, "daily", now=at(days=2))
     drain(app)
@@ -252,8 +275,9 @@ def test_size1_html_part_under_100kb_with_the_largest_digest(make_app, sqlite_ur
 
 
 def test_tpl1_script_title_escaped_in_html_and_plain_in_text(sqlite_app):
-    add_articles(sqlite_app, [{"slug": "xss", "title": "<script>alert(1)</script> Fish & Chips",
-                               "approved_at": at(days=1)}])
+    add_articles(
+        sqlite_app, [{"slug": "xss", "title": "<script>alert(1)</script> Fish & Chips", "approved_at": at(days=1)}]
+    )
     add_subscriber(sqlite_app, "r@example.com", confirmed_at=at(-1))
     digests.compose(sqlite_app.engine, sqlite_app.settings, "daily", now=at(days=1, hours=6))
     drain(sqlite_app)
@@ -285,8 +309,13 @@ def test_msg5_header_injection_in_a_subject_is_refused(sqlite_app):
     with pytest.raises(digest_render.HeaderInjection):
         digest_render.fold("Subject", "Hello\r\nBcc: x@evil.example")
     # An article whose title would break the Subject line is left out; the rest go.
-    add_articles(sqlite_app, [{"slug": "ok", "approved_at": at(days=1)},
-                              {"slug": "bad", "title": "Bad\r\nBcc: x@evil.example", "approved_at": at(days=1, hours=1)}])
+    add_articles(
+        sqlite_app,
+        [
+            {"slug": "ok", "approved_at": at(days=1)},
+            {"slug": "bad", "title": "Bad\r\nBcc: x@evil.example", "approved_at": at(days=1, hours=1)},
+        ],
+    )
     add_subscriber(sqlite_app, "r@example.com", confirmed_at=at(-1))
     digests.compose(sqlite_app.engine, sqlite_app.settings, "daily", now=at(days=1, hours=6))
     drain(sqlite_app)
@@ -298,12 +327,13 @@ def test_msg5_header_injection_in_a_subject_is_refused(sqlite_app):
 @pytest.mark.parametrize("missing", ["postal_address", "base_url"])
 def test_can1_rendering_fails_loudly_without_postal_address_or_base_url(tmp_path, sqlite_url, missing):
     path = write_project(tmp_path / "p", sqlite_url)
-    text = re.sub(rf'^{missing} = .*$', f'{missing} = ""', path.read_text(), flags=re.M)
+    text = re.sub(rf"^{missing} = .*$", f'{missing} = ""', path.read_text(), flags=re.M)
     path.write_text(text)
     settings = load_settings(path, env={})
     with pytest.raises(ConfigError, match=f"site.{missing}"):
         digest_render.site_for_email(settings)
     from pipeline.store import get_engine
+
     with pytest.raises(ConfigError):
         digests.compose(get_engine(settings.database_url), settings, "weekly")
 
@@ -313,10 +343,12 @@ def test_instant_email_body_images_get_size_and_alt(sqlite_app):
     (root / "content" / "images").mkdir(parents=True, exist_ok=True)
     (root / "content" / "images" / "chart.svg").write_text(SVG)
     from .articles import write_article
+
     add_articles(sqlite_app, [{"slug": "seed", "approved_at": at(days=1)}])
     write_article(root, "charted", title="Charted", tags="[sleep]", body=BODY_WITH_IMAGE)
-    from pipeline.content.ingest import ingest
     from pipeline.content.editorial import approve
+    from pipeline.content.ingest import ingest
+
     ingest(sqlite_app)
     with sqlite_app.engine.begin() as conn:
         approve(conn, ["charted"], editor="t")
@@ -362,11 +394,15 @@ def test_list5_dkim_signature_covers_the_list_headers_of_a_digest(make_app, sqli
 
     key = tmp_path / "dkim.pem"
     subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-    public = base64.b64encode(subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
-                                             check=True, capture_output=True).stdout)
+    public = base64.b64encode(
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
+        ).stdout
+    )
     with SMTPTestServer() as server:
         toml = smtp_toml(server, dkim_key_file=str(key)).replace(
-            "smtp_timeout = 5.0", 'smtp_timeout = 5.0\ndkim_selector = "s1"\ndkim_domain = "news.example.com"')
+            "smtp_timeout = 5.0", 'smtp_timeout = 5.0\ndkim_selector = "s1"\ndkim_domain = "news.example.com"'
+        )
         app = make_app(sqlite_url, toml)
         _project(app, n_subscribers=1)
         digests.compose(app.engine, app.settings, "daily", now=at(days=1, hours=6))
@@ -382,13 +418,18 @@ def test_list5_dkim_signature_covers_the_list_headers_of_a_digest(make_app, sqli
 
 
 def test_size1_instant_alert_with_a_huge_body_falls_back_to_the_summary(sqlite_app):
-    from pipeline.content.ingest import ingest
     from pipeline.content.editorial import approve
+    from pipeline.content.ingest import ingest
 
     from .articles import write_article
 
-    write_article(sqlite_app.settings.root, "huge", title="Huge", tags="[sleep]",
-                  body="\n\n".join(["A long paragraph of text about sleep. " * 40] * 80))
+    write_article(
+        sqlite_app.settings.root,
+        "huge",
+        title="Huge",
+        tags="[sleep]",
+        body="\n\n".join(["A long paragraph of text about sleep. " * 40] * 80),
+    )
     add_articles(sqlite_app, [{"slug": "small", "approved_at": at(days=1)}])
     ingest(sqlite_app)
     with sqlite_app.engine.begin() as conn:
@@ -402,9 +443,14 @@ def test_size1_instant_alert_with_a_huge_body_falls_back_to_the_summary(sqlite_a
     assert "Read the article" in html and "Unsubscribe" in html
 
 
-@pytest.mark.parametrize("base_url,post,warned", [("http://127.0.0.1:8000", False, False),
-                                                  ("http://news.example.com", False, True),
-                                                  ("https://news.example.com", True, False)])
+@pytest.mark.parametrize(
+    "base_url,post,warned",
+    [
+        ("http://127.0.0.1:8000", False, False),
+        ("http://news.example.com", False, True),
+        ("https://news.example.com", True, False),
+    ],
+)
 def test_list2_one_click_post_only_with_an_https_uri(make_app, sqlite_url, caplog, base_url, post, warned):
     """Issue 16 item 4 (RFC 8058 3.1): List-Unsubscribe-Post only when the
     List-Unsubscribe URI is https; an http base URL outside the demo (a loopback host)

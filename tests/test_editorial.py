@@ -7,8 +7,8 @@ import re
 import pytest
 from sqlalchemy import select
 
-from pipeline.content.ingest import ingest
 from pipeline.content.editorial import approve, approved_articles, history, reject, review_queue
+from pipeline.content.ingest import ingest
 from pipeline.errors import EditorialError, NotFound
 from pipeline.store.schema import approvals
 
@@ -113,11 +113,13 @@ def test_retracted_articles_leave_the_approved_query(site):
     assert ingest(site).retracted == ["sleep"]
     assert approved_slugs(site) == ["rituals"]
     from pipeline.content.editorial import retracted_articles
+
     with site.engine.connect() as conn:
         assert [a.slug for a in retracted_articles(conn, site.settings)] == ["sleep"]
 
 
 # --- issue 16 item 8: words of the text a reader sees, phrase rules, an allow list -------
+
 
 def flags_of(app, slug, body, **kwargs):
     write_article(app.settings.root, slug, body=body, **kwargs)
@@ -128,14 +130,17 @@ def flags_of(app, slug, body, **kwargs):
     return queue[slug].flags
 
 
-@pytest.mark.parametrize("body", [
-    "<table><tr><td>vote</td><td>for</td></tr></table>\n",  # the cells read "vote for"
-    "<p><b>Vo</b>te <em>FOR</em> change</p>\n",
-    "Please vo&shy;te for change.\n",  # a soft hyphen is invisible
-    "Please vo\u200bte for change.\n",  # so is a zero-width space
-    "Please ｖｏｔｅ ｆｏｒ change.\n",  # full-width letters
-    "<ul><li>vote</li><li>for</li></ul>\n",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<table><tr><td>vote</td><td>for</td></tr></table>\n",  # the cells read "vote for"
+        "<p><b>Vo</b>te <em>FOR</em> change</p>\n",
+        "Please vo&shy;te for change.\n",  # a soft hyphen is invisible
+        "Please vo\u200bte for change.\n",  # so is a zero-width space
+        "Please ｖｏｔｅ ｆｏｒ change.\n",  # full-width letters
+        "<ul><li>vote</li><li>for</li></ul>\n",
+    ],
+)
 def test_issue16_8_policy_reads_words_across_element_boundaries_and_disguises(sqlite_app, body):
     write_author(sqlite_app.settings.root)
     flags = flags_of(sqlite_app, "sneaky", body)
@@ -143,12 +148,17 @@ def test_issue16_8_policy_reads_words_across_element_boundaries_and_disguises(sq
     assert flags[0]["excerpts"]
 
 
-@pytest.mark.parametrize("body", [
-    "Our school won a government grant for a school garden.\n",
-    "Office politics can wear anyone down.\n",
-    "She is vice president of engineering.\n",
-    "We voted... no, we chose pizza. Votefor is a made-up word; a devotee is not a voter*.\n".replace("voter*", "fan"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Our school won a government grant for a school garden.\n",
+        "Office politics can wear anyone down.\n",
+        "She is vice president of engineering.\n",
+        "We voted... no, we chose pizza. Votefor is a made-up word; a devotee is not a voter*.\n".replace(
+            "voter*", "fan"
+        ),
+    ],
+)
 def test_issue16_8_everyday_phrases_are_not_flagged_by_substring(sqlite_app, body):
     write_author(sqlite_app.settings.root)
     assert flags_of(sqlite_app, "everyday", body) == []
@@ -180,7 +190,9 @@ def test_issue16_8_rules_phrases_prefixes_and_allow_lists_come_from_the_config(m
     write_author(app.settings.root)
     flags = flags_of(app, "night-out", "We went to the Casinos downtown to <b>place</b> a bet, with ACME.\n")
     assert [(f["rule"], f["action"], f["matches"]) for f in flags] == [
-        ("no-gambling", "flag", ["casinos", "place a bet"]), ("brand-names", "warn", ["acme"])]
+        ("no-gambling", "flag", ["casinos", "place a bet"]),
+        ("brand-names", "warn", ["acme"]),
+    ]
     assert flags_of(app, "film", "We watched Casino Royale again.\n") == []
     # the configured rules replace the default one: politics is no longer this site's rule
     assert flags_of(app, "politics", "Vote for change.\n") == []
@@ -197,12 +209,16 @@ def test_issue16_8_seed_content_flags_only_the_political_article_with_shipped_an
     settings = load_settings(repo / "syndicate.toml", env={})
     known = {p.stem for p in (repo / "content" / "authors").glob("*.md")}
     for rules in (settings.policy_rules, DEFAULT_POLICY_RULES):
-        flagged = {p.stem for p in sorted((repo / "content" / "articles").glob("*.md"))
-                   if policy_flags(rules, read_article(p, settings, known))}
+        flagged = {
+            p.stem
+            for p in sorted((repo / "content" / "articles").glob("*.md"))
+            if policy_flags(rules, read_article(p, settings, known))
+        }
         assert flagged == {"vote-against-the-surveillance-bill"}
 
 
 # --- issue 16 item 18: the review diff covers every field ----------------------------------
+
 
 def test_issue16_18_review_diff_shows_every_changed_field(site):
     root = site.settings.root
@@ -212,23 +228,41 @@ def test_issue16_18_review_diff_shows_every_changed_field(site):
     with site.engine.begin() as conn:
         approve(conn, ["rituals"], editor="eve")
     # the same title and body: before, this waited with an empty diff
-    write_article(root, "rituals", title="Small Rituals", author="bo-chen", tags="[habits, sleep]",
-                  category="wellbeing", date="2026-10-02T08:00:00Z",
-                  extra="summary: Another summary.\nimage: images/cup.svg\nimage_alt: A cup\n"
-                        "canonical_url: https://origin.example.org/rituals/\nupdated: 2026-10-03T08:00:00Z\n")
+    write_article(
+        root,
+        "rituals",
+        title="Small Rituals",
+        author="bo-chen",
+        tags="[habits, sleep]",
+        category="wellbeing",
+        date="2026-10-02T08:00:00Z",
+        extra="summary: Another summary.\nimage: images/cup.svg\nimage_alt: A cup\n"
+        "canonical_url: https://origin.example.org/rituals/\nupdated: 2026-10-03T08:00:00Z\n",
+    )
     ingest(site)
     with site.engine.connect() as conn:
         diff = {p.slug: p for p in review_queue(conn)}["rituals"].diff
-    for line in ("-author: ana-lee", "+author: bo-chen", "-category: relationships", "+category: wellbeing",
-                 "-tags: relationships, habits", "+tags: habits, sleep", "+summary: Another summary.",
-                 "-date: 2026-10-01T08:00:00Z", "+date: 2026-10-02T08:00:00Z", "+updated: 2026-10-03T08:00:00Z",
-                 "+image: https://news.example.com/images/cup.svg (41 bytes)", "+image_alt: A cup",
-                 "+canonical_url: https://origin.example.org/rituals/"):
+    for line in (
+        "-author: ana-lee",
+        "+author: bo-chen",
+        "-category: relationships",
+        "+category: wellbeing",
+        "-tags: relationships, habits",
+        "+tags: habits, sleep",
+        "+summary: Another summary.",
+        "-date: 2026-10-01T08:00:00Z",
+        "+date: 2026-10-02T08:00:00Z",
+        "+updated: 2026-10-03T08:00:00Z",
+        "+image: https://news.example.com/images/cup.svg (41 bytes)",
+        "+image_alt: A cup",
+        "+canonical_url: https://origin.example.org/rituals/",
+    ):
         assert line + "\n" in diff, line
     assert "+title:" not in diff and "Small rituals keep people close." not in diff.replace(" Small rituals", "")
 
 
 # --- issue 16 item 19: overrides need a reason; one article's review and history -----------
+
 
 @pytest.mark.parametrize("reason", ["  ", "\t\n"])
 def test_issue16_19_a_blank_override_is_refused(site, reason):
@@ -260,7 +294,9 @@ def test_issue16_19_article_review_shows_the_waiting_revision_in_full_and_its_hi
     assert r.current.document.endswith("\nNow about gardens.\n")
     assert "-title: Vote Now\n" in r.current.diff and "+title: Vote Now, third\n" in r.current.diff
     assert [(h["number"], h["decision"], h["editor"], h["override_reason"], h["note"]) for h in r.history] == [
-        (1, "approved", "eve", "quoted in a history piece", "checked"), (2, "rejected", "max", "", "Still political.")]
+        (1, "approved", "eve", "quoted in a history piece", "checked"),
+        (2, "rejected", "max", "", "Still political."),
+    ]
     assert all(h["decided_at"] is not None for h in r.history)
 
 
@@ -282,8 +318,14 @@ def test_issue16_19_cli_review_slug_and_blank_override(make_app, sqlite_url):
     assert r.exit_code == 1 and "an override needs a reason" in r.output and "hint:" in r.output
     r = invoke("review", "vote-now")
     assert r.exit_code == 0, r.output
-    for text in ("vote-now r1: submitted", "title: Vote Now", "category: relationships", "no-politics",
-                 "The coming election matters.", "History: no decision yet."):
+    for text in (
+        "vote-now r1: submitted",
+        "title: Vote Now",
+        "category: relationships",
+        "no-politics",
+        "The coming election matters.",
+        "History: no decision yet.",
+    ):
         assert text in r.output, text
     assert invoke("approve", "vote-now", "--editor", "eve", "--override", "quoted for history").exit_code == 0
     r = invoke("review", "vote-now")

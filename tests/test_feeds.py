@@ -4,8 +4,8 @@ output (feedparser as a real client, lxml XPath for each id)."""
 from __future__ import annotations
 
 import datetime as dt
-import html
 import email.utils
+import html
 import json
 import re
 from urllib.parse import urlparse
@@ -17,9 +17,9 @@ import pytest
 from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 
+from pipeline.content.ingest import FEED_TAGS
 from pipeline.site import feeds
 from pipeline.site.build import build
-from pipeline.content.ingest import FEED_TAGS
 
 from .articles import write_article, write_author
 from .feedsite import NS, add_articles, build_site, feed_files, feeds_toml, publish, read, xml
@@ -41,22 +41,24 @@ JSONFEED_SCHEMA = {
         "language": {"type": "string"},
         "hubs": {"type": "array", "items": {"type": "object", "required": ["type", "url"]}},
         "authors": {"type": "array", "items": {"type": "object"}},
-        "items": {"type": "array", "items": {
-            "type": "object",
-            "required": ["id"],
-            "anyOf": [{"required": ["content_html"]}, {"required": ["content_text"]}],
-            "not": {"required": ["author"]},
-            "properties": {
-                "id": {"type": "string", "minLength": 1},
-                "url": {"type": "string", "pattern": "^https?://"},
-                "date_published": {"type": "string", "pattern": RFC3339.pattern},
-                "date_modified": {"type": "string", "pattern": RFC3339.pattern},
-                "authors": {"type": "array", "minItems": 1},
-                "tags": {"type": "array", "items": {"type": "string"}},
-                "attachments": {"type": "array", "items": {
-                    "type": "object", "required": ["url", "mime_type"]}},
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id"],
+                "anyOf": [{"required": ["content_html"]}, {"required": ["content_text"]}],
+                "not": {"required": ["author"]},
+                "properties": {
+                    "id": {"type": "string", "minLength": 1},
+                    "url": {"type": "string", "pattern": "^https?://"},
+                    "date_published": {"type": "string", "pattern": RFC3339.pattern},
+                    "date_modified": {"type": "string", "pattern": RFC3339.pattern},
+                    "authors": {"type": "array", "minItems": 1},
+                    "tags": {"type": "array", "items": {"type": "string"}},
+                    "attachments": {"type": "array", "items": {"type": "object", "required": ["url", "mime_type"]}},
+                },
             },
-        }},
+        },
     },
 }
 
@@ -71,15 +73,22 @@ def site(tmp_path_factory):
     from .conftest import write_project
 
     root = tmp_path_factory.mktemp("feeds") / "site"
-    config = write_project(root, f"sqlite:///{root / 'var' / 'syndicate.db'}",
-                           feeds_toml(max_entries=4, archive_size=3, hubs=HUBS))
+    config = write_project(
+        root, f"sqlite:///{root / 'var' / 'syndicate.db'}", feeds_toml(max_entries=4, archive_size=3, hubs=HUBS)
+    )
     app = App(load_settings(config, env={}))
     images = root / "content" / "images"
     images.mkdir(parents=True)
     (images / "pic.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>')
     add_articles(app, 8)
-    write_article(root, "with-image", title="With an image", author="ana-lee", date="2026-05-01T08:00:00Z",
-                  extra="image: images/pic.svg\nimage_alt: A square\n")
+    write_article(
+        root,
+        "with-image",
+        title="With an image",
+        author="ana-lee",
+        date="2026-05-01T08:00:00Z",
+        extra="image: images/pic.svg\nimage_alt: A square\n",
+    )
     publish(app)
     report = build(app)
     assert not report.errors
@@ -256,15 +265,18 @@ def test_page_3_page_4_archived_feed_links(site):
     assert archive.find("fh:archive", NS) is not None
     assert archive.xpath("a:link[@rel='current']/@href", namespaces=NS) == ["https://news.example.com/feeds/all.atom"]
     assert archive.xpath("a:link[@rel='prev-archive']/@href", namespaces=NS) == [
-        "https://news.example.com/feeds/archive/all/1.atom"]
+        "https://news.example.com/feeds/archive/all/1.atom"
+    ]
     first = xml(site, "feeds/archive/all/1.atom")
     assert first.xpath("a:link[@rel='next-archive']/@href", namespaces=NS) == [
-        "https://news.example.com/feeds/archive/all/2.atom"]
+        "https://news.example.com/feeds/archive/all/2.atom"
+    ]
     assert not first.xpath("a:link[@rel='prev-archive']", namespaces=NS)  # the oldest
     # PAGE-4: in RSS the same links are atom:link elements in the channel
     rss = xml(site, "feeds/archive/all/2.rss")
     assert rss.xpath("channel/atom:link[@rel='current']/@href", namespaces=NS) == [
-        "https://news.example.com/feeds/all.rss"]
+        "https://news.example.com/feeds/all.rss"
+    ]
     assert rss.find("channel/fh:archive", NS) is not None
     # JSON Feed: next_url leads to older entries
     assert json.loads(read(site, "feeds/all.json"))["next_url"] == "https://news.example.com/feeds/archive/all/2.json"
@@ -325,9 +337,13 @@ def test_dates_and_pages_stay_english_in_a_german_locale_in_another_thread(make_
     # A German locale shows the bug best (day and month names change); without one
     # (install: localedef -i de_DE -f UTF-8 de_DE.UTF-8) C.UTF-8 still exercises the
     # process-wide setlocale() race against our builds.
-    wanted = next((name for name in ("de_DE.UTF-8", "de_DE.utf8", "de_DE", "C.UTF-8", "C.utf8") if _locale_ok(name)), None)
+    wanted = next(
+        (name for name in ("de_DE.UTF-8", "de_DE.utf8", "de_DE", "C.UTF-8", "C.utf8") if _locale_ok(name)), None
+    )
     if wanted is None:
-        pytest.skip("no locale other than C/POSIX can be set here (apt-get install locales; localedef -i de_DE -f UTF-8 de_DE.UTF-8)")
+        pytest.skip(
+            "no locale other than C/POSIX can be set here (apt-get install locales; localedef -i de_DE -f UTF-8 de_DE.UTF-8)"
+        )
     app = make_app(sqlite_url)
     add_articles(app, 6)
     publish(app)
@@ -401,11 +417,25 @@ def _setlocale_calls(func):
 def _doc(settings):
     import types
 
-    now = dt.datetime(2026, 3, 2, 8, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC)
     article = types.SimpleNamespace(
-        slug="x", title="T", author_name="A", author_url="", published_at=now, updated_at=now, tags=["t"],
-        category="c", summary="S", body_html="<p>B</p>", image="", image_length=None, image_type="", image_alt="",
-        url="https://news.example.com/articles/x/", canonical_url="https://news.example.com/articles/x/")
+        slug="x",
+        title="T",
+        author_name="A",
+        author_url="",
+        published_at=now,
+        updated_at=now,
+        tags=["t"],
+        category="c",
+        summary="S",
+        body_html="<p>B</p>",
+        image="",
+        image_length=None,
+        image_type="",
+        image_alt="",
+        url="https://news.example.com/articles/x/",
+        canonical_url="https://news.example.com/articles/x/",
+    )
     return feeds.FeedDocument(feeds.make_spec(settings, "all"), None, 0, [article], now)
 
 
@@ -417,15 +447,16 @@ def test_finding_0_3_our_rss_never_calls_setlocale(sqlite_app):
 # --- canaries: the feedgen 1.0.0 bugs we work around are still there. If one fails,
 # feedgen was fixed: the matching workaround in pipeline/feeds.py may go. -----------
 
+
 def test_canary_fg_3_feedgen_drops_entry_link_rel():
     fg = FeedGenerator()
     fg.id("urn:x")
     fg.title("t")
-    fg.updated(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    fg.updated(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     fe = fg.add_entry()
     fe.id("urn:e")
     fe.title("e")
-    fe.updated(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    fe.updated(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     fe.link(href="https://e.example/", rel="alternate")
     fe.link(href="https://e.example/a.png", rel="enclosure", type="image/png", length="10")
     assert b'rel="enclosure"' not in fg.atom_str()
@@ -483,6 +514,7 @@ def test_fg_8_control_characters_never_reach_the_feed(sqlite_app):
 
 # --- build-level behaviour, on every database -------------------------------------------
 
+
 def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
     """SAN-4, SAN-3, FG-8, ATOM-8: scripts, handlers, ]]>, control characters, relative
     links and `A & B <i>` in the title; bidi overrides in the title, a link text and the
@@ -490,10 +522,12 @@ def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
     app = make_app(db_url)
     root = app.settings.root
     write_author(root, "ana-lee", "Ana \u202eeeL")
-    body = ("Hello ]]> there.\x0b\x1b [click gn\u202ep.exe](https://example.org/f)\n\n<script>alert(1)</script>\n\n"
-            '<p onclick="alert(2)">Click <a href="javascript:alert(3)">me</a> or '
-            '<a href="../other/">a relative link</a>.</p>\n\n<img src="https://img.example/x.png" onerror="alert(4)">\n\n'
-            "<iframe src=https://evil.example/></iframe><style>p{}</style>\n")
+    body = (
+        "Hello ]]> there.\x0b\x1b [click gn\u202ep.exe](https://example.org/f)\n\n<script>alert(1)</script>\n\n"
+        '<p onclick="alert(2)">Click <a href="javascript:alert(3)">me</a> or '
+        '<a href="../other/">a relative link</a>.</p>\n\n<img src="https://img.example/x.png" onerror="alert(4)">\n\n'
+        "<iframe src=https://evil.example/></iframe><style>p{}</style>\n"
+    )
     write_article(root, "hostile", title="A & B <i>\u2066", body=body)
     publish(app)
     report = build(app)
@@ -502,8 +536,19 @@ def test_hostile_article_comes_out_valid_escaped_and_clean(make_app, db_url):
         data = read(app, rel)
         assert not re.search(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]", data), rel
         text = data.decode()
-        for bad in ("<script", "&lt;script", "onclick", "onerror", "javascript:", "iframe", "&lt;style", "<style>p",
-                    "\u202e", "\u2066", "&#8238;"):
+        for bad in (
+            "<script",
+            "&lt;script",
+            "onclick",
+            "onerror",
+            "javascript:",
+            "iframe",
+            "&lt;style",
+            "<style>p",
+            "\u202e",
+            "\u2066",
+            "&#8238;",
+        ):
             assert bad not in text, (rel, bad)
     atom = read(app, "feeds/all.atom").decode()
     rss = read(app, "feeds/all.rss").decode()
@@ -527,9 +572,17 @@ def test_ids_and_unchanged_dates_are_stable_across_an_edit_and_a_rebuild(make_ap
     before = feedparser.parse(read(app, "feeds/all.atom"))
     ids_before = {e.id for e in before.entries}
     updated_before = {e.id: e.updated for e in before.entries}
-    write_article(app.settings.root, "article-002", title="Article 2, edited", author="ana-lee",
-                  date="2026-01-03T08:00:00Z", tags='["work", "family"]', category="wellbeing",
-                  extra="updated: 2026-06-01T10:00:00Z\n", body="New text.\n")
+    write_article(
+        app.settings.root,
+        "article-002",
+        title="Article 2, edited",
+        author="ana-lee",
+        date="2026-01-03T08:00:00Z",
+        tags='["work", "family"]',
+        category="wellbeing",
+        extra="updated: 2026-06-01T10:00:00Z\n",
+        body="New text.\n",
+    )
     publish(app)
     report = build(app)
     after = feedparser.parse(read(app, "feeds/all.atom"))
@@ -609,13 +662,18 @@ def test_issue16_7_issue18_5_summary_text_survives_the_digest_email_and_bidi_con
 
     root = sqlite_app.settings.root
     write_author(root, "ana-lee", "Ana \u202eeeL")
-    write_article(root, "chars", title="Invoice \u202egnp.exe",
-                  extra=f"summary: {json.dumps(EVERY_CHARACTER, ensure_ascii=False)}\n",
-                  body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n")
+    write_article(
+        root,
+        "chars",
+        title="Invoice \u202egnp.exe",
+        extra=f"summary: {json.dumps(EVERY_CHARACTER, ensure_ascii=False)}\n",
+        body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n",
+    )
     publish(sqlite_app)
     from sqlalchemy import update
 
     from pipeline.store.schema import articles
+
     with sqlite_app.engine.begin() as conn:
         conn.execute(update(articles).values(first_approved_at=at(days=1)))
     add_subscriber(sqlite_app, "r@example.com", confirmed_at=at(-1))
@@ -636,13 +694,24 @@ def test_issue18_5_bidi_controls_never_reach_feeds_or_pages(make_app, db_url):
     app = make_app(db_url)
     root = app.settings.root
     write_author(root, "ana-lee", "Ana \u202eeeL")
-    write_article(root, "bidi", title="Invoice \u202egnp.exe",
-                  extra="summary: \"click \u2067gnp.exe\u2069 or &#x202E;gnp.exe\"\n",
-                  body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n")
+    write_article(
+        root,
+        "bidi",
+        title="Invoice \u202egnp.exe",
+        extra='summary: "click \u2067gnp.exe\u2069 or &#x202E;gnp.exe"\n',
+        body="Open [the file gn\u202ep.exe](https://example.org/f) or [gn&#8238;p.exe](https://example.org/g).\n",
+    )
     publish(app)
     assert not build(app).errors
-    for rel in ("feeds/all.atom", "feeds/all.rss", "feeds/all.json", "feeds/authors/ana-lee.atom",
-                "articles/bidi/index.html", "index.html", "authors/ana-lee/index.html"):
+    for rel in (
+        "feeds/all.atom",
+        "feeds/all.rss",
+        "feeds/all.json",
+        "feeds/authors/ana-lee.atom",
+        "articles/bidi/index.html",
+        "index.html",
+        "authors/ana-lee/index.html",
+    ):
         text = read(app, rel).decode()
         assert not any(ch in text for ch in BIDI), rel
         assert "&#8238;" not in text and "&#x202e;" not in text.lower() and "\\u202e" not in text.lower(), rel
@@ -668,8 +737,13 @@ def test_issue18_4_an_author_url_never_reaches_a_feed_unless_http(make_app, db_u
     report = __import__("pipeline.content.ingest", fromlist=["ingest"]).ingest(app)
     assert [e.field for e in report.errors] == ["url"]
     assert not build(app, force=True).errors
-    for rel in ("feeds/all.atom", "feeds/all.rss", "feeds/all.json", "articles/one/index.html",
-                "authors/ana-lee/index.html"):
+    for rel in (
+        "feeds/all.atom",
+        "feeds/all.rss",
+        "feeds/all.json",
+        "articles/one/index.html",
+        "authors/ana-lee/index.html",
+    ):
         assert b"javascript:" not in read(app, rel), rel
     assert "authors" in json.loads(read(app, "feeds/all.json"))["items"][0]
     assert "url" not in json.loads(read(app, "feeds/all.json"))["items"][0]["authors"][0]

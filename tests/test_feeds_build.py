@@ -10,7 +10,7 @@ from lxml import etree
 
 from pipeline.site.build import MANIFEST, build
 
-from .feedsite import NS, add_articles, build_site, feeds_toml, publish, public, read, tree_digest
+from .feedsite import NS, add_articles, build_site, feeds_toml, public, publish, read, tree_digest
 
 
 def walk_archive_chain(app, fmt: str, key: str = "all") -> list[list[str]]:
@@ -22,7 +22,7 @@ def walk_archive_chain(app, fmt: str, key: str = "all") -> list[list[str]]:
     while url:
         assert url not in seen, f"loop at {url}"
         seen.add(url)
-        data = read(app, url[len(base):])
+        data = read(app, url[len(base) :])
         if fmt == "json":
             feed = json.loads(data)
             docs.append([i["id"] for i in feed["items"]])
@@ -71,7 +71,11 @@ def test_adding_an_article_touches_only_its_feeds_and_pages_and_never_a_sealed_a
     allowed = {"index.html", f"articles/{slug}/index.html"} | {f"{k}/index.html" for k in keys if k != "all"}
     for rel in report.written:
         if rel.startswith("feeds/"):
-            key = rel[len("feeds/archive/"):].rsplit("/", 1)[0] if rel.startswith("feeds/archive/") else rel[6:].rsplit(".", 1)[0]
+            key = (
+                rel[len("feeds/archive/") :].rsplit("/", 1)[0]
+                if rel.startswith("feeds/archive/")
+                else rel[6:].rsplit(".", 1)[0]
+            )
             assert key in keys, rel
         else:
             assert rel in allowed, rel
@@ -79,8 +83,9 @@ def test_adding_an_article_touches_only_its_feeds_and_pages_and_never_a_sealed_a
     assert not set(report.written) & set(sealed)  # PAGE-3: full archives never rewritten
     for rel, mtime in sealed.items():
         assert (public(app) / rel).stat().st_mtime_ns == mtime
-    assert set(report.changed_topics) == {f"https://news.example.com/feeds/{k}.{fmt}" for k in keys
-                                          for fmt in ("atom", "rss", "json")}
+    assert set(report.changed_topics) == {
+        f"https://news.example.com/feeds/{k}.{fmt}" for k in keys for fmt in ("atom", "rss", "json")
+    }
 
 
 def test_rebuild_with_nothing_changed_writes_nothing_and_a_fresh_build_is_byte_identical(make_app, db_url, tmp_path):
@@ -91,8 +96,9 @@ def test_rebuild_with_nothing_changed_writes_nothing_and_a_fresh_build_is_byte_i
     assert first.written and not first.errors
     again = build(app)
     assert again.written == [] and again.removed == [] and again.rendered == 0 and again.pings == 0
-    other = make_app(f"sqlite:///{tmp_path / 'other.db'}", feeds_toml(max_entries=3, archive_size=2),
-                     root=tmp_path / "other")
+    other = make_app(
+        f"sqlite:///{tmp_path / 'other.db'}", feeds_toml(max_entries=3, archive_size=2), root=tmp_path / "other"
+    )
     build_site(other, 7)
     assert tree_digest(public(app)) == tree_digest(public(other))
 
@@ -117,7 +123,8 @@ def test_a_broken_template_is_reported_and_the_rest_still_builds(make_app, sqlit
     templates = tmp_path / "custom"
     (templates / "web").mkdir(parents=True)
     (templates / "web" / "article.html").write_text(
-        "{% extends 'web/base.html' %}{% block content %}{{ article.title | nosuchfilter }}{% endblock %}")
+        "{% extends 'web/base.html' %}{% block content %}{{ article.title | nosuchfilter }}{% endblock %}"
+    )
     config = make_app(sqlite_url).settings.root / "syndicate.toml"
     config.write_text(re.sub(r'templates = ".*"', f'templates = "{templates}"', config.read_text(), count=1))
     app = App(load_settings(config, env={}))
@@ -166,11 +173,14 @@ def test_a_build_rendered_by_worker_processes_gives_the_same_files(make_app, sql
         import pytest
 
         pytest.skip("worker processes are only used from a single-threaded process")
-    serial = make_app(sqlite_url, '\n[feeds]\nbuild_processes = 1\nmax_entries = 3\narchive_size = 2\n')
+    serial = make_app(sqlite_url, "\n[feeds]\nbuild_processes = 1\nmax_entries = 3\narchive_size = 2\n")
     one = build_site(serial, 6)
     monkeypatch.setattr(build_module, "PARALLEL_MIN_JOBS", 4)
-    forked = make_app(f"sqlite:///{tmp_path / 'forked.db'}", '\n[feeds]\nbuild_processes = 2\nmax_entries = 3\narchive_size = 2\n',
-                      root=tmp_path / "forked")
+    forked = make_app(
+        f"sqlite:///{tmp_path / 'forked.db'}",
+        "\n[feeds]\nbuild_processes = 2\nmax_entries = 3\narchive_size = 2\n",
+        root=tmp_path / "forked",
+    )
     assert build_module._processes(forked.settings, 40) == 2
     two = build_site(forked, 6)
     assert sorted(one.written) == sorted(two.written) and not two.errors
@@ -193,11 +203,16 @@ def _images_site(app):
     (images / "key.png").symlink_to(root / "var" / "secret_key")  # the token-signing key
     (images / "linked-dir").symlink_to(root / "var", target_is_directory=True)
     write_author(root)
-    write_article(root, "with-images", extra="image: images/lead.svg\nimage_alt: Lead\n",
-                  body="Text.\n\n![in body](../images/in-body.svg) ![spaced](images/with%20space.svg)\n")
+    write_article(
+        root,
+        "with-images",
+        extra="image: images/lead.svg\nimage_alt: Lead\n",
+        body="Text.\n\n![in body](../images/in-body.svg) ![spaced](images/with%20space.svg)\n",
+    )
     publish(app)
     write_article(root, "a-draft", status="draft", extra="image: images/draft-only.svg\nimage_alt: D\n")
     from pipeline.content.ingest import ingest
+
     ingest(app)
     return root
 
@@ -220,7 +235,10 @@ def test_issue19_5_build_publishes_only_images_approved_revisions_reference(make
     client = TestClient(make_public_app(app.settings))
     assert client.get("/images/lead.svg").status_code == 200
     assert client.get("/images/with%20space.svg").status_code == 200
-    assert 'src="https://news.example.com/images/with%20space.svg"' in read(app, "articles/with-images/index.html").decode()
+    assert (
+        'src="https://news.example.com/images/with%20space.svg"'
+        in read(app, "articles/with-images/index.html").decode()
+    )
     for path in ("/images/key.png", "/images/unused.svg", "/images/draft-only.svg", "/images/linked-dir/secret_key"):
         assert client.get(path).status_code == 404, path
 

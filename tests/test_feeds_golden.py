@@ -18,16 +18,25 @@ import pytest
 from pipeline.site.build import build
 
 from .articles import write_article, write_author
-from .feedsite import feeds_toml, publish, public
+from .feedsite import feeds_toml, public, publish
 
 GOLDEN = Path(__file__).parent / "data" / "golden" / "site"
 REGENERATE = os.environ.get("SYNDICATE_REGENERATE_GOLDENS") == "1"
 FILES = [
-    "feeds/all.atom", "feeds/all.rss", "feeds/all.json",
-    "feeds/archive/all/1.atom", "feeds/archive/all/1.rss", "feeds/archive/all/1.json",
-    "feeds/tags/sleep.atom", "feeds/tags/sleep.rss", "feeds/tags/sleep.json",
+    "feeds/all.atom",
+    "feeds/all.rss",
+    "feeds/all.json",
+    "feeds/archive/all/1.atom",
+    "feeds/archive/all/1.rss",
+    "feeds/archive/all/1.json",
+    "feeds/tags/sleep.atom",
+    "feeds/tags/sleep.rss",
+    "feeds/tags/sleep.json",
     "feeds/authors/ana-lee.atom",
-    "index.html", "articles/rest-and-work/index.html", "tags/sleep/index.html", "authors/ana-lee/index.html",
+    "index.html",
+    "articles/rest-and-work/index.html",
+    "tags/sleep/index.html",
+    "authors/ana-lee/index.html",
     "feeds/index.html",
 ]
 
@@ -40,16 +49,40 @@ def golden_site(make_app, sqlite_url):
     write_author(root, "bo-chen", "Bo Chen")
     images = root / "content" / "images"
     images.mkdir(parents=True)
-    (images / "moon.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><circle cx="4" cy="4" r="3"/></svg>\n')
-    write_article(root, "small-rituals", title="Small Rituals", author="ana-lee", date="2026-09-01T08:00:00Z",
-                  tags="[relationships, habits]", category="relationships")
-    write_article(root, "sleep-debt", title="Sleep Debt & You", author="bo-chen", date="2026-09-05T21:30:00Z",
-                  tags="[sleep, habits]", category="wellbeing",
-                  extra="image: images/moon.svg\nimage_alt: A small moon\nsummary: Sleep keeps accounts.\n",
-                  body="Most of us borrow from sleep.\n\n## Paying it back\n\nSlowly, with [a plan](/articles/small-rituals/).\n")
-    write_article(root, "rest-and-work", title="Rest <and> Work", author="ana-lee", date="2026-09-10T12:00:00Z",
-                  tags="[sleep, work]", category="work", extra="updated: 2026-09-12T09:00:00Z\n",
-                  body="Rest is part of the work.\n\n> A quote, *emphasised*.\n\n1. one\n2. two\n")
+    (images / "moon.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><circle cx="4" cy="4" r="3"/></svg>\n'
+    )
+    write_article(
+        root,
+        "small-rituals",
+        title="Small Rituals",
+        author="ana-lee",
+        date="2026-09-01T08:00:00Z",
+        tags="[relationships, habits]",
+        category="relationships",
+    )
+    write_article(
+        root,
+        "sleep-debt",
+        title="Sleep Debt & You",
+        author="bo-chen",
+        date="2026-09-05T21:30:00Z",
+        tags="[sleep, habits]",
+        category="wellbeing",
+        extra="image: images/moon.svg\nimage_alt: A small moon\nsummary: Sleep keeps accounts.\n",
+        body="Most of us borrow from sleep.\n\n## Paying it back\n\nSlowly, with [a plan](/articles/small-rituals/).\n",
+    )
+    write_article(
+        root,
+        "rest-and-work",
+        title="Rest <and> Work",
+        author="ana-lee",
+        date="2026-09-10T12:00:00Z",
+        tags="[sleep, work]",
+        category="work",
+        extra="updated: 2026-09-12T09:00:00Z\n",
+        body="Rest is part of the work.\n\n> A quote, *emphasised*.\n\n1. one\n2. two\n",
+    )
     publish(app)
     report = build(app)
     assert not report.errors
@@ -77,7 +110,9 @@ def test_golden_site_feeds_and_pages(golden_site):
         assert golden.exists(), f"no golden file {golden}; run `make goldens`"
         if golden.read_bytes() != data:
             mismatched.append(rel)
-    assert not mismatched, f"output differs from tests/data/golden/site for {mismatched}; if intended, run `make goldens` and review the diff"
+    assert not mismatched, (
+        f"output differs from tests/data/golden/site for {mismatched}; if intended, run `make goldens` and review the diff"
+    )
 
 
 def test_golden_feeds_parse_strictly_and_rss_descriptions_are_inert_html():

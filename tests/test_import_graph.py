@@ -85,15 +85,19 @@ def graph() -> dict[str, list[tuple[str, bool]]]:
 
 
 def test_no_stage_imports_web_ops_commands_or_cli(graph):
-    upward = [f"{m} -> {t}" for m, deps in graph.items() for t, _ in deps
-              if area(m) in STAGES and area(t) in UPPER]
+    upward = [f"{m} -> {t}" for m, deps in graph.items() for t, _ in deps if area(m) in STAGES and area(t) in UPPER]
     assert upward == []
 
 
 def test_stage_packages_import_only_along_the_data_flow(graph):
-    against = sorted({f"{area(m)} -> {area(t)} ({m} imports {t})" for m, deps in graph.items() for t, _ in deps
-                      if area(m) in STAGES and area(t) in STAGES and area(t) != area(m)
-                      and area(t) not in ALLOWED[area(m)]})
+    against = sorted(
+        {
+            f"{area(m)} -> {area(t)} ({m} imports {t})"
+            for m, deps in graph.items()
+            for t, _ in deps
+            if area(m) in STAGES and area(t) in STAGES and area(t) != area(m) and area(t) not in ALLOWED[area(m)]
+        }
+    )
     assert against == []
 
 
@@ -106,8 +110,9 @@ def test_allowed_stage_arrows_have_no_cycle():
 
 def test_core_modules_import_no_stage_and_nothing_above(graph):
     core = {area(m) for m in graph} - STAGES - UPPER - {"app", "pipeline"}
-    wrong = [f"{m} -> {t}" for m, deps in graph.items() for t, _ in deps
-             if area(m) in core and area(t) in STAGES | UPPER]
+    wrong = [
+        f"{m} -> {t}" for m, deps in graph.items() for t, _ in deps if area(m) in core and area(t) in STAGES | UPPER
+    ]
     assert wrong == []
 
 
@@ -118,7 +123,7 @@ def test_no_import_cycle_at_import_time(graph):
     def visit(node: str, path: list[str], done: set[str]) -> None:
         for nxt in sorted(eager.get(node, ())):
             if nxt in path:
-                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(path[path.index(nxt) :] + [nxt]))
             elif nxt not in done:
                 visit(nxt, path + [nxt], done)
         done.add(node)

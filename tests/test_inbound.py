@@ -18,8 +18,10 @@ def deliver_to_maildir(maildir: Path, name: str, raw: bytes) -> None:
 
 
 def request(to: str) -> bytes:
-    return (f"From: reader@example.com\r\nTo: {to}\r\nDelivered-To: {to}\r\nSubject: unsubscribe\r\n"
-            "Message-ID: <u1@example.com>\r\n\r\nunsubscribe\r\n").encode()
+    return (
+        f"From: reader@example.com\r\nTo: {to}\r\nDelivered-To: {to}\r\nSubject: unsubscribe\r\n"
+        "Message-ID: <u1@example.com>\r\n\r\nunsubscribe\r\n"
+    ).encode()
 
 
 def test_mailto_unsubscribe_withdraws_consent_and_forgeries_do_nothing(app):

@@ -8,9 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from pipeline.ops import jobstate
 from pipeline.cli import main
 from pipeline.delivery import outbox
+from pipeline.ops import jobstate
 from pipeline.store.schema import job_runs
 from pipeline.timeutil import utcnow
 
@@ -46,14 +46,19 @@ def setup(app) -> Path:
 
 
 def invoke(root: Path, *args):
-    return CliRunner().invoke(main, ["--config", str(root / "syndicate.toml"), *args], catch_exceptions=False,
-                              env={"COLUMNS": "200"})
+    return CliRunner().invoke(
+        main, ["--config", str(root / "syndicate.toml"), *args], catch_exceptions=False, env={"COLUMNS": "200"}
+    )
 
 
 def runs(app, job_id):
     with app.engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(job_runs).where(job_runs.c.job_id == job_id)
-                                               .order_by(job_runs.c.id)).mappings()]
+        return [
+            dict(r)
+            for r in conn.execute(
+                select(job_runs).where(job_runs.c.job_id == job_id).order_by(job_runs.c.id)
+            ).mappings()
+        ]
 
 
 def test_jobs_run_is_recorded_like_a_scheduled_run(app):
@@ -64,7 +69,10 @@ def test_jobs_run_is_recorded_like_a_scheduled_run(app):
     r = invoke(root, "jobs", "run", "tick", "--dry-run")
     assert r.exit_code == 0 and "(dry run)" in r.output and "dry_run 1" in r.output
     rows = runs(app, "tick")
-    assert [(x["status"], x["trigger"], x["dry_run"]) for x in rows] == [("ok", "manual", False), ("ok", "manual", True)]
+    assert [(x["status"], x["trigger"], x["dry_run"]) for x in rows] == [
+        ("ok", "manual", False),
+        ("ok", "manual", True),
+    ]
     assert rows[0]["started_at"] and rows[0]["ended_at"] and rows[0]["counts"] == {"slept": 0, "dry_run": 0}
 
 
@@ -120,8 +128,11 @@ def test_status_shows_every_panel_and_survives_a_failing_one(app):
     with app.engine.begin() as conn:
         from pipeline.store.schema import deliveries
 
-        conn.execute(deliveries.update().where(deliveries.c.idempotency_key == "k2").values(
-            state="dead", last_error="HTTP 500 from partner", updated_at=now))
+        conn.execute(
+            deliveries.update()
+            .where(deliveries.c.idempotency_key == "k2")
+            .values(state="dead", last_error="HTTP 500 from partner", updated_at=now)
+        )
     r = invoke(root, "status")
     assert r.exit_code == 0, r.output
     out = r.output
@@ -162,16 +173,45 @@ def test_status_reads_suppressions_and_workers_from_the_delivery_tables(app):
     now = utcnow()
     sup, workers, deliveries = (schema.metadata.tables[n] for n in ("suppressions", "delivery_workers", "deliveries"))
     with app.engine.begin() as conn:
-        conn.execute(sup.insert(), [
-            {"email": "a@example.com", "reason": "hard_bounce", "source": "test", "created_at": now, "detail": ""},
-            {"email": "b@example.com", "reason": "complaint", "source": "test", "created_at": now, "detail": ""},
-            {"email": "c@example.com", "reason": "manual", "source": "test", "detail": "",
-             "created_at": now - dt.timedelta(days=3)}])
-        conn.execute(workers.insert(), [
-            {"worker": "box:11", "host": "box", "pid": 11, "started_at": now, "heartbeat_at": now,
-             "state": "running", "sent": 5, "failed": 1},
-            {"worker": "box:12", "host": "box", "pid": 12, "started_at": now - dt.timedelta(hours=1),
-             "heartbeat_at": now - dt.timedelta(minutes=10), "state": "running", "sent": 0, "failed": 0}])
+        conn.execute(
+            sup.insert(),
+            [
+                {"email": "a@example.com", "reason": "hard_bounce", "source": "test", "created_at": now, "detail": ""},
+                {"email": "b@example.com", "reason": "complaint", "source": "test", "created_at": now, "detail": ""},
+                {
+                    "email": "c@example.com",
+                    "reason": "manual",
+                    "source": "test",
+                    "detail": "",
+                    "created_at": now - dt.timedelta(days=3),
+                },
+            ],
+        )
+        conn.execute(
+            workers.insert(),
+            [
+                {
+                    "worker": "box:11",
+                    "host": "box",
+                    "pid": 11,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    "state": "running",
+                    "sent": 5,
+                    "failed": 1,
+                },
+                {
+                    "worker": "box:12",
+                    "host": "box",
+                    "pid": 12,
+                    "started_at": now - dt.timedelta(hours=1),
+                    "heartbeat_at": now - dt.timedelta(minutes=10),
+                    "state": "running",
+                    "sent": 0,
+                    "failed": 0,
+                },
+            ],
+        )
         outbox.enqueue(conn, channel="email", target="d@example.com", kind="digest", key="k1", payload={})
         conn.execute(deliveries.update().values(state="sending", claimed_by="box:11", lease_until=now))
     data = json.loads(invoke(root, "status", "--json").output)
@@ -187,8 +227,11 @@ def test_status_reads_suppressions_and_workers_from_the_delivery_tables(app):
 
 def test_one_json_log_line_per_job_run(app):
     root = setup(app)
-    r = CliRunner().invoke(main, ["--config", str(root / "syndicate.toml"), "--log-format", "json", "jobs", "run", "tick"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["--config", str(root / "syndicate.toml"), "--log-format", "json", "jobs", "run", "tick"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0
     lines = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
     (line,) = [x for x in lines if x.get("job_id") == "tick"]

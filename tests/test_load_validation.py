@@ -20,9 +20,18 @@ def write(tmp_path, text):
     return p
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("90s", 90), ("10m", 600), ("1h30m", 5400), ("2d", 172800), ("1.5h", 5400), ("45", 45), (2.5, 2.5),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("90s", 90),
+        ("10m", 600),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1.5h", 5400),
+        ("45", 45),
+        (2.5, 2.5),
+    ],
+)
 def test_durations_accepted(text, seconds):
     assert Duration(text).seconds == seconds
     assert parse_duration(text) == dt.timedelta(seconds=seconds)
@@ -47,20 +56,26 @@ def test_retry_delay_walks_the_schedule_then_stops():
     assert retry_delay(schedule, 3) is None
 
 
-@pytest.mark.parametrize("text, needle", [
-    ('[delivery]\nretry_schedule = ["5min"]\n', "delivery.retry_schedule"),
-    ('[delivery]\nretry_schedule = ["5m", "-5m"]\n', "delivery.retry_schedule"),
-    ('[delivery]\nretry_schedule = ["1e9d"]\n', "delivery.retry_schedule"),
-    ('[feeds]\nhub_retry_schedule = ["soon"]\n', "feeds.hub_retry_schedule"),
-    ('[partner_push]\nretry_schedule = ["5m", "forever"]\n', "partner_push.retry_schedule"),
-    ("[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nretry_schedule=['1x']\n",
-     "partners[0].retry_schedule"),
-    ("[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nread_timeout=-1\n",
-     "partners[0].read_timeout"),
-    ("[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nsince='last week'\n",
-     "partners[0].since"),
-    ("[site]\ntimezone = 'Mars/Olympus'\n", "site.timezone"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ('[delivery]\nretry_schedule = ["5min"]\n', "delivery.retry_schedule"),
+        ('[delivery]\nretry_schedule = ["5m", "-5m"]\n', "delivery.retry_schedule"),
+        ('[delivery]\nretry_schedule = ["1e9d"]\n', "delivery.retry_schedule"),
+        ('[feeds]\nhub_retry_schedule = ["soon"]\n', "feeds.hub_retry_schedule"),
+        ('[partner_push]\nretry_schedule = ["5m", "forever"]\n', "partner_push.retry_schedule"),
+        (
+            "[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nretry_schedule=['1x']\n",
+            "partners[0].retry_schedule",
+        ),
+        (
+            "[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nread_timeout=-1\n",
+            "partners[0].read_timeout",
+        ),
+        ("[[partners]]\nname='p'\nkind='webhook'\nurl='https://p.example'\nsince='last week'\n", "partners[0].since"),
+        ("[site]\ntimezone = 'Mars/Olympus'\n", "site.timezone"),
+    ],
+)
 def test_bad_value_fails_at_load_naming_the_key_h14(tmp_path, text, needle):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
@@ -79,14 +94,17 @@ def test_retry_schedules_load_as_durations(tmp_path):
     assert s.effective()["delivery"]["retry_schedule"] == ["1h30m", "2d"]
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("[digests]\nmax_articles = -5\n", "digests.max_articles = -5 must be at least 1"),
-    ("[digests]\ndaily_hour = 24\n", "digests.daily_hour = 24 must be at most 23"),
-    ("[web]\nport = 70000\n", "web.port = 70000 must be at most 65535"),
-    ("[delivery]\nbatch_size = 0\n", "delivery.batch_size = 0 must be at least 1"),
-    ("[email]\nsmtp_timeout = 0\n", "email.smtp_timeout = 0 must be more than 0"),
-    ("[partner_push]\nretry_jitter = 2\n", "partner_push.retry_jitter = 2 must be at most 1"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[digests]\nmax_articles = -5\n", "digests.max_articles = -5 must be at least 1"),
+        ("[digests]\ndaily_hour = 24\n", "digests.daily_hour = 24 must be at most 23"),
+        ("[web]\nport = 70000\n", "web.port = 70000 must be at most 65535"),
+        ("[delivery]\nbatch_size = 0\n", "delivery.batch_size = 0 must be at least 1"),
+        ("[email]\nsmtp_timeout = 0\n", "email.smtp_timeout = 0 must be more than 0"),
+        ("[partner_push]\nretry_jitter = 2\n", "partner_push.retry_jitter = 2 must be at most 1"),
+    ],
+)
 def test_numbers_out_of_range_fail_at_load_19_8(tmp_path, text, needle):
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, text), env={})
@@ -102,11 +120,14 @@ def job(args: str, stage: str = "digest") -> str:
     return f'[[jobs]]\nid = "d"\nstage = "{stage}"\nargs = {args}\ninterval = "10m"\n'
 
 
-@pytest.mark.parametrize("args, needle", [
-    ('{ frequncy = "daily" }', "takes no option 'frequncy'"),
-    ('{ frequency = "hourly" }', "'hourly' is not one of instant, daily, weekly"),
-    ('{ chunk = "3/2" }', "option 'chunk'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        ('{ frequncy = "daily" }', "takes no option 'frequncy'"),
+        ('{ frequency = "hourly" }', "'hourly' is not one of instant, daily, weekly"),
+        ('{ chunk = "3/2" }', "option 'chunk'"),
+    ],
+)
 def test_misspelt_or_bad_stage_argument_fails_at_load_h14(args, needle):
     with pytest.raises(ConfigError) as info:
         parse_schedule(job(args), "s.toml")

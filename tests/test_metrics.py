@@ -6,10 +6,10 @@ import datetime as dt
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.ops import jobstate
 from pipeline.delivery import outbox
-from pipeline.ops.runs import record_run
+from pipeline.ops import jobstate
 from pipeline.ops.metrics import health, render_metrics
+from pipeline.ops.runs import record_run
 from pipeline.store.schema import deliveries, job_runs
 from pipeline.timeutil import utcnow
 
@@ -41,16 +41,30 @@ def test_metrics_parse_and_report_deliveries_jobs_and_partner_failures(app):
     except RuntimeError:
         pass
     with app.engine.begin() as conn:  # a run of known length, for the duration metrics
-        conn.execute(job_runs.insert().values(job_id="digest-daily", trigger="scheduled", status="ok", counts={},
-                                              started_at=now - dt.timedelta(seconds=12), ended_at=now, host="h"))
+        conn.execute(
+            job_runs.insert().values(
+                job_id="digest-daily",
+                trigger="scheduled",
+                status="ok",
+                counts={},
+                started_at=now - dt.timedelta(seconds=12),
+                ended_at=now,
+                host="h",
+            )
+        )
     jobstate.record_outcome(app.engine, "digest-weekly", "missed", scheduled_for=now, error="late")
 
     m = samples(app)
     assert m[("syndicate_database_up", ())] == 1
     assert m[("syndicate_deliveries", (("channel", "email"), ("state", "queued")))] == 2
     assert m[("syndicate_deliveries", (("channel", "email"), ("state", "sent")))] == 1
-    assert m[("syndicate_partner_failures", (("channel", "webhook"), ("partner", "partner-news"), ("state", "dead")))] == 1
-    assert m[("syndicate_partner_failures", (("channel", "micropub"), ("partner", "partner-blog"), ("state", "dead")))] == 1
+    assert (
+        m[("syndicate_partner_failures", (("channel", "webhook"), ("partner", "partner-news"), ("state", "dead")))] == 1
+    )
+    assert (
+        m[("syndicate_partner_failures", (("channel", "micropub"), ("partner", "partner-blog"), ("state", "dead")))]
+        == 1
+    )
     assert not any(k[0] == "syndicate_partner_failures" and ("channel", "email") in k[1] for k in m)
     assert m[("syndicate_job_runs_total", (("job", "deliver"), ("status", "ok")))] == 1
     assert m[("syndicate_job_runs_total", (("job", "build"), ("status", "failed")))] == 1

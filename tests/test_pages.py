@@ -10,7 +10,7 @@ import pytest
 from pipeline.site.build import build
 
 from .articles import write_article, write_author
-from .feedsite import add_articles, publish, public, read
+from .feedsite import add_articles, public, publish, read
 
 FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+json")
 
@@ -19,9 +19,16 @@ FEED_TYPES = ("application/rss+xml", "application/atom+xml", "application/feed+j
 def site(make_app, sqlite_url):
     app = make_app(sqlite_url)
     add_articles(app, 4)
-    write_article(app.settings.root, "syndicated", title="<script>alert(1)</script> & friends", author="bo-chen",
-                  date="2026-07-01T08:00:00Z", tags="[habits]", category="work",
-                  extra="canonical_url: https://origin.example.org/post/1\n")
+    write_article(
+        app.settings.root,
+        "syndicated",
+        title="<script>alert(1)</script> & friends",
+        author="bo-chen",
+        date="2026-07-01T08:00:00Z",
+        tags="[habits]",
+        category="work",
+        extra="canonical_url: https://origin.example.org/post/1\n",
+    )
     publish(app)
     report = build(app)
     assert not report.errors
@@ -32,8 +39,16 @@ def page(app, rel):
     return lxml.html.fromstring(read(app, rel))
 
 
-@pytest.mark.parametrize("rel", ["index.html", "articles/article-001/index.html", "tags/habits/index.html",
-                                 "categories/work/index.html", "authors/ana-lee/index.html"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "index.html",
+        "articles/article-001/index.html",
+        "tags/habits/index.html",
+        "categories/work/index.html",
+        "authors/ana-lee/index.html",
+    ],
+)
 def test_disc_1_every_page_lists_each_feed_type_once_with_absolute_urls(site, rel):
     doc = page(site, rel)
     links = doc.xpath("//head/link[@rel='alternate']")

@@ -22,16 +22,27 @@ from pipeline.partners.ops import overview, resume, retry, status
 from pipeline.timeutil import utcnow
 
 from .partner_server import Reply, WebhookPartner
-from .partners_helpers import (OLD_SECRET, PUSH_TOML, SECRET, SECRET_ENV, make_due, publish, push, retract, rows,
-                               webhook_partner_toml)
-
+from .partners_helpers import (
+    OLD_SECRET,
+    PUSH_TOML,
+    SECRET,
+    SECRET_ENV,
+    make_due,
+    publish,
+    push,
+    retract,
+    rows,
+    webhook_partner_toml,
+)
 
 # --- signatures: no database ------------------------------------------------------------
 
+
 def test_sw2_standard_webhooks_test_vector():
     """STANDARDS finding 0.9: the spec's own vector."""
-    sig = signing.sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330,
-                       b'{"test": 2432232314}')
+    sig = signing.sign(
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}'
+    )
     assert sig == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
 
 
@@ -94,6 +105,7 @@ def test_sw6_every_request_in_the_push_code_passes_a_timeout():
 
 
 # --- end to end -------------------------------------------------------------------------
+
 
 @pytest.fixture
 def partner(monkeypatch):
@@ -160,6 +172,7 @@ def test_restored_article_is_published_again_after_its_retraction(site, partner)
     push(site)
     path.write_bytes(saved)  # the same file comes back: the approved revision is live again
     from pipeline.content.ingest import ingest
+
     ingest(site)
     counts, _ = push(site)
     assert counts["article.published"] == 1
@@ -193,6 +206,7 @@ def test_idem1_retry_sends_the_same_webhook_id_and_idempotency_key(site, partner
 
 
 # --- answer classes (SW-4) ------------------------------------------------------------------
+
 
 def _one(site):
     (row,) = rows(site, target="acme")
@@ -303,8 +317,12 @@ def test_connection_refused_is_retried_then_dead_lettered_then_retried_by_the_op
 def test_circuit_breaker_pauses_a_failing_partner_and_the_other_partner_goes_on(make_app, db_url, monkeypatch):
     monkeypatch.setenv(SECRET_ENV, SECRET)
     with WebhookPartner([SECRET]) as bad, WebhookPartner([SECRET]) as good:
-        app = make_app(db_url, PUSH_TOML + webhook_partner_toml(bad.url, "bad", extra="max_consecutive_failures = 2")
-                       + webhook_partner_toml(good.url, "good"))
+        app = make_app(
+            db_url,
+            PUSH_TOML
+            + webhook_partner_toml(bad.url, "bad", extra="max_consecutive_failures = 2")
+            + webhook_partner_toml(good.url, "good"),
+        )
         for i in range(4):
             bad.reply(Reply(500))
             publish(app, f"piece-{i}", title=f"Piece {i}")
@@ -325,6 +343,7 @@ def test_circuit_breaker_pauses_a_failing_partner_and_the_other_partner_goes_on(
 
 
 # --- SSRF (SW-7) ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "169.254.169.254", "localhost", "10.0.0.8"])
 def test_sw7_private_loopback_and_link_local_urls_are_refused(make_app, sqlite_url, monkeypatch, host):
@@ -357,16 +376,21 @@ def test_sw7_guard_checks_the_connected_address_too():
 
 # --- filters, canonical, secrets -----------------------------------------------------------
 
+
 def test_filters_tags_categories_authors_and_since(make_app, db_url, monkeypatch):
     monkeypatch.setenv(SECRET_ENV, SECRET)
     with WebhookPartner([SECRET]) as p1:
-        toml = (PUSH_TOML + webhook_partner_toml(p1.url, "sleepers", extra='tags = ["Sleep"]')
-                + webhook_partner_toml(p1.url, "bobs", extra='authors = ["bob"]')
-                + webhook_partner_toml(p1.url, "rel", extra='categories = ["relationships"]')
-                + webhook_partner_toml(p1.url, "future", extra='since = "2999-01-01"')
-                + webhook_partner_toml(p1.url, "off", extra="enabled = false"))
+        toml = (
+            PUSH_TOML
+            + webhook_partner_toml(p1.url, "sleepers", extra='tags = ["Sleep"]')
+            + webhook_partner_toml(p1.url, "bobs", extra='authors = ["bob"]')
+            + webhook_partner_toml(p1.url, "rel", extra='categories = ["relationships"]')
+            + webhook_partner_toml(p1.url, "future", extra='since = "2999-01-01"')
+            + webhook_partner_toml(p1.url, "off", extra="enabled = false")
+        )
         app = make_app(db_url, toml)
         from .articles import write_author
+
         write_author(app.settings.root, "bob", "Bob Stone")
         publish(app, "rituals")
         publish(app, "sleep", title="On Sleep", tags="[sleep]", category="health", author="bob")
@@ -418,6 +442,7 @@ def test_sw1_rotation_end_to_end_partner_with_old_secret_still_verifies(make_app
 
 
 # --- operator: status, replay -------------------------------------------------------------
+
 
 def test_status_shows_recent_attempts_with_codes_and_errors(site, partner):
     partner.reply(Reply(500, body=b"boom"))

@@ -100,9 +100,16 @@ def test_websub_partner_is_listed_with_its_hub_pings_and_gets_no_article_events(
     queue_partner_events(site)
     assert {r["target"] for r in rows(site)} == {"acme"}
     with site.engine.begin() as conn:
-        outbox.enqueue(conn, channel="websub", target="https://hub.example.net/", kind="publish",
-                       key="test-ping-1", payload={"topic": "https://news.example.com/feeds/all.atom"})
+        outbox.enqueue(
+            conn,
+            channel="websub",
+            target="https://hub.example.net/",
+            kind="publish",
+            key="test-ping-1",
+            payload={"topic": "https://news.example.com/feeds/all.atom"},
+        )
     from pipeline.partners.ops import overview
+
     hub = {o["name"]: o for o in overview(site)}["hub"]
     assert hub["kind"] == "websub" and hub["state"] == "hub" and hub["backlog"] == 1
     out = cli(site, "partners", "status", "hub").output

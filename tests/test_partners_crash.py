@@ -42,8 +42,11 @@ def partner(monkeypatch):
 def expire_leases(app) -> None:
     """The dead worker's lease runs out (lease_seconds later)."""
     with app.engine.begin() as conn:
-        conn.execute(update(deliveries).where(deliveries.c.state == "sending")
-                     .values(lease_until=utcnow() - dt.timedelta(seconds=1)))
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.state == "sending")
+            .values(lease_until=utcnow() - dt.timedelta(seconds=1))
+        )
 
 
 @pytest.mark.slow
@@ -53,8 +56,13 @@ def test_killed_after_the_answer_before_the_write_partner_dedupes_the_resend(mak
     publish(app, "sleep", title="On Sleep")
     assert queue_partner_events(app)["queued"] == 2
     env = dict(os.environ, **{PAUSE_AFTER_ANSWER_ENV: "60", SECRET_ENV: SECRET})
-    proc = subprocess.Popen([sys.executable, "-c", DRAIN_SCRIPT, str(app.settings.source)], env=env, cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DRAIN_SCRIPT, str(app.settings.source)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert partner.answered.wait(30), proc.stderr.read() if proc.poll() is not None else "no request"
         proc.kill()  # SIGKILL: the 200 arrived, nothing was written
@@ -69,7 +77,10 @@ def test_killed_after_the_answer_before_the_write_partner_dedupes_the_resend(mak
     assert report.sent == 2
     ids = [r.headers["webhook-id"] for r in partner.requests]
     assert ids.count(first_id) == 2  # seen again exactly once ...
-    assert [r.duplicate for r in partner.requests if r.headers["webhook-id"] == first_id] == [False, True]  # ... and deduped
+    assert [r.duplicate for r in partner.requests if r.headers["webhook-id"] == first_id] == [
+        False,
+        True,
+    ]  # ... and deduped
     assert len(partner.events) == 2  # no event lost, none processed twice
     assert {r["state"] for r in rows(app)} == {"sent"}
 
@@ -82,8 +93,11 @@ def test_killed_after_the_attempt_was_logged_nothing_is_sent_again(make_app, db_
     queue_partner_events(app)
     drain(app.settings, app.engine, channels=["webhook"])
     with app.engine.begin() as conn:  # as if the outbox write had not happened
-        conn.execute(update(deliveries).values(state="sending", sent_at=None, claimed_by="dead:1",
-                                               lease_until=utcnow() - dt.timedelta(seconds=1)))
+        conn.execute(
+            update(deliveries).values(
+                state="sending", sent_at=None, claimed_by="dead:1", lease_until=utcnow() - dt.timedelta(seconds=1)
+            )
+        )
     report = drain(app.settings, app.engine, channels=["webhook"])
     assert report.sent == 1 and len(partner.requests) == 1
     (row,) = rows(app)

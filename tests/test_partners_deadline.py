@@ -49,8 +49,12 @@ def test_a_slow_partner_never_holds_up_email(make_app, sqlite_url, partner):
     """The webhook push waits (in the partner) until every email row is sent. Before,
     the drain sent the push on its own thread and claimed nothing else meanwhile, so
     the email rows waited behind it; now each channel has its own thread."""
-    app = make_app(sqlite_url, PUSH_TOML + webhook_partner_toml(partner.url).replace(
-        "read_timeout = 0.5", "read_timeout = 15.0") + "\n[delivery]\nbatch_size = 2\n")
+    app = make_app(
+        sqlite_url,
+        PUSH_TOML
+        + webhook_partner_toml(partner.url).replace("read_timeout = 0.5", "read_timeout = 15.0")
+        + "\n[delivery]\nbatch_size = 2\n",
+    )
     publish(app, "rituals")
     queue_partner_events(app)  # the push is queued first, so it is claimed first
     ids = enqueue_test(app.engine, [f"e{i}@example.org" for i in range(6)])

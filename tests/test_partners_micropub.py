@@ -23,7 +23,9 @@ GOLDEN = Path(__file__).resolve().parent / "data" / "partners" / "micropub_creat
 
 
 def micropub_toml(url: str, *, discover: bool = False) -> str:
-    return PUSH_TOML + f"""
+    return (
+        PUSH_TOML
+        + f"""
 [[partners]]
 name = "blog"
 kind = "micropub"
@@ -33,6 +35,7 @@ allow_private = true
 read_timeout = 1.0
 discover = {"true" if discover else "false"}
 """
+    )
 
 
 @pytest.fixture

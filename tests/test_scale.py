@@ -46,21 +46,42 @@ class Fleet:
     """`syndicate worker` subprocesses on one project (one host: they share var/)."""
 
     def __init__(self, root: Path, db_url: str, smtp: CountingSMTPServer, **delivery):
-        lines = ["[email]", 'backend = "smtp"', f'smtp_host = "{smtp.host}"', f"smtp_port = {smtp.port}",
-                 'smtp_security = "none"', "smtp_timeout = 10.0", "", "[delivery]"]
+        lines = [
+            "[email]",
+            'backend = "smtp"',
+            f'smtp_host = "{smtp.host}"',
+            f"smtp_port = {smtp.port}",
+            'smtp_security = "none"',
+            "smtp_timeout = 10.0",
+            "",
+            "[delivery]",
+        ]
         lines += [f"{k} = {v}" for k, v in delivery.items()]
         self.root = root
         self.config = write_project(root, db_url, "\n".join(lines) + "\n")
         self.app = App(load_settings(self.config, env={}))
-        self.app.engine  # migrate once, before the workers start
+        _ = self.app.engine  # migrate once, before the workers start
         self.env = dict(os.environ, PYTHONPATH=str(REPO), SYNDICATE_DELIVERY_PLUGINS="tests.scale_kit")
         self.procs: list[subprocess.Popen] = []
 
     def start(self, name: str) -> subprocess.Popen:
         log = open(self.root / f"{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-c", "from pipeline.cli import main; main()", "--config",
-                                 str(self.config), "worker", "--poll", "0.2"],
-                                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from pipeline.cli import main; main()",
+                "--config",
+                str(self.config),
+                "worker",
+                "--poll",
+                "0.2",
+            ],
+            cwd=self.root,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         proc.name = name
         self.procs.append(proc)
         return proc
@@ -94,7 +115,9 @@ class Fleet:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise AssertionError(f"worker {proc.name} did not stop within {timeout}s:\n{self.log(proc)[-3000:]}")
+            raise AssertionError(
+                f"worker {proc.name} did not stop within {timeout}s:\n{self.log(proc)[-3000:]}"
+            ) from None
 
     def cleanup(self) -> None:
         for proc in self.procs:
@@ -127,8 +150,15 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
     and without PIPELINING (issue 16, item 16)."""
     with CountingSMTPServer(pipelining=pipelining) as smtp:
         # lease 8 s: the killed worker's unsent claims come back 8 s after its death
-        fleet = Fleet(tmp_path / "site", pg_url, smtp, smtp_connections=2, batch_size=200, lease_seconds=8,
-                      messages_per_connection=1000)
+        fleet = Fleet(
+            tmp_path / "site",
+            pg_url,
+            smtp,
+            smtp_connections=2,
+            batch_size=200,
+            lease_seconds=8,
+            messages_per_connection=1000,
+        )
         try:
             workers = [fleet.start(f"w{i}") for i in range(4)]
             fleet.wait_registered(workers)
@@ -157,8 +187,11 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
             killed.wait()
             sent_at_kill = smtp.total()
             with fleet.app.engine.connect() as conn:
-                held = conn.execute(select(func.count()).select_from(deliveries).where(
-                    deliveries.c.claimed_by.like(f"%:{killed.pid}:%"), deliveries.c.state == "sending")).scalar_one()
+                held = conn.execute(
+                    select(func.count())
+                    .select_from(deliveries)
+                    .where(deliveries.c.claimed_by.like(f"%:{killed.pid}:%"), deliveries.c.state == "sending")
+                ).scalar_one()
             restarted = fleet.start("w0-restarted")
 
             # SIGTERM another: it finishes and commits the batch in hand, exits 0
@@ -168,9 +201,14 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
             assert fleet.registered()[stopped.pid] == "stopped"
             assert "finishing the batch in hand" in fleet.log(stopped)
             with fleet.app.engine.connect() as conn:
-                assert conn.execute(select(func.count()).select_from(deliveries).where(
-                    deliveries.c.claimed_by.like(f"%:{stopped.pid}:%"),
-                    deliveries.c.state == "sending")).scalar_one() == 0
+                assert (
+                    conn.execute(
+                        select(func.count())
+                        .select_from(deliveries)
+                        .where(deliveries.c.claimed_by.like(f"%:{stopped.pid}:%"), deliveries.c.state == "sending")
+                    ).scalar_one()
+                    == 0
+                )
 
             _wait(lambda: fleet.states().get("sent", 0) >= MESSAGES, 120, "every delivery sent", fleet, poll=0.5)
             seconds = time.monotonic() - t0
@@ -181,9 +219,21 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
             recovered = "recovered from a dead worker's journal" in fleet.log(restarted)
 
             # the operator's command shows the workers (stopped now) and the outbox by state
-            out = subprocess.run([sys.executable, "-c", "from pipeline.cli import main; main()", "--config",
-                                  str(fleet.config), "status", "--json"], env=fleet.env, capture_output=True,
-                                 text=True, timeout=60)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    "from pipeline.cli import main; main()",
+                    "--config",
+                    str(fleet.config),
+                    "status",
+                    "--json",
+                ],
+                env=fleet.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert out.returncode == 0, out.stderr
             status = json.loads(out.stdout)
             assert status["outbox"]["by_channel"]["email"] == {"sent": MESSAGES}
@@ -195,10 +245,12 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
     targets = [f"reader{i}@example.org" for i in range(MESSAGES)]
     lost = [t for t in targets if counts.get(t, 0) == 0]
     duplicates = {t: n for t, n in counts.items() if n > 1}
-    print(f"\nscale test ({'pipelining' if pipelining else 'stepwise'}): 4 workers, {MESSAGES:,} deliveries in {seconds:.1f}s ({MESSAGES / seconds:,.0f}/s); "
-          f"SIGKILL at {sent_at_kill:,} arrivals with {held} rows claimed (journal replayed by the restarted "
-          f"worker: {recovered}); SIGTERM at 30,000; lost {len(lost)}, duplicates {sum(n - 1 for n in duplicates.values())}"
-          f" {sorted(duplicates)[:5]}; outbox {states}")
+    print(
+        f"\nscale test ({'pipelining' if pipelining else 'stepwise'}): 4 workers, {MESSAGES:,} deliveries in {seconds:.1f}s ({MESSAGES / seconds:,.0f}/s); "
+        f"SIGKILL at {sent_at_kill:,} arrivals with {held} rows claimed (journal replayed by the restarted "
+        f"worker: {recovered}); SIGTERM at 30,000; lost {len(lost)}, duplicates {sum(n - 1 for n in duplicates.values())}"
+        f" {sorted(duplicates)[:5]}; outbox {states}"
+    )
     assert lost == []
     assert states == {"sent": MESSAGES}
     # Target zero. The one window no journal can close is a 250 that the server sent
@@ -210,8 +262,15 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
 def test_shared_rate_limit_holds_for_four_workers(pg_url, tmp_path, pipelining):
     """Item 3 of issue 9: delivery.rate_per_second is the fleet's rate, not each worker's."""
     with CountingSMTPServer(pipelining=pipelining) as smtp:
-        fleet = Fleet(tmp_path / "site", pg_url, smtp, smtp_connections=2, batch_size=100, lease_seconds=30,
-                      rate_per_second=float(RATE))
+        fleet = Fleet(
+            tmp_path / "site",
+            pg_url,
+            smtp,
+            smtp_connections=2,
+            batch_size=100,
+            lease_seconds=30,
+            rate_per_second=float(RATE),
+        )
         try:
             workers = [fleet.start(f"w{i}") for i in range(4)]
             fleet.wait_registered(workers)  # all four are up before there is work
@@ -223,19 +282,25 @@ def test_shared_rate_limit_holds_for_four_workers(pg_url, tmp_path, pipelining):
             counts = smtp.counts()
             with fleet.app.engine.connect() as conn:
                 # claimed_by stays on a sent row: who sent it
-                per_worker = dict(conn.execute(select(deliveries.c.claimed_by, func.count())
-                                               .where(deliveries.c.state == "sent")
-                                               .group_by(deliveries.c.claimed_by)).all())
+                per_worker = dict(
+                    conn.execute(
+                        select(deliveries.c.claimed_by, func.count())
+                        .where(deliveries.c.state == "sent")
+                        .group_by(deliveries.c.claimed_by)
+                    ).all()
+                )
         finally:
             fleet.cleanup()
     assert len(times) == RATE_MESSAGES and len(counts) == RATE_MESSAGES
     span = times[-1] - times[0]
     mean = (len(times) - 1) / span
     windows = {w: max_in_window(times, w) for w in (1.0, 2.0, 5.0)}
-    print(f"\nrate test: {RATE_MESSAGES:,} messages from 4 workers at rate_per_second={RATE}: "
-          f"{span:.1f}s, mean {mean:.0f}/s; most in any 1 s {windows[1.0]}, 2 s {windows[2.0]}, "
-          f"5 s {windows[5.0]}; sent per worker {sorted(per_worker.values())}; per 0.5 s: "
-          f"{[sum(1 for t in times if k * 0.5 <= t - times[0] < (k + 1) * 0.5) for k in range(int(span * 2) + 1)]}")
+    print(
+        f"\nrate test: {RATE_MESSAGES:,} messages from 4 workers at rate_per_second={RATE}: "
+        f"{span:.1f}s, mean {mean:.0f}/s; most in any 1 s {windows[1.0]}, 2 s {windows[2.0]}, "
+        f"5 s {windows[5.0]}; sent per worker {sorted(per_worker.values())}; per 0.5 s: "
+        f"{[sum(1 for t in times if k * 0.5 <= t - times[0] < (k + 1) * 0.5) for k in range(int(span * 2) + 1)]}"
+    )
     assert len(per_worker) == 4 and min(per_worker.values()) > 0  # the work really was shared
     # A token bucket with rate r and burst b lets at most b + r*w through in any w
     # seconds. Shared correctly, the fleet's burst is r (each live worker: r / live).

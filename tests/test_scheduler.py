@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from pipeline.ops import jobstate
 from pipeline.errors import ConfigError
-from pipeline.ops.schedules import check_stages, cron_trigger, load_schedules, parse_interval, parse_schedule
+from pipeline.ops import jobstate
 from pipeline.ops.scheduler import SchedulerService, make_scheduler, sync_jobs
+from pipeline.ops.schedules import check_stages, cron_trigger, load_schedules, parse_interval, parse_schedule
 from pipeline.store.schema import job_runs
 from pipeline.timeutil import utcnow
 
@@ -93,6 +93,7 @@ class ServiceThread:
 
 # --- schedule files --------------------------------------------------------------------
 
+
 def test_default_schedule_has_the_issue_defaults():
     specs = {s.id: s for s in load_schedules(REPO / "schedules", default_timezone="Europe/Berlin")}
     assert specs["ingest"].interval == 600 and specs["build"].interval == 600
@@ -106,20 +107,27 @@ def test_default_schedule_has_the_issue_defaults():
     assert specs["purge"].cron and all(s.misfire_grace_time >= 60 for s in specs.values())
 
 
-@pytest.mark.parametrize("body, field, words", [
-    ('[[jobs]]\nstage = "ingest"\ninterval = 5', "id", "missing"),
-    ('[[jobs]]\nid = "a"\ninterval = 5', "stage", "missing"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"', "interval", "exactly one"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\ncron = "* * * * *"', "cron", "exactly one"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = "ten minutes"', "interval", "not a duration"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ncron = "61 * * * *"', "cron", "not valid"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ncron = "0 7 * *"', "cron", "5 fields"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\ntimezone = "Mars/Olympus"', "timezone", "IANA"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\nmisfire_grace_time = 0', "misfire_grace_time", ">= 1"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\nenabled = "yes"', "enabled", "true or false"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\nintervall = 6', "intervall", "unknown field"),
-    ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\n[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5', "id", "twice"),
-])
+@pytest.mark.parametrize(
+    "body, field, words",
+    [
+        ('[[jobs]]\nstage = "ingest"\ninterval = 5', "id", "missing"),
+        ('[[jobs]]\nid = "a"\ninterval = 5', "stage", "missing"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"', "interval", "exactly one"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\ncron = "* * * * *"', "cron", "exactly one"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = "ten minutes"', "interval", "not a duration"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ncron = "61 * * * *"', "cron", "not valid"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ncron = "0 7 * *"', "cron", "5 fields"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\ntimezone = "Mars/Olympus"', "timezone", "IANA"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\nmisfire_grace_time = 0', "misfire_grace_time", ">= 1"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\nenabled = "yes"', "enabled", "true or false"),
+        ('[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\nintervall = 6', "intervall", "unknown field"),
+        (
+            '[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5\n[[jobs]]\nid = "a"\nstage = "ingest"\ninterval = 5',
+            "id",
+            "twice",
+        ),
+    ],
+)
 def test_bad_schedule_names_file_job_and_field(body, field, words):
     with pytest.raises(ConfigError) as info:
         parse_schedule(body, "schedules/bad.toml")
@@ -165,17 +173,19 @@ def test_intervals_and_crontab_weekdays():
 
 # --- the job store ---------------------------------------------------------------------
 
+
 def test_scheduler_runs_in_utc_with_sched1_defaults(sqlite_app):
     """SCHED-1, SCHED-2: UTC, coalesce, max_instances=1, a real misfire grace time."""
     scheduler = make_scheduler(sqlite_app)
-    assert scheduler.timezone == dt.timezone.utc
+    assert scheduler.timezone == dt.UTC
     assert scheduler._job_defaults == {"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
 
 
 def test_sync_adds_changes_removes_and_keeps_unchanged(app):
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    first = parse_schedule(f"""
+    first = parse_schedule(
+        f"""
 [[jobs]]
 id = "keep"
 stage = "{FAST}"
@@ -188,7 +198,9 @@ cron = "0 7 * * *"
 id = "drop"
 stage = "{FAST}"
 interval = 60
-""", "s.toml")
+""",
+        "s.toml",
+    )
     scheduler = make_scheduler(app, BackgroundScheduler)
     scheduler.start(paused=True)
     try:
@@ -197,7 +209,8 @@ interval = 60
         kept = scheduler.get_job("keep")
         assert kept.func_ref == "pipeline.ops.scheduler:run_job" and kept.kwargs["job_id"] == "keep"
         before = kept.next_run_time
-        second = parse_schedule(f"""
+        second = parse_schedule(
+            f"""
 [[jobs]]
 id = "keep"
 stage = "{FAST}"
@@ -216,7 +229,9 @@ id = "off"
 stage = "{FAST}"
 interval = 60
 enabled = false
-""", "s.toml")
+""",
+            "s.toml",
+        )
         time.sleep(0.01)
         report = sync_jobs(scheduler, second)
         assert report == {"added": ["new"], "changed": ["change"], "removed": ["drop"], "unchanged": ["keep"]}
@@ -230,6 +245,7 @@ enabled = false
 
 
 # --- the scheduler in a thread --------------------------------------------------------
+
 
 def _store_job_late(app, spec_text: str, job_id: str, late_by: float) -> dt.datetime:
     """Put the job in the store with its next run `late_by` seconds in the past."""

@@ -42,12 +42,21 @@ class Project:
         self.app = App(load_settings(self.config, env={}))
 
     def start(self, name: str, **env) -> subprocess.Popen:
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "SYNDICATE_SCHEDULER__HEARTBEAT_SECONDS": "0.3",
-                    "SYNDICATE_SCHEDULER__STANDBY_POLL_SECONDS": "0.3", **env}
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "SYNDICATE_SCHEDULER__HEARTBEAT_SECONDS": "0.3",
+            "SYNDICATE_SCHEDULER__STANDBY_POLL_SECONDS": "0.3",
+            **env,
+        }
         log = open(self.root / f"{name}.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-c", "from pipeline.cli import main; main()", "--config", str(self.config), "scheduler"],
-            cwd=self.root, env=full_env, stdout=log, stderr=log)
+            cwd=self.root,
+            env=full_env,
+            stdout=log,
+            stderr=log,
+        )
         proc.log_path = self.root / f"{name}.log"
         self.procs.append(proc)
         return proc
@@ -57,16 +66,23 @@ class Project:
 
     def runs(self, job_id: str = "tick") -> list[dict]:
         with self.app.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(
-                select(job_runs).where(job_runs.c.job_id == job_id).order_by(job_runs.c.id)).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(
+                    select(job_runs).where(job_runs.c.job_id == job_id).order_by(job_runs.c.id)
+                ).mappings()
+            ]
 
     def ok_runs(self, job_id: str = "tick") -> list[dict]:
         return [r for r in self.runs(job_id) if r["status"] == "ok"]
 
     def role(self, proc) -> str | None:
         with self.app.engine.connect() as conn:
-            return conn.execute(select(scheduler_instances.c.role).where(
-                scheduler_instances.c.pid == proc.pid).order_by(scheduler_instances.c.id.desc())).scalar()
+            return conn.execute(
+                select(scheduler_instances.c.role)
+                .where(scheduler_instances.c.pid == proc.pid)
+                .order_by(scheduler_instances.c.id.desc())
+            ).scalar()
 
     def stop(self, proc, sig=signal.SIGTERM, timeout: float = 20) -> int:
         proc.send_signal(sig)
@@ -74,7 +90,7 @@ class Project:
             return proc.wait(timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise AssertionError(f"scheduler did not stop:\n{self.log(proc)}")
+            raise AssertionError(f"scheduler did not stop:\n{self.log(proc)}") from None
 
     def cleanup(self):
         for proc in self.procs:
@@ -91,8 +107,10 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition", procs=()
             return value
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"scheduler exited with {p.returncode} while waiting for {what}:\n"
-                                     + p.log_path.read_text(errors="replace"))
+                raise AssertionError(
+                    f"scheduler exited with {p.returncode} while waiting for {what}:\n"
+                    + p.log_path.read_text(errors="replace")
+                )
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
@@ -102,6 +120,7 @@ def _factory(tmp_path, db_url, projects):
         p = Project(tmp_path / f"site{len(projects)}", url or db_url, schedule)
         projects.append(p)
         return p
+
     return factory
 
 
@@ -153,7 +172,11 @@ def test_one_second_job_runs_is_recorded_and_a_restart_within_grace_runs_the_mis
     assert p.stop(first) == 0
     stopped = p.ok_runs()
     row = stopped[0]
-    assert row["trigger"] == "scheduled" and row["scheduled_for"] is not None and row["counts"] == {"slept": 0, "dry_run": 0}
+    assert (
+        row["trigger"] == "scheduled"
+        and row["scheduled_for"] is not None
+        and row["counts"] == {"slept": 0, "dry_run": 0}
+    )
     assert "job tick ok in" in p.log(first)  # one log line per run, with its counts
     last_slot = stopped[-1]["scheduled_for"]
 
@@ -224,8 +247,10 @@ interval = 0.5
     assert all(r["status"] in ("ok", "skipped") for r in rows), rows
     assert "previous run was still going" in next(r["error"] for r in rows if r["status"] == "skipped")
     with p.app.engine.connect() as conn:
-        assert conn.execute(select(scheduler_instances.c.role).where(
-            scheduler_instances.c.pid == proc.pid)).scalar() == "stopped"
+        assert (
+            conn.execute(select(scheduler_instances.c.role).where(scheduler_instances.c.pid == proc.pid)).scalar()
+            == "stopped"
+        )
 
 
 @pytest.mark.postgres
@@ -240,33 +265,41 @@ def test_the_leader_holds_no_transaction_while_a_job_runs(pg_project, tmp_path):
 
     app_name = "sched_" + secrets.token_hex(4)
     marker = tmp_path / "started"
-    p = pg_project(f"""
+    p = pg_project(
+        f"""
 [[jobs]]
 id = "tick"
 stage = "{FAST}"
 args = {{ seconds = 1.5, marker = "{marker}" }}
 interval = 1
-""", url=f"{db_url}&application_name={app_name}")
+""",
+        url=f"{db_url}&application_name={app_name}",
+    )
     proc = p.start("sched")
     wait_for(marker.exists, what="the job to start", procs=[proc])
     dsn = db_url.split("?")[0].replace("postgresql+psycopg", "postgresql")
     samples = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         for _ in range(10):
-            samples.append(conn.execute(
-                # a transaction open for more than 0.5 s (the job sleeps 1.5 s with no database work)
-                "SELECT pid, state, clock_timestamp() - xact_start > interval '500 milliseconds', application_name "
-                "FROM pg_stat_activity "
-                "WHERE application_name IN (%s, 'syndicate-scheduler-lock') AND pid <> pg_backend_pid()",
-                (app_name,)).fetchall())
+            samples.append(
+                conn.execute(
+                    # a transaction open for more than 0.5 s (the job sleeps 1.5 s with no database work)
+                    "SELECT pid, state, clock_timestamp() - xact_start > interval '500 milliseconds', application_name "
+                    "FROM pg_stat_activity "
+                    "WHERE application_name IN (%s, 'syndicate-scheduler-lock') AND pid <> pg_backend_pid()",
+                    (app_name,),
+                ).fetchall()
+            )
             time.sleep(0.1)
         # the leader's lock lives on its own session, which holds no transaction
-        locks = conn.execute("SELECT a.application_name, a.state FROM pg_locks l JOIN pg_stat_activity a "
-                             "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-                             "AND a.application_name = %s", (app_name,)).fetchall()
+        locks = conn.execute(
+            "SELECT a.application_name, a.state FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND a.application_name = %s",
+            (app_name,),
+        ).fetchall()
     assert locks == [(app_name, "idle")]
     assert p.stop(proc) == 0
     assert any(samples), "no scheduler connections seen"
     held = [row for sample in samples for row in sample if row[2]]
     assert not held, held
-

@@ -22,8 +22,8 @@ import requests
 import uvicorn
 
 from pipeline.app import App
-from pipeline.site.build import build
 from pipeline.config import load_settings
+from pipeline.site.build import build
 from pipeline.site.serving import make_public_app
 from pipeline.store import dispose_engines
 
@@ -33,8 +33,11 @@ from .feedsite import add_articles, feeds_toml, publish
 HUB = "https://hub.example.net/"
 IDENTITY = {"Accept-Encoding": "identity"}
 GZIP = {"Accept-Encoding": "gzip"}
-TYPES = {"atom": "application/atom+xml; charset=utf-8", "rss": "application/rss+xml; charset=utf-8",
-         "json": "application/feed+json; charset=utf-8"}
+TYPES = {
+    "atom": "application/atom+xml; charset=utf-8",
+    "rss": "application/rss+xml; charset=utf-8",
+    "json": "application/feed+json; charset=utf-8",
+}
 
 
 def free_socket() -> socket.socket:
@@ -45,8 +48,9 @@ def free_socket() -> socket.socket:
 
 
 def make_site(root: Path, base_url: str) -> App:
-    config = write_project(root, f"sqlite:///{root / 'var' / 'syndicate.db'}",
-                           feeds_toml(max_entries=3, archive_size=2, hubs=[HUB]))
+    config = write_project(
+        root, f"sqlite:///{root / 'var' / 'syndicate.db'}", feeds_toml(max_entries=3, archive_size=2, hubs=[HUB])
+    )
     config.write_text(config.read_text().replace('base_url = "https://news.example.com"', f'base_url = "{base_url}"'))
     app = App(load_settings(config, env={}))
     add_articles(app, 9)
@@ -212,9 +216,13 @@ def syndicate_serve(app, port: int, probe: str = "/healthz"):
     config = app.settings.root / "syndicate.toml"
     dispose_engines()
     exe = Path(sys.executable).with_name("syndicate")
-    proc = subprocess.Popen([str(exe), "--config", str(config), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=app.settings.root,
-                            env={**os.environ, "SYNDICATE_SECRET_KEY": "x" * 40})
+    proc = subprocess.Popen(
+        [str(exe), "--config", str(config), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=app.settings.root,
+        env={**os.environ, "SYNDICATE_SECRET_KEY": "x" * 40},
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -251,9 +259,13 @@ def test_syndicate_serve_answers_304_on_repeat_requests(tmp_path):
         first = requests.get(f"{base}/feeds/all.atom", headers=GZIP, timeout=5)
         assert first.status_code == 200 and first.headers["Content-Type"] == TYPES["atom"]
         assert first.headers["Content-Encoding"] == "gzip" and first.headers["Vary"] == "Accept-Encoding"
-        again = requests.get(f"{base}/feeds/all.atom", headers={**GZIP, "If-None-Match": first.headers["ETag"]}, timeout=5)
+        again = requests.get(
+            f"{base}/feeds/all.atom", headers={**GZIP, "If-None-Match": first.headers["ETag"]}, timeout=5
+        )
         assert again.status_code == 304 and again.headers["ETag"] == first.headers["ETag"]
-        since = requests.get(f"{base}/feeds/all.rss", headers={"If-Modified-Since": first.headers["Last-Modified"]}, timeout=5)
+        since = requests.get(
+            f"{base}/feeds/all.rss", headers={"If-Modified-Since": first.headers["Last-Modified"]}, timeout=5
+        )
         assert since.status_code == 304
         assert requests.get(f"{base}/", timeout=5).status_code == 200
 
@@ -263,14 +275,23 @@ def test_syndicate_serve_keeps_the_signup_limit_against_spoofed_forwarded_for_do
     one client (no proxy is trusted by default), so the per-client limit holds."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    config = write_project(tmp_path / "site", f"sqlite:///{tmp_path / 'site' / 'var' / 'syndicate.db'}",
-                           "[subscribers]\nmax_signups_per_client = 3\n")
+    config = write_project(
+        tmp_path / "site",
+        f"sqlite:///{tmp_path / 'site' / 'var' / 'syndicate.db'}",
+        "[subscribers]\nmax_signups_per_client = 3\n",
+    )
     config.write_text(config.read_text().replace('base_url = "https://news.example.com"', f'base_url = "{base}"'))
     app = App(load_settings(config, env={}))
     with app.engine.begin():
         pass  # the database exists before the server opens it
     with syndicate_serve(app, port):
-        answers = [requests.post(f"{base}/subscribe", data={"email": f"s{i}@example.com"},
-                                 headers={"Origin": base, "X-Forwarded-For": f"198.51.100.{i}"}, timeout=10).status_code
-                   for i in range(5)]
+        answers = [
+            requests.post(
+                f"{base}/subscribe",
+                data={"email": f"s{i}@example.com"},
+                headers={"Origin": base, "X-Forwarded-For": f"198.51.100.{i}"},
+                timeout=10,
+            ).status_code
+            for i in range(5)
+        ]
     assert answers == [200, 200, 200, 429, 429]

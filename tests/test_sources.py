@@ -50,13 +50,33 @@ def run_one(app, name: str):
 
 def article_rows(app) -> dict:
     with app.engine.connect() as conn:
-        rows = conn.execute(
-            select(articles.c.slug, articles.c.source_path, articles.c.retracted_at, articles.c.approved_revision_id,
-                   revisions.c.id.label("rev"), revisions.c.number, revisions.c.state, revisions.c.title, revisions.c.summary,
-                   revisions.c.body_html, revisions.c.author_slug, revisions.c.tags, revisions.c.category,
-                   revisions.c.image, revisions.c.image_width, revisions.c.image_height, revisions.c.published_at,
-                   revisions.c.content_hash, revisions.c.flags)
-            .join(revisions, revisions.c.id == articles.c.current_revision_id)).mappings().all()
+        rows = (
+            conn.execute(
+                select(
+                    articles.c.slug,
+                    articles.c.source_path,
+                    articles.c.retracted_at,
+                    articles.c.approved_revision_id,
+                    revisions.c.id.label("rev"),
+                    revisions.c.number,
+                    revisions.c.state,
+                    revisions.c.title,
+                    revisions.c.summary,
+                    revisions.c.body_html,
+                    revisions.c.author_slug,
+                    revisions.c.tags,
+                    revisions.c.category,
+                    revisions.c.image,
+                    revisions.c.image_width,
+                    revisions.c.image_height,
+                    revisions.c.published_at,
+                    revisions.c.content_hash,
+                    revisions.c.flags,
+                ).join(revisions, revisions.c.id == articles.c.current_revision_id)
+            )
+            .mappings()
+            .all()
+        )
     return {r["slug"]: dict(r) for r in rows}
 
 
@@ -67,11 +87,14 @@ def state(app, name: str):
 
 def counts_of_writes(app) -> tuple:
     with app.engine.connect() as conn:
-        return tuple(conn.execute(select(func.count()).select_from(t)).scalar_one()
-                     for t in (articles, revisions, approvals, authors, media))
+        return tuple(
+            conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in (articles, revisions, approvals, authors, media)
+        )
 
 
 # --- the four feed formats --------------------------------------------------------------
+
 
 def test_rss2_with_cdata_namespaced_content_relative_links_missing_ids_and_dates(make_app, db_url, server):
     """RSS-5-style oddities: content:encoded in CDATA, HTML in a title, an item without a
@@ -101,8 +124,10 @@ def test_rss2_with_cdata_namespaced_content_relative_links_missing_ids_and_dates
 
 
 def test_rss1_atom_and_json_feed(make_app, db_url, server):
-    toml = "".join(source_toml(n, "feed", server.serve_file(f"/{f}", f)) for n, f in
-                   (("reading", "rss1.rdf"), ("workshop", "atom.xml"), ("kitchen", "feed.json")))
+    toml = "".join(
+        source_toml(n, "feed", server.serve_file(f"/{f}", f))
+        for n, f in (("reading", "rss1.rdf"), ("workshop", "atom.xml"), ("kitchen", "feed.json"))
+    )
     app = make_app(db_url, toml)
     runs = {r.name: r for r in run_sources(app)}
     assert [runs[n].counts["new"] for n in ("reading", "workshop", "kitchen")] == [2, 2, 2]
@@ -168,7 +193,8 @@ def test_approval_source_approves_published_items_pinned_to_the_hash_but_a_flagg
     policy flag always waits for an editor, whatever the source says."""
     server.serve_file("/atom.xml", "atom.xml")
     server.routes["/atom.xml"].body = server.routes["/atom.xml"].body.replace(
-        b"A flat stone and ten minutes", b"Before the election, a flat stone and ten minutes")
+        b"A flat stone and ten minutes", b"Before the election, a flat stone and ten minutes"
+    )
     app = make_app(db_url, source_toml("workshop", "feed", server.base + "/atom.xml", approval="source"))
     run = run_one(app, "workshop")
     assert run.counts["approved"] == 1 and run.flagged == ["sharpening"]
@@ -183,10 +209,14 @@ def test_approval_source_approves_published_items_pinned_to_the_hash_but_a_flagg
 def test_retract_missing_is_off_by_default_and_on_when_asked(make_app, db_url, server):
     """Feeds are windows: an item that leaves one is not a retraction, unless asked."""
     url = server.serve_file("/rss1.rdf", "rss1.rdf")
-    app = make_app(db_url, source_toml("reading", "feed", url) + source_toml("reading2", "feed", url, retract_missing=True))
+    app = make_app(
+        db_url, source_toml("reading", "feed", url) + source_toml("reading2", "feed", url, retract_missing=True)
+    )
     run_sources(app)
     body = server.routes["/rss1.rdf"].body
-    server.routes["/rss1.rdf"].body = re.sub(rb"<item rdf:about=\"[^\"]*audiobooks/\">.*?</item>", b"", body, flags=re.S)
+    server.routes["/rss1.rdf"].body = re.sub(
+        rb"<item rdf:about=\"[^\"]*audiobooks/\">.*?</item>", b"", body, flags=re.S
+    )
     runs = {r.name: r for r in run_sources(app)}
     assert runs["reading"].counts["retracted"] == 0
     assert runs["reading2"].counts["retracted"] == 1
@@ -195,6 +225,7 @@ def test_retract_missing_is_off_by_default_and_on_when_asked(make_app, db_url, s
 
 
 # --- redirects, size, time, the SSRF guard -------------------------------------------------
+
 
 def test_a_301_is_followed_and_remembered(make_app, db_url, server):
     server.serve_file("/new/feed.xml", "rss1.rdf")
@@ -218,8 +249,13 @@ def test_a_302_is_followed_but_not_remembered(make_app, db_url, server):
 BAD_FEEDS = {
     "not-xml": (lambda s: s.serve_file("/f", "not-a-feed.html"), "not-a-feed"),
     "redirect-loop": (lambda s: (s.redirect("/f", "/g"), s.redirect("/g", "/f")), "redirect-loop"),
-    "too-many-redirects": (lambda s: [s.redirect(f"/{p}" if p else "/f", f"/r{i + 1}", 302)
-                                      for i, p in enumerate(["", "r1", "r2", "r3", "r4", "r5", "r6"])], "too-many-redirects"),
+    "too-many-redirects": (
+        lambda s: [
+            s.redirect(f"/{p}" if p else "/f", f"/r{i + 1}", 302)
+            for i, p in enumerate(["", "r1", "r2", "r3", "r4", "r5", "r6"])
+        ],
+        "too-many-redirects",
+    ),
     "401": (lambda s: s.set("/f", 401, "login required"), "http-401"),
     "403": (lambda s: s.set("/f", 403, "forbidden"), "http-403"),
     "404": (lambda s: s.set("/f", 404, "not found"), "http-404"),
@@ -227,8 +263,10 @@ BAD_FEEDS = {
     "429": (lambda s: s.set("/f", 429, "slow down", headers={"Retry-After": "120"}), "http-429"),
     "500": (lambda s: s.set("/f", 500, "internal error"), "http-500"),
     "slow": (lambda s: s.set("/f", 200, s.recorded("rss1.rdf"), delay=3.0), "timeout"),
-    "300MB-declared": (lambda s: s.set("/f", 200, b"", headers={"Content-Length": str(300 * 1024 * 1024)},
-                                       stream=endless()), "too-large"),
+    "300MB-declared": (
+        lambda s: s.set("/f", 200, b"", headers={"Content-Length": str(300 * 1024 * 1024)}, stream=endless()),
+        "too-large",
+    ),
     "300MB-streamed": (lambda s: s.set("/f", 200, b"", stream=endless()), "too-large"),
 }
 
@@ -238,9 +276,11 @@ def test_a_bad_feed_gets_a_named_error_and_keeps_its_state(make_app, sqlite_url,
     setup, kind = BAD_FEEDS[case]
     server.serve_file("/good.xml", "rss1.rdf")
     # Only the slow case gets a short timeout: a loaded machine must not turn the others into timeouts.
-    app = make_app(sqlite_url, source_toml("bad", "feed", server.base + "/f", timeout=0.5 if case == "slow" else 20.0,
-                                           max_bytes=1_000_000)
-                   + source_toml("good", "feed", server.base + "/good.xml"))
+    app = make_app(
+        sqlite_url,
+        source_toml("bad", "feed", server.base + "/f", timeout=0.5 if case == "slow" else 20.0, max_bytes=1_000_000)
+        + source_toml("good", "feed", server.base + "/good.xml"),
+    )
     setup(server)
     runs = {r.name: r for r in run_sources(app)}
     assert runs["bad"].status == "failed" and f": {kind}: " in runs["bad"].error, runs["bad"].error
@@ -253,8 +293,11 @@ def test_a_bad_feed_gets_a_named_error_and_keeps_its_state(make_app, sqlite_url,
 def test_recoverable_feeds_keep_their_good_items(make_app, sqlite_url, server):
     """Another encoding than declared, and a truncated document: the items that can be
     read are ingested and the trouble is named."""
-    app = make_app(sqlite_url, source_toml("cafe", "feed", server.serve_file("/c.xml", "latin1-declared-utf8.xml"))
-                   + source_toml("cut", "feed", server.serve_file("/t.xml", "truncated.xml")))
+    app = make_app(
+        sqlite_url,
+        source_toml("cafe", "feed", server.serve_file("/c.xml", "latin1-declared-utf8.xml"))
+        + source_toml("cut", "feed", server.serve_file("/t.xml", "truncated.xml")),
+    )
     runs = {r.name: r for r in run_sources(app)}
     assert runs["cafe"].counts["new"] == 1 and "malformed" in runs["cafe"].problems[0]
     assert article_rows(app)["stay"]["title"] == "Cafés Where You Can Stay All Day"
@@ -264,10 +307,16 @@ def test_recoverable_feeds_keep_their_good_items(make_app, sqlite_url, server):
 def test_ten_thousand_items_are_capped_and_the_rest_reported(make_app, sqlite_url, server):
     """A JSON Feed keeps this quick (feedparser needs ~5 s for 10,000 RSS items; the
     cap is the same code for both)."""
-    items = [{"id": f"n{i}", "url": f"{server.base}/n/{i}", "title": f"Note {i}", "content_text": f"Text {i}."}
-             for i in range(10_000)]
-    server.set("/big.json", 200, json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "Big", "items": items}),
-               content_type="application/feed+json")
+    items = [
+        {"id": f"n{i}", "url": f"{server.base}/n/{i}", "title": f"Note {i}", "content_text": f"Text {i}."}
+        for i in range(10_000)
+    ]
+    server.set(
+        "/big.json",
+        200,
+        json.dumps({"version": "https://jsonfeed.org/version/1.1", "title": "Big", "items": items}),
+        content_type="application/feed+json",
+    )
     app = make_app(sqlite_url, source_toml("big", "feed", server.base + "/big.json", max_items=25))
     run = run_one(app, "big")
     assert run.counts["new"] == 25 and any("10,000 items, over max_items 25" in p for p in run.problems)
@@ -275,13 +324,16 @@ def test_ten_thousand_items_are_capped_and_the_rest_reported(make_app, sqlite_ur
 
 def test_sw7_a_feed_on_a_private_address_is_refused_without_allow_private(make_app, sqlite_url, server):
     url = server.serve_file("/rss1.rdf", "rss1.rdf")
-    app = make_app(sqlite_url, source_toml("intranet", "feed", url).replace("allow_private = true", "allow_private = false"))
+    app = make_app(
+        sqlite_url, source_toml("intranet", "feed", url).replace("allow_private = true", "allow_private = false")
+    )
     run = run_one(app, "intranet")
     assert run.status == "failed" and ": refused: " in run.error and "allow_private" in run.hint
     assert server.requests == []
 
 
 # --- WordPress --------------------------------------------------------------------------
+
 
 def wp_app(make_app, db_url, server, **extra):
     server.load_wp()
@@ -299,7 +351,9 @@ def test_wordpress_posts_with_embed_are_paginated_and_mapped(make_app, db_url, s
     rows = article_rows(app)
     tidy = rows["the-ten-minute-tidy"]
     assert tidy["title"] == "The Ten\u2011Minute Tidy \u2013 Before Bed"  # entities decoded, plain text
-    assert tidy["author_slug"] == "lena-marsh" and tidy["category"] == "wellbeing" and tidy["tags"] == ["habits", "home"]
+    assert (
+        tidy["author_slug"] == "lena-marsh" and tidy["category"] == "wellbeing" and tidy["tags"] == ["habits", "home"]
+    )
     assert tidy["summary"].startswith("Set a timer for ten minutes") and "<p>" not in tidy["summary"]
     assert tidy["published_at"].isoformat() == "2026-11-10T09:00:00+00:00"
     # A deleted author (the embed answers rest_user_invalid_id) and a missing _embedded.
@@ -368,8 +422,9 @@ def test_wordpress_page_past_the_end_stops_cleanly(make_app, sqlite_url, server)
 def test_wordpress_pending_posts_with_an_application_password_wait_for_review(make_app, db_url, server, monkeypatch):
     monkeypatch.setenv("SYNDICATE_SOURCES__BLOG__PASSWORD", WP_PASSWORD)
     server.load_wp()
-    config = make_app(db_url, source_toml("blog", "wordpress", server.base, per_page=10, approval="source",
-                                          username=WP_USER)).settings.source
+    config = make_app(
+        db_url, source_toml("blog", "wordpress", server.base, per_page=10, approval="source", username=WP_USER)
+    ).settings.source
     from pipeline.app import App
 
     app = App(load_settings(config))  # the password from the (patched) environment
@@ -417,6 +472,7 @@ def test_a_post_trashed_upstream_is_retracted_and_leaves_the_feeds(make_app, db_
 
 # --- images ---------------------------------------------------------------------------------
 
+
 def test_images_are_fetched_once_stored_by_hash_and_rasterised_for_email(make_app, db_url, server):
     """Featured WebP and SVG images get a PNG copy for email (pages keep the original);
     inline images point at public/media/; each URL is fetched once."""
@@ -432,8 +488,9 @@ def test_images_are_fetched_once_stored_by_hash_and_rasterised_for_email(make_ap
     assert m, tidy["image"]
     assert (tidy["image_width"], tidy["image_height"]) == (800, 450)
     with app.engine.connect() as conn:  # RSS-9: the enclosure's length and type are known
-        length, kind = conn.execute(select(revisions.c.image_length, revisions.c.image_type)
-                                    .where(revisions.c.id == tidy["rev"])).one()
+        length, kind = conn.execute(
+            select(revisions.c.image_length, revisions.c.image_type).where(revisions.c.id == tidy["rev"])
+        ).one()
     assert length == (public / "media" / f"{m.group(1)}.webp").stat().st_size and kind == "image/webp"
     png = email_src(app.settings, tidy["image"])
     assert png.endswith(f"{m.group(1)}.png")
@@ -456,7 +513,9 @@ def test_images_are_fetched_once_stored_by_hash_and_rasterised_for_email(make_ap
 
 def test_an_image_that_cannot_be_fetched_is_reported_and_left_out(make_app, sqlite_url, server):
     server.set("/wp-content/uploads/2026/11/tidy-shelf.png", 404, "gone")
-    server.set("/wp-content/uploads/2026/11/tidy-hero.webp", 200, b"<html>not an image</html>", content_type="image/webp")
+    server.set(
+        "/wp-content/uploads/2026/11/tidy-hero.webp", 200, b"<html>not an image</html>", content_type="image/webp"
+    )
     app = wp_app(make_app, sqlite_url, server)
     run = run_one(app, "blog")
     assert run.status == "ok"
@@ -481,6 +540,7 @@ def test_an_image_over_the_pixel_cap_is_refused_before_decoding(tmp_path):
 
 
 # --- operations: job history, status, back-off, pause ----------------------------------------
+
 
 def test_failures_in_a_row_back_off_and_are_reported_then_resume(make_app, db_url, server):
     server.set("/f", 500, "down")
@@ -514,8 +574,11 @@ def test_the_ingest_stage_records_per_source_counts_in_the_job_history(make_app,
     from pipeline.ops.stages import run_stage
     from pipeline.store.schema import job_runs
 
-    toml = (source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf"))
-            + source_toml("broken", "feed", server.set("/b", 404, "no")) + '\n[[sources]]\nname = "content"\ntype = "markdown"\n')
+    toml = (
+        source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf"))
+        + source_toml("broken", "feed", server.set("/b", 404, "no"))
+        + '\n[[sources]]\nname = "content"\ntype = "markdown"\n'
+    )
     app = make_app(db_url, toml)
     with record_run(app, "ingest", trigger="cli") as counts:
         counts.update(run_stage(app, "ingest"))
@@ -526,15 +589,25 @@ def test_the_ingest_stage_records_per_source_counts_in_the_job_history(make_app,
 
 # --- configuration and the CLI --------------------------------------------------------------
 
-@pytest.mark.parametrize("toml, message", [
-    ('[[sources]]\nname = "x"\ntype = "ftp"\n', "type 'ftp' is unknown"),
-    ('[[sources]]\nname = "x"\ntype = "feed"\n', "needs a url"),
-    ('[[sources]]\nname = "x"\ntype = "wordpress"\nurl = "https://a.example"\npassword = "p"\n', "secret in the file"),
-    ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a.example"\napproval = "auto"\n', "approval must be"),
-    ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a"\n[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://b"\n', "used twice"),
-    ('[[sources]]\nname = "a b"\ntype = "feed"\nurl = "https://a"\n', "not a simple id"),
-    ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a"\nintervall = 5\n', "unknown key 'intervall'"),
-])
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ('[[sources]]\nname = "x"\ntype = "ftp"\n', "type 'ftp' is unknown"),
+        ('[[sources]]\nname = "x"\ntype = "feed"\n', "needs a url"),
+        (
+            '[[sources]]\nname = "x"\ntype = "wordpress"\nurl = "https://a.example"\npassword = "p"\n',
+            "secret in the file",
+        ),
+        ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a.example"\napproval = "auto"\n', "approval must be"),
+        (
+            '[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a"\n[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://b"\n',
+            "used twice",
+        ),
+        ('[[sources]]\nname = "a b"\ntype = "feed"\nurl = "https://a"\n', "not a simple id"),
+        ('[[sources]]\nname = "x"\ntype = "feed"\nurl = "https://a"\nintervall = 5\n', "unknown key 'intervall'"),
+    ],
+)
 def test_bad_source_settings_stop_start_up_with_the_fix(tmp_path, toml, message):
     path = tmp_path / "syndicate.toml"
     path.write_text(toml)
@@ -560,13 +633,17 @@ def test_default_configuration_is_the_content_folder(make_app, sqlite_url):
 
 
 def invoke(app, *args):
-    return CliRunner().invoke(main, ["--config", str(app.settings.source), *args], catch_exceptions=False,
-                              env={"COLUMNS": "200"})
+    return CliRunner().invoke(
+        main, ["--config", str(app.settings.source), *args], catch_exceptions=False, env={"COLUMNS": "200"}
+    )
 
 
 def test_sources_commands(make_app, sqlite_url, server):
-    app = make_app(sqlite_url, source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf"))
-                   + source_toml("broken", "feed", server.set("/b", 403, "no")))
+    app = make_app(
+        sqlite_url,
+        source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf"))
+        + source_toml("broken", "feed", server.set("/b", 403, "no")),
+    )
     r = invoke(app, "sources", "test", "reading")
     assert r.exit_code == 0 and "reading (feed) ok (dry run): 2 seen, 2 new" in r.output
     assert counts_of_writes(app)[0] == 0 and state(app, "reading")["cursor"] == {}  # test writes nothing
@@ -588,7 +665,10 @@ def test_sources_commands(make_app, sqlite_url, server):
 
 # --- end to end -------------------------------------------------------------------------------
 
-def test_end_to_end_a_wordpress_source_flows_to_feeds_digests_and_partners_in_one_run(make_app, db_url, server, monkeypatch):
+
+def test_end_to_end_a_wordpress_source_flows_to_feeds_digests_and_partners_in_one_run(
+    make_app, db_url, server, monkeypatch
+):
     """`syndicate run` alone: WordPress (approval = "source") -> articles -> feeds,
     an instant digest in the Maildir with the featured image as PNG, and a signed push
     to a webhook partner."""
@@ -602,15 +682,22 @@ def test_end_to_end_a_wordpress_source_flows_to_feeds_digests_and_partners_in_on
     monkeypatch.setenv(SECRET_ENV, SECRET)
     server.load_wp()
     with WebhookPartner([SECRET]) as partner:
-        app = make_app(db_url, PUSH_TOML + webhook_partner_toml(partner.url)
-                       + source_toml("blog", "wordpress", server.base, approval="source", per_page=10))
+        app = make_app(
+            db_url,
+            PUSH_TOML
+            + webhook_partner_toml(partner.url)
+            + source_toml("blog", "wordpress", server.base, approval="source", per_page=10),
+        )
         add_subscriber(app, "reader@example.org", frequency="instant", confirmed_at=T0)
         r = invoke(app, "run")
         assert r.exit_code == 0, r.output
         feed = (app.settings.path("paths.public") / "feeds" / "all.atom").read_text()
         assert "Lunch Away from the Desk" in feed and "A Walk Before Work" in feed
         assert sorted(e["data"]["title"] for e in partner.events if e["type"] == "article.published") == [
-            "A Walk Before Work", "Lunch Away from the Desk", "The Ten\u2011Minute Tidy \u2013 Before Bed"]
+            "A Walk Before Work",
+            "Lunch Away from the Desk",
+            "The Ten\u2011Minute Tidy \u2013 Before Bed",
+        ]
         assert all(r.verified for r in partner.requests)
     maildir = app.settings.path("email.maildir") / "new"
     messages = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in maildir.iterdir()]
@@ -650,8 +737,11 @@ def test_markdown_ingest_leaves_the_articles_of_other_sources_alone(make_app, db
     """Deleted files are retracted, but an article a feed brought is not a deleted file."""
     from .articles import write_article, write_author
 
-    app = make_app(db_url, '\n[[sources]]\nname = "content"\ntype = "markdown"\n'
-                   + source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf")))
+    app = make_app(
+        db_url,
+        '\n[[sources]]\nname = "content"\ntype = "markdown"\n'
+        + source_toml("reading", "feed", server.serve_file("/r", "rss1.rdf")),
+    )
     write_author(app.settings.root)
     write_article(app.settings.root, "local-one")
     runs = {r.name: r for r in run_sources(app)}
@@ -679,9 +769,18 @@ def test_local_svg_illustrations_reach_email_as_png_and_pages_keep_the_svg(make_
     root = app.settings.root
     (root / "content" / "images").mkdir(parents=True, exist_ok=True)
     (root / "content" / "images" / "hero.svg").write_text(
-        '<svg xmlns="http://www.w3.org/2000/svg" width="600" height="300"><rect width="600" height="300" fill="#246"/></svg>')
-    add_articles(app, [{"slug": "illustrated", "approved_at": T0 + dt.timedelta(days=1),
-                        "extra": 'image: images/hero.svg\nimage_alt: "A blue panel"\n'}])
+        '<svg xmlns="http://www.w3.org/2000/svg" width="600" height="300"><rect width="600" height="300" fill="#246"/></svg>'
+    )
+    add_articles(
+        app,
+        [
+            {
+                "slug": "illustrated",
+                "approved_at": T0 + dt.timedelta(days=1),
+                "extra": 'image: images/hero.svg\nimage_alt: "A blue panel"\n',
+            }
+        ],
+    )
     add_subscriber(app, "r@example.org", frequency="instant", confirmed_at=T0)
     build(app)
     public = app.settings.path("paths.public")
@@ -694,7 +793,7 @@ def test_local_svg_illustrations_reach_email_as_png_and_pages_keep_the_svg(make_
 
     [src] = [s for s in re.findall(r'<img[^>]*\ssrc="([^"]+)"', html) if "hero" in s]
     assert src.startswith("https://news.example.com/") and src.endswith(".png"), src
-    with Image.open(public / src[len("https://news.example.com/"):]) as img:  # the PNG the email links is published
+    with Image.open(public / src[len("https://news.example.com/") :]) as img:  # the PNG the email links is published
         assert img.format == "PNG" and img.size[0] == 2 * img.size[1]  # 600x300, maybe scaled for sharp screens
 
 

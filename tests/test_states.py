@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, insert, select, text
+from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from pipeline.states import CHECKED_COLUMNS, SubscriberState, constraint_name
@@ -31,15 +31,39 @@ def test_a_misspelt_state_cannot_reach_a_row(db_url):
     now = utcnow()
     with pytest.raises(IntegrityError):
         with engine.begin() as conn:
-            conn.execute(insert(subscribers).values(email="a@example.com", state="confirmd", frequency="weekly",
-                                                    topics=[], created_at=now, updated_at=now))
+            conn.execute(
+                insert(subscribers).values(
+                    email="a@example.com",
+                    state="confirmd",
+                    frequency="weekly",
+                    topics=[],
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     with pytest.raises(IntegrityError):
         with engine.begin() as conn:
-            conn.execute(insert(subscribers).values(email="a@example.com", state="confirmed", frequency="hourly",
-                                                    topics=[], created_at=now, updated_at=now))
+            conn.execute(
+                insert(subscribers).values(
+                    email="a@example.com",
+                    state="confirmed",
+                    frequency="hourly",
+                    topics=[],
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     with engine.begin() as conn:
-        conn.execute(insert(subscribers).values(email="a@example.com", state=SubscriberState.CONFIRMED,
-                                                frequency="weekly", topics=[], created_at=now, updated_at=now))
+        conn.execute(
+            insert(subscribers).values(
+                email="a@example.com",
+                state=SubscriberState.CONFIRMED,
+                frequency="weekly",
+                topics=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
 
 
 def test_migration_0002_adds_constraints_and_keeps_every_row(db_url):
@@ -49,11 +73,21 @@ def test_migration_0002_adds_constraints_and_keeps_every_row(db_url):
         upgrade(engine, "0001")
         now = utcnow()
         with engine.begin() as conn:
-            sid = conn.execute(insert(subscribers).values(
-                email="b@example.com", state="confirmed", frequency="daily", topics=["x"], created_at=now,
-                updated_at=now).returning(subscribers.c.id)).scalar_one()
-            conn.execute(insert(subscriber_events).values(subscriber_id=sid, kind="confirmed", at=now, source="t",
-                                                          detail={}))
+            sid = conn.execute(
+                insert(subscribers)
+                .values(
+                    email="b@example.com",
+                    state="confirmed",
+                    frequency="daily",
+                    topics=["x"],
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(subscribers.c.id)
+            ).scalar_one()
+            conn.execute(
+                insert(subscriber_events).values(subscriber_id=sid, kind="confirmed", at=now, source="t", detail={})
+            )
         upgrade(engine, "0002")
         assert current_revision(engine) == "0002"
         with engine.connect() as conn:

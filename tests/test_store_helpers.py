@@ -149,8 +149,8 @@ def test_suppression_keeps_the_subscriber_in_step_and_confirming_lifts_only_a_wi
 
 
 def test_the_local_secret_is_written_private(tmp_path):
-    from pipeline.config import load_settings
     from pipeline import tokens
+    from pipeline.config import load_settings
 
     (tmp_path / "syndicate.toml").write_text("")
     settings = load_settings(tmp_path / "syndicate.toml", env={})

@@ -60,7 +60,12 @@ def test_signup_is_unconfirmed_and_queues_only_a_confirmation_doi1(app):
     assert result.action == "confirm_sent"
     sub = sub_row(app)
     assert sub["email"] == "ada@example.com" and sub["state"] == "unconfirmed"
-    assert (sub["frequency"], sub["topics"], sub["timezone"], sub["name"]) == ("daily", ["work"], "Europe/Berlin", "Ada")
+    assert (sub["frequency"], sub["topics"], sub["timezone"], sub["name"]) == (
+        "daily",
+        ["work"],
+        "Europe/Berlin",
+        "Ada",
+    )
     rows = outbox_rows(app)
     assert [r["kind"] for r in rows] == ["confirm"], "no mail but the confirmation before confirming (DOI-1)"
     assert rows[0]["target"] == "ada@example.com" and rows[0]["subscriber_id"] == sub["id"]
@@ -137,8 +142,9 @@ def test_consent_log_has_every_mandatory_field_gdpr1(app):
     signup(app, frequency="weekly")
     token = confirm_link_token(app, outbox_rows(app, "confirm")[0])
     with app.engine.begin() as conn:
-        subs.confirm(conn, app.settings, token, client=subs.Client(source="web:/confirm", ip="192.0.2.8",
-                                                                    user_agent="UA2"))
+        subs.confirm(
+            conn, app.settings, token, client=subs.Client(source="web:/confirm", ip="192.0.2.8", user_agent="UA2")
+        )
     log = events(app)
     kinds = [e["kind"] for e in log]
     assert kinds == ["signup", "confirm_sent", "confirmed"]
@@ -264,6 +270,7 @@ def test_topics_must_be_offered_when_a_list_is_configured(make_app, db_url):
 
 # --- UNS-1 ------------------------------------------------------------------------
 
+
 def test_unsubscribe_token_test_vector_uns1(make_app, sqlite_url):
     """A fixed key gives a fixed token: <key id>.<id>.<HMAC-SHA256 tag> (no email, no expiry)."""
     import base64
@@ -287,9 +294,13 @@ def test_unsubscribe_token_flipped_byte_and_other_subscriber_rejected_uns1(sqlit
     settings = sqlite_app.settings
     token = subs.list_token(settings, "unsubscribe", 7)
     kid, sid, tag = token.split(".")
-    for bad in (f"{kid}.{sid}.{tag[:-1]}{'A' if tag[-1] != 'A' else 'B'}",
-                f"{kid}.{base64.urlsafe_b64encode((8).to_bytes(8, 'big')).rstrip(b'=').decode()}.{tag}",
-                f"{'0' * 8}.{sid}.{tag}", token + ".x", token.upper()):
+    for bad in (
+        f"{kid}.{sid}.{tag[:-1]}{'A' if tag[-1] != 'A' else 'B'}",
+        f"{kid}.{base64.urlsafe_b64encode((8).to_bytes(8, 'big')).rstrip(b'=').decode()}.{tag}",
+        f"{'0' * 8}.{sid}.{tag}",
+        token + ".x",
+        token.upper(),
+    ):
         with pytest.raises(TokenError):
             subs.verify_list_token(settings, "unsubscribe", bad)
 
@@ -298,8 +309,13 @@ def test_unsubscribe_token_survives_key_rotation_uns1(sqlite_app):
     root = sqlite_app.settings.source
     old = load_settings(root, env={"SYNDICATE_SECRET_KEY": "old-key-" + "o" * 32})
     token = subs.list_token(old, "unsubscribe", 5)
-    rotated = load_settings(root, env={"SYNDICATE_SECRET_KEY": "new-key-" + "n" * 32,
-                                       "SYNDICATE_SECURITY__PREVIOUS_SECRET_KEYS": "old-key-" + "o" * 32})
+    rotated = load_settings(
+        root,
+        env={
+            "SYNDICATE_SECRET_KEY": "new-key-" + "n" * 32,
+            "SYNDICATE_SECURITY__PREVIOUS_SECRET_KEYS": "old-key-" + "o" * 32,
+        },
+    )
     assert subs.verify_list_token(rotated, "unsubscribe", token) == 5
     assert subs.list_token(rotated, "unsubscribe", 5) != token  # new links use the new key
     forgotten = load_settings(root, env={"SYNDICATE_SECRET_KEY": "new-key-" + "n" * 32})
@@ -320,12 +336,20 @@ def test_token_for_one_list_does_not_work_for_another_uns1(sqlite_app):
 
 # --- preferences, withdrawal ---------------------------------------------------------
 
+
 def test_preferences_change_is_logged_with_old_and_new(app):
     signup(app, frequency="weekly")
     sid = sub_row(app)["id"]
     with app.engine.begin() as conn:
-        changes = subs.update_preferences(conn, app.settings, sid, frequency="daily", topics=["work"], name="Ada L.",
-                                          client=subs.Client(source="web:/preferences"))
+        changes = subs.update_preferences(
+            conn,
+            app.settings,
+            sid,
+            frequency="daily",
+            topics=["work"],
+            name="Ada L.",
+            client=subs.Client(source="web:/preferences"),
+        )
         again = subs.update_preferences(conn, app.settings, sid, frequency="daily")
     assert changes == {"frequency": ["weekly", "daily"], "topics": [[], ["work"]], "name": ["", "Ada L."]}
     assert again == {}
@@ -355,6 +379,7 @@ def test_suppression_reason_unsubscribed_is_a_withdrawal(app):
 
 
 # --- the confirmation email ---------------------------------------------------------
+
 
 def test_confirmation_email_is_well_formed_bulk6(app):
     signup(app, name="Ada <script>", frequency="daily")
@@ -440,8 +465,12 @@ def test_import_reports_bad_rows_by_line_and_keeps_unsubscribes(app):
     assert report.added == 2 and report.confirmed == 2
     assert sub_row(app, "left@example.com")["state"] == "unsubscribed"
     ada = sub_row(app)
-    assert (ada["state"], ada["frequency"], ada["topics"], ada["timezone"]) == \
-        ("confirmed", "daily", ["wellbeing", "work"], "Europe/Berlin")
+    assert (ada["state"], ada["frequency"], ada["topics"], ada["timezone"]) == (
+        "confirmed",
+        "daily",
+        ["wellbeing", "work"],
+        "Europe/Berlin",
+    )
     dee = sub_row(app, "dee@example.com")
     assert dee["frequency"] == "weekly" and dee["timezone"] == "UTC"
     log = events(app)
@@ -535,15 +564,18 @@ def test_may_receive_checks_the_suppression_list_at_send_time_bulk4(app):
     sid = sub_row(app)["id"]
     with app.engine.begin() as conn:
         assert subs.may_receive(conn, sid)
-        conn.execute(insert(suppressions).values(email="ada@example.com", reason="hard_bounce", source="t",
-                                                 created_at=utcnow(), detail=""))
+        conn.execute(
+            insert(suppressions).values(
+                email="ada@example.com", reason="hard_bounce", source="t", created_at=utcnow(), detail=""
+            )
+        )
         assert not subs.may_receive(conn, sid)
 
 
 def test_form_context_offers_topics_of_approved_articles(app):
-    from tests.articles import write_article, write_author
-    from pipeline.content.ingest import ingest
     from pipeline.content.editorial import approve
+    from pipeline.content.ingest import ingest
+    from tests.articles import write_article, write_author
 
     root = app.settings.root
     write_author(root)
@@ -605,12 +637,21 @@ def test_golden_confirmation_and_notice_emails(sqlite_app, monkeypatch):
 
 
 def test_import_of_a_known_address_changes_only_the_stated_columns(app):
-    _import(app, "email,name,frequency,topics,timezone\nada@example.com,Ada,daily,work,Europe/Berlin\n",
-            confirmed=True, source="demo")
+    _import(
+        app,
+        "email,name,frequency,topics,timezone\nada@example.com,Ada,daily,work,Europe/Berlin\n",
+        confirmed=True,
+        source="demo",
+    )
     report = _import(app, "email,frequency,topics\nada@example.com,instant,\n")
     assert report.updated == 1
     sub = sub_row(app)
-    assert (sub["name"], sub["frequency"], sub["topics"], sub["timezone"]) == ("Ada", "instant", ["work"], "Europe/Berlin")
+    assert (sub["name"], sub["frequency"], sub["topics"], sub["timezone"]) == (
+        "Ada",
+        "instant",
+        ["work"],
+        "Europe/Berlin",
+    )
 
 
 def test_add_does_not_overwrite_a_known_subscriber(app):

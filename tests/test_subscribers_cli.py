@@ -21,8 +21,9 @@ cy@example.com,Cy,instant,technology,America/New_York
 
 def invoke(app, *args, input=None):
     root = Path(app.settings.source).parent
-    return CliRunner(env={"COLUMNS": "250"}).invoke(main, ["--config", str(root / "syndicate.toml"), *args], input=input,
-                              catch_exceptions=False)
+    return CliRunner(env={"COLUMNS": "250"}).invoke(
+        main, ["--config", str(root / "syndicate.toml"), *args], input=input, catch_exceptions=False
+    )
 
 
 def test_import_list_show_export_remove(app, tmp_path):
@@ -48,7 +49,10 @@ def test_import_list_show_export_remove(app, tmp_path):
     r = invoke(app, "subscribers", "export")
     rows = list(csv.DictReader(io.StringIO(r.output)))
     assert {row["email"]: row["state"] for row in rows} == {
-        "ada@example.com": "confirmed", "bo@example.com": "unsubscribed", "cy@example.com": "confirmed"}
+        "ada@example.com": "confirmed",
+        "bo@example.com": "unsubscribed",
+        "cy@example.com": "confirmed",
+    }
     assert rows[0]["topics"] == "wellbeing;work"
     out = tmp_path / "out.csv"
     r = invoke(app, "subscribers", "export", str(out), "--state", "confirmed")

@@ -52,8 +52,9 @@ def snapshot(app):
 
 def confirm_path(app, index=-1) -> str:
     with app.engine.connect() as conn:
-        rows = conn.execute(select(deliveries.c.payload).where(deliveries.c.kind == "confirm")
-                            .order_by(deliveries.c.id)).all()
+        rows = conn.execute(
+            select(deliveries.c.payload).where(deliveries.c.kind == "confirm").order_by(deliveries.c.id)
+        ).all()
     return "/confirm/" + subs.confirm_token(app.settings, rows[index][0]["nonce"])
 
 
@@ -81,19 +82,26 @@ def confirmed(app, client, address="ada@example.com") -> int:
 
 # --- pages ------------------------------------------------------------------------
 
+
 def test_subscribe_page_has_form_and_feed_autodiscovery_disc1(lite):
     app, client = lite
     r = client.get("/subscribe")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     html = r.text
-    for kind, path in (("application/atom+xml", "all.atom"), ("application/rss+xml", "all.rss"),
-                       ("application/feed+json", "all.json")):
+    for kind, path in (
+        ("application/atom+xml", "all.atom"),
+        ("application/rss+xml", "all.rss"),
+        ("application/feed+json", "all.json"),
+    ):
         links = re.findall(rf'<link rel="alternate" type="{re.escape(kind)}"[^>]*href="([^"]+)"', html)
         assert links == [f"{BASE}/feeds/{path}"]
     assert 'action="https://news.example.com/subscribe"' in html
     assert '<label for="sub-email">' in html and 'id="sub-email"' in html
     assert "checked" not in re.sub(r'value="weekly" checked', "", html), "nothing pre-ticked but the default frequency"
-    assert r.headers["referrer-policy"] == "same-origin" and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert (
+        r.headers["referrer-policy"] == "same-origin"
+        and "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    )
     assert "form-action 'self' https://news.example.com;" in r.headers["content-security-policy"]
 
 
@@ -130,6 +138,7 @@ def test_metrics(lite):
 
 
 # --- subscribe --------------------------------------------------------------------
+
 
 def test_subscribe_form_queues_confirmation(app, client):
     r = subscribe(client, "Ada@Example.com", name="Ada", frequency="daily")
@@ -176,8 +185,13 @@ def test_same_answer_for_new_and_known_addresses_doi2(app, client):
     confirmed(app, client, "happy@example.com")
     subscribe(client, "pending@example.com")
     answers = set()
-    for address in ("new@example.com", "pending@example.com", "happy@example.com", "left@example.com",
-                    "known@example.com"):
+    for address in (
+        "new@example.com",
+        "pending@example.com",
+        "happy@example.com",
+        "left@example.com",
+        "known@example.com",
+    ):
         r = subscribe(client, address)
         answers.add((r.status_code, r.text))
         j = client.post("/subscribe", json={"email": address})
@@ -206,8 +220,11 @@ def test_subscribe_from_another_site_is_refused(lite):
     app, client = lite
     r = client.post("/subscribe", data={"email": "ada@example.com"}, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
-    r = client.post("/subscribe", data={"email": "ada@example.com"},
-                    headers={"Referer": "https://evil.example/form", "Sec-Fetch-Site": "cross-site"})
+    r = client.post(
+        "/subscribe",
+        data={"email": "ada@example.com"},
+        headers={"Referer": "https://evil.example/form", "Sec-Fetch-Site": "cross-site"},
+    )
     assert r.status_code == 403
     r = client.post("/subscribe", data={"email": "ada@example.com"}, headers={"Origin": "null"})
     assert r.status_code == 403
@@ -230,8 +247,12 @@ def test_honeypot_gets_the_same_answer_and_does_nothing(lite):
 
 def test_subscribe_bad_bodies(lite):
     app, client = lite
-    assert client.post("/subscribe", content=b"x" * 70_000,
-                       headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 413
+    assert (
+        client.post(
+            "/subscribe", content=b"x" * 70_000, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        ).status_code
+        == 413
+    )
     assert client.post("/subscribe", content=b"email=a", headers={"Content-Type": "text/plain"}).status_code == 415
     r = client.post("/subscribe", files={"email": ("a.txt", b"ada@example.com")})
     assert r.status_code == 400
@@ -239,6 +260,7 @@ def test_subscribe_bad_bodies(lite):
 
 
 # --- confirm ----------------------------------------------------------------------
+
 
 def test_get_confirm_shows_a_button_and_changes_nothing_doi2(app, client):
     subscribe(client)
@@ -271,11 +293,21 @@ def test_confirm_needs_the_form_token(lite):
     assert client.post(path, data={}, headers={"Origin": BASE}).status_code == 403
     assert client.post(path, data={"csrf_token": "forged"}, headers={"Origin": BASE}).status_code == 403
     other = client.get(path)
-    assert client.post(path, data={"csrf_token": csrf(other.text)},
-                       headers={"Origin": "https://evil.example"}).status_code == 403
+    assert (
+        client.post(path, data={"csrf_token": csrf(other.text)}, headers={"Origin": "https://evil.example"}).status_code
+        == 403
+    )
     # A form token made for another link does not fit this one.
-    assert client.post(path, data={"csrf_token": csrf(client.get("/unsubscribe/" + subs.list_token(
-        app.settings, "unsubscribe", 1)).text)}, headers={"Origin": BASE}).status_code == 403
+    assert (
+        client.post(
+            path,
+            data={
+                "csrf_token": csrf(client.get("/unsubscribe/" + subs.list_token(app.settings, "unsubscribe", 1)).text)
+            },
+            headers={"Origin": BASE},
+        ).status_code
+        == 403
+    )
     assert state(app)["state"] == "unconfirmed"
 
 
@@ -333,6 +365,7 @@ def test_resend_is_rate_limited(make_app, db_url, monkeypatch):
 
 # --- preferences ------------------------------------------------------------------
 
+
 def test_preferences_get_shows_current_and_post_changes(app, client):
     sid = confirmed(app, client)
     path = "/preferences/" + subs.list_token(app.settings, "preferences", sid)
@@ -340,13 +373,25 @@ def test_preferences_get_shows_current_and_post_changes(app, client):
     page = client.get(path)
     assert page.status_code == 200 and snapshot(app) == before
     assert 'value="weekly" checked' in page.text and "<option selected>UTC</option>" in page.text
-    r = client.post(path, data={"csrf_token": csrf(page.text), "name": "Ada", "frequency": "daily",
-                                "topics": ["work", "wellbeing"], "timezone": "Europe/Paris"},
-                    headers={"Origin": BASE})
+    r = client.post(
+        path,
+        data={
+            "csrf_token": csrf(page.text),
+            "name": "Ada",
+            "frequency": "daily",
+            "topics": ["work", "wellbeing"],
+            "timezone": "Europe/Paris",
+        },
+        headers={"Origin": BASE},
+    )
     assert r.status_code == 200 and 'id="saved"' in r.text
     sub = state(app)
-    assert (sub["name"], sub["frequency"], sub["topics"], sub["timezone"]) == \
-        ("Ada", "daily", ["wellbeing", "work"], "Europe/Paris")
+    assert (sub["name"], sub["frequency"], sub["topics"], sub["timezone"]) == (
+        "Ada",
+        "daily",
+        ["wellbeing", "work"],
+        "Europe/Paris",
+    )
     kinds = [e["kind"] for e in _history(app, sid)]
     assert kinds[-1] == "preferences"
 
@@ -383,9 +428,12 @@ def test_preferences_and_unsubscribe_answer_alike_for_an_erased_subscriber(app, 
     with app.engine.begin() as conn:
         subs.remove(conn, app.settings, "ada@example.com", erase=True)
     before = snapshot(app)
-    answers = [client.get(prefs), client.get(unsub),
-               client.post(prefs, data={"csrf_token": prefs_token, "frequency": "daily"}, headers={"Origin": BASE}),
-               client.post(unsub, data={"csrf_token": unsub_token}, headers={"Origin": BASE})]
+    answers = [
+        client.get(prefs),
+        client.get(unsub),
+        client.post(prefs, data={"csrf_token": prefs_token, "frequency": "daily"}, headers={"Origin": BASE}),
+        client.post(unsub, data={"csrf_token": unsub_token}, headers={"Origin": BASE}),
+    ]
     assert [r.status_code for r in answers] == [200] * 4
     assert all("not subscribed any more" in r.text for r in answers)
     assert client_for(app).post(unsub, data={"List-Unsubscribe": "One-Click"}).status_code == 200
@@ -393,6 +441,7 @@ def test_preferences_and_unsubscribe_answer_alike_for_an_erased_subscriber(app, 
 
 
 # --- unsubscribe (LIST-3, LIST-4, GDPR-2) -------------------------------------------
+
 
 def test_get_unsubscribe_shows_a_page_and_changes_nothing_list4(app, client):
     sid = confirmed(app, client)
@@ -412,8 +461,11 @@ def test_one_click_unsubscribe_list3(app, client, kind):
         # RFC 8058: no cookies, no Origin, no form token; the URL is the credential.
         fresh = client_for(app)
         if kind == "urlencoded":
-            return fresh.post(url, content=b"List-Unsubscribe=One-Click",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+            return fresh.post(
+                url,
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
         return fresh.post(url, files={"List-Unsubscribe": (None, "One-Click")})
 
     r = one_click()
@@ -445,8 +497,10 @@ def test_unsubscribe_without_one_click_or_form_token_is_refused(lite):
     sid = confirmed(app, client)
     url = subs.unsubscribe_url(app.settings, sid)
     assert client.post(url, data={"List-Unsubscribe": "Two-Clicks"}).status_code == 403
-    assert client.post(url, content=b"List-Unsubscribe=One-Click",
-                       headers={"Content-Type": "text/plain"}).status_code == 415
+    assert (
+        client.post(url, content=b"List-Unsubscribe=One-Click", headers={"Content-Type": "text/plain"}).status_code
+        == 415
+    )
     assert state(app)["state"] == "confirmed"
 
 
@@ -486,15 +540,18 @@ def test_missing_secret_is_a_503_not_a_traceback(lite):
 def test_one_click_between_compose_and_send_stops_the_digest_bulk4(app, client, monkeypatch):
     """BULK-4: the digest queued before the one-click POST is not sent after it."""
     from pipeline.digests import editions as digests
+
     from .digest_helpers import add_articles, at
 
     monkeypatch.setenv("SYNDICATE_FROZEN_NOW", "2026-11-03T12:00:00Z")
     sid = confirmed(app, client, "reader@example.com")
     with app.engine.begin() as conn:
         from pipeline.store.schema import subscribers as table
+
         conn.execute(table.update().where(table.c.id == sid).values(frequency="daily", last_digest_at=at(-1)))
     add_articles(app, [{"slug": "sleep-debt", "approved_at": at(days=1, hours=1)}])
     from pipeline.delivery.worker import drain
+
     drain(app.settings, app.engine)  # the confirmation email
     report = digests.compose(app.engine, app.settings, "daily", now=at(days=1, hours=3))
     assert report.queued == 1, report

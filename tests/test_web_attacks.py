@@ -16,9 +16,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
+from pipeline import subscribers as subs
 from pipeline.errors import ConfigError
 from pipeline.store.schema import deliveries, subscriber_events
-from pipeline import subscribers as subs
 from pipeline.web.app import create_app, serve
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -34,8 +34,10 @@ def maildir_messages(app) -> list[email.message.EmailMessage]:
     """Every message in the Maildir, parsed strictly (RFC 6532 aware: raw UTF-8 headers)."""
     new = app.settings.path("email.maildir") / "new"
     files = sorted(new.iterdir()) if new.is_dir() else []
-    return [email.message_from_bytes(p.read_bytes(), policy=email.policy.SMTPUTF8.clone(raise_on_defect=True))
-            for p in files]
+    return [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.SMTPUTF8.clone(raise_on_defect=True))
+        for p in files
+    ]
 
 
 def raw_header(data: bytes, name: str) -> str:
@@ -59,6 +61,7 @@ def subscribe(client, address, **headers):
 
 
 # --- 1: internationalised addresses (issue 18 item 1, issue 19 item 7) ------------------
+
 
 def test_idn_domain_is_stored_and_mailed_in_idna_form(app):
     """The confirmation goes out at once (issue 16 item 22) with `To: joe@xn--bcher-kva.example`:
@@ -91,8 +94,13 @@ def test_the_same_rule_for_operator_add_and_csv_import(sqlite_app):
     with app.engine.begin() as conn:
         with pytest.raises(subs.InvalidInput, match="non-ASCII characters before the @"):
             subs.add(conn, app.settings, "jörg@bücher.example")
-        report = subs.import_csv(conn, app.settings, io.StringIO("email\njörg@bücher.example\nann@bücher.example\n"),
-                                 confirmed=True, source="fair")
+        report = subs.import_csv(
+            conn,
+            app.settings,
+            io.StringIO("email\njörg@bücher.example\nann@bücher.example\n"),
+            confirmed=True,
+            source="fair",
+        )
     assert report.added == 1 and len(report.bad) == 1 and "non-ASCII" in report.bad[0][1]
     with app.engine.connect() as conn:
         assert [s["email"] for s in subs.list_subscribers(conn)] == ["ann@xn--bcher-kva.example"]
@@ -115,8 +123,9 @@ def test_digest_to_header_never_encodes_the_address(sqlite_app):
     from pipeline.digests import render
 
     def to(name, address):
-        p = render.Personal(email=address, name=name, unsubscribe_url="https://x/u", preferences_url="https://x/p",
-                            message_id="<m@x>")
+        p = render.Personal(
+            email=address, name=name, unsubscribe_url="https://x/u", preferences_url="https://x/p", message_id="<m@x>"
+        )
         return render.personal_values(p)[render.MARKERS["to"]]
 
     assert to("", "joe@bücher.example") == "joe@xn--bcher-kva.example"
@@ -133,8 +142,9 @@ def _smtputf8_server(enable: bool):
             self.received = []
 
         async def handle_DATA(self, server, session, envelope):
-            self.received.append((envelope.mail_from, list(envelope.rcpt_tos), list(envelope.mail_options),
-                                  envelope.original_content))
+            self.received.append(
+                (envelope.mail_from, list(envelope.rcpt_tos), list(envelope.mail_options), envelope.original_content)
+            )
             return "250 OK"
 
     class PortZero(Controller):
@@ -153,9 +163,12 @@ def _signup_through_smtp(make_app, url, *, offers_smtputf8: bool, pipelining: bo
     controller, handler = _smtputf8_server(offers_smtputf8)
     controller.start()
     try:
-        app = make_app(url, f"[email]\nsmtputf8 = true\nbackend = 'smtp'\nsmtp_host = '127.0.0.1'\n"
-                            f"smtp_port = {controller.port}\nsmtp_security = 'none'\n"
-                            f"[delivery]\npipelining = {str(pipelining).lower()}\n")
+        app = make_app(
+            url,
+            f"[email]\nsmtputf8 = true\nbackend = 'smtp'\nsmtp_host = '127.0.0.1'\n"
+            f"smtp_port = {controller.port}\nsmtp_security = 'none'\n"
+            f"[delivery]\npipelining = {str(pipelining).lower()}\n",
+        )
         with client_for(app) as c:
             assert subscribe(c, "jörg@bücher.example").status_code == 200
     finally:
@@ -182,13 +195,19 @@ def test_smtputf8_address_to_a_relay_without_it_fails_permanently(make_app, sqli
 
 # --- 2: undecodable form bodies (issue 18 item 2) -------------------------------------
 
-@pytest.mark.parametrize("body,content_type", [
-    (b"email=\xff\xfe%40example.com", "application/x-www-form-urlencoded"),
-    (b"email=%FF%FE%40example.com", "application/x-www-form-urlencoded"),
-    (b"email=ok%40example.com&name=%C3", "application/x-www-form-urlencoded"),
-    (b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\n\xff\xfe@example.com\r\n--b--\r\n',
-     "multipart/form-data; boundary=b"),
-])
+
+@pytest.mark.parametrize(
+    "body,content_type",
+    [
+        (b"email=\xff\xfe%40example.com", "application/x-www-form-urlencoded"),
+        (b"email=%FF%FE%40example.com", "application/x-www-form-urlencoded"),
+        (b"email=ok%40example.com&name=%C3", "application/x-www-form-urlencoded"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="email"\r\n\r\n\xff\xfe@example.com\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+        ),
+    ],
+)
 def test_invalid_utf8_in_a_form_is_a_400_not_another_address(sqlite_app, body, content_type):
     app = sqlite_app
     with client_for(app) as c:
@@ -199,15 +218,21 @@ def test_invalid_utf8_in_a_form_is_a_400_not_another_address(sqlite_app, body, c
 
 def test_lone_surrogate_in_json_is_a_400(sqlite_app):
     with client_for(sqlite_app) as c:
-        r = c.post("/subscribe", content=b'{"email": "a@example.com", "name": "\\ud800"}',
-                   headers={"Content-Type": "application/json"})
+        r = c.post(
+            "/subscribe",
+            content=b'{"email": "a@example.com", "name": "\\ud800"}',
+            headers={"Content-Type": "application/json"},
+        )
     assert r.status_code == 400 and rows(sqlite_app) == []
 
 
 def test_valid_utf8_form_still_works(sqlite_app):
     with client_for(sqlite_app) as c:
-        r = c.post("/subscribe", content="email=ann%40example.com&name=J%C3%B6rg".encode(),
-                   headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE})
+        r = c.post(
+            "/subscribe",
+            content=b"email=ann%40example.com&name=J%C3%B6rg",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": BASE},
+        )
     assert r.status_code == 200
     with sqlite_app.engine.connect() as conn:
         assert subs.get(conn, "ann@example.com")["name"] == "Jörg"
@@ -215,22 +240,29 @@ def test_valid_utf8_form_still_works(sqlite_app):
 
 # --- 3: X-Forwarded-For (issue 18 item 3, DOI-2) -----------------------------------------
 
+
 def test_spoofed_forwarded_for_from_loopback_does_not_reset_the_limit_doi2(make_app, db_url):
     """Default: no proxy trusted, so a local process cannot claim a new address per request."""
     app = make_app(db_url, "[subscribers]\nmax_signups_per_client = 5\n")
     with client_for(app, client=("127.0.0.1", 40000)) as c:
-        answers = [subscribe(c, f"a{i}@example.com", **{"X-Forwarded-For": f"198.51.100.{i}"}).status_code
-                   for i in range(7)]
+        answers = [
+            subscribe(c, f"a{i}@example.com", **{"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(7)
+        ]
     assert answers == [200] * 5 + [429] * 2
 
 
 def test_behind_a_trusted_proxy_the_rightmost_untrusted_hop_is_the_client_doi2(make_app, sqlite_url):
-    app = make_app(sqlite_url, "[subscribers]\nmax_signups_per_client = 5\n[web]\n"
-                               "forwarded_allow_ips = '127.0.0.1, 10.0.0.0/8'\n")
+    app = make_app(
+        sqlite_url, "[subscribers]\nmax_signups_per_client = 5\n[web]\nforwarded_allow_ips = '127.0.0.1, 10.0.0.0/8'\n"
+    )
     with client_for(app, client=("127.0.0.1", 40000)) as c:
         # The client sends its own X-Forwarded-For; the proxies append the real hops.
-        spoofed = [subscribe(c, f"b{i}@example.com", **{"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.9, 10.1.2.3"})
-                   .status_code for i in range(6)]
+        spoofed = [
+            subscribe(
+                c, f"b{i}@example.com", **{"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.9, 10.1.2.3"}
+            ).status_code
+            for i in range(6)
+        ]
         other = subscribe(c, "c@example.com", **{"X-Forwarded-For": "203.0.113.10"}).status_code
     assert spoofed == [200] * 5 + [429] and other == 200
     with app.engine.connect() as conn:
@@ -243,8 +275,10 @@ def test_untrusted_peer_forwarded_for_is_ignored(make_app, sqlite_url):
     with client_for(app, client=("192.0.2.7", 40000)) as c:
         assert subscribe(c, "d@example.com", **{"X-Forwarded-For": "203.0.113.1"}).status_code == 200
     with app.engine.connect() as conn:
-        assert conn.execute(select(subscriber_events.c.ip).where(subscriber_events.c.kind == "signup")
-                            ).scalar_one() == "192.0.2.7"
+        assert (
+            conn.execute(select(subscriber_events.c.ip).where(subscriber_events.c.kind == "signup")).scalar_one()
+            == "192.0.2.7"
+        )
 
 
 def test_trusted_proxies_rule():
@@ -264,18 +298,26 @@ def test_trusted_proxies_rule():
 
 # --- 6: Origin against site.base_url, never Host (issue 18 item 6) -------------------------
 
+
 def test_origin_matching_a_forged_host_is_refused_dns_rebinding(sqlite_app):
     with client_for(sqlite_app) as c:
-        r = c.post("/subscribe", data={"email": "ada@example.com"},
-                   headers={"Host": "rebind.evil.example", "Origin": "https://rebind.evil.example"})
+        r = c.post(
+            "/subscribe",
+            data={"email": "ada@example.com"},
+            headers={"Host": "rebind.evil.example", "Origin": "https://rebind.evil.example"},
+        )
         assert r.status_code == 403
-        r = c.post("/subscribe", data={"email": "ada@example.com"},
-                   headers={"Host": "rebind.evil.example", "Referer": "https://rebind.evil.example/x"})
+        r = c.post(
+            "/subscribe",
+            data={"email": "ada@example.com"},
+            headers={"Host": "rebind.evil.example", "Referer": "https://rebind.evil.example/x"},
+        )
         assert r.status_code == 403
         assert subscribe(c, "ada@example.com").status_code == 200
 
 
 # --- 13: no secret, no service (issue 16 item 13) ------------------------------------------
+
 
 def test_healthz_names_the_demo_secret_and_fails_without_one(sqlite_app):
     app = sqlite_app
@@ -308,6 +350,7 @@ def test_healthz_with_the_environment_secret(make_app, sqlite_url, tmp_path):
 
 # --- 22: transactional email at once (issue 16 item 22) ------------------------------------
 
+
 def test_confirmation_is_sent_at_once_through_the_outbox(app):
     with client_for(app) as c:
         assert subscribe(c, "ada@example.com").status_code == 200
@@ -317,6 +360,7 @@ def test_confirmation_is_sent_at_once_through_the_outbox(app):
         assert message["To"] == "ada@example.com" and "Confirm" in message["Subject"]
         # a drain afterwards has nothing to send again (the row and its key stay: idempotent)
         from pipeline.delivery.worker import drain
+
         assert drain(app.settings, app.engine).sent == 0
         assert len(maildir_messages(app)) == 1
 

@@ -14,8 +14,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from pipeline.site.build import build
 from pipeline import subscribers as subs
+from pipeline.site.build import build
 from pipeline.web.app import create_app
 
 from .feedsite import add_articles, publish, read
@@ -41,14 +41,19 @@ def alternates(app, rel) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("key", ["tags/habits", "categories/work", "authors/ana-lee"])
 def test_listing_pages_advertise_their_own_feeds_disc1(site, key):
     assert alternates(site, f"{key}/index.html") == [
-        ("application/atom+xml", f"{BASE}/feeds/{key}.atom"), ("application/rss+xml", f"{BASE}/feeds/{key}.rss"),
-        ("application/feed+json", f"{BASE}/feeds/{key}.json")]
+        ("application/atom+xml", f"{BASE}/feeds/{key}.atom"),
+        ("application/rss+xml", f"{BASE}/feeds/{key}.rss"),
+        ("application/feed+json", f"{BASE}/feeds/{key}.json"),
+    ]
 
 
 def test_home_and_article_pages_advertise_the_site_feeds_disc1(site):
     for rel in ("index.html", "articles/article-001/index.html"):
         assert [href for _type, href in alternates(site, rel)] == [
-            f"{BASE}/feeds/all.atom", f"{BASE}/feeds/all.rss", f"{BASE}/feeds/all.json"]
+            f"{BASE}/feeds/all.atom",
+            f"{BASE}/feeds/all.rss",
+            f"{BASE}/feeds/all.json",
+        ]
 
 
 def test_feeds_link_opens_a_page_for_people_with_every_feed(site):

@@ -5,11 +5,12 @@ same on PostgreSQL, which test_web.py covers with fixed inputs)."""
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
 import warnings
+from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -21,17 +22,26 @@ from pipeline.web.app import create_app
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BASE = "https://news.example.com"
 RELAXED = "[subscribers]\nmax_signups_per_address = 100000\nmax_signups_per_client = 100000\n"
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                        HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 text = st.text(max_size=300)
-maybe_text = st.one_of(st.none(), text, st.sampled_from(["", "daily", "weekly", "instant", "UTC", "Europe/Berlin",
-                                                         "work", "a@example.com", "One-Click"]))
-emails = st.one_of(text, st.emails().map(str), st.sampled_from(["a@example.com", "A@EXAMPLE.COM", "@", "a@b",
-                                                                "x@localhost", "a@[127.0.0.1]"]))
-json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), text),
-                           lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                   st.dictionaries(text, inner, max_size=4)), max_leaves=10)
+maybe_text = st.one_of(
+    st.none(),
+    text,
+    st.sampled_from(["", "daily", "weekly", "instant", "UTC", "Europe/Berlin", "work", "a@example.com", "One-Click"]),
+)
+emails = st.one_of(
+    text,
+    st.emails().map(str),
+    st.sampled_from(["a@example.com", "A@EXAMPLE.COM", "@", "a@b", "x@localhost", "a@[127.0.0.1]"]),
+)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), text),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(text, inner, max_size=4)),
+    max_leaves=10,
+)
 
 
 def ok(status: int) -> bool:
@@ -59,22 +69,41 @@ def form_data(fields: dict) -> dict:
 
 
 @FUZZ
-@given(email=emails, name=maybe_text, frequency=maybe_text, timezone=maybe_text,
-       topics=st.lists(maybe_text.filter(lambda v: v is not None), max_size=5),
-       consent_version=maybe_text, website=st.one_of(st.none(), st.just(""), text))
+@given(
+    email=emails,
+    name=maybe_text,
+    frequency=maybe_text,
+    timezone=maybe_text,
+    topics=st.lists(maybe_text.filter(lambda v: v is not None), max_size=5),
+    consent_version=maybe_text,
+    website=st.one_of(st.none(), st.just(""), text),
+)
 def test_subscribe_form_fields(fuzz_app, email, name, frequency, timezone, topics, consent_version, website):
     _, client = fuzz_app
-    data = form_data({"email": email, "name": name, "frequency": frequency, "timezone": timezone,
-                      "consent_version": consent_version, "website": website})
+    data = form_data(
+        {
+            "email": email,
+            "name": name,
+            "frequency": frequency,
+            "timezone": timezone,
+            "consent_version": consent_version,
+            "website": website,
+        }
+    )
     data["topics"] = topics
     r = client.post("/subscribe", data=data, headers={"Origin": BASE})
     assert ok(r.status_code), (r.status_code, r.text[:300])
 
 
 @FUZZ
-@given(body=st.dictionaries(st.sampled_from(["email", "name", "frequency", "topics", "timezone",
-                                             "consent_version", "website", "other"]), json_values, max_size=8),
-       raw=st.one_of(st.none(), st.binary(max_size=200)))
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["email", "name", "frequency", "topics", "timezone", "consent_version", "website", "other"]),
+        json_values,
+        max_size=8,
+    ),
+    raw=st.one_of(st.none(), st.binary(max_size=200)),
+)
 def test_subscribe_json_fields(fuzz_app, body, raw):
     _, client = fuzz_app
     if raw is not None:
@@ -85,14 +114,28 @@ def test_subscribe_json_fields(fuzz_app, body, raw):
 
 
 @FUZZ
-@given(raw=st.binary(max_size=400), content_type=st.sampled_from([
-    "application/x-www-form-urlencoded", "multipart/form-data", "multipart/form-data; boundary=xyz",
-    "text/plain", "", "application/json; charset=utf-8"]))
+@given(
+    raw=st.binary(max_size=400),
+    content_type=st.sampled_from(
+        [
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+            "multipart/form-data; boundary=xyz",
+            "text/plain",
+            "",
+            "application/json; charset=utf-8",
+        ]
+    ),
+)
 def test_raw_bodies(fuzz_app, raw, content_type):
     app, client = fuzz_app
     sid = 1
-    for path in ("/subscribe", "/unsubscribe/" + subs.list_token(app.settings, "unsubscribe", sid),
-                 "/preferences/" + subs.list_token(app.settings, "preferences", sid), "/confirm/abc"):
+    for path in (
+        "/subscribe",
+        "/unsubscribe/" + subs.list_token(app.settings, "unsubscribe", sid),
+        "/preferences/" + subs.list_token(app.settings, "preferences", sid),
+        "/confirm/abc",
+    ):
         r = client.post(path, content=raw, headers={"Content-Type": content_type, "Origin": BASE})
         assert ok(r.status_code), (path, r.status_code, r.text[:300])
 
@@ -105,18 +148,31 @@ def subscriber_links(fuzz_app):
         sub = subs.get(conn, "fuzz@example.com")
     prefs = "/preferences/" + subs.list_token(app.settings, "preferences", sub["id"])
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get(prefs).text).group(1)
-    return {"prefs": prefs, "csrf": token, "unsub": "/unsubscribe/" + subs.list_token(app.settings, "unsubscribe",
-                                                                                     sub["id"])}
+    return {
+        "prefs": prefs,
+        "csrf": token,
+        "unsub": "/unsubscribe/" + subs.list_token(app.settings, "unsubscribe", sub["id"]),
+    }
 
 
 @FUZZ
-@given(name=maybe_text, frequency=maybe_text, timezone=maybe_text,
-       topics=st.lists(maybe_text.filter(lambda v: v is not None), max_size=5),
-       csrf_token=st.one_of(st.none(), text, st.just("VALID")))
+@given(
+    name=maybe_text,
+    frequency=maybe_text,
+    timezone=maybe_text,
+    topics=st.lists(maybe_text.filter(lambda v: v is not None), max_size=5),
+    csrf_token=st.one_of(st.none(), text, st.just("VALID")),
+)
 def test_preferences_form_fields(fuzz_app, subscriber_links, name, frequency, timezone, topics, csrf_token):
     _, client = fuzz_app
-    data = form_data({"name": name, "frequency": frequency, "timezone": timezone,
-                      "csrf_token": subscriber_links["csrf"] if csrf_token == "VALID" else csrf_token})
+    data = form_data(
+        {
+            "name": name,
+            "frequency": frequency,
+            "timezone": timezone,
+            "csrf_token": subscriber_links["csrf"] if csrf_token == "VALID" else csrf_token,
+        }
+    )
     data["topics"] = topics
     r = client.post(subscriber_links["prefs"], data=data, headers={"Origin": BASE})
     assert ok(r.status_code), (r.status_code, r.text[:300])
@@ -140,6 +196,7 @@ def test_token_paths_and_fields(fuzz_app, subscriber_links, token, field, value)
 
 # --- issue 18: invalid UTF-8, internationalised addresses, spoofed X-Forwarded-For ---------
 
+
 def _not_utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
@@ -150,6 +207,7 @@ def _not_utf8(data: bytes) -> bool:
 
 def _subscriber_count(app) -> int:
     from sqlalchemy import func, select
+
     from pipeline.store.schema import subscribers
 
     with app.engine.connect() as conn:
@@ -157,8 +215,11 @@ def _subscriber_count(app) -> int:
 
 
 @FUZZ
-@given(junk=st.binary(min_size=1, max_size=12).filter(_not_utf8), escaped=st.booleans(),
-       content_type=st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data; boundary=b"]))
+@given(
+    junk=st.binary(min_size=1, max_size=12).filter(_not_utf8),
+    escaped=st.booleans(),
+    content_type=st.sampled_from(["application/x-www-form-urlencoded", "multipart/form-data; boundary=b"]),
+)
 def test_undecodable_form_bodies_are_400_and_store_nothing(fuzz_app, junk, escaped, content_type):
     """Issue 18 item 2: bytes that are not UTF-8, raw or %-escaped, never become an address."""
     app, client = fuzz_app
@@ -195,9 +256,14 @@ def test_internationalised_addresses_are_refused_or_mailed_with_an_ascii_address
         return
     with app.engine.connect() as conn:
         from sqlalchemy import select
+
         from pipeline.store.schema import deliveries
-        row = conn.execute(select(deliveries.c.target, deliveries.c.idempotency_key, deliveries.c.state)
-                           .order_by(deliveries.c.id.desc()).limit(1)).one()
+
+        row = conn.execute(
+            select(deliveries.c.target, deliveries.c.idempotency_key, deliveries.c.state)
+            .order_by(deliveries.c.id.desc())
+            .limit(1)
+        ).one()
     assert row.target.isascii() and "@" in row.target
     maildir = app.settings.path("email.maildir") / "new"
     for path in maildir.iterdir():
@@ -210,21 +276,31 @@ def test_internationalised_addresses_are_refused_or_mailed_with_an_ascii_address
 
 
 @FUZZ
-@given(forwarded=st.lists(st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
-                          min_size=1, max_size=3))
+@given(
+    forwarded=st.lists(
+        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40), min_size=1, max_size=3
+    )
+)
 def test_spoofed_forwarded_for_never_becomes_the_client(fuzz_app, forwarded):
     """Issue 18 item 3 (DOI-2): no proxy is trusted by default, so whatever X-Forwarded-For
     a local process sends, the consent log and the per-client limit see the peer."""
     from sqlalchemy import select
+
     from pipeline.store.schema import subscriber_events
 
     app, _ = fuzz_app
-    with TestClient(create_app(app), base_url=BASE, raise_server_exceptions=False,
-                    client=("127.0.0.1", 4321)) as local:
-        r = local.post("/subscribe", data={"email": "spoof@example.com"},
-                       headers=[("Origin", BASE), *[("X-Forwarded-For", v) for v in forwarded]])
+    with TestClient(create_app(app), base_url=BASE, raise_server_exceptions=False, client=("127.0.0.1", 4321)) as local:
+        r = local.post(
+            "/subscribe",
+            data={"email": "spoof@example.com"},
+            headers=[("Origin", BASE), *[("X-Forwarded-For", v) for v in forwarded]],
+        )
     assert ok(r.status_code)
     with app.engine.connect() as conn:
-        ip = conn.execute(select(subscriber_events.c.ip).where(subscriber_events.c.kind == "signup")
-                          .order_by(subscriber_events.c.id.desc()).limit(1)).scalar_one()
+        ip = conn.execute(
+            select(subscriber_events.c.ip)
+            .where(subscriber_events.c.kind == "signup")
+            .order_by(subscriber_events.c.id.desc())
+            .limit(1)
+        ).scalar_one()
     assert ip == "127.0.0.1"

@@ -10,10 +10,11 @@ from urllib.parse import parse_qs
 import pytest
 from sqlalchemy import select
 
-from pipeline.site.build import build
 from pipeline.delivery.worker import drain
-from pipeline.store.schema import deliveries
 from pipeline.site import websub
+from pipeline.site.build import build
+from pipeline.store.schema import deliveries
+
 from .feedsite import add_articles, build_site, publish
 
 
@@ -72,10 +73,14 @@ def hubs():
 
 
 def hub_toml(hubs, partner_hub=None, param="hub.url"):
-    toml = f'\n[feeds]\nmax_entries = 3\narchive_size = 2\nhubs = {[h.url for h in hubs]!r}\nhub_url_param = "{param}"\n'
+    toml = (
+        f'\n[feeds]\nmax_entries = 3\narchive_size = 2\nhubs = {[h.url for h in hubs]!r}\nhub_url_param = "{param}"\n'
+    )
     toml = toml.replace("'", '"')
     if partner_hub:
-        toml += f'\n[[partners]]\nname = "partner-hub"\nkind = "websub"\nurl = "{partner_hub.url}"\nallow_private = true\n'
+        toml += (
+            f'\n[[partners]]\nname = "partner-hub"\nkind = "websub"\nurl = "{partner_hub.url}"\nallow_private = true\n'
+        )
     return toml
 
 
@@ -121,8 +126,11 @@ def test_ws_4_a_failing_hub_is_retried_while_the_other_hubs_are_pinged(make_app,
     assert sorted(good.topics()) == sorted(bad.topics()) == sorted(first.changed_topics)
     assert report.sent == len(first.changed_topics) and report.retry == len(first.changed_topics)
     with app.engine.connect() as conn:
-        rows = conn.execute(select(deliveries.c.state, deliveries.c.next_attempt_at, deliveries.c.last_error)
-                            .where(deliveries.c.target == bad.url)).all()
+        rows = conn.execute(
+            select(deliveries.c.state, deliveries.c.next_attempt_at, deliveries.c.last_error).where(
+                deliveries.c.target == bad.url
+            )
+        ).all()
     assert {r.state for r in rows} == {"retry"} and all("500" in r.last_error for r in rows)
     # not due yet: nothing is sent again
     bad.requests.clear()
@@ -142,7 +150,7 @@ def test_hub_topic_parameter_is_configurable_and_retries_end_dead(make_app, sqli
     app = make_app(sqlite_url, hub_toml([hub], param="hub.topic"))
     first = build_site(app, 1)
     schedule = app.settings.feeds.hub_retry_schedule
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     for attempt in range(len(schedule) + 1):
         monkeypatch.setenv("SYNDICATE_FROZEN_NOW", (now + dt.timedelta(days=2 * attempt)).isoformat())
         drain(app.settings, app.engine, channels=["websub"])

@@ -63,8 +63,10 @@ class SignInRefused(AccountError):
     """Wrong address or password, or the account cannot sign in: one message for all."""
 
     def __init__(self):
-        super().__init__("that address and password do not match an active account",
-                         hint="Check both, or ask for a new password with 'Forgot your password?'.")
+        super().__init__(
+            "that address and password do not match an active account",
+            hint="Check both, or ask for a new password with 'Forgot your password?'.",
+        )
 
 
 class Throttled(AccountError):
@@ -89,11 +91,18 @@ class User:
 
 def _user(row) -> User:
     m = row._mapping if hasattr(row, "_mapping") else row
-    return User(id=m["id"], email=m["email"], name=m["name"], roles=tuple(m["roles"] or ()), state=m["state"],
-                author_slug=m["author_slug"])
+    return User(
+        id=m["id"],
+        email=m["email"],
+        name=m["name"],
+        roles=tuple(m["roles"] or ()),
+        state=m["state"],
+        author_slug=m["author_slug"],
+    )
 
 
 # --- hashing -------------------------------------------------------------------------
+
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
@@ -108,8 +117,11 @@ def verify_password(stored: str | None, password: str) -> bool:
 
 def check_password_rules(password: str, email: str = "") -> None:
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise AccountError(f"the password needs at least {MIN_PASSWORD} characters", field="password",
-                           hint="A few unrelated words make a long password that is easy to remember.")
+        raise AccountError(
+            f"the password needs at least {MIN_PASSWORD} characters",
+            field="password",
+            hint="A few unrelated words make a long password that is easy to remember.",
+        )
     if len(password) > MAX_PASSWORD:
         raise AccountError(f"the password is longer than {MAX_PASSWORD} characters", field="password")
     if email and password.lower() == email.lower():
@@ -117,6 +129,7 @@ def check_password_rules(password: str, email: str = "") -> None:
 
 
 # --- users ---------------------------------------------------------------------------
+
 
 def normalise_email(raw) -> str:
     email = (raw or "").strip().lower() if isinstance(raw, str) else ""
@@ -167,21 +180,33 @@ def list_users(conn: Connection, *, state: str | None = None) -> list[dict]:
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def create_user(conn: Connection, email: str, *, roles, name: str = "", state: str = "invited",
-                password: str | None = None) -> User:
+def create_user(
+    conn: Connection, email: str, *, roles, name: str = "", state: str = "invited", password: str | None = None
+) -> User:
     email = normalise_email(email)
     roles = clean_roles(roles)
     if by_email(conn, email) is not None:
-        raise AccountError(f"{email} already has an account", field="email",
-                           hint="`syndicate users role` changes its roles.")
+        raise AccountError(
+            f"{email} already has an account", field="email", hint="`syndicate users role` changes its roles."
+        )
     if password is not None:
         check_password_rules(password, email)
     now = utcnow()
     name = clean_name(name, email)
-    uid = conn.execute(insert(users).values(
-        email=email, name=name, roles=roles, state=state,
-        password_hash=hash_password(password) if password is not None else None, author_slug=None,
-        created_at=now, updated_at=now).returning(users.c.id)).scalar_one()
+    uid = conn.execute(
+        insert(users)
+        .values(
+            email=email,
+            name=name,
+            roles=roles,
+            state=state,
+            password_hash=hash_password(password) if password is not None else None,
+            author_slug=None,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(users.c.id)
+    ).scalar_one()
     if "author" in roles and state == "active":
         ensure_author(conn, uid)
     return get(conn, uid)
@@ -199,8 +224,11 @@ def ensure_author(conn: Connection, user_id: int) -> str:
     while conn.execute(select(authors.c.id).where(authors.c.slug == slug)).first() is not None:
         n += 1
         slug = f"{base}-{n}"
-    conn.execute(insert(authors).values(slug=slug, name=user.name, bio="", url="", email=user.email,
-                                        content_hash="desk", updated_at=utcnow()))
+    conn.execute(
+        insert(authors).values(
+            slug=slug, name=user.name, bio="", url="", email=user.email, content_hash="desk", updated_at=utcnow()
+        )
+    )
     conn.execute(update(users).where(users.c.id == user_id).values(author_slug=slug, updated_at=utcnow()))
     return slug
 
@@ -229,12 +257,14 @@ def set_state(conn: Connection, user_id: int, state: str) -> User:
 def set_password(conn: Connection, user_id: int, password: str) -> None:
     user = get(conn, user_id)
     check_password_rules(password, user.email)
-    conn.execute(update(users).where(users.c.id == user_id).values(password_hash=hash_password(password),
-                                                                  updated_at=utcnow()))
+    conn.execute(
+        update(users).where(users.c.id == user_id).values(password_hash=hash_password(password), updated_at=utcnow())
+    )
     end_sessions(conn, user_id)
 
 
 # --- sign-in and throttles ---------------------------------------------------------------
+
 
 def _failure_keys(email: str, ip: str | None) -> list[str]:
     keys = ["acct:" + hashlib.sha256(email.encode()).hexdigest()[:64]]
@@ -247,14 +277,18 @@ def _check_throttle(conn: Connection, settings, email: str, ip: str | None, now:
     window = dt.timedelta(minutes=settings.desk.throttle_minutes)
     limits = [settings.desk.max_failures_per_account, settings.desk.max_failures_per_address]
     for key, limit in zip(_failure_keys(email, ip), limits):
-        n, oldest = conn.execute(select(func.count(), func.min(login_failures.c.at))
-                                 .where(login_failures.c.key == key, login_failures.c.at > now - window)).one()
+        n, oldest = conn.execute(
+            select(func.count(), func.min(login_failures.c.at)).where(
+                login_failures.c.key == key, login_failures.c.at > now - window
+            )
+        ).one()
         if limit and n >= limit:
             raise Throttled(int((oldest + window - now).total_seconds()) + 1)
 
 
-def authenticate(conn: Connection, settings, email: str, password: str, *, ip: str | None = None,
-                 now: dt.datetime | None = None) -> User:
+def authenticate(
+    conn: Connection, settings, email: str, password: str, *, ip: str | None = None, now: dt.datetime | None = None
+) -> User:
     """The active user with this address and password, or SignInRefused / Throttled.
 
     Failures are recorded by the caller's transaction; callers must commit even when
@@ -277,15 +311,30 @@ def authenticate(conn: Connection, settings, email: str, password: str, *, ip: s
 
 # --- sessions ---------------------------------------------------------------------------
 
-def start_session(conn: Connection, settings, user_id: int, *, ip: str | None = None,
-                  user_agent: str | None = None, now: dt.datetime | None = None) -> str:
+
+def start_session(
+    conn: Connection,
+    settings,
+    user_id: int,
+    *,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    now: dt.datetime | None = None,
+) -> str:
     """A new session; returns the cookie value (only its hash is stored)."""
     now = now or utcnow()
     token = tokens.random_token()
-    conn.execute(insert(user_sessions).values(
-        id=tokens.token_hash(token), user_id=user_id, created_at=now,
-        expires_at=now + dt.timedelta(hours=settings.desk.session_hours), last_seen_at=now,
-        ip=(ip or None) and ip[:64], user_agent=(user_agent or None) and user_agent[:400]))
+    conn.execute(
+        insert(user_sessions).values(
+            id=tokens.token_hash(token),
+            user_id=user_id,
+            created_at=now,
+            expires_at=now + dt.timedelta(hours=settings.desk.session_hours),
+            last_seen_at=now,
+            ip=(ip or None) and ip[:64],
+            user_agent=(user_agent or None) and user_agent[:400],
+        )
+    )
     return token
 
 
@@ -295,9 +344,11 @@ def session_user(conn: Connection, token: str | None, *, now: dt.datetime | None
         return None
     now = now or utcnow()
     sid = tokens.token_hash(token)
-    row = conn.execute(select(users, user_sessions.c.expires_at)
-                       .join(user_sessions, user_sessions.c.user_id == users.c.id)
-                       .where(user_sessions.c.id == sid)).first()
+    row = conn.execute(
+        select(users, user_sessions.c.expires_at)
+        .join(user_sessions, user_sessions.c.user_id == users.c.id)
+        .where(user_sessions.c.id == sid)
+    ).first()
     if row is None or row.expires_at <= now or row.state != "active":
         return None
     return _user(row), sid
@@ -313,6 +364,7 @@ def end_sessions(conn: Connection, user_id: int) -> int:
 
 
 # --- single-use links -------------------------------------------------------------------
+
 
 def _link_token(settings, purpose: str, nonce: str) -> str:
     return tokens.sign(settings, f"desk-{purpose}", nonce)
@@ -339,11 +391,19 @@ def issue_link(conn: Connection, settings, user: User, purpose: str, *, now: dt.
     token = _link_token(settings, purpose, nonce)
     token_h = tokens.token_hash(token)
     expires = now + dt.timedelta(hours=ttl_hours(settings, purpose))
-    conn.execute(insert(account_tokens).values(user_id=user.id, purpose=purpose, token_hash=token_h,
-                                               created_at=now, expires_at=expires, used_at=None))
-    outbox.enqueue(conn, channel="email", target=user.email, kind=f"desk_{purpose}",
-                   key=f"desk_{purpose}:{user.id}:{token_h[:32]}",
-                   payload={"user_id": user.id, "nonce": nonce, "purpose": purpose})
+    conn.execute(
+        insert(account_tokens).values(
+            user_id=user.id, purpose=purpose, token_hash=token_h, created_at=now, expires_at=expires, used_at=None
+        )
+    )
+    outbox.enqueue(
+        conn,
+        channel="email",
+        target=user.email,
+        kind=f"desk_{purpose}",
+        key=f"desk_{purpose}:{user.id}:{token_h[:32]}",
+        payload={"user_id": user.id, "nonce": nonce, "purpose": purpose},
+    )
     return token
 
 
@@ -357,8 +417,11 @@ def check_link(conn: Connection, settings, purpose: str, token: str, *, now: dt.
     if not isinstance(token, str) or len(token) > 500:
         raise TokenError("this link is not valid", hint="Check that the whole link was copied.")
     tokens.verify(settings, f"desk-{purpose}", token)  # tampering and the purpose
-    row = conn.execute(select(account_tokens).where(account_tokens.c.token_hash == tokens.token_hash(token),
-                                                    account_tokens.c.purpose == purpose)).first()
+    row = conn.execute(
+        select(account_tokens).where(
+            account_tokens.c.token_hash == tokens.token_hash(token), account_tokens.c.purpose == purpose
+        )
+    ).first()
     if row is None:
         raise TokenError("this link is not valid", hint="Ask for a new one.")
     if row.used_at is not None:
@@ -375,15 +438,18 @@ def use_link(conn: Connection, settings, purpose: str, token: str, *, now: dt.da
     """check_link, then mark it used; a second use (even concurrent) fails."""
     now = now or utcnow()
     user = check_link(conn, settings, purpose, token, now=now)
-    done = conn.execute(update(account_tokens).where(account_tokens.c.token_hash == tokens.token_hash(token),
-                                                     account_tokens.c.used_at.is_(None))
-                        .values(used_at=now)).rowcount
+    done = conn.execute(
+        update(account_tokens)
+        .where(account_tokens.c.token_hash == tokens.token_hash(token), account_tokens.c.used_at.is_(None))
+        .values(used_at=now)
+    ).rowcount
     if done != 1:
         raise TokenError("this link was used already", hint="Each link works once; ask for a new one.")
     return user
 
 
 # --- flows ----------------------------------------------------------------------------
+
 
 def invite(conn: Connection, settings, email: str, roles, *, name: str = "") -> tuple[User, str]:
     """`syndicate users add`: an invited user and the link, queued as email."""
@@ -409,9 +475,15 @@ def request_reset(conn: Connection, settings, email: str) -> None:
     user = by_email(conn, email)
     if user is None or user.state != "active":
         return
-    recent = conn.execute(select(func.count()).select_from(account_tokens).where(
-        account_tokens.c.user_id == user.id, account_tokens.c.purpose == "reset",
-        account_tokens.c.created_at > utcnow() - dt.timedelta(hours=1))).scalar()
+    recent = conn.execute(
+        select(func.count())
+        .select_from(account_tokens)
+        .where(
+            account_tokens.c.user_id == user.id,
+            account_tokens.c.purpose == "reset",
+            account_tokens.c.created_at > utcnow() - dt.timedelta(hours=1),
+        )
+    ).scalar()
     if recent >= 3:  # stop a reset-mail flood to one inbox
         return
     issue_link(conn, settings, user, "reset")
@@ -454,8 +526,36 @@ def accept_applicant(conn: Connection, user_id: int) -> User:
     return set_state(conn, user_id, "active")
 
 
-__all__ = ["ROLES", "STATES", "User", "AccountError", "SignInRefused", "Throttled", "hash_password",
-           "verify_password", "create_user", "invite", "accept_invitation", "authenticate", "start_session",
-           "session_user", "end_session", "end_sessions", "issue_link", "check_link", "use_link",
-           "request_reset", "reset_password", "register_author", "confirm_registration", "accept_applicant",
-           "set_roles", "set_state", "set_password", "list_users", "by_email", "get", "require"]
+__all__ = [
+    "ROLES",
+    "STATES",
+    "User",
+    "AccountError",
+    "SignInRefused",
+    "Throttled",
+    "hash_password",
+    "verify_password",
+    "create_user",
+    "invite",
+    "accept_invitation",
+    "authenticate",
+    "start_session",
+    "session_user",
+    "end_session",
+    "end_sessions",
+    "issue_link",
+    "check_link",
+    "use_link",
+    "request_reset",
+    "reset_password",
+    "register_author",
+    "confirm_registration",
+    "accept_applicant",
+    "set_roles",
+    "set_state",
+    "set_password",
+    "list_users",
+    "by_email",
+    "get",
+    "require",
+]

@@ -21,15 +21,32 @@ def cli_actor() -> str:
     return f"{os.environ.get('USER') or os.environ.get('LOGNAME') or 'unknown'}@{socket.gethostname()}"
 
 
-def record(conn: Connection, *, actor: str, action: str, target: str = "", detail: dict | None = None,
-           ip: str | None = None, via: str = "web") -> None:
-    conn.execute(insert(audit_log).values(at=utcnow(), actor=actor[:320], via=via, action=action[:80],
-                                          target=str(target)[:400], detail=detail or {},
-                                          ip=(ip or None) and ip[:64]))
+def record(
+    conn: Connection,
+    *,
+    actor: str,
+    action: str,
+    target: str = "",
+    detail: dict | None = None,
+    ip: str | None = None,
+    via: str = "web",
+) -> None:
+    conn.execute(
+        insert(audit_log).values(
+            at=utcnow(),
+            actor=actor[:320],
+            via=via,
+            action=action[:80],
+            target=str(target)[:400],
+            detail=detail or {},
+            ip=(ip or None) and ip[:64],
+        )
+    )
 
 
-def entries(conn: Connection, *, limit: int = 100, actor: str | None = None, action: str | None = None,
-            offset: int = 0) -> list[dict]:
+def entries(
+    conn: Connection, *, limit: int = 100, actor: str | None = None, action: str | None = None, offset: int = 0
+) -> list[dict]:
     """Newest first."""
     q = select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit).offset(offset)
     if actor:

@@ -33,7 +33,14 @@ def build_link_email(conn: Connection, settings, row: dict):
     tok = conn.execute(select(account_tokens).where(account_tokens.c.token_hash == tokens.token_hash(token))).first()
     if tok is None or tok.used_at is not None or tok.expires_at <= utcnow():
         return None
-    context = {"purpose": purpose, "name": user.name, "email": user.email, "roles": list(user.roles),
-               "link": accounts.link_url(settings, purpose, token), "ttl_hours": accounts.ttl_hours(settings, purpose)}
-    return _message(settings, row, user.email, SUBJECTS[purpose].format(title=settings.site.title),
-                    "desk_link", context)
+    context = {
+        "purpose": purpose,
+        "name": user.name,
+        "email": user.email,
+        "roles": list(user.roles),
+        "link": accounts.link_url(settings, purpose, token),
+        "ttl_hours": accounts.ttl_hours(settings, purpose),
+    }
+    return _message(
+        settings, row, user.email, SUBJECTS[purpose].format(title=settings.site.title), "desk_link", context
+    )

@@ -49,8 +49,10 @@ def init(ctx):
     if settings.security.secret_key:
         console.print("secret key: from the environment")
     elif tokens.create_local_secret(settings):
-        err_console.print(f"[yellow]warning:[/] wrote a local demo secret to {tokens.local_secret_path(settings)}; "
-                          "set SYNDICATE_SECRET_KEY in production")
+        err_console.print(
+            f"[yellow]warning:[/] wrote a local demo secret to {tokens.local_secret_path(settings)}; "
+            "set SYNDICATE_SECRET_KEY in production"
+        )
     else:
         console.print(f"secret key: local demo secret in {tokens.local_secret_path(settings)}")
 
@@ -95,8 +97,10 @@ def run(ctx, dry_run: bool, only: tuple[str, ...]):
         table.add_row(stage.name, result, f"{time.monotonic() - started:.2f}")
     console.print(table)
     if failed:
-        raise SyndicateError(f"stage(s) failed: {', '.join(failed)}",
-                             hint="Run the stage alone with -v for details; fix, then `syndicate run` again (it is safe to repeat).")
+        raise SyndicateError(
+            f"stage(s) failed: {', '.join(failed)}",
+            hint="Run the stage alone with -v for details; fix, then `syndicate run` again (it is safe to repeat).",
+        )
 
 
 @click.group()
@@ -123,8 +127,18 @@ def config_show(ctx, as_json: bool):
     settings = ctx.settings
     effective = settings.effective(mask_secrets=True)
     if as_json:
-        click.echo(json.dumps({"settings": effective, "policy_rules": settings.policy_rules,
-                               "partners": settings.partners, "sources": settings.sources}, indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {
+                    "settings": effective,
+                    "policy_rules": settings.policy_rules,
+                    "partners": settings.partners,
+                    "sources": settings.sources,
+                },
+                indent=2,
+                default=str,
+            )
+        )
         return
     table = Table(title=f"settings ({settings.source or 'defaults'})")
     table.add_column("setting")
@@ -136,12 +150,19 @@ def config_show(ctx, as_json: bool):
     console.print(table)
     console.print(f"policy rules: {', '.join(r['name'] for r in settings.policy_rules) or 'none'}")
     console.print(f"partners: {', '.join(p['name'] for p in settings.partners) or 'none'}")
-    console.print(f"sources: {', '.join(s['name'] + ' (' + s['type'] + ')' for s in settings.sources) or 'content/ (default)'}")
+    console.print(
+        f"sources: {', '.join(s['name'] + ' (' + s['type'] + ')' for s in settings.sources) or 'content/ (default)'}"
+    )
 
 
 @config.command("docs")
-@click.option("--write", "targets", type=click.Path(dir_okay=False), multiple=True,
-              help="Replace the generated blocks this Markdown file holds instead of printing (repeatable).")
+@click.option(
+    "--write",
+    "targets",
+    type=click.Path(dir_okay=False),
+    multiple=True,
+    help="Replace the generated blocks this Markdown file holds instead of printing (repeatable).",
+)
 def config_docs(targets: tuple[str, ...]):
     """The settings and command references as Markdown, generated from the declarations.
 
@@ -168,9 +189,11 @@ def config_docs(targets: tuple[str, ...]):
         doc = path.read_text(encoding="utf-8")
         found = [name for name in blocks if f"<!-- {name}:start -->" in doc and f"<!-- {name}:end -->" in doc]
         if not found:
-            raise SyndicateError(f"{target} has no generated block (<!-- settings:start --> ... <!-- settings:end -->"
-                                 " or the same for commands)",
-                                 hint="Add the two marker lines where the reference belongs.")
+            raise SyndicateError(
+                f"{target} has no generated block (<!-- settings:start --> ... <!-- settings:end -->"
+                " or the same for commands)",
+                hint="Add the two marker lines where the reference belongs.",
+            )
         for name in found:
             start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
             head, rest = doc.split(start, 1)

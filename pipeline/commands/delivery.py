@@ -32,17 +32,32 @@ class _RateColumn(ProgressColumn):
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]delivering"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
-                    TextColumn("sent [green]{task.fields[sent]:,}[/] failed [red]{task.fields[failed]:,}[/] "
-                               "retry [yellow]{task.fields[retry]:,}[/]"),
-                    _RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    console=err_console, transient=False)
+    return Progress(
+        TextColumn("[bold]delivering"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f}"),
+        TextColumn(
+            "sent [green]{task.fields[sent]:,}[/] failed [red]{task.fields[failed]:,}[/] "
+            "retry [yellow]{task.fields[retry]:,}[/]"
+        ),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
 
 
 def _summary(report) -> str:
     rate = report.claimed / report.seconds if report.seconds else 0
-    parts = [f"{report.sent} sent", f"{report.failed} failed", f"{report.retry} to retry",
-             f"{report.suppressed} suppressed", f"{report.dead} dead"]
+    parts = [
+        f"{report.sent} sent",
+        f"{report.failed} failed",
+        f"{report.retry} to retry",
+        f"{report.suppressed} suppressed",
+        f"{report.dead} dead",
+    ]
     if report.released:
         parts.append(f"{report.released} released (channel paused or over its cap)")
     if report.lost:
@@ -55,10 +70,20 @@ def _summary(report) -> str:
 @click.command()
 @click.option("--limit", type=int, default=None, help="Handle at most this many deliveries.")
 @click.option("--dry-run", is_flag=True, help="Show what is due; claim and send nothing.")
-@click.option("--channel", "channels", multiple=True, type=click.Choice(["email", "webhook", "micropub", "websub"]),
-              help="Only these channels (repeatable).")
-@click.option("--concurrency", type=int, default=1, show_default=True,
-              help="Worker processes draining in parallel (each with delivery.smtp_connections connections).")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    type=click.Choice(["email", "webhook", "micropub", "websub"]),
+    help="Only these channels (repeatable).",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes draining in parallel (each with delivery.smtp_connections connections).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs and CI).")
 @pass_ctx
 def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
@@ -101,8 +126,14 @@ def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
         progress.start()
     try:
         if concurrency > 1:
-            report = run_workers(app.settings, processes=concurrency, continuous=False, limit=limit,
-                                 channels=channels or None, progress=update)
+            report = run_workers(
+                app.settings,
+                processes=concurrency,
+                continuous=False,
+                limit=limit,
+                channels=channels or None,
+                progress=update,
+            )
         else:
             report = drain(app.settings, app.engine, limit=limit, channels=channels or None, progress=update)
     finally:
@@ -112,9 +143,13 @@ def deliver(ctx, limit, dry_run, channels, concurrency, no_progress):
     _warn_paused(app)
     if report.outage:  # issue 16 item 11: an outage is an error, not a quiet "0 sent"
         from pipeline.errors import DeliveryError
-        raise DeliveryError(report.outage, hint="Check email.smtp_host / email.smtp_port and that the server is up; "
-                            "nothing is lost: the messages stay queued and the next run or worker tries again "
-                            "after the backoff (see `syndicate status`).")
+
+        raise DeliveryError(
+            report.outage,
+            hint="Check email.smtp_host / email.smtp_port and that the server is up; "
+            "nothing is lost: the messages stay queued and the next run or worker tries again "
+            "after the backoff (see `syndicate status`).",
+        )
 
 
 def _warn_paused(app) -> None:
@@ -122,16 +157,22 @@ def _warn_paused(app) -> None:
 
     for state in all_states(app.engine):
         if state.paused:
-            err_console.print(f"[bold red]channel {state.channel} is paused:[/] {escape(state.paused_reason)}",
-                              soft_wrap=True)
+            err_console.print(
+                f"[bold red]channel {state.channel} is paused:[/] {escape(state.paused_reason)}", soft_wrap=True
+            )
             err_console.print(f"[yellow]hint:[/] fix the cause, then `syndicate deliveries resume {state.channel}`.")
 
 
 @click.command()
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds to wait when nothing is due.")
-@click.option("--channel", "channels", multiple=True, type=click.Choice(["email", "webhook", "micropub", "websub"]),
-              help="Only these channels (repeatable).")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    type=click.Choice(["email", "webhook", "micropub", "websub"]),
+    help="Only these channels (repeatable).",
+)
 @pass_ctx
 def worker(ctx, concurrency, poll, channels):
     """Drain the outbox continuously until stopped (SIGTERM or Ctrl-C).
@@ -158,8 +199,9 @@ def worker(ctx, concurrency, poll, channels):
     signal.signal(signal.SIGINT, _stop)
     console.print(f"worker started ({concurrency} process(es)); stop with SIGTERM or Ctrl-C")
     if concurrency > 1:
-        total = run_workers(app.settings, processes=concurrency, continuous=True, channels=channels or None,
-                            poll=poll, stop=stop)
+        total = run_workers(
+            app.settings, processes=concurrency, continuous=True, channels=channels or None, poll=poll, stop=stop
+        )
     else:
         total = DrainReport()
         started = time.monotonic()
@@ -176,6 +218,7 @@ def worker(ctx, concurrency, poll, channels):
 
 # --- deliveries -----------------------------------------------------------------------
 
+
 @click.group()
 def deliveries():
     """The outbox: list, show, retry; pause and resume a channel.
@@ -189,8 +232,12 @@ def deliveries():
 
 
 @deliveries.command("list")
-@click.option("--state", type=click.Choice(["queued", "sending", "sent", "retry", "failed", "suppressed", "dead",
-                                            "cancelled"]), default=None, help="Only this state.")
+@click.option(
+    "--state",
+    type=click.Choice(["queued", "sending", "sent", "retry", "failed", "suppressed", "dead", "cancelled"]),
+    default=None,
+    help="Only this state.",
+)
 @click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub"]), default=None)
 @click.option("--target", default=None, help="Only this recipient address, partner or hub.")
 @click.option("--limit", type=int, default=50, show_default=True)
@@ -211,8 +258,20 @@ def deliveries_list(ctx, state, channel, target, limit, as_json):
     from pipeline.store.schema import deliveries as table
 
     engine = ctx.app.engine
-    q = select(table.c.id, table.c.channel, table.c.target, table.c.kind, table.c.state, table.c.attempts,
-               table.c.next_attempt_at, table.c.last_error).order_by(table.c.id.desc()).limit(limit)
+    q = (
+        select(
+            table.c.id,
+            table.c.channel,
+            table.c.target,
+            table.c.kind,
+            table.c.state,
+            table.c.attempts,
+            table.c.next_attempt_at,
+            table.c.last_error,
+        )
+        .order_by(table.c.id.desc())
+        .limit(limit)
+    )
     if state:
         q = q.where(table.c.state == state)
     if channel:
@@ -224,21 +283,40 @@ def deliveries_list(ctx, state, channel, target, limit, as_json):
         counts = outbox.counts_by_state(conn)
     states = all_states(engine)
     if as_json:
-        click.echo(json.dumps({"deliveries": rows, "counts": {f"{c}:{s}": n for (c, s), n in counts.items()},
-                               "channels": [s.__dict__ for s in states]}, default=str, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "deliveries": rows,
+                    "counts": {f"{c}:{s}": n for (c, s), n in counts.items()},
+                    "channels": [s.__dict__ for s in states],
+                },
+                default=str,
+                indent=2,
+            )
+        )
         return
     for st in states:
         if st.paused:
-            console.print(f"[bold red]channel {st.channel} paused[/] since {st.paused_at:%Y-%m-%d %H:%M}: "
-                          f"{escape(st.paused_reason)}", soft_wrap=True)
+            console.print(
+                f"[bold red]channel {st.channel} paused[/] since {st.paused_at:%Y-%m-%d %H:%M}: "
+                f"{escape(st.paused_reason)}",
+                soft_wrap=True,
+            )
     console.print("counts: " + (", ".join(f"{c}/{s} {n}" for (c, s), n in sorted(counts.items())) or "outbox empty"))
     table_out = Table()
     for col in ("id", "channel", "target", "kind", "state", "tries", "next attempt", "last error"):
         table_out.add_column(col, overflow="fold")
     for r in rows:
-        table_out.add_row(str(r["id"]), r["channel"], escape(r["target"]), r["kind"], r["state"], str(r["attempts"]),
-                          f"{r['next_attempt_at']:%Y-%m-%d %H:%M}" if r["state"] in ("queued", "retry") else "",
-                          escape((r["last_error"] or "")[:120]))
+        table_out.add_row(
+            str(r["id"]),
+            r["channel"],
+            escape(r["target"]),
+            r["kind"],
+            r["state"],
+            str(r["attempts"]),
+            f"{r['next_attempt_at']:%Y-%m-%d %H:%M}" if r["state"] in ("queued", "retry") else "",
+            escape((r["last_error"] or "")[:120]),
+        )
     console.print(table_out)
 
 
@@ -259,8 +337,9 @@ def deliveries_show(ctx, delivery_id):
     if row is None:
         raise NotFound(f"no delivery {delivery_id}", hint="`syndicate deliveries list` shows the ids.")
     for key, value in row.items():
-        console.print(f"[bold]{key}[/]: {escape(json.dumps(value) if isinstance(value, dict) else str(value))}",
-                      soft_wrap=True)
+        console.print(
+            f"[bold]{key}[/]: {escape(json.dumps(value) if isinstance(value, dict) else str(value))}", soft_wrap=True
+        )
 
 
 @deliveries.command("retry")
@@ -281,11 +360,17 @@ def deliveries_retry(ctx, ids, all_failed, channel):
     from pipeline.delivery import outbox
 
     if not ids and not all_failed:
-        raise SyndicateError("name the deliveries to retry, or pass --failed",
-                             hint="`syndicate deliveries list --state failed` shows them.")
+        raise SyndicateError(
+            "name the deliveries to retry, or pass --failed",
+            hint="`syndicate deliveries list --state failed` shows them.",
+        )
     with ctx.app.engine.begin() as conn:
-        n = outbox.requeue(conn, ids=list(ids) if ids else None, channel=channel,
-                           states=("failed", "dead", "retry") if ids else ("failed", "dead"))
+        n = outbox.requeue(
+            conn,
+            ids=list(ids) if ids else None,
+            channel=channel,
+            states=("failed", "dead", "retry") if ids else ("failed", "dead"),
+        )
     console.print(f"requeued {n} deliveries")
     if ids and n < len(ids):
         err_console.print(f"[yellow]{len(ids) - n} were not failed, dead or waiting to retry; left as they are[/]")
@@ -326,6 +411,7 @@ def deliveries_resume(ctx, channel):
 
 # --- suppressions ---------------------------------------------------------------------
 
+
 @click.group()
 def suppressions():
     """The suppression list: addresses that get no mail at all.
@@ -360,16 +446,25 @@ def suppressions_list(ctx, limit, as_json):
     for col in ("email", "reason", "source", "since", "detail"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(escape(r["email"]), r["reason"], escape(r["source"]), f"{r['created_at']:%Y-%m-%d %H:%M}",
-                      escape((r["detail"] or "")[:100]))
+        table.add_row(
+            escape(r["email"]),
+            r["reason"],
+            escape(r["source"]),
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+            escape((r["detail"] or "")[:100]),
+        )
     console.print(table)
     console.print(f"{len(rows)} suppressed")
 
 
 @suppressions.command("add")
 @click.argument("email")
-@click.option("--reason", type=click.Choice(["manual", "complaint", "hard_bounce", "unsubscribed"]), default="manual",
-              show_default=True)
+@click.option(
+    "--reason",
+    type=click.Choice(["manual", "complaint", "hard_bounce", "unsubscribed"]),
+    default="manual",
+    show_default=True,
+)
 @click.option("--detail", default="", help="A note kept with the entry.")
 @pass_ctx
 def suppressions_add(ctx, email, reason, detail):
@@ -403,11 +498,14 @@ def suppressions_remove(ctx, email):
     with ctx.app.engine.begin() as conn:
         removed = unsuppress(conn, ctx.settings, email, source="cli")
     if not removed:
-        raise NotFound(f"{email.lower()} is not on the suppression list", hint="`syndicate suppressions list` shows it.")
+        raise NotFound(
+            f"{email.lower()} is not on the suppression list", hint="`syndicate suppressions list` shows it."
+        )
     console.print(f"{email.lower()} removed from the suppression list")
 
 
 # --- bounces ----------------------------------------------------------------------------
+
 
 @click.group()
 def bounces():

@@ -32,9 +32,13 @@ def digest():
 @click.option("--frequency", type=FREQUENCY, required=True, help="Which subscribers: instant, daily or weekly.")
 @click.option("--dry-run", is_flag=True, help="Print who would get how many articles; write and queue nothing.")
 @click.option("--show", default=50, show_default=True, help="With --dry-run: list at most this many recipients.")
-@click.option("--chunk", default=None, metavar="I/N",
-              help="Compose only chunk I of N (subscribers with id % N == I-1); run N of them in parallel, "
-                   "on any machines, for a large edition.")
+@click.option(
+    "--chunk",
+    default=None,
+    metavar="I/N",
+    help="Compose only chunk I of N (subscribers with id % N == I-1); run N of them in parallel, "
+    "on any machines, for a large edition.",
+)
 @pass_ctx
 def compose(ctx, frequency: str, dry_run: bool, show: int, chunk: str | None):
     """Queue this frequency's digest for every subscriber with something new.
@@ -61,8 +65,9 @@ def compose(ctx, frequency: str, dry_run: bool, show: int, chunk: str | None):
         if len(plan) < show:
             plan.append((email, n))
 
-    report = run_compose(ctx.app.engine, ctx.settings, frequency, dry_run=dry_run, on_plan=on_plan,
-                         chunk=parse_chunk(chunk))
+    report = run_compose(
+        ctx.app.engine, ctx.settings, frequency, dry_run=dry_run, on_plan=on_plan, chunk=parse_chunk(chunk)
+    )
     if dry_run:
         table = Table(title=f"{frequency} digest (dry run): who would get how many articles")
         table.add_column("subscriber")
@@ -73,21 +78,34 @@ def compose(ctx, frequency: str, dry_run: bool, show: int, chunk: str | None):
         recipients = report.subscribers - report.empty
         if recipients > len(plan):
             console.print(f"... and {recipients - len(plan)} more")
-        console.print(f"dry run: {recipients} subscriber(s) would get {report.queued} message(s), "
-                      f"{report.empty} have nothing new; nothing was written", soft_wrap=True)
+        console.print(
+            f"dry run: {recipients} subscriber(s) would get {report.queued} message(s), "
+            f"{report.empty} have nothing new; nothing was written",
+            soft_wrap=True,
+        )
         return
     label = f"{frequency} (chunk {chunk})" if chunk else frequency
-    console.print(f"{label}: {report.queued} queued for {report.subscribers - report.empty} subscribers, "
-                  f"{report.empty} with nothing new, {report.parts_rendered} variants rendered"
-                  + (f"; editions: {', '.join(report.editions[:5])}" + (" ..." if len(report.editions) > 5 else "")
-                     if report.editions else ""))
+    console.print(
+        f"{label}: {report.queued} queued for {report.subscribers - report.empty} subscribers, "
+        f"{report.empty} with nothing new, {report.parts_rendered} variants rendered"
+        + (
+            f"; editions: {', '.join(report.editions[:5])}" + (" ..." if len(report.editions) > 5 else "")
+            if report.editions
+            else ""
+        )
+    )
 
 
 @digest.command("preview")
 @click.option("--frequency", type=FREQUENCY, default=None, help="Which digest (default: the subscriber's).")
 @click.option("--subscriber", "email", default=None, help="Preview what this subscriber gets.")
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the HTML here and the text next to it (FILE.txt); default var/previews/.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the HTML here and the text next to it (FILE.txt); default var/previews/.",
+)
 @pass_ctx
 def preview(ctx, frequency: str | None, email: str | None, out: Path | None):
     """Write the exact HTML and text of a digest, as a subscriber would get it.

@@ -59,15 +59,23 @@ def ingest(ctx, names: tuple[str, ...], strict: bool, dry_run: bool):
         err_console.print(f"[red]bad file:[/] {escape(err.message)}", soft_wrap=True)
         if err.hint:
             err_console.print(f"  [yellow]hint:[/] {escape(err.hint)}", soft_wrap=True)
-    parts = [f"{len(report.new)} new", f"{len(report.changed)} changed", f"{report.unchanged} unchanged",
-             f"{len(report.retracted)} retracted", f"{len(report.flagged)} flagged by policy",
-             f"{len(report.errors)} failed", f"{report.authors} authors"]
+    parts = [
+        f"{len(report.new)} new",
+        f"{len(report.changed)} changed",
+        f"{report.unchanged} unchanged",
+        f"{len(report.retracted)} retracted",
+        f"{len(report.flagged)} flagged by policy",
+        f"{len(report.errors)} failed",
+        f"{report.authors} authors",
+    ]
     console.print(("dry run: " if dry_run else "ingested: ") + ", ".join(parts))
     if report.flagged:
         console.print(f"flagged (see `syndicate review`): {', '.join(report.flagged)}")
     if report.errors:
-        raise SyndicateError(f"{len(report.errors)} file(s) could not be ingested",
-                             hint="Fix the files named above and run `syndicate ingest` again; the others were ingested.")
+        raise SyndicateError(
+            f"{len(report.errors)} file(s) could not be ingested",
+            hint="Fix the files named above and run `syndicate ingest` again; the others were ingested.",
+        )
 
 
 def _flag_text(flag: dict) -> str:
@@ -77,7 +85,9 @@ def _flag_text(flag: dict) -> str:
 @click.command()
 @click.argument("slug", required=False)
 @click.option("--drafts", is_flag=True, help="Also list drafts.")
-@click.option("--diff/--no-diff", default=True, show_default=True, help="Show the change against the last approved revision.")
+@click.option(
+    "--diff/--no-diff", default=True, show_default=True, help="Show the change against the last approved revision."
+)
 @pass_ctx
 def review(ctx, slug: str | None, drafts: bool, diff: bool):
     """Revisions waiting for an editor, with policy flags and a diff of every field.
@@ -105,16 +115,25 @@ def review(ctx, slug: str | None, drafts: bool, diff: bool):
         table.add_column(col, overflow="fold")
     for p in queue:
         flags = "; ".join(_flag_text(f) for f in p.flags)
-        table.add_row(p.slug, str(p.number), p.state, escape(p.title), p.author_slug, p.content_hash[:12],
-                      flags or "[green]none[/]")
+        table.add_row(
+            p.slug,
+            str(p.number),
+            p.state,
+            escape(p.title),
+            p.author_slug,
+            p.content_hash[:12],
+            flags or "[green]none[/]",
+        )
     console.print(table)
     if diff:
         for p in queue:
             if p.diff:
                 console.print(f"\n[bold]{p.slug}[/]: changes since the approved revision")
                 console.print(Syntax(p.diff, "diff", word_wrap=True))
-    console.print("\nSee one in full with `syndicate review SLUG`; approve with `syndicate approve SLUG`, "
-                  "reject with `syndicate reject SLUG --reason TEXT`.")
+    console.print(
+        "\nSee one in full with `syndicate review SLUG`; approve with `syndicate approve SLUG`, "
+        "reject with `syndicate reject SLUG --reason TEXT`."
+    )
 
 
 def _review_one(ctx, slug: str, diff: bool) -> None:
@@ -125,8 +144,10 @@ def _review_one(ctx, slug: str, diff: bool) -> None:
     p = r.current
     state = p.state + (" (retracted: its file was deleted)" if r.retracted else "")
     approved = f"r{r.approved_number}" if r.approved_number else "never"
-    console.print(f"[bold]{escape(slug)}[/] r{p.number}: {state}; hash {p.content_hash}; "
-                  f"approved revision: {approved}", soft_wrap=True)
+    console.print(
+        f"[bold]{escape(slug)}[/] r{p.number}: {state}; hash {p.content_hash}; approved revision: {approved}",
+        soft_wrap=True,
+    )
     if not r.waiting:
         console.print("No revision of this article waits for review.")
     console.print(f"\n[bold]Revision r{p.number}[/]")
@@ -166,8 +187,13 @@ def _print_history(ctx, slug: str) -> None:
         table.add_column(col, overflow="fold")
     for e in events:
         flags = " ".join(f"[red]{escape(f['rule'])}[/]" for f in e["flags"])
-        table.add_row(e["at"].strftime("%Y-%m-%d %H:%M:%S"), e["what"], f"r{e['revision']}", escape(e["who"]),
-                      escape(e["text"]) + (f" {flags}" if flags else ""))
+        table.add_row(
+            e["at"].strftime("%Y-%m-%d %H:%M:%S"),
+            e["what"],
+            f"r{e['revision']}",
+            escape(e["who"]),
+            escape(e["text"]) + (f" {flags}" if flags else ""),
+        )
     console.print(table)
 
 
@@ -175,9 +201,16 @@ def _print_history(ctx, slug: str) -> None:
 @click.argument("slugs", nargs=-1)
 @click.option("--all", "all_pending", is_flag=True, help="Every waiting revision that no policy rule flags.")
 @click.option("--note", default="", help="A note stored with the approval.")
-@click.option("--override", default="", metavar="REASON", help="Approve flagged revisions anyway; the reason is recorded.")
+@click.option(
+    "--override", default="", metavar="REASON", help="Approve flagged revisions anyway; the reason is recorded."
+)
 @click.option("--editor", default=default_editor, show_default="$SYNDICATE_EDITOR or your login", help="Who approves.")
-@click.option("--hash", "expected_hash", default=None, help="Only approve if the content hash still starts with this (what you reviewed).")
+@click.option(
+    "--hash",
+    "expected_hash",
+    default=None,
+    help="Only approve if the content hash still starts with this (what you reviewed).",
+)
 @pass_ctx
 def approve(ctx, slugs, all_pending: bool, note: str, override: str, editor: str, expected_hash: str | None):
     """Approve the current revision of articles; it is syndicated from then on.
@@ -194,23 +227,27 @@ def approve(ctx, slugs, all_pending: bool, note: str, override: str, editor: str
     from pipeline.content.editorial import approve as do_approve
 
     if not slugs and not all_pending:
-        raise SyndicateError("name the articles to approve, or pass --all",
-                             hint="`syndicate review` lists what waits.")
+        raise SyndicateError("name the articles to approve, or pass --all", hint="`syndicate review` lists what waits.")
     if expected_hash and len(slugs) != 1:
         raise SyndicateError("--hash goes with exactly one slug", hint="Approve the articles one at a time.")
     with ctx.app.engine.begin() as conn:
         if expected_hash:
             from pipeline.content.editorial import _current
+
             row = _current(conn, slugs[0])
             if not row.content_hash.startswith(expected_hash):
-                raise SyndicateError(f"{slugs[0]} changed since you reviewed it (hash now {row.content_hash[:12]})",
-                                     hint="Run `syndicate review` again and approve what you read.")
+                raise SyndicateError(
+                    f"{slugs[0]} changed since you reviewed it (hash now {row.content_hash[:12]})",
+                    hint="Run `syndicate review` again and approve what you read.",
+                )
         decisions = do_approve(conn, slugs, editor=editor, note=note, override=override, all_pending=all_pending)
     if not decisions:
         console.print("Nothing waits for review.")
     for d in decisions:
         colour = {"approved": "green", "skipped": "yellow"}.get(d.outcome, "red")
-        console.print(f"[{colour}]{d.outcome}[/] {d.slug} r{d.revision}" + (f": {escape(d.reason)}" if d.reason else ""))
+        console.print(
+            f"[{colour}]{d.outcome}[/] {d.slug} r{d.revision}" + (f": {escape(d.reason)}" if d.reason else "")
+        )
 
 
 @click.command()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 from rich.markup import escape
 
-from pipeline.site import websub  # noqa: F401  registers the "websub" outbox channel for deliver/worker
 from pipeline.cli import console, err_console, pass_ctx
 from pipeline.errors import SyndicateError
+from pipeline.site import websub  # noqa: F401  registers the "websub" outbox channel for deliver/worker
 
 
 def register(main: click.Group) -> None:
@@ -16,7 +16,9 @@ def register(main: click.Group) -> None:
 
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Render and report what would change; write nothing, queue no ping.")
-@click.option("--force", is_flag=True, help="Render every output again (files whose bytes are the same are still not rewritten).")
+@click.option(
+    "--force", is_flag=True, help="Render every output again (files whose bytes are the same are still not rewritten)."
+)
 @click.option("--list", "show", is_flag=True, help="List every file written or removed.")
 @pass_ctx
 def build(ctx, dry_run: bool, force: bool, show: bool):
@@ -43,9 +45,13 @@ def build(ctx, dry_run: bool, force: bool, show: bool):
     for err in report.errors:
         err_console.print(f"[red]failed:[/] {escape(err)}", soft_wrap=True)
     prefix = "dry run: would write" if dry_run else "built: wrote"
-    console.print(f"{prefix} {len(report.written)} files, {report.unchanged} unchanged, "
-                  f"{len(report.removed)} removed; {len(report.changed_topics)} feeds changed, "
-                  f"{report.pings} hub pings queued ({report.articles} articles, {report.seconds:.2f}s)")
+    console.print(
+        f"{prefix} {len(report.written)} files, {report.unchanged} unchanged, "
+        f"{len(report.removed)} removed; {len(report.changed_topics)} feeds changed, "
+        f"{report.pings} hub pings queued ({report.articles} articles, {report.seconds:.2f}s)"
+    )
     if report.errors:
-        raise SyndicateError(f"{len(report.errors)} output(s) could not be rendered",
-                             hint="Fix the template or article named above, then run `syndicate build` again.")
+        raise SyndicateError(
+            f"{len(report.errors)} output(s) could not be rendered",
+            hint="Fix the template or article named above, then run `syndicate build` again.",
+        )

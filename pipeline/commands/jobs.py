@@ -48,7 +48,9 @@ def _counts(counts: dict | None, nonzero: bool = False) -> str:
 def _result(row: dict | None) -> str:
     if not row:
         return "never run"
-    colour = {"ok": "green", "failed": "red", "missed": "yellow", "skipped": "yellow", "running": "cyan"}.get(row["status"], "")
+    colour = {"ok": "green", "failed": "red", "missed": "yellow", "skipped": "yellow", "running": "cyan"}.get(
+        row["status"], ""
+    )
     when = row.get("ended_at") or row.get("started_at")
     text = f"[{colour}]{row['status']}[/]" if colour else row["status"]
     text += f" {_when(when)}" if when else ""
@@ -135,18 +137,22 @@ def jobs_run(ctx, job_id: str, dry_run: bool):
       syndicate jobs run ingest
       syndicate jobs run digest-daily --dry-run
     """
-    from pipeline.ops.schedules import find_job, schedules_for
     from pipeline.ops.scheduler import execute
+    from pipeline.ops.schedules import find_job, schedules_for
 
     spec = find_job(schedules_for(ctx.settings), job_id)
     try:
         counts = execute(ctx.app, spec.id, spec.stage, spec.args, trigger="manual", dry_run=dry_run)
     except SyndicateError as exc:
-        raise SyndicateError(f"job {spec.id} failed: {exc.message}",
-                             hint=exc.hint or f"See `syndicate jobs history {spec.id}`; fix and run it again.") from exc
+        raise SyndicateError(
+            f"job {spec.id} failed: {exc.message}",
+            hint=exc.hint or f"See `syndicate jobs history {spec.id}`; fix and run it again.",
+        ) from exc
     except Exception as exc:
-        raise SyndicateError(f"job {spec.id} failed: {type(exc).__name__}: {exc}",
-                             hint=f"Run with -v for the traceback; `syndicate jobs history {spec.id}` has the record.") from exc
+        raise SyndicateError(
+            f"job {spec.id} failed: {type(exc).__name__}: {exc}",
+            hint=f"Run with -v for the traceback; `syndicate jobs history {spec.id}` has the record.",
+        ) from exc
     console.print(f"job {spec.id} ok{' (dry run)' if dry_run else ''}: {_counts(counts) or 'nothing to do'}")
 
 
@@ -166,6 +172,7 @@ def jobs_history(ctx, job_id: str | None, limit: int, only_failed: bool, as_json
       syndicate jobs history --failed
     """
     from pipeline.ops import jobstate
+
     rows = jobstate.history(ctx.app.engine, job_id, limit=limit, status="failed" if only_failed else None)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=_jsonable))
@@ -179,9 +186,15 @@ def jobs_history(ctx, job_id: str | None, limit: int, only_failed: bool, as_json
         seconds = jobstate.duration(r)
         status = r["status"] + (" (dry run)" if r.get("dry_run") else "")
         started = _when(r["started_at"] or r["scheduled_for"], now)
-        table.add_row(str(r["id"]), r["job_id"], r["trigger"], started,
-                      f"{seconds:.2f}" if seconds is not None else "-", status,
-                      (r["error"] or "") if r["status"] != "ok" else _counts(r["counts"]))
+        table.add_row(
+            str(r["id"]),
+            r["job_id"],
+            r["trigger"],
+            started,
+            f"{seconds:.2f}" if seconds is not None else "-",
+            status,
+            (r["error"] or "") if r["status"] != "ok" else _counts(r["counts"]),
+        )
     console.print(table)
     if not rows:
         console.print("no runs recorded yet")
@@ -195,8 +208,10 @@ def _set_paused(ctx, job_id: str, paused: bool, note: str) -> None:
     changed = jobstate.set_paused(ctx.app.engine, spec.id, paused, note=note)
     word = "paused" if paused else "resumed"
     if changed:
-        console.print(f"job {spec.id} {word}; a running scheduler applies this within "
-                      f"{ctx.settings.scheduler.heartbeat_seconds:g}s")
+        console.print(
+            f"job {spec.id} {word}; a running scheduler applies this within "
+            f"{ctx.settings.scheduler.heartbeat_seconds:g}s"
+        )
     else:
         console.print(f"job {spec.id} was already {word}")
 
@@ -245,8 +260,10 @@ def scheduler(ctx):
 
     code = serve(ctx.app)
     if code:
-        raise SyndicateError(f"the scheduler stopped with status {code}",
-                             hint="It lost its leader lock or the database; systemd restarts it (Restart=always).")
+        raise SyndicateError(
+            f"the scheduler stopped with status {code}",
+            hint="It lost its leader lock or the database; systemd restarts it (Restart=always).",
+        )
 
 
 @click.command()
@@ -294,9 +311,12 @@ def _print_status(ctx, panels: dict) -> None:
             state = "disabled" if not s["enabled"] else "paused" if s["paused"] else "active"
             if s["failures"]:
                 state = f"[red]{s['failures']} failure(s) in a row[/]" + (
-                    f", backing off until {s['backing_off_until']:%Y-%m-%d %H:%M}" if s["backing_off_until"] else "")
-            c.print(f"  {s['name']} ({s['type']}) {state}; last success {_when(s['last_success_at'], now)}"
-                    + (f"\n    last error {_when(s['last_error_at'], now)}: {s['last_error']}" if s["last_error"] else ""))
+                    f", backing off until {s['backing_off_until']:%Y-%m-%d %H:%M}" if s["backing_off_until"] else ""
+                )
+            c.print(
+                f"  {s['name']} ({s['type']}) {state}; last success {_when(s['last_success_at'], now)}"
+                + (f"\n    last error {_when(s['last_error_at'], now)}: {s['last_error']}" if s["last_error"] else "")
+            )
 
     outbox = panels["outbox"]
     if heading("Outbox", outbox):
@@ -323,8 +343,10 @@ def _print_status(ctx, panels: dict) -> None:
             c.print("none")
         for p in partners:
             states = ", ".join(f"{k} {v}" for k, v in sorted(p["states"].items()))
-            c.print(f"  [red]{p['partner']}[/] ({p['channel']}): {states}; last {_when(p['last_at'], now)}"
-                    + (f"\n    {p['last_error']}" if p.get("last_error") else ""))
+            c.print(
+                f"  [red]{p['partner']}[/] ({p['channel']}): {states}; last {_when(p['last_at'], now)}"
+                + (f"\n    {p['last_error']}" if p.get("last_error") else "")
+            )
         if partners:
             c.print("  retry: syndicate deliveries retry (or syndicate partners retry NAME)")
 
@@ -341,8 +363,10 @@ def _print_status(ctx, panels: dict) -> None:
             colour = {"running": "green", "stale": "red", "unregistered": "yellow"}.get(w["state"], "")
             state = f"[{colour}]{w['state']}[/]" if colour else w["state"]
             totals = f"  sent {w['sent']} failed {w['failed']}" if w.get("sent") is not None else ""
-            c.print(f"  {w['worker']} {state}  host {w['host']} pid {w['pid']}  heartbeat "
-                    f"{_when(w['heartbeat_at'], now)}  claimed {w['claimed']}{totals}")
+            c.print(
+                f"  {w['worker']} {state}  host {w['host']} pid {w['pid']}  heartbeat "
+                f"{_when(w['heartbeat_at'], now)}  claimed {w['claimed']}{totals}"
+            )
 
     scheds = panels["schedulers"]
     if heading("Schedulers", scheds):
@@ -370,6 +394,8 @@ def _print_status(ctx, panels: dict) -> None:
         if not failure:
             c.print("none")
         else:
-            c.print(f"  [red]{failure['job_id']}[/] {_when(failure.get('ended_at') or failure.get('started_at'), now)}: "
-                    f"{failure['error']}\n  details: syndicate jobs history {failure['job_id']} --failed; "
-                    f"retry: syndicate jobs run {failure['job_id']}")
+            c.print(
+                f"  [red]{failure['job_id']}[/] {_when(failure.get('ended_at') or failure.get('started_at'), now)}: "
+                f"{failure['error']}\n  details: syndicate jobs history {failure['job_id']} --failed; "
+                f"retry: syndicate jobs run {failure['job_id']}"
+            )

@@ -50,8 +50,16 @@ def partners_list(ctx):
     for r in rows:
         colour = {"active": "green", "paused": "yellow", "throttled": "yellow", "disabled": "red"}.get(r["state"], "")
         state = f"[{colour}]{r['state']}[/]" if colour else r["state"]
-        table.add_row(r["name"], r["kind"], state, _when(r["last_success_at"]), str(r["backlog"]), str(r["sent"]),
-                      str(r["dead"]), str(r["failed"]))
+        table.add_row(
+            r["name"],
+            r["kind"],
+            state,
+            _when(r["last_success_at"]),
+            str(r["backlog"]),
+            str(r["sent"]),
+            str(r["dead"]),
+            str(r["failed"]),
+        )
     console.print(table)
     console.print("`syndicate partners status NAME` shows a partner's URL and its recent attempts.")
     for r in rows:
@@ -76,26 +84,41 @@ def partners_status(ctx, name: str, limit: int):
     info = status(ctx.app, name, limit=limit)
     s, p = info["summary"], info["partner"]
     console.print(f"[bold]{p.name}[/] ({p.kind}) {escape(p.url)}")
-    console.print(f"state: {s['state']}" + (f" - {escape(s['reason'])}" if s["reason"] else "")
-                  + (f"; failures in a row: {s['consecutive_failures']}" if s["consecutive_failures"] else ""))
+    console.print(
+        f"state: {s['state']}"
+        + (f" - {escape(s['reason'])}" if s["reason"] else "")
+        + (f"; failures in a row: {s['consecutive_failures']}" if s["consecutive_failures"] else "")
+    )
     if s["alert"]:
         console.print(f"[red]needs attention:[/] {escape(s['alert'])}", soft_wrap=True)
-    console.print(f"last success: {_when(s['last_success_at'])}; backlog {s['backlog']}, sent {s['sent']}, "
-                  f"dead {s['dead']}, failed {s['failed']}")
+    console.print(
+        f"last success: {_when(s['last_success_at'])}; backlog {s['backlog']}, sent {s['sent']}, "
+        f"dead {s['dead']}, failed {s['failed']}"
+    )
     # One line per attempt (not a table): long errors and ids stay whole and greppable.
     if info["attempts"]:
-        console.print("\n[bold]recent attempts[/] (newest first): time, event, article, status, outcome, ms, webhook-id, error")
+        console.print(
+            "\n[bold]recent attempts[/] (newest first): time, event, article, status, outcome, ms, webhook-id, error"
+        )
         for a in info["attempts"]:
             code = f"HTTP {a['status_code']}" if a["status_code"] else "no answer"
-            console.print(f"  {_when(a['attempted_at'])}  {a['kind']}  {a['slug'] or '-'}  {code}  {a['outcome']}  "
-                          f"{a['duration_ms']}ms  {a['message_id'] or '-'}  {escape(a['error'][:300])}", soft_wrap=True)
+            console.print(
+                f"  {_when(a['attempted_at'])}  {a['kind']}  {a['slug'] or '-'}  {code}  {a['outcome']}  "
+                f"{a['duration_ms']}ms  {a['message_id'] or '-'}  {escape(a['error'][:300])}",
+                soft_wrap=True,
+            )
     else:
         console.print("No attempts yet.")
     if info["pending"]:
-        console.print("\n[bold]waiting or given up[/]: delivery, event, article, state, attempts, next attempt, last error")
+        console.print(
+            "\n[bold]waiting or given up[/]: delivery, event, article, state, attempts, next attempt, last error"
+        )
         for w in info["pending"]:
-            console.print(f"  #{w['id']}  {w['kind']}  {w['slug'] or '-'}  {w['state']}  {w['attempts']}  "
-                          f"{_when(w['next_attempt_at'])}  {escape((w['last_error'] or '')[:300])}", soft_wrap=True)
+            console.print(
+                f"  #{w['id']}  {w['kind']}  {w['slug'] or '-'}  {w['state']}  {w['attempts']}  "
+                f"{_when(w['next_attempt_at'])}  {escape((w['last_error'] or '')[:300])}",
+                soft_wrap=True,
+            )
 
 
 @partners_group.command("test")
@@ -121,15 +144,19 @@ def partners_test(ctx, name: str, dry_run: bool):
             console.print(f"  {k}: {escape(v)}")
         if r.body:
             console.print(f"  body: {escape(r.body.decode())}")
-        console.print(f"our signature checks out with the Standard Webhooks algorithm: {'yes' if r.self_verified else 'NO'}")
+        console.print(
+            f"our signature checks out with the Standard Webhooks algorithm: {'yes' if r.self_verified else 'NO'}"
+        )
         return
     console.print(f"{r.partner}: {escape(r.url)} answered {escape(r.answer)} in {r.duration_ms} ms")
     if r.message_id:
         console.print(f"webhook-id {r.message_id}, {r.signed_with} signature(s)")
     if not r.ok:
-        raise SyndicateError(f"partner {name} did not accept the test event: {r.answer}",
-                             hint=f"`syndicate partners status {name}` shows the attempt; check the URL and that "
-                                  "the partner has the same secret.")
+        raise SyndicateError(
+            f"partner {name} did not accept the test event: {r.answer}",
+            hint=f"`syndicate partners status {name}` shows the attempt; check the URL and that "
+            "the partner has the same secret.",
+        )
     if r.message_id:
         console.print("[green]ok:[/] the partner accepted the ping, so it verified the signature")
     else:
@@ -193,7 +220,12 @@ def partners_replay(ctx, name: str, since: str, dry_run: bool):
     try:
         when = parse_datetime(since)
     except ValueError:
-        raise SyndicateError(f"--since {since!r} is not a date", hint="Use ISO 8601, e.g. 2026-11-01 or 2026-11-01T08:00Z.") from None
+        raise SyndicateError(
+            f"--since {since!r} is not a date", hint="Use ISO 8601, e.g. 2026-11-01 or 2026-11-01T08:00Z."
+        ) from None
     n = replay(ctx.app, name, when, dry_run=dry_run)
-    console.print(("dry run: would replay " if dry_run else "replaying ") + f"{n} event(s) to {name}"
-                  + ("" if dry_run else "; `syndicate deliver` sends them"))
+    console.print(
+        ("dry run: would replay " if dry_run else "replaying ")
+        + f"{n} event(s) to {name}"
+        + ("" if dry_run else "; `syndicate deliver` sends them")
+    )

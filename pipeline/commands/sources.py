@@ -51,13 +51,20 @@ def list_sources(ctx):
         table.add_column(col)
     for config in configured(ctx.settings):
         row = state.get(config["name"])
-        flags = "disabled" if not config.get("enabled", True) else "paused" if row is not None and row.paused else "active"
+        flags = (
+            "disabled" if not config.get("enabled", True) else "paused" if row is not None and row.paused else "active"
+        )
         if row is not None and row.failures:
             flags += f", {row.failures} failure(s) in a row"
-        table.add_row(config["name"], config["type"], config.get("approval", "review"),
-                      escape(make_source(config, ctx.settings).describe()), flags,
-                      _when(row.last_success_at if row else None),
-                      escape((row.last_error or "")[:120]) if row is not None and row.last_error else "")
+        table.add_row(
+            config["name"],
+            config["type"],
+            config.get("approval", "review"),
+            escape(make_source(config, ctx.settings).describe()),
+            flags,
+            _when(row.last_success_at if row else None),
+            escape((row.last_error or "")[:120]) if row is not None and row.last_error else "",
+        )
     console.print(table)
 
 
@@ -83,7 +90,10 @@ def show(ctx, name: str):
         console.print("never run")
         return
     console.print(f"paused: {row.paused}")
-    console.print(f"failures in a row: {row.failures}" + (f" (next try after {_when(row.next_attempt_at)})" if row.next_attempt_at else ""))
+    console.print(
+        f"failures in a row: {row.failures}"
+        + (f" (next try after {_when(row.next_attempt_at)})" if row.next_attempt_at else "")
+    )
     console.print(f"last run: {_when(row.last_run_at)}; last success: {_when(row.last_success_at)}")
     if row.last_error:
         console.print(f"last error ({_when(row.last_error_at)}): {escape(row.last_error)}", soft_wrap=True)
@@ -130,16 +140,21 @@ def run_and_print(ctx, names: list[str], dry_run: bool) -> None:
     print_runs(runs, dry_run=dry_run)
     failed = [r for r in runs if r.status == "failed" or r.counts.get("failed")]
     if failed:
-        raise SyndicateError(f"{len(failed)} source(s) had failures: {', '.join(r.name for r in failed)}",
-                             hint="See the errors above; the good items were ingested. `syndicate sources show NAME` has details.")
+        raise SyndicateError(
+            f"{len(failed)} source(s) had failures: {', '.join(r.name for r in failed)}",
+            hint="See the errors above; the good items were ingested. `syndicate sources show NAME` has details.",
+        )
 
 
 def print_runs(runs, *, dry_run: bool = False) -> None:
     for run in runs:
         counts = ", ".join(f"{v} {k}" for k, v in run.counts.items())
         colour = {"failed": "red", "ok": "green"}.get(run.status, "yellow")
-        console.print(f"[bold]{run.name}[/] ({run.type}) [{colour}]{run.status}[/]" + (" (dry run)" if dry_run else "")
-                      + (f": {counts}" if run.status in ("ok", "not-modified", "failed") else ""))
+        console.print(
+            f"[bold]{run.name}[/] ({run.type}) [{colour}]{run.status}[/]"
+            + (" (dry run)" if dry_run else "")
+            + (f": {counts}" if run.status in ("ok", "not-modified", "failed") else "")
+        )
         if run.error:
             err_console.print(f"  [red]error:[/] {escape(run.error)}", soft_wrap=True)
             if run.hint:

@@ -40,10 +40,17 @@ def subscribers():
 @subscribers.command("add")
 @click.argument("email")
 @click.option("--name", default="", help="The person's name.")
-@click.option("--frequency", type=click.Choice(FREQUENCIES), default=None, help="Digest frequency (default: subscribers.default_frequency).")
+@click.option(
+    "--frequency",
+    type=click.Choice(FREQUENCIES),
+    default=None,
+    help="Digest frequency (default: subscribers.default_frequency).",
+)
 @click.option("--topic", "topics", multiple=True, help="A topic (tag or category slug); repeatable; none = everything.")
 @click.option("--timezone", default="UTC", show_default=True, help="IANA time zone for daily/weekly digests.")
-@click.option("--confirmed", is_flag=True, help="They already confirmed elsewhere: skip the confirmation email (needs --source).")
+@click.option(
+    "--confirmed", is_flag=True, help="They already confirmed elsewhere: skip the confirmation email (needs --source)."
+)
 @click.option("--source", default="", help="Where this person gave consent (recorded in the consent log).")
 @pass_ctx
 def add_cmd(ctx, email, name, frequency, topics, timezone, confirmed, source):
@@ -56,12 +63,24 @@ def add_cmd(ctx, email, name, frequency, topics, timezone, confirmed, source):
       syndicate subscribers add bo@example.com --confirmed --source "signed paper form, 2026-11-02"
     """
     from pipeline import subscribers as subs
+
     if confirmed and not source.strip():
-        raise SyndicateError("--confirmed needs --source: where did this person give consent?",
-                             hint='e.g. --source "signed paper form, 2026-11-02"')
+        raise SyndicateError(
+            "--confirmed needs --source: where did this person give consent?",
+            hint='e.g. --source "signed paper form, 2026-11-02"',
+        )
     with ctx.app.engine.begin() as conn:
-        sub, action = subs.add(conn, ctx.settings, email, name=name, frequency=frequency, topics=list(topics),
-                               timezone=timezone, confirmed=confirmed, source=source.strip() or "operator")
+        sub, action = subs.add(
+            conn,
+            ctx.settings,
+            email,
+            name=name,
+            frequency=frequency,
+            topics=list(topics),
+            timezone=timezone,
+            confirmed=confirmed,
+            source=source.strip() or "operator",
+        )
     console.print(f"{sub['email']}: {action} (state {sub['state']})")
 
 
@@ -80,6 +99,7 @@ def list_cmd(ctx, state, frequency, limit, as_json):
       syndicate subscribers list --state unconfirmed --json
     """
     from pipeline import subscribers as subs
+
     with ctx.app.engine.connect() as conn:
         rows = subs.list_subscribers(conn, state=state, frequency=frequency, limit=limit)
         counts = subs.counts_by_state(conn)
@@ -90,8 +110,15 @@ def list_cmd(ctx, state, frequency, limit, as_json):
     for col in ("email", "name", "state", "frequency", "topics", "timezone", "since"):
         table.add_column(col)
     for r in rows:
-        table.add_row(escape(r["email"]), escape(r["name"]), r["state"], r["frequency"], ", ".join(r["topics"] or []) or "all",
-                      r["timezone"], _when(r["confirmed_at"] or r["created_at"]))
+        table.add_row(
+            escape(r["email"]),
+            escape(r["name"]),
+            r["state"],
+            r["frequency"],
+            ", ".join(r["topics"] or []) or "all",
+            r["timezone"],
+            _when(r["confirmed_at"] or r["created_at"]),
+        )
     console.print(table)
     console.print(", ".join(f"{s} {counts.get(s, 0)}" for s in STATES))
 
@@ -112,20 +139,30 @@ def show_cmd(ctx, email, as_json):
       syndicate subscribers show ada@example.com
     """
     from pipeline import subscribers as subs
+
     with ctx.app.engine.connect() as conn:
         sub = subs.require_subscriber(conn, email)
         events = subs.history(conn, sub["id"])
         suppression = subs.is_suppressed_address(conn, sub["email"])
     if as_json:
-        click.echo(json.dumps({"subscriber": _public(sub), "suppressed": suppression,
-                               "events": [_public(e) for e in events]}, indent=2, default=str))
+        click.echo(
+            json.dumps(
+                {"subscriber": _public(sub), "suppressed": suppression, "events": [_public(e) for e in events]},
+                indent=2,
+                default=str,
+            )
+        )
         return
     console.print(f"[bold]{escape(sub['email'])}[/]  {escape(sub['name'])}")
     console.print(f"state: {sub['state']}" + (f" (suppression list: {suppression})" if suppression else ""))
-    console.print(f"frequency: {sub['frequency']}   topics: {', '.join(sub['topics'] or []) or 'all'}   "
-                  f"timezone: {sub['timezone']}")
-    console.print(f"source: {escape(sub['source'])}   created: {_when(sub['created_at'])}   "
-                  f"confirmed: {_when(sub['confirmed_at']) or '-'}   unsubscribed: {_when(sub['unsubscribed_at']) or '-'}")
+    console.print(
+        f"frequency: {sub['frequency']}   topics: {', '.join(sub['topics'] or []) or 'all'}   "
+        f"timezone: {sub['timezone']}"
+    )
+    console.print(
+        f"source: {escape(sub['source'])}   created: {_when(sub['created_at'])}   "
+        f"confirmed: {_when(sub['confirmed_at']) or '-'}   unsubscribed: {_when(sub['unsubscribed_at']) or '-'}"
+    )
     console.print(f"\n[bold]consent history[/] ({len(events)} event(s), oldest first, UTC)")
     for e in events:
         bits = [f"source={e['source'] or '-'}"]
@@ -134,18 +171,26 @@ def show_cmd(ctx, email, as_json):
                 bits.append(f"{label}={e[key]}")
         if e["token_hash"]:
             bits.append(f"token-sha256={e['token_hash'][:16]}…")
-        console.print(f"{e['at'].strftime('%Y-%m-%d %H:%M:%S')}  [bold]{escape(e['kind'])}[/]  " + escape("  ".join(bits)),
-                      soft_wrap=True, markup=True)
+        console.print(
+            f"{e['at'].strftime('%Y-%m-%d %H:%M:%S')}  [bold]{escape(e['kind'])}[/]  " + escape("  ".join(bits)),
+            soft_wrap=True,
+            markup=True,
+        )
         if e["user_agent"]:
             console.print(f"    user agent: {e['user_agent']}", soft_wrap=True, markup=False)
         if e["detail"]:
-            console.print("    " + json.dumps(e["detail"], default=str, ensure_ascii=False), soft_wrap=True,
-                          markup=False)
+            console.print(
+                "    " + json.dumps(e["detail"], default=str, ensure_ascii=False), soft_wrap=True, markup=False
+            )
 
 
 @subscribers.command("remove")
 @click.argument("email")
-@click.option("--erase", is_flag=True, help="Delete the subscriber and the whole history (right to erasure) instead of unsubscribing.")
+@click.option(
+    "--erase",
+    is_flag=True,
+    help="Delete the subscriber and the whole history (right to erasure) instead of unsubscribing.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask before --erase.")
 @pass_ctx
 def remove_cmd(ctx, email, erase, yes):
@@ -158,6 +203,7 @@ def remove_cmd(ctx, email, erase, yes):
       syndicate subscribers remove ada@example.com --erase --yes
     """
     from pipeline import subscribers as subs
+
     if erase and not yes:
         click.confirm(f"Delete {email} and its whole consent history? This cannot be undone", abort=True)
     with ctx.app.engine.begin() as conn:
@@ -167,7 +213,9 @@ def remove_cmd(ctx, email, erase, yes):
 
 @subscribers.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path, allow_dash=True))
-@click.option("--confirmed", is_flag=True, help="These people already confirmed (needs --source): no confirmation emails.")
+@click.option(
+    "--confirmed", is_flag=True, help="These people already confirmed (needs --source): no confirmation emails."
+)
 @click.option("--source", default="", help="Where the consent was given (recorded with every row).")
 @click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing, send nothing.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any row is bad.")
@@ -185,9 +233,12 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
       syndicate subscribers import signups.csv --dry-run
     """
     from pipeline import subscribers as subs
+
     if confirmed and not source.strip():
-        raise SyndicateError("--confirmed needs --source NAME: where these people gave their consent",
-                             hint="e.g. --source 'paper sign-up sheet, 2026 fair'")
+        raise SyndicateError(
+            "--confirmed needs --source NAME: where these people gave their consent",
+            hint="e.g. --source 'paper sign-up sheet, 2026 fair'",
+        )
     if str(file) == "-":
         stream, name = sys.stdin, "<stdin>"
     else:
@@ -200,8 +251,9 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
         with transaction(ctx.app.engine, dry_run=dry_run) as conn:
             report = subs.import_csv(conn, ctx.settings, stream, confirmed=confirmed, source=source, file_name=name)
     except UnicodeDecodeError as exc:
-        raise SyndicateError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})",
-                             hint="Save the file as UTF-8 CSV.") from None
+        raise SyndicateError(
+            f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})", hint="Save the file as UTF-8 CSV."
+        ) from None
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -210,9 +262,11 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
     for line, address, state in report.kept:
         console.print(f"{name}:{line}: {address} is {state}; kept as it is", soft_wrap=True, markup=False)
     counts = report.counts()
-    console.print(("dry run, nothing changed: " if dry_run else "") + ", ".join(f"{k.replace('_', ' ')} {v}"
-                                                                            for k, v in counts.items()),
-                  soft_wrap=True)
+    console.print(
+        ("dry run, nothing changed: " if dry_run else "")
+        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()),
+        soft_wrap=True,
+    )
     if strict and report.bad:
         raise SyndicateError(f"{len(report.bad)} bad row(s) in {name}", hint="Fix the lines named above.")
 
@@ -230,6 +284,7 @@ def export_cmd(ctx, file, state):
       syndicate subscribers export --state confirmed > confirmed.csv
     """
     from pipeline import subscribers as subs
+
     with ctx.app.engine.connect() as conn:
         if file is None or str(file) == "-":
             subs.export_csv(conn, sys.stdout, state=state)
@@ -253,11 +308,14 @@ def purge_cmd(ctx, days, dry_run):
       syndicate subscribers purge --days 3 --dry-run
     """
     from pipeline import subscribers as subs
+
     with ctx.app.engine.begin() as conn:
         counts = subs.purge_unconfirmed(conn, ctx.settings, days=days, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
-    console.print(f"{verb} {counts['purged_unconfirmed']} unconfirmed sign-up(s) and "
-                  f"{counts['rate_limit_rows']} old rate-limit row(s)")
+    console.print(
+        f"{verb} {counts['purged_unconfirmed']} unconfirmed sign-up(s) and "
+        f"{counts['rate_limit_rows']} old rate-limit row(s)"
+    )
 
 
 @click.command()

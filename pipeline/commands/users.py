@@ -21,14 +21,39 @@ log = logging.getLogger(__name__)
 
 # Command paths whose successful run is a change worth an audit row.
 MUTATING = {
-    "approve", "reject", "ingest", "run", "build", "deliver", "init",
-    "users add", "users disable", "users role", "users demo",
-    "jobs run", "jobs pause", "jobs resume",
-    "deliveries retry", "deliveries pause", "deliveries resume", "deliveries cancel",
-    "subscribers add", "subscribers remove", "subscribers import", "subscribers purge",
-    "suppressions add", "suppressions remove",
-    "partners retry", "partners replay", "partners resume", "partners pause",
-    "digest compose", "digest test", "bounces process", "tokens create", "tokens revoke",
+    "approve",
+    "reject",
+    "ingest",
+    "run",
+    "build",
+    "deliver",
+    "init",
+    "users add",
+    "users disable",
+    "users role",
+    "users demo",
+    "jobs run",
+    "jobs pause",
+    "jobs resume",
+    "deliveries retry",
+    "deliveries pause",
+    "deliveries resume",
+    "deliveries cancel",
+    "subscribers add",
+    "subscribers remove",
+    "subscribers import",
+    "subscribers purge",
+    "suppressions add",
+    "suppressions remove",
+    "partners retry",
+    "partners replay",
+    "partners resume",
+    "partners pause",
+    "digest compose",
+    "digest test",
+    "bounces process",
+    "tokens create",
+    "tokens revoke",
 }
 
 
@@ -57,8 +82,14 @@ def record_cli_change(ctx: click.Context, args: list[str]) -> None:
     target = next((a for a in rest if not a.startswith("-")), "")
     try:
         with ctx.obj.app.engine.begin() as conn:
-            audit_log.record(conn, actor=audit_log.cli_actor(), action=f"cli.{name}", target=target,
-                             detail={"args": rest[:40]}, via="cli")
+            audit_log.record(
+                conn,
+                actor=audit_log.cli_actor(),
+                action=f"cli.{name}",
+                target=target,
+                detail={"args": rest[:40]},
+                via="cli",
+            )
     except Exception as exc:  # the change is done; a missing audit row must not turn it into a failure
         log.warning("could not write the audit row for `syndicate %s`: %s", name, exc)
 
@@ -76,8 +107,14 @@ def users():
 
 @users.command("add")
 @click.argument("email")
-@click.option("--role", "roles", multiple=True, required=True,
-              type=click.Choice(["author", "editor", "operator", "admin"]), help="A role; repeat for several.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(["author", "editor", "operator", "admin"]),
+    help="A role; repeat for several.",
+)
 @click.option("--name", default="", help="The person's name (shown in the desk; an author's byline).")
 @pass_ctx
 def users_add(ctx, email: str, roles: tuple[str, ...], name: str):
@@ -94,8 +131,10 @@ def users_add(ctx, email: str, roles: tuple[str, ...], name: str):
 
     with ctx.app.engine.begin() as conn:
         user, token = accounts.invite(conn, ctx.settings, email, list(roles), name=name)
-    console.print(f"invited {user.email} as {', '.join(user.roles)}; the link is queued as an email "
-                  f"(valid {ctx.settings.desk.invite_ttl_hours} h)")
+    console.print(
+        f"invited {user.email} as {', '.join(user.roles)}; the link is queued as an email "
+        f"(valid {ctx.settings.desk.invite_ttl_hours} h)"
+    )
 
 
 @users.command("list")
@@ -113,15 +152,21 @@ def users_list(ctx, as_json: bool):
     with ctx.app.engine.connect() as conn:
         rows = accounts.list_users(conn)
     if as_json:
-        click.echo(json.dumps([{k: r[k] for k in ("email", "name", "roles", "state", "author_slug")} for r in rows],
-                              indent=2))
+        click.echo(
+            json.dumps([{k: r[k] for k in ("email", "name", "roles", "state", "author_slug")} for r in rows], indent=2)
+        )
         return
     table = Table(title=f"{len(rows)} desk user(s)")
     for col in ("email", "name", "roles", "state", "last sign-in"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["email"], escape(r["name"]), ", ".join(r["roles"]), r["state"],
-                      r["last_login_at"].strftime("%Y-%m-%d %H:%M") if r["last_login_at"] else "-")
+        table.add_row(
+            r["email"],
+            escape(r["name"]),
+            ", ".join(r["roles"]),
+            r["state"],
+            r["last_login_at"].strftime("%Y-%m-%d %H:%M") if r["last_login_at"] else "-",
+        )
     console.print(table)
 
 
@@ -164,8 +209,15 @@ def users_role(ctx, email: str, roles: tuple[str, ...]):
 
 @users.command("demo")
 @click.option("--email", default="editor@demo.invalid", show_default=True, help="The demo account's address.")
-@click.option("--role", "roles", multiple=True, default=("editor", "author", "operator"), show_default=True,
-              type=click.Choice(["author", "editor", "operator", "admin"]), help="A role; repeat for several.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    default=("editor", "author", "operator"),
+    show_default=True,
+    type=click.Choice(["author", "editor", "operator", "admin"]),
+    help="A role; repeat for several.",
+)
 @pass_ctx
 def users_demo(ctx, email: str, roles: tuple[str, ...]):
     """A local demo account with a generated password, printed once (`make run`).
@@ -185,13 +237,17 @@ def users_demo(ctx, email: str, roles: tuple[str, ...]):
     base = ctx.settings.site.base_url.rstrip("/")
     with ctx.app.engine.begin() as conn:
         if accounts.by_email(conn, email) is not None:
-            console.print(f"desk: the demo account {email} exists already; sign in at {base}/desk/ "
-                          "(its password was printed when it was made)")
+            console.print(
+                f"desk: the demo account {email} exists already; sign in at {base}/desk/ "
+                "(its password was printed when it was made)"
+            )
             return
         password = secrets.token_urlsafe(12)
         accounts.create_user(conn, email, roles=list(roles), name="Demo Editor", state="active", password=password)
-    console.print(f"desk: run `syndicate serve`, open {base}/desk/ and sign in as {email} "
-                  f"with the password {password} (local demo only; shown once)")
+    console.print(
+        f"desk: run `syndicate serve`, open {base}/desk/ and sign in as {email} "
+        f"with the password {password} (local demo only; shown once)"
+    )
 
 
 @click.command()
@@ -219,8 +275,15 @@ def audit(ctx, limit: int, actor: str | None, action: str | None, as_json: bool)
     for col in ("when (UTC)", "who", "via", "what", "target", "details", "from"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["at"].strftime("%Y-%m-%d %H:%M:%S"), escape(r["actor"]), r["via"], r["action"],
-                      escape(r["target"]), escape(json.dumps(r["detail"], ensure_ascii=False)), r["ip"] or "")
+        table.add_row(
+            r["at"].strftime("%Y-%m-%d %H:%M:%S"),
+            escape(r["actor"]),
+            r["via"],
+            r["action"],
+            escape(r["target"]),
+            escape(json.dumps(r["detail"], ensure_ascii=False)),
+            r["ip"] or "",
+        )
     console.print(table)
     if not rows:
         console.print("nothing recorded yet")

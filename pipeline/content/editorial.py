@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
@@ -25,8 +25,8 @@ from pipeline.errors import EditorialError, NotFound
 from pipeline.store.schema import approvals, articles, authors, revisions
 from pipeline.timeutil import rfc3339, utcnow
 
-
 # --- reading ---------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class ApprovedArticle:
@@ -61,18 +61,32 @@ class ApprovedArticle:
 def _approved_query(revision_join=None):
     if revision_join is None:
         revision_join = revisions.c.id == articles.c.approved_revision_id
-    return (
-        select(articles.c.id.label("article_id"), articles.c.slug, articles.c.first_approved_at,
-               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.title,
-               revisions.c.author_slug, revisions.c.published_at, revisions.c.updated_at,
-               revisions.c.tags, revisions.c.category, revisions.c.summary, revisions.c.body_html,
-               revisions.c.image, revisions.c.image_length, revisions.c.image_type, revisions.c.image_alt,
-               revisions.c.canonical_url, revisions.c.content_hash, revisions.c.reading_minutes,
-               revisions.c.word_count, revisions.c.sanitizer_version,
-               authors.c.name.label("author_name"), authors.c.url.label("author_url"))
-        .select_from(articles.join(revisions, revision_join)
-                     .outerjoin(authors, authors.c.slug == revisions.c.author_slug))
-    )
+    return select(
+        articles.c.id.label("article_id"),
+        articles.c.slug,
+        articles.c.first_approved_at,
+        revisions.c.id.label("revision_id"),
+        revisions.c.number,
+        revisions.c.title,
+        revisions.c.author_slug,
+        revisions.c.published_at,
+        revisions.c.updated_at,
+        revisions.c.tags,
+        revisions.c.category,
+        revisions.c.summary,
+        revisions.c.body_html,
+        revisions.c.image,
+        revisions.c.image_length,
+        revisions.c.image_type,
+        revisions.c.image_alt,
+        revisions.c.canonical_url,
+        revisions.c.content_hash,
+        revisions.c.reading_minutes,
+        revisions.c.word_count,
+        revisions.c.sanitizer_version,
+        authors.c.name.label("author_name"),
+        authors.c.url.label("author_url"),
+    ).select_from(articles.join(revisions, revision_join).outerjoin(authors, authors.c.slug == revisions.c.author_slug))
 
 
 def _to_approved(settings, r) -> ApprovedArticle:
@@ -82,26 +96,49 @@ def _to_approved(settings, r) -> ApprovedArticle:
     body = r.body_html
     if r.sanitizer_version != SANITIZER_VERSION:
         from pipeline.content.ingest import sanitize_html
+
         body = sanitize_html(body, r.canonical_url or article_url(settings, r.slug))
     url = article_url(settings, r.slug)
     # Rows stored before ingest checked them (bidi controls, issue 18 item 5; author
     # URLs, item 4) are cleaned here too: what every output reads is safe to show.
     return ApprovedArticle(
-        article_id=r.article_id, revision_id=r.revision_id, revision_number=r.number, slug=r.slug,
-        title=clean_text(r.title), author_slug=r.author_slug,
+        article_id=r.article_id,
+        revision_id=r.revision_id,
+        revision_number=r.number,
+        slug=r.slug,
+        title=clean_text(r.title),
+        author_slug=r.author_slug,
         author_name=clean_text(r.author_name) or r.author_slug,
-        author_url=http_url(r.author_url) or "", published_at=r.published_at,
-        updated_at=r.updated_at or r.published_at, approved_at=r.first_approved_at or r.published_at,
-        tags=list(r.tags or []), category=r.category or "", summary=clean_text(r.summary), body_html=body,
-        image=r.image or "", image_length=r.image_length, image_type=r.image_type or "",
-        image_alt=clean_text(r.image_alt), url=url, canonical_url=r.canonical_url or url,
-        content_hash=r.content_hash, reading_minutes=r.reading_minutes, word_count=r.word_count,
+        author_url=http_url(r.author_url) or "",
+        published_at=r.published_at,
+        updated_at=r.updated_at or r.published_at,
+        approved_at=r.first_approved_at or r.published_at,
+        tags=list(r.tags or []),
+        category=r.category or "",
+        summary=clean_text(r.summary),
+        body_html=body,
+        image=r.image or "",
+        image_length=r.image_length,
+        image_type=r.image_type or "",
+        image_alt=clean_text(r.image_alt),
+        url=url,
+        canonical_url=r.canonical_url or url,
+        content_hash=r.content_hash,
+        reading_minutes=r.reading_minutes,
+        word_count=r.word_count,
     )
 
 
-def approved_articles(conn: Connection, settings, *, approved_since: dt.datetime | None = None,
-                      approved_until: dt.datetime | None = None, tags: Iterable[str] | None = None,
-                      slugs: Iterable[str] | None = None, limit: int | None = None) -> list[ApprovedArticle]:
+def approved_articles(
+    conn: Connection,
+    settings,
+    *,
+    approved_since: dt.datetime | None = None,
+    approved_until: dt.datetime | None = None,
+    tags: Iterable[str] | None = None,
+    slugs: Iterable[str] | None = None,
+    limit: int | None = None,
+) -> list[ApprovedArticle]:
     """THE query for approved content: approved revisions of articles that are not
     retracted, newest publication first. `approved_since/until` filter on the time
     the article was first approved (when it became news to subscribers)."""
@@ -130,11 +167,26 @@ def retracted_articles(conn: Connection, settings) -> list[ApprovedArticle]:
 
 # Every field of a revision an editor approves, in the order the review shows them: a
 # change to any of them (not only title and body) makes a visible diff (issue 16 item 18).
-_REVIEW_COLUMNS = (revisions.c.id, revisions.c.number, revisions.c.state, revisions.c.title,
-                   revisions.c.author_slug, revisions.c.published_at, revisions.c.updated_at, revisions.c.tags,
-                   revisions.c.category, revisions.c.summary, revisions.c.image, revisions.c.image_length,
-                   revisions.c.image_alt, revisions.c.canonical_url, revisions.c.body_markdown,
-                   revisions.c.content_hash, revisions.c.flags, revisions.c.created_at)
+_REVIEW_COLUMNS = (
+    revisions.c.id,
+    revisions.c.number,
+    revisions.c.state,
+    revisions.c.title,
+    revisions.c.author_slug,
+    revisions.c.published_at,
+    revisions.c.updated_at,
+    revisions.c.tags,
+    revisions.c.category,
+    revisions.c.summary,
+    revisions.c.image,
+    revisions.c.image_length,
+    revisions.c.image_alt,
+    revisions.c.canonical_url,
+    revisions.c.body_markdown,
+    revisions.c.content_hash,
+    revisions.c.flags,
+    revisions.c.created_at,
+)
 
 
 def revision_document(r) -> str:
@@ -143,10 +195,16 @@ def revision_document(r) -> str:
     if image and r.image_length:
         image += f" ({r.image_length:,} bytes)"
     fields = [
-        ("title", r.title), ("author", r.author_slug), ("date", rfc3339(r.published_at)),
-        ("updated", rfc3339(r.updated_at) if r.updated_at else ""), ("category", r.category or ""),
-        ("tags", ", ".join(r.tags or [])), ("summary", r.summary or ""), ("image", image),
-        ("image_alt", r.image_alt or ""), ("canonical_url", r.canonical_url or ""),
+        ("title", r.title),
+        ("author", r.author_slug),
+        ("date", rfc3339(r.published_at)),
+        ("updated", rfc3339(r.updated_at) if r.updated_at else ""),
+        ("category", r.category or ""),
+        ("tags", ", ".join(r.tags or [])),
+        ("summary", r.summary or ""),
+        ("image", image),
+        ("image_alt", r.image_alt or ""),
+        ("canonical_url", r.canonical_url or ""),
     ]
     body = r.body_markdown or ""
     return "".join(f"{name}: {value}\n" for name, value in fields) + "\n" + body + ("" if body.endswith("\n") else "\n")
@@ -156,9 +214,14 @@ def revision_diff(slug: str, old, new) -> str:
     """A unified diff of two revisions' documents ('' when there is no old one)."""
     if old is None:
         return ""
-    return "".join(difflib.unified_diff(
-        revision_document(old).splitlines(keepends=True), revision_document(new).splitlines(keepends=True),
-        fromfile=f"{slug} r{old.number} (approved)", tofile=f"{slug} r{new.number}"))
+    return "".join(
+        difflib.unified_diff(
+            revision_document(old).splitlines(keepends=True),
+            revision_document(new).splitlines(keepends=True),
+            fromfile=f"{slug} r{old.number} (approved)",
+            tofile=f"{slug} r{new.number}",
+        )
+    )
 
 
 @dataclasses.dataclass
@@ -181,7 +244,9 @@ class PendingRevision:
 def _revisions_by_id(conn: Connection, ids: list[int]) -> dict:
     out = {}
     for i in range(0, len(ids), 500):
-        out.update({r.id: r for r in conn.execute(select(*_REVIEW_COLUMNS).where(revisions.c.id.in_(ids[i:i + 500])))})
+        out.update(
+            {r.id: r for r in conn.execute(select(*_REVIEW_COLUMNS).where(revisions.c.id.in_(ids[i : i + 500])))}
+        )
     return out
 
 
@@ -192,11 +257,23 @@ def _pending(conn: Connection, rows) -> list[PendingRevision]:
     for r in rows:
         rev = current[r.revision_id]
         previous = old.get(r.approved_revision_id) if r.approved_revision_id != r.revision_id else None
-        out.append(PendingRevision(
-            slug=r.slug, article_id=r.article_id, revision_id=r.revision_id, number=rev.number, state=rev.state,
-            title=rev.title, author_slug=rev.author_slug, content_hash=rev.content_hash, flags=rev.flags or [],
-            created_at=rev.created_at, approved_revision_id=r.approved_revision_id,
-            diff=revision_diff(r.slug, previous, rev), document=revision_document(rev)))
+        out.append(
+            PendingRevision(
+                slug=r.slug,
+                article_id=r.article_id,
+                revision_id=r.revision_id,
+                number=rev.number,
+                state=rev.state,
+                title=rev.title,
+                author_slug=rev.author_slug,
+                content_hash=rev.content_hash,
+                flags=rev.flags or [],
+                created_at=rev.created_at,
+                approved_revision_id=r.approved_revision_id,
+                diff=revision_diff(r.slug, previous, rev),
+                document=revision_document(rev),
+            )
+        )
     return out
 
 
@@ -205,8 +282,12 @@ def review_queue(conn: Connection, *, include_drafts: bool = False) -> list[Pend
     field against the last approved revision of the same article."""
     states = ("submitted", "draft") if include_drafts else ("submitted",)
     rows = conn.execute(
-        select(articles.c.slug, articles.c.id.label("article_id"), articles.c.approved_revision_id,
-               revisions.c.id.label("revision_id"))
+        select(
+            articles.c.slug,
+            articles.c.id.label("article_id"),
+            articles.c.approved_revision_id,
+            revisions.c.id.label("revision_id"),
+        )
         .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
         .where(revisions.c.state.in_(states), articles.c.retracted_at.is_(None))
         .order_by(revisions.c.created_at, articles.c.slug)
@@ -229,22 +310,36 @@ class ArticleReview:
 
 def article_review(conn: Connection, slug: str) -> ArticleReview:
     row = conn.execute(
-        select(articles.c.slug, articles.c.id.label("article_id"), articles.c.approved_revision_id,
-               articles.c.retracted_at, articles.c.current_revision_id.label("revision_id"))
-        .where(articles.c.slug == slug)).first()
+        select(
+            articles.c.slug,
+            articles.c.id.label("article_id"),
+            articles.c.approved_revision_id,
+            articles.c.retracted_at,
+            articles.c.current_revision_id.label("revision_id"),
+        ).where(articles.c.slug == slug)
+    ).first()
     if row is None or row.revision_id is None:
-        raise NotFound(f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first.")
+        raise NotFound(
+            f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first."
+        )
     (current,) = _pending(conn, [row])
     approved_number = None
     if row.approved_revision_id:
-        approved_number = conn.execute(select(revisions.c.number)
-                                       .where(revisions.c.id == row.approved_revision_id)).scalar_one()
-    return ArticleReview(slug=slug, current=current, waiting=current.state in ("submitted", "draft"),
-                         approved_number=approved_number, retracted=row.retracted_at is not None,
-                         history=history(conn, slug))
+        approved_number = conn.execute(
+            select(revisions.c.number).where(revisions.c.id == row.approved_revision_id)
+        ).scalar_one()
+    return ArticleReview(
+        slug=slug,
+        current=current,
+        waiting=current.state in ("submitted", "draft"),
+        approved_number=approved_number,
+        retracted=row.retracted_at is not None,
+        history=history(conn, slug),
+    )
 
 
 # --- deciding ------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Decision:
@@ -256,28 +351,56 @@ class Decision:
 
 def _current(conn: Connection, slug: str):
     row = conn.execute(
-        select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.first_approved_at,
-               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.state,
-               revisions.c.content_hash, revisions.c.flags)
+        select(
+            articles.c.id,
+            articles.c.slug,
+            articles.c.retracted_at,
+            articles.c.first_approved_at,
+            revisions.c.id.label("revision_id"),
+            revisions.c.number,
+            revisions.c.state,
+            revisions.c.content_hash,
+            revisions.c.flags,
+        )
         .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
-        .where(articles.c.slug == slug)).first()
+        .where(articles.c.slug == slug)
+    ).first()
     if row is None:
-        raise NotFound(f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first.")
+        raise NotFound(
+            f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first."
+        )
     return row
 
 
 def _current_rows(conn: Connection, slugs: list[str]) -> dict:
     rows = conn.execute(
-        select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.first_approved_at,
-               revisions.c.id.label("revision_id"), revisions.c.number, revisions.c.state,
-               revisions.c.content_hash, revisions.c.flags)
+        select(
+            articles.c.id,
+            articles.c.slug,
+            articles.c.retracted_at,
+            articles.c.first_approved_at,
+            revisions.c.id.label("revision_id"),
+            revisions.c.number,
+            revisions.c.state,
+            revisions.c.content_hash,
+            revisions.c.flags,
+        )
         .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
-        .where(articles.c.slug.in_(slugs))).all()
+        .where(articles.c.slug.in_(slugs))
+    ).all()
     return {r.slug: r for r in rows}
 
 
-def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str, note: str = "",
-            override: str = "", all_pending: bool = False, expected_hash: str | None = None) -> list[Decision]:
+def approve(
+    conn: Connection,
+    slugs: Iterable[str] | None = None,
+    *,
+    editor: str,
+    note: str = "",
+    override: str = "",
+    all_pending: bool = False,
+    expected_hash: str | None = None,
+) -> list[Decision]:
     """Approve the current revision of each slug (or every waiting one with all_pending).
 
     A revision flagged by a blocking policy rule needs `override` (the reason); with
@@ -289,8 +412,10 @@ def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str
         raise EditorialError("an approval needs the editor's name", hint="Pass --editor NAME.")
     if override and not override.strip():
         # An override is a decision someone must be able to read later (issue 16 item 19).
-        raise EditorialError("an override needs a reason",
-                             hint='Say why the flagged text is fine, e.g. --override "quotes a law, not a political statement".')
+        raise EditorialError(
+            "an override needs a reason",
+            hint='Say why the flagged text is fine, e.g. --override "quotes a law, not a political statement".',
+        )
     override = (override or "").strip()
     if all_pending:
         slugs = [p.slug for p in review_queue(conn)]
@@ -299,13 +424,15 @@ def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str
         return []
     current = {}
     for i in range(0, len(slugs), 500):
-        current.update(_current_rows(conn, slugs[i:i + 500]))
+        current.update(_current_rows(conn, slugs[i : i + 500]))
     now = utcnow()
     decisions, chosen = [], []
     for slug in slugs:
         row = current.get(slug)
         if row is None:
-            raise NotFound(f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first.")
+            raise NotFound(
+                f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first."
+            )
         if row.state == "approved":
             decisions.append(Decision(slug, row.number, "skipped", "already approved"))
             continue
@@ -313,42 +440,73 @@ def approve(conn: Connection, slugs: Iterable[str] | None = None, *, editor: str
             if all_pending:
                 decisions.append(Decision(slug, row.number, "skipped", "draft"))
                 continue
-            raise EditorialError(f"{slug} r{row.number} is a draft",
-                                 hint="The author sets 'status: submitted' when it is ready for review.")
+            raise EditorialError(
+                f"{slug} r{row.number} is a draft",
+                hint="The author sets 'status: submitted' when it is ready for review.",
+            )
         if row.state != "submitted":
-            raise EditorialError(f"{slug} r{row.number} is {row.state}",
-                                 hint="Only submitted revisions can be approved; edit the file to submit a new one.")
+            raise EditorialError(
+                f"{slug} r{row.number} is {row.state}",
+                hint="Only submitted revisions can be approved; edit the file to submit a new one.",
+            )
         if expected_hash and row.content_hash != expected_hash:
-            raise EditorialError(f"{slug} changed since you reviewed it (now {row.content_hash[:12]})",
-                                 hint="Run `syndicate review` again and approve what you read.")
+            raise EditorialError(
+                f"{slug} changed since you reviewed it (now {row.content_hash[:12]})",
+                hint="Run `syndicate review` again and approve what you read.",
+            )
         block = blocking(row.flags)
         if block and not override:
             names = ", ".join(f"{f['rule']} ({'; '.join(f['matches'])})" for f in block)
             if all_pending:
                 decisions.append(Decision(slug, row.number, "skipped", f"flagged: {names}"))
                 continue
-            raise EditorialError(f"{slug} r{row.number} is flagged by {names}",
-                                 hint="Reject it, ask the author to edit it, or approve with --override REASON.")
+            raise EditorialError(
+                f"{slug} r{row.number} is flagged by {names}",
+                hint="Reject it, ask the author to edit it, or approve with --override REASON.",
+            )
         chosen.append((row, bool(block)))
         decisions.append(Decision(slug, row.number, "approved", f"override: {override}" if block else ""))
     if chosen:
-        conn.execute(approvals.insert(), [dict(
-            article_id=row.id, revision_id=row.revision_id, content_hash=row.content_hash, decision="approved",
-            editor=editor, decided_at=now, note=note, override_reason=override if flagged else "")
-            for row, flagged in chosen])
+        conn.execute(
+            approvals.insert(),
+            [
+                dict(
+                    article_id=row.id,
+                    revision_id=row.revision_id,
+                    content_hash=row.content_hash,
+                    decision="approved",
+                    editor=editor,
+                    decided_at=now,
+                    note=note,
+                    override_reason=override if flagged else "",
+                )
+                for row, flagged in chosen
+            ],
+        )
         article_ids = [row.id for row, _ in chosen]
         for i in range(0, len(article_ids), 500):
-            part = article_ids[i:i + 500]
-            conn.execute(update(revisions).where(revisions.c.article_id.in_(part), revisions.c.state == "approved")
-                         .values(state="superseded"))
-            conn.execute(update(articles).where(articles.c.id.in_(part), articles.c.first_approved_at.is_(None))
-                         .values(first_approved_at=now))
+            part = article_ids[i : i + 500]
+            conn.execute(
+                update(revisions)
+                .where(revisions.c.article_id.in_(part), revisions.c.state == "approved")
+                .values(state="superseded")
+            )
+            conn.execute(
+                update(articles)
+                .where(articles.c.id.in_(part), articles.c.first_approved_at.is_(None))
+                .values(first_approved_at=now)
+            )
         revision_ids = [row.revision_id for row, _ in chosen]
         for i in range(0, len(revision_ids), 500):
-            conn.execute(update(revisions).where(revisions.c.id.in_(revision_ids[i:i + 500])).values(state="approved"))
-        conn.execute(update(articles).where(articles.c.id == bindparam("b_id")).values(
-            approved_revision_id=bindparam("b_rev"), updated_at=now),
-            [{"b_id": row.id, "b_rev": row.revision_id} for row, _ in chosen])
+            conn.execute(
+                update(revisions).where(revisions.c.id.in_(revision_ids[i : i + 500])).values(state="approved")
+            )
+        conn.execute(
+            update(articles)
+            .where(articles.c.id == bindparam("b_id"))
+            .values(approved_revision_id=bindparam("b_rev"), updated_at=now),
+            [{"b_id": row.id, "b_rev": row.revision_id} for row, _ in chosen],
+        )
     return decisions
 
 
@@ -357,28 +515,50 @@ def reject(conn: Connection, slug: str, *, editor: str, reason: str) -> Decision
         raise EditorialError("a rejection needs a reason", hint="Pass --reason TEXT; the author reads it.")
     row = _current(conn, slug)
     if row.state not in ("submitted", "draft"):
-        raise EditorialError(f"{slug} r{row.number} is {row.state}, nothing to reject",
-                             hint="Only waiting revisions can be rejected.")
+        raise EditorialError(
+            f"{slug} r{row.number} is {row.state}, nothing to reject", hint="Only waiting revisions can be rejected."
+        )
     now = utcnow()
-    conn.execute(approvals.insert().values(
-        article_id=row.id, revision_id=row.revision_id, content_hash=row.content_hash, decision="rejected",
-        editor=editor, decided_at=now, note=reason))
+    conn.execute(
+        approvals.insert().values(
+            article_id=row.id,
+            revision_id=row.revision_id,
+            content_hash=row.content_hash,
+            decision="rejected",
+            editor=editor,
+            decided_at=now,
+            note=reason,
+        )
+    )
     conn.execute(update(revisions).where(revisions.c.id == row.revision_id).values(state="rejected"))
     return Decision(slug, row.number, "rejected", reason)
 
 
 def history(conn: Connection, slug: str) -> list[dict]:
     """Every decision on an article, oldest first."""
-    q = (select(approvals, revisions.c.number).join(revisions, revisions.c.id == approvals.c.revision_id)
-         .join(articles, articles.c.id == approvals.c.article_id).where(articles.c.slug == slug)
-         .order_by(approvals.c.decided_at, approvals.c.id))
+    q = (
+        select(approvals, revisions.c.number)
+        .join(revisions, revisions.c.id == approvals.c.revision_id)
+        .join(articles, articles.c.id == approvals.c.article_id)
+        .where(articles.c.slug == slug)
+        .order_by(approvals.c.decided_at, approvals.c.id)
+    )
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
 # --- the desk's editor views: every field, one revision as an article, retraction ----------
 
-DIFF_FIELDS = ("title", "summary", "category", "tags", "image", "image_alt", "canonical_url", "author_slug",
-               "body_markdown")
+DIFF_FIELDS = (
+    "title",
+    "summary",
+    "category",
+    "tags",
+    "image",
+    "image_alt",
+    "canonical_url",
+    "author_slug",
+    "body_markdown",
+)
 
 
 def revision_as_article(conn: Connection, settings, revision_id: int) -> ApprovedArticle:
@@ -396,19 +576,39 @@ def field_diff(conn: Connection, revision_id: int, approved_revision_id: int | N
     [{field, old, new, changed, diff}] (diff: unified lines for the body, else empty)."""
     cols = [revisions.c[f] for f in DIFF_FIELDS] + [revisions.c.number]
     new = conn.execute(select(*cols).where(revisions.c.id == revision_id)).one()._mapping
-    old = (conn.execute(select(*cols).where(revisions.c.id == approved_revision_id)).one()._mapping
-           if approved_revision_id else None)
+    old = (
+        conn.execute(select(*cols).where(revisions.c.id == approved_revision_id)).one()._mapping
+        if approved_revision_id
+        else None
+    )
     out = []
+
+    def show(v: object) -> str:
+        return ", ".join(v) if isinstance(v, list) else ("" if v is None else str(v))
+
     for f in DIFF_FIELDS:
         nv = new[f]
         ov = old[f] if old is not None else None
-        show = (lambda v: ", ".join(v) if isinstance(v, list) else ("" if v is None else str(v)))
         diff = []
         if f == "body_markdown" and old is not None and ov != nv:
-            diff = list(difflib.unified_diff(show(ov).splitlines(), show(nv).splitlines(),
-                                             f"r{old['number']} (approved)", f"r{new['number']}", lineterm=""))
-        out.append({"field": f, "old": show(ov) if old is not None else None, "new": show(nv),
-                    "changed": old is None or ov != nv, "diff": diff})
+            diff = list(
+                difflib.unified_diff(
+                    show(ov).splitlines(),
+                    show(nv).splitlines(),
+                    f"r{old['number']} (approved)",
+                    f"r{new['number']}",
+                    lineterm="",
+                )
+            )
+        out.append(
+            {
+                "field": f,
+                "old": show(ov) if old is not None else None,
+                "new": show(nv),
+                "changed": old is None or ov != nv,
+                "diff": diff,
+            }
+        )
     return out
 
 
@@ -416,14 +616,22 @@ def claim_for_decision(conn: Connection, slug: str, revision_id: int) -> None:
     """Take the write lock on a waiting revision before deciding on it, so that of two
     editors deciding at once one wins and the other is told (the second waits for the
     lock, then finds the revision no longer waiting)."""
-    n = conn.execute(update(revisions).where(revisions.c.id == revision_id, revisions.c.state == "submitted")
-                     .values(state="submitted")).rowcount
+    n = conn.execute(
+        update(revisions)
+        .where(revisions.c.id == revision_id, revisions.c.state == "submitted")
+        .values(state="submitted")
+    ).rowcount
     if n != 1:
-        last = conn.execute(select(approvals.c.decision, approvals.c.editor).where(approvals.c.revision_id == revision_id)
-                            .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc())).first()
+        last = conn.execute(
+            select(approvals.c.decision, approvals.c.editor)
+            .where(approvals.c.revision_id == revision_id)
+            .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc())
+        ).first()
         who = f" ({last.decision} by {last.editor})" if last else ""
-        raise EditorialError(f"{slug}: this revision is no longer waiting{who}",
-                             hint="Someone decided on it while you were reading; open the queue again.")
+        raise EditorialError(
+            f"{slug}: this revision is no longer waiting{who}",
+            hint="Someone decided on it while you were reading; open the queue again.",
+        )
 
 
 def retract(conn: Connection, slug: str, *, editor: str, reason: str) -> Decision:
@@ -431,15 +639,24 @@ def retract(conn: Connection, slug: str, *, editor: str, reason: str) -> Decisio
     if not reason.strip():
         raise EditorialError("a retraction needs a reason", hint="Say why; the author reads it.")
     row = _current(conn, slug)
-    art = conn.execute(select(articles.c.approved_revision_id, articles.c.retracted_at)
-                       .where(articles.c.id == row.id)).one()
+    art = conn.execute(
+        select(articles.c.approved_revision_id, articles.c.retracted_at).where(articles.c.id == row.id)
+    ).one()
     if art.approved_revision_id is None or art.retracted_at is not None:
         raise EditorialError(f"{slug} is not published, nothing to retract")
     now = utcnow()
     rev = conn.execute(select(revisions.c.content_hash).where(revisions.c.id == art.approved_revision_id)).scalar_one()
-    conn.execute(approvals.insert().values(
-        article_id=row.id, revision_id=art.approved_revision_id, content_hash=rev, decision="retracted",
-        editor=editor, decided_at=now, note=reason))
+    conn.execute(
+        approvals.insert().values(
+            article_id=row.id,
+            revision_id=art.approved_revision_id,
+            content_hash=rev,
+            decision="retracted",
+            editor=editor,
+            decided_at=now,
+            note=reason,
+        )
+    )
     conn.execute(update(articles).where(articles.c.id == row.id).values(retracted_at=now, updated_at=now))
     return Decision(slug, row.number, "retracted", reason)
 
@@ -450,19 +667,52 @@ def timeline(conn: Connection, slug: str) -> list[dict]:
     article_id = conn.execute(select(articles.c.id).where(articles.c.slug == slug)).scalar()
     if article_id is None:
         raise NotFound(f"no article {slug!r}")
-    events = [{"at": r.created_at, "what": "revision", "revision": r.number, "who": r.author_slug,
-               "text": r.title, "flags": r.flags or []}
-              for r in conn.execute(select(revisions).where(revisions.c.article_id == article_id))]
+    events = [
+        {
+            "at": r.created_at,
+            "what": "revision",
+            "revision": r.number,
+            "who": r.author_slug,
+            "text": r.title,
+            "flags": r.flags or [],
+        }
+        for r in conn.execute(select(revisions).where(revisions.c.article_id == article_id))
+    ]
     for a in history(conn, slug):
         what = "override" if a["decision"] == "approved" and a["override_reason"] else a["decision"]
         text = a["note"] + (f" (override: {a['override_reason']})" if a["override_reason"] else "")
-        events.append({"at": a["decided_at"], "what": what, "revision": a["number"], "who": a["editor"],
-                       "text": text, "flags": []})
+        events.append(
+            {
+                "at": a["decided_at"],
+                "what": what,
+                "revision": a["number"],
+                "who": a["editor"],
+                "text": text,
+                "flags": [],
+            }
+        )
     events.sort(key=lambda e: (e["at"], e["what"] != "revision"))
     return events
 
 
-__all__ = ["policy_flags", "blocking", "approved_articles", "retracted_articles", "review_queue", "approve",
-           "reject", "ApprovedArticle", "PendingRevision", "ArticleReview", "article_review", "revision_document",
-           "Decision", "history", "revision_as_article", "field_diff", "claim_for_decision", "retract",
-           "timeline"]
+__all__ = [
+    "policy_flags",
+    "blocking",
+    "approved_articles",
+    "retracted_articles",
+    "review_queue",
+    "approve",
+    "reject",
+    "ApprovedArticle",
+    "PendingRevision",
+    "ArticleReview",
+    "article_review",
+    "revision_document",
+    "Decision",
+    "history",
+    "revision_as_article",
+    "field_diff",
+    "claim_for_decision",
+    "retract",
+    "timeline",
+]

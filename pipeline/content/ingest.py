@@ -40,9 +40,24 @@ from sqlalchemy.engine import Connection
 from pipeline.config import Settings
 from pipeline.content.policy import blocking, policy_flags  # noqa: F401  (re-exported)
 from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public names stay here)
-    CONTROL_CHARS, FEED_ATTRIBUTES, FEED_TAGS, SAFE_SCHEMES, SANITIZER_VERSION, SUMMARY_CHARS,
-    WORDS_PER_MINUTE, clean_text, derive_summary, element_text, html_to_text, http_url, nesting_depth,
-    parse_fragment, sanitize_html, strip_control_chars, summary_of, summary_text,
+    CONTROL_CHARS,
+    FEED_ATTRIBUTES,
+    FEED_TAGS,
+    SAFE_SCHEMES,
+    SANITIZER_VERSION,
+    SUMMARY_CHARS,
+    WORDS_PER_MINUTE,
+    clean_text,
+    derive_summary,
+    element_text,
+    html_to_text,
+    http_url,
+    nesting_depth,
+    parse_fragment,
+    sanitize_html,
+    strip_control_chars,
+    summary_of,
+    summary_text,
 )
 from pipeline.errors import ContentError
 from pipeline.store.schema import articles, authors, revisions
@@ -57,8 +72,19 @@ TITLE_MAX_CHARS = 200
 # Real articles nest a handful of levels; libxml2 stops reading text past 256 (2,047
 # with huge_tree), so deeper HTML could hide words from the policy check.
 MAX_NESTING = 64
-FRONT_MATTER_FIELDS = {"title", "author", "date", "updated", "tags", "category", "summary", "image",
-                       "image_alt", "canonical_url", "status"}
+FRONT_MATTER_FIELDS = {
+    "title",
+    "author",
+    "date",
+    "updated",
+    "tags",
+    "category",
+    "summary",
+    "image",
+    "image_alt",
+    "canonical_url",
+    "status",
+}
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
 _markdown = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": False}).enable("table")
@@ -110,26 +136,38 @@ def content_hash(data: bytes) -> str:
 
 def split_front_matter(text: str, path: Path) -> tuple[dict, str]:
     if not text.startswith("---"):
-        raise ContentError(path, "no YAML front matter", hint="Start the file with a '---' line, the fields, and another '---' line.")
+        raise ContentError(
+            path, "no YAML front matter", hint="Start the file with a '---' line, the fields, and another '---' line."
+        )
     parts = re.split(r"^---[ \t]*$", text, maxsplit=2, flags=re.M)
     if len(parts) < 3:
-        raise ContentError(path, "front matter is not closed", hint="Add a line with only '---' after the front matter fields.")
+        raise ContentError(
+            path, "front matter is not closed", hint="Add a line with only '---' after the front matter fields."
+        )
     try:
         meta = yaml.load(parts[1], Loader=_YamlLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ContentError(path, f"front matter is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
-                           hint="Check quoting: values with ':' or '#' need quotes.") from None
+        raise ContentError(
+            path,
+            f"front matter is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            hint="Check quoting: values with ':' or '#' need quotes.",
+        ) from None
     if not isinstance(meta, dict):
-        raise ContentError(path, "front matter must be 'key: value' lines", hint="See content/README.md for the fields.")
+        raise ContentError(
+            path, "front matter must be 'key: value' lines", hint="See content/README.md for the fields."
+        )
     return meta, parts[2]
 
 
 def _read_text(path: Path, data: bytes, max_bytes: int) -> str:
     if len(data) > max_bytes:
-        raise ContentError(path, f"file is {len(data):,} bytes, over the limit of {max_bytes:,}",
-                           hint="Shorten the article or raise [ingest] max_file_bytes.")
+        raise ContentError(
+            path,
+            f"file is {len(data):,} bytes, over the limit of {max_bytes:,}",
+            hint="Shorten the article or raise [ingest] max_file_bytes.",
+        )
     try:
         return data.decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError as exc:
@@ -145,11 +183,20 @@ def read_author(path: Path, max_bytes: int = 200_000) -> AuthorRecord:
     url = meta.get("url")
     if url not in (None, "") and http_url(url) is None:
         # Feeds carry it as Atom <uri> and JSON Feed authors[].url (issue 18 item 4).
-        raise ContentError(path, f"'url' must be an absolute http(s) URL: {url!r}", field="url",
-                           hint="Use e.g. https://example.org/about/ or leave it out.")
-    return AuthorRecord(slug=path.stem, name=clean_text(name), bio=strip_control_chars(body.strip()),
-                        url=http_url(url) or "", email=clean_text(meta.get("email")),
-                        content_hash=content_hash(data))
+        raise ContentError(
+            path,
+            f"'url' must be an absolute http(s) URL: {url!r}",
+            field="url",
+            hint="Use e.g. https://example.org/about/ or leave it out.",
+        )
+    return AuthorRecord(
+        slug=path.stem,
+        name=clean_text(name),
+        bio=strip_control_chars(body.strip()),
+        url=http_url(url) or "",
+        email=clean_text(meta.get("email")),
+        content_hash=content_hash(data),
+    )
 
 
 def _date_field(meta: dict, field: str, path: Path, required: bool) -> dt.datetime | None:
@@ -161,8 +208,12 @@ def _date_field(meta: dict, field: str, path: Path, required: bool) -> dt.dateti
     try:
         return parse_datetime(value if not isinstance(value, str) else value)
     except (ValueError, TypeError):
-        raise ContentError(path, f"'{field}' is not a date: {value!r}", field=field,
-                           hint="Use ISO 8601, e.g. 2026-11-25 or 2026-11-25T09:00:00Z.") from None
+        raise ContentError(
+            path,
+            f"'{field}' is not a date: {value!r}",
+            field=field,
+            hint="Use ISO 8601, e.g. 2026-11-25 or 2026-11-25T09:00:00Z.",
+        ) from None
 
 
 def _str_list(meta: dict, field: str, path: Path) -> list[str]:
@@ -187,64 +238,105 @@ def read_article(path: Path, settings: Settings, known_authors: set[str], data: 
     meta, body = split_front_matter(text, path)
     slug = path.stem
     if not SLUG_RE.match(slug):
-        raise ContentError(path, f"file name {path.name!r} is not a valid slug",
-                           hint=f"Rename it to {slugify(slug)}.md (lower-case letters, digits and dashes).")
+        raise ContentError(
+            path,
+            f"file name {path.name!r} is not a valid slug",
+            hint=f"Rename it to {slugify(slug)}.md (lower-case letters, digits and dashes).",
+        )
     unknown = set(meta) - FRONT_MATTER_FIELDS
     if unknown:
-        raise ContentError(path, f"unknown front matter field(s): {', '.join(sorted(map(str, unknown)))}",
-                           field=sorted(map(str, unknown))[0],
-                           hint=f"Known fields: {', '.join(sorted(FRONT_MATTER_FIELDS))}.")
+        raise ContentError(
+            path,
+            f"unknown front matter field(s): {', '.join(sorted(map(str, unknown)))}",
+            field=sorted(map(str, unknown))[0],
+            hint=f"Known fields: {', '.join(sorted(FRONT_MATTER_FIELDS))}.",
+        )
     title = meta.get("title")
     if not isinstance(title, (str, int, float)) or not clean_text(title):
         raise ContentError(path, "'title' is missing", field="title", hint="Add 'title: ...' to the front matter.")
     title = clean_text(title)
     if len(title) > TITLE_MAX_CHARS:
-        raise ContentError(path, f"'title' is {len(title)} characters, over the limit of {TITLE_MAX_CHARS}",
-                           field="title", hint="Shorten the headline; put the rest in 'summary'.")
+        raise ContentError(
+            path,
+            f"'title' is {len(title)} characters, over the limit of {TITLE_MAX_CHARS}",
+            field="title",
+            hint="Shorten the headline; put the rest in 'summary'.",
+        )
     author = meta.get("author")
     if not isinstance(author, str) or not author.strip():
-        raise ContentError(path, "'author' is missing", field="author",
-                           hint="Add 'author: <slug>' naming a file in content/authors/.")
+        raise ContentError(
+            path, "'author' is missing", field="author", hint="Add 'author: <slug>' naming a file in content/authors/."
+        )
     author = author.strip()
     if author not in known_authors:
-        raise ContentError(path, f"unknown author {author!r}", field="author",
-                           hint=f"Create content/authors/{author}.md or use one of: {', '.join(sorted(known_authors)) or 'none yet'}.")
+        raise ContentError(
+            path,
+            f"unknown author {author!r}",
+            field="author",
+            hint=f"Create content/authors/{author}.md or use one of: {', '.join(sorted(known_authors)) or 'none yet'}.",
+        )
     published = _date_field(meta, "date", path, required=True)
     updated = _date_field(meta, "updated", path, required=False)
     if updated is not None and updated < published:
         raise ContentError(path, "'updated' is before 'date'", field="updated", hint="Fix one of the two dates.")
     status = str(meta.get("status") or "submitted").strip().lower()
     if status not in ("draft", "submitted"):
-        raise ContentError(path, f"'status' must be draft or submitted, not {status!r}", field="status",
-                           hint="Approval happens with `syndicate approve`, not in the file.")
+        raise ContentError(
+            path,
+            f"'status' must be draft or submitted, not {status!r}",
+            field="status",
+            hint="Approval happens with `syndicate approve`, not in the file.",
+        )
     canonical = str(meta.get("canonical_url") or "").strip()
     if canonical and http_url(canonical) is None:
-        raise ContentError(path, f"'canonical_url' must be an absolute http(s) URL: {canonical!r}",
-                           field="canonical_url", hint="Use e.g. https://example.com/original-post/ or leave it out.")
+        raise ContentError(
+            path,
+            f"'canonical_url' must be an absolute http(s) URL: {canonical!r}",
+            field="canonical_url",
+            hint="Use e.g. https://example.com/original-post/ or leave it out.",
+        )
     site_url = article_url(settings, slug)
     body = strip_control_chars(body)
     body_html = _body_html(body, path, settings, canonical or site_url, has_original=bool(canonical))
     root = parse_fragment(body_html)  # parsed once: depth, plain text, summary
     if nesting_depth(root) > MAX_NESTING:
-        raise ContentError(path, f"the body's HTML nests more than {MAX_NESTING} levels deep", field="body",
-                           hint="Remove the nested raw HTML; Markdown never nests that deep.")
+        raise ContentError(
+            path,
+            f"the body's HTML nests more than {MAX_NESTING} levels deep",
+            field="body",
+            hint="Remove the nested raw HTML; Markdown never nests that deep.",
+        )
     plain = element_text(root)
     words = len(plain.split())
     summary_raw = meta.get("summary")
     if summary_raw not in (None, "") and not isinstance(summary_raw, str):
-        raise ContentError(path, "'summary' must be text", field="summary", hint="Quote it: summary: \"...\"")
+        raise ContentError(path, "'summary' must be text", field="summary", hint='Quote it: summary: "..."')
     # Titles and summaries are plain text, never HTML (SAN-5): markup is removed and
     # entities decoded once, every character of the text kept; outputs escape it again.
     summary = summary_text(summary_raw) if summary_raw else summary_of(root)
     image, image_length, image_type = _image(meta.get("image"), path, settings)
     return ParsedArticle(
-        slug=slug, path=path, content_hash=content_hash(data), title=title, author_slug=author,
-        published_at=published, updated_at=updated, tags=_str_list(meta, "tags", path),
+        slug=slug,
+        path=path,
+        content_hash=content_hash(data),
+        title=title,
+        author_slug=author,
+        published_at=published,
+        updated_at=updated,
+        tags=_str_list(meta, "tags", path),
         category=slugify(str(meta["category"])) if meta.get("category") else "",
-        summary=summary, image=image, image_length=image_length, image_type=image_type,
+        summary=summary,
+        image=image,
+        image_length=image_length,
+        image_type=image_type,
         image_alt=clean_text(meta.get("image_alt")),
-        canonical_url=canonical, status=status, body_markdown=body, body_html=body_html,
-        reading_minutes=max(1, round(words / WORDS_PER_MINUTE)), word_count=words, body_text=plain,
+        canonical_url=canonical,
+        status=status,
+        body_markdown=body,
+        body_html=body_html,
+        reading_minutes=max(1, round(words / WORDS_PER_MINUTE)),
+        word_count=words,
+        body_text=plain,
     )
 
 
@@ -290,8 +382,9 @@ def _body_html(body: str, path: Path, settings: Settings, base_url: str, *, has_
         target = unquote(parts.path)
         if not target:
             return None
-        candidates = [content / target.lstrip("/")] if target.startswith("/") else \
-            [path.parent / target, content / target]
+        candidates = (
+            [content / target.lstrip("/")] if target.startswith("/") else [path.parent / target, content / target]
+        )
         for candidate in candidates:
             rel = _local_rel(content, candidate)
             if rel and content_file(content, rel) and (mimetypes.guess_type(rel)[0] or "").startswith("image/"):
@@ -302,9 +395,13 @@ def _body_html(body: str, path: Path, settings: Settings, base_url: str, *, has_
 
     html = sanitize_html(_markdown.render(body), base_url, resolve_src=resolve_src)
     if missing:
-        raise ContentError(path, f"image(s) not found in {content}: {', '.join(dict.fromkeys(missing))}", field="body",
-                           hint=f"Put the file next to the article or under {content}, as an image "
-                                "(.png, .jpg, .gif, .webp, .svg) inside that folder, or use an http(s) URL.")
+        raise ContentError(
+            path,
+            f"image(s) not found in {content}: {', '.join(dict.fromkeys(missing))}",
+            field="body",
+            hint=f"Put the file next to the article or under {content}, as an image "
+            "(.png, .jpg, .gif, .webp, .svg) inside that folder, or use an http(s) URL.",
+        )
     return html
 
 
@@ -321,23 +418,37 @@ def _image(value, path: Path, settings: Settings) -> tuple[str, int | None, str]
     mime = mimetypes.guess_type(value)[0] or ""
     if urlsplit(value).scheme:
         if http_url(value) is None:
-            raise ContentError(path, f"'image' must be a path under content/ or an http(s) URL: {value!r}",
-                               field="image", hint="e.g. image: images/picture.jpg")
+            raise ContentError(
+                path,
+                f"'image' must be a path under content/ or an http(s) URL: {value!r}",
+                field="image",
+                hint="e.g. image: images/picture.jpg",
+            )
         return value, None, mime
     content = settings.path("paths.content")
     if value.startswith("/") or ".." in Path(value).parts:
-        raise ContentError(path, f"'image' must be a path under content/ or an http(s) URL: {value!r}",
-                           field="image", hint="e.g. image: images/picture.jpg")
+        raise ContentError(
+            path,
+            f"'image' must be a path under content/ or an http(s) URL: {value!r}",
+            field="image",
+            hint="e.g. image: images/picture.jpg",
+        )
     local = content_file(content, value)
     if local is None:
         if (content / value).is_symlink() or (content / value).exists():
-            raise ContentError(path, f"image {value!r} resolves outside {content} or is not a file",
-                               field="image", hint="Copy the image into the content folder instead of linking to it.")
-        raise ContentError(path, f"image file {value!r} not found under {content}",
-                           field="image", hint="Add the file or fix the path.")
+            raise ContentError(
+                path,
+                f"image {value!r} resolves outside {content} or is not a file",
+                field="image",
+                hint="Copy the image into the content folder instead of linking to it.",
+            )
+        raise ContentError(
+            path, f"image file {value!r} not found under {content}", field="image", hint="Add the file or fix the path."
+        )
     if not mime.startswith("image/"):
-        raise ContentError(path, f"'image' {value!r} is not an image type", field="image",
-                           hint="Use .jpg, .png, .gif, .webp or .svg.")
+        raise ContentError(
+            path, f"'image' {value!r} is not an image type", field="image", hint="Use .jpg, .png, .gif, .webp or .svg."
+        )
     return urljoin(settings.site.base_url.rstrip("/") + "/", value), local.stat().st_size, mime
 
 
@@ -347,6 +458,7 @@ def article_url(settings: Settings, slug: str) -> str:
 
 
 # --- ingest ------------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class IngestReport:
@@ -361,8 +473,14 @@ class IngestReport:
     authors_created: list[str] = dataclasses.field(default_factory=list)  # by store_source_items
 
     def counts(self) -> dict[str, int]:
-        return {"new": len(self.new), "changed": len(self.changed), "unchanged": self.unchanged,
-                "retracted": len(self.retracted), "flagged": len(self.flagged), "failed": len(self.errors)}
+        return {
+            "new": len(self.new),
+            "changed": len(self.changed),
+            "unchanged": self.unchanged,
+            "retracted": len(self.retracted),
+            "flagged": len(self.flagged),
+            "failed": len(self.errors),
+        }
 
 
 def _sync_authors(conn: Connection, settings: Settings, report: IngestReport, now) -> set[str]:
@@ -380,8 +498,9 @@ def _sync_authors(conn: Connection, settings: Settings, report: IngestReport, no
                 known.add(path.stem)
             continue
         known.add(rec.slug)
-        values = dict(name=rec.name, bio=rec.bio, url=rec.url, email=rec.email,
-                      content_hash=rec.content_hash, updated_at=now)
+        values = dict(
+            name=rec.name, bio=rec.bio, url=rec.url, email=rec.email, content_hash=rec.content_hash, updated_at=now
+        )
         old = existing.get(rec.slug)
         if old is None:
             conn.execute(authors.insert().values(slug=rec.slug, **values))
@@ -409,8 +528,13 @@ def _parse_one(job: tuple[str, bytes]):
     try:
         parsed = read_article(Path(path), settings, _worker_state["authors"], data=data)
     except ContentError as exc:
-        return ("error", exc.path, exc.message.split(": ", 1)[-1] if exc.message.startswith(exc.path) else exc.message,
-                exc.hint, exc.field)
+        return (
+            "error",
+            exc.path,
+            exc.message.split(": ", 1)[-1] if exc.message.startswith(exc.path) else exc.message,
+            exc.hint,
+            exc.field,
+        )
     return ("ok", parsed, policy_flags(settings.policy_rules, parsed))
 
 
@@ -423,8 +547,9 @@ def _parse_all(jobs: list[tuple[str, bytes]], settings: Settings, known_authors:
 
     workers = min(os.cpu_count() or 2, 8)
     ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_parse_init,
-                             initargs=(settings, known_authors)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_parse_init, initargs=(settings, known_authors)
+    ) as pool:
         return list(pool.map(_parse_one, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
 
 
@@ -441,10 +566,18 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
         try:
             known_authors = _sync_authors(conn, settings, report, now)
             current = {
-                r.slug: r for r in conn.execute(
-                    select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.source_path,
-                           articles.c.approved_revision_id, revisions.c.content_hash, revisions.c.number)
-                    .select_from(articles.outerjoin(revisions, revisions.c.id == articles.c.current_revision_id)))
+                r.slug: r
+                for r in conn.execute(
+                    select(
+                        articles.c.id,
+                        articles.c.slug,
+                        articles.c.retracted_at,
+                        articles.c.source_path,
+                        articles.c.approved_revision_id,
+                        revisions.c.content_hash,
+                        revisions.c.number,
+                    ).select_from(articles.outerjoin(revisions, revisions.c.id == articles.c.current_revision_id))
+                )
             }
             seen: set[str] = set()
             jobs: list[tuple[str, bytes]] = []
@@ -456,12 +589,19 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                 try:
                     data = path.read_bytes()
                 except OSError as exc:
-                    report.errors.append(ContentError(path, f"cannot read: {exc.strerror}", hint="Check the file's permissions."))
+                    report.errors.append(
+                        ContentError(path, f"cannot read: {exc.strerror}", hint="Check the file's permissions.")
+                    )
                     continue
                 old = current.get(path.stem)
                 if old is not None and old.source_path.startswith("desk:"):
-                    report.errors.append(ContentError(path, f"the slug {path.stem!r} belongs to an article written in the desk",
-                                                      hint="Rename the file; desk articles are edited in /desk/."))
+                    report.errors.append(
+                        ContentError(
+                            path,
+                            f"the slug {path.stem!r} belongs to an article written in the desk",
+                            hint="Rename the file; desk articles are edited in /desk/.",
+                        )
+                    )
                     continue
                 if old is not None and old.content_hash == content_hash(data):
                     if old.retracted_at is not None and _retracted_by_editor(conn, old.id):
@@ -486,8 +626,14 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                 (report.new if parsed.slug not in current else report.changed).append(parsed.slug)
             _store_revisions(conn, parsed_ok, current, now)
             # Other sources' articles are theirs to retract; desk articles ("desk:<id>") have no file.
-            gone = [old.id for slug, old in current.items() if slug not in seen and old.retracted_at is None
-                    and not is_source_path(old.source_path) and not old.source_path.startswith("desk:")]
+            gone = [
+                old.id
+                for slug, old in current.items()
+                if slug not in seen
+                and old.retracted_at is None
+                and not is_source_path(old.source_path)
+                and not old.source_path.startswith("desk:")
+            ]
             if gone:
                 conn.execute(update(articles).where(articles.c.id.in_(gone)).values(retracted_at=now, updated_at=now))
                 report.retracted.extend(slug for slug, old in current.items() if old.id in set(gone))
@@ -500,8 +646,12 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
             raise
     if strict and report.errors:
         first = report.errors[0]
-        raise ContentError(first.path, first.message.split(": ", 1)[-1] + f" ({len(report.errors)} bad file(s); strict mode wrote nothing)",
-                           hint=first.hint, field=first.field)
+        raise ContentError(
+            first.path,
+            first.message.split(": ", 1)[-1] + f" ({len(report.errors)} bad file(s); strict mode wrote nothing)",
+            hint=first.hint,
+            field=first.field,
+        )
     return report
 
 
@@ -509,8 +659,12 @@ def _retracted_by_editor(conn: Connection, article_id: int) -> bool:
     """Whether the article's last decision is an editor's retraction (desk or CLI)."""
     from pipeline.store.schema import approvals
 
-    last = conn.execute(select(approvals.c.decision).where(approvals.c.article_id == article_id)
-                        .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc()).limit(1)).scalar()
+    last = conn.execute(
+        select(approvals.c.decision)
+        .where(approvals.c.article_id == article_id)
+        .order_by(approvals.c.decided_at.desc(), approvals.c.id.desc())
+        .limit(1)
+    ).scalar()
     return last == "retracted"
 
 
@@ -522,42 +676,78 @@ def _store_revisions(conn: Connection, parsed_ok: list[tuple[ParsedArticle, list
     """Store new revisions in a few batched statements (one row at a time costs ~1 ms each)."""
     if not parsed_ok:
         return
-    new_rows = [{"slug": p.slug, "source_path": str(p.path), "created_at": now, "updated_at": now}
-                for p, _ in parsed_ok if p.slug not in current]
+    new_rows = [
+        {"slug": p.slug, "source_path": str(p.path), "created_at": now, "updated_at": now}
+        for p, _ in parsed_ok
+        if p.slug not in current
+    ]
     ids = {p.slug: current[p.slug].id for p, _ in parsed_ok if p.slug in current}
     if new_rows:
-        inserted = conn.execute(articles.insert().returning(articles.c.id, articles.c.slug,
-                                                            sort_by_parameter_order=True), new_rows)
+        inserted = conn.execute(
+            articles.insert().returning(articles.c.id, articles.c.slug, sort_by_parameter_order=True), new_rows
+        )
         ids.update({slug: article_id for article_id, slug in inserted})
     changed_ids = [current[p.slug].id for p, _ in parsed_ok if p.slug in current]
     numbers: dict[int, int] = {}
     if changed_ids:
-        numbers = dict(conn.execute(select(revisions.c.article_id, func.max(revisions.c.number))
-                                    .where(revisions.c.article_id.in_(changed_ids)).group_by(revisions.c.article_id)).all())
+        numbers = dict(
+            conn.execute(
+                select(revisions.c.article_id, func.max(revisions.c.number))
+                .where(revisions.c.article_id.in_(changed_ids))
+                .group_by(revisions.c.article_id)
+            ).all()
+        )
         # Earlier revisions nobody decided on are superseded by the new one.
-        conn.execute(update(revisions).where(revisions.c.article_id.in_(changed_ids),
-                                             revisions.c.state.in_(("draft", "submitted")))
-                     .values(state="superseded"))
+        conn.execute(
+            update(revisions)
+            .where(revisions.c.article_id.in_(changed_ids), revisions.c.state.in_(("draft", "submitted")))
+            .values(state="superseded")
+        )
     rows = []
     for p, flags in parsed_ok:
         article_id = ids[p.slug]
-        rows.append(dict(
-            article_id=article_id, number=numbers.get(article_id, 0) + 1, content_hash=p.content_hash,
-            state="draft" if p.status == "draft" else "submitted",
-            title=p.title, author_slug=p.author_slug, published_at=p.published_at,
-            updated_at=p.updated_at, tags=p.tags, category=p.category, summary=p.summary,
-            image=p.image, image_length=p.image_length, image_type=p.image_type,
-            image_alt=p.image_alt, canonical_url=p.canonical_url, body_markdown=p.body_markdown,
-            body_html=p.body_html, sanitizer_version=SANITIZER_VERSION,
-            reading_minutes=p.reading_minutes, word_count=p.word_count, flags=flags, created_at=now))
-    inserted = conn.execute(revisions.insert().returning(revisions.c.id, revisions.c.article_id,
-                                                         sort_by_parameter_order=True), rows)
+        rows.append(
+            dict(
+                article_id=article_id,
+                number=numbers.get(article_id, 0) + 1,
+                content_hash=p.content_hash,
+                state="draft" if p.status == "draft" else "submitted",
+                title=p.title,
+                author_slug=p.author_slug,
+                published_at=p.published_at,
+                updated_at=p.updated_at,
+                tags=p.tags,
+                category=p.category,
+                summary=p.summary,
+                image=p.image,
+                image_length=p.image_length,
+                image_type=p.image_type,
+                image_alt=p.image_alt,
+                canonical_url=p.canonical_url,
+                body_markdown=p.body_markdown,
+                body_html=p.body_html,
+                sanitizer_version=SANITIZER_VERSION,
+                reading_minutes=p.reading_minutes,
+                word_count=p.word_count,
+                flags=flags,
+                created_at=now,
+            )
+        )
+    inserted = conn.execute(
+        revisions.insert().returning(revisions.c.id, revisions.c.article_id, sort_by_parameter_order=True), rows
+    )
     conn.execute(
-        update(articles).where(articles.c.id == bindparam("b_id")).values(
-            current_revision_id=bindparam("b_rev"), source_path=bindparam("b_path"), updated_at=now),
-        [{"b_id": article_id, "b_rev": revision_id, "b_path": str(p.path)}
-         for (revision_id, article_id), (p, _) in zip(inserted.all(), parsed_ok)])
-    returning = [current[p.slug].id for p, _ in parsed_ok if p.slug in current and current[p.slug].retracted_at is not None]
+        update(articles)
+        .where(articles.c.id == bindparam("b_id"))
+        .values(current_revision_id=bindparam("b_rev"), source_path=bindparam("b_path"), updated_at=now),
+        [
+            {"b_id": article_id, "b_rev": revision_id, "b_path": str(p.path)}
+            for (revision_id, article_id), (p, _) in zip(inserted.all(), parsed_ok)
+        ],
+    )
+    returning = [
+        current[p.slug].id for p, _ in parsed_ok if p.slug in current and current[p.slug].retracted_at is not None
+    ]
     if returning:  # the file is back; the edit waits for review as usual
         conn.execute(update(articles).where(articles.c.id.in_(returning)).values(retracted_at=None))
 
@@ -605,8 +795,11 @@ def _author_for(conn: Connection, item, known: list, report: IngestReport, sourc
     taken = {row.slug for row in known}
     while slug in taken:
         slug, n = f"{base}-{n}", n + 1
-    conn.execute(authors.insert().values(slug=slug, name=name, bio="", url=uri, email=email,
-                                         content_hash=f"source:{source}", updated_at=now))
+    conn.execute(
+        authors.insert().values(
+            slug=slug, name=name, bio="", url=uri, email=email, content_hash=f"source:{source}", updated_at=now
+        )
+    )
     known.append(dataclasses.make_dataclass("A", ["slug", "name", "email", "url"])(slug, name, email, uri))
     report.authors_created.append(slug)
     return slug
@@ -621,8 +814,9 @@ def _unique_slug(wanted: str, taken: set[str]) -> str:
     return slug
 
 
-def store_source_items(conn: Connection, settings: Settings, source: str, items: list, *,
-                       present_keys: set[str] | None = None, now=None) -> IngestReport:
+def store_source_items(
+    conn: Connection, settings: Settings, source: str, items: list, *, present_keys: set[str] | None = None, now=None
+) -> IngestReport:
     """Store what a source fetched (pipeline.content.sources.SourceItem), in the caller's
     transaction, with the Markdown path's guarantees: each revision pinned to a content
     hash (an unchanged item writes nothing), sanitised like a file, policy-flagged;
@@ -638,10 +832,17 @@ def store_source_items(conn: Connection, settings: Settings, source: str, items:
     report = IngestReport()
     prefix = source_path(source, "")
     rows = conn.execute(
-        select(articles.c.id, articles.c.slug, articles.c.retracted_at, articles.c.source_path,
-               revisions.c.content_hash, revisions.c.published_at)
+        select(
+            articles.c.id,
+            articles.c.slug,
+            articles.c.retracted_at,
+            articles.c.source_path,
+            revisions.c.content_hash,
+            revisions.c.published_at,
+        )
         .select_from(articles.outerjoin(revisions, revisions.c.id == articles.c.current_revision_id))
-        .where(articles.c.source_path.startswith(prefix, autoescape=True))).all()
+        .where(articles.c.source_path.startswith(prefix, autoescape=True))
+    ).all()
     by_path = {r.source_path: r for r in rows}
     taken = set(conn.execute(select(articles.c.slug)).scalars())
     known_authors = list(conn.execute(select(authors.c.slug, authors.c.name, authors.c.email, authors.c.url)).all())
@@ -664,9 +865,14 @@ def store_source_items(conn: Connection, settings: Settings, source: str, items:
         try:
             title = " ".join(html_to_text(strip_control_chars(item.title)).split())
             if not title:
-                raise ContentError(path, "item has no title", field="title", hint="The source must give each item a title.")
-            slug = old.slug if old is not None else _unique_slug(
-                item.slug or _split(item.link).path.rstrip("/").rsplit("/", 1)[-1] or title, taken)
+                raise ContentError(
+                    path, "item has no title", field="title", hint="The source must give each item a title."
+                )
+            slug = (
+                old.slug
+                if old is not None
+                else _unique_slug(item.slug or _split(item.link).path.rstrip("/").rsplit("/", 1)[-1] or title, taken)
+            )
             site_url = article_url(settings, slug)
             body_html = sanitize_html(item.body_html, item.base_url or item.link or site_url)
             plain = html_to_text(body_html)
@@ -678,15 +884,27 @@ def store_source_items(conn: Connection, settings: Settings, source: str, items:
             author = _author_for(conn, item, known_authors, report, source, now)
             canonical = item.link if _split(item.link).scheme in ("http", "https") else ""
             parsed = ParsedArticle(
-                slug=slug, path=Path(path), content_hash=digest, title=title, author_slug=author,
-                published_at=published, updated_at=updated,
+                slug=slug,
+                path=Path(path),
+                content_hash=digest,
+                title=title,
+                author_slug=author,
+                published_at=published,
+                updated_at=updated,
                 tags=list(dict.fromkeys(slugify(t) for t in item.tags if t.strip())),
-                category=slugify(item.category) if item.category else "", summary=summary,
-                image=item.image, image_length=None,
+                category=slugify(item.category) if item.category else "",
+                summary=summary,
+                image=item.image,
+                image_length=None,
                 image_type=mimetypes.guess_type(_split(item.image).path)[0] or "" if item.image else "",
-                image_alt=" ".join(strip_control_chars(item.image_alt).split()), canonical_url=canonical,
-                status="submitted", body_markdown="", body_html=body_html,
-                reading_minutes=max(1, round(words / WORDS_PER_MINUTE)), word_count=words)
+                image_alt=" ".join(strip_control_chars(item.image_alt).split()),
+                canonical_url=canonical,
+                status="submitted",
+                body_markdown="",
+                body_html=body_html,
+                reading_minutes=max(1, round(words / WORDS_PER_MINUTE)),
+                word_count=words,
+            )
         except ContentError as exc:
             report.errors.append(exc)
             continue
@@ -702,10 +920,13 @@ def store_source_items(conn: Connection, settings: Settings, source: str, items:
     _store_revisions(conn, parsed_ok, current, now)
     if present_keys is not None:
         stored_keys = {source_path(source, k) for k in present_keys}
-        retract.extend(r for r in rows if r.source_path not in stored_keys and r.retracted_at is None and r not in retract)
+        retract.extend(
+            r for r in rows if r.source_path not in stored_keys and r.retracted_at is None and r not in retract
+        )
     if retract:
-        conn.execute(update(articles).where(articles.c.id.in_([r.id for r in retract]))
-                     .values(retracted_at=now, updated_at=now))
+        conn.execute(
+            update(articles).where(articles.c.id.in_([r.id for r in retract])).values(retracted_at=now, updated_at=now)
+        )
         report.retracted.extend(r.slug for r in retract)
     return report
 

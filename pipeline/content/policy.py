@@ -29,7 +29,7 @@ import bisect
 import functools
 import re
 import unicodedata
-from typing import Iterable
+from collections.abc import Iterable
 
 from pipeline.content.sanitize import html_to_text
 
@@ -44,7 +44,8 @@ MAX_EXCERPTS = 3  # per rule
 FORMAT_CHARS = re.compile(
     "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
     "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
-    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]")
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 
 
 def _fold(text: str) -> list[str]:
@@ -66,7 +67,7 @@ class Phrase:
         self.pattern = re.compile(r"(?<!\S)" + " ".join(parts) + r"(?!\S)") if parts else None
         self.first, self.first_is_prefix = words[0] if words else ("", False)
 
-    def spans(self, field: "Text") -> Iterable[tuple[int, int]]:
+    def spans(self, field: Text) -> Iterable[tuple[int, int]]:
         """(first word, last word + 1) of every match in `field`."""
         if self.pattern is None or not field.may_start(self.first, self.first_is_prefix):
             return
@@ -106,7 +107,7 @@ class Text:
             self._offsets = [m.span() for m in WORD.finditer(self.text)]
         count = len(self._offsets)
         lo, hi = max(0, start - EXCERPT_WORDS), min(count, end + EXCERPT_WORDS)
-        snippet = " ".join(self.text[self._offsets[lo][0]:self._offsets[hi - 1][1]].split())
+        snippet = " ".join(self.text[self._offsets[lo][0] : self._offsets[hi - 1][1]].split())
         return ("…" if lo > 0 else "") + snippet + ("…" if hi < count else "")
 
 
@@ -136,29 +137,52 @@ class Rule:
             return None
         ordered = sorted(found.items(), key=lambda item: item[1][:2])
         excerpts = list(dict.fromkeys(excerpt for _, (_, _, excerpt) in ordered))[:MAX_EXCERPTS]
-        return {"rule": self.name, "action": self.action, "description": self.description,
-                "matches": [words for words, _ in ordered], "excerpts": excerpts}
+        return {
+            "rule": self.name,
+            "action": self.action,
+            "description": self.description,
+            "matches": [words for words, _ in ordered],
+            "excerpts": excerpts,
+        }
 
 
 def article_fields(article) -> list[Text]:
     """What a reader of the article sees, field by field. `body_text`, when the article
     carries it (ingest derives it once), saves parsing the body again."""
     body = getattr(article, "body_text", "") or html_to_text(article.body_html)
-    values = [article.title, article.summary, getattr(article, "image_alt", ""),
-              getattr(article, "category", ""), " ".join(getattr(article, "tags", []) or []), body]
+    values = [
+        article.title,
+        article.summary,
+        getattr(article, "image_alt", ""),
+        getattr(article, "category", ""),
+        " ".join(getattr(article, "tags", []) or []),
+        body,
+    ]
     return [Text(v or "") for v in values]
 
 
 def _compiled(rules: list[dict]) -> list[Rule]:
     """Rules compiled once per rule set (ingest checks thousands of revisions with one)."""
-    return _compile(tuple((r["name"], r.get("action", "flag"), r.get("description", ""),
-                           tuple(r.get("phrases", [])), tuple(r.get("allow", []))) for r in rules))
+    return _compile(
+        tuple(
+            (
+                r["name"],
+                r.get("action", "flag"),
+                r.get("description", ""),
+                tuple(r.get("phrases", [])),
+                tuple(r.get("allow", [])),
+            )
+            for r in rules
+        )
+    )
 
 
 @functools.lru_cache(maxsize=8)
 def _compile(key: tuple) -> list[Rule]:
-    return [Rule({"name": name, "action": action, "description": description, "phrases": phrases,
-                  "allow": allow}) for name, action, description, phrases, allow in key]
+    return [
+        Rule({"name": name, "action": action, "description": description, "phrases": phrases, "allow": allow})
+        for name, action, description, phrases, allow in key
+    ]
 
 
 def policy_flags(rules: list[dict], article) -> list[dict]:

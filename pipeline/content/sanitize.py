@@ -23,7 +23,7 @@ and email gets them the same way:
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 import lxml.etree
@@ -42,23 +42,96 @@ HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
 # A subset of the W3C feed validator's acceptable_elements (VAL-3): no script, style,
 # iframe, object, embed, form, input, meta, link, base.
 FEED_TAGS = {
-    "a", "abbr", "acronym", "b", "blockquote", "br", "caption", "cite", "code", "col",
-    "colgroup", "dd", "del", "dfn", "div", "dl", "dt", "em", "figcaption", "figure",
-    "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img", "ins", "kbd", "li", "ol", "p",
-    "pre", "q", "s", "samp", "small", "span", "strike", "strong", "sub", "sup", "table",
-    "tbody", "td", "tfoot", "th", "thead", "tr", "tt", "u", "ul", "var",
+    "a",
+    "abbr",
+    "acronym",
+    "b",
+    "blockquote",
+    "br",
+    "caption",
+    "cite",
+    "code",
+    "col",
+    "colgroup",
+    "dd",
+    "del",
+    "dfn",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "figcaption",
+    "figure",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "ins",
+    "kbd",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "q",
+    "s",
+    "samp",
+    "small",
+    "span",
+    "strike",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "tt",
+    "u",
+    "ul",
+    "var",
 }
 FEED_ATTRIBUTES = {
     "a": {"href", "title", "hreflang"},
     "img": {"src", "alt", "title", "width", "height"},
-    "abbr": {"title"}, "acronym": {"title"},
-    "blockquote": {"cite"}, "q": {"cite"}, "del": {"cite", "datetime"}, "ins": {"cite", "datetime"},
-    "td": {"colspan", "rowspan", "align"}, "th": {"colspan", "rowspan", "align", "scope"},
-    "ol": {"start", "reversed"}, "li": {"value"},
-    "code": {"class"}, "pre": {"class"},
+    "abbr": {"title"},
+    "acronym": {"title"},
+    "blockquote": {"cite"},
+    "q": {"cite"},
+    "del": {"cite", "datetime"},
+    "ins": {"cite", "datetime"},
+    "td": {"colspan", "rowspan", "align"},
+    "th": {"colspan", "rowspan", "align", "scope"},
+    "ol": {"start", "reversed"},
+    "li": {"value"},
+    "code": {"class"},
+    "pre": {"class"},
 }
-CLEAN_CONTENT_TAGS = {"script", "style", "iframe", "object", "embed", "noscript", "template",
-                      "svg", "math", "frame", "frameset", "applet", "title", "textarea", "select", "xmp"}
+CLEAN_CONTENT_TAGS = {
+    "script",
+    "style",
+    "iframe",
+    "object",
+    "embed",
+    "noscript",
+    "template",
+    "svg",
+    "math",
+    "frame",
+    "frameset",
+    "applet",
+    "title",
+    "textarea",
+    "select",
+    "xmp",
+}
 URL_ATTRIBUTES = {"href", "src", "cite"}
 SAFE_SCHEMES = {"http", "https", "mailto"}
 # URL fields an author writes (canonical_url, image, author url): the same list everywhere.
@@ -67,14 +140,67 @@ HTTP_SCHEMES = ("http", "https")
 # Elements whose boundaries separate words in the plain text: a reader sees
 # `<td>vote</td><td>for</td>` as two words, and so must the policy check.
 BLOCK_TAGS = {
-    "address", "article", "aside", "blockquote", "br", "caption", "dd", "details", "dialog", "div",
-    "dl", "dt", "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5",
-    "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "summary", "table",
-    "tbody", "td", "tfoot", "th", "thead", "tr", "ul", "body", "html", "option", "legend",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "br",
+    "caption",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "ul",
+    "body",
+    "html",
+    "option",
+    "legend",
 }
 # Elements whose content is not text a reader sees.
-INVISIBLE_TAGS = {"script", "style", "template", "noscript", "head", "title", "textarea", "select",
-                  "iframe", "object", "svg", "math"}
+INVISIBLE_TAGS = {
+    "script",
+    "style",
+    "template",
+    "noscript",
+    "head",
+    "title",
+    "textarea",
+    "select",
+    "iframe",
+    "object",
+    "svg",
+    "math",
+}
 BREAK = "\x00"  # a block boundary while text is collected (text never keeps a NUL: stripped)
 WORDS_PER_MINUTE = 230
 SUMMARY_CHARS = 280
@@ -108,8 +234,7 @@ def http_url(value) -> str | None:
     return url
 
 
-def sanitize_html(fragment: str, base_url: str, *,
-                  resolve_src: Callable[[str], str | None] | None = None) -> str:
+def sanitize_html(fragment: str, base_url: str, *, resolve_src: Callable[[str], str | None] | None = None) -> str:
     """Untrusted HTML -> the feed-safe subset, URLs absolute. Idempotent (SAN-1).
 
     `resolve_src(value)` is asked first about every relative `<img src>`: it returns the
@@ -122,8 +247,13 @@ def sanitize_html(fragment: str, base_url: str, *,
         value = value.strip()
         if not value:
             return None
-        if resolve_src is not None and tag == "img" and attr == "src" and not urlsplit(value).scheme \
-                and not value.startswith("//"):
+        if (
+            resolve_src is not None
+            and tag == "img"
+            and attr == "src"
+            and not urlsplit(value).scheme
+            and not value.startswith("//")
+        ):
             resolved = resolve_src(value)
             if resolved:
                 return resolved
@@ -137,16 +267,18 @@ def sanitize_html(fragment: str, base_url: str, *,
 
     # Stripped before and after: the parser decodes `&#8238;` or `&#11;` into the very
     # characters stripped from the raw text.
-    return strip_control_chars(nh3.clean(
-        strip_control_chars(fragment),
-        tags=FEED_TAGS,
-        clean_content_tags=CLEAN_CONTENT_TAGS,
-        attributes=FEED_ATTRIBUTES,
-        attribute_filter=keep_attribute,
-        url_schemes=SAFE_SCHEMES,
-        strip_comments=True,
-        link_rel="noopener noreferrer",
-    ))
+    return strip_control_chars(
+        nh3.clean(
+            strip_control_chars(fragment),
+            tags=FEED_TAGS,
+            clean_content_tags=CLEAN_CONTENT_TAGS,
+            attributes=FEED_ATTRIBUTES,
+            attribute_filter=keep_attribute,
+            url_schemes=SAFE_SCHEMES,
+            strip_comments=True,
+            link_rel="noopener noreferrer",
+        )
+    )
 
 
 def parse_fragment(fragment: str):
@@ -160,8 +292,9 @@ def parse_fragment(fragment: str):
         # Wrapped here, not with lxml.html.fragment_fromstring, which drops leading text
         # that Python calls whitespace (a no-break space). huge_tree: libxml2 otherwise
         # drops what is nested deeper than 256 levels.
-        doc = lxml.html.document_fromstring(f"<html><body>{fragment}</body></html>",
-                                            parser=lxml.html.HTMLParser(huge_tree=True))
+        doc = lxml.html.document_fromstring(
+            f"<html><body>{fragment}</body></html>", parser=lxml.html.HTMLParser(huge_tree=True)
+        )
     except (lxml.etree.ParserError, ValueError):
         return None
     return doc.find("body")
@@ -250,6 +383,19 @@ def summary_text(value: str, limit: int | None = None) -> str:
     return _cut(text, limit) if limit else text
 
 
-__all__ = ["SANITIZER_VERSION", "FEED_TAGS", "FEED_ATTRIBUTES", "SAFE_SCHEMES", "HTTP_SCHEMES",
-           "CONTROL_CHARS", "strip_control_chars", "clean_text", "http_url", "sanitize_html",
-           "parse_fragment", "html_to_text", "derive_summary", "summary_text"]
+__all__ = [
+    "SANITIZER_VERSION",
+    "FEED_TAGS",
+    "FEED_ATTRIBUTES",
+    "SAFE_SCHEMES",
+    "HTTP_SCHEMES",
+    "CONTROL_CHARS",
+    "strip_control_chars",
+    "clean_text",
+    "http_url",
+    "sanitize_html",
+    "parse_fragment",
+    "html_to_text",
+    "derive_summary",
+    "summary_text",
+]

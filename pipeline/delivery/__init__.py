@@ -23,8 +23,9 @@ import functools
 import importlib
 import logging
 import os
+from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection, Engine
 
@@ -64,13 +65,15 @@ class Recipients(Protocol):
 
     def suppressed_among(self, conn: Connection, emails: list[str]) -> dict[str, str]: ...
 
-    def suppress(self, conn: Connection, settings: Any, email: str, *, reason: str, source: str,
-                 detail: str = "") -> bool: ...
+    def suppress(
+        self, conn: Connection, settings: Any, email: str, *, reason: str, source: str, detail: str = ""
+    ) -> bool: ...
 
     def subscriber_id_for(self, conn: Connection, email: str) -> int | None: ...
 
-    def log_subscriber_event(self, conn: Connection, subscriber_id: int | None, kind: str, *, source: str,
-                             detail: dict) -> bool: ...
+    def log_subscriber_event(
+        self, conn: Connection, subscriber_id: int | None, kind: str, *, source: str, detail: dict
+    ) -> bool: ...
 
     def verify_unsubscribe_token(self, settings: Any, token: str) -> int: ...
 
@@ -123,8 +126,9 @@ def _find(group: str, registry: dict[str, Callable], name: str, what: str) -> Ca
         found = registry.get(name)
     if found is None:
         known = sorted({ep.name for ep in entry_points(group=group)} | set(registry))
-        raise NotRegistered(f"no {what} {name!r}",
-                          hint=f"Known: {', '.join(known) or 'none'}. " + ("" if known else _REINSTALL))
+        raise NotRegistered(
+            f"no {what} {name!r}", hint=f"Known: {', '.join(known) or 'none'}. " + ("" if known else _REINSTALL)
+        )
     registry.setdefault(name, found)
     return found
 
@@ -179,15 +183,21 @@ def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str
             if o.status == "sent":
                 continue
             if o.status == "retry":
-                ok = outbox.mark_retry(conn, o.delivery_id, error=o.error, answer=o.answer,
-                                       next_attempt_at=o.next_attempt_at, spend_attempt=o.spend_attempt,
-                                       worker=worker)
+                ok = outbox.mark_retry(
+                    conn,
+                    o.delivery_id,
+                    error=o.error,
+                    answer=o.answer,
+                    next_attempt_at=o.next_attempt_at,
+                    spend_attempt=o.spend_attempt,
+                    worker=worker,
+                )
             elif o.status in ("failed", "suppressed", "dead"):
-                ok = outbox.mark_failed(conn, o.delivery_id, error=o.error, answer=o.answer,
-                                        state=o.status, worker=worker)
+                ok = outbox.mark_failed(
+                    conn, o.delivery_id, error=o.error, answer=o.answer, state=o.status, worker=worker
+                )
             elif o.status == "release":
-                ok = outbox.release(conn, o.delivery_id, worker=worker, not_before=o.next_attempt_at,
-                                    error=o.error)
+                ok = outbox.release(conn, o.delivery_id, worker=worker, not_before=o.next_attempt_at, error=o.error)
             elif o.status == "lost":
                 ok = False
             else:

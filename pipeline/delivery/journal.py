@@ -114,8 +114,7 @@ def recover(folder: Path, engine: Engine, *, settings=None) -> int:
             entries = read_journal(path)
             if entries:
                 recovered += _replay(engine, entries, path.name, settings)
-                log.warning("recovered %d deliveries from the journal of a dead worker (%s)",
-                            len(entries), path.name)
+                log.warning("recovered %d deliveries from the journal of a dead worker (%s)", len(entries), path.name)
             path.unlink(missing_ok=True)
         finally:
             os.close(fd)
@@ -129,24 +128,35 @@ def _replay(engine: Engine, entries: list[tuple[int, str, str]], name: str, sett
     with engine.begin() as conn:
         for delivery_id, answer, kind in entries:
             note = f"{answer} (recovered from journal {name})"
-            stmt = update(deliveries).where(deliveries.c.id == delivery_id,
-                                            deliveries.c.state.notin_(("sent", "failed")))
+            stmt = update(deliveries).where(
+                deliveries.c.id == delivery_id, deliveries.c.state.notin_(("sent", "failed"))
+            )
             if not kind:
                 values = dict(state="sent", sent_at=now, last_error=None, provider_answer=note[:2000])
             else:
                 values = dict(state="failed", last_error=f"{kind}: {note}"[:4000], provider_answer=answer[:2000])
                 if kind == "hard_bounce":
                     bounced.append((delivery_id, answer))
-            done += conn.execute(stmt.values(lease_until=None, attempts=deliveries.c.attempts + 1,
-                                             updated_at=now, **values)).rowcount
+            done += conn.execute(
+                stmt.values(lease_until=None, attempts=deliveries.c.attempts + 1, updated_at=now, **values)
+            ).rowcount
         if settings is not None and bounced:
             from pipeline.delivery import recipients  # the suppression list's owner, through its hook
 
             suppress = recipients().suppress
-            targets = dict(conn.execute(select(deliveries.c.id, deliveries.c.target)
-                                        .where(deliveries.c.id.in_([i for i, _ in bounced]))).all())
+            targets = dict(
+                conn.execute(
+                    select(deliveries.c.id, deliveries.c.target).where(deliveries.c.id.in_([i for i, _ in bounced]))
+                ).all()
+            )
             for delivery_id, answer in bounced:
                 if delivery_id in targets:
-                    suppress(conn, settings, targets[delivery_id], reason="hard_bounce", source="smtp",
-                             detail=f"{answer} (recovered from journal {name})")
+                    suppress(
+                        conn,
+                        settings,
+                        targets[delivery_id],
+                        reason="hard_bounce",
+                        source="smtp",
+                        detail=f"{answer} (recovered from journal {name})",
+                    )
     return done

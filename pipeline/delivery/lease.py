@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Iterable
+from collections.abc import Iterable
 
 from pipeline.delivery import outbox
 
@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    def __init__(self, engine, *, worker: str, lease_seconds: int, interval: float | None = None,
-                 clock=time.monotonic):
+    def __init__(self, engine, *, worker: str, lease_seconds: int, interval: float | None = None, clock=time.monotonic):
         self.engine = engine
         self.worker = worker
         self.lease_seconds = lease_seconds
@@ -82,8 +81,7 @@ class LeaseKeeper:
             return
         with self.writing:
             started = self.clock()
-            held = outbox.renew_held(self.engine, worker=self.worker, ids=sorted(ids),
-                                     lease_seconds=self.lease_seconds)
+            held = outbox.renew_held(self.engine, worker=self.worker, ids=sorted(ids), lease_seconds=self.lease_seconds)
         deadline = started + self.lease_seconds - self.margin
         lost = []
         with self._lock:
@@ -99,8 +97,11 @@ class LeaseKeeper:
         self.renewals += 1
         log.debug("renewed %d of %d leases in %.3fs", len(held), len(ids), self.clock() - started)
         if lost:
-            log.warning("%d claimed deliveries were taken over by another worker (their lease ran out "
-                        "before it could be renewed); this worker will not send them", len(lost))
+            log.warning(
+                "%d claimed deliveries were taken over by another worker (their lease ran out "
+                "before it could be renewed); this worker will not send them",
+                len(lost),
+            )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -109,7 +110,7 @@ class LeaseKeeper:
             except Exception:  # a failed renewal lets the local deadlines run out: sends stop
                 log.warning("renewing the leases of the batch in the air failed", exc_info=True)
 
-    def start(self) -> "LeaseKeeper":
+    def start(self) -> LeaseKeeper:
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
         self._thread.start()
         return self

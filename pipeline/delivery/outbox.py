@@ -20,7 +20,8 @@ import datetime as dt
 import os
 import secrets
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,18 +55,38 @@ def _insert(conn: Connection):
     return sqlite.insert(deliveries)
 
 
-def _row(*, channel: str, target: str, kind: str, key: str, payload: dict | None = None,
-         now: dt.datetime, not_before: dt.datetime | None = None, **refs: Any) -> dict:
+def _row(
+    *,
+    channel: str,
+    target: str,
+    kind: str,
+    key: str,
+    payload: dict | None = None,
+    now: dt.datetime,
+    not_before: dt.datetime | None = None,
+    **refs: Any,
+) -> dict:
     if channel not in CHANNELS:
         raise ValueError(f"unknown channel {channel!r}")
     if len(key) > 255:
         raise ValueError("idempotency key longer than 255 characters")
     row = {
-        "channel": channel, "target": target, "kind": kind, "idempotency_key": key,
-        "payload": payload or {}, "state": "queued", "attempts": 0,
-        "next_attempt_at": not_before or now, "created_at": now, "updated_at": now,
-        "subscriber_id": None, "article_id": None, "revision_id": None, "edition_id": None,
-        "ordering_key": None, "sequence": 0,
+        "channel": channel,
+        "target": target,
+        "kind": kind,
+        "idempotency_key": key,
+        "payload": payload or {},
+        "state": "queued",
+        "attempts": 0,
+        "next_attempt_at": not_before or now,
+        "created_at": now,
+        "updated_at": now,
+        "subscriber_id": None,
+        "article_id": None,
+        "revision_id": None,
+        "edition_id": None,
+        "ordering_key": None,
+        "sequence": 0,
     }
     unknown = set(refs) - set(row)
     if unknown:
@@ -74,14 +95,28 @@ def _row(*, channel: str, target: str, kind: str, key: str, payload: dict | None
     return row
 
 
-def enqueue(conn: Connection, *, channel: str, target: str, kind: str, key: str,
-            payload: dict | None = None, not_before: dt.datetime | None = None, **refs: Any) -> bool:
+def enqueue(
+    conn: Connection,
+    *,
+    channel: str,
+    target: str,
+    kind: str,
+    key: str,
+    payload: dict | None = None,
+    not_before: dt.datetime | None = None,
+    **refs: Any,
+) -> bool:
     """Queue one delivery; False when a row with this idempotency key already exists."""
-    row = _row(channel=channel, target=target, kind=kind, key=key, payload=payload,
-               now=utcnow(), not_before=not_before, **refs)
+    row = _row(
+        channel=channel, target=target, kind=kind, key=key, payload=payload, now=utcnow(), not_before=not_before, **refs
+    )
     # RETURNING, not rowcount: psycopg reports -1 for an INSERT .. ON CONFLICT DO NOTHING
-    result = conn.execute(_insert(conn).values(**row).on_conflict_do_nothing(
-        index_elements=["idempotency_key"]).returning(deliveries.c.id))
+    result = conn.execute(
+        _insert(conn)
+        .values(**row)
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(deliveries.c.id)
+    )
     return result.first() is not None
 
 
@@ -96,8 +131,15 @@ def enqueue_many(conn: Connection, rows: Iterable[dict]) -> int:
     return len(conn.execute(stmt, values).all())
 
 
-def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[str] | None = None,
-              limit: int = 100, lease_seconds: int = 300, now: dt.datetime | None = None) -> list[dict]:
+def claim_due(
+    engine: Engine,
+    *,
+    worker: str | None = None,
+    channels: Iterable[str] | None = None,
+    limit: int = 100,
+    lease_seconds: int = 300,
+    now: dt.datetime | None = None,
+) -> list[dict]:
     """Claim up to `limit` due rows for this worker, in one short transaction.
 
     Due means: queued or retry with next_attempt_at <= now, or sending with an expired
@@ -113,22 +155,27 @@ def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[s
     # single query with OR made SQLite sort every due row (O(queue) per claim).
     # Expired claims first (their worker died), then retries that are due, then new rows.
     kinds = [
-        and_(deliveries.c.state == "sending", deliveries.c.lease_until < now,
-             deliveries.c.claimed_by != worker),  # never our own, still in flight
+        and_(
+            deliveries.c.state == "sending", deliveries.c.lease_until < now, deliveries.c.claimed_by != worker
+        ),  # never our own, still in flight
         and_(deliveries.c.state == "retry", deliveries.c.next_attempt_at <= now),
         and_(deliveries.c.state == "queued", deliveries.c.next_attempt_at <= now),
     ]
     earlier = deliveries.alias("earlier")
     blocked_by_earlier = (
         select(earlier.c.id)
-        .where(earlier.c.ordering_key == deliveries.c.ordering_key,
-               earlier.c.sequence < deliveries.c.sequence,
-               earlier.c.state.notin_(FINAL_STATES))
+        .where(
+            earlier.c.ordering_key == deliveries.c.ordering_key,
+            earlier.c.sequence < deliveries.c.sequence,
+            earlier.c.state.notin_(FINAL_STATES),
+        )
         .exists()
     )
-    base = (select(deliveries.c.id)
-            .where(or_(deliveries.c.ordering_key.is_(None), ~blocked_by_earlier))
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id))
+    base = (
+        select(deliveries.c.id)
+        .where(or_(deliveries.c.ordering_key.is_(None), ~blocked_by_earlier))
+        .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+    )
     if channels:
         base = base.where(deliveries.c.channel.in_(list(channels)))
     with engine.begin() as conn:
@@ -142,15 +189,31 @@ def claim_due(engine: Engine, *, worker: str | None = None, channels: Iterable[s
             ids += [r[0] for r in conn.execute(query)]
         if not ids:
             return []
-        conn.execute(update(deliveries).where(deliveries.c.id.in_(ids)).values(
-            state="sending", claimed_by=worker, lease_until=lease_until, updated_at=now))
-        rows = conn.execute(select(deliveries).where(deliveries.c.id.in_(ids))
-                            .order_by(deliveries.c.next_attempt_at, deliveries.c.id)).mappings().all()
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(state="sending", claimed_by=worker, lease_until=lease_until, updated_at=now)
+        )
+        rows = (
+            conn.execute(
+                select(deliveries)
+                .where(deliveries.c.id.in_(ids))
+                .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]
 
 
-def claim_keys(engine: Engine, keys: Iterable[str], *, worker: str | None = None, lease_seconds: int = 300,
-               now: dt.datetime | None = None) -> list[dict]:
+def claim_keys(
+    engine: Engine,
+    keys: Iterable[str],
+    *,
+    worker: str | None = None,
+    lease_seconds: int = 300,
+    now: dt.datetime | None = None,
+) -> list[dict]:
     """Claim the rows with these idempotency keys that are still due, in one short
     transaction: what `deliver_now` sends at once (a confirmation email the web service
     just queued). A row that a worker claimed first is left to it; the conditional
@@ -161,12 +224,24 @@ def claim_keys(engine: Engine, keys: Iterable[str], *, worker: str | None = None
     now = now or utcnow()
     worker = worker or worker_id()
     with engine.begin() as conn:
-        ids = [r[0] for r in conn.execute(
-            update(deliveries).where(deliveries.c.idempotency_key.in_(keys), deliveries.c.state.in_(DUE_STATES),
-                                     deliveries.c.next_attempt_at <= now)
-            .values(state="sending", claimed_by=worker, lease_until=now + dt.timedelta(seconds=lease_seconds),
-                    updated_at=now)
-            .returning(deliveries.c.id))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.idempotency_key.in_(keys),
+                    deliveries.c.state.in_(DUE_STATES),
+                    deliveries.c.next_attempt_at <= now,
+                )
+                .values(
+                    state="sending",
+                    claimed_by=worker,
+                    lease_until=now + dt.timedelta(seconds=lease_seconds),
+                    updated_at=now,
+                )
+                .returning(deliveries.c.id)
+            )
+        ]
         if not ids:
             return []
         rows = conn.execute(select(deliveries).where(deliveries.c.id.in_(ids)).order_by(deliveries.c.id)).mappings()
@@ -177,13 +252,16 @@ def renew_leases(engine: Engine, *, worker: str, lease_seconds: int, now: dt.dat
     """Extend the leases of every row this worker still has in flight."""
     now = now or utcnow()
     with engine.begin() as conn:
-        return conn.execute(update(deliveries).where(deliveries.c.claimed_by == worker,
-                                                     deliveries.c.state == "sending")
-                            .values(lease_until=now + dt.timedelta(seconds=lease_seconds))).rowcount
+        return conn.execute(
+            update(deliveries)
+            .where(deliveries.c.claimed_by == worker, deliveries.c.state == "sending")
+            .values(lease_until=now + dt.timedelta(seconds=lease_seconds))
+        ).rowcount
 
 
-def renew_held(engine: Engine, *, worker: str, ids: Iterable[int], lease_seconds: int,
-               now: dt.datetime | None = None) -> set[int]:
+def renew_held(
+    engine: Engine, *, worker: str, ids: Iterable[int], lease_seconds: int, now: dt.datetime | None = None
+) -> set[int]:
     """Extend the leases of `ids` that this worker still holds; returns those ids.
     An id missing from the answer was claimed by another worker (our lease ran out)
     or finished: the caller must not send it."""
@@ -194,12 +272,13 @@ def renew_held(engine: Engine, *, worker: str, ids: Iterable[int], lease_seconds
     held: set[int] = set()
     with engine.begin() as conn:
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            result = conn.execute(update(deliveries)
-                                  .where(deliveries.c.id.in_(chunk), deliveries.c.claimed_by == worker,
-                                         deliveries.c.state == "sending")
-                                  .values(lease_until=now + dt.timedelta(seconds=lease_seconds))
-                                  .returning(deliveries.c.id))
+            chunk = ids[start : start + 500]
+            result = conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id.in_(chunk), deliveries.c.claimed_by == worker, deliveries.c.state == "sending")
+                .values(lease_until=now + dt.timedelta(seconds=lease_seconds))
+                .returning(deliveries.c.id)
+            )
             held.update(r[0] for r in result)
     return held
 
@@ -216,9 +295,17 @@ def _finish(conn: Connection, delivery_id: int, worker: str | None, **values) ->
 
 def mark_sent(conn: Connection, delivery_id: int, *, answer: str = "", worker: str | None = None) -> bool:
     now = utcnow()
-    return _finish(conn, delivery_id, worker, state="sent", sent_at=now, lease_until=None,
-                   provider_answer=answer[:2000], last_error=None,
-                   attempts=deliveries.c.attempts + 1)
+    return _finish(
+        conn,
+        delivery_id,
+        worker,
+        state="sent",
+        sent_at=now,
+        lease_until=None,
+        provider_answer=answer[:2000],
+        last_error=None,
+        attempts=deliveries.c.attempts + 1,
+    )
 
 
 def mark_sent_many(conn: Connection, sent: list[tuple[int, str]], *, worker: str | None = None) -> int:
@@ -229,42 +316,90 @@ def mark_sent_many(conn: Connection, sent: list[tuple[int, str]], *, worker: str
     stmt = update(deliveries).where(deliveries.c.id == bindparam("b_id"), deliveries.c.state == "sending")
     if worker is not None:
         stmt = stmt.where(deliveries.c.claimed_by == worker)
-    stmt = stmt.values(state="sent", sent_at=now, lease_until=None, provider_answer=bindparam("b_answer"),
-                       last_error=None, attempts=deliveries.c.attempts + 1, updated_at=now)
+    stmt = stmt.values(
+        state="sent",
+        sent_at=now,
+        lease_until=None,
+        provider_answer=bindparam("b_answer"),
+        last_error=None,
+        attempts=deliveries.c.attempts + 1,
+        updated_at=now,
+    )
     result = conn.execute(stmt, [{"b_id": i, "b_answer": (a or "")[:2000]} for i, a in sent])
     return result.rowcount
 
 
-def mark_retry(conn: Connection, delivery_id: int, *, error: str, next_attempt_at: dt.datetime,
-               answer: str = "", spend_attempt: bool = True, worker: str | None = None) -> bool:
-    values: dict[str, Any] = dict(state="retry", next_attempt_at=next_attempt_at, lease_until=None,
-                                  last_error=error[:4000], provider_answer=answer[:2000])
+def mark_retry(
+    conn: Connection,
+    delivery_id: int,
+    *,
+    error: str,
+    next_attempt_at: dt.datetime,
+    answer: str = "",
+    spend_attempt: bool = True,
+    worker: str | None = None,
+) -> bool:
+    values: dict[str, Any] = dict(
+        state="retry",
+        next_attempt_at=next_attempt_at,
+        lease_until=None,
+        last_error=error[:4000],
+        provider_answer=answer[:2000],
+    )
     if spend_attempt:
         values["attempts"] = deliveries.c.attempts + 1
     return _finish(conn, delivery_id, worker, **values)
 
 
-def mark_failed(conn: Connection, delivery_id: int, *, error: str, state: str = "failed",
-                answer: str = "", worker: str | None = None) -> bool:
+def mark_failed(
+    conn: Connection,
+    delivery_id: int,
+    *,
+    error: str,
+    state: str = "failed",
+    answer: str = "",
+    worker: str | None = None,
+) -> bool:
     if state not in ("failed", "suppressed", "dead", "cancelled"):
         raise ValueError(state)
-    return _finish(conn, delivery_id, worker, state=state, lease_until=None, last_error=error[:4000],
-                   provider_answer=answer[:2000], attempts=deliveries.c.attempts + 1)
+    return _finish(
+        conn,
+        delivery_id,
+        worker,
+        state=state,
+        lease_until=None,
+        last_error=error[:4000],
+        provider_answer=answer[:2000],
+        attempts=deliveries.c.attempts + 1,
+    )
 
 
-def release(conn: Connection, delivery_id: int, *, worker: str | None = None,
-            not_before: dt.datetime | None = None, error: str = "") -> bool:
+def release(
+    conn: Connection,
+    delivery_id: int,
+    *,
+    worker: str | None = None,
+    not_before: dt.datetime | None = None,
+    error: str = "",
+) -> bool:
     """Give a claimed row back untouched (dry runs, a paused channel, shutting down);
     `error` says why when it is worth showing (an outage)."""
-    values: dict[str, Any] = dict(state="queued", lease_until=None, claimed_by=None,
-                                  next_attempt_at=not_before or utcnow())
+    values: dict[str, Any] = dict(
+        state="queued", lease_until=None, claimed_by=None, next_attempt_at=not_before or utcnow()
+    )
     if error:
         values["last_error"] = error[:4000]
     return _finish(conn, delivery_id, worker, **values)
 
 
-def requeue(conn: Connection, *, ids: Iterable[int] | None = None, states: Iterable[str] = ("failed", "dead"),
-            channel: str | None = None, target: str | None = None) -> int:
+def requeue(
+    conn: Connection,
+    *,
+    ids: Iterable[int] | None = None,
+    states: Iterable[str] = ("failed", "dead"),
+    channel: str | None = None,
+    target: str | None = None,
+) -> int:
     """Operator retry: put failed/dead rows back in the queue, due now."""
     stmt = update(deliveries).where(deliveries.c.state.in_(list(states)))
     if ids is not None:
@@ -274,13 +409,17 @@ def requeue(conn: Connection, *, ids: Iterable[int] | None = None, states: Itera
     if target:
         stmt = stmt.where(deliveries.c.target == target)
     now = utcnow()
-    return conn.execute(stmt.values(state="queued", next_attempt_at=now, lease_until=None,
-                                    claimed_by=None, updated_at=now)).rowcount
+    return conn.execute(
+        stmt.values(state="queued", next_attempt_at=now, lease_until=None, claimed_by=None, updated_at=now)
+    ).rowcount
 
 
 def counts_by_state(conn: Connection) -> dict[tuple[str, str], int]:
-    rows = conn.execute(select(deliveries.c.channel, deliveries.c.state, func.count())
-                        .group_by(deliveries.c.channel, deliveries.c.state))
+    rows = conn.execute(
+        select(deliveries.c.channel, deliveries.c.state, func.count()).group_by(
+            deliveries.c.channel, deliveries.c.state
+        )
+    )
     return {(channel, state): n for channel, state, n in rows}
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,8 +29,14 @@ class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up. `take()` blocks (through the
     injected `sleep`) until a token is there. rate <= 0 means unlimited."""
 
-    def __init__(self, rate: float, burst: float | None = None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        rate: float,
+        burst: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.clock = clock
         self.sleep = sleep
         self.lock = threading.Lock()
@@ -84,8 +90,11 @@ def _minute(now: dt.datetime) -> dt.datetime:
 
 def _ensure_channel_row(conn, channel: str, now: dt.datetime) -> None:
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(delivery_channels)
-    conn.execute(ins.values(channel=channel, paused=False, paused_reason="", consecutive_failures=0,
-                            rate_factor=1, updated_at=now).on_conflict_do_nothing(index_elements=["channel"]))
+    conn.execute(
+        ins.values(
+            channel=channel, paused=False, paused_reason="", consecutive_failures=0, rate_factor=1, updated_at=now
+        ).on_conflict_do_nothing(index_elements=["channel"])
+    )
 
 
 def window_counts(conn, channel: str, now: dt.datetime | None = None) -> tuple[int, int]:
@@ -98,8 +107,9 @@ def window_counts(conn, channel: str, now: dt.datetime | None = None) -> tuple[i
     return int(hour), int(day)
 
 
-def reserve(engine: Engine, channel: str, wanted: int, *, per_hour: int, per_day: int,
-            now: dt.datetime | None = None) -> tuple[int, dt.datetime | None]:
+def reserve(
+    engine: Engine, channel: str, wanted: int, *, per_hour: int, per_day: int, now: dt.datetime | None = None
+) -> tuple[int, dt.datetime | None]:
     """Take up to `wanted` messages of quota now. Returns (granted, retry_at): when less
     than wanted was granted, retry_at is when the window will have room again."""
     if wanted <= 0:
@@ -111,8 +121,9 @@ def reserve(engine: Engine, channel: str, wanted: int, *, per_hour: int, per_day
     with engine.begin() as conn:
         _ensure_channel_row(conn, channel, now)
         if conn.dialect.name == "postgresql":
-            conn.execute(select(delivery_channels.c.channel).where(delivery_channels.c.channel == channel)
-                         .with_for_update())
+            conn.execute(
+                select(delivery_channels.c.channel).where(delivery_channels.c.channel == channel).with_for_update()
+            )
         hour, day = window_counts(conn, channel, now)
         room = wanted
         if per_hour > 0:
@@ -123,8 +134,11 @@ def reserve(engine: Engine, channel: str, wanted: int, *, per_hour: int, per_day
         if room:
             _add(conn, channel, m, room)
         # prune buckets nobody will sum again
-        conn.execute(delivery_send_log.delete().where(delivery_send_log.c.channel == channel,
-                                                      delivery_send_log.c.minute < m - dt.timedelta(days=2)))
+        conn.execute(
+            delivery_send_log.delete().where(
+                delivery_send_log.c.channel == channel, delivery_send_log.c.minute < m - dt.timedelta(days=2)
+            )
+        )
     retry_at = None
     if room < wanted:
         with engine.connect() as conn:
@@ -137,9 +151,13 @@ def _window_frees_at(conn, channel, m, per_hour, per_day, hour, day) -> dt.datet
     candidates = []
     for cap, used, span in ((per_hour, hour, dt.timedelta(hours=1)), (per_day, day, dt.timedelta(days=1))):
         if cap > 0 and used >= cap:
-            oldest = conn.execute(select(func.min(delivery_send_log.c.minute)).where(
-                delivery_send_log.c.channel == channel, delivery_send_log.c.minute > m - span,
-                delivery_send_log.c.count > 0)).scalar_one()
+            oldest = conn.execute(
+                select(func.min(delivery_send_log.c.minute)).where(
+                    delivery_send_log.c.channel == channel,
+                    delivery_send_log.c.minute > m - span,
+                    delivery_send_log.c.count > 0,
+                )
+            ).scalar_one()
             oldest = oldest or m
             candidates.append(oldest + span + dt.timedelta(minutes=1))
     return max(candidates) if candidates else m + dt.timedelta(minutes=1)
@@ -148,8 +166,9 @@ def _window_frees_at(conn, channel, m, per_hour, per_day, hour, day) -> dt.datet
 def _add(conn, channel: str, minute: dt.datetime, n: int) -> None:
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(delivery_send_log)
     stmt = ins.values(channel=channel, minute=minute, count=n)
-    conn.execute(stmt.on_conflict_do_update(index_elements=["channel", "minute"],
-                                            set_={"count": delivery_send_log.c.count + n}))
+    conn.execute(
+        stmt.on_conflict_do_update(index_elements=["channel", "minute"], set_={"count": delivery_send_log.c.count + n})
+    )
 
 
 def refund(engine: Engine, channel: str, n: int, *, now: dt.datetime | None = None) -> None:
@@ -158,10 +177,18 @@ def refund(engine: Engine, channel: str, n: int, *, now: dt.datetime | None = No
         return
     now = now or utcnow()
     with engine.begin() as conn:
-        conn.execute(update(delivery_send_log)
-                     .where(delivery_send_log.c.channel == channel,
-                            delivery_send_log.c.minute == select(func.max(delivery_send_log.c.minute))
-                            .where(delivery_send_log.c.channel == channel).scalar_subquery())
-                     .values(count=func.max(delivery_send_log.c.count - n, 0)
-                             if conn.dialect.name == "sqlite"
-                             else func.greatest(delivery_send_log.c.count - n, 0)))
+        conn.execute(
+            update(delivery_send_log)
+            .where(
+                delivery_send_log.c.channel == channel,
+                delivery_send_log.c.minute
+                == select(func.max(delivery_send_log.c.minute))
+                .where(delivery_send_log.c.channel == channel)
+                .scalar_subquery(),
+            )
+            .values(
+                count=func.max(delivery_send_log.c.count - n, 0)
+                if conn.dialect.name == "sqlite"
+                else func.greatest(delivery_send_log.c.count - n, 0)
+            )
+        )

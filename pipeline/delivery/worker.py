@@ -18,16 +18,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 from sqlalchemy import func, select
 
 from pipeline.config import Settings
+from pipeline.delivery import Outcome, channel_factory, outbox, record
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import utcnow
-from pipeline.delivery import Outcome, channel_factory, outbox, record
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class DrainReport:
             attr = "released" if status == "release" else status
             setattr(self, attr, getattr(self, attr) + n)
 
-    def merge(self, other: "DrainReport") -> None:
+    def merge(self, other: DrainReport) -> None:
         for field in dataclasses.fields(self):
             if field.name == "outage":
                 self.outage = self.outage or other.outage
@@ -71,8 +71,11 @@ class DrainReport:
 
 def due_count(engine, channels=None) -> int:
     now = utcnow()
-    q = select(func.count()).select_from(deliveries).where(
-        deliveries.c.state.in_(outbox.DUE_STATES), deliveries.c.next_attempt_at <= now)
+    q = (
+        select(func.count())
+        .select_from(deliveries)
+        .where(deliveries.c.state.in_(outbox.DUE_STATES), deliveries.c.next_attempt_at <= now)
+    )
     if channels:
         q = q.where(deliveries.c.channel.in_(list(channels)))
     with engine.connect() as conn:
@@ -82,9 +85,11 @@ def due_count(engine, channels=None) -> int:
 def due_by_channel(engine) -> dict[str, int]:
     now = utcnow()
     with engine.connect() as conn:
-        rows = conn.execute(select(deliveries.c.channel, func.count())
-                            .where(deliveries.c.state.in_(outbox.DUE_STATES), deliveries.c.next_attempt_at <= now)
-                            .group_by(deliveries.c.channel))
+        rows = conn.execute(
+            select(deliveries.c.channel, func.count())
+            .where(deliveries.c.state.in_(outbox.DUE_STATES), deliveries.c.next_attempt_at <= now)
+            .group_by(deliveries.c.channel)
+        )
         return {c: n for c, n in rows}
 
 
@@ -99,9 +104,17 @@ def _channels_to_claim(engine, wanted) -> list[str] | None:
     return [c for c in base if c not in paused]
 
 
-def drain(settings: Settings, engine, *, limit: int | None = None, channels=None, batch_size: int | None = None,
-          worker: str | None = None, progress: Callable[[DrainReport], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> DrainReport:
+def drain(
+    settings: Settings,
+    engine,
+    *,
+    limit: int | None = None,
+    channels=None,
+    batch_size: int | None = None,
+    worker: str | None = None,
+    progress: Callable[[DrainReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> DrainReport:
     """Claim and send due rows until none are due (or `limit` rows were handled, or
     `should_stop()` says so between batches).
 
@@ -210,8 +223,9 @@ def drain(settings: Settings, engine, *, limit: int | None = None, channels=None
                         log.error("preparing a %s batch of %d failed: %s", channel, len(batch), exc)
                         keeper.release(r["id"] for r in batch)
                         with keeper.writing:
-                            report.add(record(engine, _broken_batch(batch, f"preparing the batch failed: {exc!r}"),
-                                              worker))
+                            report.add(
+                                record(engine, _broken_batch(batch, f"preparing the batch failed: {exc!r}"), worker)
+                            )
                         continue
                     if channel in in_flight:
                         finish(channel)
@@ -269,8 +283,12 @@ def deliver_now(settings: Settings, engine, keys) -> DrainReport:
             if committed:
                 committed()
         except Exception:  # the caller's request succeeded; hand the rows back to the workers
-            log.warning("sending %d %s deliveries at once failed; the workers will retry them", len(batch), channel,
-                        exc_info=log.isEnabledFor(logging.DEBUG))
+            log.warning(
+                "sending %d %s deliveries at once failed; the workers will retry them",
+                len(batch),
+                channel,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
             with engine.begin() as conn:
                 for row in batch:
                     outbox.release(conn, row["id"], worker=worker)
@@ -301,8 +319,11 @@ def dry_run_report(settings: Settings, engine, *, channels=None, limit: int | No
         due = {c: n for c, n in due.items() if c in channels}
     paused = paused_channels(engine)
     total = sum(n for c, n in due.items() if c not in paused)
-    return {"would_send": min(total, limit) if limit else total,
-            "paused_channels": sorted(paused & set(due)), "due_by_channel": due}
+    return {
+        "would_send": min(total, limit) if limit else total,
+        "paused_channels": sorted(paused & set(due)),
+        "due_by_channel": due,
+    }
 
 
 def deliver_stage(app, *, dry_run: bool = False, limit: int | None = None, **_options) -> dict:
@@ -313,14 +334,18 @@ def deliver_stage(app, *, dry_run: bool = False, limit: int | None = None, **_op
     report = drain(app.settings, app.engine, limit=limit)
     if report.outage:  # the job run fails with the cause: `status` shows it as the last failure
         from pipeline.errors import DeliveryError
-        raise DeliveryError(f"{report.outage} ({report.sent} sent before that)",
-                            hint="Check email.smtp_host / email.smtp_port and that the server is up; the "
-                                 "messages stay queued and are tried again after the backoff.")
+
+        raise DeliveryError(
+            f"{report.outage} ({report.sent} sent before that)",
+            hint="Check email.smtp_host / email.smtp_port and that the server is up; the "
+            "messages stay queued and are tried again after the backoff.",
+        )
     counts = {k: v for k, v in report.as_dict().items() if v and k not in ("seconds", "outage")}
     return counts or {"sent": 0}
 
 
 # --- several processes ---------------------------------------------------------------
+
 
 def _child(config_path: str | None, env: dict, limit, channels, continuous: bool, poll: float, queue) -> None:
     from pipeline.config import load_settings
@@ -348,9 +373,17 @@ def _child(config_path: str | None, env: dict, limit, channels, continuous: bool
     queue.put(("done", os.getpid(), dataclasses.asdict(total)))
 
 
-def run_workers(settings: Settings, *, processes: int, continuous: bool, limit: int | None = None,
-                channels=None, poll: float = 1.0, progress: Callable[[DrainReport], None] | None = None,
-                stop: threading.Event | None = None) -> DrainReport:
+def run_workers(
+    settings: Settings,
+    *,
+    processes: int,
+    continuous: bool,
+    limit: int | None = None,
+    channels=None,
+    poll: float = 1.0,
+    progress: Callable[[DrainReport], None] | None = None,
+    stop: threading.Event | None = None,
+) -> DrainReport:
     """Drain with `processes` worker processes; returns the summed report. With
     `continuous`, each keeps polling until `stop` is set (the caller's SIGTERM)."""
     ctx = multiprocessing.get_context("spawn")
@@ -358,8 +391,10 @@ def run_workers(settings: Settings, *, processes: int, continuous: bool, limit: 
     config = str(settings.source) if settings.source else None
     env = dict(os.environ)
     per_process = None if limit is None else max(1, -(-limit // processes))
-    procs = [ctx.Process(target=_child, args=(config, env, per_process, channels, continuous, poll, queue),
-                         daemon=False) for _ in range(processes)]
+    procs = [
+        ctx.Process(target=_child, args=(config, env, per_process, channels, continuous, poll, queue), daemon=False)
+        for _ in range(processes)
+    ]
     for p in procs:
         p.start()
     latest: dict[int, DrainReport] = {}
@@ -401,8 +436,11 @@ def run_workers(settings: Settings, *, processes: int, continuous: bool, limit: 
     crashed = [p.exitcode for p in procs if p.exitcode not in (0, None)]
     if crashed:
         from pipeline.errors import DeliveryError
-        raise DeliveryError(f"{len(crashed)} of {len(procs)} worker processes failed (exit codes "
-                            f"{', '.join(map(str, crashed))}); {total.sent} sent before that",
-                            hint="Their errors are in the log above; run `syndicate deliver -v` alone to see one. "
-                                 "Nothing is lost: their claims come back after delivery.lease_seconds.")
+
+        raise DeliveryError(
+            f"{len(crashed)} of {len(procs)} worker processes failed (exit codes "
+            f"{', '.join(map(str, crashed))}); {total.sent} sent before that",
+            hint="Their errors are in the log above; run `syndicate deliver -v` alone to see one. "
+            "Nothing is lost: their claims come back after delivery.lease_seconds.",
+        )
     return total

@@ -16,7 +16,6 @@ from pipeline.digests import render
 from pipeline.errors import NotFound
 from pipeline.store.schema import digest_parts, subscribers, suppressions
 
-
 _skeletons: OrderedDict = OrderedDict()
 _SKELETON_CACHE = 64
 
@@ -25,8 +24,11 @@ def _skeleton(conn: Connection, part_id: int) -> str:
     key = (conn.engine.url.render_as_string(hide_password=True), part_id)
     hit = _skeletons.get(key)
     if hit is None:
-        row = conn.execute(select(digest_parts.c.headers, digest_parts.c.text_part, digest_parts.c.html_part)
-                           .where(digest_parts.c.id == part_id)).first()
+        row = conn.execute(
+            select(digest_parts.c.headers, digest_parts.c.text_part, digest_parts.c.html_part).where(
+                digest_parts.c.id == part_id
+            )
+        ).first()
         if row is None:
             raise NotFound(f"digest part {part_id} is gone", hint="Compose the digest again.")
         hit = row.headers + "\r\n" + row.text_part + row.html_part
@@ -49,9 +51,13 @@ def personal(settings: Settings, site: render.Site, sub: dict, row: dict) -> ren
     unsub = unsubscribe_url(settings, sub["id"])
     token = unsub.rsplit("/", 1)[1]  # the same UNS-1 token names the mailto address
     return render.Personal(
-        email=sub["email"], name=sub.get("name") or "",
-        unsubscribe_url=unsub, preferences_url=preferences_url(settings, sub["id"]),
-        message_id=message_id(site, row.get("idempotency_key") or "", (row.get("payload") or {}).get("edition", "digest")),
+        email=sub["email"],
+        name=sub.get("name") or "",
+        unsubscribe_url=unsub,
+        preferences_url=preferences_url(settings, sub["id"]),
+        message_id=message_id(
+            site, row.get("idempotency_key") or "", (row.get("payload") or {}).get("edition", "digest")
+        ),
         unsubscribe_mailto=f"mailto:unsubscribe+{token}@{site.unsubscribe_domain}?subject=unsubscribe",
     )
 
@@ -62,12 +68,27 @@ def build_digest_email(conn: Connection, settings: Settings, row: dict):
     from pipeline.delivery.email.channel import OutgoingEmail
 
     # One query: the subscriber now, and whether the address is on the suppression list.
-    sub = conn.execute(select(subscribers.c.id, subscribers.c.email, subscribers.c.name, subscribers.c.state,
-                              suppressions.c.reason.label("suppressed"))
-                       .select_from(subscribers.outerjoin(suppressions, suppressions.c.email == subscribers.c.email))
-                       .where(subscribers.c.id == row.get("subscriber_id"))).mappings().first()
-    if sub is None or sub["state"] != "confirmed" or sub["suppressed"] is not None \
-            or sub["email"].lower() != row["target"].lower():
+    sub = (
+        conn.execute(
+            select(
+                subscribers.c.id,
+                subscribers.c.email,
+                subscribers.c.name,
+                subscribers.c.state,
+                suppressions.c.reason.label("suppressed"),
+            )
+            .select_from(subscribers.outerjoin(suppressions, suppressions.c.email == subscribers.c.email))
+            .where(subscribers.c.id == row.get("subscriber_id"))
+        )
+        .mappings()
+        .first()
+    )
+    if (
+        sub is None
+        or sub["state"] != "confirmed"
+        or sub["suppressed"] is not None
+        or sub["email"].lower() != row["target"].lower()
+    ):
         return None
     site = render.site_for_email(settings)
     skeleton = _skeleton(conn, int((row.get("payload") or {})["part"]))

@@ -79,12 +79,15 @@ KINDS = {"instant": "instant", "daily": "digest", "weekly": "digest"}
 
 # --- periods and editions ------------------------------------------------------------------
 
+
 def _tz(settings: Settings) -> ZoneInfo:
     try:
         return ZoneInfo(settings.site.timezone or "UTC")
     except Exception:  # ZoneInfoNotFoundError, ValueError
-        raise ConfigError(f"site.timezone {settings.site.timezone!r} is not an IANA timezone",
-                          hint="e.g. UTC, Europe/Lisbon, America/New_York.") from None
+        raise ConfigError(
+            f"site.timezone {settings.site.timezone!r} is not an IANA timezone",
+            hint="e.g. UTC, Europe/Lisbon, America/New_York.",
+        ) from None
 
 
 def _zone(settings: Settings, name: str | None) -> ZoneInfo:
@@ -98,8 +101,9 @@ def _zone(settings: Settings, name: str | None) -> ZoneInfo:
     return _tz(settings)
 
 
-def period(settings: Settings, frequency: str, now: dt.datetime, timezone: str | None = None
-           ) -> tuple[str, dt.datetime]:
+def period(
+    settings: Settings, frequency: str, now: dt.datetime, timezone: str | None = None
+) -> tuple[str, dt.datetime]:
     """(edition key, period start in UTC) of the daily/weekly period `now` falls in,
     in `timezone` (a subscriber's; default site.timezone).
 
@@ -121,7 +125,7 @@ def period(settings: Settings, frequency: str, now: dt.datetime, timezone: str |
         key = f"weekly-{start.date().isoformat()}"
     else:
         raise ValueError(frequency)
-    start_utc = start.astimezone(dt.timezone.utc)
+    start_utc = start.astimezone(dt.UTC)
     if timezone:
         utcoffset = start_utc.astimezone(zone).utcoffset() or dt.timedelta(0)
         if utcoffset != (start_utc.astimezone(_tz(settings)).utcoffset() or dt.timedelta(0)):
@@ -131,12 +135,12 @@ def period(settings: Settings, frequency: str, now: dt.datetime, timezone: str |
     return key, start_utc
 
 
-def next_period(settings: Settings, frequency: str, now: dt.datetime, timezone: str | None = None
-                ) -> tuple[str, dt.datetime]:
+def next_period(
+    settings: Settings, frequency: str, now: dt.datetime, timezone: str | None = None
+) -> tuple[str, dt.datetime]:
     """The period after the one `now` falls in (a day or a week later, DST included)."""
     _key, start = period(settings, frequency, now, timezone)
-    return period(settings, frequency, start + dt.timedelta(days=1 if frequency == "daily" else 7, hours=2),
-                  timezone)
+    return period(settings, frequency, start + dt.timedelta(days=1 if frequency == "daily" else 7, hours=2), timezone)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +157,14 @@ class Slot:
 def slots(conn: Connection, settings: Settings, frequency: str, now: dt.datetime) -> list[Slot]:
     """The slots of `frequency` at `now`, one per distinct period start among the time
     zones of its confirmed subscribers (the site's slot always), site's first."""
-    names = [r[0] for r in conn.execute(select(subscribers.c.timezone).distinct().where(
-        subscribers.c.frequency == frequency, subscribers.c.state == "confirmed"))]
+    names = [
+        r[0]
+        for r in conn.execute(
+            select(subscribers.c.timezone)
+            .distinct()
+            .where(subscribers.c.frequency == frequency, subscribers.c.state == "confirmed")
+        )
+    ]
     site_key, site_start = period(settings, frequency, now)
     groups: dict[str, tuple[dt.datetime, list[str]]] = {site_key: (site_start, [])}
     for name in sorted(n or "" for n in names):
@@ -223,8 +233,16 @@ def web_path(key: str) -> str:
 
 # --- the stage -----------------------------------------------------------------------------
 
-def digest_stage(app, *, dry_run: bool = False, frequency: str | None = None, now: dt.datetime | None = None,
-                 chunk: str | None = None, **_options) -> dict:
+
+def digest_stage(
+    app,
+    *,
+    dry_run: bool = False,
+    frequency: str | None = None,
+    now: dt.datetime | None = None,
+    chunk: str | None = None,
+    **_options,
+) -> dict:
     """The `digest` stage. With `frequency`: compose that one. Without: compose every
     frequency that is due (instant always; daily/weekly once per period). `chunk="i/n"`
     (schedule args): only that share of the subscribers (see `compose`)."""
@@ -247,6 +265,7 @@ def digest_stage(app, *, dry_run: bool = False, frequency: str | None = None, no
 
 # --- the public web version ------------------------------------------------------------------
 
+
 def _web_env(settings: Settings):
     return render.envs(settings)[0]
 
@@ -258,16 +277,27 @@ def write_web_version(engine: Engine, settings: Settings, key: str) -> Path:
         if edition is None:
             raise NotFound(f"no digest edition {key!r}")
         ids = list(edition["article_ids"] or [])
-        articles = {a.article_id: a for a in approved_articles(conn, settings)
-                    if a.article_id in set(ids)} if ids else {}
+        articles = (
+            {a.article_id: a for a in approved_articles(conn, settings) if a.article_id in set(ids)} if ids else {}
+        )
     from pipeline.digests.parts import article_view
 
     site = render.site_for_email(settings)
     views = [article_view(settings, site, articles[i]) for i in ids if i in articles]
-    page = _web_env(settings).get_template("web/digest.html").render(
-        site=settings.site, edition={**edition, "label": edition_label(settings, edition["frequency"], edition["cutoff"], key),
-                                     "url": f"{site.base_url}/{web_path(key)}"},
-        articles=views, archive_url=f"{site.base_url}/digests/")
+    page = (
+        _web_env(settings)
+        .get_template("web/digest.html")
+        .render(
+            site=settings.site,
+            edition={
+                **edition,
+                "label": edition_label(settings, edition["frequency"], edition["cutoff"], key),
+                "url": f"{site.base_url}/{web_path(key)}",
+            },
+            articles=views,
+            archive_url=f"{site.base_url}/digests/",
+        )
+    )
     path = settings.path("paths.public") / web_path(key) / "index.html"
     _write(path, page)
     write_archive(engine, settings)
@@ -277,12 +307,27 @@ def write_web_version(engine: Engine, settings: Settings, key: str) -> Path:
 def write_archive(engine: Engine, settings: Settings) -> Path:
     site = render.site_for_email(settings)
     with engine.connect() as conn:
-        rows = conn.execute(select(digest_editions).where(digest_editions.c.frequency != "instant")
-                            .order_by(digest_editions.c.cutoff.desc(), digest_editions.c.id.desc())).mappings().all()
-    editions = [{"key": r["key"], "frequency": r["frequency"], "cutoff": r["cutoff"],
-                 "label": edition_label(settings, r["frequency"], r["cutoff"], r["key"]),
-                 "articles": len(r["article_ids"] or []), "url": f"{site.base_url}/{web_path(r['key'])}"}
-                for r in rows if r["article_ids"]]  # an edition that had nothing new has no page
+        rows = (
+            conn.execute(
+                select(digest_editions)
+                .where(digest_editions.c.frequency != "instant")
+                .order_by(digest_editions.c.cutoff.desc(), digest_editions.c.id.desc())
+            )
+            .mappings()
+            .all()
+        )
+    editions = [
+        {
+            "key": r["key"],
+            "frequency": r["frequency"],
+            "cutoff": r["cutoff"],
+            "label": edition_label(settings, r["frequency"], r["cutoff"], r["key"]),
+            "articles": len(r["article_ids"] or []),
+            "url": f"{site.base_url}/{web_path(r['key'])}",
+        }
+        for r in rows
+        if r["article_ids"]
+    ]  # an edition that had nothing new has no page
     page = _web_env(settings).get_template("web/digests_index.html").render(site=settings.site, editions=editions)
     path = settings.path("paths.public") / "digests" / "index.html"
     _write(path, page)

@@ -43,7 +43,7 @@ def is_email_safe(name: str) -> bool:
 def intrinsic_size(path: Path) -> tuple[int, int] | None:
     """(width, height) of a PNG, GIF, JPEG or SVG file, or None."""
     try:
-        data = path.read_bytes()[:256 * 1024]
+        data = path.read_bytes()[: 256 * 1024]
     except OSError:
         return None
     try:
@@ -58,9 +58,9 @@ def intrinsic_size(path: Path) -> tuple[int, int] | None:
                     i += 1
                     continue
                 marker = data[i + 1]
-                length = struct.unpack(">H", data[i + 2:i + 4])[0]
+                length = struct.unpack(">H", data[i + 2 : i + 4])[0]
                 if marker in (0xC0, 0xC1, 0xC2):
-                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                    h, w = struct.unpack(">HH", data[i + 5 : i + 9])
                     return w, h
                 i += 2 + length
             return None
@@ -145,5 +145,6 @@ def _pillow_to_png(path: Path, max_width: int) -> bytes:
             im.save(buf, format="PNG", optimize=True)
             return buf.getvalue()
     except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise ImageError(f"cannot convert image {path} to PNG: {exc}",
-                         hint="Use a PNG, JPEG, GIF, WebP or SVG file.") from None
+        raise ImageError(
+            f"cannot convert image {path} to PNG: {exc}", hint="Use a PNG, JPEG, GIF, WebP or SVG file."
+        ) from None

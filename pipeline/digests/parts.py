@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 
 # --- views for templates ------------------------------------------------------------------
 
+
 def _image_sizes(conn: Connection, articles: list[ApprovedArticle]) -> dict[int, tuple]:
     ids = [a.revision_id for a in articles if a.image]
     if not ids:
         return {}
-    rows = conn.execute(select(revisions.c.id, revisions.c.image_width, revisions.c.image_height)
-                        .where(revisions.c.id.in_(ids)))
+    rows = conn.execute(
+        select(revisions.c.id, revisions.c.image_width, revisions.c.image_height).where(revisions.c.id.in_(ids))
+    )
     return {r.id: (r.image_width, r.image_height) for r in rows}
 
 
@@ -38,10 +40,17 @@ def article_view(settings: Settings, site: render.Site, a: ApprovedArticle, size
     local = a.published_at.astimezone(_tz(settings))
     width, height = size or (None, None)
     return {
-        "id": a.article_id, "slug": a.slug, "title": a.title, "url": a.url, "summary": a.summary,
+        "id": a.article_id,
+        "slug": a.slug,
+        "title": a.title,
+        "url": a.url,
+        "summary": a.summary,
         "summary_wrapped": textwrap.fill(a.summary, 72, initial_indent="   ", subsequent_indent="   "),
-        "author_name": a.author_name, "date_label": f"{local.day} {local:%B %Y}",
-        "published_at": a.published_at, "reading_minutes": a.reading_minutes, "category": a.category,
+        "author_name": a.author_name,
+        "date_label": f"{local.day} {local:%B %Y}",
+        "published_at": a.published_at,
+        "reading_minutes": a.reading_minutes,
+        "category": a.category,
         "tags": a.tags,
         "image": render.image_view(settings, site, a.image, a.image_alt, width, height),
     }
@@ -68,8 +77,9 @@ def email_body(settings: Settings, site: render.Site, body_html: str) -> Markup:
             out.append(Markup.escape(frag))
             continue
         for img in list(frag.iter("img")) + ([frag] if frag.tag == "img" else []):
-            view = render.image_view(settings, site, img.get("src", ""), img.get("alt", ""),
-                                     _int(img.get("width")), _int(img.get("height")))
+            view = render.image_view(
+                settings, site, img.get("src", ""), img.get("alt", ""), _int(img.get("width")), _int(img.get("height"))
+            )
             if view is None:
                 if img is frag:
                     frag = None
@@ -95,11 +105,20 @@ def _int(value) -> int | None:
 
 # --- rendering parts -----------------------------------------------------------------------
 
+
 class PartRenderer:
     """Renders and stores one part per (edition, selection), once."""
 
-    def __init__(self, conn_settings: Settings, site: render.Site, edition: dict, articles: dict[int, ApprovedArticle],
-                 sizes: dict[int, tuple], web_url: str, engine: Engine | None = None):
+    def __init__(
+        self,
+        conn_settings: Settings,
+        site: render.Site,
+        edition: dict,
+        articles: dict[int, ApprovedArticle],
+        sizes: dict[int, tuple],
+        web_url: str,
+        engine: Engine | None = None,
+    ):
         self.settings = conn_settings
         # chunks running in parallel: create parts get-or-create style (on PostgreSQL in
         # their own short transaction, so no chunk waits on another's open batch)
@@ -121,8 +140,9 @@ class PartRenderer:
         return v
 
     def load_existing(self, conn: Connection) -> None:
-        for r in conn.execute(select(digest_parts.c.id, digest_parts.c.variant)
-                              .where(digest_parts.c.edition_id == self.edition["id"])):
+        for r in conn.execute(
+            select(digest_parts.c.id, digest_parts.c.variant).where(digest_parts.c.edition_id == self.edition["id"])
+        ):
             self.ids[r.variant] = r.id
 
     def part_id(self, conn: Connection, selection: Selection) -> int:
@@ -131,10 +151,17 @@ class PartRenderer:
         if pid is None:
             part = self.render(selection)
             values = dict(
-                edition_id=self.edition["id"], variant=variant, article_ids=list(part["article_ids"]),
-                more_count=part["more_count"], subject=part["rendered"].subject, headers=part["rendered"].headers,
-                text_part=part["rendered"].text_part, html_part=part["rendered"].html_part,
-                html_bytes=part["rendered"].html_bytes, created_at=utcnow())
+                edition_id=self.edition["id"],
+                variant=variant,
+                article_ids=list(part["article_ids"]),
+                more_count=part["more_count"],
+                subject=part["rendered"].subject,
+                headers=part["rendered"].headers,
+                text_part=part["rendered"].text_part,
+                html_part=part["rendered"].html_part,
+                html_bytes=part["rendered"].html_bytes,
+                created_at=utcnow(),
+            )
             if self.engine is None:
                 pid = conn.execute(insert(digest_parts).values(**values)).inserted_primary_key[0]
             elif conn.dialect.name == "postgresql":
@@ -151,11 +178,17 @@ class PartRenderer:
         from sqlalchemy.dialects import postgresql, sqlite
 
         ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(digest_parts)
-        pid = conn.execute(ins.values(**values).on_conflict_do_nothing(
-            index_elements=["edition_id", "variant"]).returning(digest_parts.c.id)).scalar()
+        pid = conn.execute(
+            ins.values(**values)
+            .on_conflict_do_nothing(index_elements=["edition_id", "variant"])
+            .returning(digest_parts.c.id)
+        ).scalar()
         if pid is None:  # another chunk rendered this variant first
-            pid = conn.execute(select(digest_parts.c.id).where(digest_parts.c.edition_id == values["edition_id"],
-                                                               digest_parts.c.variant == values["variant"])).scalar_one()
+            pid = conn.execute(
+                select(digest_parts.c.id).where(
+                    digest_parts.c.edition_id == values["edition_id"], digest_parts.c.variant == values["variant"]
+                )
+            ).scalar_one()
         return pid
 
     def render(self, selection: Selection) -> dict:
@@ -174,9 +207,14 @@ class PartRenderer:
                 raise render.DigestTooLarge(
                     f"edition {self.edition['key']}: one article alone renders {rendered.html_bytes:,} bytes of HTML, "
                     f"over the {render.MAX_HTML_BYTES:,} bytes Gmail shows unclipped (SIZE-1)",
-                    hint="Shorten the article's summary or the email templates.")
-            log.info("edition %s: %d articles render %d bytes; listing one fewer", self.edition["key"],
-                     len(ids), rendered.html_bytes)
+                    hint="Shorten the article's summary or the email templates.",
+                )
+            log.info(
+                "edition %s: %d articles render %d bytes; listing one fewer",
+                self.edition["key"],
+                len(ids),
+                rendered.html_bytes,
+            )
             ids = ids[:-1]
             more += 1
 
@@ -184,19 +222,48 @@ class PartRenderer:
         views = [self.view(i) for i in ids]
         seed = f"{self.edition['key']}|{ids}|{more}"
         frequency = self.edition["frequency"]
-        footer_reason = (f"You get this email because you subscribed to the {frequency} "
-                         f"{'alerts' if frequency == 'instant' else 'digest'} of {self.site.title}.")
+        footer_reason = (
+            f"You get this email because you subscribed to the {frequency} "
+            f"{'alerts' if frequency == 'instant' else 'digest'} of {self.site.title}."
+        )
         if frequency == "instant":
             a = self.articles[ids[0]]
             body = None if getattr(self, "_summary_only", False) else email_body(self.settings, self.site, a.body_html)
-            context = {"a": views[0], "body": body, "web_url": a.url, "preheader": _preheader([a.summary], 0),
-                       "footer_reason": footer_reason}
-            return render.render_variant(self.settings, self.site, template="instant",
-                                         subject_template="instant_subject.txt", context=context, seed=seed)
-        edition = {"key": self.edition["key"], "frequency": frequency, "web_url": self.web_url,
-                   "label": edition_label(self.settings, frequency, self.edition["cutoff"], self.edition["key"])}
-        context = {"edition": edition, "articles": views, "more_count": more, "more_url": self.web_url,
-                   "preheader": _preheader([v["title"] for v in views], more), "web_url": self.web_url,
-                   "footer_reason": footer_reason}
-        return render.render_variant(self.settings, self.site, template="digest",
-                                     subject_template="digest_subject.txt", context=context, seed=seed)
+            context = {
+                "a": views[0],
+                "body": body,
+                "web_url": a.url,
+                "preheader": _preheader([a.summary], 0),
+                "footer_reason": footer_reason,
+            }
+            return render.render_variant(
+                self.settings,
+                self.site,
+                template="instant",
+                subject_template="instant_subject.txt",
+                context=context,
+                seed=seed,
+            )
+        edition = {
+            "key": self.edition["key"],
+            "frequency": frequency,
+            "web_url": self.web_url,
+            "label": edition_label(self.settings, frequency, self.edition["cutoff"], self.edition["key"]),
+        }
+        context = {
+            "edition": edition,
+            "articles": views,
+            "more_count": more,
+            "more_url": self.web_url,
+            "preheader": _preheader([v["title"] for v in views], more),
+            "web_url": self.web_url,
+            "footer_reason": footer_reason,
+        }
+        return render.render_variant(
+            self.settings,
+            self.site,
+            template="digest",
+            subject_template="digest_subject.txt",
+            context=context,
+            seed=seed,
+        )

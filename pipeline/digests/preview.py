@@ -32,8 +32,14 @@ class Preview:
     articles: int
 
 
-def preview(engine: Engine, settings: Settings, *, frequency: str | None = None, email: str | None = None,
-            now: dt.datetime | None = None) -> Preview:
+def preview(
+    engine: Engine,
+    settings: Settings,
+    *,
+    frequency: str | None = None,
+    email: str | None = None,
+    now: dt.datetime | None = None,
+) -> Preview:
     """The exact HTML and text a subscriber would get: their next digest (what the next
     edition of their time-zone slot holds for them, approvals since their last digest
     included), else, when nothing is new yet, the last one queued for them; without a
@@ -43,17 +49,26 @@ def preview(engine: Engine, settings: Settings, *, frequency: str | None = None,
     with engine.connect() as conn:
         sub = None
         if email:
-            sub = conn.execute(select(subscribers).where(subscribers.c.email == email.strip().lower())).mappings().first()
+            sub = (
+                conn.execute(select(subscribers).where(subscribers.c.email == email.strip().lower())).mappings().first()
+            )
             if sub is None:
-                raise NotFound(f"no subscriber {email!r}", hint="`syndicate subscribers list` shows who is on the list.")
+                raise NotFound(
+                    f"no subscriber {email!r}", hint="`syndicate subscribers list` shows who is on the list."
+                )
             sub = dict(sub)
             frequency = frequency or sub["frequency"]
         if frequency is None:
             raise ConfigError("name a frequency or a subscriber", hint="e.g. --frequency weekly")
         _check_frequency(frequency)
         if sub is None:
-            first = conn.execute(select(subscribers).where(_due_subscribers(frequency, now))
-                                 .order_by(subscribers.c.id).limit(1)).mappings().first()
+            first = (
+                conn.execute(
+                    select(subscribers).where(_due_subscribers(frequency, now)).order_by(subscribers.c.id).limit(1)
+                )
+                .mappings()
+                .first()
+            )
             sub = dict(first) if first else None
         if sub is not None:
             result = _preview_next(conn, settings, site, sub, frequency, now)
@@ -71,8 +86,9 @@ def _fill(settings, site, sub: dict, subject: str, html: str, text: str, source:
     return Preview(subject, render.fill_preview(html, p), render.fill_preview(text, p), sub["email"], source, n)
 
 
-def next_edition_for(conn: Connection, settings: Settings, sub: dict, frequency: str,
-                     now: dt.datetime) -> tuple[str, dt.datetime]:
+def next_edition_for(
+    conn: Connection, settings: Settings, sub: dict, frequency: str, now: dt.datetime
+) -> tuple[str, dt.datetime]:
     """(edition key, cutoff so far) of the next daily/weekly edition that will hold
     something for `sub`: the current period's edition of their time-zone slot while
     they are not handled in it yet, else the next period's, with everything approved
@@ -98,8 +114,12 @@ def _preview_next(conn, settings, site, sub, frequency, now) -> Preview | None:
     if watermark >= cutoff:
         return None
     welcome = settings.digests.welcome_latest if frequency != "instant" else 0
-    candidates = approved_articles(conn, settings, approved_since=None if welcome and not sub["last_digest_at"]
-                                   else watermark, approved_until=cutoff)
+    candidates = approved_articles(
+        conn,
+        settings,
+        approved_since=None if welcome and not sub["last_digest_at"] else watermark,
+        approved_until=cutoff,
+    )
     selector = Selector(candidates, cap=settings.digests.max_articles, welcome=welcome)
     sel = selector.select(sub["topics"], watermark, first=sub["last_digest_at"] is None)
     if not sel.article_ids:
@@ -116,9 +136,12 @@ def _preview_next(conn, settings, site, sub, frequency, now) -> Preview | None:
 
 
 def _preview_last(conn, settings, site, sub) -> Preview | None:
-    row = conn.execute(select(deliveries.c.payload).where(deliveries.c.subscriber_id == sub["id"],
-                                                          deliveries.c.kind.in_(list(set(KINDS.values()))))
-                       .order_by(deliveries.c.id.desc()).limit(1)).first()
+    row = conn.execute(
+        select(deliveries.c.payload)
+        .where(deliveries.c.subscriber_id == sub["id"], deliveries.c.kind.in_(list(set(KINDS.values()))))
+        .order_by(deliveries.c.id.desc())
+        .limit(1)
+    ).first()
     if row is None:
         return None
     part = conn.execute(select(digest_parts).where(digest_parts.c.id == int(row.payload["part"]))).mappings().first()
@@ -127,8 +150,9 @@ def _preview_last(conn, settings, site, sub) -> Preview | None:
     import email as email_lib
     import email.policy
 
-    msg = email_lib.message_from_string(part["headers"] + "\r\n" + part["text_part"] + part["html_part"],
-                                        policy=email.policy.default)
+    msg = email_lib.message_from_string(
+        part["headers"] + "\r\n" + part["text_part"] + part["html_part"], policy=email.policy.default
+    )
     html = msg.get_body(("html",)).get_content()
     text = msg.get_body(("plain",)).get_content()
     return _fill(settings, site, sub, part["subject"], html, text, "last digest sent", len(part["article_ids"]))
@@ -137,15 +161,17 @@ def _preview_last(conn, settings, site, sub) -> Preview | None:
 def _preview_sample(conn, settings, site, frequency, now, sub) -> Preview:
     candidates = approved_articles(conn, settings, approved_until=now, limit=max(settings.digests.max_articles * 3, 20))
     if not candidates:
-        raise NotFound("there are no approved articles to preview a digest with",
-                       hint="Ingest and approve articles first: `syndicate ingest`, `syndicate approve --all`.")
+        raise NotFound(
+            "there are no approved articles to preview a digest with",
+            hint="Ingest and approve articles first: `syndicate ingest`, `syndicate approve --all`.",
+        )
     if frequency == "instant":
         candidates = candidates[:1]
         key = f"instant-{candidates[0].article_id}"
     else:
         key = period(settings, frequency, now)[0]
     selector = Selector(candidates, cap=settings.digests.max_articles, welcome=0)
-    sel = selector.select(None, dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+    sel = selector.select(None, dt.datetime.min.replace(tzinfo=dt.UTC))
     fake = {"id": 0, "key": key, "frequency": frequency, "cutoff": now}
     web_url = candidates[0].url if frequency == "instant" else f"{site.base_url}/{web_path(key)}"
     part = PartRenderer(settings, site, fake, selector.by_id, _image_sizes(conn, candidates), web_url).render(sel)

@@ -27,16 +27,15 @@ import hashlib
 import html
 import logging
 import re
-import struct
 from email.header import Header
-from email.utils import format_datetime, formataddr, parseaddr
+from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import templating
-from pipeline.digests import images
 from pipeline.config import Settings
+from pipeline.digests import images
 from pipeline.errors import ConfigError, SyndicateError
 from pipeline.subscribers.addresses import format_to
 
@@ -51,10 +50,15 @@ IMAGE_WIDTH = 552  # the content column (600 - 2 x 24 padding)
 # Markers: ASCII that quoted-printable leaves alone and no template produces.
 # -T: value in the text part, -H: value in the HTML part.
 MARKERS = {
-    "name_t": "%%SYN-NAME-T%%", "name_h": "%%SYN-NAME-H%%",
-    "unsub_t": "%%SYN-UNSUB-T%%", "unsub_h": "%%SYN-UNSUB-H%%",
-    "prefs_t": "%%SYN-PREFS-T%%", "prefs_h": "%%SYN-PREFS-H%%",
-    "to": "%%SYN-TO%%", "date": "%%SYN-DATE%%", "message_id": "%%SYN-MSGID%%",
+    "name_t": "%%SYN-NAME-T%%",
+    "name_h": "%%SYN-NAME-H%%",
+    "unsub_t": "%%SYN-UNSUB-T%%",
+    "unsub_h": "%%SYN-UNSUB-H%%",
+    "prefs_t": "%%SYN-PREFS-T%%",
+    "prefs_h": "%%SYN-PREFS-H%%",
+    "to": "%%SYN-TO%%",
+    "date": "%%SYN-DATE%%",
+    "message_id": "%%SYN-MSGID%%",
     "list_unsubscribe": "%%SYN-LISTUNSUB%%",
 }
 _MARKER_RE = re.compile("(" + "|".join(re.escape(m) for m in MARKERS.values()) + ")")
@@ -70,12 +74,15 @@ class DigestTooLarge(SyndicateError):
 
 def check_header_value(what: str, value: str) -> str:
     if "\r" in value or "\n" in value or "\x00" in value:
-        raise HeaderInjection(f"{what} {value!r} contains a line break; refusing to build a message with it (MSG-5)",
-                              hint="Fix the value at its source (subscriber name, article title, settings).")
+        raise HeaderInjection(
+            f"{what} {value!r} contains a line break; refusing to build a message with it (MSG-5)",
+            hint="Fix the value at its source (subscriber name, article title, settings).",
+        )
     return value
 
 
 # --- site requirements ------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Site:
@@ -123,9 +130,11 @@ def base_url_warning(settings: Settings) -> str | None:
     host = parts.hostname or ""
     if parts.scheme != "http" or not host or host in LOOPBACK_HOSTS or host.startswith("127."):
         return None
-    return (f"site.base_url {base_url} is not https: digests go out without List-Unsubscribe-Post, so "
-            "Gmail and Yahoo offer no one-click unsubscribe (RFC 8058), and links are sent in clear; "
-            "set [site] base_url to an https:// URL")
+    return (
+        f"site.base_url {base_url} is not https: digests go out without List-Unsubscribe-Post, so "
+        "Gmail and Yahoo offer no one-click unsubscribe (RFC 8058), and links are sent in clear; "
+        "set [site] base_url to an https:// URL"
+    )
 
 
 def _site_for_email(settings: Settings) -> Site:
@@ -134,38 +143,55 @@ def _site_for_email(settings: Settings) -> Site:
 
     base_url = require(settings, "site.base_url", "every link in a digest starts with it").rstrip("/")
     if urlsplit(base_url).scheme not in ("http", "https") or not urlsplit(base_url).hostname:
-        raise ConfigError(f"site.base_url {base_url!r} is not an absolute http(s) URL",
-                          hint="Set [site] base_url to e.g. https://news.example.com.")
+        raise ConfigError(
+            f"site.base_url {base_url!r} is not an absolute http(s) URL",
+            hint="Set [site] base_url to e.g. https://news.example.com.",
+        )
     postal = require(settings, "site.postal_address", "CAN-SPAM requires a postal address in every digest (CAN-1)")
     sender = require(settings, "site.from_address", "digests need a From address")
     address = parseaddr(sender)[1]
     if "@" not in address:
-        raise ConfigError(f"site.from_address {sender!r} has no email address",
-                          hint="Write it as 'Name <digest@news.example.com>'.")
-    if settings.site.transactional_from and \
-            parseaddr(settings.site.transactional_from)[1].lower() == address.lower():
-        raise ConfigError("site.from_address and site.transactional_from are the same address (BULK-6)",
-                          hint="Use different From addresses for digests and for confirmations (BULK-6).")
-    for what, value in (("site.title", settings.site.title), ("site.from_address", sender),
-                        ("site.reply_to", settings.site.reply_to), ("site.list_id", settings.site.list_id)):
+        raise ConfigError(
+            f"site.from_address {sender!r} has no email address", hint="Write it as 'Name <digest@news.example.com>'."
+        )
+    if settings.site.transactional_from and parseaddr(settings.site.transactional_from)[1].lower() == address.lower():
+        raise ConfigError(
+            "site.from_address and site.transactional_from are the same address (BULK-6)",
+            hint="Use different From addresses for digests and for confirmations (BULK-6).",
+        )
+    for what, value in (
+        ("site.title", settings.site.title),
+        ("site.from_address", sender),
+        ("site.reply_to", settings.site.reply_to),
+        ("site.list_id", settings.site.list_id),
+    ):
         check_header_value(what, value or "")
     lid = list_id(settings)
     domain = address.rpartition("@")[2]
     return Site(
-        title=settings.site.title, base_url=base_url, postal_address=postal, from_address=sender,
-        from_domain=domain, reply_to=settings.site.reply_to,
-        list_id_header=settings.site.list_id or f"{settings.site.title} <{lid}>", list_id=lid,
-        language=settings.site.language, https=base_url.startswith("https://"),
+        title=settings.site.title,
+        base_url=base_url,
+        postal_address=postal,
+        from_address=sender,
+        from_domain=domain,
+        reply_to=settings.site.reply_to,
+        list_id_header=settings.site.list_id or f"{settings.site.title} <{lid}>",
+        list_id=lid,
+        language=settings.site.language,
+        https=base_url.startswith("https://"),
         unsubscribe_domain=settings.email.bounce_domain or domain,
     )
 
 
 # --- templates --------------------------------------------------------------------------
 
+
 def envs(settings: Settings):
     """(HTML environment, text environment) for digests: trimmed blocks, strict, TPL-1."""
-    return (templating.environment(settings, html=True, trim=True, keep_trailing_newline=False),
-            templating.environment(settings, html=False, trim=True))
+    return (
+        templating.environment(settings, html=True, trim=True, keep_trailing_newline=False),
+        templating.environment(settings, html=False, trim=True),
+    )
 
 
 @lru_cache(maxsize=1)
@@ -188,8 +214,9 @@ def inline_css(document: str) -> str:
 EMAIL_IMAGES_DIR = "email-images"  # under public/: PNGs made from our SVG/WebP images
 
 
-def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | None = None,
-               height: int | None = None) -> dict | None:
+def image_view(
+    settings: Settings, site: Site, src: str, alt: str, width: int | None = None, height: int | None = None
+) -> dict | None:
     """An <img> for an email (IMG-1): absolute src (https when the site is https), alt,
     width and height, and a type every client shows (PNG, JPEG, GIF). Our own SVG or
     WebP images are linked as the PNG made from them (public/email-images/); anyone
@@ -205,7 +232,7 @@ def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | 
         return None
     local = None
     if src.startswith(site.base_url + "/"):
-        rel = urlsplit(src).path[len(urlsplit(site.base_url).path) + 1:]
+        rel = urlsplit(src).path[len(urlsplit(site.base_url).path) + 1 :]
         candidate = settings.path("paths.content") / rel
         if ".." not in Path(rel).parts and candidate.is_file():
             local = (rel, candidate)
@@ -219,7 +246,8 @@ def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | 
         if not images.is_email_safe(path.name):
             try:
                 png, png_w, png_h = images.email_image(
-                    path, settings.path("paths.public") / EMAIL_IMAGES_DIR / Path(rel).parent)
+                    path, settings.path("paths.public") / EMAIL_IMAGES_DIR / Path(rel).parent
+                )
             except images.ImageError as exc:
                 log.warning("leaving out image %s: %s", src, exc.message)
                 return None
@@ -233,6 +261,7 @@ def image_view(settings: Settings, site: Site, src: str, alt: str, width: int | 
 
 
 # --- quoted-printable with markers --------------------------------------------------------
+
 
 def _qp(text: str) -> str:
     """Quoted-printable of `text` (LF line ends in, CRLF out)."""
@@ -312,6 +341,7 @@ def fold(name: str, value: str) -> str:
 
 # --- rendering a variant ------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class RenderedPart:
     subject: str
@@ -329,12 +359,12 @@ def _boundary(seed: str) -> str:
 
 
 def personal_markers() -> dict:
-    return {"name": MARKERS["name_h"], "unsubscribe_url": MARKERS["unsub_h"],
-            "preferences_url": MARKERS["prefs_h"]}
+    return {"name": MARKERS["name_h"], "unsubscribe_url": MARKERS["unsub_h"], "preferences_url": MARKERS["prefs_h"]}
 
 
-def render_variant(settings: Settings, site: Site, *, template: str, subject_template: str,
-                   context: dict, seed: str) -> RenderedPart:
+def render_variant(
+    settings: Settings, site: Site, *, template: str, subject_template: str, context: dict, seed: str
+) -> RenderedPart:
     """Render template `email/<template>.html|txt` once for everyone who shares `context`."""
     html_env, text_env = envs(settings)
     base = {"site": site, **context}
@@ -342,37 +372,50 @@ def render_variant(settings: Settings, site: Site, *, template: str, subject_tem
     subject = re.sub(r"[ \t]+", " ", text_env.get_template(f"email/{subject_template}").render(**base).strip())
     check_header_value("subject", subject)
     text = text_env.get_template(f"email/{template}.txt").render(
-        **base, name=MARKERS["name_t"], unsubscribe_url=MARKERS["unsub_t"],
-        preferences_url=MARKERS["prefs_t"])
+        **base, name=MARKERS["name_t"], unsubscribe_url=MARKERS["unsub_t"], preferences_url=MARKERS["prefs_t"]
+    )
     document = html_env.get_template(f"email/{template}.html").render(**base, **personal_markers())
     document = inline_css(document)
     # The size guard (SIZE-1) counts the personal values at a generous length.
     html_bytes = len(_MARKER_RE.sub("x" * 160, document).encode("utf-8"))
     boundary = _boundary(seed)
-    headers = "".join([
-        fold("From", site.from_address),
-        fold("Reply-To", site.reply_to) if site.reply_to else "",
-        f"To: {MARKERS['to']}\r\n",
-        fold("Subject", subject),
-        f"Date: {MARKERS['date']}\r\n",
-        f"Message-ID: {MARKERS['message_id']}\r\n",
-        fold("List-Id", site.list_id_header),
-        f"List-Unsubscribe: {MARKERS['list_unsubscribe']}\r\n",
-        # RFC 8058 3.1: one-click only with an https URI in List-Unsubscribe (issue 16 item 4)
-        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if site.https else "",
-        "MIME-Version: 1.0\r\n",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
-    ])
-    text_part = (f"--{boundary}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
-                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp_with_markers(text) + "\r\n")
-    html_part = (f"--{boundary}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
-                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp_with_markers(document) +
-                 f"\r\n--{boundary}--\r\n")
-    return RenderedPart(subject=subject, headers=headers, text_part=text_part, html_part=html_part,
-                        html_bytes=html_bytes, html=document, text=text)
+    headers = "".join(
+        [
+            fold("From", site.from_address),
+            fold("Reply-To", site.reply_to) if site.reply_to else "",
+            f"To: {MARKERS['to']}\r\n",
+            fold("Subject", subject),
+            f"Date: {MARKERS['date']}\r\n",
+            f"Message-ID: {MARKERS['message_id']}\r\n",
+            fold("List-Id", site.list_id_header),
+            f"List-Unsubscribe: {MARKERS['list_unsubscribe']}\r\n",
+            # RFC 8058 3.1: one-click only with an https URI in List-Unsubscribe (issue 16 item 4)
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" if site.https else "",
+            "MIME-Version: 1.0\r\n",
+            f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
+        ]
+    )
+    text_part = (
+        f'--{boundary}\r\nContent-Type: text/plain; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp_with_markers(text) + "\r\n"
+    )
+    html_part = (
+        f'--{boundary}\r\nContent-Type: text/html; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + qp_with_markers(document) + f"\r\n--{boundary}--\r\n"
+    )
+    return RenderedPart(
+        subject=subject,
+        headers=headers,
+        text_part=text_part,
+        html_part=html_part,
+        html_bytes=html_bytes,
+        html=document,
+        text=text,
+    )
 
 
 # --- the personal parts -------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Personal:
@@ -398,9 +441,12 @@ def personal_values(p: Personal) -> dict[str, str]:
     for link in links:
         check_header_value("List-Unsubscribe", link)
     return {
-        MARKERS["name_t"]: _qp_value(greeting), MARKERS["name_h"]: _qp_value(html.escape(greeting)),
-        MARKERS["unsub_t"]: _qp_value(p.unsubscribe_url), MARKERS["unsub_h"]: _qp_value(html.escape(p.unsubscribe_url)),
-        MARKERS["prefs_t"]: _qp_value(p.preferences_url), MARKERS["prefs_h"]: _qp_value(html.escape(p.preferences_url)),
+        MARKERS["name_t"]: _qp_value(greeting),
+        MARKERS["name_h"]: _qp_value(html.escape(greeting)),
+        MARKERS["unsub_t"]: _qp_value(p.unsubscribe_url),
+        MARKERS["unsub_h"]: _qp_value(html.escape(p.unsubscribe_url)),
+        MARKERS["prefs_t"]: _qp_value(p.preferences_url),
+        MARKERS["prefs_h"]: _qp_value(html.escape(p.preferences_url)),
         MARKERS["to"]: to,
         MARKERS["date"]: p.date or format_datetime(_now()),
         MARKERS["message_id"]: check_header_value("Message-ID", p.message_id),
@@ -410,6 +456,7 @@ def personal_values(p: Personal) -> dict[str, str]:
 
 def _now():
     from pipeline.timeutil import utcnow
+
     return utcnow()
 
 
@@ -424,9 +471,14 @@ def personalise(skeleton: str, p: Personal) -> bytes:
 def preview_values(p: Personal) -> dict[str, str]:
     """Decoded (not transfer-encoded) values, for writing previews and web versions."""
     greeting = p.name or "there"
-    return {MARKERS["name_t"]: greeting, MARKERS["name_h"]: html.escape(greeting),
-            MARKERS["unsub_t"]: p.unsubscribe_url, MARKERS["unsub_h"]: html.escape(p.unsubscribe_url),
-            MARKERS["prefs_t"]: p.preferences_url, MARKERS["prefs_h"]: html.escape(p.preferences_url)}
+    return {
+        MARKERS["name_t"]: greeting,
+        MARKERS["name_h"]: html.escape(greeting),
+        MARKERS["unsub_t"]: p.unsubscribe_url,
+        MARKERS["unsub_h"]: html.escape(p.unsubscribe_url),
+        MARKERS["prefs_t"]: p.preferences_url,
+        MARKERS["prefs_h"]: html.escape(p.preferences_url),
+    }
 
 
 def fill_preview(text: str, p: Personal) -> str:

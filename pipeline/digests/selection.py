@@ -12,7 +12,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 from pipeline.content.editorial import ApprovedArticle
 
@@ -62,6 +62,4 @@ class Selector:
             elif old < welcome:
                 chosen.append(a.article_id)
                 old += 1
-        return Selection(tuple(chosen[:self.cap]), max(0, len(chosen) - self.cap))
-
-
+        return Selection(tuple(chosen[: self.cap]), max(0, len(chosen) - self.cap))

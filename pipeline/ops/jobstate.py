@@ -18,8 +18,9 @@ from pipeline.store.schema import job_runs, job_state, scheduler_instances
 from pipeline.timeutil import utcnow
 
 JOBSTORE_TABLE = "apscheduler_jobs"
-_apscheduler_jobs = Table(JOBSTORE_TABLE, MetaData(), Column("id", String(191), primary_key=True),
-                          Column("next_run_time", Float(25)))
+_apscheduler_jobs = Table(
+    JOBSTORE_TABLE, MetaData(), Column("id", String(191), primary_key=True), Column("next_run_time", Float(25))
+)
 
 
 def who() -> str:
@@ -28,19 +29,26 @@ def who() -> str:
 
 # --- pause / resume -----------------------------------------------------------------
 
+
 def set_paused(engine: Engine, job_id: str, paused: bool, *, note: str = "", by: str | None = None) -> bool:
     """Persist the pause flag; returns whether it changed."""
     now = utcnow()
     with engine.begin() as conn:
         row = conn.execute(select(job_state.c.paused).where(job_state.c.job_id == job_id)).first()
         if row is None:
-            conn.execute(insert(job_state).values(job_id=job_id, paused=paused, note=note,
-                                                  changed_by=by or who(), updated_at=now))
+            conn.execute(
+                insert(job_state).values(
+                    job_id=job_id, paused=paused, note=note, changed_by=by or who(), updated_at=now
+                )
+            )
             return paused
         if bool(row.paused) == paused:
             return False
-        conn.execute(update(job_state).where(job_state.c.job_id == job_id).values(
-            paused=paused, note=note, changed_by=by or who(), updated_at=now))
+        conn.execute(
+            update(job_state)
+            .where(job_state.c.job_id == job_id)
+            .values(paused=paused, note=note, changed_by=by or who(), updated_at=now)
+        )
         return True
 
 
@@ -57,12 +65,20 @@ def is_paused(engine: Engine, job_id: str) -> bool:
 
 # --- scheduler instances and heartbeats ---------------------------------------------
 
+
 def register_instance(engine: Engine, instance: str) -> None:
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(insert(scheduler_instances).values(
-            instance=instance, host=socket.gethostname(), pid=os.getpid(), role="standby",
-            started_at=now, heartbeat_at=now))
+        conn.execute(
+            insert(scheduler_instances).values(
+                instance=instance,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                role="standby",
+                started_at=now,
+                heartbeat_at=now,
+            )
+        )
 
 
 def heartbeat(engine: Engine, instance: str, *, role: str | None = None) -> None:
@@ -82,17 +98,25 @@ def retire_others(engine: Engine, instance: str, stale_after: float) -> int:
     """At takeover: earlier leaders (dead, since we hold the lock) and silent standbys are stopped."""
     now = utcnow()
     with engine.begin() as conn:
-        return conn.execute(update(scheduler_instances).where(
-            scheduler_instances.c.instance != instance, scheduler_instances.c.role != "stopped",
-            (scheduler_instances.c.role == "leader")
-            | (scheduler_instances.c.heartbeat_at < now - dt.timedelta(seconds=stale_after)))
-            .values(role="stopped", stopped_at=now)).rowcount
+        return conn.execute(
+            update(scheduler_instances)
+            .where(
+                scheduler_instances.c.instance != instance,
+                scheduler_instances.c.role != "stopped",
+                (scheduler_instances.c.role == "leader")
+                | (scheduler_instances.c.heartbeat_at < now - dt.timedelta(seconds=stale_after)),
+            )
+            .values(role="stopped", stopped_at=now)
+        ).rowcount
 
 
 def prune_instances(engine: Engine, older_than: dt.timedelta = dt.timedelta(days=7)) -> None:
     with engine.begin() as conn:
-        conn.execute(scheduler_instances.delete().where(
-            scheduler_instances.c.role == "stopped", scheduler_instances.c.heartbeat_at < utcnow() - older_than))
+        conn.execute(
+            scheduler_instances.delete().where(
+                scheduler_instances.c.role == "stopped", scheduler_instances.c.heartbeat_at < utcnow() - older_than
+            )
+        )
 
 
 def schedulers(engine: Engine, *, include_stopped: bool = False) -> list[dict]:
@@ -112,8 +136,16 @@ def schedulers(engine: Engine, *, include_stopped: bool = False) -> list[dict]:
 def leader(engine: Engine) -> dict | None:
     """The most recent leader (possibly stopped or stale: check `role` and `age`)."""
     with engine.connect() as conn:
-        row = conn.execute(select(scheduler_instances).where(scheduler_instances.c.leader_since.is_not(None))
-                           .order_by(scheduler_instances.c.heartbeat_at.desc()).limit(1)).mappings().first()
+        row = (
+            conn.execute(
+                select(scheduler_instances)
+                .where(scheduler_instances.c.leader_since.is_not(None))
+                .order_by(scheduler_instances.c.heartbeat_at.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
     if row is None:
         return None
     out = dict(row)
@@ -123,21 +155,44 @@ def leader(engine: Engine) -> dict | None:
 
 # --- job runs -----------------------------------------------------------------------
 
+
 def record_outcome(engine: Engine, job_id: str, status: str, *, scheduled_for=None, error: str = "") -> None:
     """A run that did not start: `missed` (past its grace time) or `skipped` (still running)."""
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(insert(job_runs).values(
-            job_id=job_id, trigger="scheduled", scheduled_for=scheduled_for, started_at=None, ended_at=now,
-            status=status, counts={}, error=error, host=socket.gethostname(), pid=os.getpid(), dry_run=False))
+        conn.execute(
+            insert(job_runs).values(
+                job_id=job_id,
+                trigger="scheduled",
+                scheduled_for=scheduled_for,
+                started_at=None,
+                ended_at=now,
+                status=status,
+                counts={},
+                error=error,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                dry_run=False,
+            )
+        )
 
 
 def slot_taken(engine: Engine, job_id: str, scheduled_for: dt.datetime) -> bool:
     """Whether this slot of the job already ran or is running (a second leader's view)."""
     with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(job_runs).where(
-            job_runs.c.job_id == job_id, job_runs.c.trigger == "scheduled",
-            job_runs.c.scheduled_for == scheduled_for, job_runs.c.status.in_(("ok", "running")))).scalar_one() > 0
+        return (
+            conn.execute(
+                select(func.count())
+                .select_from(job_runs)
+                .where(
+                    job_runs.c.job_id == job_id,
+                    job_runs.c.trigger == "scheduled",
+                    job_runs.c.scheduled_for == scheduled_for,
+                    job_runs.c.status.in_(("ok", "running")),
+                )
+            ).scalar_one()
+            > 0
+        )
 
 
 def fail_orphaned_runs(engine: Engine) -> int:
@@ -147,10 +202,15 @@ def fail_orphaned_runs(engine: Engine) -> int:
     scheduler runs scheduled jobs, so any such row belongs to a dead process.
     """
     with engine.begin() as conn:
-        return conn.execute(update(job_runs).where(
-            job_runs.c.status == "running", job_runs.c.trigger == "scheduled").values(
-            status="failed", ended_at=utcnow(),
-            error="interrupted: the scheduler running it stopped before it finished")).rowcount
+        return conn.execute(
+            update(job_runs)
+            .where(job_runs.c.status == "running", job_runs.c.trigger == "scheduled")
+            .values(
+                status="failed",
+                ended_at=utcnow(),
+                error="interrupted: the scheduler running it stopped before it finished",
+            )
+        ).rowcount
 
 
 def history(engine: Engine, job_id: str | None = None, *, limit: int = 20, status: str | None = None) -> list[dict]:
@@ -182,8 +242,10 @@ def next_run_times(engine: Engine) -> dict[str, dt.datetime | None]:
         return {}
     with engine.connect() as conn:
         rows = conn.execute(select(_apscheduler_jobs.c.id, _apscheduler_jobs.c.next_run_time)).all()
-    return {r.id: (dt.datetime.fromtimestamp(r.next_run_time, dt.timezone.utc) if r.next_run_time is not None else None)
-            for r in rows}
+    return {
+        r.id: (dt.datetime.fromtimestamp(r.next_run_time, dt.UTC) if r.next_run_time is not None else None)
+        for r in rows
+    }
 
 
 def duration(row: dict) -> float | None:

@@ -90,8 +90,12 @@ class AdvisoryLock(LeaderLock):
         conn = psycopg.connect(*cargs, **params)
         # The server side of the keepalives: a leader whose machine vanishes loses its
         # session (and the lock) in ~20 s instead of the OS default of hours.
-        for name, value in (("tcp_keepalives_idle", 5), ("tcp_keepalives_interval", 5),
-                            ("tcp_keepalives_count", 3), ("tcp_user_timeout", 15000)):
+        for name, value in (
+            ("tcp_keepalives_idle", 5),
+            ("tcp_keepalives_interval", 5),
+            ("tcp_keepalives_count", 3),
+            ("tcp_user_timeout", 15000),
+        ):
             try:
                 conn.execute(f"SET {name} = {int(value)}")
             except Exception:  # older servers, or a Unix socket: keep what works
@@ -118,7 +122,9 @@ class AdvisoryLock(LeaderLock):
         try:
             row = self._conn.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted "
-                "AND objid = (%s::bigint & 4294967295)::oid", (self.key,)).fetchone()
+                "AND objid = (%s::bigint & 4294967295)::oid",
+                (self.key,),
+            ).fetchone()
             return bool(row and row[0])
         except Exception as exc:
             log.error("lost the scheduler lock's database session: %s", exc)

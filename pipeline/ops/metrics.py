@@ -52,20 +52,29 @@ class _DatabaseCollector:
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
                 delivery_rows = conn.execute(
-                    select(deliveries.c.channel, deliveries.c.state, func.count())
-                    .group_by(deliveries.c.channel, deliveries.c.state)).all()
+                    select(deliveries.c.channel, deliveries.c.state, func.count()).group_by(
+                        deliveries.c.channel, deliveries.c.state
+                    )
+                ).all()
                 partner_rows = conn.execute(
                     select(deliveries.c.target, deliveries.c.channel, deliveries.c.state, func.count())
                     .where(deliveries.c.channel.in_(PARTNER_CHANNELS), deliveries.c.state.in_(PARTNER_FAILED_STATES))
-                    .group_by(deliveries.c.target, deliveries.c.channel, deliveries.c.state)).all()
+                    .group_by(deliveries.c.target, deliveries.c.channel, deliveries.c.state)
+                ).all()
                 run_rows = conn.execute(
-                    select(job_runs.c.job_id, job_runs.c.status, func.count())
-                    .group_by(job_runs.c.job_id, job_runs.c.status)).all()
+                    select(job_runs.c.job_id, job_runs.c.status, func.count()).group_by(
+                        job_runs.c.job_id, job_runs.c.status
+                    )
+                ).all()
                 finished = conn.execute(
                     select(job_runs.c.job_id, job_runs.c.status, job_runs.c.started_at, job_runs.c.ended_at)
-                    .where(job_runs.c.started_at.is_not(None), job_runs.c.ended_at.is_not(None),
-                           job_runs.c.status.in_(("ok", "failed")))
-                    .order_by(job_runs.c.id)).all()
+                    .where(
+                        job_runs.c.started_at.is_not(None),
+                        job_runs.c.ended_at.is_not(None),
+                        job_runs.c.status.in_(("ok", "failed")),
+                    )
+                    .order_by(job_runs.c.id)
+                ).all()
             channel_health = delivery_health(engine)
         except Exception as exc:  # report down, not a 500: the scrape itself is the alert
             log.warning("metrics: the database did not answer: %s", exc)
@@ -80,12 +89,19 @@ class _DatabaseCollector:
             g.add_metric([channel, state], n)
         yield g
 
-        paused = GaugeMetricFamily("syndicate_delivery_channel_paused", "1 while a channel is paused (operator or "
-                                   "policy).", labels=["channel"])
-        outage = GaugeMetricFamily("syndicate_delivery_channel_outage", "1 while a channel cannot reach its server "
-                                   "(sending paused for a backoff).", labels=["channel"])
-        rate = GaugeMetricFamily("syndicate_delivery_rate_factor", "The send rate is divided by this (421 / 4.7.x); "
-                                 "domain \"*\" is the whole channel.", labels=["channel", "domain"])
+        paused = GaugeMetricFamily(
+            "syndicate_delivery_channel_paused", "1 while a channel is paused (operator or policy).", labels=["channel"]
+        )
+        outage = GaugeMetricFamily(
+            "syndicate_delivery_channel_outage",
+            "1 while a channel cannot reach its server (sending paused for a backoff).",
+            labels=["channel"],
+        )
+        rate = GaugeMetricFamily(
+            "syndicate_delivery_rate_factor",
+            'The send rate is divided by this (421 / 4.7.x); domain "*" is the whole channel.',
+            labels=["channel", "domain"],
+        )
         for ch in channel_health:
             paused.add_metric([ch["channel"]], int(ch["paused"]))
             outage.add_metric([ch["channel"]], int(bool(ch["outage"])))
@@ -96,15 +112,18 @@ class _DatabaseCollector:
         yield outage
         yield rate
 
-        g = GaugeMetricFamily("syndicate_partner_failures",
-                              "Partner pushes that failed for good (failed or dead), per partner.",
-                              labels=["partner", "channel", "state"])
+        g = GaugeMetricFamily(
+            "syndicate_partner_failures",
+            "Partner pushes that failed for good (failed or dead), per partner.",
+            labels=["partner", "channel", "state"],
+        )
         for partner, channel, state, n in partner_rows:
             g.add_metric([partner, channel, state], n)
         yield g
 
-        c = CounterMetricFamily("syndicate_job_runs", "Job runs recorded in job_runs, by outcome.",
-                                labels=["job", "status"])
+        c = CounterMetricFamily(
+            "syndicate_job_runs", "Job runs recorded in job_runs, by outcome.", labels=["job", "status"]
+        )
         for job, status, n in run_rows:
             c.add_metric([job, status], n)
         yield c
@@ -124,27 +143,33 @@ class _DatabaseCollector:
         for job, (count, total) in sorted(totals.items()):
             s.add_metric([job], count_value=count, sum_value=total)
         yield s
-        g = GaugeMetricFamily("syndicate_job_last_duration_seconds", "Duration of the latest finished run.",
-                              labels=["job"])
+        g = GaugeMetricFamily(
+            "syndicate_job_last_duration_seconds", "Duration of the latest finished run.", labels=["job"]
+        )
         for job, seconds in sorted(last.items()):
             g.add_metric([job], seconds)
         yield g
-        g = GaugeMetricFamily("syndicate_job_last_success_timestamp_seconds",
-                              "When the latest successful run ended (Unix time).", labels=["job"])
+        g = GaugeMetricFamily(
+            "syndicate_job_last_success_timestamp_seconds",
+            "When the latest successful run ended (Unix time).",
+            labels=["job"],
+        )
         for job, when in sorted(last_ok.items()):
             g.add_metric([job], when)
         yield g
 
         age = _heartbeat_age(engine)
         if age is not None:
-            g = GaugeMetricFamily("syndicate_scheduler_heartbeat_age_seconds",
-                                  "Seconds since the leading scheduler's last heartbeat.")
+            g = GaugeMetricFamily(
+                "syndicate_scheduler_heartbeat_age_seconds", "Seconds since the leading scheduler's last heartbeat."
+            )
             g.add_metric([], age)
             yield g
 
 
 def _heartbeat_age(engine) -> float | None:
     from pipeline.ops import jobstate
+
     try:
         leader = jobstate.leader(engine)
     except Exception:
@@ -170,6 +195,7 @@ def health(app) -> dict:
     whether a leader's heartbeat is younger than scheduler.stale_after_seconds.
     """
     from pipeline.ops import jobstate
+
     out: dict = {"checked_at": utcnow().isoformat()}
     try:
         with app.engine.connect() as conn:
@@ -190,8 +216,13 @@ def health(app) -> dict:
         if leader is None:
             out["scheduler"] = {"ok": False, "state": "never started", "heartbeat_age_seconds": None}
         else:
-            state = "stopped" if leader["role"] == "stopped" else ("stale" if leader["age"] > stale_after else "running")
-            out["scheduler"] = {"ok": state == "running", "state": state,
-                                "heartbeat_age_seconds": round(leader["age"], 3)}
+            state = (
+                "stopped" if leader["role"] == "stopped" else ("stale" if leader["age"] > stale_after else "running")
+            )
+            out["scheduler"] = {
+                "ok": state == "running",
+                "state": state,
+                "heartbeat_age_seconds": round(leader["age"], 3),
+            }
     out["ok"] = out["database"]["ok"]
     return out

@@ -28,10 +28,19 @@ def record_run(app, job_id: str, *, trigger: str = "scheduled", scheduled_for=No
     started = utcnow()
     t0 = time.monotonic()
     with app.engine.begin() as conn:
-        run_id = conn.execute(insert(job_runs).values(
-            job_id=job_id, trigger=trigger, scheduled_for=scheduled_for, started_at=started,
-            status="running", counts={}, host=socket.gethostname(), pid=os.getpid(), dry_run=dry_run,
-        )).inserted_primary_key[0]
+        run_id = conn.execute(
+            insert(job_runs).values(
+                job_id=job_id,
+                trigger=trigger,
+                scheduled_for=scheduled_for,
+                started_at=started,
+                status="running",
+                counts={},
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                dry_run=dry_run,
+            )
+        ).inserted_primary_key[0]
     status, error = "ok", None
     try:
         yield counts
@@ -41,8 +50,16 @@ def record_run(app, job_id: str, *, trigger: str = "scheduled", scheduled_for=No
         raise
     finally:
         with app.engine.begin() as conn:
-            conn.execute(update(job_runs).where(job_runs.c.id == run_id).values(
-                ended_at=utcnow(), status=status, counts=counts, error=error))
-        log.info("job %s %s in %.2fs %s", job_id, status, time.monotonic() - t0, counts,
-                 extra={"job_id": job_id, "status": status, "counts": counts,
-                        "duration": round(time.monotonic() - t0, 3)})
+            conn.execute(
+                update(job_runs)
+                .where(job_runs.c.id == run_id)
+                .values(ended_at=utcnow(), status=status, counts=counts, error=error)
+            )
+        log.info(
+            "job %s %s in %.2fs %s",
+            job_id,
+            status,
+            time.monotonic() - t0,
+            counts,
+            extra={"job_id": job_id, "status": status, "counts": counts, "duration": round(time.monotonic() - t0, 3)},
+        )

@@ -29,11 +29,11 @@ import signal
 import socket
 import threading
 import time
-from datetime import timezone
+from datetime import UTC
 
-from pipeline.ops import jobstate
 from pipeline.app import App
 from pipeline.errors import SyndicateError
+from pipeline.ops import jobstate
 from pipeline.ops.runs import record_run
 from pipeline.ops.schedules import JobSpec, check_stages, resolve_stage, schedules_for
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 JOB_FUNC = "pipeline.ops.scheduler:run_job"
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
 
-_current: "SchedulerService | None" = None
+_current: SchedulerService | None = None
 _slot = threading.local()
 _stage_locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
 _stage_locks_guard = threading.Lock()
@@ -63,8 +63,16 @@ def _as_counts(result) -> dict:
     return {str(k): (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in result.items()}
 
 
-def execute(app: App, job_id: str, stage: str, args: dict | None = None, *, trigger: str = "manual",
-            scheduled_for=None, dry_run: bool = False) -> dict:
+def execute(
+    app: App,
+    job_id: str,
+    stage: str,
+    args: dict | None = None,
+    *,
+    trigger: str = "manual",
+    scheduled_for=None,
+    dry_run: bool = False,
+) -> dict:
     """Run one job now and record it in job_runs; returns the stage's counts.
 
     The scheduler and `syndicate jobs run` both come through here, so a run by hand
@@ -81,8 +89,9 @@ def run_job(job_id: str, stage: str, args: dict | None = None) -> None:
     """The function every stored APScheduler job references (`pipeline.ops.scheduler:run_job`)."""
     service = _current
     if service is None:
-        raise SyndicateError(f"job {job_id!r} ran outside `syndicate scheduler`",
-                             hint="Run it by hand with `syndicate jobs run ID`.")
+        raise SyndicateError(
+            f"job {job_id!r} ran outside `syndicate scheduler`", hint="Run it by hand with `syndicate jobs run ID`."
+        )
     service.run_scheduled(job_id, stage, args or {}, getattr(_slot, "scheduled_for", None))
 
 
@@ -133,14 +142,22 @@ def make_scheduler(app: App, cls=None):
     return Scheduler(
         jobstores={"default": SQLAlchemyJobStore(engine=app.engine, tablename=jobstate.JOBSTORE_TABLE)},
         executors={"default": _make_executor(app.settings.scheduler.max_workers)},
-        job_defaults=dict(JOB_DEFAULTS), timezone=timezone.utc)
+        job_defaults=dict(JOB_DEFAULTS),
+        timezone=UTC,
+    )
 
 
 def _same_job(job, spec: JobSpec, trigger) -> bool:
-    return (type(job.trigger) is type(trigger) and str(job.trigger) == str(trigger)
-            and str(job.trigger.timezone) == str(trigger.timezone)
-            and job.kwargs == spec.job_kwargs() and job.misfire_grace_time == spec.misfire_grace_time
-            and job.func_ref == JOB_FUNC and job.coalesce and job.max_instances == 1)
+    return (
+        type(job.trigger) is type(trigger)
+        and str(job.trigger) == str(trigger)
+        and str(job.trigger.timezone) == str(trigger.timezone)
+        and job.kwargs == spec.job_kwargs()
+        and job.misfire_grace_time == spec.misfire_grace_time
+        and job.func_ref == JOB_FUNC
+        and job.coalesce
+        and job.max_instances == 1
+    )
 
 
 def sync_jobs(scheduler, specs: list[JobSpec]) -> dict[str, list[str]]:
@@ -157,9 +174,18 @@ def sync_jobs(scheduler, specs: list[JobSpec]) -> dict[str, list[str]]:
         if job is not None and _same_job(job, spec, trigger):
             report["unchanged"].append(spec.id)
             continue
-        scheduler.add_job(JOB_FUNC, trigger, id=spec.id, name=spec.id, kwargs=spec.job_kwargs(),
-                          jobstore="default", replace_existing=True, coalesce=True, max_instances=1,
-                          misfire_grace_time=spec.misfire_grace_time)
+        scheduler.add_job(
+            JOB_FUNC,
+            trigger,
+            id=spec.id,
+            name=spec.id,
+            kwargs=spec.job_kwargs(),
+            jobstore="default",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=spec.misfire_grace_time,
+        )
         report["changed" if job is not None else "added"].append(spec.id)
     return report
 
@@ -197,8 +223,11 @@ class SchedulerService:
         try:
             while not self.lock.try_acquire():
                 if not waited:
-                    log.info("scheduler %s is a standby: another scheduler holds the %s", self.instance,
-                             self.lock.description)
+                    log.info(
+                        "scheduler %s is a standby: another scheduler holds the %s",
+                        self.instance,
+                        self.lock.description,
+                    )
                     waited = True
                 self._beat()
                 if self.stopping.wait(poll):
@@ -280,8 +309,11 @@ class SchedulerService:
         interval = self.settings.scheduler.heartbeat_seconds
         while not self.stopping.wait(interval):
             if not self.lock.healthy():
-                log.error("scheduler %s lost its %s; stopping so a standby can take over",
-                          self.instance, self.lock.description)
+                log.error(
+                    "scheduler %s lost its %s; stopping so a standby can take over",
+                    self.instance,
+                    self.lock.description,
+                )
                 self.exit_code = 3
                 self.request_stop("lost the leader lock")
                 return
@@ -362,14 +394,24 @@ class SchedulerService:
     def _on_missed(self, event) -> None:
         grace = next((s.misfire_grace_time for s in self._specs if s.id == event.job_id), None)
         log.warning("job %s missed its slot %s (more than %ss late)", event.job_id, event.scheduled_run_time, grace)
-        jobstate.record_outcome(self.app.engine, event.job_id, "missed", scheduled_for=event.scheduled_run_time,
-                                error=f"not started: more than misfire_grace_time ({grace}s) after its slot")
+        jobstate.record_outcome(
+            self.app.engine,
+            event.job_id,
+            "missed",
+            scheduled_for=event.scheduled_run_time,
+            error=f"not started: more than misfire_grace_time ({grace}s) after its slot",
+        )
 
     def _on_skipped(self, event) -> None:
         slot = event.scheduled_run_times[-1] if event.scheduled_run_times else None
         log.warning("job %s skipped slot %s: its previous run is still going", event.job_id, slot)
-        jobstate.record_outcome(self.app.engine, event.job_id, "skipped", scheduled_for=slot,
-                                error="not started: the previous run was still going (max_instances=1)")
+        jobstate.record_outcome(
+            self.app.engine,
+            event.job_id,
+            "skipped",
+            scheduled_for=slot,
+            error="not started: the previous run was still going (max_instances=1)",
+        )
 
 
 def next_fire_time(spec: JobSpec, now=None):
@@ -388,7 +430,9 @@ def serve(app: App) -> int:
     try:
         code = SchedulerService(app).run()
     except SQLAlchemyError as exc:
-        raise SyndicateError(f"the scheduler lost its database: {str(exc).splitlines()[0]}",
-                             hint="Check database.url and that the server is up; systemd restarts the scheduler.") from exc
+        raise SyndicateError(
+            f"the scheduler lost its database: {str(exc).splitlines()[0]}",
+            hint="Check database.url and that the server is up; systemd restarts the scheduler.",
+        ) from exc
     log.info("scheduler exited after %.0fs with status %d", time.monotonic() - started, code)
     return code

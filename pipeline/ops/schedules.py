@@ -24,8 +24,9 @@ import dataclasses
 import importlib
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.durations import format_duration, parse_seconds
@@ -37,11 +38,11 @@ DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]  # crontab numberi
 
 FIELDS = {
     "id": "Stable job id (letters, digits, . _ - :); history and pause state are kept under it.",
-    "stage": "A stage name from `syndicate jobs list --stages`, or \"module:function\".",
-    "args": "Keyword arguments for the stage, e.g. { frequency = \"daily\" }.",
+    "stage": 'A stage name from `syndicate jobs list --stages`, or "module:function".',
+    "args": 'Keyword arguments for the stage, e.g. { frequency = "daily" }.',
     "cron": "A 5-field crontab expression: minute hour day-of-month month day-of-week (0 or 7 = Sunday).",
-    "interval": "Seconds (a number) or a duration such as \"90s\", \"10m\", \"1h\", \"1d\", \"1h30m\".",
-    "timezone": "IANA timezone of the cron expression, e.g. \"Europe/Berlin\" (default: site.timezone).",
+    "interval": 'Seconds (a number) or a duration such as "90s", "10m", "1h", "1d", "1h30m".',
+    "timezone": 'IANA timezone of the cron expression, e.g. "Europe/Berlin" (default: site.timezone).',
     "misfire_grace_time": "Seconds after its slot that a late run may still start (default 300).",
     "enabled": "true or false; a disabled job is kept in the file but not scheduled.",
 }
@@ -89,6 +90,7 @@ def parse_interval(value) -> float:
 
 def _expand_weekdays(field: str) -> list[int]:
     """A crontab day-of-week field -> sorted day numbers, 0 = Sunday (7 also means Sunday)."""
+
     def day(token: str) -> int:
         token = token.strip().lower()
         if token.isdigit():
@@ -157,11 +159,22 @@ def parse_schedule(text: str, path: str, *, default_timezone: str = "UTC") -> li
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        _fail(path, None, None, f"not valid TOML ({exc})", "Fix the syntax; schedules/default.toml is a commented example.")
+        _fail(
+            path,
+            None,
+            None,
+            f"not valid TOML ({exc})",
+            "Fix the syntax; schedules/default.toml is a commented example.",
+        )
     unknown = set(data) - {"jobs"}
     if unknown:
-        _fail(path, None, None, f"unknown top-level key(s) {', '.join(sorted(unknown))}",
-              "A schedule file holds only [[jobs]] tables.")
+        _fail(
+            path,
+            None,
+            None,
+            f"unknown top-level key(s) {', '.join(sorted(unknown))}",
+            "A schedule file holds only [[jobs]] tables.",
+        )
     tables = data.get("jobs", [])
     if not isinstance(tables, list):
         _fail(path, None, "jobs", "must be [[jobs]] tables", "Write each job as a [[jobs]] table.")
@@ -171,7 +184,9 @@ def parse_schedule(text: str, path: str, *, default_timezone: str = "UTC") -> li
         label = f"#{index + 1}"
         job_id = table.get("id")
         if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-            _fail(path, label, "id", "is missing or not a valid id" if job_id is None else f"{job_id!r} is not a valid id")
+            _fail(
+                path, label, "id", "is missing or not a valid id" if job_id is None else f"{job_id!r} is not a valid id"
+            )
         if job_id in seen:
             _fail(path, job_id, "id", "is used twice in this file", "Job ids must be unique across all schedule files.")
         seen.add(job_id)
@@ -187,8 +202,13 @@ def parse_schedule(text: str, path: str, *, default_timezone: str = "UTC") -> li
         args = _checked_args(path, job_id, stage.strip(), args)
         cron, interval = table.get("cron"), table.get("interval")
         if (cron is None) == (interval is None):
-            _fail(path, job_id, "cron" if cron is not None else "interval",
-                  "give exactly one of cron or interval", f"cron: {FIELDS['cron']} interval: {FIELDS['interval']}")
+            _fail(
+                path,
+                job_id,
+                "cron" if cron is not None else "interval",
+                "give exactly one of cron or interval",
+                f"cron: {FIELDS['cron']} interval: {FIELDS['interval']}",
+            )
         timezone = table.get("timezone", default_timezone)
         try:
             if not isinstance(timezone, str):
@@ -215,8 +235,19 @@ def parse_schedule(text: str, path: str, *, default_timezone: str = "UTC") -> li
         enabled = table.get("enabled", True)
         if not isinstance(enabled, bool):
             _fail(path, job_id, "enabled", f"{enabled!r} is not true or false")
-        specs.append(JobSpec(id=job_id, stage=stage.strip(), args=dict(args), cron=cron, interval=seconds,
-                             timezone=timezone, misfire_grace_time=grace, enabled=enabled, source=str(path)))
+        specs.append(
+            JobSpec(
+                id=job_id,
+                stage=stage.strip(),
+                args=dict(args),
+                cron=cron,
+                interval=seconds,
+                timezone=timezone,
+                misfire_grace_time=grace,
+                enabled=enabled,
+                source=str(path),
+            )
+        )
     return specs
 
 
@@ -243,16 +274,23 @@ def _check_signature(spec: JobSpec, func: Callable) -> None:
         return
     for key in spec.args:
         if key not in params or key == "app":
-            _fail(spec.source, spec.id, "args", f"{spec.stage} takes no argument {key!r}",
-                  f"Its arguments: {', '.join(k for k in params if k not in ('app', 'dry_run')) or 'none'}.")
+            _fail(
+                spec.source,
+                spec.id,
+                "args",
+                f"{spec.stage} takes no argument {key!r}",
+                f"Its arguments: {', '.join(k for k in params if k not in ('app', 'dry_run')) or 'none'}.",
+            )
 
 
 def load_schedules(folder: Path, *, default_timezone: str = "UTC") -> list[JobSpec]:
     """Every job in `folder/*.toml`, in file then file order; ids unique across files."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ConfigError(f"schedule folder {folder} does not exist",
-                          hint="Set paths.schedules to a folder of *.toml schedule files (the repository has schedules/default.toml).")
+        raise ConfigError(
+            f"schedule folder {folder} does not exist",
+            hint="Set paths.schedules to a folder of *.toml schedule files (the repository has schedules/default.toml).",
+        )
     specs: list[JobSpec] = []
     where: dict[str, str] = {}
     for path in sorted(folder.glob("*.toml")):
@@ -262,8 +300,13 @@ def load_schedules(folder: Path, *, default_timezone: str = "UTC") -> list[JobSp
             _fail(path, None, None, f"cannot be read ({exc})")
         for spec in parse_schedule(text, str(path), default_timezone=default_timezone):
             if spec.id in where:
-                _fail(path, spec.id, "id", f"is already defined in {where[spec.id]}",
-                      "Job ids must be unique across all schedule files.")
+                _fail(
+                    path,
+                    spec.id,
+                    "id",
+                    f"is already defined in {where[spec.id]}",
+                    "Job ids must be unique across all schedule files.",
+                )
             where[spec.id] = str(path)
             specs.append(spec)
     return specs
@@ -280,8 +323,10 @@ def resolve_stage(stage: str) -> Callable:
         try:
             return getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"stage {stage!r} cannot be imported ({exc})",
-                              hint="Use a stage name or an importable \"package.module:function\".") from None
+            raise ConfigError(
+                f"stage {stage!r} cannot be imported ({exc})",
+                hint='Use a stage name or an importable "package.module:function".',
+            ) from None
     from pipeline.ops.stages import get_stage
 
     return get_stage(stage).resolve()
@@ -302,8 +347,13 @@ def check_stages(specs: list[JobSpec]) -> None:
                 _fail(spec.source, spec.id, "stage", exc.message, exc.hint)
             _check_signature(spec, func)
         elif spec.stage not in names:
-            _fail(spec.source, spec.id, "stage", f"no stage named {spec.stage!r}",
-                  f"Stages: {', '.join(names)}; or \"module:function\".")
+            _fail(
+                spec.source,
+                spec.id,
+                "stage",
+                f"no stage named {spec.stage!r}",
+                f'Stages: {", ".join(names)}; or "module:function".',
+            )
 
 
 def find_job(specs: list[JobSpec], job_id: str) -> JobSpec:
@@ -312,5 +362,7 @@ def find_job(specs: list[JobSpec], job_id: str) -> JobSpec:
     for spec in specs:
         if spec.id == job_id:
             return spec
-    raise NotFound(f"no job {job_id!r} in the schedule files",
-                   hint=f"Jobs: {', '.join(s.id for s in specs) or 'none'}; see `syndicate jobs list`.")
+    raise NotFound(
+        f"no job {job_id!r} in the schedule files",
+        hint=f"Jobs: {', '.join(s.id for s in specs) or 'none'}; see `syndicate jobs list`.",
+    )

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipeline.app import App
 
@@ -38,6 +39,7 @@ def _one_of(*allowed: str) -> Callable[[Any], str]:
         if value not in allowed:
             raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
         return value
+
     return check
 
 
@@ -50,7 +52,7 @@ def _positive_int(value: Any) -> int:
 def _chunk(value: Any) -> str:
     match = re.fullmatch(r"(\d+)/(\d+)", value) if isinstance(value, str) else None
     if not match or not 1 <= int(match.group(1)) <= int(match.group(2)):
-        raise ValueError(f"{value!r} is not a chunk \"i/n\" with 1 <= i <= n")
+        raise ValueError(f'{value!r} is not a chunk "i/n" with 1 <= i <= n')
     return value
 
 
@@ -61,23 +63,53 @@ def _text(value: Any) -> str:
 
 
 STAGES: list[Stage] = [
-    Stage("ingest", "pipeline.content.sources.runner:ingest_stage", "every [[sources]] entry (default: content/) -> database (new revisions, policy flags, retractions)"),
-    Stage("purge", "pipeline.subscribers.operator:purge_stage", "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)",
-          options={"days": _positive_int}),
-    Stage("build", "pipeline.site.build:build_stage", "approved articles -> feeds and pages in public/ (only changed files); queue WebSub pings"),
-    Stage("partners", "pipeline.partners:partners_stage", "queue article.published / updated / retracted events for each webhook and Micropub partner whose filters match"),
-    Stage("digest", "pipeline.digests.editions:digest_stage", "queue digests: every frequency whose edition is due (instant: newly approved articles; daily/weekly: once per period); option frequency",
-          options={"frequency": _one_of("instant", "daily", "weekly"), "chunk": _chunk}),
+    Stage(
+        "ingest",
+        "pipeline.content.sources.runner:ingest_stage",
+        "every [[sources]] entry (default: content/) -> database (new revisions, policy flags, retractions)",
+    ),
+    Stage(
+        "purge",
+        "pipeline.subscribers.operator:purge_stage",
+        "delete sign-ups never confirmed within subscribers.purge_unconfirmed_days (GDPR-2)",
+        options={"days": _positive_int},
+    ),
+    Stage(
+        "build",
+        "pipeline.site.build:build_stage",
+        "approved articles -> feeds and pages in public/ (only changed files); queue WebSub pings",
+    ),
+    Stage(
+        "partners",
+        "pipeline.partners:partners_stage",
+        "queue article.published / updated / retracted events for each webhook and Micropub partner whose filters match",
+    ),
+    Stage(
+        "digest",
+        "pipeline.digests.editions:digest_stage",
+        "queue digests: every frequency whose edition is due (instant: newly approved articles; daily/weekly: once per period); option frequency",
+        options={"frequency": _one_of("instant", "daily", "weekly"), "chunk": _chunk},
+    ),
 ]
 
 # Always the last stage of `syndicate run`: it sends what every stage above queued.
 # Appended after the list so that stages added to the list above stay before it.
-STAGES.append(Stage("bounces", "pipeline.delivery.inbound.mailbox:bounces_stage",
-                    "read the inbound Maildir: bounces suppress or count, mailto: unsubscribes withdraw consent",
-                    options={"path": _text}))
-STAGES.append(Stage("deliver", "pipeline.delivery.worker:deliver_stage",
-                    "drain the outbox once: email (maildir or smtp) and partner pushes (dry-run safe)",
-                    options={"limit": _positive_int}))
+STAGES.append(
+    Stage(
+        "bounces",
+        "pipeline.delivery.inbound.mailbox:bounces_stage",
+        "read the inbound Maildir: bounces suppress or count, mailto: unsubscribes withdraw consent",
+        options={"path": _text},
+    )
+)
+STAGES.append(
+    Stage(
+        "deliver",
+        "pipeline.delivery.worker:deliver_stage",
+        "drain the outbox once: email (maildir or smtp) and partner pushes (dry-run safe)",
+        options={"limit": _positive_int},
+    )
+)
 
 
 def get_stage(name: str) -> Stage:
@@ -85,6 +117,7 @@ def get_stage(name: str) -> Stage:
         if stage.name == name:
             return stage
     from pipeline.errors import NotFound
+
     raise NotFound(f"no stage named {name!r}", hint=f"Stages: {', '.join(s.name for s in STAGES)}.")
 
 

@@ -25,58 +25,92 @@ PARTNER_CHANNELS = ("webhook", "micropub", "websub")
 
 
 def review_panel(conn) -> dict:
-    waiting = (revisions.c.state == "submitted")
+    waiting = revisions.c.state == "submitted"
     total = conn.execute(select(func.count()).select_from(revisions).where(waiting)).scalar_one()
-    rows = conn.execute(
-        select(articles.c.slug, revisions.c.number, revisions.c.title, revisions.c.flags, revisions.c.created_at)
-        .join(articles, articles.c.id == revisions.c.article_id).where(waiting)
-        .order_by(revisions.c.created_at).limit(5)).mappings().all()
-    items = [{"slug": r["slug"], "revision": r["number"], "title": r["title"],
-              "flags": [f.get("rule", "?") for f in (r["flags"] or []) if isinstance(f, dict)],
-              "waiting_since": r["created_at"]} for r in rows]
+    rows = (
+        conn.execute(
+            select(articles.c.slug, revisions.c.number, revisions.c.title, revisions.c.flags, revisions.c.created_at)
+            .join(articles, articles.c.id == revisions.c.article_id)
+            .where(waiting)
+            .order_by(revisions.c.created_at)
+            .limit(5)
+        )
+        .mappings()
+        .all()
+    )
+    items = [
+        {
+            "slug": r["slug"],
+            "revision": r["number"],
+            "title": r["title"],
+            "flags": [f.get("rule", "?") for f in (r["flags"] or []) if isinstance(f, dict)],
+            "waiting_since": r["created_at"],
+        }
+        for r in rows
+    ]
     return {"waiting": total, "oldest": items}
 
 
 def outbox_panel(conn) -> dict:
-    rows = conn.execute(select(deliveries.c.channel, deliveries.c.state, func.count())
-                        .group_by(deliveries.c.channel, deliveries.c.state)).all()
+    rows = conn.execute(
+        select(deliveries.c.channel, deliveries.c.state, func.count()).group_by(
+            deliveries.c.channel, deliveries.c.state
+        )
+    ).all()
     by: dict[str, dict[str, int]] = {}
     for channel, state, n in rows:
         by.setdefault(channel, {})[state] = n
     now = utcnow()
-    due = conn.execute(select(func.count()).select_from(deliveries).where(
-        deliveries.c.state.in_(("queued", "retry")), deliveries.c.next_attempt_at <= now)).scalar_one()
+    due = conn.execute(
+        select(func.count())
+        .select_from(deliveries)
+        .where(deliveries.c.state.in_(("queued", "retry")), deliveries.c.next_attempt_at <= now)
+    ).scalar_one()
     return {"by_channel": by, "due_now": due}
 
 
 def partners_panel(conn) -> list[dict]:
     failing = deliveries.c.state.in_(("retry", "failed", "dead"))
     rows = conn.execute(
-        select(deliveries.c.target, deliveries.c.channel, deliveries.c.state, func.count(),
-               func.max(deliveries.c.updated_at))
+        select(
+            deliveries.c.target,
+            deliveries.c.channel,
+            deliveries.c.state,
+            func.count(),
+            func.max(deliveries.c.updated_at),
+        )
         .where(deliveries.c.channel.in_(PARTNER_CHANNELS), failing)
-        .group_by(deliveries.c.target, deliveries.c.channel, deliveries.c.state)).all()
+        .group_by(deliveries.c.target, deliveries.c.channel, deliveries.c.state)
+    ).all()
     partners: dict[tuple, dict] = {}
     for target, channel, state, n, last in rows:
-        p = partners.setdefault((target, channel), {"partner": target, "channel": channel, "states": {}, "last_at": last})
+        p = partners.setdefault(
+            (target, channel), {"partner": target, "channel": channel, "states": {}, "last_at": last}
+        )
         p["states"][state] = n
         if last and (p["last_at"] is None or last > p["last_at"]):
             p["last_at"] = last
     for p in partners.values():
         p["last_error"] = conn.execute(
-            select(deliveries.c.last_error).where(deliveries.c.target == p["partner"],
-                                                  deliveries.c.channel == p["channel"], failing)
-            .order_by(deliveries.c.updated_at.desc()).limit(1)).scalar()
+            select(deliveries.c.last_error)
+            .where(deliveries.c.target == p["partner"], deliveries.c.channel == p["channel"], failing)
+            .order_by(deliveries.c.updated_at.desc())
+            .limit(1)
+        ).scalar()
     return sorted(partners.values(), key=lambda p: (-sum(p["states"].values()), p["partner"]))
 
 
 def suppressions_panel(conn, tz: str) -> dict:
     local_midnight = dt.datetime.combine(utcnow().astimezone(ZoneInfo(tz)).date(), dt.time(), ZoneInfo(tz))
-    since = local_midnight.astimezone(dt.timezone.utc)
+    since = local_midnight.astimezone(dt.UTC)
     today = suppressions.c.created_at >= since
     total = conn.execute(select(func.count()).select_from(suppressions).where(today)).scalar_one()
-    by_reason = {r or "": n for r, n in conn.execute(
-        select(suppressions.c.reason, func.count()).where(today).group_by(suppressions.c.reason)).all()}
+    by_reason = {
+        r or "": n
+        for r, n in conn.execute(
+            select(suppressions.c.reason, func.count()).where(today).group_by(suppressions.c.reason)
+        ).all()
+    }
     return {"today": total, "by_reason": by_reason, "since": since}
 
 
@@ -87,9 +121,14 @@ def workers_panel(conn, stale_after: float) -> list[dict]:
     Workers that stopped more than an hour ago are left out.
     """
     now = utcnow()
-    claimed = {w: n for w, n in conn.execute(
-        select(deliveries.c.claimed_by, func.count()).where(deliveries.c.state == "sending")
-        .group_by(deliveries.c.claimed_by)).all()}
+    claimed = {
+        w: n
+        for w, n in conn.execute(
+            select(deliveries.c.claimed_by, func.count())
+            .where(deliveries.c.state == "sending")
+            .group_by(deliveries.c.claimed_by)
+        ).all()
+    }
     out = []
     rows = conn.execute(select(delivery_workers).order_by(delivery_workers.c.heartbeat_at.desc()).limit(100)).mappings()
     for row in rows:
@@ -100,14 +139,35 @@ def workers_panel(conn, stale_after: float) -> list[dict]:
             continue
         if state == "running" and age > stale_after:
             state = "stale"
-        out.append({"worker": row["worker"], "host": row["host"], "pid": row["pid"], "heartbeat_at": seen,
-                    "age": age, "state": state, "claimed": claimed.pop(row["worker"], 0),
-                    "sent": row["sent"], "failed": row["failed"]})
+        out.append(
+            {
+                "worker": row["worker"],
+                "host": row["host"],
+                "pid": row["pid"],
+                "heartbeat_at": seen,
+                "age": age,
+                "state": state,
+                "claimed": claimed.pop(row["worker"], 0),
+                "sent": row["sent"],
+                "failed": row["failed"],
+            }
+        )
     # Leases held by processes that never registered (or whose row is gone).
     for worker, n in claimed.items():
         host, _, pid = (worker or "?").rpartition(":")
-        out.append({"worker": worker, "host": host or worker, "pid": pid, "heartbeat_at": None, "age": None,
-                    "state": "unregistered", "claimed": n, "sent": None, "failed": None})
+        out.append(
+            {
+                "worker": worker,
+                "host": host or worker,
+                "pid": pid,
+                "heartbeat_at": None,
+                "age": None,
+                "state": "unregistered",
+                "claimed": n,
+                "sent": None,
+                "failed": None,
+            }
+        )
     return out
 
 
@@ -119,17 +179,26 @@ def sources_panel(conn, settings) -> list[dict]:
     out = []
     for config in configured(settings):
         r = rows.get(config["name"])
-        out.append({"name": config["name"], "type": config["type"], "enabled": bool(config.get("enabled", True)),
-                    "paused": bool(r.paused) if r else False, "failures": r.failures if r else 0,
-                    "backing_off_until": r.next_attempt_at if r else None,
-                    "last_success_at": r.last_success_at if r else None, "last_error": r.last_error if r else None,
-                    "last_error_at": r.last_error_at if r else None, "last_counts": r.last_counts if r else {}})
+        out.append(
+            {
+                "name": config["name"],
+                "type": config["type"],
+                "enabled": bool(config.get("enabled", True)),
+                "paused": bool(r.paused) if r else False,
+                "failures": r.failures if r else 0,
+                "backing_off_until": r.next_attempt_at if r else None,
+                "last_success_at": r.last_success_at if r else None,
+                "last_error": r.last_error if r else None,
+                "last_error_at": r.last_error_at if r else None,
+                "last_counts": r.last_counts if r else {},
+            }
+        )
     return out
 
 
 def jobs_panel(app) -> list[dict]:
-    from pipeline.ops.schedules import schedules_for
     from pipeline.ops.scheduler import next_fire_time
+    from pipeline.ops.schedules import schedules_for
 
     specs = schedules_for(app.settings)
     stored = jobstate.next_run_times(app.engine)
@@ -148,9 +217,17 @@ def jobs_panel(app) -> list[dict]:
             note = "overdue: is a scheduler running?" if overdue else ""
         else:
             next_run, note = next_fire_time(spec), "not yet scheduled"
-        out.append({"id": spec.id, "stage": spec.stage, "schedule": spec.schedule_text, "next_run": next_run,
-                    "note": note, "last": last.get(spec.id)})
-    far = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+        out.append(
+            {
+                "id": spec.id,
+                "stage": spec.stage,
+                "schedule": spec.schedule_text,
+                "next_run": next_run,
+                "note": note,
+                "last": last.get(spec.id),
+            }
+        )
+    far = dt.datetime.max.replace(tzinfo=dt.UTC)
     out.sort(key=lambda j: (j["next_run"] or far, j["id"]))
     return out
 

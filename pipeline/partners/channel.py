@@ -20,11 +20,11 @@ from sqlalchemy import select
 
 from pipeline.delivery import Outcome
 from pipeline.errors import SyndicateError
-from pipeline.store.schema import partner_attempts
-from pipeline.timeutil import utcnow
 from pipeline.partners import state
 from pipeline.partners.config import Partner, partners
 from pipeline.partners.http import Answer, Verdict, classify, make_session, retry_delay
+from pipeline.store.schema import partner_attempts
+from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -84,21 +84,35 @@ class PartnerChannel:
                 outcomes.append(self._send_one(row, held))
             except Exception as exc:  # a bug must not lose the row or stop the batch
                 log.exception("partner push %s (delivery %s) failed unexpectedly", row.get("target"), row["id"])
-                outcomes.append(Outcome(row["id"], "retry", error=f"internal error: {exc!r}",
-                                        next_attempt_at=utcnow() + dt.timedelta(minutes=5)))
+                outcomes.append(
+                    Outcome(
+                        row["id"],
+                        "retry",
+                        error=f"internal error: {exc!r}",
+                        next_attempt_at=utcnow() + dt.timedelta(minutes=5),
+                    )
+                )
         return outcomes
 
     def _send_one(self, row: dict, held: dict) -> Outcome:
         name, now = row["target"], utcnow()
         partner = self.partners.get(name)
         if partner is None or partner.kind != self.channel:
-            return Outcome(row["id"], "failed",
-                           error=f"partner {name!r} is not configured as a {self.channel} partner; "
-                                 "add it back to the config and run `syndicate partners retry " f"{name}`")
+            return Outcome(
+                row["id"],
+                "failed",
+                error=f"partner {name!r} is not configured as a {self.channel} partner; "
+                "add it back to the config and run `syndicate partners retry "
+                f"{name}`",
+            )
         delivered = self._already_delivered(row)
         if delivered:
-            return Outcome(row["id"], "sent", answer=f"already delivered at {delivered:%Y-%m-%d %H:%M:%S} UTC "
-                                                     "(found in the attempt log after a worker stopped)")
+            return Outcome(
+                row["id"],
+                "sent",
+                answer=f"already delivered at {delivered:%Y-%m-%d %H:%M:%S} UTC "
+                "(found in the attempt log after a worker stopped)",
+            )
         if name in held:
             return Outcome(row["id"], "release", next_attempt_at=held[name])
         if not partner.enabled:
@@ -128,15 +142,27 @@ class PartnerChannel:
         with self.engine.connect() as conn:
             return conn.execute(
                 select(partner_attempts.c.attempted_at)
-                .where(partner_attempts.c.delivery_id == row["id"], partner_attempts.c.outcome == "sent",
-                       partner_attempts.c.message_id == message_id)
-                .limit(1)).scalar()
+                .where(
+                    partner_attempts.c.delivery_id == row["id"],
+                    partner_attempts.c.outcome == "sent",
+                    partner_attempts.c.message_id == message_id,
+                )
+                .limit(1)
+            ).scalar()
 
     def _log(self, partner: Partner, row: dict, outcome: str, answer: Answer | None, error: str = "") -> None:
         payload = row.get("payload") or {}
-        state.log_attempt(self.engine, partner=partner.name, kind=row["kind"], outcome=outcome, answer=answer,
-                          delivery_id=row["id"], message_id=payload.get("message_id", ""),
-                          article_id=row.get("article_id"), error=error)
+        state.log_attempt(
+            self.engine,
+            partner=partner.name,
+            kind=row["kind"],
+            outcome=outcome,
+            answer=answer,
+            delivery_id=row["id"],
+            message_id=payload.get("message_id", ""),
+            article_id=row.get("article_id"),
+            error=error,
+        )
 
     def _settle(self, partner: Partner, row: dict, answer: Answer | None, note: str, held: dict) -> Outcome:
         rid, now = row["id"], utcnow()
@@ -161,30 +187,46 @@ class PartnerChannel:
             state.disable(self.engine, partner.name, f"{verdict.error} (delivery {rid})")
             self._log(partner, row, "disabled", answer, verdict.error)
             held[partner.name] = now + self.pause
-            return Outcome(rid, "retry", error=verdict.error, answer=answer.saved(),
-                           next_attempt_at=held[partner.name], spend_attempt=False)
+            return Outcome(
+                rid,
+                "retry",
+                error=verdict.error,
+                answer=answer.saved(),
+                next_attempt_at=held[partner.name],
+                spend_attempt=False,
+            )
         attempts = (row.get("attempts") or 0) + 1
         if verdict.kind == "throttle":
             # no Retry-After: a minute at least (no attempt is spent, so the schedule does not advance)
-            wait = verdict.retry_after or max(retry_delay(partner.retry_schedule, 1, 0) or dt.timedelta(0),
-                                              dt.timedelta(minutes=1))
+            wait = verdict.retry_after or max(
+                retry_delay(partner.retry_schedule, 1, 0) or dt.timedelta(0), dt.timedelta(minutes=1)
+            )
             until = now + wait
             state.record_throttle(self.engine, partner.name, until)
             self._log(partner, row, "throttled", answer, verdict.error)
             held[partner.name] = until
-            return Outcome(rid, "retry", error=verdict.error, answer=answer.saved(),
-                           next_attempt_at=until, spend_attempt=False)
+            return Outcome(
+                rid, "retry", error=verdict.error, answer=answer.saved(), next_attempt_at=until, spend_attempt=False
+            )
         # retry: 5xx, 3xx, timeouts, connection errors
         delay = retry_delay(partner.retry_schedule, attempts, self.push_settings.retry_jitter, self.rng)
-        opened = state.record_failure(self.engine, partner.name, verdict.error,
-                                      threshold=partner.max_consecutive_failures, pause=self.pause)
+        opened = state.record_failure(
+            self.engine, partner.name, verdict.error, threshold=partner.max_consecutive_failures, pause=self.pause
+        )
         if delay is None:
             self._log(partner, row, "dead", answer, verdict.error)
-            log.warning("partner %s: delivery %s dead-lettered after %d attempts: %s; "
-                        "`syndicate partners retry %s` queues it again", partner.name, rid, attempts,
-                        verdict.error, partner.name)
-            outcome = Outcome(rid, "dead", error=f"gave up after {attempts} attempts: {verdict.error}",
-                              answer=answer.saved())
+            log.warning(
+                "partner %s: delivery %s dead-lettered after %d attempts: %s; "
+                "`syndicate partners retry %s` queues it again",
+                partner.name,
+                rid,
+                attempts,
+                verdict.error,
+                partner.name,
+            )
+            outcome = Outcome(
+                rid, "dead", error=f"gave up after {attempts} attempts: {verdict.error}", answer=answer.saved()
+            )
         else:
             if verdict.retry_after is not None:
                 delay = verdict.retry_after  # 503 with Retry-After: the partner said when

@@ -8,10 +8,11 @@ import datetime as dt
 from pipeline.config import Settings
 from pipeline.durations import parse_duration
 from pipeline.errors import ConfigError, NotFound
-from pipeline.timeutil import parse_datetime
 from pipeline.partners.signing import split_secrets
+from pipeline.timeutil import parse_datetime
 
 PUSH_KINDS = ("webhook", "micropub")  # kinds this package queues and sends; websub hubs belong to the feed build
+
 
 @dataclasses.dataclass(frozen=True)
 class Partner:
@@ -60,21 +61,30 @@ def partner_from_config(settings: Settings, raw: dict) -> Partner:
         try:
             since = parse_datetime(raw["since"])
         except ValueError:
-            raise ConfigError(f"partner {raw['name']!r}: since = {raw['since']!r} is not a date",
-                              hint="Use ISO 8601, e.g. since = \"2026-11-01\".") from None
+            raise ConfigError(
+                f"partner {raw['name']!r}: since = {raw['since']!r} is not a date",
+                hint='Use ISO 8601, e.g. since = "2026-11-01".',
+            ) from None
     schedule = raw.get("retry_schedule") or push.retry_schedule
     return Partner(
-        name=raw["name"], kind=raw["kind"], url=raw["url"], secret_env=raw.get("secret_env", ""),
-        tags=tuple(raw.get("tags", ())), categories=tuple(raw.get("categories", ())),
-        authors=tuple(raw.get("authors", ())), enabled=raw.get("enabled", True),
+        name=raw["name"],
+        kind=raw["kind"],
+        url=raw["url"],
+        secret_env=raw.get("secret_env", ""),
+        tags=tuple(raw.get("tags", ())),
+        categories=tuple(raw.get("categories", ())),
+        authors=tuple(raw.get("authors", ())),
+        enabled=raw.get("enabled", True),
         allow_private=raw.get("allow_private", False),
         connect_timeout=float(raw.get("connect_timeout") or push.connect_timeout),
         read_timeout=float(raw.get("read_timeout") or push.read_timeout),
         retry_schedule=tuple(parse_duration(s) for s in schedule),  # checked when the settings loaded
-        max_consecutive_failures=int(raw["max_consecutive_failures"] if "max_consecutive_failures" in raw
-                                     else push.max_consecutive_failures),
+        max_consecutive_failures=int(
+            raw["max_consecutive_failures"] if "max_consecutive_failures" in raw else push.max_consecutive_failures
+        ),
         noindex=bool(raw["noindex"] if "noindex" in raw else push.require_partner_noindex),
-        since=since, discover=raw.get("discover", False),
+        since=since,
+        discover=raw.get("discover", False),
     )
 
 
@@ -87,8 +97,10 @@ def get_partner(settings: Settings, name: str) -> Partner:
         if p["name"] == name:
             return partner_from_config(settings, p)
     known = ", ".join(p["name"] for p in settings.partners) or "none configured"
-    raise NotFound(f"no partner named {name!r}",
-                   hint=f"Partners: {known}. Add one as a [[partners]] table in {settings.source or 'syndicate.toml'}.")
+    raise NotFound(
+        f"no partner named {name!r}",
+        hint=f"Partners: {known}. Add one as a [[partners]] table in {settings.source or 'syndicate.toml'}.",
+    )
 
 
 def secrets_of(settings: Settings, partner: Partner) -> list[str]:

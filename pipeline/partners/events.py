@@ -26,12 +26,12 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from pipeline.delivery import outbox
 from pipeline.content.editorial import ApprovedArticle, approved_articles, retracted_articles
+from pipeline.delivery import outbox
+from pipeline.partners.config import Partner, partners
 from pipeline.store import transaction
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import rfc3339, utcnow
-from pipeline.partners.config import Partner, partners
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,10 @@ def new_message_id() -> str:
 
 def backlink_html(settings, canonical_url: str) -> str:
     """CANON-1: the visible back-link every syndicated copy carries."""
-    return (f'<p class="syndication-source">Originally published at '
-            f'<a href="{html.escape(canonical_url, quote=True)}">{html.escape(settings.site.title)}</a>.</p>')
+    return (
+        f'<p class="syndication-source">Originally published at '
+        f'<a href="{html.escape(canonical_url, quote=True)}">{html.escape(settings.site.title)}</a>.</p>'
+    )
 
 
 def article_data(settings, partner: Partner, a: ApprovedArticle) -> dict:
@@ -93,23 +95,37 @@ def article_data(settings, partner: Partner, a: ApprovedArticle) -> dict:
 def build_event(settings, partner: Partner, event_type: str, a: ApprovedArticle, *, at=None) -> dict:
     at = at or utcnow()
     if event_type == "article.retracted":
-        data = {"article_id": a.article_id, "revision": a.revision_number, "slug": a.slug, "title": a.title,
-                "url": a.url, "canonical_url": a.canonical_url, "retracted_at": rfc3339(at)}
+        data = {
+            "article_id": a.article_id,
+            "revision": a.revision_number,
+            "slug": a.slug,
+            "title": a.title,
+            "url": a.url,
+            "canonical_url": a.canonical_url,
+            "retracted_at": rfc3339(at),
+        }
     else:
         data = article_data(settings, partner, a)
     return {
         "type": event_type,
         "timestamp": rfc3339(at),
         "data": data,
-        "meta": {"site": settings.site.title, "site_url": settings.site.base_url,
-                 "canonical_url": a.canonical_url, "require_partner_noindex": partner.noindex},
+        "meta": {
+            "site": settings.site.title,
+            "site_url": settings.site.base_url,
+            "canonical_url": a.canonical_url,
+            "require_partner_noindex": partner.noindex,
+        },
     }
 
 
 def ping_event(settings) -> dict:
-    return {"type": "ping", "timestamp": rfc3339(utcnow()),
-            "data": {"message": f"test event from {settings.site.title}"},
-            "meta": {"site": settings.site.title, "site_url": settings.site.base_url}}
+    return {
+        "type": "ping",
+        "timestamp": rfc3339(utcnow()),
+        "data": {"message": f"test event from {settings.site.title}"},
+        "meta": {"site": settings.site.title, "site_url": settings.site.base_url},
+    }
 
 
 @dataclasses.dataclass
@@ -124,11 +140,20 @@ class _History:
 
 def _histories(conn: Connection, partner: Partner) -> dict[int, _History]:
     rows = conn.execute(
-        select(deliveries.c.article_id, deliveries.c.kind, deliveries.c.revision_id, deliveries.c.sequence,
-               deliveries.c.idempotency_key)
-        .where(deliveries.c.channel == partner.kind, deliveries.c.target == partner.name,
-               deliveries.c.article_id.is_not(None))
-        .order_by(deliveries.c.article_id, deliveries.c.sequence, deliveries.c.id))
+        select(
+            deliveries.c.article_id,
+            deliveries.c.kind,
+            deliveries.c.revision_id,
+            deliveries.c.sequence,
+            deliveries.c.idempotency_key,
+        )
+        .where(
+            deliveries.c.channel == partner.kind,
+            deliveries.c.target == partner.name,
+            deliveries.c.article_id.is_not(None),
+        )
+        .order_by(deliveries.c.article_id, deliveries.c.sequence, deliveries.c.id)
+    )
     out: dict[int, _History] = {}
     for r in rows:
         h = out.setdefault(r.article_id, _History())
@@ -141,8 +166,9 @@ def _histories(conn: Connection, partner: Partner) -> dict[int, _History]:
     return out
 
 
-def plan_events(conn: Connection, settings, partner: Partner, approved: list[ApprovedArticle],
-                retracted: list[ApprovedArticle]) -> list[dict]:
+def plan_events(
+    conn: Connection, settings, partner: Partner, approved: list[ApprovedArticle], retracted: list[ApprovedArticle]
+) -> list[dict]:
     """The outbox rows (enqueue keyword dicts) this partner is owed now."""
     history = _histories(conn, partner)
     now = utcnow()
@@ -150,12 +176,22 @@ def plan_events(conn: Connection, settings, partner: Partner, approved: list[App
 
     def row(event_type: str, a: ApprovedArticle, key: str, h: _History) -> dict:
         h.max_sequence += 1
-        return dict(channel=partner.kind, target=partner.name, kind=event_type, key=key,
-                    article_id=a.article_id, revision_id=a.revision_id,
-                    ordering_key=ordering_key(partner.name, a.article_id), sequence=h.max_sequence,
-                    payload={"partner": partner.name, "message_id": new_message_id(),
-                             "idempotency_key": http_idempotency_key(key),
-                             "event": build_event(settings, partner, event_type, a, at=now)})
+        return dict(
+            channel=partner.kind,
+            target=partner.name,
+            kind=event_type,
+            key=key,
+            article_id=a.article_id,
+            revision_id=a.revision_id,
+            ordering_key=ordering_key(partner.name, a.article_id),
+            sequence=h.max_sequence,
+            payload={
+                "partner": partner.name,
+                "message_id": new_message_id(),
+                "idempotency_key": http_idempotency_key(key),
+                "event": build_event(settings, partner, event_type, a, at=now),
+            },
+        )
 
     for a in approved:
         if not partner.matches(a):
@@ -172,8 +208,14 @@ def plan_events(conn: Connection, settings, partner: Partner, approved: list[App
         h = history.get(a.article_id)
         if h is None or h.last_kind in (None, "article.retracted"):
             continue  # never sent to this partner: nothing to take back
-        rows.append(row("article.retracted", a,
-                        outbox_key(partner.name, a.article_id, a.revision_id, retraction=True, epoch=h.retractions), h))
+        rows.append(
+            row(
+                "article.retracted",
+                a,
+                outbox_key(partner.name, a.article_id, a.revision_id, retraction=True, epoch=h.retractions),
+                h,
+            )
+        )
     return rows
 
 
@@ -208,5 +250,6 @@ def partners_stage(app, *, dry_run: bool = False, **_options) -> dict:
 
 
 def next_sequence(conn: Connection, key: str) -> int:
-    return (conn.execute(select(func.max(deliveries.c.sequence)).where(deliveries.c.ordering_key == key))
-            .scalar() or 0) + 1
+    return (
+        conn.execute(select(func.max(deliveries.c.sequence)).where(deliveries.c.ordering_key == key)).scalar() or 0
+    ) + 1

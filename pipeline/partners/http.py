@@ -28,15 +28,13 @@ import threading
 import time
 
 import requests
-
-from pipeline import __version__
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from pipeline import netguard
+from pipeline import __version__, netguard
+from pipeline.durations import retry_delay as schedule_step
 from pipeline.netguard import AddressRefused, address_allowed, check_url  # noqa: F401 (re-exported)
 from pipeline.partners.config import Partner
-from pipeline.durations import retry_delay as schedule_step
 
 MAX_SAVED_RESPONSE = 2000
 MAX_READ_RESPONSE = 64 * 1024
@@ -68,7 +66,7 @@ class _Deadline:
         for connection in connections:
             _shut(connection)
 
-    def __enter__(self) -> "_Deadline":
+    def __enter__(self) -> _Deadline:
         self._token = _DEADLINE.set(self)
         self._timer.start()
         return self
@@ -87,8 +85,7 @@ def _shut(connection) -> None:
             pass
 
 
-_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("partner_request_deadline",
-                                                                             default=None)
+_DEADLINE: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("partner_request_deadline", default=None)
 
 
 class _WatchedPool:
@@ -127,7 +124,9 @@ class WatchedAdapter(HTTPAdapter):
 
 class GuardedAdapter(WatchedAdapter):
     """The SSRF guard (pipeline.netguard, SW-7) with the total deadline."""
+
     pools = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
 
 def make_session(partner: Partner, site_url: str = "") -> requests.Session:
     session = requests.Session()
@@ -194,9 +193,16 @@ def _request(session, partner: Partner, method: str, url: str, deadline: _Deadli
         return int((time.monotonic() - started) * 1000)
 
     def too_slow() -> Answer:
-        return Answer(None, {}, "", "timeout", f"no complete answer within the total deadline of "
-                      f"{deadline.seconds:g}s (connect {partner.connect_timeout:g}s + read "
-                      f"{partner.read_timeout:g}s): the partner answers too slowly", elapsed())
+        return Answer(
+            None,
+            {},
+            "",
+            "timeout",
+            f"no complete answer within the total deadline of "
+            f"{deadline.seconds:g}s (connect {partner.connect_timeout:g}s + read "
+            f"{partner.read_timeout:g}s): the partner answers too slowly",
+            elapsed(),
+        )
 
     try:
         check_url(url, allow_private=partner.allow_private)
@@ -204,8 +210,14 @@ def _request(session, partner: Partner, method: str, url: str, deadline: _Deadli
     except AddressRefused as exc:
         return Answer(None, {}, "", "refused", str(exc), elapsed())
     except requests.Timeout as exc:
-        return Answer(None, {}, "", "timeout", f"no answer within {partner.read_timeout:g}s "
-                      f"(connect {partner.connect_timeout:g}s): {type(exc).__name__}", elapsed())
+        return Answer(
+            None,
+            {},
+            "",
+            "timeout",
+            f"no answer within {partner.read_timeout:g}s (connect {partner.connect_timeout:g}s): {type(exc).__name__}",
+            elapsed(),
+        )
     except requests.RequestException as exc:
         cause = exc.__context__ or exc
         if isinstance(cause, AddressRefused) or "AddressRefused" in repr(exc):
@@ -237,6 +249,7 @@ def _short(exc: Exception) -> str:
 
 # --- what an answer means -----------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Verdict:
     """sent | retry (spend an attempt) | throttle (no attempt spent) | failed
@@ -260,7 +273,7 @@ def parse_retry_after(value: str, now: dt.datetime, cap: dt.timedelta) -> dt.tim
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.timezone.utc)
+            when = when.replace(tzinfo=dt.UTC)
         wait = max(when - now, dt.timedelta(0))
     return min(wait, cap)
 
@@ -278,8 +291,10 @@ def classify(answer: Answer, *, now: dt.datetime, retry_after_cap: dt.timedelta)
         return Verdict("sent")
     if 300 <= code < 400:
         where = answer.header("location")
-        return Verdict("retry", f"HTTP {code} redirect{' to ' + where if where else ''} not followed; "
-                                "if the partner moved, update its url")
+        return Verdict(
+            "retry",
+            f"HTTP {code} redirect{' to ' + where if where else ''} not followed; if the partner moved, update its url",
+        )
     if code == 410:
         return Verdict("gone", "HTTP 410 Gone: the partner says this endpoint no longer exists")
     if code == 429:
@@ -289,8 +304,9 @@ def classify(answer: Answer, *, now: dt.datetime, retry_after_cap: dt.timedelta)
     return Verdict("failed", answer.summary())
 
 
-def retry_delay(schedule: tuple[dt.timedelta, ...], attempts_so_far: int, jitter: float,
-                rng: random.Random | None = None) -> dt.timedelta | None:
+def retry_delay(
+    schedule: tuple[dt.timedelta, ...], attempts_so_far: int, jitter: float, rng: random.Random | None = None
+) -> dt.timedelta | None:
     """SW-5: the wait after `attempts_so_far` failed tries (1-based) with +/- jitter, or
     None when the schedule is used up (dead-letter)."""
     step = schedule_step(schedule, attempts_so_far)

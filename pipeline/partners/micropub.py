@@ -50,8 +50,11 @@ def create_request(data: dict) -> dict:
 
 def update_request(location: str, data: dict) -> dict:
     props = h_entry_properties(data)
-    return {"action": "update", "url": location,
-            "replace": {k: props[k] for k in ("name", "summary", "content", "category", "updated")}}
+    return {
+        "action": "update",
+        "url": location,
+        "replace": {k: props[k] for k in ("name", "summary", "content", "category", "updated")},
+    }
 
 
 def delete_request(location: str) -> dict:
@@ -82,8 +85,10 @@ def discover_endpoint(answer: Answer, page_url: str) -> str | None:
 def micropub_token(settings, partner: Partner) -> str:
     secrets = secrets_of(settings, partner)
     if not secrets:
-        raise NotReady(f"no Micropub token: environment variable {partner.secret_env or '(secret_env not set)'} is empty; "
-                       "set it to the partner's Bearer token")
+        raise NotReady(
+            f"no Micropub token: environment variable {partner.secret_env or '(secret_env not set)'} is empty; "
+            "set it to the partner's Bearer token"
+        )
     return secrets[0]
 
 
@@ -99,23 +104,31 @@ class MicropubChannel(PartnerChannel):
             return partner.url, None
         if partner.name in self._endpoints:
             return self._endpoints[partner.name], None
-        answer = request(self.session(partner), partner, "GET", partner.url,
-                         headers={"Accept": "text/html, */*;q=0.5"})
+        answer = request(self.session(partner), partner, "GET", partner.url, headers={"Accept": "text/html, */*;q=0.5"})
         if not answer.ok:
             return None, answer
         found = discover_endpoint(answer, partner.url)
         if not found:
-            return None, Answer(None, {}, "", "connection", f"no rel=\"micropub\" link at {partner.url} (MP-1)",
-                                answer.duration_ms)
+            return None, Answer(
+                None, {}, "", "connection", f'no rel="micropub" link at {partner.url} (MP-1)', answer.duration_ms
+            )
         self._endpoints[partner.name] = found
         return found, None
 
     def _call(self, partner: Partner, endpoint: str, body: dict, idempotency_key: str) -> Answer:
-        return request(self.session(partner), partner, "POST", endpoint,
-                       data=json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8"),
-                       headers={"Authorization": f"Bearer {micropub_token(self.settings, partner)}",
-                                "Content-Type": "application/json", "Accept": "application/json",
-                                "Idempotency-Key": idempotency_key})
+        return request(
+            self.session(partner),
+            partner,
+            "POST",
+            endpoint,
+            data=json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8"),
+            headers={
+                "Authorization": f"Bearer {micropub_token(self.settings, partner)}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Idempotency-Key": idempotency_key,
+            },
+        )
 
     def push(self, partner: Partner, row: dict):
         micropub_token(self.settings, partner)  # NotReady before any request
@@ -148,12 +161,16 @@ class MicropubChannel(PartnerChannel):
             except (ValueError, AttributeError):
                 error = ""
             # MP-3: unauthorized / insufficient_scope / forbidden will not fix themselves
-            return Verdict("alert", f"HTTP {answer.status_code} {error or 'unauthorized'}: the Micropub token "
-                                    f"in {partner.secret_env} is refused or lacks the scope; "
-                                    f"get a new token, then `syndicate partners retry {partner.name} --failed`")
+            return Verdict(
+                "alert",
+                f"HTTP {answer.status_code} {error or 'unauthorized'}: the Micropub token "
+                f"in {partner.secret_env} is refused or lacks the scope; "
+                f"get a new token, then `syndicate partners retry {partner.name} --failed`",
+            )
         if verdict.kind == "sent" and row.get("_mp_action") == "create" and answer.status_code not in (201, 202):
-            return Verdict("failed", f"HTTP {answer.status_code}: a Micropub create must answer 201 or 202 "
-                                     "with a Location (MP-3)")
+            return Verdict(
+                "failed", f"HTTP {answer.status_code}: a Micropub create must answer 201 or 202 with a Location (MP-3)"
+            )
         return verdict
 
     def after_success(self, partner: Partner, row: dict, answer: Answer) -> str:
@@ -161,9 +178,12 @@ class MicropubChannel(PartnerChannel):
         location = answer.header("location")
         if action == "create":
             if not location:
-                state.alert(self.engine, partner.name,
-                            f"created article {row['article_id']} but the answer had no Location (MP-3); "
-                            "later updates and the retraction cannot be sent")
+                state.alert(
+                    self.engine,
+                    partner.name,
+                    f"created article {row['article_id']} but the answer had no Location (MP-3); "
+                    "later updates and the retraction cannot be sent",
+                )
                 return "no Location in the answer"
             location = urljoin(row.get("_mp_endpoint") or partner.url, location)
             state.save_syndication(self.engine, partner.name, row["article_id"], location, row.get("revision_id"))

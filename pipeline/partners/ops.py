@@ -12,13 +12,13 @@ from sqlalchemy import func, select
 
 from pipeline.delivery import outbox
 from pipeline.errors import SyndicateError
-from pipeline.store.schema import articles, deliveries
-from pipeline.timeutil import utcnow
 from pipeline.partners import signing, state
 from pipeline.partners.config import Partner, get_partner, partners
 from pipeline.partners.events import EVENT_TYPES, REPLAY_PREFIX, new_message_id, next_sequence, ping_event
 from pipeline.partners.http import make_session, request
 from pipeline.partners.webhook import event_body, webhook_headers, webhook_secrets
+from pipeline.store.schema import articles, deliveries
+from pipeline.timeutil import utcnow
 
 BACKLOG_STATES = ("queued", "retry", "sending")
 
@@ -51,28 +51,47 @@ def overview(app) -> list[dict]:
     with app.engine.connect() as conn:
         for p in partners(app.settings):
             channel, targets = _targets(p)
-            counts = dict(conn.execute(
-                select(deliveries.c.state, func.count()).where(deliveries.c.channel == channel,
-                                                               deliveries.c.target.in_(targets))
-                .group_by(deliveries.c.state)).all())
-            last_sent = conn.execute(select(func.max(deliveries.c.sent_at)).where(
-                deliveries.c.channel == channel, deliveries.c.target.in_(targets))).scalar()
+            counts = dict(
+                conn.execute(
+                    select(deliveries.c.state, func.count())
+                    .where(deliveries.c.channel == channel, deliveries.c.target.in_(targets))
+                    .group_by(deliveries.c.state)
+                ).all()
+            )
+            last_sent = conn.execute(
+                select(func.max(deliveries.c.sent_at)).where(
+                    deliveries.c.channel == channel, deliveries.c.target.in_(targets)
+                )
+            ).scalar()
             st = state.get_state(conn, p.name)
-            out.append({
-                "name": p.name, "kind": p.kind, "url": p.url, "enabled": p.enabled,
-                "state": _state_label(p, st, now), "reason": st["reason"], "alert": st["alert"],
-                "paused_until": st["paused_until"], "consecutive_failures": st["consecutive_failures"],
-                "last_success_at": st["last_success_at"] or last_sent,
-                "backlog": sum(counts.get(s, 0) for s in BACKLOG_STATES),
-                "sent": counts.get("sent", 0), "dead": counts.get("dead", 0), "failed": counts.get("failed", 0),
-            })
+            out.append(
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "url": p.url,
+                    "enabled": p.enabled,
+                    "state": _state_label(p, st, now),
+                    "reason": st["reason"],
+                    "alert": st["alert"],
+                    "paused_until": st["paused_until"],
+                    "consecutive_failures": st["consecutive_failures"],
+                    "last_success_at": st["last_success_at"] or last_sent,
+                    "backlog": sum(counts.get(s, 0) for s in BACKLOG_STATES),
+                    "sent": counts.get("sent", 0),
+                    "dead": counts.get("dead", 0),
+                    "failed": counts.get("failed", 0),
+                }
+            )
     return out
 
 
 def alerts(app) -> list[tuple[str, str]]:
     """(partner, message) for every partner that needs the operator (for `syndicate status`)."""
-    return [(o["name"], o["alert"] or o["reason"]) for o in overview(app)
-            if o["alert"] or o["state"] in ("disabled", "paused")]
+    return [
+        (o["name"], o["alert"] or o["reason"])
+        for o in overview(app)
+        if o["alert"] or o["state"] in ("disabled", "paused")
+    ]
 
 
 def status(app, name: str, *, limit: int = 20) -> dict:
@@ -81,16 +100,42 @@ def status(app, name: str, *, limit: int = 20) -> dict:
     channel, targets = _targets(p)
     with app.engine.connect() as conn:
         attempts = state.recent_attempts(conn, name, limit)
-        slugs = dict(conn.execute(select(articles.c.id, articles.c.slug).where(
-            articles.c.id.in_({a["article_id"] for a in attempts if a["article_id"]}))).all())
-        waiting = conn.execute(
-            select(deliveries.c.id, deliveries.c.kind, deliveries.c.state, deliveries.c.attempts,
-                   deliveries.c.next_attempt_at, deliveries.c.last_error, deliveries.c.article_id)
-            .where(deliveries.c.channel == channel, deliveries.c.target.in_(targets),
-                   deliveries.c.state.in_(BACKLOG_STATES + ("dead", "failed")))
-            .order_by(deliveries.c.next_attempt_at, deliveries.c.id).limit(limit)).mappings().all()
-        waiting_slugs = dict(conn.execute(select(articles.c.id, articles.c.slug).where(
-            articles.c.id.in_({w["article_id"] for w in waiting if w["article_id"]}))).all())
+        slugs = dict(
+            conn.execute(
+                select(articles.c.id, articles.c.slug).where(
+                    articles.c.id.in_({a["article_id"] for a in attempts if a["article_id"]})
+                )
+            ).all()
+        )
+        waiting = (
+            conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.kind,
+                    deliveries.c.state,
+                    deliveries.c.attempts,
+                    deliveries.c.next_attempt_at,
+                    deliveries.c.last_error,
+                    deliveries.c.article_id,
+                )
+                .where(
+                    deliveries.c.channel == channel,
+                    deliveries.c.target.in_(targets),
+                    deliveries.c.state.in_(BACKLOG_STATES + ("dead", "failed")),
+                )
+                .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+                .limit(limit)
+            )
+            .mappings()
+            .all()
+        )
+        waiting_slugs = dict(
+            conn.execute(
+                select(articles.c.id, articles.c.slug).where(
+                    articles.c.id.in_({w["article_id"] for w in waiting if w["article_id"]})
+                )
+            ).all()
+        )
     for a in attempts:
         a["slug"] = slugs.get(a["article_id"], "")
     pending = [dict(w, slug=waiting_slugs.get(w["article_id"], "")) for w in waiting]
@@ -121,13 +166,16 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
     p = get_partner(app.settings, name)
     settings = app.settings
     if p.kind == "websub":
-        raise SyndicateError(f"partner {name!r} is a WebSub hub; it gets publish pings, not test events",
-                             hint="Run `syndicate build`: changed feeds are pinged; `syndicate partners status "
-                                  f"{name}` shows the pings.")
+        raise SyndicateError(
+            f"partner {name!r} is a WebSub hub; it gets publish pings, not test events",
+            hint="Run `syndicate build`: changed feeds are pinged; `syndicate partners status "
+            f"{name}` shows the pings.",
+        )
     session = make_session(p, settings.site.base_url)
     try:
         if p.kind == "micropub":
             from pipeline.partners.micropub import MicropubChannel, micropub_token
+
             token = micropub_token(settings, p)
             channel = MicropubChannel(settings, app.engine)
             endpoint, failed = channel.endpoint(p)
@@ -138,12 +186,27 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
                 return PingResult(name, endpoint, "", None, "dry run: nothing sent", 0, True, 0, True, True)
             else:
                 sep = "&" if "?" in endpoint else "?"
-                answer = request(session, p, "GET", endpoint + sep + "q=config",
-                                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
-            state.log_attempt(app.engine, partner=name, kind="ping", outcome="sent" if answer.ok else "failed",
-                              answer=answer)
-            return PingResult(name, endpoint or p.url, "", answer.status_code, answer.summary(),
-                              answer.duration_ms, answer.ok, 0, True)
+                answer = request(
+                    session,
+                    p,
+                    "GET",
+                    endpoint + sep + "q=config",
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                )
+            state.log_attempt(
+                app.engine, partner=name, kind="ping", outcome="sent" if answer.ok else "failed", answer=answer
+            )
+            return PingResult(
+                name,
+                endpoint or p.url,
+                "",
+                answer.status_code,
+                answer.summary(),
+                answer.duration_ms,
+                answer.ok,
+                0,
+                True,
+            )
         secrets = webhook_secrets(settings, p)
         msg_id = new_message_id()
         body = event_body(ping_event(settings))
@@ -155,13 +218,32 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
         except signing.VerificationError:
             self_ok = False
         if dry_run:
-            return PingResult(name, p.url, msg_id, None, "dry run: nothing sent", 0, True,
-                              len(secrets), self_ok, True, body, headers)
+            return PingResult(
+                name, p.url, msg_id, None, "dry run: nothing sent", 0, True, len(secrets), self_ok, True, body, headers
+            )
         answer = request(session, p, "POST", p.url, data=body, headers=headers)
-        state.log_attempt(app.engine, partner=name, kind="ping", outcome="sent" if answer.ok else "failed",
-                          answer=answer, message_id=msg_id)
-        return PingResult(name, p.url, msg_id, answer.status_code, answer.summary(), answer.duration_ms,
-                          answer.ok, len(secrets), self_ok, False, body, headers)
+        state.log_attempt(
+            app.engine,
+            partner=name,
+            kind="ping",
+            outcome="sent" if answer.ok else "failed",
+            answer=answer,
+            message_id=msg_id,
+        )
+        return PingResult(
+            name,
+            p.url,
+            msg_id,
+            answer.status_code,
+            answer.summary(),
+            answer.duration_ms,
+            answer.ok,
+            len(secrets),
+            self_ok,
+            False,
+            body,
+            headers,
+        )
     finally:
         session.close()
 
@@ -169,8 +251,10 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
 def _pusher(app, name: str) -> Partner:
     p = get_partner(app.settings, name)
     if not p.pushes_articles:
-        raise SyndicateError(f"partner {name!r} is a {p.kind} partner; its pings are deliveries of the feed build",
-                             hint="Use `syndicate deliveries retry` for hub pings.")
+        raise SyndicateError(
+            f"partner {name!r} is a {p.kind} partner; its pings are deliveries of the feed build",
+            hint="Use `syndicate deliveries retry` for hub pings.",
+        )
     return p
 
 
@@ -201,11 +285,21 @@ def replay(app, name: str, since: dt.datetime, *, dry_run: bool = False) -> int:
     Idempotency-Key (so a partner that keeps keys can tell), in the original order."""
     p = _pusher(app, name)
     with app.engine.begin() as conn:
-        rows = conn.execute(
-            select(deliveries).where(deliveries.c.channel == p.kind, deliveries.c.target == p.name,
-                                     deliveries.c.state == "sent", deliveries.c.sent_at >= since,
-                                     deliveries.c.kind.in_(EVENT_TYPES))
-            .order_by(deliveries.c.sent_at, deliveries.c.id)).mappings().all()
+        rows = (
+            conn.execute(
+                select(deliveries)
+                .where(
+                    deliveries.c.channel == p.kind,
+                    deliveries.c.target == p.name,
+                    deliveries.c.state == "sent",
+                    deliveries.c.sent_at >= since,
+                    deliveries.c.kind.in_(EVENT_TYPES),
+                )
+                .order_by(deliveries.c.sent_at, deliveries.c.id)
+            )
+            .mappings()
+            .all()
+        )
         latest: dict[str, dict] = {}
         for r in rows:  # a replayed replay is the same logical push: send it once
             latest[(r["payload"] or {}).get("idempotency_key") or r["idempotency_key"]] = dict(r)
@@ -217,7 +311,16 @@ def replay(app, name: str, since: dt.datetime, *, dry_run: bool = False) -> int:
             original = payload.get("replay_of") or r["id"]
             payload.update(message_id=new_message_id(), replay_of=original)
             key = f"{REPLAY_PREFIX}{uuid.uuid4().hex}:{original}"
-            outbox.enqueue(conn, channel=p.kind, target=p.name, kind=r["kind"], key=key, payload=payload,
-                           article_id=r["article_id"], revision_id=r["revision_id"], ordering_key=r["ordering_key"],
-                           sequence=next_sequence(conn, r["ordering_key"]) if r["ordering_key"] else 0)
+            outbox.enqueue(
+                conn,
+                channel=p.kind,
+                target=p.name,
+                kind=r["kind"],
+                key=key,
+                payload=payload,
+                article_id=r["article_id"],
+                revision_id=r["revision_id"],
+                ordering_key=r["ordering_key"],
+                sequence=next_sequence(conn, r["ordering_key"]) if r["ordering_key"] else 0,
+            )
     return len(todo)

@@ -24,13 +24,15 @@ def secret_key(secret: str) -> bytes:
     """`whsec_<base64>` (or bare base64) -> the HMAC key bytes."""
     text = secret.strip()
     if text.startswith(PREFIX):
-        text = text[len(PREFIX):]
+        text = text[len(PREFIX) :]
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise ConfigError("a webhook secret is not valid base64",
-                          hint="Secrets look like whsec_<base64 of 24-64 random bytes>; "
-                               "`python -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"` makes one.") from None
+        raise ConfigError(
+            "a webhook secret is not valid base64",
+            hint="Secrets look like whsec_<base64 of 24-64 random bytes>; "
+            "`python -c \"import base64,os;print('whsec_'+base64.b64encode(os.urandom(32)).decode())\"` makes one.",
+        ) from None
 
 
 def split_secrets(value: str) -> list[str]:
@@ -67,8 +69,9 @@ class VerificationError(Exception):
     pass
 
 
-def verify(secrets: list[str], header_map, body: bytes, *, now: float | None = None,
-           tolerance: int = TOLERANCE_SECONDS) -> str:
+def verify(
+    secrets: list[str], header_map, body: bytes, *, now: float | None = None, tolerance: int = TOLERANCE_SECONDS
+) -> str:
     """A receiver's check, as the spec's reference libraries do it: the timestamp is
     within `tolerance` seconds of now (either way) and one `v1` signature matches one
     of our secrets, compared in constant time. Returns the webhook-id; raises

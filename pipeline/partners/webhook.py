@@ -21,8 +21,9 @@ def event_body(event: dict) -> bytes:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-def webhook_headers(secrets: list[str], message_id: str, idempotency_key: str, body: bytes,
-                    timestamp: int | None = None) -> dict[str, str]:
+def webhook_headers(
+    secrets: list[str], message_id: str, idempotency_key: str, body: bytes, timestamp: int | None = None
+) -> dict[str, str]:
     headers = signing.headers(secrets, message_id, body, timestamp)
     headers["Content-Type"] = "application/json"
     if idempotency_key:
@@ -33,8 +34,10 @@ def webhook_headers(secrets: list[str], message_id: str, idempotency_key: str, b
 def webhook_secrets(settings, partner: Partner) -> list[str]:
     secrets = secrets_of(settings, partner)
     if not secrets:
-        raise NotReady(f"no signing secret: environment variable {partner.secret_env or '(secret_env not set)'} is empty; "
-                       "set it to the whsec_... secret shared with the partner")
+        raise NotReady(
+            f"no signing secret: environment variable {partner.secret_env or '(secret_env not set)'} is empty; "
+            "set it to the whsec_... secret shared with the partner"
+        )
     try:
         for s in secrets:
             signing.secret_key(s)
@@ -54,6 +57,12 @@ class WebhookChannel(PartnerChannel):
 
     def push(self, partner: Partner, row: dict):
         payload = row["payload"]
-        answer = post_event(self.session(partner), self.settings, partner, payload["event"],
-                            payload["message_id"], payload.get("idempotency_key", ""))
+        answer = post_event(
+            self.session(partner),
+            self.settings,
+            partner,
+            payload["event"],
+            payload["message_id"],
+            payload.get("idempotency_key", ""),
+        )
         return answer, ""

@@ -32,19 +32,17 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
-from pipeline.site import feeds
-
-from pipeline.site import pages
 from pipeline.content.sanitize import SANITIZER_VERSION, clean_text, http_url
 from pipeline.errors import SyndicateError
 from pipeline.files import write_atomic
+from pipeline.site import feeds, pages
 from pipeline.store.schema import articles, authors, build_outputs, feed_entries, revisions
 from pipeline.timeutil import as_utc, utcnow
 
@@ -58,6 +56,7 @@ PARALLEL_MIN_JOBS = 400  # below this, forking costs more than it saves
 
 
 # --- light metadata ------------------------------------------------------------------
+
 
 @dataclasses.dataclass
 class Meta:
@@ -99,36 +98,89 @@ class Meta:
 def load_meta(conn: Connection, settings) -> list[Meta]:
     """Approved, unretracted articles, light: the same join and filter as
     `editorial.approved_articles` (THE query), minus the bodies."""
-    from pipeline.content.ingest import article_url
     from pipeline.content.editorial import _approved_query
+    from pipeline.content.ingest import article_url
 
-    q = (_approved_query().with_only_columns(
-        articles.c.id, articles.c.slug, articles.c.first_approved_at, revisions.c.id, revisions.c.content_hash,
-        revisions.c.title, revisions.c.author_slug, revisions.c.published_at, revisions.c.updated_at,
-        revisions.c.tags, revisions.c.category, revisions.c.summary, revisions.c.image, revisions.c.image_alt,
-        revisions.c.reading_minutes, revisions.c.canonical_url, authors.c.name, authors.c.url,
-        maintain_column_froms=False)
-        .where(articles.c.retracted_at.is_(None)))
+    q = (
+        _approved_query()
+        .with_only_columns(
+            articles.c.id,
+            articles.c.slug,
+            articles.c.first_approved_at,
+            revisions.c.id,
+            revisions.c.content_hash,
+            revisions.c.title,
+            revisions.c.author_slug,
+            revisions.c.published_at,
+            revisions.c.updated_at,
+            revisions.c.tags,
+            revisions.c.category,
+            revisions.c.summary,
+            revisions.c.image,
+            revisions.c.image_alt,
+            revisions.c.reading_minutes,
+            revisions.c.canonical_url,
+            authors.c.name,
+            authors.c.url,
+            maintain_column_froms=False,
+        )
+        .where(articles.c.retracted_at.is_(None))
+    )
     out = []
-    for (aid, slug, approved_at, rid, chash, title, author_slug, published, updated, tags, category, summary,
-         image, image_alt, minutes, canonical, author_name, author_url) in conn.execute(q):
+    for (
+        aid,
+        slug,
+        approved_at,
+        rid,
+        chash,
+        title,
+        author_slug,
+        published,
+        updated,
+        tags,
+        category,
+        summary,
+        image,
+        image_alt,
+        minutes,
+        canonical,
+        author_name,
+        author_url,
+    ) in conn.execute(q):
         published = as_utc(published)
         author_name = author_name or author_slug
         url = article_url(settings, slug)
         # cleaned as editorial._to_approved cleans them (rows from before ingest did)
-        out.append(Meta(
-            article_id=aid, slug=slug, revision_id=rid, content_hash=chash, title=clean_text(title),
-            author_slug=author_slug, author_name=clean_text(author_name) or author_slug,
-            author_url=http_url(author_url) or "", published_at=published,
-            updated_at=as_utc(updated) or published, approved_at=as_utc(approved_at) or published,
-            tags=list(tags or []), category=category or "", summary=clean_text(summary), image=image or "",
-            image_alt=clean_text(image_alt), reading_minutes=minutes or 1, url=url, canonical_url=canonical or url,
-            token=f"{rid}:{chash}:{author_name}:{author_url or ''}"))
+        out.append(
+            Meta(
+                article_id=aid,
+                slug=slug,
+                revision_id=rid,
+                content_hash=chash,
+                title=clean_text(title),
+                author_slug=author_slug,
+                author_name=clean_text(author_name) or author_slug,
+                author_url=http_url(author_url) or "",
+                published_at=published,
+                updated_at=as_utc(updated) or published,
+                approved_at=as_utc(approved_at) or published,
+                tags=list(tags or []),
+                category=category or "",
+                summary=clean_text(summary),
+                image=image or "",
+                image_alt=clean_text(image_alt),
+                reading_minutes=minutes or 1,
+                url=url,
+                canonical_url=canonical or url,
+                token=f"{rid}:{chash}:{author_name}:{author_url or ''}",
+            )
+        )
     out.sort(key=lambda m: (m.published_at, m.article_id), reverse=True)  # newest first, like THE query
     return out
 
 
 # --- plan ------------------------------------------------------------------------------
+
 
 def _h(*parts) -> str:
     h = hashlib.sha256()
@@ -152,7 +204,7 @@ class Job:
     kind: str  # feed | archive | article | listing | index | image
     paths: list[str]
     deps: str
-    render: Callable[["RenderContext"], dict[str, bytes]]
+    render: Callable[[RenderContext], dict[str, bytes]]
     needs: tuple[int, ...] = ()  # article ids whose full text the render needs
     immutable: bool = False
     topics: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> topic URL (subscription feeds)
@@ -178,17 +230,30 @@ class BuildReport:
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        return {"articles": self.articles, "written": len(self.written), "unchanged": self.unchanged,
-                "removed": len(self.removed), "feeds changed": len(self.changed_topics),
-                "pings queued": self.pings, "failed": len(self.errors)}
+        return {
+            "articles": self.articles,
+            "written": len(self.written),
+            "unchanged": self.unchanged,
+            "removed": len(self.removed),
+            "feeds changed": len(self.changed_topics),
+            "pings queued": self.pings,
+            "failed": len(self.errors),
+        }
 
 
 def salts(settings, hubs: list[str]) -> tuple[str, str]:
     """What shapes every feed / every page besides the articles: code, templates, settings."""
     site = settings.site.as_dict()
     feed_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(feeds), site, settings.feeds.as_dict(), hubs)
-    page_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(pages), site, settings.feeds.as_dict(),
-                   pages.template_fingerprint(settings), settings.subscribers.as_dict())
+    page_salt = _h(
+        FORMAT_VERSION,
+        SANITIZER_VERSION,
+        _source_hash(pages),
+        site,
+        settings.feeds.as_dict(),
+        pages.template_fingerprint(settings),
+        settings.subscribers.as_dict(),
+    )
     return feed_salt, page_salt
 
 
@@ -202,18 +267,24 @@ def state_digest(conn: Connection, settings, hubs: list[str]) -> tuple[str, int]
     nothing to do and loads no article at all."""
     h = hashlib.sha256()
     h.update("\n".join(salts(settings, hubs)).encode())
-    q = (select(articles.c.id, articles.c.approved_revision_id)
-         .where(articles.c.approved_revision_id.is_not(None), articles.c.retracted_at.is_(None))
-         .order_by(articles.c.id))
+    q = (
+        select(articles.c.id, articles.c.approved_revision_id)
+        .where(articles.c.approved_revision_id.is_not(None), articles.c.retracted_at.is_(None))
+        .order_by(articles.c.id)
+    )
     live = [tuple(r) for r in conn.execute(q)]
     h.update(json.dumps(live).encode())
-    h.update(json.dumps([tuple(r) for r in conn.execute(
-        select(authors.c.slug, authors.c.content_hash).order_by(authors.c.slug))]).encode())
+    h.update(
+        json.dumps(
+            [tuple(r) for r in conn.execute(select(authors.c.slug, authors.c.content_hash).order_by(authors.c.slug))]
+        ).encode()
+    )
     # The images the last build published: a file replaced (or swapped for a symlink)
     # changes the digest; images newly referenced come with a new approved revision.
     content = settings.path("paths.content")
-    for (rel,) in conn.execute(select(build_outputs.c.path).where(build_outputs.c.kind == "image")
-                               .order_by(build_outputs.c.path)):
+    for (rel,) in conn.execute(
+        select(build_outputs.c.path).where(build_outputs.c.kind == "image").order_by(build_outputs.c.path)
+    ):
         try:
             lst, st = os.lstat(content / rel), os.stat(content / rel)
             h.update(f"{rel}\0{lst.st_mode}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -285,11 +356,21 @@ class Planner:
         jobs = []
 
         def doc_job(page: int | None, entries: list[Meta]) -> Job:
-            doc = feeds.FeedDocument(spec, page, pages_count, entries,
-                                     feeds.latest((m.updated_at for m in entries), overall))
+            doc = feeds.FeedDocument(
+                spec, page, pages_count, entries, feeds.latest((m.updated_at for m in entries), overall)
+            )
             hubs = self.hubs
-            deps = _h(self.feed_salt, key, spec, page, doc.prev_page, doc.next_page, doc.complete,
-                      doc.updated, [m.token for m in entries])
+            deps = _h(
+                self.feed_salt,
+                key,
+                spec,
+                page,
+                doc.prev_page,
+                doc.next_page,
+                doc.complete,
+                doc.updated,
+                [m.token for m in entries],
+            )
             paths = {fmt: feeds.doc_path(key, fmt, page) for fmt in feeds.FORMATS}
             ids = tuple(m.article_id for m in entries)
 
@@ -298,10 +379,18 @@ class Planner:
                 out = feeds.render_document(settings, doc, hubs, ctx.entries)
                 return {paths[fmt]: data for fmt, data in out.items()}
 
-            topics = {} if page is not None else {
-                paths[fmt]: feeds.doc_url(settings, key, fmt) for fmt in feeds.FORMATS}
-            return Job("archive" if page else "feed", list(paths.values()), deps, render, ids,
-                       immutable=page is not None and page < pages_count, topics=topics)
+            topics = (
+                {} if page is not None else {paths[fmt]: feeds.doc_url(settings, key, fmt) for fmt in feeds.FORMATS}
+            )
+            return Job(
+                "archive" if page else "feed",
+                list(paths.values()),
+                deps,
+                render,
+                ids,
+                immutable=page is not None and page < pages_count,
+                topics=topics,
+            )
 
         # members are newest position first: cut them into documents in one pass
         by_page: dict[int | None, list[Meta]] = {None: []}
@@ -342,8 +431,10 @@ class Planner:
         deps = _h(self.page_salt, "index", [m.token for m in latest], topics, form)
 
         def render(ctx: RenderContext) -> dict[str, bytes]:
-            return {"index.html": pages.render_index(settings, latest, topics, form),
-                    pages.FEEDS_INDEX: pages.render_feeds_index(settings, topics)}
+            return {
+                "index.html": pages.render_index(settings, latest, topics, form),
+                pages.FEEDS_INDEX: pages.render_feeds_index(settings, topics),
+            }
 
         return Job("index", ["index.html", pages.FEEDS_INDEX], deps, render)
 
@@ -361,7 +452,7 @@ def referenced_images(conn: Connection, settings, metas: list[Meta]) -> dict[str
 
     def add(url: str, slug: str) -> None:
         if url.startswith(base):
-            rel = unquote(urlsplit(url[len(base):]).path)
+            rel = unquote(urlsplit(url[len(base) :]).path)
             if rel:
                 refs.setdefault(rel, [])
                 if slug not in refs[rel]:
@@ -371,10 +462,14 @@ def referenced_images(conn: Connection, settings, metas: list[Meta]) -> dict[str
         if m.image:
             add(m.image, m.slug)
     live = {m.article_id for m in metas}
-    q = (select(articles.c.id, articles.c.slug, revisions.c.body_html)
-         .select_from(articles.join(revisions, revisions.c.id == articles.c.approved_revision_id))
-         .where(articles.c.retracted_at.is_(None),
-                revisions.c.body_html.contains(f'src="{html.escape(base)}', autoescape=True)))
+    q = (
+        select(articles.c.id, articles.c.slug, revisions.c.body_html)
+        .select_from(articles.join(revisions, revisions.c.id == articles.c.approved_revision_id))
+        .where(
+            articles.c.retracted_at.is_(None),
+            revisions.c.body_html.contains(f'src="{html.escape(base)}', autoescape=True),
+        )
+    )
     for article_id, slug, body in conn.execute(q):
         if article_id in live:
             for src in _IMG_SRC.findall(body):
@@ -395,8 +490,10 @@ def _image_jobs(settings, refs: dict[str, list[str]], errors: list[str]) -> list
     for rel in sorted(refs):
         real = content_file(content, rel) if ".." not in rel.split("/") else None
         if real is None:
-            errors.append(f"{rel}: image of {', '.join(refs[rel])} is missing, not a file, or resolves "
-                          f"outside {content}; not published")
+            errors.append(
+                f"{rel}: image of {', '.join(refs[rel])} is missing, not a file, or resolves "
+                f"outside {content}; not published"
+            )
             continue
         st = real.stat()
 
@@ -411,6 +508,7 @@ def _image_jobs(settings, refs: dict[str, list[str]], errors: list[str]) -> list
 
 
 # --- state -------------------------------------------------------------------------------
+
 
 def _positions(conn: Connection) -> dict[str, dict[int, int]]:
     out: dict[str, dict[int, int]] = {}
@@ -432,7 +530,7 @@ def _assign_positions(conn: Connection, metas: list[Meta], positions: dict[str, 
                 seqs[m.article_id] = seq
                 rows.append({"feed_key": key, "article_id": m.article_id, "seq": seq, "created_at": now})
     for i in range(0, len(rows), CHUNK):
-        conn.execute(insert(feed_entries), rows[i:i + CHUNK])
+        conn.execute(insert(feed_entries), rows[i : i + CHUNK])
     return len(rows)
 
 
@@ -460,9 +558,11 @@ def _load_articles(conn: Connection, settings, ids: set[int], total: int) -> dic
 
     if not ids:
         return {}
-    slugs_by_id = {r.id: r.slug for r in conn.execute(select(articles.c.id, articles.c.slug)
-                                                         .where(articles.c.id.in_(list(ids))))} \
-        if len(ids) <= CHUNK else None
+    slugs_by_id = (
+        {r.id: r.slug for r in conn.execute(select(articles.c.id, articles.c.slug).where(articles.c.id.in_(list(ids))))}
+        if len(ids) <= CHUNK
+        else None
+    )
     if slugs_by_id is None or len(ids) * 2 > total:
         found = approved_articles(conn, settings)
     else:
@@ -489,7 +589,10 @@ def build_lock(settings):
 
 # --- the build ----------------------------------------------------------------------------
 
-def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None) -> BuildReport:
+
+def build(
+    app, *, dry_run: bool = False, force: bool = False, progress: Callable[[str], None] | None = None
+) -> BuildReport:
     """Bring public/ up to date with the approved articles. See the module docstring.
 
     `force` renders every output again (files whose bytes are unchanged are still not
@@ -497,6 +600,7 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
     database row and queues no ping.
     """
     from pipeline.site import websub
+
     settings = app.settings
     public = settings.path("paths.public")
     report = BuildReport(dry_run=dry_run)
@@ -561,8 +665,17 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
                     if path in job.topics and (old is None or old.sha256 != sha):
                         report.changed_topics.append(job.topics[path])
                         pings.extend((hub, job.topics[path], sha) for hub in hubs)
-                    changed_rows.append({"path": path, "kind": job.kind, "deps": job.deps, "sha256": sha,
-                                         "size": size, "immutable": job.immutable, "updated_at": now})
+                    changed_rows.append(
+                        {
+                            "path": path,
+                            "kind": job.kind,
+                            "deps": job.deps,
+                            "sha256": sha,
+                            "size": size,
+                            "immutable": job.immutable,
+                            "updated_at": now,
+                        }
+                    )
 
             planned = {p for job in jobs for p in job.paths} | {STATE_PATH}
             for path in sorted(set(stored) - planned):
@@ -573,15 +686,24 @@ def build(app, *, dry_run: bool = False, force: bool = False, progress: Callable
             if not dry_run:
                 paths = [r["path"] for r in changed_rows] + report.removed
                 for i in range(0, len(paths), CHUNK):
-                    conn.execute(delete(build_outputs).where(build_outputs.c.path.in_(paths[i:i + CHUNK])))
+                    conn.execute(delete(build_outputs).where(build_outputs.c.path.in_(paths[i : i + CHUNK])))
                 for i in range(0, len(changed_rows), CHUNK):
-                    conn.execute(insert(build_outputs), changed_rows[i:i + CHUNK])
+                    conn.execute(insert(build_outputs), changed_rows[i : i + CHUNK])
                 # WS-3: the files are in place before the pings can be claimed (same commit).
                 report.pings = websub.queue_pings(conn, pings)
                 conn.execute(delete(build_outputs).where(build_outputs.c.path == STATE_PATH))
                 if not report.errors:  # a failed output is tried again next time
-                    conn.execute(insert(build_outputs).values(path=STATE_PATH, kind="state", deps=digest, sha256="",
-                                                              size=0, immutable=False, updated_at=now))
+                    conn.execute(
+                        insert(build_outputs).values(
+                            path=STATE_PATH,
+                            kind="state",
+                            deps=digest,
+                            sha256="",
+                            size=0,
+                            immutable=False,
+                            updated_at=now,
+                        )
+                    )
                 _write_manifest(public, conn)
                 trans.commit()
             else:
@@ -680,7 +802,9 @@ def _remove(public: Path, rel: str) -> None:
 
 
 def _write_manifest(public: Path, conn: Connection) -> None:
-    immutable = sorted(r[0] for r in conn.execute(select(build_outputs.c.path).where(build_outputs.c.immutable.is_(True))))
+    immutable = sorted(
+        r[0] for r in conn.execute(select(build_outputs.c.path).where(build_outputs.c.immutable.is_(True)))
+    )
     data = (json.dumps({"immutable": immutable}, indent=0) + "\n").encode("utf-8")
     target = public / MANIFEST
     if not _same_bytes(target, data):

@@ -40,7 +40,7 @@ import datetime as dt
 import email.utils
 import html
 import json
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
@@ -163,10 +163,19 @@ def make_spec(settings, key: str, label: str = "") -> FeedSpec:
         return FeedSpec(key, clean(site.title), clean(site.description or site.title), listing_url(settings, key))
     what = {"tags": "tag", "categories": "category", "authors": "author"}[kind]
     if kind == "authors":
-        return FeedSpec(key, clean(f"{site.title}: articles by {label}"),
-                        clean(f"Articles by {label} in {site.title}."), listing_url(settings, key), clean(label))
-    return FeedSpec(key, clean(f"{site.title}: {what} {label}"),
-                    clean(f"Articles with the {what} {label!r} in {site.title}."), listing_url(settings, key))
+        return FeedSpec(
+            key,
+            clean(f"{site.title}: articles by {label}"),
+            clean(f"Articles by {label} in {site.title}."),
+            listing_url(settings, key),
+            clean(label),
+        )
+    return FeedSpec(
+        key,
+        clean(f"{site.title}: {what} {label}"),
+        clean(f"Articles with the {what} {label!r} in {site.title}."),
+        listing_url(settings, key),
+    )
 
 
 def clean(text: str | None) -> str:
@@ -260,8 +269,9 @@ def _generator(settings, doc: FeedDocument, hubs: Sequence[str]) -> FeedGenerato
 def _atom_links(article) -> list[dict]:
     links = [{"rel": "alternate", "type": "text/html", "href": article.canonical_url}]
     if has_enclosure(article):
-        links.append({"rel": "enclosure", "type": article.image_type, "length": str(article.image_length),
-                      "href": article.image})
+        links.append(
+            {"rel": "enclosure", "type": article.image_type, "length": str(article.image_length), "href": article.image}
+        )
     return links
 
 
@@ -360,9 +370,13 @@ def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str], entries: En
     else:
         links.append({"href": doc_url(settings, spec.key, "rss"), "rel": "current", "type": rss_type})
     if doc.prev_page:
-        links.append({"href": doc_url(settings, spec.key, "rss", doc.prev_page), "rel": "prev-archive", "type": rss_type})
+        links.append(
+            {"href": doc_url(settings, spec.key, "rss", doc.prev_page), "rel": "prev-archive", "type": rss_type}
+        )
     if doc.next_page:
-        links.append({"href": doc_url(settings, spec.key, "rss", doc.next_page), "rel": "next-archive", "type": rss_type})
+        links.append(
+            {"href": doc_url(settings, spec.key, "rss", doc.next_page), "rel": "next-archive", "type": rss_type}
+        )
     for attrs in links:  # PAGE-4: RFC 5005 links as atom:link in the channel
         el = etree.Element(AL)
         for k in ("href", "rel", "type"):
@@ -386,7 +400,9 @@ def _serialize(root) -> bytes:
     return etree.tostring(root.getroottree(), encoding="UTF-8", xml_declaration=True, pretty_print=True)
 
 
-def render_xml(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None) -> dict[str, bytes]:
+def render_xml(
+    settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None
+) -> dict[str, bytes]:
     """The Atom and RSS bytes of one document, from one FeedGenerator."""
     entries = entries or EntryCache(settings)
     fg = _generator(settings, doc, hubs)
@@ -447,8 +463,9 @@ def render_json(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: 
     return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def render_document(settings, doc: FeedDocument, hubs: Sequence[str] = (),
-                    entries: EntryCache | None = None) -> dict[str, bytes]:
+def render_document(
+    settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None
+) -> dict[str, bytes]:
     """All three formats of one document: {"atom": b"...", "rss": b"...", "json": b"..."}."""
     out = render_xml(settings, doc, hubs, entries)
     out["json"] = render_json(settings, doc, hubs, entries)
@@ -460,5 +477,19 @@ def latest(values: Iterable[dt.datetime], default: dt.datetime = EPOCH) -> dt.da
     return max(values) if values else default
 
 
-__all__ = ["FORMATS", "MEDIA_TYPES", "FeedSpec", "FeedDocument", "doc_path", "doc_url", "listing_url",
-           "hub_urls", "make_spec", "render_document", "render_xml", "render_json", "rfc822", "entry_id"]
+__all__ = [
+    "FORMATS",
+    "MEDIA_TYPES",
+    "FeedSpec",
+    "FeedDocument",
+    "doc_path",
+    "doc_url",
+    "listing_url",
+    "hub_urls",
+    "make_spec",
+    "render_document",
+    "render_xml",
+    "render_json",
+    "rfc822",
+    "entry_id",
+]

@@ -15,7 +15,7 @@ from markupsafe import Markup
 from pipeline import templating
 from pipeline.site import feeds
 from pipeline.templating import human_date
-from pipeline.timeutil import as_utc, rfc3339
+
 
 def environment(settings) -> jinja2.Environment:
     return templating.environment(settings, html=True)
@@ -58,8 +58,11 @@ def render_article(settings, article) -> bytes:
 
 
 FEEDS_INDEX = "feeds/index.html"
-FEED_FORMATS = (("Atom", "atom", "application/atom+xml"), ("RSS", "rss", "application/rss+xml"),
-                ("JSON Feed", "json", "application/feed+json"))
+FEED_FORMATS = (
+    ("Atom", "atom", "application/atom+xml"),
+    ("RSS", "rss", "application/rss+xml"),
+    ("JSON Feed", "json", "application/feed+json"),
+)
 
 
 def feed_links(settings, key: str) -> list[tuple[str, str]]:
@@ -74,10 +77,18 @@ def feed_alternates(settings, key: str) -> list[tuple[str, str, str]]:
 def render_listing(settings, spec, entries) -> bytes:
     kind, _, slug = spec.key.partition("/")
     label = spec.author_name or slug
-    heading = {"tags": f"Tag: {label}", "categories": f"Category: {label}",
-               "authors": f"Articles by {label}"}.get(kind, label)
-    return _render(settings, "web/listing.html", heading=heading, feed=spec, entries=entries,
-                   feed_links=feed_links(settings, spec.key), feed_alternates=feed_alternates(settings, spec.key))
+    heading = {"tags": f"Tag: {label}", "categories": f"Category: {label}", "authors": f"Articles by {label}"}.get(
+        kind, label
+    )
+    return _render(
+        settings,
+        "web/listing.html",
+        heading=heading,
+        feed=spec,
+        entries=entries,
+        feed_links=feed_links(settings, spec.key),
+        feed_alternates=feed_alternates(settings, spec.key),
+    )
 
 
 def render_feeds_index(settings, topics) -> bytes:
@@ -87,9 +98,16 @@ def render_feeds_index(settings, topics) -> bytes:
     for key, label, _count in topics:
         groups[key.split("/")[0]].append((label, feeds.listing_url(settings, key), feed_links(settings, key)))
     everything = [("All articles", feeds.listing_url(settings, "all"), feed_links(settings, "all"))]
-    return _render(settings, "web/feeds_index.html", groups=[
-        ("Everything", everything), ("Categories", groups["categories"]), ("Tags", groups["tags"]),
-        ("Authors", groups["authors"])])
+    return _render(
+        settings,
+        "web/feeds_index.html",
+        groups=[
+            ("Everything", everything),
+            ("Categories", groups["categories"]),
+            ("Tags", groups["tags"]),
+            ("Authors", groups["authors"]),
+        ],
+    )
 
 
 def render_index(settings, latest, topics, subscribe_form) -> bytes:
@@ -128,6 +146,17 @@ def subscribe_form(settings, metas=()) -> dict:
     return form
 
 
-__all__ = ["environment", "render_article", "render_listing", "render_index", "render_feeds_index", "topic_list",
-           "subscribe_form", "FEEDS_INDEX",
-           "article_path", "listing_path", "human_date", "template_fingerprint"]
+__all__ = [
+    "environment",
+    "render_article",
+    "render_listing",
+    "render_index",
+    "render_feeds_index",
+    "topic_list",
+    "subscribe_form",
+    "FEEDS_INDEX",
+    "article_path",
+    "listing_path",
+    "human_date",
+    "template_fingerprint",
+]

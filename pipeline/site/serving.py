@@ -35,6 +35,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from pipeline.site import feeds
+
 MANIFEST = ".build-manifest.json"
 CONTENT_TYPES = {
     ".atom": "application/atom+xml; charset=utf-8",
@@ -67,8 +68,7 @@ def content_type(rel: str) -> str:
 
 def compressible(ctype: str) -> bool:
     base = ctype.split(";")[0]
-    return base.startswith("text/") or base.endswith("+xml") or base.endswith("json") or base in (
-        "application/xml", "image/svg+xml")
+    return base.startswith("text/") or base.endswith(("+xml", "json")) or base in ("application/xml", "image/svg+xml")
 
 
 def is_feed(rel: str) -> bool:
@@ -222,8 +222,12 @@ def make_public_app(settings) -> Starlette:
             return PlainTextResponse("Not found\n", status_code=404, headers={"Cache-Control": "no-cache"})
         ctype = content_type(rel)
         body, etag = entry.data, entry.etag
-        headers = {"Cache-Control": files.cache_control(rel), "Last-Modified": entry.last_modified,
-                   "Vary": "Accept-Encoding", "X-Content-Type-Options": "nosniff"}
+        headers = {
+            "Cache-Control": files.cache_control(rel),
+            "Last-Modified": entry.last_modified,
+            "Vary": "Accept-Encoding",
+            "X-Content-Type-Options": "nosniff",
+        }
         if compressible(ctype) and len(body) >= GZIP_MIN_BYTES and accepts_gzip(request.headers.get("accept-encoding")):
             body, etag = entry.gzipped()
             headers["Content-Encoding"] = "gzip"

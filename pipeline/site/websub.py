@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import requests
 from sqlalchemy.engine import Connection
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "websub"
 KIND = "publish"
+
+
 def ping_key(hub: str, topic: str, content_sha: str) -> str:
     """One ping per (hub, topic, feed bytes): rebuilding the same bytes adds nothing."""
     return "websub:" + hashlib.sha256(f"{hub}\n{topic}\n{content_sha}".encode()).hexdigest()
@@ -40,9 +42,16 @@ def ping_key(hub: str, topic: str, content_sha: str) -> str:
 
 def queue_pings(conn: Connection, pings: Iterable[tuple[str, str, str]]) -> int:
     """Queue (hub, topic URL, sha256 of the new feed bytes) pings; returns how many were new."""
-    rows = [dict(channel=CHANNEL, target=hub, kind=KIND, key=ping_key(hub, topic, sha),
-                 payload={"topic": topic, "sha256": sha})
-            for hub, topic, sha in pings]
+    rows = [
+        dict(
+            channel=CHANNEL,
+            target=hub,
+            kind=KIND,
+            key=ping_key(hub, topic, sha),
+            payload={"topic": topic, "sha256": sha},
+        )
+        for hub, topic, sha in pings
+    ]
     return outbox.enqueue_many(conn, rows) if rows else 0
 
 
@@ -62,8 +71,9 @@ class WebSubChannel:
         attempts = int(row.get("attempts") or 0)  # attempts before this one
         if attempts >= len(self.schedule):
             return Outcome(row["id"], "dead", error=f"gave up after {attempts + 1} attempts: {error}", answer=answer)
-        return Outcome(row["id"], "retry", error=error, answer=answer,
-                       next_attempt_at=utcnow() + self.schedule[attempts])
+        return Outcome(
+            row["id"], "retry", error=error, answer=answer, next_attempt_at=utcnow() + self.schedule[attempts]
+        )
 
     def send(self, rows: list[dict]) -> list[Outcome]:
         outcomes = []
@@ -73,8 +83,9 @@ class WebSubChannel:
                 outcomes.append(Outcome(row["id"], "failed", error="no topic in the payload"))
                 continue
             try:
-                resp = self.session.post(hub, data={"hub.mode": "publish", self.param: topic},
-                                         timeout=self.timeout, allow_redirects=False)
+                resp = self.session.post(
+                    hub, data={"hub.mode": "publish", self.param: topic}, timeout=self.timeout, allow_redirects=False
+                )
             except requests.RequestException as exc:
                 log.warning("websub: hub %s unreachable for %s: %s", hub, topic, exc)
                 outcomes.append(self._retry(row, f"{type(exc).__name__}: {exc}"))
@@ -89,5 +100,6 @@ class WebSubChannel:
 
     def close(self) -> None:
         self.session.close()
+
 
 __all__ = ["queue_pings", "ping_key", "WebSubChannel", "parse_duration"]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine
@@ -30,9 +30,9 @@ _migrated: set[str] = set()
 
 def normalise_url(url: str) -> str:
     if url.startswith("postgres://"):
-        url = "postgresql://" + url[len("postgres://"):]
+        url = "postgresql://" + url[len("postgres://") :]
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
 
 
@@ -70,8 +70,9 @@ def make_engine(url: str, **kwargs) -> Engine:
             ) from None
         kwargs.setdefault("pool_pre_ping", True)
         return create_engine(url, **kwargs)
-    raise ConfigError(f"unsupported database URL {url!r}",
-                      hint="Use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db.")
+    raise ConfigError(
+        f"unsupported database URL {url!r}", hint="Use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db."
+    )
 
 
 def get_engine(url: str, *, migrate: bool = True) -> Engine:
@@ -107,8 +108,10 @@ def open_existing(url: str) -> Engine:
     """
     url = normalise_url(url)
     shown = url.split("@")[-1] if "@" in url else url
-    fix = ("`syndicate init` creates and migrates the database; `syndicate db upgrade` migrates an "
-           "existing one. Check database.url if this is not the database you meant.")
+    fix = (
+        "`syndicate init` creates and migrates the database; `syndicate db upgrade` migrates an "
+        "existing one. Check database.url if this is not the database you meant."
+    )
     path = _sqlite_path(url)
     if path is not None and not path.is_file():
         raise DatabaseNotReady(f"no database at {path}", hint=fix)
@@ -121,14 +124,17 @@ def open_existing(url: str) -> Engine:
     try:
         revision = current_revision(engine)
     except Exception as exc:  # the driver's own error types differ per backend
-        raise DatabaseNotReady(f"cannot open the database at {shown}: {exc}",
-                               hint="Check database.url and that the server is reachable.") from exc
+        raise DatabaseNotReady(
+            f"cannot open the database at {shown}: {exc}", hint="Check database.url and that the server is reachable."
+        ) from exc
     head = head_revision()
     if revision is None:
         raise DatabaseNotReady(f"the database at {shown} holds no Syndicate schema", hint=fix)
     if revision != head:
-        raise DatabaseNotReady(f"the database at {shown} is at schema revision {revision}; this version needs {head}",
-                               hint="Run `syndicate db upgrade` (back up the database first).")
+        raise DatabaseNotReady(
+            f"the database at {shown} is at schema revision {revision}; this version needs {head}",
+            hint="Run `syndicate db upgrade` (back up the database first).",
+        )
     _migrated.add(url)
     return engine
 
@@ -220,5 +226,16 @@ def is_postgres(conn_or_engine) -> bool:
     return conn_or_engine.dialect.name == "postgresql"
 
 
-__all__ = ["schema", "metadata", "make_engine", "get_engine", "open_existing", "upgrade", "dispose_engines",
-           "is_postgres", "DatabaseNotReady", "transaction", "discard"]
+__all__ = [
+    "schema",
+    "metadata",
+    "make_engine",
+    "get_engine",
+    "open_existing",
+    "upgrade",
+    "dispose_engines",
+    "is_postgres",
+    "DatabaseNotReady",
+    "transaction",
+    "discard",
+]

@@ -55,7 +55,7 @@ class UTCDateTime(TypeDecorator):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to the database; use pipeline.timeutil.utcnow()")
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
         if dialect.name == "sqlite":
             return value.replace(tzinfo=None)
         return value
@@ -64,14 +64,15 @@ class UTCDateTime(TypeDecorator):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value.astimezone(dt.timezone.utc)
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
 
 
 # --- content and editorial (owner: pipeline.content.ingest, pipeline.content.editorial) -------------
 
 authors = Table(
-    "authors", metadata,
+    "authors",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("slug", String(200), nullable=False, unique=True),
     Column("name", String(300), nullable=False),
@@ -83,7 +84,8 @@ authors = Table(
 )
 
 articles = Table(
-    "articles", metadata,
+    "articles",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("slug", String(200), nullable=False, unique=True),
     Column("source_path", String(1000), nullable=False),
@@ -98,7 +100,8 @@ articles = Table(
 )
 
 revisions = Table(
-    "revisions", metadata,
+    "revisions",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("article_id", BigInteger, ForeignKey("articles.id"), nullable=False, index=True),
     Column("number", Integer, nullable=False),
@@ -130,7 +133,8 @@ revisions = Table(
 )
 
 approvals = Table(
-    "approvals", metadata,
+    "approvals",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("article_id", BigInteger, ForeignKey("articles.id"), nullable=False, index=True),
     Column("revision_id", BigInteger, ForeignKey("revisions.id"), nullable=False, index=True),
@@ -145,7 +149,8 @@ approvals = Table(
 # --- the outbox (owner: pipeline.delivery.outbox) ------------------------------------
 
 deliveries = Table(
-    "deliveries", metadata,
+    "deliveries",
+    metadata,
     Column("id", BigId, primary_key=True),
     # email | webhook | micropub | websub
     Column("channel", String(20), nullable=False),
@@ -183,7 +188,8 @@ Index("ix_deliveries_ordering", deliveries.c.ordering_key, deliveries.c.sequence
 # --- the scheduler (owner: pipeline.ops.scheduler) ---------------------------------------
 
 job_runs = Table(
-    "job_runs", metadata,
+    "job_runs",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("job_id", String(200), nullable=False, index=True),
     Column("trigger", String(40), nullable=False, default="scheduled"),  # scheduled | manual | cli
@@ -203,7 +209,8 @@ Index("ix_job_runs_status", job_runs.c.status)
 # Operator intent that outlives restarts: `syndicate jobs pause|resume ID`. A running
 # scheduler reads it every scheduler.heartbeat_seconds (owner: pipeline.ops.scheduler).
 job_state = Table(
-    "job_state", metadata,
+    "job_state",
+    metadata,
     Column("job_id", String(200), primary_key=True),
     Column("paused", Boolean, nullable=False, default=False),
     Column("note", Text, nullable=False, default=""),
@@ -214,7 +221,8 @@ job_state = Table(
 # One row per `syndicate scheduler` process: the leader and its standbys, with the
 # heartbeat /healthz and `syndicate status` report (owner: pipeline.ops.scheduler).
 scheduler_instances = Table(
-    "scheduler_instances", metadata,
+    "scheduler_instances",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("instance", String(200), nullable=False, unique=True),  # host:pid:random
     Column("host", String(200), nullable=False),
@@ -236,7 +244,8 @@ __all__ = ["metadata", "UTCDateTime", "BigId", "LargeBinary"]
 # An unsubscribed or suppressed row is never flipped back silently: only a new
 # confirmed opt-in (or an operator lifting a suppression) changes it.
 subscribers = Table(
-    "subscribers", metadata,
+    "subscribers",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("email", String(320), nullable=False, unique=True),  # lower-case
     Column("name", String(200), nullable=False, default=""),
@@ -257,7 +266,8 @@ Index("ix_subscribers_state_frequency", subscribers.c.state, subscribers.c.frequ
 # The append-only consent log and other history (GDPR-1): never updated, never deleted
 # except with its subscriber (purge of never-confirmed sign-ups, operator erasure).
 subscriber_events = Table(
-    "subscriber_events", metadata,
+    "subscriber_events",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("subscriber_id", BigInteger, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True),
     # signup | confirm_sent | confirmed | preferences | unsubscribed | suppressed | imported | notice_sent | ...
@@ -275,7 +285,8 @@ subscriber_events = Table(
 # Confirmation tokens (DOI-1): only the SHA-256 of the link token is stored;
 # single-use (used_at), expiring (expires_at).
 confirm_tokens = Table(
-    "confirm_tokens", metadata,
+    "confirm_tokens",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("subscriber_id", BigInteger, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("token_hash", String(64), nullable=False, unique=True),
@@ -287,7 +298,8 @@ confirm_tokens = Table(
 # Sign-up attempts for the per-address and per-client rate limits (DOI-2); keys are
 # hashes ("addr:<sha256>", "ip:<sha256>"), rows older than a day are purged.
 subscribe_attempts = Table(
-    "subscribe_attempts", metadata,
+    "subscribe_attempts",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("key", String(80), nullable=False),
     Column("at", UTCDateTime, nullable=False),
@@ -300,7 +312,8 @@ Index("ix_subscribe_attempts_key_at", subscribe_attempts.c.key, subscribe_attemp
 # Addresses that must not get mail. `email` is stored lower-case; checked again at
 # send time (BULK-4). reason: unsubscribed | hard_bounce | soft_bounces | complaint | manual
 suppressions = Table(
-    "suppressions", metadata,
+    "suppressions",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("email", String(320), nullable=False, unique=True),
     Column("reason", String(40), nullable=False),
@@ -312,7 +325,8 @@ suppressions = Table(
 # One row per channel: paused by the operator or by itself (5.7.x, N consecutive
 # failures), and the shared slow-down after throttling answers (421, 4.7.x).
 delivery_channels = Table(
-    "delivery_channels", metadata,
+    "delivery_channels",
+    metadata,
     Column("channel", String(20), primary_key=True),
     Column("paused", Boolean, nullable=False, default=False),
     Column("paused_reason", Text, nullable=False, default=""),
@@ -334,7 +348,8 @@ delivery_channels = Table(
 # pipeline.delivery.channels: the rate for `domain` is divided by rate_factor until
 # throttled_until, then halves back every window_seconds (gradual recovery).
 delivery_throttles = Table(
-    "delivery_throttles", metadata,
+    "delivery_throttles",
+    metadata,
     Column("channel", String(20), primary_key=True),
     Column("domain", String(255), primary_key=True),
     Column("rate_factor", Integer, nullable=False),
@@ -347,7 +362,8 @@ delivery_throttles = Table(
 # Messages handed to the server per channel and minute: the per-hour and per-day
 # sliding windows are sums over these buckets; quota is reserved before sending.
 delivery_send_log = Table(
-    "delivery_send_log", metadata,
+    "delivery_send_log",
+    metadata,
     Column("channel", String(20), primary_key=True),
     Column("minute", UTCDateTime, primary_key=True),
     Column("count", Integer, nullable=False, default=0),
@@ -356,7 +372,8 @@ delivery_send_log = Table(
 # One row per `syndicate worker` / `deliver` process, with its heartbeat; live workers
 # share the per-second rate.
 delivery_workers = Table(
-    "delivery_workers", metadata,
+    "delivery_workers",
+    metadata,
     Column("worker", String(200), primary_key=True),  # host:pid
     Column("host", String(200), nullable=False),
     Column("pid", Integer, nullable=False),
@@ -370,7 +387,8 @@ delivery_workers = Table(
 # Every bounce or DSN read by `syndicate bounces process`, with the decision taken.
 # source_key (message + recipient) makes processing the same mailbox twice harmless.
 bounce_events = Table(
-    "bounce_events", metadata,
+    "bounce_events",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("source_key", String(64), nullable=False, unique=True),
     Column("email", String(320), nullable=False, index=True),
@@ -391,7 +409,8 @@ bounce_events = Table(
 # fixed when the edition is created, so re-running compose for it selects the same
 # articles; `completed_at` is set once every due subscriber was handled.
 digest_editions = Table(
-    "digest_editions", metadata,
+    "digest_editions",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("key", String(200), nullable=False, unique=True),
     Column("frequency", String(20), nullable=False),  # instant | daily | weekly
@@ -409,7 +428,8 @@ Index("ix_digest_editions_frequency_cutoff", digest_editions.c.frequency, digest
 # (topic set x watermark): the MIME skeleton with markers for the personal parts
 # (name, To, unsubscribe/preferences links, Message-ID, Date) spliced in at send time.
 digest_parts = Table(
-    "digest_parts", metadata,
+    "digest_parts",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("edition_id", BigInteger, ForeignKey("digest_editions.id", ondelete="CASCADE"), nullable=False),
     Column("variant", String(64), nullable=False),  # sha256 of the selection
@@ -429,7 +449,8 @@ digest_parts = Table(
 # how they are doing). state: active | paused (circuit breaker, until paused_until) |
 # disabled (410 Gone or the operator; only `syndicate partners resume` lifts it).
 partner_state = Table(
-    "partner_state", metadata,
+    "partner_state",
+    metadata,
     Column("name", String(200), primary_key=True),
     Column("state", String(20), nullable=False, default="active"),
     Column("reason", Text, nullable=False, default=""),
@@ -445,7 +466,8 @@ partner_state = Table(
 
 # Every HTTP request made to a partner, with its answer: `syndicate partners status`.
 partner_attempts = Table(
-    "partner_attempts", metadata,
+    "partner_attempts",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("partner", String(200), nullable=False),
     Column("delivery_id", BigInteger, nullable=True),  # None for `partners test`
@@ -465,7 +487,8 @@ Index("ix_partner_attempts_delivery", partner_attempts.c.delivery_id)
 # Where a Micropub partner put our article (MP-3: the Location of the created post),
 # so later revisions are sent as updates and a retraction as a delete of that URL.
 partner_syndications = Table(
-    "partner_syndications", metadata,
+    "partner_syndications",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("partner", String(200), nullable=False),
     Column("article_id", BigInteger, nullable=False),
@@ -484,7 +507,8 @@ partner_syndications = Table(
 # of a feed holds the entries with seq in ((k-1)*archive_size, k*archive_size], so an
 # archive's set of entries never moves (RFC 5005 §4); a retracted article leaves a hole.
 feed_entries = Table(
-    "feed_entries", metadata,
+    "feed_entries",
+    metadata,
     Column("feed_key", String(400), primary_key=True),
     Column("article_id", BigInteger, primary_key=True),
     Column("seq", Integer, nullable=False),
@@ -496,7 +520,8 @@ feed_entries = Table(
 # the inputs), what it holds (`sha256` of the bytes published, and pinged to hubs), and
 # whether it is a sealed archive (never rewritten; served with a long max-age).
 build_outputs = Table(
-    "build_outputs", metadata,
+    "build_outputs",
+    metadata,
     Column("path", String(1000), primary_key=True),  # relative to paths.public, '/' separated
     Column("kind", String(20), nullable=False),  # feed | archive | page | article | listing | image
     Column("deps", String(64), nullable=False),
@@ -513,7 +538,8 @@ build_outputs = Table(
 # advanced only past what was stored. paused is operator intent (`syndicate sources
 # pause`); failures/next_attempt_at are the back-off after failures in a row.
 source_state = Table(
-    "source_state", metadata,
+    "source_state",
+    metadata,
     Column("name", String(200), primary_key=True),
     Column("type", String(40), nullable=False),
     Column("cursor", JSON, nullable=False),
@@ -531,7 +557,8 @@ source_state = Table(
 # bytes under public/media/ (email_sha256: the PNG made for email from an SVG or WebP).
 # error: why it could not be fetched (the article is ingested without it).
 media = Table(
-    "media", metadata,
+    "media",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("url", String(2000), nullable=False, unique=True),
     Column("sha256", String(64), nullable=True),
@@ -550,7 +577,8 @@ media = Table(
 # state: unconfirmed (self-registered, email not confirmed) | pending (confirmed, waits
 # for an editor) | invited (no password yet) | active | disabled.
 users = Table(
-    "users", metadata,
+    "users",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("email", String(320), nullable=False, unique=True),  # lower-case
     Column("name", String(200), nullable=False, default=""),
@@ -566,7 +594,8 @@ users = Table(
 # A signed-in browser. Only the SHA-256 of the cookie value is stored, so a copy of the
 # database signs nobody in.
 user_sessions = Table(
-    "user_sessions", metadata,
+    "user_sessions",
+    metadata,
     Column("id", String(64), primary_key=True),  # sha256 of the cookie value
     Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("created_at", UTCDateTime, nullable=False),
@@ -578,7 +607,8 @@ user_sessions = Table(
 
 # Single-use, expiring links: invite | reset | confirm. Only the SHA-256 of the link token.
 account_tokens = Table(
-    "account_tokens", metadata,
+    "account_tokens",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("purpose", String(20), nullable=False),
@@ -591,7 +621,8 @@ account_tokens = Table(
 # Failed sign-ins, for the per-account and per-address throttles; keys are hashes
 # ("acct:<sha256>", "ip:<sha256>").
 login_failures = Table(
-    "login_failures", metadata,
+    "login_failures",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("key", String(80), nullable=False),
     Column("at", UTCDateTime, nullable=False),
@@ -601,7 +632,8 @@ Index("ix_login_failures_key_at", login_failures.c.key, login_failures.c.at)
 # Every change made in the desk or by the CLI: who, when, what, from which address.
 # Append-only.
 audit_log = Table(
-    "audit_log", metadata,
+    "audit_log",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("at", UTCDateTime, nullable=False, index=True),
     Column("actor", String(320), nullable=False),  # a user's email, or user@host for the CLI
@@ -617,7 +649,8 @@ audit_log = Table(
 # The author's working copy. Submitting turns it into a revision (revisions table)
 # exactly as ingest does; article_id is set at the first submission.
 desk_articles = Table(
-    "desk_articles", metadata,
+    "desk_articles",
+    metadata,
     Column("id", BigId, primary_key=True),
     Column("owner_id", BigInteger, ForeignKey("users.id"), nullable=False, index=True),
     Column("slug", String(200), nullable=False, unique=True),
@@ -638,4 +671,5 @@ desk_articles = Table(
 # a row. Migration 0002 adds the same constraints to existing databases.
 for _table, _column, _states in CHECKED_COLUMNS:
     metadata.tables[_table].append_constraint(
-        CheckConstraint(check_sql(_column, _states), name=constraint_name(_table, _column)))
+        CheckConstraint(check_sql(_column, _states), name=constraint_name(_table, _column))
+    )

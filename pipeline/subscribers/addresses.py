@@ -67,9 +67,11 @@ def normalise_email(raw, *, smtputf8: bool = False) -> str:
         return result.ascii_email.lower()
     if not smtputf8:
         raise InvalidInput(
-            "email", f"{text[:80]!r} has non-ASCII characters before the @, which our mail server cannot "
-                     "deliver to; please use another address",
-            hint="Operators: set email.smtputf8 = true only if your relay offers SMTPUTF8 (RFC 6531).")
+            "email",
+            f"{text[:80]!r} has non-ASCII characters before the @, which our mail server cannot "
+            "deliver to; please use another address",
+            hint="Operators: set email.smtputf8 = true only if your relay offers SMTPUTF8 (RFC 6531).",
+        )
     return f"{result.local_part}@{result.ascii_domain}".lower()
 
 
@@ -82,8 +84,10 @@ def ascii_domain(domain: str) -> str:
     try:
         return idna.encode(domain, uts46=True).decode("ascii").lower()
     except idna.IDNAError as exc:
-        raise UndeliverableAddress(f"the domain {domain!r} cannot be encoded for mail: {exc}",
-                                   hint="The subscriber's address was stored before it was checked; remove it.") from None
+        raise UndeliverableAddress(
+            f"the domain {domain!r} cannot be encoded for mail: {exc}",
+            hint="The subscriber's address was stored before it was checked; remove it.",
+        ) from None
 
 
 def envelope_address(address: str, *, smtputf8: bool) -> str:
@@ -93,8 +97,10 @@ def envelope_address(address: str, *, smtputf8: bool) -> str:
     if not at:
         raise UndeliverableAddress(f"{address!r} is not an email address")
     if not local.isascii() and not smtputf8:
-        raise UndeliverableAddress(f"{address!r} needs SMTPUTF8 (a non-ASCII local part) and email.smtputf8 is off",
-                                   hint="Set email.smtputf8 = true if the relay offers SMTPUTF8 (RFC 6531).")
+        raise UndeliverableAddress(
+            f"{address!r} needs SMTPUTF8 (a non-ASCII local part) and email.smtputf8 is off",
+            hint="Set email.smtputf8 = true if the relay offers SMTPUTF8 (RFC 6531).",
+        )
     return f"{local}@{ascii_domain(domain)}"
 
 
@@ -113,5 +119,13 @@ def format_to(name: str, address: str, *, smtputf8: bool) -> str:
     return display[: -len(placeholder) - 2] + f"<{addr}>"
 
 
-__all__ = ["InvalidInput", "UndeliverableAddress", "smtputf8_enabled", "needs_smtputf8", "normalise_email",
-           "ascii_domain", "envelope_address", "format_to"]
+__all__ = [
+    "InvalidInput",
+    "UndeliverableAddress",
+    "smtputf8_enabled",
+    "needs_smtputf8",
+    "normalise_email",
+    "ascii_domain",
+    "envelope_address",
+    "format_to",
+]

@@ -45,29 +45,52 @@ class Client:
 
     def for_log(self, settings: Settings) -> dict:
         keep = settings.subscribers.record_client
-        return {"source": self.source[:300],
-                "ip": (self.ip or None) if keep else None,
-                "user_agent": (self.user_agent or "")[:400] or None if keep else None}
+        return {
+            "source": self.source[:300],
+            "ip": (self.ip or None) if keep else None,
+            "user_agent": (self.user_agent or "")[:400] or None if keep else None,
+        }
 
 
-def record_event(conn: Connection, settings: Settings, subscriber_id: int, kind: str, *, client: Client | None = None,
-           token_hash: str | None = None, detail: dict | None = None, now: dt.datetime | None = None,
-           wording: str | None = None) -> None:
+def record_event(
+    conn: Connection,
+    settings: Settings,
+    subscriber_id: int,
+    kind: str,
+    *,
+    client: Client | None = None,
+    token_hash: str | None = None,
+    detail: dict | None = None,
+    now: dt.datetime | None = None,
+    wording: str | None = None,
+) -> None:
     """Append one event. `wording` (the consent wording version) marks a consent event:
     those also record the privacy notice version in force."""
     client = client or Client(source="system")
     logged = client.for_log(settings)
-    conn.execute(insert(subscriber_events).values(
-        subscriber_id=subscriber_id, kind=kind, at=now or utcnow(), source=logged["source"],
-        wording_version=(wording or "")[:80],
-        privacy_version=settings.subscribers.privacy_version if wording is not None else "",
-        token_hash=token_hash, ip=logged["ip"], user_agent=logged["user_agent"], detail=detail or {}))
+    conn.execute(
+        insert(subscriber_events).values(
+            subscriber_id=subscriber_id,
+            kind=kind,
+            at=now or utcnow(),
+            source=logged["source"],
+            wording_version=(wording or "")[:80],
+            privacy_version=settings.subscribers.privacy_version if wording is not None else "",
+            token_hash=token_hash,
+            ip=logged["ip"],
+            user_agent=logged["user_agent"],
+            detail=detail or {},
+        )
+    )
 
 
 def history(conn: Connection, subscriber_id: int) -> list[dict]:
     """The subscriber's events, oldest first (the consent record)."""
-    rows = conn.execute(select(subscriber_events).where(subscriber_events.c.subscriber_id == subscriber_id)
-                        .order_by(subscriber_events.c.at, subscriber_events.c.id)).mappings()
+    rows = conn.execute(
+        select(subscriber_events)
+        .where(subscriber_events.c.subscriber_id == subscriber_id)
+        .order_by(subscriber_events.c.at, subscriber_events.c.id)
+    ).mappings()
     return [dict(r) for r in rows]
 
 
@@ -80,10 +103,13 @@ def check_rate(conn: Connection, key: str, limit: int, now: dt.datetime, what: s
     if limit <= 0:
         return
     since = now - RATE_WINDOW
-    n, oldest = conn.execute(select(func.count(), func.min(subscribe_attempts.c.at))
-                             .where(subscribe_attempts.c.key == key, subscribe_attempts.c.at > since)).one()
+    n, oldest = conn.execute(
+        select(func.count(), func.min(subscribe_attempts.c.at)).where(
+            subscribe_attempts.c.key == key, subscribe_attempts.c.at > since
+        )
+    ).one()
     if n >= limit:
-        oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.timezone.utc)
+        oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=dt.UTC)
         retry = int((oldest + RATE_WINDOW - now).total_seconds()) + 1
         raise RateLimited(f"too many sign-up requests {what}", retry_after=retry)
     conn.execute(insert(subscribe_attempts).values(key=key, at=now))

@@ -20,14 +20,30 @@ from pipeline.store.schema import subscribers
 from pipeline.subscribers.addresses import InvalidInput, normalise_email, smtputf8_enabled
 from pipeline.subscribers.consent import Client, record_event
 from pipeline.subscribers.fields import clean_frequency, clean_name, clean_timezone, clean_topics
-from pipeline.subscribers.state import (get, get_by_id, is_suppressed_address, issue_confirmation, list_subscribers,
-                                        mark_confirmed, update_preferences)
+from pipeline.subscribers.state import (
+    get,
+    get_by_id,
+    is_suppressed_address,
+    issue_confirmation,
+    list_subscribers,
+    mark_confirmed,
+    update_preferences,
+)
 from pipeline.timeutil import utcnow
 
-
 IMPORT_COLUMNS = ("email", "name", "frequency", "topics", "timezone")
-EXPORT_COLUMNS = ("email", "name", "state", "frequency", "topics", "timezone", "source",
-                  "created_at", "confirmed_at", "unsubscribed_at")
+EXPORT_COLUMNS = (
+    "email",
+    "name",
+    "state",
+    "frequency",
+    "topics",
+    "timezone",
+    "source",
+    "created_at",
+    "confirmed_at",
+    "unsubscribed_at",
+)
 
 
 @dataclasses.dataclass
@@ -42,21 +58,39 @@ class ImportReport:
     bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (line, message)
 
     def counts(self) -> dict[str, int]:
-        return {"rows": self.rows, "added": self.added, "updated": self.updated, "confirmed": self.confirmed,
-                "confirmations_queued": self.confirmations_queued, "unchanged": self.unchanged,
-                "kept_unsubscribed_or_suppressed": len(self.kept), "bad": len(self.bad)}
+        return {
+            "rows": self.rows,
+            "added": self.added,
+            "updated": self.updated,
+            "confirmed": self.confirmed,
+            "confirmations_queued": self.confirmations_queued,
+            "unchanged": self.unchanged,
+            "kept_unsubscribed_or_suppressed": len(self.kept),
+            "bad": len(self.bad),
+        }
 
 
-def import_csv(conn: Connection, settings: Settings, stream: IO[str], *, confirmed: bool = False,
-               source: str = "", file_name: str = "", now: dt.datetime | None = None) -> ImportReport:
+def import_csv(
+    conn: Connection,
+    settings: Settings,
+    stream: IO[str],
+    *,
+    confirmed: bool = False,
+    source: str = "",
+    file_name: str = "",
+    now: dt.datetime | None = None,
+) -> ImportReport:
     """Upsert subscribers from CSV (columns email,name,frequency,topics,timezone; topics
     semicolon separated). Bad rows are reported by line and skipped; unsubscribed and
     suppressed addresses are kept as they are. `confirmed` marks new and unconfirmed
     rows confirmed with the stated `source` (required then); otherwise new rows get a
     confirmation email."""
     if confirmed and not source.strip():
-        raise InvalidInput("source", "--confirmed needs --source NAME: where these people gave their consent",
-                           hint="e.g. --source 'paper sign-up sheet, 2026 fair'")
+        raise InvalidInput(
+            "source",
+            "--confirmed needs --source NAME: where these people gave their consent",
+            hint="e.g. --source 'paper sign-up sheet, 2026 fair'",
+        )
     now = now or utcnow()
     report = ImportReport()
     reader = csv.DictReader(stream)
@@ -64,8 +98,11 @@ def import_csv(conn: Connection, settings: Settings, stream: IO[str], *, confirm
         return report
     fields = [f.strip().lower() for f in reader.fieldnames]
     if "email" not in fields:
-        raise InvalidInput("email", f"{file_name or 'the CSV file'}: no 'email' column in the header line",
-                           hint=f"The first line names the columns: {','.join(IMPORT_COLUMNS)}.")
+        raise InvalidInput(
+            "email",
+            f"{file_name or 'the CSV file'}: no 'email' column in the header line",
+            hint=f"The first line names the columns: {','.join(IMPORT_COLUMNS)}.",
+        )
     reader.fieldnames = fields
     # Any well-formed topic goes: an operator may list topics no article has used yet.
     known: list[str] = []
@@ -83,10 +120,12 @@ def import_csv(conn: Connection, settings: Settings, stream: IO[str], *, confirm
             if None in record:
                 raise InvalidInput("row", "more values than columns")
             address = normalise_email(record.get("email"), smtputf8=smtputf8_enabled(settings))
-            prefs = {"name": clean_name(record.get("name")),
-                     "frequency": clean_frequency((record.get("frequency") or "").strip().lower(), settings),
-                     "topics": clean_topics(record.get("topics") or "", known),
-                     "timezone": clean_timezone((record.get("timezone") or "").strip())}
+            prefs = {
+                "name": clean_name(record.get("name")),
+                "frequency": clean_frequency((record.get("frequency") or "").strip().lower(), settings),
+                "topics": clean_topics(record.get("topics") or "", known),
+                "timezone": clean_timezone((record.get("timezone") or "").strip()),
+            }
         except InvalidInput as exc:
             report.bad.append((line, exc.message))
             continue
@@ -104,18 +143,29 @@ def import_csv(conn: Connection, settings: Settings, stream: IO[str], *, confirm
             continue
         detail = {"file": file_name, "line": line}
         if existing is None:
-            sid = conn.execute(insert(subscribers).values(email=address, state="unconfirmed", source=tag[:200],
-                                                          created_at=now, updated_at=now, **prefs)
-                               ).inserted_primary_key[0]
-            record_event(conn, settings, sid, "imported", client=client, now=now, wording=client.wording_version,
-                   detail={**detail, "preferences": prefs})
+            sid = conn.execute(
+                insert(subscribers).values(
+                    email=address, state="unconfirmed", source=tag[:200], created_at=now, updated_at=now, **prefs
+                )
+            ).inserted_primary_key[0]
+            record_event(
+                conn,
+                settings,
+                sid,
+                "imported",
+                client=client,
+                now=now,
+                wording=client.wording_version,
+                detail={**detail, "preferences": prefs},
+            )
             report.added += 1
             sub = get_by_id(conn, sid)
         else:
             # Only what the row states: a missing column or an empty cell keeps the current value.
             given = {k: v for k, v in prefs.items() if (record.get(k) or "").strip()}
-            changes = update_preferences(conn, settings, existing["id"], client=client, now=now, known_topics=known,
-                                         **given)
+            changes = update_preferences(
+                conn, settings, existing["id"], client=client, now=now, known_topics=known, **given
+            )
             sub = get_by_id(conn, existing["id"])
             if changes:
                 report.updated += 1
@@ -141,9 +191,20 @@ def export_csv(conn: Connection, stream: IO[str], *, state: str | None = None) -
     writer.writerow(EXPORT_COLUMNS)
     n = 0
     for sub in list_subscribers(conn, state=state):
-        writer.writerow([sub["email"], sub["name"], sub["state"], sub["frequency"], ";".join(sub["topics"] or []),
-                         sub["timezone"], sub["source"], _iso(sub["created_at"]), _iso(sub["confirmed_at"]),
-                         _iso(sub["unsubscribed_at"])])
+        writer.writerow(
+            [
+                sub["email"],
+                sub["name"],
+                sub["state"],
+                sub["frequency"],
+                ";".join(sub["topics"] or []),
+                sub["timezone"],
+                sub["source"],
+                _iso(sub["created_at"]),
+                _iso(sub["confirmed_at"]),
+                _iso(sub["unsubscribed_at"]),
+            ]
+        )
         n += 1
     return n
 

@@ -33,7 +33,9 @@ def template_dirs(settings: Settings) -> list[Path]:
 
 def _email_envs(settings: Settings):
     """(HTML env with autoescape, text env without), from the one factory."""
-    return templating.environment(settings, html=True, keep_trailing_newline=False), templating.environment(settings, html=False)
+    return templating.environment(settings, html=True, keep_trailing_newline=False), templating.environment(
+        settings, html=False
+    )
 
 
 def _domain(address: str) -> str:
@@ -75,16 +77,26 @@ def build_confirm_email(conn: Connection, settings: Settings, row: dict):
     if sub is None or sub["state"] in ("confirmed", "suppressed"):
         return None
     token = confirm_token(settings, payload["nonce"])
-    tok = conn.execute(select(confirm_tokens).where(confirm_tokens.c.token_hash == tokens.token_hash(token))
-                       ).mappings().first()
+    tok = (
+        conn.execute(select(confirm_tokens).where(confirm_tokens.c.token_hash == tokens.token_hash(token)))
+        .mappings()
+        .first()
+    )
     if tok is None or tok["used_at"] is not None or tok["expires_at"] <= utcnow():
         return None
-    context = {"name": sub["name"], "email": sub["email"], "confirm_url": confirm_url(settings, token),
-               "ttl_hours": settings.subscribers.confirm_ttl_hours, "frequency": sub["frequency"],
-               "topics": list(sub["topics"] or []), "consent_text": settings.subscribers.consent_text,
-               "resubscribe": sub["state"] == "unsubscribed"}
-    return _message(settings, row, sub["email"], f"Confirm your subscription to {settings.site.title}",
-                    "confirm", context)
+    context = {
+        "name": sub["name"],
+        "email": sub["email"],
+        "confirm_url": confirm_url(settings, token),
+        "ttl_hours": settings.subscribers.confirm_ttl_hours,
+        "frequency": sub["frequency"],
+        "topics": list(sub["topics"] or []),
+        "consent_text": settings.subscribers.consent_text,
+        "resubscribe": sub["state"] == "unsubscribed",
+    }
+    return _message(
+        settings, row, sub["email"], f"Confirm your subscription to {settings.site.title}", "confirm", context
+    )
 
 
 def build_notice_email(conn: Connection, settings: Settings, row: dict):
@@ -92,7 +104,17 @@ def build_notice_email(conn: Connection, settings: Settings, row: dict):
     sub = get_by_id(conn, int((row["payload"] or {}).get("subscriber_id") or row.get("subscriber_id") or 0))
     if sub is None or sub["state"] != "confirmed":
         return None
-    context = {"name": sub["name"], "email": sub["email"], "preferences_url": preferences_url(settings, sub["id"]),
-               "unsubscribe_url": unsubscribe_url(settings, sub["id"])}
-    return _message(settings, row, sub["email"], f"You are already subscribed to {settings.site.title}",
-                    "subscribed_notice", context)
+    context = {
+        "name": sub["name"],
+        "email": sub["email"],
+        "preferences_url": preferences_url(settings, sub["id"]),
+        "unsubscribe_url": unsubscribe_url(settings, sub["id"]),
+    }
+    return _message(
+        settings,
+        row,
+        sub["email"],
+        f"You are already subscribed to {settings.site.title}",
+        "subscribed_notice",
+        context,
+    )

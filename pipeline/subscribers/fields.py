@@ -9,8 +9,8 @@ import hashlib
 import logging
 import re
 import time
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Iterable
 from zoneinfo import available_timezones
 
 from sqlalchemy.engine import Connection
@@ -89,8 +89,11 @@ def clean_topics(raw, known: Iterable[str] | None) -> list[str]:
         raise InvalidInput("topics", f"choose at most {MAX_TOPICS} topics")
     known = set(known or ())
     if known and out - known:
-        raise InvalidInput("topics", f"unknown topic(s): {', '.join(sorted(out - known))}",
-                           hint=f"Known topics: {', '.join(sorted(known))}.")
+        raise InvalidInput(
+            "topics",
+            f"unknown topic(s): {', '.join(sorted(out - known))}",
+            hint=f"Known topics: {', '.join(sorted(known))}.",
+        )
     return sorted(out)
 
 
@@ -107,6 +110,7 @@ def available_topics(conn: Connection | None, settings: Settings) -> list[str]:
         return list(cached[1])
     try:
         from pipeline.content.editorial import approved_articles
+
         articles = approved_articles(conn, settings)
     except Exception:  # the content tables may not exist yet on a fresh install
         log.debug("no approved articles to take topics from", exc_info=True)
@@ -122,7 +126,8 @@ def available_topics(conn: Connection | None, settings: Settings) -> list[str]:
 def wording_version(settings: Settings) -> str:
     """The version label of the consent wording shown with the form (GDPR-1)."""
     return settings.subscribers.consent_version or (
-        "sha256:" + hashlib.sha256(settings.subscribers.consent_text.encode("utf-8")).hexdigest()[:12])
+        "sha256:" + hashlib.sha256(settings.subscribers.consent_text.encode("utf-8")).hexdigest()[:12]
+    )
 
 
 def clean_wording_version(raw, settings: Settings) -> str:
@@ -149,6 +154,18 @@ def form_context(settings: Settings, conn: Connection | None = None) -> dict:
     }
 
 
-__all__ = ["FREQUENCIES", "MAX_TOPICS", "MAX_NAME", "TOPIC_RE", "timezone_names", "clean_name", "clean_frequency",
-           "clean_timezone", "clean_topics", "available_topics", "wording_version", "clean_wording_version",
-           "form_context"]
+__all__ = [
+    "FREQUENCIES",
+    "MAX_TOPICS",
+    "MAX_NAME",
+    "TOPIC_RE",
+    "timezone_names",
+    "clean_name",
+    "clean_frequency",
+    "clean_timezone",
+    "clean_topics",
+    "available_topics",
+    "wording_version",
+    "clean_wording_version",
+    "form_context",
+]

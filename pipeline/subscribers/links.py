@@ -54,7 +54,7 @@ def _unb64(text: str) -> bytes:
 
 
 def _tag(key: str, kid: str, subscriber_id: int, lst: str, purpose: str) -> bytes:
-    message = f"{kid}|{subscriber_id}|{lst}|{purpose}".encode("utf-8")
+    message = f"{kid}|{subscriber_id}|{lst}|{purpose}".encode()
     return hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()
 
 
@@ -112,5 +112,12 @@ def confirm_url(settings: Settings, token: str) -> str:
     return f"{settings.site.base_url.rstrip('/')}/confirm/{token}"
 
 
-__all__ = ["list_id", "list_token", "verify_list_token", "unsubscribe_url", "preferences_url", "confirm_token",
-           "confirm_url"]
+__all__ = [
+    "list_id",
+    "list_token",
+    "verify_list_token",
+    "unsubscribe_url",
+    "preferences_url",
+    "confirm_token",
+    "confirm_url",
+]

@@ -40,9 +40,12 @@ def suppressed_among(conn: Connection, emails: list[str]) -> dict[str, str]:
     wanted = sorted({e.lower() for e in emails})
     out: dict[str, str] = {}
     for i in range(0, len(wanted), 500):
-        chunk = wanted[i:i + 500]
-        out.update(conn.execute(select(suppressions.c.email, suppressions.c.reason)
-                                .where(suppressions.c.email.in_(chunk))).all())
+        chunk = wanted[i : i + 500]
+        out.update(
+            conn.execute(
+                select(suppressions.c.email, suppressions.c.reason).where(suppressions.c.email.in_(chunk))
+            ).all()
+        )
     return out
 
 
@@ -51,10 +54,20 @@ def suppress(conn: Connection, settings: Settings, email: str, *, reason: str, s
     list yet). A failure on the subscriber side fails the whole change."""
     email = email.strip().lower()
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(suppressions)
-    added = conn.execute(ins.values(email=email, reason=SuppressionReason(reason), source=source[:200],
-                                    created_at=utcnow(), detail=detail[:4000])
-                         .on_conflict_do_nothing(index_elements=["email"])
-                         .returning(suppressions.c.id)).first() is not None
+    added = (
+        conn.execute(
+            ins.values(
+                email=email,
+                reason=SuppressionReason(reason),
+                source=source[:200],
+                created_at=utcnow(),
+                detail=detail[:4000],
+            )
+            .on_conflict_do_nothing(index_elements=["email"])
+            .returning(suppressions.c.id)
+        ).first()
+        is not None
+    )
     service.mark_suppressed(conn, settings, email, reason=reason, source=source)
     if added:
         log.info("suppressed %s (%s, %s)", email, reason, source)
@@ -74,14 +87,24 @@ def drop_withdrawal(conn: Connection, email: str) -> bool:
     """A confirmed opt-in ends an earlier withdrawal: remove an `unsubscribed` entry
     (never a bounce or complaint). The caller, the subscriber's own confirmation, has
     already set the subscriber's state, so nothing is called back."""
-    return conn.execute(delete(suppressions).where(
-        suppressions.c.email == email.strip().lower(),
-        suppressions.c.reason == SuppressionReason.UNSUBSCRIBED)).rowcount == 1
+    return (
+        conn.execute(
+            delete(suppressions).where(
+                suppressions.c.email == email.strip().lower(), suppressions.c.reason == SuppressionReason.UNSUBSCRIBED
+            )
+        ).rowcount
+        == 1
+    )
 
 
 def list_suppressions(conn: Connection, *, limit: int = 1000) -> list[dict]:
-    rows = conn.execute(select(suppressions).order_by(suppressions.c.created_at.desc(), suppressions.c.id.desc())
-                        .limit(limit)).mappings().all()
+    rows = (
+        conn.execute(
+            select(suppressions).order_by(suppressions.c.created_at.desc(), suppressions.c.id.desc()).limit(limit)
+        )
+        .mappings()
+        .all()
+    )
     return [dict(r) for r in rows]
 
 
@@ -89,15 +112,17 @@ def subscriber_id_for(conn: Connection, email: str) -> int | None:
     return conn.execute(select(subscribers.c.id).where(subscribers.c.email == email.strip().lower())).scalar()
 
 
-def log_subscriber_event(conn: Connection, subscriber_id: int | None, kind: str, *, source: str,
-                         detail: dict) -> bool:
+def log_subscriber_event(conn: Connection, subscriber_id: int | None, kind: str, *, source: str, detail: dict) -> bool:
     """Append to the subscriber's history; an address with no subscriber (a bounce for
     someone since erased) is only logged."""
     log.info("subscriber %s: %s (%s) %s", subscriber_id, kind, source, detail)
     if subscriber_id is None:
         return False
-    conn.execute(insert(subscriber_events).values(subscriber_id=subscriber_id, kind=kind, at=utcnow(),
-                                                  source=source[:300], detail=detail))
+    conn.execute(
+        insert(subscriber_events).values(
+            subscriber_id=subscriber_id, kind=kind, at=utcnow(), source=source[:300], detail=detail
+        )
+    )
     return True
 
 

@@ -65,8 +65,10 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
-       "form-action 'self' {base}; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+    "form-action 'self' {base}; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 class BadRequest(SyndicateError):
@@ -92,44 +94,68 @@ class Web:
         self.settings = app.settings
         self.templates = self._templates()
         # The sign-up form posts to site.base_url, which may not be the host this page came from.
-        self.headers = {**PAGE_HEADERS, "Content-Security-Policy": CSP.format(base=_origin(self.settings.site.base_url))}
+        self.headers = {
+            **PAGE_HEADERS,
+            "Content-Security-Policy": CSP.format(base=_origin(self.settings.site.base_url)),
+        }
 
     # --- plumbing -----------------------------------------------------------------
 
     def _templates(self) -> Jinja2Templates:
         return Jinja2Templates(env=templating.environment(self.settings, html=True, keep_trailing_newline=False))
 
-    def page(self, request: Request, name: str, context: dict | None = None, status: int = 200,
-             headers: dict | None = None) -> Response:
+    def page(
+        self, request: Request, name: str, context: dict | None = None, status: int = 200, headers: dict | None = None
+    ) -> Response:
         ctx = {"site": self.settings.site, "request": request, **(context or {})}
-        return self.templates.TemplateResponse(request, f"web/{name}", ctx, status_code=status,
-                                               headers={**self.headers, **(headers or {})})
+        return self.templates.TemplateResponse(
+            request, f"web/{name}", ctx, status_code=status, headers={**self.headers, **(headers or {})}
+        )
 
-    def error_page(self, request: Request, status: int, heading: str, message: str, hint: str | None = None,
-                   headers: dict | None = None) -> Response:
+    def error_page(
+        self,
+        request: Request,
+        status: int,
+        heading: str,
+        message: str,
+        hint: str | None = None,
+        headers: dict | None = None,
+    ) -> Response:
         if _wants_json(request):
             body: dict[str, Any] = {"ok": False, "error": message}
             if hint:
                 body["hint"] = hint
             return JSONResponse(body, status_code=status, headers={**self.headers, **(headers or {})})
-        return self.page(request, "error.html", {"heading": heading, "message": message, "hint": hint},
-                         status=status, headers=headers)
+        return self.page(
+            request,
+            "error.html",
+            {"heading": heading, "message": message, "hint": hint},
+            status=status,
+            headers=headers,
+        )
 
     def client(self, request: Request, source: str, wording: str = "") -> subs.Client:
-        return subs.Client(source=source, ip=request.client.host if request.client else None,
-                           user_agent=request.headers.get("user-agent"), wording_version=wording)
+        return subs.Client(
+            source=source,
+            ip=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+            wording_version=wording,
+        )
 
     async def db(self, fn, *args, **kwargs):
         """Run `fn(conn, settings, ...)` in one transaction, off the event loop."""
+
         def work():
             with self.app.engine.begin() as conn:
                 return fn(conn, self.settings, *args, **kwargs)
+
         return await run_in_threadpool(work)
 
     async def read(self, fn, *args, **kwargs):
         def work():
             with self.app.engine.connect() as conn:
                 return fn(conn, *args, **kwargs)
+
         return await run_in_threadpool(work)
 
     def allowed_origins(self) -> set[str]:
@@ -169,14 +195,17 @@ class Web:
 
     async def home(self, request: Request) -> Response:
         """The landing page when public/index.html has not been built."""
+
         def load(conn):
             from pipeline.content.editorial import approved_articles
+
             try:
                 articles = approved_articles(conn, self.settings, limit=10)
             except Exception:  # no content tables yet
                 log.debug("no articles for the home page", exc_info=True)
                 articles = []
             return articles, subs.form_context(self.settings, conn)
+
         articles, form = await self.read(load)
         return self.page(request, "home.html", {"articles": articles, "subscribe_form": form})
 
@@ -187,16 +216,24 @@ class Web:
     async def subscribe(self, request: Request) -> Response:
         as_json = _is_json(request)
         if not self.same_origin(request):
-            return self.error_page(request, 403, "Not allowed", "This form only works from our own pages.",
-                                   "Open the subscribe page on our site and try again.")
+            return self.error_page(
+                request,
+                403,
+                "Not allowed",
+                "This form only works from our own pages.",
+                "Open the subscribe page on our site and try again.",
+            )
         if as_json:
             data = await _json_body(request)
-            values = {k: data.get(k) for k in ("email", "name", "frequency", "topics", "timezone",
-                                              "consent_version", "website")}
+            values = {
+                k: data.get(k)
+                for k in ("email", "name", "frequency", "topics", "timezone", "consent_version", "website")
+            }
         else:
             form = await _form_body(request)
-            values = {k: _text(form, k) for k in ("email", "name", "frequency", "timezone", "consent_version",
-                                                  "website")}
+            values = {
+                k: _text(form, k) for k in ("email", "name", "frequency", "timezone", "consent_version", "website")
+            }
             values["topics"] = _texts(form, "topics")
         for key in ("email", "name", "frequency", "timezone", "consent_version", "website"):
             if values.get(key) is not None and not isinstance(values[key], str):
@@ -208,21 +245,36 @@ class Web:
         source = "api" if as_json else f"web:{urlsplit(request.headers.get('referer', '')).path or '/subscribe'}"
         client = self.client(request, source[:300], wording)
         try:
-            result = await self.db(subs.request_subscription, values.get("email"), name=values.get("name"),
-                                   frequency=values.get("frequency"), topics=values.get("topics"),
-                                   timezone=values.get("timezone"), client=client)
+            result = await self.db(
+                subs.request_subscription,
+                values.get("email"),
+                name=values.get("name"),
+                frequency=values.get("frequency"),
+                topics=values.get("topics"),
+                timezone=values.get("timezone"),
+                client=client,
+            )
         except subs.InvalidInput as exc:
             return await self._subscribe_invalid(request, as_json, values, {exc.field: exc.message})
         except subs.RateLimited as exc:
             headers = {"Retry-After": str(exc.retry_after)}
-            return self.error_page(request, 429, "Too many requests", "We have had too many sign-up requests "
-                                   "for this address or from your network.", exc.hint, headers=headers)
+            return self.error_page(
+                request,
+                429,
+                "Too many requests",
+                "We have had too many sign-up requests for this address or from your network.",
+                exc.hint,
+                headers=headers,
+            )
         return self.send_after(self._subscribe_accepted(request, as_json), result)
 
     def _subscribe_accepted(self, request: Request, as_json: bool) -> Response:
         if as_json:
-            return JSONResponse({"ok": True, "message": "If the address can receive our digest, a confirmation "
-                                 "link is on its way."}, status_code=202, headers=self.headers)
+            return JSONResponse(
+                {"ok": True, "message": "If the address can receive our digest, a confirmation link is on its way."},
+                status_code=202,
+                headers=self.headers,
+            )
         return self.page(request, "subscribe_sent.html", {"ttl_hours": self.settings.subscribers.confirm_ttl_hours})
 
     async def _subscribe_invalid(self, request: Request, as_json: bool, values: dict, errors: dict) -> Response:
@@ -232,21 +284,37 @@ class Web:
         topics = values.get("topics")
         shown["topics"] = [t for t in topics if isinstance(t, str)] if isinstance(topics, list) else []
         form_ctx = await self.read(lambda conn: subs.form_context(self.settings, conn))
-        return self.page(request, "subscribe.html", {"subscribe_form": form_ctx, "form": shown, "errors": errors},
-                         status=400)
+        return self.page(
+            request, "subscribe.html", {"subscribe_form": form_ctx, "form": shown, "errors": errors}, status=400
+        )
 
     def _link_problem(self, request: Request, exc: TokenError, token: str | None = None) -> Response:
         if isinstance(exc, subs.LinkExpired):
-            return self.page(request, "link_problem.html", {
-                "heading": "This link has expired", "message": exc.message,
-                "hint": "Confirmation links work for a limited time.",
-                "resend_action": f"{request.url.path.rstrip('/')}/resend", "csrf_token": self.csrf_token(token or "")},
-                status=410)
+            return self.page(
+                request,
+                "link_problem.html",
+                {
+                    "heading": "This link has expired",
+                    "message": exc.message,
+                    "hint": "Confirmation links work for a limited time.",
+                    "resend_action": f"{request.url.path.rstrip('/')}/resend",
+                    "csrf_token": self.csrf_token(token or ""),
+                },
+                status=410,
+            )
         if isinstance(exc, subs.LinkUsed):
-            return self.page(request, "link_problem.html", {"heading": "This link was used already",
-                                                            "message": exc.message, "hint": exc.hint}, status=410)
-        return self.page(request, "link_problem.html", {"heading": "This link is not valid", "message": exc.message,
-                                                        "hint": exc.hint}, status=403)
+            return self.page(
+                request,
+                "link_problem.html",
+                {"heading": "This link was used already", "message": exc.message, "hint": exc.hint},
+                status=410,
+            )
+        return self.page(
+            request,
+            "link_problem.html",
+            {"heading": "This link is not valid", "message": exc.message, "hint": exc.hint},
+            status=403,
+        )
 
     async def confirm_page(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -254,8 +322,15 @@ class Web:
             sub = await self.read(subs.check_confirm_token, self.settings, token)
         except TokenError as exc:
             return self._link_problem(request, exc, token)
-        return self.page(request, "confirm.html", {"subscriber": sub, "csrf_token": self.csrf_token(token),
-                                                   "consent_text": self.settings.subscribers.consent_text})
+        return self.page(
+            request,
+            "confirm.html",
+            {
+                "subscriber": sub,
+                "csrf_token": self.csrf_token(token),
+                "consent_text": self.settings.subscribers.consent_text,
+            },
+        )
 
     async def confirm(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -266,8 +341,11 @@ class Web:
             sub = await self.db(subs.confirm, token, client=self.client(request, "web:/confirm"))
         except TokenError as exc:
             return self._link_problem(request, exc, token)
-        return self.page(request, "confirmed.html", {"subscriber": sub,
-                                                     "preferences_url": subs.preferences_url(self.settings, sub["id"])})
+        return self.page(
+            request,
+            "confirmed.html",
+            {"subscriber": sub, "preferences_url": subs.preferences_url(self.settings, sub["id"])},
+        )
 
     async def resend(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -277,12 +355,20 @@ class Web:
         try:
             result = await self.db(subs.resend_confirmation, token, client=self.client(request, "web:/confirm/resend"))
         except subs.RateLimited as exc:
-            return self.error_page(request, 429, "Too many requests", "We have sent several links to this "
-                                   "address recently.", exc.hint, headers={"Retry-After": str(exc.retry_after)})
+            return self.error_page(
+                request,
+                429,
+                "Too many requests",
+                "We have sent several links to this address recently.",
+                exc.hint,
+                headers={"Retry-After": str(exc.retry_after)},
+            )
         except TokenError as exc:
             return self._link_problem(request, exc, token)
-        return self.send_after(self.page(request, "subscribe_sent.html",
-                                         {"ttl_hours": self.settings.subscribers.confirm_ttl_hours}), result)
+        return self.send_after(
+            self.page(request, "subscribe_sent.html", {"ttl_hours": self.settings.subscribers.confirm_ttl_hours}),
+            result,
+        )
 
     def send_after(self, response: Response, result) -> Response:
         """Send the email a request queued right after the response is out (issue 16
@@ -293,13 +379,17 @@ class Web:
         if key:
             from pipeline.delivery.worker import deliver_now
 
-            response.background = BackgroundTask(run_in_threadpool, deliver_now, self.settings, self.app.engine,
-                                                 [key])
+            response.background = BackgroundTask(run_in_threadpool, deliver_now, self.settings, self.app.engine, [key])
         return response
 
     def _stale_form(self, request: Request) -> Response:
-        return self.error_page(request, 403, "Please try again", "This form was sent from another site or is "
-                               "too old.", "Go back, reload the page and press the button again.")
+        return self.error_page(
+            request,
+            403,
+            "Please try again",
+            "This form was sent from another site or is too old.",
+            "Go back, reload the page and press the button again.",
+        )
 
     def _list_subscriber_id(self, purpose: str, token: str) -> int:
         return subs.verify_list_token(self.settings, purpose, token)
@@ -312,21 +402,46 @@ class Web:
             return self._link_problem(request, exc)
         return await self._preferences(request, token, sid)
 
-    async def _preferences(self, request: Request, token: str, sid: int, *, form: dict | None = None,
-                           errors: dict | None = None, saved: dict | None = None) -> Response:
+    async def _preferences(
+        self,
+        request: Request,
+        token: str,
+        sid: int,
+        *,
+        form: dict | None = None,
+        errors: dict | None = None,
+        saved: dict | None = None,
+    ) -> Response:
         def load(conn):
             return subs.get_by_id(conn, sid), subs.available_topics(conn, self.settings)
+
         sub, topics = await self.read(load)
         if sub is None:
             return self._not_subscribed(request)
-        shown = form or {"name": sub["name"], "frequency": sub["frequency"], "topics": list(sub["topics"] or []),
-                         "timezone": sub["timezone"]}
+        shown = form or {
+            "name": sub["name"],
+            "frequency": sub["frequency"],
+            "topics": list(sub["topics"] or []),
+            "timezone": sub["timezone"],
+        }
         topics = list(dict.fromkeys([*topics, *(sub["topics"] or [])]))
-        return self.page(request, "preferences.html", {
-            "subscriber": sub, "form": shown, "errors": errors or {}, "topics": topics,
-            "frequencies": list(subs.FREQUENCIES), "timezones": subs.timezone_names(),
-            "csrf_token": self.csrf_token(token), "saved": saved is not None, "saved_changes": sorted(saved or {}),
-            "unsubscribe_url": subs.unsubscribe_url(self.settings, sid)}, status=400 if errors else 200)
+        return self.page(
+            request,
+            "preferences.html",
+            {
+                "subscriber": sub,
+                "form": shown,
+                "errors": errors or {},
+                "topics": topics,
+                "frequencies": list(subs.FREQUENCIES),
+                "timezones": subs.timezone_names(),
+                "csrf_token": self.csrf_token(token),
+                "saved": saved is not None,
+                "saved_changes": sorted(saved or {}),
+                "unsubscribe_url": subs.unsubscribe_url(self.settings, sid),
+            },
+            status=400 if errors else 200,
+        )
 
     async def preferences(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -337,17 +452,27 @@ class Web:
         form = await _form_body(request)
         if not self.same_origin(request) or not self.csrf_ok(form, token):
             return self._stale_form(request)
-        values = {"name": _text(form, "name"), "frequency": _text(form, "frequency"),
-                  "timezone": _text(form, "timezone"), "topics": _texts(form, "topics")}
+        values = {
+            "name": _text(form, "name"),
+            "frequency": _text(form, "frequency"),
+            "timezone": _text(form, "timezone"),
+            "topics": _texts(form, "topics"),
+        }
         for key, value in values.items():
             if key != "topics" and value is not None and not isinstance(value, str):
-                return await self._preferences(request, token, sid, errors={key: f"{key} must be text"},
-                                               form=_shown(values))
+                return await self._preferences(
+                    request, token, sid, errors={key: f"{key} must be text"}, form=_shown(values)
+                )
         try:
-            changes = await self.db(subs.update_preferences, sid, name=values["name"],
-                                    frequency=values["frequency"], topics=values["topics"],
-                                    timezone=values["timezone"] or None,
-                                    client=self.client(request, "web:/preferences"))
+            changes = await self.db(
+                subs.update_preferences,
+                sid,
+                name=values["name"],
+                frequency=values["frequency"],
+                topics=values["topics"],
+                timezone=values["timezone"] or None,
+                client=self.client(request, "web:/preferences"),
+            )
         except subs.InvalidInput as exc:
             return await self._preferences(request, token, sid, errors={exc.field: exc.message}, form=_shown(values))
         except NotFound:
@@ -368,9 +493,15 @@ class Web:
         sub = await self.read(subs.get_by_id, sid)
         if sub is None:
             return self._not_subscribed(request)
-        return self.page(request, "unsubscribe.html", {
-            "subscriber": sub, "csrf_token": self.csrf_token(token),
-            "preferences_url": subs.preferences_url(self.settings, sid)})
+        return self.page(
+            request,
+            "unsubscribe.html",
+            {
+                "subscriber": sub,
+                "csrf_token": self.csrf_token(token),
+                "preferences_url": subs.preferences_url(self.settings, sid),
+            },
+        )
 
     async def unsubscribe(self, request: Request) -> Response:
         """The page's button, or RFC 8058 one-click: 200, no redirect, idempotent (LIST-3)."""
@@ -413,6 +544,7 @@ class Web:
 
 
 # --- request helpers ----------------------------------------------------------------
+
 
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -474,8 +606,9 @@ def _urlencoded(body: bytes) -> FormData:
     from urllib.parse import parse_qsl
 
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict",
-                          max_num_fields=200)
+        pairs = parse_qsl(
+            body.decode("utf-8"), keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=200
+        )
     except UnicodeDecodeError:
         raise BadRequest("the form is not valid UTF-8") from None
     except ValueError as exc:
@@ -515,12 +648,16 @@ def _texts(form: FormData, name: str) -> list[str]:
 
 
 def _shown(values: dict) -> dict:
-    return {"name": values.get("name") or "", "frequency": values.get("frequency") or "",
-            "timezone": values.get("timezone") or "UTC",
-            "topics": [t for t in values.get("topics") or [] if isinstance(t, str)]}
+    return {
+        "name": values.get("name") or "",
+        "frequency": values.get("frequency") or "",
+        "timezone": values.get("timezone") or "UTC",
+        "topics": [t for t in values.get("topics") or [] if isinstance(t, str)],
+    }
 
 
 # --- the application ----------------------------------------------------------------
+
 
 class _PublicOrHome:
     """public/ at '/', with the web service's own landing page while no index.html is built."""
@@ -572,17 +709,22 @@ def create_app(app: App) -> Starlette:
     async def syndicate_error(request: Request, exc: SyndicateError) -> Response:
         if isinstance(exc, ConfigError):  # ours to fix, not the visitor's; details stay in the log
             log.error("configuration problem on %s: %s (%s)", request.url.path, exc.message, exc.hint)
-            return web.error_page(request, 503, "Temporarily unavailable", "This service is not set up "
-                                  "completely yet.", "Please try again later.")
-        status = getattr(exc, "status", None) or (403 if isinstance(exc, TokenError) else
-                                                  404 if isinstance(exc, NotFound) else 400)
+            return web.error_page(
+                request,
+                503,
+                "Temporarily unavailable",
+                "This service is not set up completely yet.",
+                "Please try again later.",
+            )
+        status = getattr(exc, "status", None) or (
+            403 if isinstance(exc, TokenError) else 404 if isinstance(exc, NotFound) else 400
+        )
         return web.error_page(request, status, "Something is wrong with this request", exc.message, exc.hint)
 
     async def http_error(request: Request, exc: HTTPException) -> Response:
         headers = dict(exc.headers or {})
         if exc.status_code == 404:
-            return web.error_page(request, 404, "Page not found", "There is no page at this address.",
-                                  headers=headers)
+            return web.error_page(request, 404, "Page not found", "There is no page at this address.", headers=headers)
         if exc.status_code == 304 or exc.status_code < 400:
             return Response(status_code=exc.status_code, headers=headers)
         return web.error_page(request, exc.status_code, "This did not work", str(exc.detail), headers=headers)
@@ -590,13 +732,19 @@ def create_app(app: App) -> Starlette:
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s: %s", request.method, request.url.path, exc)
         log.debug("traceback", exc_info=exc)
-        return HTMLResponse("<!DOCTYPE html><title>Error</title><h1>Something went wrong on our side</h1>"
-                            "<p>Please try again in a few minutes.</p>", status_code=500, headers=PAGE_HEADERS)
+        return HTMLResponse(
+            "<!DOCTYPE html><title>Error</title><h1>Something went wrong on our side</h1>"
+            "<p>Please try again in a few minutes.</p>",
+            status_code=500,
+            headers=PAGE_HEADERS,
+        )
 
     middleware = [Middleware(ForwardedClientMiddleware, trusted=app.settings.web.forwarded_allow_ips)]
-    starlette = Starlette(routes=routes, middleware=middleware,
-                          exception_handlers={SyndicateError: syndicate_error, HTTPException: http_error,
-                                              Exception: server_error})
+    starlette = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={SyndicateError: syndicate_error, HTTPException: http_error, Exception: server_error},
+    )
     starlette.state.syndicate = app
     return starlette
 
@@ -612,8 +760,7 @@ def serve(app: App, *, host: str | None = None, port: int | None = None) -> None
     asgi = create_app(app)
     log.info("serving %s on http://%s:%s/", settings.site.title, host, port)
     # X-Forwarded-For is read by ForwardedClientMiddleware (pipeline.web.proxy), not uvicorn.
-    uvicorn.run(asgi, host=host, port=port, proxy_headers=False, log_level="info",
-                server_header=False, access_log=True)
+    uvicorn.run(asgi, host=host, port=port, proxy_headers=False, log_level="info", server_header=False, access_log=True)
 
 
 def require_secret(settings) -> str:
@@ -621,13 +768,17 @@ def require_secret(settings) -> str:
     file secret as such. Returns where the key comes from."""
     source = tokens.secret_source(settings)
     if source is None:
-        raise ConfigError("no secret key: the web service cannot sign or check any confirmation, "
-                          "preferences or unsubscribe link",
-                          hint="Set SYNDICATE_SECRET_KEY (e.g. `python -c 'import secrets; "
-                               "print(secrets.token_urlsafe(48))'`), or run `syndicate init` for the local demo secret.")
+        raise ConfigError(
+            "no secret key: the web service cannot sign or check any confirmation, preferences or unsubscribe link",
+            hint="Set SYNDICATE_SECRET_KEY (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(48))'`), or run `syndicate init` for the local demo secret.",
+        )
     if source == "demo secret file":
-        log.warning("signing links with the demo secret file %s (written by `syndicate init`); a public site sets "
-                    "SYNDICATE_SECRET_KEY", tokens.local_secret_path(settings))
+        log.warning(
+            "signing links with the demo secret file %s (written by `syndicate init`); a public site sets "
+            "SYNDICATE_SECRET_KEY",
+            tokens.local_secret_path(settings),
+        )
     return source
 
 

@@ -101,8 +101,11 @@ class ForwardedClientMiddleware:
             peer = client[0] if client else None
             if self.trusted.trusts(peer):
                 forwarded = [v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-forwarded-for"]
-                proto = [v.decode("latin-1").split(",")[-1].strip().lower() for k, v in scope.get("headers", [])
-                         if k == b"x-forwarded-proto"]
+                proto = [
+                    v.decode("latin-1").split(",")[-1].strip().lower()
+                    for k, v in scope.get("headers", [])
+                    if k == b"x-forwarded-proto"
+                ]
                 host = self.trusted.client(peer, forwarded)
                 scope = dict(scope)
                 if host and host != peer:

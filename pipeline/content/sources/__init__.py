@@ -120,8 +120,9 @@ def make_source(config: dict, settings) -> Source:
     except KeyError:
         from pipeline.errors import ConfigError
 
-        raise ConfigError(f"source {config['name']!r}: unknown type {config['type']!r}",
-                          hint=f"Use one of: {', '.join(types)}.") from None
+        raise ConfigError(
+            f"source {config['name']!r}: unknown type {config['type']!r}", hint=f"Use one of: {', '.join(types)}."
+        ) from None
     return cls(config, settings)
 
 
@@ -131,5 +132,7 @@ def find(settings, name: str) -> dict:
             return config
     from pipeline.errors import NotFound
 
-    raise NotFound(f"no source named {name!r}",
-                   hint=f"Configured: {', '.join(c['name'] for c in configured(settings))}; see [[sources]] in syndicate.toml.")
+    raise NotFound(
+        f"no source named {name!r}",
+        hint=f"Configured: {', '.join(c['name'] for c in configured(settings))}; see [[sources]] in syndicate.toml.",
+    )

@@ -18,8 +18,7 @@ from urllib.parse import urljoin
 
 import feedparser
 
-from pipeline.content.sources import Fetched, ItemProblem, Source, SourceError, SourceItem
-from pipeline.content.sources import http
+from pipeline.content.sources import Fetched, ItemProblem, Source, SourceError, SourceItem, http
 from pipeline.timeutil import parse_datetime, utcnow
 
 log = logging.getLogger(__name__)
@@ -51,8 +50,13 @@ class FeedSource(Source):
         limit = int(self.config.get("max_items") or 1000)
         out.items, out.problems = _dedupe(items, problems)
         if len(out.items) > limit:
-            out.problems.append(ItemProblem("(feed)", f"{len(out.items):,} items, over max_items {limit:,}: "
-                                            f"the first {limit:,} were read, the rest skipped"))
+            out.problems.append(
+                ItemProblem(
+                    "(feed)",
+                    f"{len(out.items):,} items, over max_items {limit:,}: "
+                    f"the first {limit:,} were read, the rest skipped",
+                )
+            )
             out.items = out.items[:limit]
         _clamp_future(out)
         if self.config.get("retract_missing"):
@@ -96,24 +100,32 @@ def _struct_time(value) -> dt.datetime | None:
     if not value:
         return None
     try:
-        return dt.datetime.fromtimestamp(calendar.timegm(value), dt.timezone.utc)
+        return dt.datetime.fromtimestamp(calendar.timegm(value), dt.UTC)
     except (OverflowError, ValueError, TypeError):
         return None
 
 
-def parse_xml_feed(name: str, body: bytes, url: str, content_type: str = "") -> tuple[list[SourceItem], list[ItemProblem]]:
+def parse_xml_feed(
+    name: str, body: bytes, url: str, content_type: str = ""
+) -> tuple[list[SourceItem], list[ItemProblem]]:
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
     parsed = feedparser.parse(body, response_headers=headers, sanitize_html=False, resolve_relative_uris=True)
     if not parsed.entries and (parsed.bozo or not parsed.get("version")):
         reason = parsed.get("bozo_exception") or "no RSS, Atom or JSON Feed found"
-        raise SourceError(name, "not-a-feed", f"{url}: {str(reason)[:200]}",
-                          hint="Check that the url is the feed itself, not the site's home page.")
+        raise SourceError(
+            name,
+            "not-a-feed",
+            f"{url}: {str(reason)[:200]}",
+            hint="Check that the url is the feed itself, not the site's home page.",
+        )
     problems: list[ItemProblem] = []
     if parsed.bozo:
         # Recoverable trouble (a wrong encoding declared, a bad entity): say so, keep the items.
-        problems.append(ItemProblem("(feed)", f"feed is malformed but readable: {str(parsed.get('bozo_exception'))[:200]}"))
+        problems.append(
+            ItemProblem("(feed)", f"feed is malformed but readable: {str(parsed.get('bozo_exception'))[:200]}")
+        )
     items = []
     for entry in parsed.entries:
         try:
@@ -153,11 +165,21 @@ def _xml_item(entry, feed_url: str) -> SourceItem:
                 break
     base = (entry.get("content") or [{}])[0].get("base") or link or feed_url
     return SourceItem(
-        key=str(key), title=title, body_html=body, link=link, summary=summary if summary != body else "",
-        published_at=published, updated_at=updated if updated and updated != published else None,
-        author_name=detail.get("name") or entry.get("author") or "", author_email=detail.get("email") or "",
-        author_uri=detail.get("href") or "", tags=[t.get("term") or "" for t in entry.get("tags") or [] if t.get("term")],
-        image=urljoin(base, image) if image else "", image_alt=alt, base_url=base)
+        key=str(key),
+        title=title,
+        body_html=body,
+        link=link,
+        summary=summary if summary != body else "",
+        published_at=published,
+        updated_at=updated if updated and updated != published else None,
+        author_name=detail.get("name") or entry.get("author") or "",
+        author_email=detail.get("email") or "",
+        author_uri=detail.get("href") or "",
+        tags=[t.get("term") or "" for t in entry.get("tags") or [] if t.get("term")],
+        image=urljoin(base, image) if image else "",
+        image_alt=alt,
+        base_url=base,
+    )
 
 
 def parse_json_feed(name: str, body: bytes, url: str) -> tuple[list[SourceItem], list[ItemProblem]]:
@@ -165,11 +187,16 @@ def parse_json_feed(name: str, body: bytes, url: str) -> tuple[list[SourceItem],
     try:
         doc = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(name, "not-a-feed", f"{url}: not valid JSON ({exc})",
-                          hint="Check that the url is the JSON Feed itself.") from None
+        raise SourceError(
+            name, "not-a-feed", f"{url}: not valid JSON ({exc})", hint="Check that the url is the JSON Feed itself."
+        ) from None
     if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith("https://jsonfeed.org/version/1"):
-        raise SourceError(name, "not-a-feed", f"{url}: JSON without a JSON Feed version",
-                          hint="Check that the url is a JSON Feed (version https://jsonfeed.org/version/1.1).")
+        raise SourceError(
+            name,
+            "not-a-feed",
+            f"{url}: JSON without a JSON Feed version",
+            hint="Check that the url is a JSON Feed (version https://jsonfeed.org/version/1.1).",
+        )
     base = doc.get("feed_url") or url
     feed_authors = doc.get("authors") or ([doc["author"]] if isinstance(doc.get("author"), dict) else [])
     items, problems = [], []
@@ -177,7 +204,9 @@ def parse_json_feed(name: str, body: bytes, url: str) -> tuple[list[SourceItem],
         if not isinstance(raw, dict):
             problems.append(ItemProblem("(item)", "item is not an object"))
             continue
-        key = str(raw.get("id") or raw.get("url") or "") or _key(str(raw.get("title", "")), str(raw.get("date_published", "")))
+        key = str(raw.get("id") or raw.get("url") or "") or _key(
+            str(raw.get("title", "")), str(raw.get("date_published", ""))
+        )
         try:
             published = _json_date(raw.get("date_published"))
             updated = _json_date(raw.get("date_modified"))
@@ -195,12 +224,22 @@ def parse_json_feed(name: str, body: bytes, url: str) -> tuple[list[SourceItem],
         author = authors[0] if authors and isinstance(authors[0], dict) else {}
         link = urljoin(base, str(raw.get("url") or "")) if raw.get("url") else ""
         image = raw.get("image") or raw.get("banner_image") or ""
-        items.append(SourceItem(
-            key=key, title=title, body_html=body, link=link, summary=str(raw.get("summary") or ""),
-            published_at=published or updated, updated_at=updated if published else None,
-            author_name=str(author.get("name") or ""), author_uri=str(author.get("url") or ""),
-            tags=[str(t) for t in raw.get("tags") or [] if isinstance(t, (str, int))],
-            image=urljoin(base, str(image)) if image else "", base_url=link or base))
+        items.append(
+            SourceItem(
+                key=key,
+                title=title,
+                body_html=body,
+                link=link,
+                summary=str(raw.get("summary") or ""),
+                published_at=published or updated,
+                updated_at=updated if published else None,
+                author_name=str(author.get("name") or ""),
+                author_uri=str(author.get("url") or ""),
+                tags=[str(t) for t in raw.get("tags") or [] if isinstance(t, (str, int))],
+                image=urljoin(base, str(image)) if image else "",
+                base_url=link or base,
+            )
+        )
     return items, problems
 
 

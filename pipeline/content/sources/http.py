@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from datetime import UTC
 from urllib.parse import urljoin
 
 import requests
@@ -54,8 +55,15 @@ def make_session(config: dict, site_url: str = "") -> requests.Session:
     return session
 
 
-def get(session: requests.Session, config: dict, url: str, *, headers: dict | None = None,
-        auth=None, accept_status: tuple[int, ...] = ()) -> Response:
+def get(
+    session: requests.Session,
+    config: dict,
+    url: str,
+    *,
+    headers: dict | None = None,
+    auth=None,
+    accept_status: tuple[int, ...] = (),
+) -> Response:
     """GET `url` following redirects by hand. Returns 2xx and 304 answers (and any
     status in `accept_status`); raises SourceError for everything else."""
     name = config["name"]
@@ -69,26 +77,53 @@ def get(session: requests.Session, config: dict, url: str, *, headers: dict | No
     current = url
     while True:
         if current in seen:
-            raise SourceError(name, "redirect-loop", f"{url} redirects in a loop ({' -> '.join(seen + [current])})",
-                              hint="Fix the redirects on the server, or point the source at the final URL.")
+            raise SourceError(
+                name,
+                "redirect-loop",
+                f"{url} redirects in a loop ({' -> '.join(seen + [current])})",
+                hint="Fix the redirects on the server, or point the source at the final URL.",
+            )
         if len(seen) > max_redirects:
-            raise SourceError(name, "too-many-redirects", f"{url}: more than {max_redirects} redirects",
-                              hint="Point the source at the final URL, or raise max_redirects.")
+            raise SourceError(
+                name,
+                "too-many-redirects",
+                f"{url}: more than {max_redirects} redirects",
+                hint="Point the source at the final URL, or raise max_redirects.",
+            )
         seen.append(current)
         try:
             check_url(current, allow_private=allow_private)
-            resp = session.get(current, headers=headers or {}, auth=auth, timeout=(timeout, timeout),
-                               allow_redirects=False, stream=True)
+            resp = session.get(
+                current,
+                headers=headers or {},
+                auth=auth,
+                timeout=(timeout, timeout),
+                allow_redirects=False,
+                stream=True,
+            )
         except AddressRefused as exc:
-            raise SourceError(name, "refused", str(exc), hint="Set allow_private = true on the source if it is an intranet server.") from None
+            raise SourceError(
+                name, "refused", str(exc), hint="Set allow_private = true on the source if it is an intranet server."
+            ) from None
         except requests.Timeout:
-            raise SourceError(name, "timeout", f"{current}: no answer within {timeout:g}s",
-                              hint="The server is slow or down; the source is tried again later (raise timeout if it is just slow).") from None
+            raise SourceError(
+                name,
+                "timeout",
+                f"{current}: no answer within {timeout:g}s",
+                hint="The server is slow or down; the source is tried again later (raise timeout if it is just slow).",
+            ) from None
         except requests.RequestException as exc:
             cause = exc.__context__ or exc
             if isinstance(cause, AddressRefused) or "AddressRefused" in repr(exc):
-                raise SourceError(name, "refused", str(cause), hint="Set allow_private = true on the source if it is an intranet server.") from None
-            raise SourceError(name, "connection", f"{current}: {str(exc)[:300]}", hint="Check the URL and that the server is up.") from None
+                raise SourceError(
+                    name,
+                    "refused",
+                    str(cause),
+                    hint="Set allow_private = true on the source if it is an intranet server.",
+                ) from None
+            raise SourceError(
+                name, "connection", f"{current}: {str(exc)[:300]}", hint="Check the URL and that the server is up."
+            ) from None
         try:
             if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("Location"):
                 permanent = permanent and resp.status_code in (301, 308)
@@ -102,14 +137,21 @@ def get(session: requests.Session, config: dict, url: str, *, headers: dict | No
             if not (200 <= resp.status_code < 300) and resp.status_code not in accept_status:
                 text = _read(resp, 2000, name, current, hard=False).decode("utf-8", "replace")
                 snippet = " ".join(text.split())[:200]
-                raise SourceError(name, f"http-{resp.status_code}", f"{current} answered {resp.status_code}"
-                                  + (f": {snippet}" if snippet else ""),
-                                  hint=STATUS_HINTS.get(resp.status_code, "The server failed; the source is tried again later."),
-                                  retry_after=retry_after_seconds(resp.headers.get("Retry-After", "")))
+                raise SourceError(
+                    name,
+                    f"http-{resp.status_code}",
+                    f"{current} answered {resp.status_code}" + (f": {snippet}" if snippet else ""),
+                    hint=STATUS_HINTS.get(resp.status_code, "The server failed; the source is tried again later."),
+                    retry_after=retry_after_seconds(resp.headers.get("Retry-After", "")),
+                )
             declared = hdrs.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes and "gzip" not in hdrs.get("content-encoding", ""):
-                raise SourceError(name, "too-large", f"{current} is {int(declared):,} bytes, over max_bytes {max_bytes:,}",
-                                  hint="Raise max_bytes on the source if the feed is really that big.")
+                raise SourceError(
+                    name,
+                    "too-large",
+                    f"{current} is {int(declared):,} bytes, over max_bytes {max_bytes:,}",
+                    hint="Raise max_bytes on the source if the feed is really that big.",
+                )
             body = _read(resp, max_bytes, name, current, hard=True, timeout=timeout)
             return Response(resp.status_code, hdrs, body, current, moved_to)
         finally:
@@ -128,25 +170,36 @@ def _read(resp, limit: int, name: str, url: str, *, hard: bool, timeout: float =
                 if not hard:
                     chunks.append(chunk[: limit - (size - len(chunk))])
                     break
-                raise SourceError(name, "too-large", f"{url} sent more than max_bytes ({limit:,} bytes)",
-                                  hint="Raise max_bytes on the source if the feed is really that big.")
+                raise SourceError(
+                    name,
+                    "too-large",
+                    f"{url} sent more than max_bytes ({limit:,} bytes)",
+                    hint="Raise max_bytes on the source if the feed is really that big.",
+                )
             chunks.append(chunk)
             if hard and timeout and time.monotonic() - started > 4 * timeout:
-                raise SourceError(name, "timeout", f"{url}: the body did not arrive within {4 * timeout:g}s",
-                                  hint="The server is too slow; the source is tried again later.")
+                raise SourceError(
+                    name,
+                    "timeout",
+                    f"{url}: the body did not arrive within {4 * timeout:g}s",
+                    hint="The server is too slow; the source is tried again later.",
+                )
     except requests.RequestException as exc:
         if not hard:
             return b"".join(chunks)
         kind = "timeout" if "timed out" in str(exc).lower() or isinstance(exc, requests.Timeout) else "truncated"
-        raise SourceError(name, kind, f"{url}: the body broke off after {size:,} bytes ({type(exc).__name__})",
-                          hint="The server dropped the connection; the source is tried again later.") from None
+        raise SourceError(
+            name,
+            kind,
+            f"{url}: the body broke off after {size:,} bytes ({type(exc).__name__})",
+            hint="The server dropped the connection; the source is tried again later.",
+        ) from None
     return b"".join(chunks)
 
 
 def retry_after_seconds(value: str, cap: float = 86400.0) -> float | None:
     """Retry-After as seconds or an HTTP date -> seconds to wait (capped), or None."""
     import email.utils
-    from datetime import timezone
 
     from pipeline.timeutil import utcnow
 
@@ -160,7 +213,7 @@ def retry_after_seconds(value: str, cap: float = 86400.0) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return min(max((when - utcnow()).total_seconds(), 0.0), cap)
 
 

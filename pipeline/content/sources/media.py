@@ -27,8 +27,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from pipeline.content.sources import SourceError
-from pipeline.content.sources import http
+from pipeline.content.sources import SourceError, http
 from pipeline.store.schema import media
 from pipeline.timeutil import utcnow
 
@@ -76,7 +75,9 @@ def sniff(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
     head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(b"<svg") or (head.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in data[:4096].lower()):
+    if head.startswith(b"<svg") or (
+        head.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
+    ):
         return "image/svg+xml"
     raise ImageError("not a PNG, JPEG, GIF, WebP or SVG image")
 
@@ -170,8 +171,11 @@ def fetch_image(conn: Connection, settings, config: dict, session, url: str) -> 
     row = conn.execute(select(media).where(media.c.url == url)).first()
     now = utcnow()
     if row is not None and row.sha256:
-        return (media_url(settings, row.sha256, row.content_type),
-                {"width": row.width, "height": row.height, "type": row.content_type, "length": row.length}, "")
+        return (
+            media_url(settings, row.sha256, row.content_type),
+            {"width": row.width, "height": row.height, "type": row.content_type, "length": row.length},
+            "",
+        )
     if row is not None and row.error and now - row.fetched_at < RETRY_FAILED_AFTER:
         return "", None, row.error
     image_config = dict(config, max_bytes=MAX_IMAGE_BYTES, max_redirects=3)
@@ -183,10 +187,17 @@ def fetch_image(conn: Connection, settings, config: dict, session, url: str) -> 
         stored, error = None, f"{exc.kind}: {exc.message.split(': ', 2)[-1]}"
     except ImageError as exc:
         stored, error = None, str(exc)
-    values = dict(url=url, fetched_at=now, error=error or None,
-                  sha256=stored.sha256 if stored else None, content_type=stored.content_type if stored else "",
-                  width=stored.width if stored else None, height=stored.height if stored else None,
-                  length=stored.length if stored else None, email_sha256=stored.email_sha256 if stored else None)
+    values = dict(
+        url=url,
+        fetched_at=now,
+        error=error or None,
+        sha256=stored.sha256 if stored else None,
+        content_type=stored.content_type if stored else "",
+        width=stored.width if stored else None,
+        height=stored.height if stored else None,
+        length=stored.length if stored else None,
+        email_sha256=stored.email_sha256 if stored else None,
+    )
     if row is None:
         conn.execute(media.insert().values(**values))
     else:
@@ -194,8 +205,11 @@ def fetch_image(conn: Connection, settings, config: dict, session, url: str) -> 
     if stored is None:
         log.warning("image %s left out: %s", url, error)
         return "", None, error
-    return (media_url(settings, stored.sha256, stored.content_type),
-            {"width": stored.width, "height": stored.height, "type": stored.content_type, "length": stored.length}, "")
+    return (
+        media_url(settings, stored.sha256, stored.content_type),
+        {"width": stored.width, "height": stored.height, "type": stored.content_type, "length": stored.length},
+        "",
+    )
 
 
 def localise(conn: Connection, settings, config: dict, session, item) -> list[str]:
@@ -234,10 +248,10 @@ def email_src(settings, src: str) -> str:
     ext = src.rsplit(".", 1)[-1].lower() if "." in src.rsplit("/", 1)[-1] else ""
     if ext not in ("svg", "webp"):
         return src
-    if src.startswith(f"{site}/media/") and re.fullmatch(r"[0-9a-f]{64}", src[len(site) + 7:].rsplit(".", 1)[0]):
+    if src.startswith(f"{site}/media/") and re.fullmatch(r"[0-9a-f]{64}", src[len(site) + 7 :].rsplit(".", 1)[0]):
         return src.rsplit(".", 1)[0] + ".png"
     if src.startswith(f"{site}/images/") and "?" not in src and "#" not in src:
-        rel = email_copy_name(src[len(site) + 1:])
+        rel = email_copy_name(src[len(site) + 1 :])
         if rel and ".." not in rel.split("/") and (settings.path("paths.public") / rel).is_file():
             return f"{site}/{rel}"  # only once the build has written it
     return src

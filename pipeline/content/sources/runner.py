@@ -62,8 +62,11 @@ def states(conn: Connection) -> dict:
 def _ensure_state(conn: Connection, config: dict):
     row = get_state(conn, config["name"])
     if row is None:
-        conn.execute(source_state.insert().values(name=config["name"], type=config["type"], cursor={},
-                                                  paused=False, failures=0, last_counts={}))
+        conn.execute(
+            source_state.insert().values(
+                name=config["name"], type=config["type"], cursor={}, paused=False, failures=0, last_counts={}
+            )
+        )
         row = get_state(conn, config["name"])
     return row
 
@@ -88,8 +91,10 @@ def run_sources(app, names: list[str] | None = None, *, dry_run: bool = False, f
         known = {c["name"] for c in configs}
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise NotFound(f"no source named {', '.join(map(repr, unknown))}",
-                           hint=f"Configured: {', '.join(sorted(known))}; see [[sources]] in syndicate.toml.")
+            raise NotFound(
+                f"no source named {', '.join(map(repr, unknown))}",
+                hint=f"Configured: {', '.join(sorted(known))}; see [[sources]] in syndicate.toml.",
+            )
         configs = [c for c in configs if c["name"] in names]
         force = True
     return [run_source(app, c, dry_run=dry_run, force=force) for c in configs]
@@ -136,8 +141,15 @@ def _run_markdown(app, source, run: SourceRun, dry_run: bool) -> None:
     report = ingest_module.ingest(_Folder, dry_run=dry_run)
     run.report = report
     c = report.counts()
-    run.counts.update(seen=c["new"] + c["changed"] + c["unchanged"] + c["failed"], new=c["new"], changed=c["changed"],
-                      unchanged=c["unchanged"], retracted=c["retracted"], flagged=c["flagged"], failed=c["failed"])
+    run.counts.update(
+        seen=c["new"] + c["changed"] + c["unchanged"] + c["failed"],
+        new=c["new"],
+        changed=c["changed"],
+        unchanged=c["unchanged"],
+        retracted=c["retracted"],
+        flagged=c["flagged"],
+        failed=c["failed"],
+    )
     run.problems.extend(e.message for e in report.errors)
     run.flagged = list(report.flagged)
 
@@ -170,15 +182,26 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
                     for problem in media.localise(conn, settings, source.config, session, item):
                         run.problems.append(f"{item.key}: {problem}")
                     if item.image:
-                        row = conn.execute(select(media.media.c.width, media.media.c.height, media.media.c.length,
-                                                  media.media.c.content_type)
-                                           .where(media.media.c.sha256 == item.image.rsplit("/", 1)[-1].split(".")[0])).first()
+                        row = conn.execute(
+                            select(
+                                media.media.c.width,
+                                media.media.c.height,
+                                media.media.c.length,
+                                media.media.c.content_type,
+                            ).where(media.media.c.sha256 == item.image.rsplit("/", 1)[-1].split(".")[0])
+                        ).first()
                         if row:
                             sizes[item.image] = tuple(row)
-            report = ingest_module.store_source_items(conn, settings, source.name, fetched.items,
-                                                      present_keys=fetched.present_keys, now=now)
-            run.counts.update(new=len(report.new), changed=len(report.changed), unchanged=report.unchanged,
-                              retracted=len(report.retracted), flagged=len(report.flagged))
+            report = ingest_module.store_source_items(
+                conn, settings, source.name, fetched.items, present_keys=fetched.present_keys, now=now
+            )
+            run.counts.update(
+                new=len(report.new),
+                changed=len(report.changed),
+                unchanged=report.unchanged,
+                retracted=len(report.retracted),
+                flagged=len(report.flagged),
+            )
             run.counts["failed"] += len(report.errors)
             run.problems.extend(e.message for e in report.errors)
             run.authors_created = list(report.authors_created)
@@ -187,7 +210,9 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
             if source.config.get("approval") == "source":
                 run.counts["approved"] = _approve_published(conn, source.name, fetched.items, report)
             if not dry_run:
-                conn.execute(update(source_state).where(source_state.c.name == source.name).values(cursor=fetched.cursor))
+                conn.execute(
+                    update(source_state).where(source_state.c.name == source.name).values(cursor=fetched.cursor)
+                )
             if dry_run:
                 trans.rollback()
             else:
@@ -202,13 +227,19 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
 def _image_sizes(conn: Connection, slugs: list[str], sizes: dict) -> None:
     if not slugs or not sizes:
         return
-    rows = conn.execute(select(revisions.c.id, revisions.c.image).join(articles, articles.c.current_revision_id == revisions.c.id)
-                        .where(articles.c.slug.in_(slugs))).all()
+    rows = conn.execute(
+        select(revisions.c.id, revisions.c.image)
+        .join(articles, articles.c.current_revision_id == revisions.c.id)
+        .where(articles.c.slug.in_(slugs))
+    ).all()
     for rev_id, image in rows:
         if image in sizes:  # known from the stored bytes: complete enclosures (RSS-9), sized <img>s
             width, height, length, content_type = sizes[image]
-            conn.execute(update(revisions).where(revisions.c.id == rev_id).values(
-                image_width=width, image_height=height, image_length=length, image_type=content_type))
+            conn.execute(
+                update(revisions)
+                .where(revisions.c.id == rev_id)
+                .values(image_width=width, image_height=height, image_length=length, image_type=content_type)
+            )
 
 
 def _approve_published(conn: Connection, name: str, items: list, report) -> int:
@@ -243,10 +274,17 @@ def _record(app, config: dict, run: SourceRun) -> None:
             if run.retry_after:  # the server said when: not before then, even below max_failures
                 values["next_attempt_at"] = now + dt.timedelta(seconds=run.retry_after)
             if failures >= limit:
-                values["next_attempt_at"] = max(values.get("next_attempt_at") or now,
-                                                now + dt.timedelta(minutes=int(config.get("backoff_minutes") or 60)))
-                log.error("source %s failed %d times in a row; backing off for %s minutes: %s", config["name"],
-                          failures, config.get("backoff_minutes") or 60, run.error)
+                values["next_attempt_at"] = max(
+                    values.get("next_attempt_at") or now,
+                    now + dt.timedelta(minutes=int(config.get("backoff_minutes") or 60)),
+                )
+                log.error(
+                    "source %s failed %d times in a row; backing off for %s minutes: %s",
+                    config["name"],
+                    failures,
+                    config.get("backoff_minutes") or 60,
+                    run.error,
+                )
         conn.execute(update(source_state).where(source_state.c.name == config["name"]).values(**values))
 
 

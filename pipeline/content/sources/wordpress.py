@@ -18,8 +18,7 @@ import logging
 import requests
 
 from pipeline.config import source_secret
-from pipeline.content.sources import Fetched, ItemProblem, Source, SourceError, SourceItem
-from pipeline.content.sources import http
+from pipeline.content.sources import Fetched, ItemProblem, Source, SourceError, SourceItem, http
 from pipeline.timeutil import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -41,8 +40,12 @@ class WordPressSource(Source):
             return None
         password = source_secret(self.config)
         if not password:
-            raise SourceError(self.name, "no-password", f"username {user!r} is set but no password",
-                              hint=f"Set SYNDICATE_SOURCES__{self.name.upper().replace('-', '_')}__PASSWORD to an application password.")
+            raise SourceError(
+                self.name,
+                "no-password",
+                f"username {user!r} is set but no password",
+                hint=f"Set SYNDICATE_SOURCES__{self.name.upper().replace('-', '_')}__PASSWORD to an application password.",
+            )
         return requests.auth.HTTPBasicAuth(user, password.replace(" ", ""))
 
     def fetch(self, cursor: dict) -> Fetched:
@@ -63,8 +66,14 @@ class WordPressSource(Source):
             query = "&".join(f"{k}={v}" for k, v in {**params, "page": str(page)}.items())
             headers = http.conditional_headers({"etag": cursor.get("posts_etag")}) if page == 1 else {}
             try:
-                resp = http.get(session, self.config, f"{self.api}/posts?{query}", headers=headers, auth=auth,
-                                accept_status=(400,) if page > 1 else ())
+                resp = http.get(
+                    session,
+                    self.config,
+                    f"{self.api}/posts?{query}",
+                    headers=headers,
+                    auth=auth,
+                    accept_status=(400,) if page > 1 else (),
+                )
             except SourceError as exc:
                 if page == 1:
                     raise
@@ -86,14 +95,22 @@ class WordPressSource(Source):
                 total_pages = 1
             for post in posts:
                 if len(out.items) + len(out.problems) >= limit:
-                    out.problems.append(ItemProblem("(site)", f"more than max_items {limit:,} changed posts: the rest are read next time"))
+                    out.problems.append(
+                        ItemProblem(
+                            "(site)", f"more than max_items {limit:,} changed posts: the rest are read next time"
+                        )
+                    )
                     total_pages = 0
                     break
                 try:
                     item = _post_item(post, out, self.config["url"].rstrip("/"))
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                    out.problems.append(ItemProblem(str(post.get("id", "?")) if isinstance(post, dict) else "?",
-                                                    f"post cannot be read: {type(exc).__name__}: {exc}"))
+                    out.problems.append(
+                        ItemProblem(
+                            str(post.get("id", "?")) if isinstance(post, dict) else "?",
+                            f"post cannot be read: {type(exc).__name__}: {exc}",
+                        )
+                    )
                     item = None
                 if item is not None:
                     out.items.append(item)
@@ -114,7 +131,9 @@ class WordPressSource(Source):
         page, total_pages = 1, 1
         while page <= min(total_pages, MAX_PAGES):
             headers = http.conditional_headers({"etag": cursor.get("sweep_etag")}) if page == 1 else {}
-            resp = http.get(session, self.config, f"{self.api}/posts?_fields=id&per_page=100&page={page}", headers=headers)
+            resp = http.get(
+                session, self.config, f"{self.api}/posts?_fields=id&per_page=100&page={page}", headers=headers
+            )
             out.requests += 1
             if resp.status == 304:
                 return None
@@ -135,12 +154,20 @@ def _json_list(name: str, resp: http.Response) -> list:
         data = json.loads(resp.body.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         what = "HTML" if b"<html" in resp.body[:2000].lower() or ctype == "text/html" else ctype or "not JSON"
-        raise SourceError(name, "not-json", f"{resp.url} answered {what} instead of the REST API's JSON",
-                          hint="Check the url is the WordPress site and its REST API is not blocked (a security plugin, a login wall).") from None
+        raise SourceError(
+            name,
+            "not-json",
+            f"{resp.url} answered {what} instead of the REST API's JSON",
+            hint="Check the url is the WordPress site and its REST API is not blocked (a security plugin, a login wall).",
+        ) from None
     if not isinstance(data, list):
         code = data.get("code") if isinstance(data, dict) else ""
-        raise SourceError(name, "not-json", f"{resp.url} answered JSON that is not a list of posts{f' ({code})' if code else ''}",
-                          hint="Check the url is the WordPress site.")
+        raise SourceError(
+            name,
+            "not-json",
+            f"{resp.url} answered JSON that is not a list of posts{f' ({code})' if code else ''}",
+            hint="Check the url is the WordPress site.",
+        )
     return data
 
 
@@ -187,7 +214,12 @@ def _post_item(post: dict, out: Fetched, site: str) -> SourceItem | None:
                 continue
             if term.get("taxonomy") == "post_tag" and term.get("name"):
                 tags.append(str(term["name"]))
-            elif term.get("taxonomy") == "category" and term.get("slug") and not category and term.get("slug") != "uncategorized":
+            elif (
+                term.get("taxonomy") == "category"
+                and term.get("slug")
+                and not category
+                and term.get("slug") != "uncategorized"
+            ):
                 category = str(term["slug"])
     media = embedded.get("wp:featuredmedia") or []
     if media and isinstance(media[0], dict) and media[0].get("source_url"):
@@ -197,8 +229,20 @@ def _post_item(post: dict, out: Fetched, site: str) -> SourceItem | None:
     if not title.strip() and not body.strip():
         raise ValueError("post has neither a title nor content")
     return SourceItem(
-        key=key, title=title, body_html=body, link=str(post.get("link") or ""), slug=str(post.get("slug") or ""),
-        summary=_rendered(post, "excerpt"), published_at=_gmt(post.get("date_gmt")),
-        updated_at=_gmt(post.get("modified_gmt")), author_name=author_name, author_uri=author_uri,
-        tags=tags, category=category, image=image, image_alt=image_alt, base_url=str(post.get("link") or ""),
-        status="pending" if status == "pending" else "publish")
+        key=key,
+        title=title,
+        body_html=body,
+        link=str(post.get("link") or ""),
+        slug=str(post.get("slug") or ""),
+        summary=_rendered(post, "excerpt"),
+        published_at=_gmt(post.get("date_gmt")),
+        updated_at=_gmt(post.get("modified_gmt")),
+        author_name=author_name,
+        author_uri=author_uri,
+        tags=tags,
+        category=category,
+        image=image,
+        image_alt=image_alt,
+        base_url=str(post.get("link") or ""),
+        status="pending" if status == "pending" else "publish",
+    )

@@ -39,11 +39,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-
 from pipeline.config import Settings
+from pipeline.delivery import Outcome, email_backend, email_builder, recipients
 from pipeline.errors import ConfigError
 from pipeline.timeutil import utcnow
-from pipeline.delivery import Outcome, email_backend, email_builder, recipients
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,7 @@ class SendFailure(Exception):
     """kind: transient | throttle | hard_bounce | recipient_policy | policy | permanent | connection
     stage: connect | auth | mail | rcpt | data (where the answer came)."""
 
-    def __init__(self, kind: str, message: str, code: int | None = None, refused: dict | None = None,
-                 stage: str = ""):
+    def __init__(self, kind: str, message: str, code: int | None = None, refused: dict | None = None, stage: str = ""):
         super().__init__(message)
         self.kind = kind
         self.code = code
@@ -115,8 +113,9 @@ def make_sender(settings: Settings):
         # the smtp sender is an entry point (syndicate.email_backends), not an import here
         cls = _senders.get(backend) or email_backend(backend)
     except KeyError:
-        raise ConfigError(f"unknown email backend {backend!r}",
-                          hint=f"Set [email] backend to one of: {', '.join(sorted(_senders))}.") from None
+        raise ConfigError(
+            f"unknown email backend {backend!r}", hint=f"Set [email] backend to one of: {', '.join(sorted(_senders))}."
+        ) from None
     return cls.from_settings(settings) if hasattr(cls, "from_settings") else cls(settings)
 
 
@@ -173,9 +172,9 @@ class EmailChannel:
     channel = "email"
 
     def __init__(self, settings: Settings, engine, sender=None):
+        from pipeline.delivery.email.dkim import signer_from_settings
         from pipeline.delivery.journal import journal_dir
         from pipeline.delivery.ratelimit import TokenBucket
-        from pipeline.delivery.email.dkim import signer_from_settings
 
         self.settings = settings
         self.engine = engine
@@ -207,7 +206,7 @@ class EmailChannel:
     def send(self, rows: list[dict]) -> list[Outcome]:
         return self.deliver(self.prepare(rows))
 
-    def prepare(self, rows: list[dict]) -> "_Prepared":
+    def prepare(self, rows: list[dict]) -> _Prepared:
         """Steps 1-3: quota, suppression, building. The worker prepares the next batch
         while the lanes still send the previous one."""
         from pipeline.delivery import channels, ratelimit
@@ -219,15 +218,17 @@ class EmailChannel:
         if batch.state.paused:
             return batch
         d = self.settings.delivery
-        batch.granted, retry_at = ratelimit.reserve(self.engine, self.channel, len(rows),
-                                                    per_hour=d.max_per_hour, per_day=d.max_per_day)
-        for r in rows[batch.granted:]:
-            batch.outcomes[r["id"]] = Outcome(r["id"], "release", next_attempt_at=retry_at,
-                                              error="hourly or daily cap reached")
-        batch.jobs = self._prepare(rows[:batch.granted], batch.outcomes)
+        batch.granted, retry_at = ratelimit.reserve(
+            self.engine, self.channel, len(rows), per_hour=d.max_per_hour, per_day=d.max_per_day
+        )
+        for r in rows[batch.granted :]:
+            batch.outcomes[r["id"]] = Outcome(
+                r["id"], "release", next_attempt_at=retry_at, error="hourly or daily cap reached"
+            )
+        batch.jobs = self._prepare(rows[: batch.granted], batch.outcomes)
         return batch
 
-    def deliver(self, batch: "_Prepared") -> list[Outcome]:
+    def deliver(self, batch: _Prepared) -> list[Outcome]:
         """Steps 4-5: send the prepared batch and judge every answer."""
         from pipeline.delivery import channels, ratelimit
         from pipeline.delivery.journal import Journal
@@ -308,8 +309,11 @@ class EmailChannel:
             for domain, t in throttles.items():
                 bucket = self.domain_buckets.get(domain)
                 if bucket is None:
-                    base = (t.base_per_minute / 60.0) if t.base_per_minute and self.settings.delivery.rate_per_second <= 0 \
+                    base = (
+                        (t.base_per_minute / 60.0)
+                        if t.base_per_minute and self.settings.delivery.rate_per_second <= 0
                         else self._base_rate()
+                    )
                     bucket = self.domain_buckets[domain] = TokenBucket(base, burst=1)
                 bucket.slow_down(t.factor())
 
@@ -365,8 +369,9 @@ class EmailChannel:
                         self._finalise(row, message)
                 except Exception as exc:  # a bad row must not stop the batch
                     log.debug("building delivery %s failed", rid, exc_info=True)
-                    outcomes[rid] = Outcome(rid, "failed", error=f"could not build the message for "
-                                            f"{row['target']} (delivery {rid}): {exc}")
+                    outcomes[rid] = Outcome(
+                        rid, "failed", error=f"could not build the message for {row['target']} (delivery {rid}): {exc}"
+                    )
                     continue
                 if message is None:
                     outcomes[rid] = Outcome(rid, "suppressed", error="recipient no longer subscribed")
@@ -376,6 +381,7 @@ class EmailChannel:
 
     def _finalise(self, row: dict, message: OutgoingEmail) -> None:
         from pipeline.delivery.email import verp
+
         message.idempotency_key = row["idempotency_key"]
         if not message.recipients:
             message.recipients = [row["target"]]
@@ -461,6 +467,7 @@ class EmailChannel:
         if hasattr(sender, "send_result"):
             return sender.send_result(message)
         from pipeline.delivery.email.smtp import SendResult
+
         return SendResult(sender.send(message), {})
 
     def _slow_down_now(self) -> None:
@@ -488,15 +495,19 @@ class EmailChannel:
         successes = 0
         run_of_failures = 0
         attempted = [r for r in results if r is not None and not isinstance(r, (_Lost, _Deferred))]
-        unreachable = [r for r in attempted if isinstance(r, SendFailure) and r.kind == "connection"
-                       and r.stage == "connect"]
+        unreachable = [
+            r for r in attempted if isinstance(r, SendFailure) and r.kind == "connection" and r.stage == "connect"
+        ]
         outage = None
         if unreachable and len(unreachable) == len(attempted):
             # not one lane reached the server: an outage, not these messages' failure
-            outage = channels.outage(self.engine, self.channel, str(unreachable[0]),
-                                     backoff_seconds=d.outage_backoff_seconds)
-            self.outage = (f"the email channel cannot reach its mail server: {unreachable[0]}; sending is paused "
-                           f"until {outage.outage_until:%H:%M:%S} UTC (try {outage.outage_count}), then tried again")
+            outage = channels.outage(
+                self.engine, self.channel, str(unreachable[0]), backoff_seconds=d.outage_backoff_seconds
+            )
+            self.outage = (
+                f"the email channel cannot reach its mail server: {unreachable[0]}; sending is paused "
+                f"until {outage.outage_until:%H:%M:%S} UTC (try {outage.outage_count}), then tried again"
+            )
         # not attempted: right away when the channel paused (it gates them), else after a
         # short wait (the lanes lost the server)
         paused = any(isinstance(r, SendFailure) and r.kind == "policy" for r in results)
@@ -511,8 +522,9 @@ class EmailChannel:
                 outcomes[rid] = Outcome(rid, "release", next_attempt_at=now + dt.timedelta(seconds=result.seconds))
                 continue
             if result is None or (outage and result in unreachable):
-                outcomes[rid] = Outcome(rid, "release", next_attempt_at=release_at,
-                                        error=f"not sent: {self.outage}" if outage else "")
+                outcomes[rid] = Outcome(
+                    rid, "release", next_attempt_at=release_at, error=f"not sent: {self.outage}" if outage else ""
+                )
                 continue
             if isinstance(result, SendFailure):
                 failure = result
@@ -529,8 +541,9 @@ class EmailChannel:
                     outcomes[rid] = Outcome(rid, "sent", answer=result.answer + note)
                     continue
                 code, text = refused[target]
-                failure = SendFailure(classify(code, text, "rcpt"), f"{row['target']} refused: {code} {text}",
-                                      code=code, stage="rcpt")
+                failure = SendFailure(
+                    classify(code, text, "rcpt"), f"{row['target']} refused: {code} {text}", code=code, stage="rcpt"
+                )
             answer = str(failure.code or "")
             kind = failure.kind
             if kind in _CHANNEL_FAILURES:
@@ -540,32 +553,54 @@ class EmailChannel:
                     channel_throttled = True
                 else:
                     throttled_domains.add(recipient_domain(target))
-                outcomes[rid] = Outcome(rid, "retry", error=f"throttled: {failure}", answer=answer,
-                                        next_attempt_at=later, spend_attempt=False)
+                outcomes[rid] = Outcome(
+                    rid,
+                    "retry",
+                    error=f"throttled: {failure}",
+                    answer=answer,
+                    next_attempt_at=later,
+                    spend_attempt=False,
+                )
             elif kind == "policy":
                 policy_error = policy_error or str(failure)
-                outcomes[rid] = Outcome(rid, "retry", error=f"not sent, channel paused: {failure}", answer=answer,
-                                        next_attempt_at=now, spend_attempt=False)
+                outcomes[rid] = Outcome(
+                    rid,
+                    "retry",
+                    error=f"not sent, channel paused: {failure}",
+                    answer=answer,
+                    next_attempt_at=now,
+                    spend_attempt=False,
+                )
             elif kind == "recipient_policy":
                 refused_by_policy.append((target, str(failure), rid))
                 self._policy_run.append(recipient_domain(target))
-                outcomes[rid] = Outcome(rid, "failed", answer=answer,
-                                        error=f"refused for this recipient on policy grounds (5.7.x at RCPT), "
-                                              f"counted as a soft bounce: {failure}")
+                outcomes[rid] = Outcome(
+                    rid,
+                    "failed",
+                    answer=answer,
+                    error=f"refused for this recipient on policy grounds (5.7.x at RCPT), "
+                    f"counted as a soft bounce: {failure}",
+                )
             elif kind == "hard_bounce":
                 bounced[target] = (str(failure), rid)
-                outcomes[rid] = Outcome(rid, "failed", answer=answer,
-                                        error=f"hard bounce, address suppressed: {failure}")
+                outcomes[rid] = Outcome(
+                    rid, "failed", answer=answer, error=f"hard bounce, address suppressed: {failure}"
+                )
             elif kind == "permanent":
                 outcomes[rid] = Outcome(rid, "failed", error=str(failure), answer=answer)
             else:  # transient, connection
                 delay = retry_delay(d.retry_schedule, (row.get("attempts") or 0) + 1)
                 if delay is None:
-                    outcomes[rid] = Outcome(rid, "dead", answer=answer,
-                                            error=f"gave up after {(row.get('attempts') or 0) + 1} attempts: {failure}")
+                    outcomes[rid] = Outcome(
+                        rid,
+                        "dead",
+                        answer=answer,
+                        error=f"gave up after {(row.get('attempts') or 0) + 1} attempts: {failure}",
+                    )
                 else:
-                    outcomes[rid] = Outcome(rid, "retry", error=str(failure), answer=answer,
-                                            next_attempt_at=now + delay)
+                    outcomes[rid] = Outcome(
+                        rid, "retry", error=str(failure), answer=answer, next_attempt_at=now + delay
+                    )
         if bounced:
             self._suppress_bounced(bounced)
         if refused_by_policy:
@@ -573,26 +608,43 @@ class EmailChannel:
         for domain in sorted(throttled_domains):
             bucket = self.domain_buckets.get(domain)
             base = bucket.base_rate if bucket is not None and d.rate_per_second <= 0 else 0
-            channels.throttle_domain(self.engine, self.channel, domain, d.throttle_seconds,
-                                     base_per_minute=int(base * 60) if base > 0 else None)
+            channels.throttle_domain(
+                self.engine,
+                self.channel,
+                domain,
+                d.throttle_seconds,
+                base_per_minute=int(base * 60) if base > 0 else None,
+            )
         if channel_throttled:
             base = self.bucket.base_rate if d.rate_per_second <= 0 else 0
-            channels.throttle(self.engine, self.channel, d.throttle_seconds,
-                              base_per_minute=int(base * 60) if base > 0 else None)
+            channels.throttle(
+                self.engine, self.channel, d.throttle_seconds, base_per_minute=int(base * 60) if base > 0 else None
+            )
         domains_in_run = set(self._policy_run)
         if d.policy_pause_domains > 0 and len(domains_in_run) >= d.policy_pause_domains and not policy_error:
-            policy_error = (f"{len(self._policy_run)} recipients at {len(domains_in_run)} different domains in a row "
-                            f"refused our mail on policy grounds (5.7.x at RCPT), e.g. {refused_by_policy[-1][1]}"
-                            if refused_by_policy else "5.7.x refusals from many domains in a row")
+            policy_error = (
+                f"{len(self._policy_run)} recipients at {len(domains_in_run)} different domains in a row "
+                f"refused our mail on policy grounds (5.7.x at RCPT), e.g. {refused_by_policy[-1][1]}"
+                if refused_by_policy
+                else "5.7.x refusals from many domains in a row"
+            )
             self._policy_run.clear()
         if policy_error:
-            channels.pause(self.engine, self.channel,
-                           f"the mail server refused us on policy grounds: {policy_error}. "
-                           "This is about our sending (authentication, DKIM/SPF/DMARC, reputation), "
-                           "not the recipients; their messages stay queued")
+            channels.pause(
+                self.engine,
+                self.channel,
+                f"the mail server refused us on policy grounds: {policy_error}. "
+                "This is about our sending (authentication, DKIM/SPF/DMARC, reputation), "
+                "not the recipients; their messages stay queued",
+            )
         if run_of_failures or (successes and (state.consecutive_failures or state.outage_count)):
-            channels.note_results(self.engine, self.channel, successes=successes,
-                                  failures_in_a_row=run_of_failures, pause_after=d.max_consecutive_failures)
+            channels.note_results(
+                self.engine,
+                self.channel,
+                successes=successes,
+                failures_in_a_row=run_of_failures,
+                pause_after=d.max_consecutive_failures,
+            )
 
     def _judge_fallback(self, jobs: list[_Job], results: list, outcomes: dict[int, Outcome], exc: Exception) -> None:
         """When judging raised: a row the server accepted is sent; every other row is
@@ -606,9 +658,13 @@ class EmailChannel:
             elif result is None or isinstance(result, _Deferred):
                 outcomes[rid] = Outcome(rid, "release")
             else:
-                outcomes[rid] = Outcome(rid, "failed", answer=str(result.code or ""),
-                                        error=f"could not judge the answer ({result}): {exc!r}; fix the cause, "
-                                              f"then `syndicate deliveries retry {rid}`")
+                outcomes[rid] = Outcome(
+                    rid,
+                    "failed",
+                    answer=str(result.code or ""),
+                    error=f"could not judge the answer ({result}): {exc!r}; fix the cause, "
+                    f"then `syndicate deliveries retry {rid}`",
+                )
 
     def _count_policy_refusals(self, refused: list[tuple[str, str, int]]) -> None:
         from pipeline.delivery.inbound.bounces import count_soft_bounce
@@ -621,8 +677,13 @@ class EmailChannel:
         with self.engine.begin() as conn:
             for address, (text, rid) in bounced.items():
                 hook.suppress(conn, self.settings, address, reason="hard_bounce", source="smtp", detail=text)
-                hook.log_subscriber_event(conn, hook.subscriber_id_for(conn, address), "bounce_hard",
-                                          source="smtp", detail={"answer": text[:500], "delivery_id": rid})
+                hook.log_subscriber_event(
+                    conn,
+                    hook.subscriber_id_for(conn, address),
+                    "bounce_hard",
+                    source="smtp",
+                    detail={"answer": text[:500], "delivery_id": rid},
+                )
 
     def close(self) -> None:
         for lane in self.lanes:
@@ -638,4 +699,3 @@ class EmailChannel:
                 journal = self._journals.popleft()
                 if journal is not None:
                     journal.close()
-

@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 
 from pipeline.durations import parse_duration, retry_delay  # noqa: F401  (the one duration type)
+
 ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 KINDS = ("sent", "transient", "throttle", "hard_bounce", "recipient_policy", "policy", "permanent")
@@ -65,5 +66,3 @@ def classify(code: int, text: str | bytes = "", stage: str = "data") -> str:
     if stage == "rcpt" and code in (550, 551, 553):
         return "hard_bounce"
     return "permanent"
-
-

@@ -23,8 +23,8 @@ import smtplib
 import ssl
 
 from pipeline.config import Settings
-from pipeline.delivery.email.classify import classify
 from pipeline.delivery.email.channel import OutgoingEmail, SendFailure
+from pipeline.delivery.email.classify import classify
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,20 @@ def quote_periods(data: bytes) -> bytes:
 class SMTPSender:
     name = "smtp"
 
-    def __init__(self, *, host: str, port: int, security: str = "starttls", username: str = "",
-                 password: str = "", timeout: float = 30.0, ca_file: str = "",
-                 messages_per_connection: int = 100, pipelining: bool = True, local_hostname: str | None = None):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        security: str = "starttls",
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        ca_file: str = "",
+        messages_per_connection: int = 100,
+        pipelining: bool = True,
+        local_hostname: str | None = None,
+    ):
         if security not in ("starttls", "tls", "none"):
             raise ValueError(f"unknown smtp_security {security!r}")
         self.host, self.port, self.security = host, port, security
@@ -76,12 +87,20 @@ class SMTPSender:
         self.connections_opened = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SMTPSender":
+    def from_settings(cls, settings: Settings) -> SMTPSender:
         e, d = settings.email, settings.delivery
         ca = str(settings.path("delivery.smtp_ca_file")) if d.smtp_ca_file else ""
-        return cls(host=e.smtp_host, port=e.smtp_port, security=e.smtp_security, username=e.smtp_username,
-                   password=e.smtp_password, timeout=e.smtp_timeout, ca_file=ca,
-                   messages_per_connection=d.messages_per_connection, pipelining=d.pipelining)
+        return cls(
+            host=e.smtp_host,
+            port=e.smtp_port,
+            security=e.smtp_security,
+            username=e.smtp_username,
+            password=e.smtp_password,
+            timeout=e.smtp_timeout,
+            ca_file=ca,
+            messages_per_connection=d.messages_per_connection,
+            pipelining=d.pipelining,
+        )
 
     # --- connections ---------------------------------------------------------------
 
@@ -93,15 +112,23 @@ class SMTPSender:
         where = f"{self.host}:{self.port}"
         try:
             if self.security == "tls":
-                smtp = smtplib.SMTP_SSL(self.host, self.port, local_hostname=self.local_hostname,
-                                        timeout=self.timeout, context=self._tls_context())
+                smtp = smtplib.SMTP_SSL(
+                    self.host,
+                    self.port,
+                    local_hostname=self.local_hostname,
+                    timeout=self.timeout,
+                    context=self._tls_context(),
+                )
             else:
                 smtp = smtplib.SMTP(self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout)
         except smtplib.SMTPConnectError as exc:
             kind = classify(exc.smtp_code, exc.smtp_error, "connect")
-            raise SendFailure("throttle" if kind == "throttle" else "connection",
-                              f"{where} refused the connection: {exc.smtp_code} {_text(exc.smtp_error)}",
-                              code=exc.smtp_code, stage="connect") from None
+            raise SendFailure(
+                "throttle" if kind == "throttle" else "connection",
+                f"{where} refused the connection: {exc.smtp_code} {_text(exc.smtp_error)}",
+                code=exc.smtp_code,
+                stage="connect",
+            ) from None
         except ssl.SSLError as exc:
             raise SendFailure("policy", f"TLS with {where} failed: {exc}", stage="connect") from None
         except (OSError, smtplib.SMTPException) as exc:
@@ -111,8 +138,11 @@ class SMTPSender:
             if self.security == "starttls":
                 if not smtp.has_extn("starttls"):
                     raise SendFailure(
-                        "policy", f"{where} does not offer STARTTLS; refusing to send in clear text "
-                        "(email.smtp_security = starttls fails closed)", stage="connect")
+                        "policy",
+                        f"{where} does not offer STARTTLS; refusing to send in clear text "
+                        "(email.smtp_security = starttls fails closed)",
+                        stage="connect",
+                    )
                 smtp.starttls(context=self._tls_context())
                 smtp.ehlo()
             if self.username:
@@ -122,21 +152,29 @@ class SMTPSender:
             raise
         except smtplib.SMTPAuthenticationError as exc:
             self._abandon(smtp)
-            raise SendFailure("policy", f"{where} refused our login as {self.username!r}: "
-                              f"{exc.smtp_code} {_text(exc.smtp_error)}", code=exc.smtp_code, stage="auth") from None
+            raise SendFailure(
+                "policy",
+                f"{where} refused our login as {self.username!r}: {exc.smtp_code} {_text(exc.smtp_error)}",
+                code=exc.smtp_code,
+                stage="auth",
+            ) from None
         except smtplib.SMTPResponseException as exc:
             self._abandon(smtp)
             kind = classify(exc.smtp_code, exc.smtp_error, "auth")
-            raise SendFailure(kind if kind != "sent" else "transient",
-                              f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)} while setting up the session",
-                              code=exc.smtp_code, stage="auth") from None
+            raise SendFailure(
+                kind if kind != "sent" else "transient",
+                f"{where} answered {exc.smtp_code} {_text(exc.smtp_error)} while setting up the session",
+                code=exc.smtp_code,
+                stage="auth",
+            ) from None
         except ssl.SSLError as exc:
             self._abandon(smtp)
             raise SendFailure("policy", f"TLS with {where} failed: {exc}", stage="connect") from None
         except (OSError, smtplib.SMTPException) as exc:
             self._abandon(smtp)
-            raise SendFailure("connection", f"{where} dropped the session while setting it up: {exc}",
-                              stage="connect") from None
+            raise SendFailure(
+                "connection", f"{where} dropped the session while setting it up: {exc}", stage="connect"
+            ) from None
         self.smtp = smtp
         self.sent_on_connection = 0
         self.connections_opened += 1
@@ -195,8 +233,9 @@ class SMTPSender:
             raise
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._lost()
-            raise SendFailure("connection", f"connection to {self.host}:{self.port} lost: {exc}",
-                              stage="data") from None
+            raise SendFailure(
+                "connection", f"connection to {self.host}:{self.port} lost: {exc}", stage="data"
+            ) from None
 
     def _envelope_address(self, address: str) -> str:
         """An address as the envelope may carry it: the domain IDNA-encoded; a non-ASCII
@@ -209,12 +248,19 @@ class SMTPSender:
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
-            raise SendFailure("permanent", f"the domain of {address!r} is not a valid internationalised "
-                              "domain name (IDNA)", stage="rcpt") from None
+            raise SendFailure(
+                "permanent",
+                f"the domain of {address!r} is not a valid internationalised domain name (IDNA)",
+                stage="rcpt",
+            ) from None
         if not local.isascii():
             if not self.smtp.has_extn("smtputf8"):
-                raise SendFailure("permanent", f"{address!r} has a non-ASCII local part and "
-                                  f"{self.host}:{self.port} does not offer SMTPUTF8 (RFC 6531)", stage="rcpt")
+                raise SendFailure(
+                    "permanent",
+                    f"{address!r} has a non-ASCII local part and "
+                    f"{self.host}:{self.port} does not offer SMTPUTF8 (RFC 6531)",
+                    stage="rcpt",
+                )
             self.utf8 = True
         return f"{local}@{domain}"
 

@@ -15,7 +15,6 @@ import base64
 import hashlib
 import hmac
 import re
-
 from email.utils import parseaddr
 
 from pipeline.config import Settings

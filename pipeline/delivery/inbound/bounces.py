@@ -34,26 +34,27 @@ import hashlib
 import logging
 import mailbox
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from pipeline.config import Settings
+from pipeline.delivery import recipients
+from pipeline.delivery.email import verp
 from pipeline.errors import NotFound
 from pipeline.store.schema import bounce_events, deliveries
 from pipeline.timeutil import utcnow
-from pipeline.delivery.email import verp
-from pipeline.delivery import recipients
 
 log = logging.getLogger(__name__)
 
 _STATUS = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 _ADDRESS_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To", "Cc")
-_AUTO_SUBJECT = re.compile(r"^\s*(auto(matic)?[ -]?(reply|response)|auto:|out of (the )?office|vacation|abwesenheit)",
-                           re.IGNORECASE)
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response)|auto:|out of (the )?office|vacation|abwesenheit)", re.IGNORECASE
+)
 
 
 @dataclasses.dataclass
@@ -83,6 +84,7 @@ class BounceReport:
 
 # --- reading a mailbox ------------------------------------------------------------------
 
+
 def iter_messages(path: Path) -> Iterator[tuple[str, bytes]]:
     """(name, raw bytes) for every message at `path`."""
     path = Path(path)
@@ -109,6 +111,7 @@ def iter_messages(path: Path) -> Iterator[tuple[str, bytes]]:
 
 # --- understanding one message ------------------------------------------------------------
 
+
 def dsn_recipients(msg) -> list[dict] | None:
     """The per-recipient blocks of a DSN, or None when `msg` is not one (BNC-2)."""
     if msg.get_content_type() != "multipart/report":
@@ -123,12 +126,14 @@ def dsn_recipients(msg) -> list[dict] | None:
             out = []
             for block in blocks[1:]:  # the first block is about the whole message
                 rcpt = str(block.get("Final-Recipient", "") or block.get("Original-Recipient", ""))
-                out.append({
-                    "recipient": rcpt.split(";", 1)[-1].strip().strip("<>"),
-                    "action": str(block.get("Action", "")).strip().lower(),
-                    "status": _status(str(block.get("Status", ""))),
-                    "diagnostic": str(block.get("Diagnostic-Code", "")).strip(),
-                })
+                out.append(
+                    {
+                        "recipient": rcpt.split(";", 1)[-1].strip().strip("<>"),
+                        "action": str(block.get("Action", "")).strip().lower(),
+                        "status": _status(str(block.get("Status", ""))),
+                        "diagnostic": str(block.get("Diagnostic-Code", "")).strip(),
+                    }
+                )
             return out
     return []
 
@@ -180,6 +185,7 @@ def _has_verp_address(msg) -> bool:
 
 # --- deciding -----------------------------------------------------------------------------
 
+
 def _source_key(raw: bytes, recipient: str) -> str:
     return hashlib.sha256(hashlib.sha256(raw).digest() + recipient.lower().encode("utf-8")).hexdigest()
 
@@ -221,33 +227,63 @@ def _decide(settings: Settings, engine: Engine, raw: bytes, name: str) -> list[t
     row = None
     if delivery_id is not None:
         with engine.connect() as conn:
-            row = conn.execute(select(deliveries.c.id, deliveries.c.target, deliveries.c.subscriber_id)
-                               .where(deliveries.c.id == delivery_id)).mappings().first()
+            row = (
+                conn.execute(
+                    select(deliveries.c.id, deliveries.c.target, deliveries.c.subscriber_id).where(
+                        deliveries.c.id == delivery_id
+                    )
+                )
+                .mappings()
+                .first()
+            )
     out = []
     for block in blocks or [{"recipient": "", "action": "", "status": "", "diagnostic": ""}]:
         kind = judge_recipient(block["action"], block["status"])
         detail = f"{name}: {block['action'] or '?'} {block['status'] or '?'} {block['diagnostic']}".strip()
         if row is None:
             why = "forged or altered VERP token" if _has_verp_address(msg) else "no VERP address"
-            out.append((block["recipient"], Decision(block["recipient"].lower(), kind, "ignored",
-                                                     block["status"], block["action"], delivery_id,
-                                                     f"{detail} ({why}; not acted on)")))
+            out.append(
+                (
+                    block["recipient"],
+                    Decision(
+                        block["recipient"].lower(),
+                        kind,
+                        "ignored",
+                        block["status"],
+                        block["action"],
+                        delivery_id,
+                        f"{detail} ({why}; not acted on)",
+                    ),
+                )
+            )
             continue
         address = row["target"].lower()
         decision = {"hard": "suppressed", "soft": "counted"}.get(kind, "ignored")
-        out.append((block["recipient"] or address,
-                    Decision(address, kind, decision, block["status"], block["action"], row["id"], detail)))
+        out.append(
+            (
+                block["recipient"] or address,
+                Decision(address, kind, decision, block["status"], block["action"], row["id"], detail),
+            )
+        )
     return out
 
 
-def count_soft_bounce(settings: Settings, engine: Engine, address: str, *, delivery_id: int, detail: str,
-                      source: str = "smtp") -> Decision:
+def count_soft_bounce(
+    settings: Settings, engine: Engine, address: str, *, delivery_id: int, detail: str, source: str = "smtp"
+) -> Decision:
     """A refusal at send time that is this recipient's, not ours, yet not a dead
     address (5.7.x at RCPT, issue 19 item 2): counted like a soft bounce from a DSN,
     so `delivery.soft_bounce_limit` of them suppress the address. Recording the same
     delivery twice counts once."""
-    d = Decision(address.lower(), "soft", "counted", status=_status(detail.rpartition(" refused")[2]), action="failed", delivery_id=delivery_id,
-                 detail=detail[:4000])
+    d = Decision(
+        address.lower(),
+        "soft",
+        "counted",
+        status=_status(detail.rpartition(" refused")[2]),
+        action="failed",
+        delivery_id=delivery_id,
+        detail=detail[:4000],
+    )
     _apply(settings, engine, f"{source}:{delivery_id}".encode(), address, d, source)
     return d
 
@@ -257,11 +293,25 @@ def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d
     now = utcnow()
     with engine.begin() as conn:
         ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(bounce_events)
-        added = conn.execute(ins.values(
-            source_key=_source_key(raw, key_recipient or d.email), email=d.email or "", kind=d.kind,
-            status=d.status, action=d.action, decision=d.decision, delivery_id=d.delivery_id,
-            subscriber_id=None, detail=d.detail[:4000], created_at=now,
-        ).on_conflict_do_nothing(index_elements=["source_key"]).returning(bounce_events.c.id)).first() is not None
+        added = (
+            conn.execute(
+                ins.values(
+                    source_key=_source_key(raw, key_recipient or d.email),
+                    email=d.email or "",
+                    kind=d.kind,
+                    status=d.status,
+                    action=d.action,
+                    decision=d.decision,
+                    delivery_id=d.delivery_id,
+                    subscriber_id=None,
+                    detail=d.detail[:4000],
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["source_key"])
+                .returning(bounce_events.c.id)
+            ).first()
+            is not None
+        )
         if not added:
             d.decision = "already_seen"
             return
@@ -271,20 +321,49 @@ def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d
         subscriber_id = recipients().subscriber_id_for(conn, d.email)
         if d.kind == "soft" and d.decision == "counted":
             since = now - dt.timedelta(days=d_set.soft_bounce_days)
-            count = conn.execute(select(func.count()).select_from(bounce_events).where(
-                bounce_events.c.email == d.email, bounce_events.c.kind == "soft",
-                bounce_events.c.delivery_id.is_not(None), bounce_events.c.created_at >= since)).scalar_one()
+            count = conn.execute(
+                select(func.count())
+                .select_from(bounce_events)
+                .where(
+                    bounce_events.c.email == d.email,
+                    bounce_events.c.kind == "soft",
+                    bounce_events.c.delivery_id.is_not(None),
+                    bounce_events.c.created_at >= since,
+                )
+            ).scalar_one()
             if d_set.soft_bounce_limit > 0 and count >= d_set.soft_bounce_limit:
                 d.decision = "suppressed"
-                recipients().suppress(conn, settings, d.email, reason="soft_bounces", source=source,
-                         detail=f"{count} soft bounces within {d_set.soft_bounce_days} days; last: {d.detail}")
+                recipients().suppress(
+                    conn,
+                    settings,
+                    d.email,
+                    reason="soft_bounces",
+                    source=source,
+                    detail=f"{count} soft bounces within {d_set.soft_bounce_days} days; last: {d.detail}",
+                )
             d.detail += f" (soft bounce {count} of {d_set.soft_bounce_limit} within {d_set.soft_bounce_days} days)"
         elif d.kind == "hard":
             recipients().suppress(conn, settings, d.email, reason="hard_bounce", source=source, detail=d.detail)
-            conn.execute(update(deliveries).where(deliveries.c.id == d.delivery_id)
-                         .values(last_error=f"bounced after delivery: {d.detail}"[:4000]))
-        conn.execute(update(bounce_events).where(bounce_events.c.source_key == _source_key(raw, key_recipient or d.email))
-                     .values(decision=d.decision, subscriber_id=subscriber_id, detail=d.detail[:4000]))
-        recipients().log_subscriber_event(conn, subscriber_id, f"bounce_{d.kind}", source=source,
-                             detail={"decision": d.decision, "status": d.status, "action": d.action,
-                                     "delivery_id": d.delivery_id, "detail": d.detail[:500]})
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == d.delivery_id)
+                .values(last_error=f"bounced after delivery: {d.detail}"[:4000])
+            )
+        conn.execute(
+            update(bounce_events)
+            .where(bounce_events.c.source_key == _source_key(raw, key_recipient or d.email))
+            .values(decision=d.decision, subscriber_id=subscriber_id, detail=d.detail[:4000])
+        )
+        recipients().log_subscriber_event(
+            conn,
+            subscriber_id,
+            f"bounce_{d.kind}",
+            source=source,
+            detail={
+                "decision": d.decision,
+                "status": d.status,
+                "action": d.action,
+                "delivery_id": d.delivery_id,
+                "detail": d.detail[:500],
+            },
+        )

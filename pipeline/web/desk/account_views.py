@@ -39,8 +39,9 @@ def login(c: Ctx) -> Response:
             error, status = exc, 400
         else:
             accounts.end_session(conn, c.request.cookies.get("desk_session"))
-            token = accounts.start_session(conn, c.settings, user.id, ip=c.ip,
-                                           user_agent=c.request.headers.get("user-agent"))
+            token = accounts.start_session(
+                conn, c.settings, user.id, ip=c.ip, user_agent=c.request.headers.get("user-agent")
+            )
             audit.record(conn, actor=user.email, action="session.login", ip=c.ip)
             response = RedirectResponse(nxt, status_code=303, headers=HEADERS)
             c.desk.set_session_cookie(response, token)
@@ -78,14 +79,21 @@ def join(c: Ctx) -> Response:
 def join_confirm_page(c: Ctx) -> Response:
     with read(c) as conn:
         user = accounts.check_link(conn, c.settings, "confirm", c.params["token"])
-    return c.page("link_button.html", heading="Confirm your address", who=user,
-                  text="Press the button to confirm that this address is yours.", button="Confirm my address")
+    return c.page(
+        "link_button.html",
+        heading="Confirm your address",
+        who=user,
+        text="Press the button to confirm that this address is yours.",
+        button="Confirm my address",
+    )
 
 
 def join_confirm(c: Ctx) -> Response:
     with db(c) as conn:
         user = accounts.confirm_registration(conn, c.settings, c.params["token"])
-        audit.record(conn, actor=user.email, action="user.confirm", target=user.email, ip=c.ip, detail={"state": user.state})
+        audit.record(
+            conn, actor=user.email, action="user.confirm", target=user.email, ip=c.ip, detail={"state": user.state}
+        )
     return c.page("joined.html", who=user)
 
 
@@ -122,8 +130,9 @@ def _set_password(c: Ctx, purpose: str, action) -> Response:
             audit.record(conn, actor=user.email, action=f"user.password.{purpose}", target=user.email, ip=c.ip)
     except accounts.AccountError as exc:
         return _password_page(c, purpose, exc, 400)
-    return RedirectResponse("/desk/login?notice=Your+password+is+set.+Sign+in+with+it.", status_code=303,
-                            headers=HEADERS)
+    return RedirectResponse(
+        "/desk/login?notice=Your+password+is+set.+Sign+in+with+it.", status_code=303, headers=HEADERS
+    )
 
 
 def reset_request_form(c: Ctx) -> Response:
@@ -138,6 +147,7 @@ def reset_request(c: Ctx) -> Response:
 
 # --- admin: users, audit; editors: applicants ----------------------------------------------
 
+
 def users_list(c: Ctx) -> Response:
     with read(c) as conn:
         people = accounts.list_users(conn)
@@ -147,7 +157,9 @@ def users_list(c: Ctx) -> Response:
 def users_invite(c: Ctx) -> Response:
     try:
         with db(c) as conn:
-            user, _ = accounts.invite(conn, c.settings, c.text("email", 320), c.texts("roles"), name=c.text("name", 200))
+            user, _ = accounts.invite(
+                conn, c.settings, c.text("email", 320), c.texts("roles"), name=c.text("name", 200)
+            )
             c.audit(conn, "user.add", user.email, roles=list(user.roles))
     except accounts.AccountError as exc:
         with read(c) as conn:
@@ -195,9 +207,17 @@ def applicant_accept(c: Ctx) -> Response:
 
 
 def audit_page(c: Ctx) -> Response:
-    page = max(0, int(c.request.query_params.get("page", "0") or 0)) if c.request.query_params.get("page", "0").isdigit() else 0
+    page = (
+        max(0, int(c.request.query_params.get("page", "0") or 0))
+        if c.request.query_params.get("page", "0").isdigit()
+        else 0
+    )
     with read(c) as conn:
-        rows = audit.entries(conn, limit=100, offset=page * 100,
-                             actor=c.request.query_params.get("actor") or None,
-                             action=c.request.query_params.get("action") or None)
+        rows = audit.entries(
+            conn,
+            limit=100,
+            offset=page * 100,
+            actor=c.request.query_params.get("actor") or None,
+            action=c.request.query_params.get("action") or None,
+        )
     return c.page("audit.html", rows=rows, page=page)

@@ -30,19 +30,39 @@ def articles_list(c: Ctx) -> Response:
 
 def article_new_form(c: Ctx) -> Response:
     empty = {"title": "", "summary": "", "tags": [], "category": "", "body_markdown": "", "image": "", "image_alt": ""}
-    return c.page("edit.html", row=empty, article=None, error=None, preview=None, flags=None,
-                  rules=c.settings.policy_rules, progress=None)
+    return c.page(
+        "edit.html",
+        row=empty,
+        article=None,
+        error=None,
+        preview=None,
+        flags=None,
+        rules=c.settings.policy_rules,
+        progress=None,
+    )
 
 
 def _form_values(c: Ctx) -> dict:
-    return {"title": c.text("title", 5000), "summary": c.text("summary", 5000), "tags": c.text("tags", 2000),
-            "category": c.text("category", 200), "body": c.text("body", 2_000_000), "image_alt": c.text("image_alt", 1000)}
+    return {
+        "title": c.text("title", 5000),
+        "summary": c.text("summary", 5000),
+        "tags": c.text("tags", 2000),
+        "category": c.text("category", 200),
+        "body": c.text("body", 2_000_000),
+        "image_alt": c.text("image_alt", 1000),
+    }
 
 
 def _shown(values: dict, image: str) -> dict:
-    return {"title": values["title"], "summary": values["summary"],
-            "tags": [t.strip() for t in values["tags"].split(",") if t.strip()], "category": values["category"],
-            "body_markdown": values["body"], "image": image, "image_alt": values["image_alt"]}
+    return {
+        "title": values["title"],
+        "summary": values["summary"],
+        "tags": [t.strip() for t in values["tags"].split(",") if t.strip()],
+        "category": values["category"],
+        "body_markdown": values["body"],
+        "image": image,
+        "image_alt": values["image_alt"],
+    }
 
 
 def article_create(c: Ctx) -> Response:
@@ -54,8 +74,16 @@ def article_edit_form(c: Ctx) -> Response:
         row = desk.get_owned(conn, _id(c), c.user.id)
         state = desk.status(conn, row)
     flags = desk.flags_for(c.settings, desk.draft_of(row), row["slug"])
-    return c.page("edit.html", row=row, article=row, error=None, preview=None, flags=flags,
-                  rules=c.settings.policy_rules, progress=state)
+    return c.page(
+        "edit.html",
+        row=row,
+        article=row,
+        error=None,
+        preview=None,
+        flags=flags,
+        rules=c.settings.policy_rules,
+        progress=state,
+    )
 
 
 def article_update(c: Ctx) -> Response:
@@ -84,9 +112,17 @@ def _save(c: Ctx, desk_id: int | None) -> Response:
                 image = desk.store_image(c.settings, upload.file.read(), upload.filename or "")
             draft = desk.clean_draft(c.settings, values, image=image)
         except desk.DeskInputError as exc:
-            return c.page("edit.html", 413 if "limit is" in exc.message and exc.field == "image" else 400,
-                          row=_shown(values, image), article=row, error=exc, preview=None, flags=None,
-                          rules=c.settings.policy_rules, progress=desk.status(conn, row) if row else None)
+            return c.page(
+                "edit.html",
+                413 if "limit is" in exc.message and exc.field == "image" else 400,
+                row=_shown(values, image),
+                article=row,
+                error=exc,
+                preview=None,
+                flags=None,
+                rules=c.settings.policy_rules,
+                progress=desk.status(conn, row) if row else None,
+            )
         if row is None:
             desk_id = desk.create(conn, c.user.id, draft)
             c.audit(conn, "article.create", f"desk:{desk_id}", title=draft.title)
@@ -96,16 +132,29 @@ def _save(c: Ctx, desk_id: int | None) -> Response:
         row = desk.get(conn, desk_id)
         if action == "submit":
             result = desk.submit(conn, c.settings, desk_id, _author_slug(conn, c))
-            c.audit(conn, "article.submit", row["slug"], changed=result["changed"],
-                    flags=[f["rule"] for f in result["flags"]])
+            c.audit(
+                conn,
+                "article.submit",
+                row["slug"],
+                changed=result["changed"],
+                flags=[f["rule"] for f in result["flags"]],
+            )
             note = "Submitted for review." if result["changed"] else "Nothing changed since you submitted it."
             return c.redirect(f"/articles/{desk_id}", note)
         state = desk.status(conn, row)
     flags = desk.flags_for(c.settings, draft, row["slug"])
     if action == "preview":
         preview = Markup(desk.render_body(c.settings, row["slug"], draft.body_markdown))
-        return c.page("edit.html", row=row, article=row, error=None, preview=preview, flags=flags,
-                      rules=c.settings.policy_rules, progress=state)
+        return c.page(
+            "edit.html",
+            row=row,
+            article=row,
+            error=None,
+            preview=preview,
+            flags=flags,
+            rules=c.settings.policy_rules,
+            progress=state,
+        )
     return c.redirect(f"/articles/{desk_id}", "Saved.")
 
 
@@ -119,6 +168,9 @@ def media(c: Ctx) -> Response:
     if not path.is_file():
         raise NotFound("no such image")
     mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    headers = {**HEADERS, "Cache-Control": "private, max-age=3600",
-               "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"}
+    headers = {
+        **HEADERS,
+        "Cache-Control": "private, max-age=3600",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+    }
     return Response(path.read_bytes(), media_type=mime, headers=headers)

@@ -22,7 +22,7 @@ def _days(n: int) -> list[dt.date]:
 
 
 def _by_day(conn: Connection, column, where, days: list[dt.date]) -> list[int]:
-    since = dt.datetime.combine(days[0], dt.time(), dt.timezone.utc)
+    since = dt.datetime.combine(days[0], dt.time(), dt.UTC)
     counts = {d: 0 for d in days}
     for (when,) in conn.execute(select(column).where(where, column >= since)):
         if when is not None and when.date() in counts:
@@ -33,9 +33,12 @@ def _by_day(conn: Connection, column, where, days: list[dt.date]) -> list[int]:
 def daily_series(conn: Connection, days: int = 30) -> dict[str, tuple[list[dt.date], list[int]]]:
     """Subscribers over time (confirmed, cumulative), sends per day, failures per day."""
     ds = _days(days)
-    since = dt.datetime.combine(ds[0], dt.time(), dt.timezone.utc)
-    before = conn.execute(select(func.count()).select_from(subscribers).where(
-        subscribers.c.confirmed_at.is_not(None), subscribers.c.confirmed_at < since)).scalar_one()
+    since = dt.datetime.combine(ds[0], dt.time(), dt.UTC)
+    before = conn.execute(
+        select(func.count())
+        .select_from(subscribers)
+        .where(subscribers.c.confirmed_at.is_not(None), subscribers.c.confirmed_at < since)
+    ).scalar_one()
     new = _by_day(conn, subscribers.c.confirmed_at, subscribers.c.confirmed_at.is_not(None), ds)
     total, running = [], before
     for n in new:
@@ -46,27 +49,34 @@ def daily_series(conn: Connection, days: int = 30) -> dict[str, tuple[list[dt.da
     return {"subscribers": (ds, total), "sends": (ds, sent), "failures": (ds, failed)}
 
 
-def bar_chart(title: str, days: list[dt.date], values: list[int], *, color: str = "#0b5394",
-              width: int = 600, height: int = 160) -> str:
+def bar_chart(
+    title: str, days: list[dt.date], values: list[int], *, color: str = "#0b5394", width: int = 600, height: int = 160
+) -> str:
     top = max(values) if values and max(values) > 0 else 1
     pad_l, pad_b, pad_t = 40, 22, 22
     plot_w, plot_h = width - pad_l - 8, height - pad_b - pad_t
     step = plot_w / max(1, len(values))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{escape(title)}: {escape(_summary(days, values))}" class="chart">',
-             f'<title>{escape(title)}</title>',
-             f'<text x="{pad_l}" y="14" font-size="13" font-weight="600">{escape(title)}</text>',
-             f'<text x="{pad_l - 4}" y="{pad_t + 10}" font-size="11" text-anchor="end">{top}</text>',
-             f'<text x="{pad_l - 4}" y="{pad_t + plot_h}" font-size="11" text-anchor="end">0</text>',
-             f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 8}" y2="{pad_t + plot_h}" stroke="#767676"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}: {escape(_summary(days, values))}" class="chart">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="{pad_l}" y="14" font-size="13" font-weight="600">{escape(title)}</text>',
+        f'<text x="{pad_l - 4}" y="{pad_t + 10}" font-size="11" text-anchor="end">{top}</text>',
+        f'<text x="{pad_l - 4}" y="{pad_t + plot_h}" font-size="11" text-anchor="end">0</text>',
+        f'<line x1="{pad_l}" y1="{pad_t + plot_h}" x2="{width - 8}" y2="{pad_t + plot_h}" stroke="#767676"/>',
+    ]
     for i, (day, v) in enumerate(zip(days, values)):
         h = plot_h * v / top
         x = pad_l + i * step + 1
-        parts.append(f'<rect x="{x:.1f}" y="{pad_t + plot_h - h:.1f}" width="{max(1.0, step - 2):.1f}" '
-                     f'height="{h:.1f}" fill="{color}"><title>{day.isoformat()}: {v}</title></rect>')
+        parts.append(
+            f'<rect x="{x:.1f}" y="{pad_t + plot_h - h:.1f}" width="{max(1.0, step - 2):.1f}" '
+            f'height="{h:.1f}" fill="{color}"><title>{day.isoformat()}: {v}</title></rect>'
+        )
     if days:
         parts.append(f'<text x="{pad_l}" y="{height - 6}" font-size="11">{days[0].isoformat()}</text>')
-        parts.append(f'<text x="{width - 8}" y="{height - 6}" font-size="11" text-anchor="end">{days[-1].isoformat()}</text>')
+        parts.append(
+            f'<text x="{width - 8}" y="{height - 6}" font-size="11" text-anchor="end">{days[-1].isoformat()}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 

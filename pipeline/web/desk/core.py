@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 from markupsafe import Markup
@@ -43,7 +44,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
 }
 
 
@@ -68,7 +69,7 @@ class Ctx:
     """What a view gets: the request, who asks, the form (POST), and the desk."""
 
     request: Request
-    desk: "Desk"
+    desk: Desk
     user: accounts.User | None
     csrf: str
     form: FormData | None = None
@@ -111,8 +112,15 @@ class Ctx:
     def audit(self, conn, action: str, target: str = "", **detail) -> None:
         from pipeline.accounts import audit
 
-        audit.record(conn, actor=self.user.email if self.user else "anonymous", action=action, target=target,
-                     detail=detail, ip=self.ip, via="web")
+        audit.record(
+            conn,
+            actor=self.user.email if self.user else "anonymous",
+            action=action,
+            target=target,
+            detail=detail,
+            ip=self.ip,
+            via="web",
+        )
 
 
 class Desk:
@@ -130,8 +138,15 @@ class Desk:
     def render(self, ctx: Ctx, template: str, status: int = 200, **context) -> Response:
         notice = ctx.request.query_params.get("notice", "")[:300]
         body = self.env.get_template(f"desk/{template}").render(
-            site=self.app.settings.site, user=ctx.user, csrf=ctx.csrf, desk=self.url, notice=notice,
-            path=ctx.request.url.path, Markup=Markup, **context)
+            site=self.app.settings.site,
+            user=ctx.user,
+            csrf=ctx.csrf,
+            desk=self.url,
+            notice=notice,
+            path=ctx.request.url.path,
+            Markup=Markup,
+            **context,
+        )
         return HTMLResponse(body, status_code=status, headers=HEADERS)
 
     def problem(self, ctx: Ctx, status: int, heading: str, message: str, hint: str | None = None) -> Response:
@@ -168,8 +183,15 @@ class Desk:
         return not referer or origin(referer) in allowed
 
     def set_session_cookie(self, response: Response, token: str) -> None:
-        response.set_cookie(SESSION_COOKIE, token, max_age=self.app.settings.desk.session_hours * 3600,
-                            path="/desk", httponly=True, samesite="lax", secure=self.secure)
+        response.set_cookie(
+            SESSION_COOKIE,
+            token,
+            max_age=self.app.settings.desk.session_hours * 3600,
+            path="/desk",
+            httponly=True,
+            samesite="lax",
+            secure=self.secure,
+        )
 
     def clear_session_cookie(self, response: Response) -> None:
         response.delete_cookie(SESSION_COOKIE, path="/desk", httponly=True, samesite="lax", secure=self.secure)
@@ -179,6 +201,7 @@ class Desk:
     def endpoint(self, route: DeskRoute):
         async def handle(request: Request) -> Response:
             return await self._handle(route, request)
+
         handle.__name__ = route.name
         return handle
 
@@ -189,6 +212,7 @@ class Desk:
         def lookup():
             with self.app.engine.connect() as conn:
                 return accounts.session_user(conn, token)
+
         found = await run_in_threadpool(lookup) if token else None
         user, sid = found if found else (None, None)
         pre = request.cookies.get(PRE_COOKIE)
@@ -205,16 +229,30 @@ class Desk:
                 self.clear_session_cookie(response)  # expired, or the user was disabled
             return response
         if isinstance(route.allow, tuple) and not user.has(*route.allow):
-            return self.problem(ctx, 403, "Not for your role", "This page is for " + " or ".join(route.allow) + "s.",
-                                "Ask an admin if you need access.")
+            return self.problem(
+                ctx,
+                403,
+                "Not for your role",
+                "This page is for " + " or ".join(route.allow) + "s.",
+                "Ask an admin if you need access.",
+            )
         if request.method == "POST":
             try:
                 ctx.form = await self._read_form(request, settings.desk.max_upload_bytes + FORM_OVERHEAD)
             except SyndicateError as exc:
-                return self.problem(ctx, getattr(exc, "status", 400), "This form could not be read", exc.message, exc.hint)
-            if not self.same_origin(request) or not self.csrf_ok(ctx.form, request.cookies.get(PRE_COOKIE) if user is None else sid):
-                return self.problem(ctx, 403, "Please try again", "This form was sent from another site, or it is too "
-                                    "old, or your browser refused our cookie.", "Go back, reload the page and send it again.")
+                return self.problem(
+                    ctx, getattr(exc, "status", 400), "This form could not be read", exc.message, exc.hint
+                )
+            if not self.same_origin(request) or not self.csrf_ok(
+                ctx.form, request.cookies.get(PRE_COOKIE) if user is None else sid
+            ):
+                return self.problem(
+                    ctx,
+                    403,
+                    "Please try again",
+                    "This form was sent from another site, or it is too old, or your browser refused our cookie.",
+                    "Go back, reload the page and send it again.",
+                )
         try:
             response = await run_in_threadpool(route.view, ctx)
         except NotFound as exc:
@@ -222,8 +260,13 @@ class Desk:
         except Forbidden as exc:
             response = self.problem(ctx, 403, "Not allowed", exc.message, exc.hint)
         except TokenError as exc:
-            response = self.problem(ctx, 410 if "used" in exc.message or "expired" in exc.message else 403,
-                                    "This link does not work", exc.message, exc.hint)
+            response = self.problem(
+                ctx,
+                410 if "used" in exc.message or "expired" in exc.message else 403,
+                "This link does not work",
+                exc.message,
+                exc.hint,
+            )
         except SyndicateError as exc:
             response = self.problem(ctx, 400, "That did not work", exc.message, exc.hint)
         finally:
@@ -238,14 +281,16 @@ class Desk:
 
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_bytes):
-            raise BadRequest(f"the upload is larger than {max_bytes:,} bytes", status=413,
-                             hint="Upload a smaller image.")
+            raise BadRequest(
+                f"the upload is larger than {max_bytes:,} bytes", status=413, hint="Upload a smaller image."
+            )
         body = b""
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_bytes:
-                raise BadRequest(f"the upload is larger than {max_bytes:,} bytes", status=413,
-                                 hint="Upload a smaller image.")
+                raise BadRequest(
+                    f"the upload is larger than {max_bytes:,} bytes", status=413, hint="Upload a smaller image."
+                )
         request._body = body
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/x-www-form-urlencoded", "multipart/form-data"):

@@ -58,11 +58,21 @@ def review(c: Ctx) -> Response:
     with read(c) as conn:
         art = _article(conn, slug)
         rev = conn.execute(select(revisions).where(revisions.c.id == art.current_revision_id)).one()
-        diff = editorial.field_diff(conn, rev.id, art.approved_revision_id if art.approved_revision_id != rev.id else None)
+        diff = editorial.field_diff(
+            conn, rev.id, art.approved_revision_id if art.approved_revision_id != rev.id else None
+        )
         desk_row = conn.execute(select(desk_articles.c.id).where(desk_articles.c.article_id == art.id)).first()
-    return c.page("review.html", art=art, rev=rev, diff=diff, flags=rev.flags or [],
-                  blocking=editorial.blocking(rev.flags), source="desk" if desk_row else "file",
-                  live=art.approved_revision_id is not None and art.retracted_at is None, error=None)
+    return c.page(
+        "review.html",
+        art=art,
+        rev=rev,
+        diff=diff,
+        flags=rev.flags or [],
+        blocking=editorial.blocking(rev.flags),
+        source="desk" if desk_row else "file",
+        live=art.approved_revision_id is not None and art.retracted_at is None,
+        error=None,
+    )
 
 
 def _preview_article(conn, c: Ctx, slug: str):
@@ -105,8 +115,13 @@ def preview_feed(c: Ctx) -> Response:
     cache = EntryCache(c.settings)
     atom = etree.tostring(cache.atom(article), pretty_print=True, encoding="unicode")
     rss = etree.tostring(cache.rss(article), pretty_print=True, encoding="unicode")
-    return c.page("preview_feed.html", article=article, atom=atom, rss=rss,
-                  json_item=json.dumps(cache.json(article), indent=2, ensure_ascii=False, default=str))
+    return c.page(
+        "preview_feed.html",
+        article=article,
+        atom=atom,
+        rss=rss,
+        json_item=json.dumps(cache.json(article), indent=2, ensure_ascii=False, default=str),
+    )
 
 
 def _decide(c: Ctx, fn) -> Response:
@@ -118,11 +133,22 @@ def _decide(c: Ctx, fn) -> Response:
         with read(c) as conn:
             art = _article(conn, slug)
             rev = conn.execute(select(revisions).where(revisions.c.id == art.current_revision_id)).one()
-            diff = editorial.field_diff(conn, rev.id, art.approved_revision_id if art.approved_revision_id != rev.id else None)
+            diff = editorial.field_diff(
+                conn, rev.id, art.approved_revision_id if art.approved_revision_id != rev.id else None
+            )
             desk_row = conn.execute(select(desk_articles.c.id).where(desk_articles.c.article_id == art.id)).first()
-        return c.page("review.html", 409, art=art, rev=rev, diff=diff, flags=rev.flags or [],
-                      blocking=editorial.blocking(rev.flags), source="desk" if desk_row else "file",
-                      live=art.approved_revision_id is not None and art.retracted_at is None, error=exc)
+        return c.page(
+            "review.html",
+            409,
+            art=art,
+            rev=rev,
+            diff=diff,
+            flags=rev.flags or [],
+            blocking=editorial.blocking(rev.flags),
+            source="desk" if desk_row else "file",
+            live=art.approved_revision_id is not None and art.retracted_at is None,
+            error=exc,
+        )
     return c.redirect("/review", message)
 
 
@@ -137,11 +163,25 @@ def approve(c: Ctx) -> Response:
     def act(conn, slug):
         editorial.claim_for_decision(conn, slug, _pinned_revision(c))
         override = c.text("override", 2000).strip()
-        decision = editorial.approve(conn, [slug], editor=c.user.email, note=c.text("note", 4000).strip(),
-                                     override=override, expected_hash=c.text("content_hash", 64) or "-")[0]
-        c.audit(conn, "article.approve", slug, revision=decision.revision, note=c.text("note", 4000).strip(),
-                override=override, content_hash=c.text("content_hash", 64))
+        decision = editorial.approve(
+            conn,
+            [slug],
+            editor=c.user.email,
+            note=c.text("note", 4000).strip(),
+            override=override,
+            expected_hash=c.text("content_hash", 64) or "-",
+        )[0]
+        c.audit(
+            conn,
+            "article.approve",
+            slug,
+            revision=decision.revision,
+            note=c.text("note", 4000).strip(),
+            override=override,
+            content_hash=c.text("content_hash", 64),
+        )
         return f"Approved {slug} r{decision.revision}."
+
     return _decide(c, act)
 
 
@@ -154,6 +194,7 @@ def reject(c: Ctx) -> Response:
         decision = editorial.reject(conn, slug, editor=c.user.email, reason=reason)
         c.audit(conn, "article.reject", slug, revision=decision.revision, reason=reason)
         return f"Rejected {slug} r{decision.revision}; the author sees your reason."
+
     return _decide(c, act)
 
 
@@ -162,6 +203,7 @@ def retract(c: Ctx) -> Response:
         decision = editorial.retract(conn, slug, editor=c.user.email, reason=c.text("reason", 4000).strip())
         c.audit(conn, "article.retract", slug, reason=decision.reason)
         return f"Retracted {slug}; the next build removes it from the site and feeds."
+
     return _decide(c, act)
 
 

@@ -27,9 +27,11 @@ def dashboard(c: Ctx) -> Response:
     panels = snapshot(c.desk.app)
     with read(c) as conn:
         series = charts.daily_series(conn)
-    svgs = [Markup(charts.bar_chart("Confirmed subscribers", *series["subscribers"], color="#2e7d32")),
-            Markup(charts.bar_chart("Messages sent per day", *series["sends"])),
-            Markup(charts.bar_chart("Failed deliveries per day", *series["failures"], color="#b3261e"))]
+    svgs = [
+        Markup(charts.bar_chart("Confirmed subscribers", *series["subscribers"], color="#2e7d32")),
+        Markup(charts.bar_chart("Messages sent per day", *series["sends"])),
+        Markup(charts.bar_chart("Failed deliveries per day", *series["failures"], color="#b3261e")),
+    ]
     return c.page("ops.html", panels=panels, charts=svgs)
 
 
@@ -47,8 +49,16 @@ def outbox_page(c: Ctx) -> Response:
         counts = outbox.counts_by_state(conn)
         rows = [dict(r._mapping) for r in conn.execute(stmt)]
     states = {s.channel: s for s in channels.all_states(c.engine)}
-    return c.page("outbox.html", counts=counts, rows=rows, state=state, channel=channel, all_states=outbox.STATES,
-                  all_channels=outbox.CHANNELS, channel_states=states)
+    return c.page(
+        "outbox.html",
+        counts=counts,
+        rows=rows,
+        state=state,
+        channel=channel,
+        all_states=outbox.STATES,
+        all_channels=outbox.CHANNELS,
+        channel_states=states,
+    )
 
 
 def outbox_retry(c: Ctx) -> Response:
@@ -93,8 +103,12 @@ def jobs_page(c: Ctx) -> Response:
     from pipeline.ops import jobstate
     from pipeline.ops.status import jobs_panel
 
-    return c.page("jobs.html", jobs=jobs_panel(c.desk.app), history=jobstate.history(c.engine, limit=30),
-                  paused=jobstate.paused_jobs(c.engine))
+    return c.page(
+        "jobs.html",
+        jobs=jobs_panel(c.desk.app),
+        history=jobstate.history(c.engine, limit=30),
+        paused=jobstate.paused_jobs(c.engine),
+    )
 
 
 def _job(c: Ctx):
@@ -175,8 +189,9 @@ def subscriber_suppress(c: Ctx) -> Response:
     with db(c) as conn:
         sub = _subscriber(conn, c)
         reason = c.text("detail", 500).strip()
-        suppression.suppress(conn, c.settings, sub["email"], reason="manual", source=f"desk:{c.user.email}",
-                             detail=reason)
+        suppression.suppress(
+            conn, c.settings, sub["email"], reason="manual", source=f"desk:{c.user.email}", detail=reason
+        )
         c.audit(conn, "subscriber.suppress", sub["email"], detail=reason)
     return c.redirect(f"/ops/subscribers/{sub['id']}", "Suppressed: no more mail goes to this address.")
 
@@ -188,8 +203,11 @@ def subscribers_export(c: Ctx) -> Response:
     with db(c) as conn:
         n = subs.export_csv(conn, buf)
         c.audit(conn, "subscribers.export", rows=n)
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={**HEADERS, "Content-Disposition": 'attachment; filename="subscribers.csv"'})
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={**HEADERS, "Content-Disposition": 'attachment; filename="subscribers.csv"'},
+    )
 
 
 def partners_page(c: Ctx) -> Response:
@@ -218,14 +236,17 @@ def editions_page(c: Ctx) -> Response:
     from pipeline.store.schema import digest_editions
 
     with read(c) as conn:
-        rows = [dict(r._mapping) for r in conn.execute(
-            select(digest_editions).order_by(digest_editions.c.created_at.desc()).limit(50))]
+        rows = [
+            dict(r._mapping)
+            for r in conn.execute(select(digest_editions).order_by(digest_editions.c.created_at.desc()).limit(50))
+        ]
         counts: dict = {}
         if rows:
             for eid, st, n in conn.execute(
-                    select(deliveries.c.edition_id, deliveries.c.state, func.count())
-                    .where(deliveries.c.edition_id.in_([r["id"] for r in rows]))
-                    .group_by(deliveries.c.edition_id, deliveries.c.state)):
+                select(deliveries.c.edition_id, deliveries.c.state, func.count())
+                .where(deliveries.c.edition_id.in_([r["id"] for r in rows]))
+                .group_by(deliveries.c.edition_id, deliveries.c.state)
+            ):
                 counts.setdefault(eid, {})[st] = n
     for r in rows:
         r["states"] = counts.get(r["id"], {})

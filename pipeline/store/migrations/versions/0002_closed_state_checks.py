@@ -8,6 +8,7 @@ at this revision; a later change to a state set needs its own migration.
 Revision ID: 0002
 Revises: 0001
 """
+
 from alembic import op
 
 revision = "0002"
@@ -18,12 +19,18 @@ depends_on = None
 CHECKS = [
     ("subscribers", "ck_subscribers_state", "state IN ('unconfirmed', 'confirmed', 'unsubscribed', 'suppressed')"),
     ("subscribers", "ck_subscribers_frequency", "frequency IN ('instant', 'daily', 'weekly')"),
-    ("deliveries", "ck_deliveries_state",
-     "state IN ('queued', 'sending', 'sent', 'retry', 'failed', 'suppressed', 'dead', 'cancelled')"),
+    (
+        "deliveries",
+        "ck_deliveries_state",
+        "state IN ('queued', 'sending', 'sent', 'retry', 'failed', 'suppressed', 'dead', 'cancelled')",
+    ),
     ("revisions", "ck_revisions_state", "state IN ('draft', 'submitted', 'approved', 'rejected', 'superseded')"),
     ("approvals", "ck_approvals_decision", "decision IN ('approved', 'rejected', 'retracted')"),
-    ("suppressions", "ck_suppressions_reason",
-     "reason IN ('unsubscribed', 'hard_bounce', 'soft_bounces', 'complaint', 'manual')"),
+    (
+        "suppressions",
+        "ck_suppressions_reason",
+        "reason IN ('unsubscribed', 'hard_bounce', 'soft_bounces', 'complaint', 'manual')",
+    ),
     ("job_runs", "ck_job_runs_status", "status IN ('running', 'ok', 'failed', 'skipped', 'missed')"),
     ("delivery_workers", "ck_delivery_workers_state", "state IN ('running', 'stopping', 'stopped')"),
     ("partner_state", "ck_partner_state_state", "state IN ('active', 'paused', 'disabled')"),
