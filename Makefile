@@ -58,9 +58,13 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra dev --universal \
 	  --output-file $(LOCK) --quiet
 
+## bench: the benchmarks; Postfix's smtp-sink/smtp-source (Debian `postfix`) are the delivery bench's sink and reference
 bench: $(STAMP)
+	test -x /usr/sbin/smtp-sink || command -v smtp-sink >/dev/null || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postfix
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python bench/feeds.py && $(BIN)/python bench/compose.py && $(BIN)/python bench/delivery.py
+	$(BIN)/python bench/feeds.py && $(BIN)/python bench/compose.py && $(BIN)/python bench/delivery.py \
+	  && $(BIN)/python bench/import.py
 
 clean:
 	rm -rf var public .pytest_cache

@@ -25,8 +25,17 @@ only the per-recipient parts are encoded per message (STANDARDS SMTP-8). This is
 digest-like message built here, not pipeline.digests.editions' output, so the benchmark
 measures the delivery engine alone.
 
-Prints messages/s for (a), (b), (c), ours / naive (target >= 10x), ours / smtp-source
-(target >= 1/3), and peak RSS (target < 200 MB, flat in the list size).
+(d) real digests (issue 15 item 3): the path a new user runs, in a child process, each
+    step through the `syndicate` command: `subscribers import` of a CSV of
+    --real-messages rows (--confirmed), `approve --all` of the bundled sample articles,
+    `digest compose --frequency daily`, then `deliver --concurrency --processes` over
+    SMTP into the same sink. The message is pipeline.digests' own (templates, CSS
+    inlined, quoted-printable, per-subscriber links signed); (e) is `smtp-source` with
+    the same sessions and that message's size.
+
+Prints messages/s for (a)-(e), ours / naive (target >= 10x), ours / smtp-source
+(engine: target >= 1/3; real digests: target >= 0.50), and peak RSS (target < 150 MB
+per process, flat in the list size).
 """
 
 from __future__ import annotations
@@ -320,6 +329,114 @@ batch_size = {args.batch}
     }
 
 
+def real_config(root: Path, port: int, connections: int, batch: int) -> Path:
+    """The operator's config for the real run: the bundled sample content and
+    templates, mail over SMTP to the sink."""
+    config = root / "syndicate.toml"
+    config.write_text(f"""
+[site]
+title = "The Community Journal"
+base_url = "https://news.example.com"
+timezone = "UTC"
+postal_address = "The Community Journal, 221 Example Avenue, Springfield, IL 62701, USA"
+from_address = "The Community Journal <digest@news.example.com>"
+transactional_from = "The Community Journal <hello@news.example.com>"
+[paths]
+content = "{REPO / "content"}"
+templates = "{REPO / "templates"}"
+public = "{root / "public"}"
+var = "{root / "var"}"
+[database]
+url = "sqlite:///{root}/var/syndicate.db"
+[email]
+backend = "smtp"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+smtp_security = "none"
+[delivery]
+smtp_connections = {connections}
+messages_per_connection = 1000
+batch_size = {batch}
+[digests]
+max_articles = 10
+""")
+    return config
+
+
+def run_real(args) -> dict:
+    """Child: the user's path through `syndicate`, each step timed (see (d) above)."""
+    import csv
+
+    from pipeline.cli import main as cli
+
+    root = Path(args.root)
+    (root / "var").mkdir(parents=True, exist_ok=True)
+    config = real_config(root, args.port, args.connections, args.batch)
+    people = root / "subscribers.csv"
+    with open(people, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh)
+        out.writerow(["email", "name", "frequency", "topics", "timezone"])
+        out.writerows([f"reader{i}@example.org", f"Reader {i}", "daily", "", "UTC"] for i in range(args.real_messages))
+    os.environ["SYNDICATE_SECRET_KEY"] = "bench-" + "k" * 40
+    os.environ.pop("SYNDICATE_DELIVERY_PLUGINS", None)
+    steps: dict[str, float] = {}
+
+    def syndicate(step: str, *argv: str) -> None:
+        t0 = time.perf_counter()
+        cli.main(["--config", str(config), *argv], standalone_mode=False)
+        steps[step] = time.perf_counter() - t0
+
+    syndicate("init", "init")
+    syndicate("ingest", "ingest")
+    syndicate("import", "subscribers", "import", str(people), "--confirmed", "--source", "bench")
+    syndicate("approve", "approve", "--all", "--editor", "bench", "--note", "bench")
+    syndicate("compose", "digest", "compose", "--frequency", "daily")
+    size = _one_real_message_size(config)
+    syndicate("deliver", "deliver", "--concurrency", str(args.processes), "--no-progress")
+    sent = _sent(config)
+    return {
+        "steps": steps,
+        "sent": sent,
+        "size": size,
+        "rss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def _one_real_message_size(config: Path) -> int:
+    from sqlalchemy import select
+
+    from pipeline.app import App
+    from pipeline.config import load_settings
+    from pipeline.delivery import email_builder
+    from pipeline.store.schema import deliveries
+
+    app = App(load_settings(config))
+    with app.engine.connect() as conn:
+        row = dict(conn.execute(select(deliveries).where(deliveries.c.kind == "digest").limit(1)).mappings().one())
+        size = len(email_builder("digest")(conn, app.settings, row).data)
+    app.engine.dispose()
+    return size
+
+
+def _sent(config: Path) -> int:
+    from sqlalchemy import func, select
+
+    from pipeline.app import App
+    from pipeline.config import load_settings
+    from pipeline.store.schema import deliveries
+
+    app = App(load_settings(config))
+    with app.engine.connect() as conn:
+        sent = conn.execute(
+            select(func.count())
+            .select_from(deliveries)
+            .where(deliveries.c.kind == "digest", deliveries.c.state == "sent")
+        ).scalar_one()
+    app.engine.dispose()
+    return sent
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=100_000)
@@ -329,12 +446,19 @@ def main() -> None:
     p.add_argument("--naive-sample", type=int, default=2000)
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--skip-source", action="store_true")
+    p.add_argument(
+        "--real-messages",
+        type=int,
+        default=30_000,
+        help="subscribers imported and sent the real daily digest (0: skip (d) and (e))",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--real", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--root", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(run_ours(args)))
+        print(json.dumps(run_real(args) if args.real else run_ours(args)))
         return
 
     sessions = args.processes * args.connections
@@ -366,9 +490,40 @@ def main() -> None:
                 text=True,
             )
             ours = json.loads(out.stdout.strip().splitlines()[-1])
+        real = None
+        if args.real_messages:
+            with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        "--real",
+                        "--root",
+                        tmp,
+                        "--port",
+                        str(sink.port),
+                        "--real-messages",
+                        str(args.real_messages),
+                        "--processes",
+                        str(args.processes),
+                        "--connections",
+                        str(args.connections),
+                        "--batch",
+                        str(args.batch),
+                    ],
+                    env=dict(os.environ, PYTHONPATH=str(REPO)),
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                real = json.loads(out.stdout.strip().splitlines()[-1])
         ours_rate = ours["sent"] / ours["seconds"]
         naive_rate = None if args.skip_naive else naive("127.0.0.1", sink.port, args.naive_sample)
         source_rate = None if args.skip_source else smtp_source(sink.port, args.messages, sessions, ours["size"])
+        real_source_rate = (
+            None if args.skip_source or not real else smtp_source(sink.port, args.real_messages, sessions, real["size"])
+        )
     finally:
         sink.stop()
 
@@ -399,6 +554,31 @@ def main() -> None:
         f"peak RSS: worker process {ours['rss_workers_mb']:.0f} MB, parent {ours['rss_parent_mb']:.0f} MB "
         f"(after enqueue {ours['rss_after_enqueue_mb']:.0f} MB)   (target < 200 MB)"
     )
+    if real:
+        st = real["steps"]
+        n = args.real_messages
+        real_rate = real["sent"] / st["deliver"]
+        print(f"real digests (pipeline.digests), {n:,} subscribers, {real['size']:,}-byte messages:")
+        print(
+            f"  subscribers import: {st['import']:.1f} s ({n / st['import']:,.0f} rows/s); approve --all: "
+            f"{st['approve']:.1f} s; digest compose: {st['compose']:.1f} s ({n / st['compose']:,.0f}/s)"
+        )
+        print(
+            f"(d) ours, real digests: {real_rate:8,.0f} messages/s  (deliver --concurrency {args.processes}, "
+            f"{real['sent']:,} sent, {st['deliver']:.1f} s)"
+        )
+        if real_source_rate:
+            print(
+                f"(e) smtp-source:        {real_source_rate:8,.0f} messages/s  (-d, {sessions} sessions, "
+                f"{real['size']:,} bytes)"
+            )
+            print(f"real / smtp-source: {real_rate / real_source_rate:6.2f}    (target >= 0.50)")
+        if naive_rate:
+            print(f"real / naive:       {real_rate / naive_rate:6.1f}x   (target >= 10x)")
+        print(
+            f"peak RSS, real digests: deliver worker {real['rss_workers_mb']:.0f} MB, "
+            f"the syndicate process {real['rss_parent_mb']:.0f} MB   (target < 150 MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -15,14 +15,17 @@ import os
 import re
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.app import App
 from pipeline.config import load_settings
 from pipeline.errors import SyndicateError
+
+if TYPE_CHECKING:  # the app (SQLAlchemy and all) is imported by the commands that open it (issue 15 item 4)
+    from pipeline.app import App
 
 COMMAND_MODULES = [
     "pipeline.commands.core",
@@ -114,6 +117,8 @@ class Context:
     @property
     def app(self) -> App:
         if self._app is None:
+            from pipeline.app import App
+
             settings = self.settings
             current = click.get_current_context(silent=True)
             if current is not None and command_name(current) in READ_ONLY_COMMANDS:

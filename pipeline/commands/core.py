@@ -12,7 +12,6 @@ from rich.table import Table
 
 from pipeline.cli import console, err_console, pass_ctx
 from pipeline.errors import SyndicateError
-from pipeline.ops.stages import STAGES, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +73,7 @@ def run(ctx, dry_run: bool, only: tuple[str, ...]):
       syndicate run --stage ingest --stage build
     """
     from pipeline.ops.runs import record_run
+    from pipeline.ops.stages import STAGES, run_stage
 
     app = ctx.app
     table = Table(title="syndicate run" + (" (dry run)" if dry_run else ""))

@@ -7,7 +7,6 @@ import os
 
 import click
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
 from pipeline.cli import console, err_console, pass_ctx
@@ -129,6 +128,8 @@ def review(ctx, slug: str | None, drafts: bool, diff: bool):
         for p in queue:
             if p.diff:
                 console.print(f"\n[bold]{p.slug}[/]: changes since the approved revision")
+                from rich.syntax import Syntax  # Pygments: only when a diff is shown (start-up, issue 15)
+
                 console.print(Syntax(p.diff, "diff", word_wrap=True))
     console.print(
         "\nSee one in full with `syndicate review SLUG`; approve with `syndicate approve SLUG`, "
@@ -162,6 +163,8 @@ def _review_one(ctx, slug: str, diff: bool) -> None:
         console.print("Policy flags: [green]none[/]")
     if diff and p.diff:
         console.print(f"\n[bold]Changes since the approved revision r{r.approved_number}[/]")
+        from rich.syntax import Syntax  # Pygments: only when a diff is shown
+
         console.print(Syntax(p.diff, "diff", word_wrap=True))
     if not r.history:
         console.print("History: no decision yet.")

@@ -7,7 +7,6 @@ from rich.markup import escape
 
 from pipeline.cli import console, err_console, pass_ctx
 from pipeline.errors import SyndicateError
-from pipeline.site import websub  # noqa: F401  registers the "websub" outbox channel for deliver/worker
 
 
 def register(main: click.Group) -> None:

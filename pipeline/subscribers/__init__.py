@@ -51,6 +51,7 @@ _MODULES = {
     ),
     "consent": ("RATE_WINDOW", "RateLimited", "Client", "record_event", "history", "check_rate"),
     "links": (
+        "ListLinks",
         "list_id",
         "list_token",
         "verify_list_token",

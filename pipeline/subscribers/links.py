@@ -58,14 +58,34 @@ def _tag(key: str, kid: str, subscriber_id: int, lst: str, purpose: str) -> byte
     return hmac.new(key.encode("utf-8"), message, hashlib.sha256).digest()
 
 
+class ListLinks:
+    """The UNS-1 tokens and the unsubscribe / preferences links of many subscribers, with
+    the key, its id, the list id and the base URL looked up once: a batch of digests
+    signs two links per message (issue 15 item 1), and the local secret is a file."""
+
+    def __init__(self, settings: Settings):
+        self.key = tokens.secret_key(settings)
+        self.kid = _key_id(self.key)
+        self.list_id = list_id(settings)
+        self.base_url = settings.site.base_url.rstrip("/")
+
+    def token(self, purpose: str, subscriber_id: int) -> str:
+        if purpose not in _LIST_PURPOSES:
+            raise ValueError(purpose)
+        sid = _b64(struct.pack(">Q", subscriber_id))
+        return f"{self.kid}.{sid}.{_b64(_tag(self.key, self.kid, subscriber_id, self.list_id, purpose))}"
+
+    def unsubscribe_url(self, subscriber_id: int) -> str:
+        """The List-Unsubscribe / footer link (RFC 8058 one-click POST target, LIST-3)."""
+        return f"{self.base_url}/unsubscribe/{self.token('unsubscribe', subscriber_id)}"
+
+    def preferences_url(self, subscriber_id: int) -> str:
+        return f"{self.base_url}/preferences/{self.token('preferences', subscriber_id)}"
+
+
 def list_token(settings: Settings, purpose: str, subscriber_id: int) -> str:
     """The UNS-1 token for `purpose` ('unsubscribe' | 'preferences'); no expiry."""
-    if purpose not in _LIST_PURPOSES:
-        raise ValueError(purpose)
-    key = tokens.secret_key(settings)
-    kid = _key_id(key)
-    sid = _b64(struct.pack(">Q", subscriber_id))
-    return f"{kid}.{sid}.{_b64(_tag(key, kid, subscriber_id, list_id(settings), purpose))}"
+    return ListLinks(settings).token(purpose, subscriber_id)
 
 
 def verify_list_token(settings: Settings, purpose: str, token: str) -> int:
@@ -97,11 +117,11 @@ def verify_list_token(settings: Settings, purpose: str, token: str) -> int:
 
 def unsubscribe_url(settings: Settings, subscriber_id: int) -> str:
     """The List-Unsubscribe / footer link (RFC 8058 one-click POST target, LIST-3)."""
-    return f"{settings.site.base_url.rstrip('/')}/unsubscribe/{list_token(settings, 'unsubscribe', subscriber_id)}"
+    return ListLinks(settings).unsubscribe_url(subscriber_id)
 
 
 def preferences_url(settings: Settings, subscriber_id: int) -> str:
-    return f"{settings.site.base_url.rstrip('/')}/preferences/{list_token(settings, 'preferences', subscriber_id)}"
+    return ListLinks(settings).preferences_url(subscriber_id)
 
 
 def confirm_token(settings: Settings, nonce: str) -> str:
@@ -113,6 +133,7 @@ def confirm_url(settings: Settings, token: str) -> str:
 
 
 __all__ = [
+    "ListLinks",
     "list_id",
     "list_token",
     "verify_list_token",
