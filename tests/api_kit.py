@@ -51,3 +51,9 @@ def token(app, *scopes: str, name: str = "test", expires_in=None) -> str:
 def client(base: str, raw: str | None = None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {raw}"} if raw else {}
     return httpx.Client(base_url=base + API, headers=headers, timeout=30)
+
+
+def api_tokens_table():
+    from pipeline.store.schema import api_tokens as table
+
+    return table

@@ -326,7 +326,7 @@ class IdempotencyMiddleware:
         if stored is not None:
             await self._answer_stored(stored, fingerprint, scope, receive, send)
             return
-        captured: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+        captured: dict[str, Any] = {"status": 500, "headers": [], "body": b"", "stored": False}
 
         async def capture(message):
             if message["type"] == "http.response.start":
@@ -334,12 +334,19 @@ class IdempotencyMiddleware:
                 captured["headers"] = message.get("headers", [])
             elif message["type"] == "http.response.body":
                 captured["body"] += message.get("body", b"")
+                if not message.get("more_body", False):
+                    # Stored before the client has the answer: a repeat sent the moment
+                    # it arrives finds it (background work may still be running).
+                    await run_in_threadpool(self._finish, token_id, key, captured)
+                    captured["stored"] = True
             await send(message)
 
         try:
             await self.asgi(scope, _replay(body, receive), capture)
         finally:
-            await run_in_threadpool(self._finish, token_id, key, captured)
+            if not captured["stored"]:
+                captured["status"] = 500  # no complete answer: forget the key, nothing to replay
+                await run_in_threadpool(self._finish, token_id, key, captured)
 
     def _claim(self, raw: str | None, key: str, fingerprint: str):
         """(token id, None) when this request goes ahead; (token id, stored row) when a

@@ -166,7 +166,7 @@ def get_subscriber(request: Request, subscriber_id: int) -> SubscriberDetail:
 @router.post(
     "/subscribers",
     status_code=202,
-    response_model=Accepted,
+    response_model=Accepted | Subscriber,
     responses={201: {"model": Subscriber, "description": "Added as confirmed (import)."}},
     **scoped("subscribers:write", idempotent_write=True),
 )
