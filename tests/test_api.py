@@ -494,3 +494,31 @@ def test_tokens_cli_create_list_revoke(sqlite_app, tmp_path):
         assert c.get("/articles").status_code == 200
         assert runner.invoke(main, ["--config", config, "tokens", "revoke", str(stored.id)]).exit_code == 0
         _problem(c.get("/articles"), 401)
+
+
+def test_desk_tokens_page_creates_shows_once_and_revokes(sqlite_app):
+    """API-2: an admin creates a token in the desk (CSRF-checked), sees it once, revokes it."""
+    from .desk_kit import make_user, signed_in
+    from .desk_kit import token as csrf
+
+    make_user(sqlite_app, "admin@example.com", ["admin"])
+    make_user(sqlite_app, "ops@example.com", ["operator"])
+    desk = signed_in(sqlite_app, "admin@example.com")
+    form = {"name": "CRM sync", "scopes": ["subscribers:read", "subscribers:import"], "expires_days": "90"}
+    assert desk.post("/desk/tokens", data={**form, "csrf_token": "forged"}).status_code == 403
+    r = desk.post("/desk/tokens", data={**form, "csrf_token": csrf(desk, "/desk/tokens")})
+    assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+    raw = re.search(r'<code id="token-value">(syn_[^<]+)</code>', r.text).group(1)
+    listing = desk.get("/desk/tokens").text
+    assert raw not in listing and raw[:12] in listing and "CRM sync" in listing
+    bad = desk.post("/desk/tokens", data={"name": "x", "scopes": ["root"], "csrf_token": csrf(desk, "/desk/tokens")})
+    assert bad.status_code == 400
+    with sqlite_app.engine.connect() as conn:
+        tid = api_tokens.list_tokens(conn)[0].id
+    with running(sqlite_app) as base, client(base, raw) as c:
+        assert c.get("/subscribers").status_code == 200
+        r = desk.post(f"/desk/tokens/{tid}/revoke", data={"csrf_token": csrf(desk, "/desk/tokens")})
+        assert r.status_code == 303
+        _problem(c.get("/subscribers"), 401)
+    operator = signed_in(sqlite_app, "ops@example.com")
+    assert operator.get("/desk/tokens").status_code == 403

@@ -77,6 +77,9 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/users/{user_id}/role"): {ADMIN},
     ("POST", "/users/{user_id}/disable"): {ADMIN},
     ("GET", "/audit"): {ADMIN},
+    ("GET", "/tokens"): {ADMIN},
+    ("POST", "/tokens"): {ADMIN},
+    ("POST", "/tokens/{token_id}/revoke"): {ADMIN},
 }
 
 
@@ -110,6 +113,7 @@ def world(make_app, sqlite_url):
         "job_id": "ingest",
         "subscriber_id": str(sub["id"]),
         "name": "missing.png",
+        "token_id": "1",
     }
     return app, users, params
 
