@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from pipeline import tokens
@@ -270,6 +271,7 @@ def actor(request: Request) -> str:
 # --- idempotency (API-5) -------------------------------------------------------------------
 
 IDEMPOTENT_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+MAX_WRITE_BODY = 4 * 1024 * 1024  # a CMS revision's HTML fits; a stored answer stays small
 
 
 def _token_id_for(conn: Connection, raw: str | None) -> int | None:
@@ -278,7 +280,8 @@ def _token_id_for(conn: Connection, raw: str | None) -> int | None:
 
 
 class IdempotencyMiddleware:
-    """A write with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header):
+    """Every write's body is read here first (at most MAX_WRITE_BODY bytes, else 413).
+    A write with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header):
     the first answer is stored per (token, key) with a hash of method, path and body; the
     same request again gets the stored answer and causes no second effect; another
     request with the same key gets 422; one still running gets 409. Answers 401, 403,
@@ -288,26 +291,28 @@ class IdempotencyMiddleware:
         self.asgi = asgi
         self.api = api
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope, receive, send):  # noqa: C901 (one request's path, read top to bottom)
         if scope["type"] != "http" or scope["method"] not in IDEMPOTENT_METHODS:
             await self.asgi(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         key = headers.get("idempotency-key")
-        if key is None:
-            await self.asgi(scope, receive, send)
-            return
-        from starlette.concurrency import run_in_threadpool
-
         body = b""
         more = True
+        base = self.api.settings.site.base_url
         while more:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > 1024 * 1024:
-                break
-        base = self.api.settings.site.base_url
+            if len(body) > MAX_WRITE_BODY:
+                response = problem_response(
+                    413, "Content Too Large", f"a request body may have at most {MAX_WRITE_BODY} bytes", base=base
+                )
+                await response(scope, receive, send)
+                return
+        if key is None:
+            await self.asgi(scope, _replay(body, receive), send)
+            return
         if not key or len(key) > 255:
             response = problem_response(
                 400, "Bad Idempotency-Key", "use 1 to 255 characters", kind="validation", base=base
