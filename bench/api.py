@@ -182,7 +182,9 @@ def main() -> None:
         f"second token under load: p50 {pct(loaded, 50):.1f} ms, p95 {pct(loaded, 95):.1f} ms "
         f"({len(loaded)} requests, statuses {dict(loaded_status)})"
     )
-    print(f"ratio under load / alone: p50 {pct(loaded, 50) / pct(alone, 50):.2f}x, p95 {pct(loaded, 95) / pct(alone, 95):.2f}x")
+    print(
+        f"ratio under load / alone: p50 {pct(loaded, 50) / pct(alone, 50):.2f}x, p95 {pct(loaded, 95) / pct(alone, 95):.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -221,7 +221,9 @@ def test_errors_are_problem_details(served):
         assert _problem(c.get("/subscribers/424242"), 404)["type"].endswith("#problem-not-found")
         assert _problem(c.get("/subscribers", params={"state": "happy"}), 422)["errors"][0]["field"] == "state"
         assert _problem(c.post("/articles/no-such/approve", json={}), 404)
-        huge = c.post("/subscribers", content=b"x" * (4 * 1024 * 1024 + 1), headers={"Content-Type": "application/json"})
+        huge = c.post(
+            "/subscribers", content=b"x" * (4 * 1024 * 1024 + 1), headers={"Content-Type": "application/json"}
+        )
         assert _problem(huge, 413)
         long_key = c.post("/subscribers", json={"email": "k@example.com"}, headers={"Idempotency-Key": "k" * 256})
         assert _problem(long_key, 400)

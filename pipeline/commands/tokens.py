@@ -71,7 +71,9 @@ def tokens_create(ctx, name: str, scopes: tuple[str, ...], expires: str | None, 
 
     lifetime = _expires(expires)
     with ctx.app.engine.begin() as conn:
-        token, raw = api_tokens.create_token(conn, name=name, scopes=scopes, created_by=cli_actor(), expires_in=lifetime)
+        token, raw = api_tokens.create_token(
+            conn, name=name, scopes=scopes, created_by=cli_actor(), expires_in=lifetime
+        )
     if as_json:
         click.echo(json.dumps({"id": token.id, "name": token.name, "scopes": list(token.scopes), "token": raw}))
         return

@@ -170,13 +170,13 @@ def _install_errors(api: FastAPI, state: Api) -> None:
         assert isinstance(exc, SyndicateError)
         from pipeline import subscribers as subs
 
-        extra = {"hint": exc.hint}
+        hint = exc.hint
         if isinstance(exc, ConfigError):
             log.error("configuration problem on %s: %s", request.url.path, exc.message)
             return problem_response(503, "Service Unavailable", "the service is not set up completely", base=base)
         if isinstance(exc, NotFound):
             return problem_response(
-                404, "Not Found", exc.message, kind="not-found", instance=request.url.path, base=base, **extra
+                404, "Not Found", exc.message, kind="not-found", instance=request.url.path, base=base, hint=hint
             )
         if isinstance(exc, subs.InvalidInput):
             errors = [{"field": exc.field, "message": exc.message}]
@@ -200,9 +200,11 @@ def _install_errors(api: FastAPI, state: Api) -> None:
                 base=base,
             )
         if isinstance(exc, TokenError):
-            return problem_response(400, "Bad Request", exc.message, instance=request.url.path, base=base, **extra)
+            return problem_response(400, "Bad Request", exc.message, instance=request.url.path, base=base, hint=hint)
         # EditorialError and the rest: the request is fine but the state does not allow it
-        return problem_response(409, "Conflict", exc.message, kind="conflict", instance=request.url.path, base=base, **extra)
+        return problem_response(
+            409, "Conflict", exc.message, kind="conflict", instance=request.url.path, base=base, hint=hint
+        )
 
     async def on_crash(request: Request, exc: Exception) -> Response:
         log.error("unhandled API error on %s %s: %s", request.method, request.url.path, exc)

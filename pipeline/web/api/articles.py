@@ -18,7 +18,7 @@ from pipeline.content import editorial
 from pipeline.content.ingest import store_source_items
 from pipeline.content.sources import SourceItem
 from pipeline.store.schema import articles
-from pipeline.web.api.core import ApiProblem, api_of, actor, scoped
+from pipeline.web.api.core import ApiProblem, actor, api_of, scoped
 
 router = APIRouter(tags=["articles"])
 
@@ -154,7 +154,10 @@ def get_article(request: Request, slug: str) -> Article:
 
 
 @router.post(
-    "/articles/revisions", status_code=202, response_model=RevisionOut, **scoped("articles:write", idempotent_write=True)
+    "/articles/revisions",
+    status_code=202,
+    response_model=RevisionOut,
+    **scoped("articles:write", idempotent_write=True),
 )
 def submit_revision(request: Request, body: RevisionIn) -> RevisionOut:
     """Submit an article (or a new revision of one, by the same `key`) from a CMS. It
@@ -185,7 +188,7 @@ def submit_revision(request: Request, body: RevisionIn) -> RevisionOut:
             raise ApiProblem(
                 422, "Unprocessable revision", err.message, kind="validation", errors=[{"message": err.message}]
             )
-        slug = (report.new or report.changed or [None])[0]
+        slug: str | None = (report.new or report.changed or [None])[0]
         outcome = "new" if report.new else "changed" if report.changed else "unchanged"
         if slug:
             audit.record(conn, actor=actor(request), action="api.article.submit", target=slug, via="api")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from pipeline.accounts import audit
 from pipeline.errors import NotFound, SyndicateError
 from pipeline.store.schema import deliveries, digest_editions
-from pipeline.web.api.core import ApiProblem, Api, actor, api_of, scoped
+from pipeline.web.api.core import Api, ApiProblem, actor, api_of, scoped
 
 router = APIRouter()
 
@@ -150,9 +150,12 @@ def list_deliveries(
     api = api_of(request)
     if state is not None and state not in DELIVERY_STATES:
         raise ApiProblem(
-            422, "Invalid filter", f"state must be one of {', '.join(DELIVERY_STATES)}", kind="validation",
+            422,
+            "Invalid filter",
+            f"state must be one of {', '.join(DELIVERY_STATES)}",
+            kind="validation",
             errors=[{"field": "state", "message": "unknown state"}],
-        )  # fmt: skip
+        )
     size = api.page_size(limit)
     after = api.after("deliveries", cursor)
     q = select(*[deliveries.c[name] for name in Delivery.model_fields])
@@ -200,9 +203,12 @@ def retry_delivery(request: Request, delivery_id: int) -> Requeued:
         n = outbox.requeue(conn, ids=[delivery_id], states=("failed", "dead"))
         if not n:
             raise ApiProblem(
-                409, "Conflict", f"delivery {delivery_id} is {row['state']}; only failed or dead ones are retried",
-                kind="conflict", state=row["state"],
-            )  # fmt: skip
+                409,
+                "Conflict",
+                f"delivery {delivery_id} is {row['state']}; only failed or dead ones are retried",
+                kind="conflict",
+                state=row["state"],
+            )
         audit.record(conn, actor=actor(request), action="api.delivery.retry", target=str(delivery_id), via="api")
     return Requeued(id=delivery_id, requeued=True, state="queued")
 

@@ -112,9 +112,12 @@ def list_subscribers(
     api = api_of(request)
     if state is not None and state not in STATES:
         raise ApiProblem(
-            422, "Invalid filter", f"state must be one of {', '.join(STATES)}", kind="validation",
+            422,
+            "Invalid filter",
+            f"state must be one of {', '.join(STATES)}",
+            kind="validation",
             errors=[{"field": "state", "message": "unknown state"}],
-        )  # fmt: skip
+        )
     size = api.page_size(limit)
     after = api.after("subscribers", cursor)
     q = select(subscribers_table)
@@ -181,14 +184,20 @@ def create_subscriber(request: Request, body: SubscriberIn, background: Backgrou
     if body.confirmed:
         if not token.allows("subscribers:import"):
             raise ApiProblem(
-                403, "Forbidden", "adding confirmed subscribers needs the scope subscribers:import",
-                kind="insufficient-scope", required_scope="subscribers:import",
-            )  # fmt: skip
+                403,
+                "Forbidden",
+                "adding confirmed subscribers needs the scope subscribers:import",
+                kind="insufficient-scope",
+                required_scope="subscribers:import",
+            )
         if not body.source.strip():
             raise ApiProblem(
-                422, "Validation failed", "a confirmed subscriber needs `source`: where the person consented",
-                kind="validation", errors=[{"field": "source", "message": "required with confirmed"}],
-            )  # fmt: skip
+                422,
+                "Validation failed",
+                "a confirmed subscriber needs `source`: where the person consented",
+                kind="validation",
+                errors=[{"field": "source", "message": "required with confirmed"}],
+            )
         with api.begin() as conn:
             sub, _what = subs.add(
                 conn,
