@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from pipeline.accounts import api_tokens
 from pipeline.delivery import outbox
-from pipeline.store.schema import api_idempotency, deliveries, subscriber_events, subscribers, suppressions
+from pipeline.store.schema import api_idempotency, audit_log, deliveries, subscriber_events, subscribers, suppressions
 
 from . import api_kit
 from .api_kit import client, running, token
@@ -292,6 +292,11 @@ def test_same_idempotency_key_same_body_one_effect(served):
         ).scalar()
         assert (signups, confirms) == (1, 1)
         assert conn.execute(select(func.count()).select_from(subscribers)).scalar() == 1
+    with app.engine.begin() as conn:  # the first request still running: a repeat waits (409), nothing runs twice
+        conn.execute(api_idempotency.update().values(status=None, response=None))
+    with client(base, raw) as c:
+        busy = c.post("/subscribers", json=body, headers={"Idempotency-Key": "k-1"})
+    assert _problem(busy, 409)["type"].endswith("#problem-idempotency-key-in-flight") and busy.headers["retry-after"]
     with client(base) as anonymous:
         r = anonymous.post("/subscribers", json=body, headers={"Idempotency-Key": "k-2"})
     _problem(r, 401)
@@ -361,8 +366,11 @@ def test_articles_submitted_by_a_cms_wait_for_an_editor(app):
             assert c.get("/articles").json()["items"] == []
             _problem(c.get(f"/articles/{slug}"), 404)
         with client(base, editor) as c:
+            waiting = c.get("/review").json()["items"]
+            assert [(p["slug"], p["revision"]) for p in waiting] == [(slug, 1)]
+            _problem(c.post(f"/articles/{slug}/approve", json={"expected_hash": "0" * 64}), 409)
             _problem(c.post(f"/articles/{slug}/reject", json={"reason": ""}), 422)
-            r = c.post(f"/articles/{slug}/approve", json={"note": "fine"})
+            r = c.post(f"/articles/{slug}/approve", json={"note": "fine", "expected_hash": waiting[0]["content_hash"]})
             assert r.status_code == 200 and r.json()["outcome"] == "approved", r.text
         with client(base, reader) as c:
             items = c.get("/articles").json()["items"]
@@ -379,6 +387,10 @@ def test_articles_submitted_by_a_cms_wait_for_an_editor(app):
             r = c.post(f"/articles/{slug}/reject", json={"reason": "keep the old title"})
             assert r.json()["outcome"] == "rejected"
             _problem(c.post(f"/articles/{slug}/reject", json={"reason": "again"}), 409)
+    with app.engine.connect() as conn:
+        rows = conn.execute(select(audit_log.c.action, audit_log.c.actor).where(audit_log.c.via == "api")).all()
+    assert ("article.approve", f"api:editor#{2}") in {(r.action, r.actor) for r in rows}
+    assert {"api.article.submit", "article.reject"} <= {r.action for r in rows}
 
 
 def test_subscribers_lifecycle(app):

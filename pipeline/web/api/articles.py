@@ -8,6 +8,7 @@ pinned to a content hash, and waiting in state "submitted" for an editor (API-8)
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
@@ -237,3 +238,52 @@ def reject_article(request: Request, slug: str, body: RejectIn) -> DecisionOut:
         d = editorial.reject(conn, slug[:200], editor=who, reason=body.reason)
         audit.record(conn, actor=who, action="article.reject", target=slug, detail={"reason": body.reason}, via="api")
     return DecisionOut(slug=d.slug, revision=d.revision, outcome=d.outcome, reason=d.reason)
+
+
+class PendingOut(BaseModel):
+    slug: str
+    revision: int
+    title: str
+    author_slug: str
+    content_hash: str = Field(description="Pass as `expected_hash` to approve exactly this content.")
+    flags: list[dict[str, Any]]
+    created_at: dt.datetime
+    diff: str = Field(description="Every field against the last approved revision (unified diff).")
+
+
+class PendingPage(BaseModel):
+    items: list[PendingOut]
+    next_cursor: str | None
+
+
+@router.get("/review", response_model=PendingPage, **scoped("articles:approve"))
+def review_queue(
+    request: Request,
+    limit: int | None = Query(None, description="Page size (default 50; at most api.max_page_size)."),
+    cursor: str | None = Query(None, max_length=500),
+) -> PendingPage:
+    """Revisions waiting for an editor, oldest first, with policy flags and a diff
+    (as `syndicate review`)."""
+    api = api_of(request)
+    size = api.page_size(limit)
+    after = api.after("review", cursor)
+    with api.connect() as conn:
+        waiting = sorted(editorial.review_queue(conn), key=lambda p: p.revision_id)
+    if after is not None:
+        waiting = [p for p in waiting if p.revision_id > int(after)]
+    page = waiting[:size]
+    items = [
+        PendingOut(
+            slug=p.slug,
+            revision=p.number,
+            title=p.title,
+            author_slug=p.author_slug,
+            content_hash=p.content_hash,
+            flags=p.flags,
+            created_at=p.created_at,
+            diff=p.diff,
+        )
+        for p in page
+    ]
+    more = len(waiting) > size
+    return PendingPage(items=items, next_cursor=api.cursor("review", page[-1].revision_id) if more else None)
