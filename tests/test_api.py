@@ -542,3 +542,12 @@ def test_desk_tokens_page_creates_shows_once_and_revokes(sqlite_app):
         _problem(c.get("/subscribers"), 401)
     operator = signed_in(sqlite_app, "ops@example.com")
     assert operator.get("/desk/tokens").status_code == 403
+
+
+def test_api_can_be_turned_off(make_app, sqlite_url):
+    """`[api] enabled = false`: no /api/v1 at all (the public site answers 404)."""
+    app = make_app(sqlite_url, "[api]\nenabled = false\n")
+    raw = token(app, "articles:read")
+    with running(app) as base, client(base, raw) as c:
+        assert c.get("/openapi.json").status_code == 404
+        assert c.get("/articles").status_code == 404
