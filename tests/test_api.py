@@ -197,6 +197,10 @@ def test_missing_unknown_revoked_and_expired_tokens_get_the_same_401(served):
             assert r.headers["www-authenticate"] == 'Bearer realm="syndicate-api"'
             answers.add((r.text, r.headers["www-authenticate"]))
         assert c.get("/articles", headers={"Authorization": f"Bearer {live}"}).status_code == 200
+        for headers in candidates.values():  # a write: the same 401 before the body is even parsed
+            r = c.post("/subscribers", content=b"{not json", headers={**headers, "Content-Type": "application/json"})
+            _problem(r, 401)
+            answers.add((r.text.replace("/api/v1/subscribers", "/api/v1/articles"), r.headers["www-authenticate"]))
     assert len(answers) == 1, answers
     assert "token" in body["detail"]
 

@@ -194,12 +194,15 @@ def api_of(request: Request) -> Api:
     return request.app.state.api
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def _bearer_value(header: str) -> str | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer":
         return None
     return value.strip() or None
+
+
+def _bearer(request: Request) -> str | None:
+    return _bearer_value(request.headers.get("authorization", ""))
 
 
 def unauthorized() -> ApiProblem:
@@ -217,9 +220,10 @@ def require(scope: str):
 
     def check(request: Request) -> api_tokens.ApiToken:
         api = api_of(request)
-        raw = _bearer(request)
-        with api.begin() as conn:
-            token = api_tokens.authenticate(conn, raw)
+        token = getattr(request.state, "api_token", None)  # a write: checked by IdempotencyMiddleware
+        if token is None:
+            with api.begin() as conn:
+                token = api_tokens.authenticate(conn, _bearer(request))
         if token is None:
             raise unauthorized()
         wait = api.buckets.take(token.id)
@@ -274,17 +278,13 @@ IDEMPOTENT_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 MAX_WRITE_BODY = 4 * 1024 * 1024  # a CMS revision's HTML fits; a stored answer stays small
 
 
-def _token_id_for(conn: Connection, raw: str | None) -> int | None:
-    token = api_tokens.authenticate(conn, raw) if raw else None
-    return token.id if token else None
-
-
 class IdempotencyMiddleware:
     """Every write's body is read here first (at most MAX_WRITE_BODY bytes, else 413).
     A write with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header):
     the first answer is stored per (token, key) with a hash of method, path and body; the
     same request again gets the stored answer and causes no second effect; another
-    request with the same key gets 422; one still running gets 409. Answers 401, 403,
+    request with the same key gets 422; one still running gets 409. Every write is
+    authenticated here first (401 before the body is looked at); the routes check scopes. Answers 401, 403,
     429 and 5xx are not stored (nothing happened; the client may try again)."""
 
     def __init__(self, asgi, api: Api):
@@ -310,6 +310,23 @@ class IdempotencyMiddleware:
                 )
                 await response(scope, receive, send)
                 return
+        # Every write needs a token: without a live one the answer is the one 401, before
+        # the body is parsed (an anonymous caller learns nothing, not even what is valid).
+        token = await run_in_threadpool(self._authenticate, _bearer_value(headers.get("authorization", "")))
+        if token is None:
+            problem = unauthorized()
+            response = problem_response(
+                problem.status,
+                problem.title,
+                problem.detail,
+                kind=problem.kind,
+                instance=scope["path"],
+                headers=problem.headers,
+                base=base,
+            )
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_token"] = token
         if key is None:
             await self.asgi(scope, _replay(body, receive), send)
             return
@@ -322,12 +339,8 @@ class IdempotencyMiddleware:
         fingerprint = hashlib.sha256(
             b"\0".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
         ).hexdigest()
-        raw = headers.get("authorization", "").partition(" ")[2].strip() or None
-        claim = await run_in_threadpool(self._claim, raw, key, fingerprint)
-        if claim is None:  # no valid token: let the route answer 401 as usual, store nothing
-            await self.asgi(scope, _replay(body, receive), send)
-            return
-        token_id, stored = claim
+        token_id = token.id
+        stored = await run_in_threadpool(self._claim, token_id, key, fingerprint)
         if stored is not None:
             await self._answer_stored(stored, fingerprint, scope, receive, send)
             return
@@ -353,13 +366,13 @@ class IdempotencyMiddleware:
                 captured["status"] = 500  # no complete answer: forget the key, nothing to replay
                 await run_in_threadpool(self._finish, token_id, key, captured)
 
-    def _claim(self, raw: str | None, key: str, fingerprint: str):
-        """(token id, None) when this request goes ahead; (token id, stored row) when a
-        request with this key came before; None without a valid token."""
+    def _authenticate(self, raw: str | None) -> api_tokens.ApiToken | None:
         with self.api.begin() as conn:
-            token_id = _token_id_for(conn, raw)
-        if token_id is None:
-            return None
+            return api_tokens.authenticate(conn, raw)
+
+    def _claim(self, token_id: int, key: str, fingerprint: str):
+        """None when this request goes ahead (the key is now taken); the stored row when
+        a request with this key came before."""
         try:
             with self.api.begin() as conn:
                 conn.execute(
@@ -367,13 +380,13 @@ class IdempotencyMiddleware:
                         token_id=token_id, key=key, request_hash=fingerprint, created_at=_now()
                     )
                 )
-            return token_id, None
+            return None
         except IntegrityError:
             with self.api.connect() as conn:
                 row = conn.execute(
                     select(api_idempotency).where(api_idempotency.c.token_id == token_id, api_idempotency.c.key == key)
                 ).first()
-            return token_id, row
+            return row
 
     def _finish(self, token_id: int, key: str, captured: dict) -> None:
         status = captured["status"]
