@@ -320,9 +320,11 @@ def test_rate_limit_answers_429_with_retry_after_and_spares_other_tokens(make_ap
         with client(base, busy) as c:
             statuses = [c.get("/articles").status_code for _ in range(8)]
             last = c.get("/articles")
+            write = c.post("/subscribers", json={"email": "x@example.com"}, headers={"Idempotency-Key": "w"})
         with client(base, calm) as c:
             assert c.get("/articles").status_code == 200
     assert statuses[:5] == [200] * 5 and set(statuses[5:]) == {429}
+    assert _problem(write, 429)["type"].endswith("#problem-rate-limited")  # before the scope check
     body = _problem(last, 429)
     assert body["type"].endswith("#problem-rate-limited")
     assert int(last.headers["retry-after"]) >= 1

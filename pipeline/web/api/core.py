@@ -7,6 +7,7 @@ functions and this module turns what they raise into RFC 9457 answers (API-4).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -215,6 +216,16 @@ def unauthorized() -> ApiProblem:
     )
 
 
+def rate_limited(api: Api, wait: float) -> ApiProblem:
+    return ApiProblem(
+        429,
+        "Too many requests",
+        f"this token may make {api.settings.api.rate_limit} requests a minute",
+        kind="rate-limited",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
+
+
 def require(scope: str):
     """A dependency: a live token (401), within its rate (429), holding `scope` (403)."""
 
@@ -226,15 +237,9 @@ def require(scope: str):
                 token = api_tokens.authenticate(conn, _bearer(request))
         if token is None:
             raise unauthorized()
-        wait = api.buckets.take(token.id)
+        wait = 0.0 if getattr(request.state, "api_rate_counted", False) else api.buckets.take(token.id)
         if wait > 0:
-            raise ApiProblem(
-                429,
-                "Too many requests",
-                f"this token may make {api.settings.api.rate_limit} requests a minute",
-                kind="rate-limited",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+            raise rate_limited(api, wait)
         if not token.allows(scope):
             raise ApiProblem(
                 403,
@@ -275,6 +280,7 @@ def actor(request: Request) -> str:
 # --- idempotency (API-5) -------------------------------------------------------------------
 
 IDEMPOTENT_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
+KEY_RETENTION = dt.timedelta(hours=24)  # a key older than this starts afresh (as Stripe's do)
 MAX_WRITE_BODY = 4 * 1024 * 1024  # a CMS revision's HTML fits; a stored answer stays small
 
 
@@ -326,7 +332,23 @@ class IdempotencyMiddleware:
             )
             await response(scope, receive, send)
             return
-        scope.setdefault("state", {})["api_token"] = token
+        wait = self.api.buckets.take(token.id)  # replays count too
+        if wait > 0:
+            problem = rate_limited(self.api, wait)
+            response = problem_response(
+                problem.status,
+                problem.title,
+                problem.detail,
+                kind=problem.kind,
+                instance=scope["path"],
+                headers=problem.headers,
+                base=base,
+            )
+            await response(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        state["api_token"] = token
+        state["api_rate_counted"] = True
         if key is None:
             await self.asgi(scope, _replay(body, receive), send)
             return
@@ -375,6 +397,7 @@ class IdempotencyMiddleware:
         a request with this key came before."""
         try:
             with self.api.begin() as conn:
+                conn.execute(delete(api_idempotency).where(api_idempotency.c.created_at < _now() - KEY_RETENTION))
                 conn.execute(
                     insert(api_idempotency).values(
                         token_id=token_id, key=key, request_hash=fingerprint, created_at=_now()
