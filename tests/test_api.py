@@ -101,7 +101,7 @@ def test_docs_page_lists_every_operation_without_external_assets(served):
         doc = c.get("/openapi.json").json()
         page = c.get("/docs")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "<script" not in page.text
+    assert "<script" not in page.text and "default-src 'none'" in page.headers["content-security-policy"]
     assert not re.search(r'(src|href)="https?://(?!news\.example\.com)', page.text)
     for path, ops in doc["paths"].items():
         assert f"/api/v1{path}" in page.text

@@ -37,6 +37,14 @@ The Syndicate REST API for integrators. Authenticate with `Authorization: Bearer
 accept an `Idempotency-Key` header. Each token may make `api.rate_limit` requests a
 minute; beyond that: 429 with `Retry-After`.
 """
+DOCS_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 
 
 def create_api(app: App) -> FastAPI:
@@ -62,7 +70,7 @@ def create_api(app: App) -> FastAPI:
 
     @api.get("/docs", include_in_schema=False)
     def docs(request: Request) -> Response:
-        return HTMLResponse(render_docs(app, api.openapi()), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(render_docs(app, api.openapi()), headers=DOCS_HEADERS)
 
     return api
 
