@@ -14,6 +14,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
@@ -68,7 +70,7 @@ class ApiToken:
         return "active"
 
 
-def _token(row) -> ApiToken:
+def _token(row: Any) -> ApiToken:
     return ApiToken(
         id=row.id,
         name=row.name,
@@ -86,7 +88,7 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
-def clean_scopes(scopes) -> list[str]:
+def clean_scopes(scopes: Iterable[str] | None) -> list[str]:
     wanted = [s.strip() for s in scopes or [] if isinstance(s, str) and s.strip()]
     unknown = [s for s in wanted if s not in SCOPES]
     if unknown:
@@ -100,7 +102,7 @@ def create_token(
     conn: Connection,
     *,
     name: str,
-    scopes,
+    scopes: Iterable[str],
     created_by: str,
     expires_in: dt.timedelta | None = None,
     now: dt.datetime | None = None,
@@ -113,7 +115,7 @@ def create_token(
     clean = clean_scopes(scopes)
     now = now or utcnow()
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token_id = conn.execute(
+    result = conn.execute(
         insert(api_tokens).values(
             name=name,
             prefix=raw[:PREFIX_CHARS],
@@ -123,7 +125,8 @@ def create_token(
             created_at=now,
             expires_at=now + expires_in if expires_in else None,
         )
-    ).inserted_primary_key[0]
+    )
+    token_id = int(result.inserted_primary_key[0])  # type: ignore[index]
     return get_token(conn, token_id), raw
 
 

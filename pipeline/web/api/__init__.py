@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -83,7 +84,7 @@ def wrap(api: FastAPI) -> IdempotencyMiddleware:
 def _install_openapi(api: FastAPI) -> None:
     plain = api.openapi
 
-    def openapi() -> dict:
+    def openapi() -> dict[str, Any]:
         if api.openapi_schema:
             return api.openapi_schema
         doc = plain()
@@ -226,7 +227,7 @@ def _install_errors(api: FastAPI, state: Api) -> None:
     api.add_exception_handler(Exception, on_crash)
 
 
-def render_docs(app: App, doc: dict) -> str:
+def render_docs(app: App, doc: dict[str, Any]) -> str:
     """The human docs: every operation of the OpenAPI document, with its scope."""
     from pipeline import templating
 

@@ -189,7 +189,8 @@ def submit_revision(request: Request, body: RevisionIn) -> RevisionOut:
             raise ApiProblem(
                 422, "Unprocessable revision", err.message, kind="validation", errors=[{"message": err.message}]
             )
-        slug: str | None = (report.new or report.changed or [None])[0]
+        changed = report.new or report.changed
+        slug: str | None = changed[0] if changed else None
         outcome = "new" if report.new else "changed" if report.changed else "unchanged"
         if slug:
             audit.record(conn, actor=actor(request), action="api.article.submit", target=slug, via="api")

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import tokens
 from pipeline.accounts import api_tokens
@@ -192,7 +193,8 @@ class Api:
 
 
 def api_of(request: Request) -> Api:
-    return request.app.state.api
+    api: Api = request.app.state.api
+    return api
 
 
 def _bearer_value(header: str) -> str | None:
@@ -226,7 +228,7 @@ def rate_limited(api: Api, wait: float) -> ApiProblem:
     )
 
 
-def require(scope: str):
+def require(scope: str) -> Callable[[Request], api_tokens.ApiToken]:
     """A dependency: a live token (401), within its rate (429), holding `scope` (403)."""
 
     def check(request: Request) -> api_tokens.ApiToken:
@@ -285,19 +287,21 @@ MAX_WRITE_BODY = 4 * 1024 * 1024  # a CMS revision's HTML fits; a stored answer 
 
 
 class IdempotencyMiddleware:
-    """Every write's body is read here first (at most MAX_WRITE_BODY bytes, else 413).
+    """Every write's body is read here first (at most MAX_WRITE_BODY bytes, else 413)
+    and every write is authenticated here (the one 401 before the body is looked at;
+    the token's bucket is charged once; the routes check scopes).
+
     A write with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header):
     the first answer is stored per (token, key) with a hash of method, path and body; the
     same request again gets the stored answer and causes no second effect; another
-    request with the same key gets 422; one still running gets 409. Every write is
-    authenticated here first (401 before the body is looked at); the routes check scopes. Answers 401, 403,
+    request with the same key gets 422; one still running gets 409. Answers 401, 403,
     429 and 5xx are not stored (nothing happened; the client may try again)."""
 
-    def __init__(self, asgi, api: Api):
+    def __init__(self, asgi: ASGIApp, api: Api):
         self.asgi = asgi
         self.api = api
 
-    async def __call__(self, scope, receive, send):  # noqa: C901 (one request's path, read top to bottom)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in IDEMPOTENT_METHODS:
             await self.asgi(scope, receive, send)
             return
@@ -368,7 +372,7 @@ class IdempotencyMiddleware:
             return
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": b"", "stored": False}
 
-        async def capture(message):
+        async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
                 captured["headers"] = message.get("headers", [])
@@ -392,7 +396,7 @@ class IdempotencyMiddleware:
         with self.api.begin() as conn:
             return api_tokens.authenticate(conn, raw)
 
-    def _claim(self, token_id: int, key: str, fingerprint: str):
+    def _claim(self, token_id: int, key: str, fingerprint: str) -> Any:
         """None when this request goes ahead (the key is now taken); the stored row when
         a request with this key came before."""
         try:
@@ -411,7 +415,7 @@ class IdempotencyMiddleware:
                 ).first()
             return row
 
-    def _finish(self, token_id: int, key: str, captured: dict) -> None:
+    def _finish(self, token_id: int, key: str, captured: dict[str, Any]) -> None:
         status = captured["status"]
         where = (api_idempotency.c.token_id == token_id) & (api_idempotency.c.key == key)
         with self.api.begin() as conn:
@@ -427,7 +431,7 @@ class IdempotencyMiddleware:
             )
             conn.execute(update(api_idempotency).where(where).values(status=status, response=stored))
 
-    async def _answer_stored(self, row, fingerprint: str, scope, receive, send) -> None:
+    async def _answer_stored(self, row: Any, fingerprint: str, scope: Scope, receive: Receive, send: Send) -> None:
         base = self.api.settings.site.base_url
         if row.request_hash != fingerprint:
             response: Response = problem_response(
@@ -457,11 +461,11 @@ class IdempotencyMiddleware:
         await response(scope, receive, send)
 
 
-def _replay(body: bytes, original):
+def _replay(body: bytes, original: Receive) -> Receive:
     """The body already read, then the client's own messages (a disconnect)."""
     sent = False
 
-    async def receive():
+    async def receive() -> Message:
         nonlocal sent
         if not sent:
             sent = True
@@ -471,7 +475,7 @@ def _replay(body: bytes, original):
     return receive
 
 
-def _now():
+def _now() -> dt.datetime:
     from pipeline.timeutil import utcnow
 
     return utcnow()

@@ -31,7 +31,9 @@ def _json(value: Any) -> Any:
     return value
 
 
-def _page_in_memory(api: Api, resource: str, rows: list[dict], key: str, limit: int | None, cursor: str | None):
+def _page_in_memory(
+    api: Api, resource: str, rows: list[dict[str, Any]], key: str, limit: int | None, cursor: str | None
+) -> tuple[list[Any], str | None]:
     """Lists built from config (partners, jobs): sorted by `key`, cursor = the last key."""
     size = api.page_size(limit)
     after = api.after(resource, cursor)
@@ -243,7 +245,10 @@ def partner_status(request: Request, name: str) -> dict[str, Any]:
         found = ops.status(api.app, name[:200])
     except (NotFound, StopIteration):
         raise ApiProblem(404, "Not Found", f"no partner {name!r}", kind="not-found") from None
-    return _json({"summary": found["summary"], "attempts": found["attempts"], "pending": found["pending"]})
+    answer: dict[str, Any] = _json(
+        {"summary": found["summary"], "attempts": found["attempts"], "pending": found["pending"]}
+    )
+    return answer
 
 
 class PartnerRetryIn(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.engine import Connection
 
 from pipeline import subscribers as subs
 from pipeline.accounts import audit
@@ -86,7 +87,7 @@ class Changed(BaseModel):
     state: str
 
 
-def _subscriber(row: dict) -> Subscriber:
+def _subscriber(row: dict[str, Any]) -> Subscriber:
     return Subscriber(**{k: row[k] for k in Subscriber.model_fields})
 
 
@@ -139,8 +140,8 @@ def list_subscribers(
     )
 
 
-def _require(conn, subscriber_id: int) -> dict:
-    sub = subs.get_by_id(conn, subscriber_id)
+def _require(conn: Connection, subscriber_id: int) -> dict[str, Any]:
+    sub: dict[str, Any] | None = subs.get_by_id(conn, subscriber_id)
     if sub is None:
         raise ApiProblem(404, "Not Found", f"no subscriber {subscriber_id}", kind="not-found")
     return sub
@@ -173,7 +174,9 @@ def get_subscriber(request: Request, subscriber_id: int) -> SubscriberDetail:
     responses={201: {"model": Subscriber, "description": "Added as confirmed (import)."}},
     **scoped("subscribers:write", idempotent_write=True),
 )
-def create_subscriber(request: Request, body: SubscriberIn, background: BackgroundTasks, response: Response):
+def create_subscriber(
+    request: Request, body: SubscriberIn, background: BackgroundTasks, response: Response
+) -> Accepted | Subscriber:
     """Sign someone up. By default this is double opt-in: 202, a confirmation email goes
     out and the answer is the same whatever the address's state (DOI-2). With
     `confirmed: true` and a `source` (token scope subscribers:import) the subscriber is

@@ -16,7 +16,7 @@ from .core import Ctx, db, read
 EXPIRY_DAYS = {"": None, "30": 30, "90": 90, "365": 365}
 
 
-def _page(c: Ctx, status: int = 200, **context) -> Response:
+def _page(c: Ctx, status: int = 200, **context: object) -> Response:
     with read(c) as conn:
         rows = api_tokens.list_tokens(conn)
     context.setdefault("error", None)
@@ -39,7 +39,7 @@ def token_create(c: Ctx) -> Response:
                 conn,
                 name=c.text("name", 200),
                 scopes=c.texts("scopes"),
-                created_by=c.user.email,
+                created_by=c.user.email if c.user else "unknown",
                 expires_in=dt.timedelta(days=days) if days else None,
             )
             c.audit(conn, "token.create", str(token.id), name=token.name, scopes=list(token.scopes))
