@@ -557,3 +557,17 @@ def test_api_can_be_turned_off(make_app, sqlite_url):
     with running(app) as base, client(base, raw) as c:
         assert c.get("/openapi.json").status_code == 404
         assert c.get("/articles").status_code == 404
+
+
+def test_sign_ups_through_the_api_are_limited_per_token_and_address_not_per_network(make_app, sqlite_url):
+    """API-9, DOI-2: many people signed up by one CRM server are not throttled as one
+    visitor; one address asked for too often still is; the consent log names the token."""
+    app = make_app(sqlite_url, "[subscribers]\nmax_signups_per_client = 2\nmax_signups_per_address = 2\n")
+    raw = token(app, "subscribers:write", "subscribers:read", name="crm")
+    with running(app) as base, client(base, raw) as c:
+        assert [c.post("/subscribers", json={"email": f"n{i}@example.com"}).status_code for i in range(5)] == [202] * 5
+        again = [c.post("/subscribers", json={"email": "n0@example.com"}).status_code for _ in range(2)]
+        assert again[-1] == 429
+        sid = c.get("/subscribers", params={"email": "n1@example.com"}).json()["items"][0]["id"]
+        log = c.get(f"/subscribers/{sid}").json()["consent_log"]
+    assert log[0]["kind"] == "signup" and log[0]["source"] == "api:crm"

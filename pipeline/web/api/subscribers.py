@@ -92,9 +92,13 @@ def _subscriber(row: dict[str, Any]) -> Subscriber:
 
 
 def _client(request: Request, source: str) -> subs.Client:
+    """The consent log's `source` names the token. No IP: the caller is the integrator's
+    server, not the person, so its address says nothing about the consent, and the
+    per-network sign-up limit (DOI-2) would throttle a whole CRM as one visitor; the
+    token has its own limit (API-6) and the per-address limit still holds."""
     return subs.Client(
         source=source[:300],
-        ip=request.client.host if request.client else None,
+        ip=None,
         user_agent=request.headers.get("user-agent"),
         wording_version="api",
     )
