@@ -465,6 +465,8 @@ def test_deliveries_editions_partners_and_jobs(app):
             failed = c.get("/deliveries", params={"state": "failed"}).json()
             assert [d["target"] for d in failed["items"]] == ["r2@example.com", "r0@example.com"]
             assert failed["items"][0]["last_error"] == "550 no such user"
+            mine = c.get("/deliveries", params={"target": "R1@example.com"}).json()["items"]
+            assert [(d["target"], d["state"]) for d in mine] == [("r1@example.com", "sent")]
             page = c.get("/deliveries", params={"limit": 1}).json()
             nxt = c.get("/deliveries", params={"limit": 1, "cursor": page["next_cursor"]}).json()
             assert page["items"][0]["id"] > nxt["items"][0]["id"]

@@ -144,6 +144,7 @@ def list_deliveries(
     state: str | None = Query(None, description=" | ".join(DELIVERY_STATES)),
     channel: str | None = Query(None, max_length=20, description="email | webhook | micropub | websub"),
     kind: str | None = Query(None, max_length=40),
+    target: str | None = Query(None, max_length=2000, description="A recipient address, partner name or hub URL."),
     edition: str | None = Query(None, max_length=200, description="An edition key."),
     limit: int | None = Query(None),
     cursor: str | None = Query(None, max_length=500),
@@ -163,7 +164,9 @@ def list_deliveries(
     q = select(*[deliveries.c[name] for name in Delivery.model_fields])
     if after is not None:
         q = q.where(deliveries.c.id < int(after))
-    for column, value in (("state", state), ("channel", channel), ("kind", kind)):
+    if target and "@" in target:
+        target = target.strip().lower()  # addresses are stored lower-case
+    for column, value in (("state", state), ("channel", channel), ("kind", kind), ("target", target)):
         if value:
             q = q.where(deliveries.c[column] == value)
     with api.connect() as conn:
