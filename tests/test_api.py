@@ -431,7 +431,10 @@ def test_subscribers_lifecycle(app):
             r = c.post(f"/subscribers/{bo['id']}/unsubscribe")
             assert r.json() == {"id": bo["id"], "changed": True, "state": "unsubscribed"}
             assert c.post(f"/subscribers/{bo['id']}/unsubscribe").json()["changed"] is False
-            assert c.delete(f"/subscribers/{ada['id']}").status_code == 204
+            erase = {"Idempotency-Key": "erase-ada"}
+            assert c.delete(f"/subscribers/{ada['id']}", headers=erase).status_code == 204
+            replay = c.delete(f"/subscribers/{ada['id']}", headers=erase)  # a retry after a lost answer
+            assert replay.status_code == 204 and replay.headers["idempotent-replayed"] == "true"
             _problem(c.get(f"/subscribers/{ada['id']}"), 404)
             _problem(c.delete(f"/subscribers/{ada['id']}"), 404)
             again = c.post("/subscribers", json={"email": "ada@example.com", "confirmed": True, "source": "crm"})
