@@ -229,3 +229,43 @@ def email_png(data: bytes) -> bytes | None:
     except ImageError as exc:
         log.warning("no PNG for email: %s", exc)
         return None
+
+
+def known_sizes(conn: Connection, settings, urls: set[str]) -> dict[str, tuple[int, int]]:
+    """(width, height) of the images at `urls` that are ours (IMG-3): fetched media
+    (`<site>/media/<sha256>.<ext>`, from the media table) and files under content/
+    (`<site>/<path>`, from their headers). Other URLs are left out."""
+    site = settings.site.base_url.rstrip("/")
+    out: dict[str, tuple[int, int]] = {}
+    by_sha: dict[str, list[str]] = {}
+    content = settings.path("paths.content")
+    for url in urls:
+        if not url.startswith(site + "/") or "?" in url or "#" in url:
+            continue
+        rel = url[len(site) + 1 :]
+        m = re.fullmatch(r"media/([0-9a-f]{64})\.[a-z]+", rel)
+        if m:
+            by_sha.setdefault(m.group(1), []).append(url)
+            continue
+        from urllib.parse import unquote
+
+        rel = unquote(rel)
+        if not rel or ".." in rel.split("/") or rel.startswith("/"):
+            continue
+        path = content / rel
+        try:
+            inside = path.resolve().is_relative_to(content.resolve()) and path.is_file()
+        except OSError:
+            inside = False
+        size = imaging.intrinsic_size(path) if inside else None
+        if size:
+            out[url] = size
+    if by_sha:
+        rows = conn.execute(
+            select(media.c.sha256, media.c.width, media.c.height).where(media.c.sha256.in_(sorted(by_sha)))
+        ).all()
+        for sha, width, height in rows:
+            if width and height:
+                for url in by_sha[sha]:
+                    out[url] = (width, height)
+    return out
