@@ -174,3 +174,24 @@ def test_local_images_get_width_and_height_on_the_page_img3(make_app, sqlite_url
     page = (app.settings.path("paths.public") / "articles" / "illustrated" / "index.html").read_text()
     tags = [t for t in _imgs(page) if "hero.svg" in t]
     assert tags and all(_size(t) == ("600", "300") for t in tags), tags
+
+
+def test_a_feed_image_that_cannot_be_fetched_is_reported_on_its_item_and_left_out(make_app, sqlite_url, server):
+    """A feed item's inline image answers 404 and its hero is not an image: both are
+    named with the item in the run's report, and neither becomes a broken <img> on the
+    page, in the feed or anywhere else (issue 12 item 5)."""
+    from pipeline.site.build import build
+
+    server.set("/images/seeds.png", 404, "gone")
+    server.set("/images/seeds-hero.svg", 200, b"<html>oops</html>", content_type="image/svg+xml")
+    url = server.serve_file("/rss2.xml", "rss2.xml")
+    app = make_app(sqlite_url, source_toml("coop", "feed", url, approval="source"))
+    [run] = run_sources(app)
+    problems = "\n".join(run.problems)
+    assert "coop-post-101: image " in problems and "seeds.png left out: http-404" in problems
+    assert "coop-post-101: featured image " in problems and "not a PNG, JPEG, GIF, WebP or SVG image" in problems
+    seeds = article_rows(app)["saving-seeds"]
+    assert seeds["image"] == "" and "<img" not in seeds["body_html"]
+    build(app)
+    page = (app.settings.path("paths.public") / "articles" / "saving-seeds" / "index.html").read_text()
+    assert "<img" not in page and "seeds" in page
