@@ -165,7 +165,8 @@ def _svg_to_png(data: bytes, max_width: int, scale: int, name: str) -> bytes:
             raise ImageError(f"SVG {name} would be {width}x{height} pixels, over the cap of {MAX_PIXELS:,}")
         kwargs = {"output_width": width, "output_height": height}
     try:
-        return cairosvg.svg2png(bytestring=data, unsafe=False, **kwargs)
+        png: bytes = cairosvg.svg2png(bytestring=data, unsafe=False, **kwargs)
+        return png
     except Exception as exc:  # cairosvg raises many kinds (parse errors, ValueError, ...)
         raise ImageError(f"cannot rasterise SVG {name}: {exc}", hint="Open it in a browser: is it valid SVG?") from None
 
@@ -174,12 +175,14 @@ def _pillow_to_png(data: bytes, max_width: int, name: str) -> bytes:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise ImageError(f"{name}: {im.width}x{im.height} pixels, over the cap of {MAX_PIXELS:,}")
-            im.load()
+        with Image.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > MAX_PIXELS:
+                raise ImageError(f"{name}: {opened.width}x{opened.height} pixels, over the cap of {MAX_PIXELS:,}")
+            opened.load()
+            im: Image.Image = opened
             if im.width > max_width:
-                im = im.resize((max_width, max(1, round(im.height * max_width / im.width))), Image.LANCZOS)
+                size = (max_width, max(1, round(im.height * max_width / im.width)))
+                im = im.resize(size, Image.Resampling.LANCZOS)
             has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
             im = im.convert("RGBA" if has_alpha else "RGB")
             buf = io.BytesIO()
@@ -201,7 +204,8 @@ def _attr(tag: str, name: str) -> str | None:
     m = re.search(_ATTR.format(name=name), tag, re.I)
     if not m:
         return None
-    return html_lib.unescape(next(g for g in m.groups() if g is not None))
+    value: str = next(g for g in m.groups() if g is not None)
+    return html_lib.unescape(value)
 
 
 def img_srcs(html: str) -> list[str]:
@@ -215,7 +219,7 @@ def set_img_sizes(html: str, size_for: Callable[[str], tuple[int, int] | None]) 
     if "<img" not in (html or "").lower():
         return html
 
-    def one(match: re.Match) -> str:
+    def one(match: re.Match[str]) -> str:
         tag = match.group(0)
         if _attr(tag, "width") is not None or _attr(tag, "height") is not None:
             return tag

@@ -146,10 +146,9 @@ def test_fetched_media_get_width_and_height_in_pages_feeds_and_email_img3(make_a
 
 def test_local_images_get_width_and_height_on_the_page_img3(make_app, sqlite_url):
     """A Markdown article's featured SVG and an inline image of its folder: sized on the page."""
-    from pipeline.site.build import build
-
     from pipeline.content.editorial import approve
     from pipeline.content.ingest import ingest
+    from pipeline.site.build import build
 
     from .articles import write_article, write_author
 
