@@ -249,3 +249,17 @@ def test_status_and_bounces_list_show_kinds_bnc3(sqlite_app, tmp_path):
     assert "Bounces" in out and "hard 1" in out and "unclassified 1" in out
     listed = cli("bounces", "list", "--kind", "unclassified")
     assert "Problem with your message" in listed and "gone@example.org" not in listed
+
+
+def test_a_report_to_a_plain_address_is_matched_by_the_verp_in_the_returned_copy_bnc1_bnc3(app, tmp_path):
+    """Some servers mail their report to a plain address; the copy of our message it
+    returns still carries the signed VERP Return-Path, which names the delivery."""
+    [rid] = enqueue_test(app.engine, ["gone@example.org"])
+    raw = fixture("qmail.eml", verp_address=verp.encode(app.settings, rid), rcpt="gone@example.org")
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    head = head.replace(verp.encode(app.settings, rid).encode(), b"postmaster@news.example.com")
+    box = maildir_with(tmp_path, [head + sep + body])
+    report = process_mailbox(app.settings, app.engine, box)
+    [d] = report.decisions
+    assert (d.kind, d.decision, d.delivery_id) == ("hard", "suppressed", rid)
+    assert suppressed(app) == {"gone@example.org": "hard_bounce"}

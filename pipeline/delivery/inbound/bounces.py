@@ -24,8 +24,9 @@ files, or one .eml file. Each message is one of:
   subject and left in the mailbox for the operator (`syndicate bounces list --kind
   unclassified`), never dropped silently.
 
-Only a bounce addressed to a valid VERP address (pipeline.delivery.email.verp) is acted on:
-the token names the delivery and so the address; a bounce with a forged, altered or
+Only a bounce that carries a valid VERP address (pipeline.delivery.email.verp) is acted on,
+in its headers or else in the returned copy of our message (`delivery_for`): the signed
+token names the delivery and so the address; a bounce with a forged, altered or
 missing token changes nothing (it is recorded as ignored), so nobody can unsubscribe
 someone else by mailing us a fake DSN. Every decision is a `bounce_events` row and,
 when the subscriber is known, a `subscriber_events` row; processing the same mailbox
@@ -255,6 +256,24 @@ def verp_delivery(settings: Settings, msg) -> int | None:
     return None
 
 
+_VERP_IN_TEXT = re.compile(rf"{verp.PREFIX}\+[0-9a-z]{{1,13}}-[a-z2-7]{{16}}@[a-z0-9.-]+", re.IGNORECASE)
+
+
+def delivery_for(settings: Settings, msg, raw: bytes) -> int | None:
+    """The delivery a bounce is about: a valid VERP address in the headers, else one in
+    the returned message (the copy's Return-Path; some servers send reports to a plain
+    address). The token is signed either way, so text in a body cannot name a delivery
+    we did not send (BNC-1)."""
+    delivery_id = verp_delivery(settings, msg)
+    if delivery_id is not None:
+        return delivery_id
+    for m in _VERP_IN_TEXT.finditer(raw.decode("utf-8", "replace")):
+        delivery_id = verp.decode(settings, m.group(0))
+        if delivery_id is not None:
+            return delivery_id
+    return None
+
+
 def _has_verp_address(msg) -> bool:
     return any(verp.PREFIX + "+" in str(v).lower() for h in _ADDRESS_HEADERS for v in (msg.get_all(h, []) or []))
 
@@ -311,12 +330,12 @@ def _decide(settings: Settings, engine: Engine, raw: bytes, name: str) -> list[t
             )
             return [("", Decision(sender, "unclassified", "kept", detail=detail))]
         if len(blocks) > 1:  # one delivery per VERP address: the block about its recipient wins
-            delivery_id = verp_delivery(settings, msg)
+            delivery_id = delivery_for(settings, msg, raw)
             target = _target(engine, delivery_id) if delivery_id is not None else None
             mine = [b for b in blocks if target and b["recipient"].lower() == target.lower()]
             if target is not None:
                 blocks = mine[:1] or blocks[:1]
-    delivery_id = verp_delivery(settings, msg)
+    delivery_id = delivery_for(settings, msg, raw)
     row = None
     if delivery_id is not None:
         with engine.connect() as conn:
