@@ -115,3 +115,16 @@ def test_strict_with_a_bad_item_in_one_source_writes_no_source_ing1(make_app, sq
     r = invoke(app, "ingest", "--strict", "a-good")  # a clean source alone goes in
     assert r.exit_code == 0, r.output
     assert counts_of_writes(app)[0] == 1
+
+
+def test_the_ingest_setting_makes_the_scheduled_stage_strict_for_feeds_too_ing1(make_app, sqlite_url, server):
+    """`[ingest] strict = true` applies to every source in the `ingest` stage, not only
+    to the Markdown folder."""
+    from pipeline.content.sources.runner import ingest_stage
+
+    url = json_feed(server, "/notes.json", [GOOD, BAD])
+    app = make_app(sqlite_url, "[ingest]\nstrict = true\n" + source_toml("notes", "feed", url))
+    counts = ingest_stage(app)
+    assert counts["failed"] == 1 and counts["new"] == 0 and counts["sources_failed"] == 1
+    assert counts_of_writes(app) == NOTHING
+    assert "strict mode wrote nothing" in (state(app, "notes")["last_error"] or "")
