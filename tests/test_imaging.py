@@ -187,8 +187,9 @@ def test_a_feed_image_that_cannot_be_fetched_is_reported_on_its_item_and_left_ou
     app = make_app(sqlite_url, source_toml("coop", "feed", url, approval="source"))
     [run] = run_sources(app)
     problems = "\n".join(run.problems)
-    assert "coop-post-101: image " in problems and "seeds.png left out: http-404" in problems
-    assert "coop-post-101: featured image " in problems and "not a PNG, JPEG, GIF, WebP or SVG image" in problems
+    named = "coop-post-101 (article saving-seeds): "
+    assert named + "image " in problems and "seeds.png left out: http-404" in problems
+    assert named + "featured image " in problems and "not a PNG, JPEG, GIF, WebP or SVG image" in problems
     seeds = article_rows(app)["saving-seeds"]
     assert seeds["image"] == "" and "<img" not in seeds["body_html"]
     build(app)

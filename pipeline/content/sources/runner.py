@@ -198,13 +198,14 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool, stri
             # the second waits here, then finds the first one's articles unchanged.
             conn.execute(select(source_state.c.name).where(source_state.c.name == source.name).with_for_update())
             sizes: dict[str, tuple] = {}
+            left_out: list[tuple[str, str]] = []  # (item key, image problem)
             if not dry_run and fetched.items:
                 session = http.make_session(source.config, settings.site.base_url)
                 for item in fetched.items:
                     if item.status == "retracted":
                         continue
                     for problem in media.localise(conn, settings, source.config, session, item):
-                        run.problems.append(f"{item.key}: {problem}")
+                        left_out.append((item.key, problem))
                     if item.image:
                         row = conn.execute(
                             select(
@@ -227,6 +228,7 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool, stri
                 flagged=len(report.flagged),
             )
             run.counts["failed"] += len(report.errors)
+            run.problems.extend(_name_articles(conn, source.name, left_out))
             run.problems.extend(e.message for e in report.errors)
             run.authors_created = list(report.authors_created)
             run.flagged = list(report.flagged)
@@ -251,6 +253,22 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool, stri
         run.counts.update(new=0, changed=0, retracted=0, flagged=0, approved=0)
         run.authors_created, run.flagged = [], []
         raise _strict_error(source.name, run.counts["failed"])
+
+
+def _name_articles(conn: Connection, name: str, left_out: list[tuple[str, str]]) -> list[str]:
+    """Images left out, each reported with its item and the article it belongs to."""
+    if not left_out:
+        return []
+    paths = {ingest_module.source_path(name, key): key for key, _ in left_out}
+    slugs = {
+        paths[path]: slug
+        for slug, path in conn.execute(
+            select(articles.c.slug, articles.c.source_path).where(articles.c.source_path.in_(sorted(paths)))
+        )
+    }
+    return [
+        f"{key}" + (f" (article {slugs[key]})" if key in slugs else "") + f": {problem}" for key, problem in left_out
+    ]
 
 
 def _image_sizes(conn: Connection, slugs: list[str], sizes: dict) -> None:
