@@ -96,6 +96,7 @@ READ_ONLY_COMMANDS = {
     "subscribers list",
     "subscribers show",
     "suppressions list",
+    "bounces list",
 }
 
 

@@ -191,7 +191,7 @@ SETTINGS: list[Setting] = [
     ),
     # --- ingest
     S("ingest", "max_file_bytes", 1_000_000, _int, "Largest article file accepted, in bytes.", at_least=1),
-    S("ingest", "strict", False, _bool, "Treat any bad file as fatal (same as `syndicate ingest --strict`)."),
+    S("ingest", "strict", False, _bool, "Any bad file or source item is fatal; nothing written (ING-1)."),
     # --- email
     S(
         "email",

@@ -523,11 +523,14 @@ def bounces():
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
 @pass_ctx
 def bounces_process(ctx, path, dry_run, quiet):
-    """Read a Maildir, an mbox or .eml files of DSNs (RFC 3464) and auto-replies.
+    """Read a Maildir, an mbox or .eml files of bounces (DSNs and other formats) and auto-replies.
 
-    Hard bounces suppress the address; soft bounces are counted and
-    delivery.soft_bounce_limit of them within delivery.soft_bounce_days suppress it;
-    auto-replies are ignored. Only bounces to a valid VERP address are acted on.
+    DSNs (RFC 3464) and plain-text or vendor-format reports (Exim, Postfix, qmail,
+    Yahoo, Hotmail/Exchange) are both read. Hard bounces suppress the address; soft
+    bounces are counted and delivery.soft_bounce_limit of them within
+    delivery.soft_bounce_days suppress it; auto-replies are ignored; mail that cannot
+    be read is recorded as unclassified and left in the mailbox (`syndicate bounces
+    list --kind unclassified`). Only bounces to a valid VERP address are acted on.
     Running it twice on the same mailbox changes nothing more.
 
     \b
@@ -547,3 +550,41 @@ def bounces_process(ctx, path, dry_run, quiet):
         console.print(table)
     c = report.counts()
     console.print(("dry run: " if dry_run else "") + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in c.items()))
+
+
+BOUNCE_KINDS = ("hard", "soft", "policy", "auto_reply", "unclassified", "delivered")
+
+
+@bounces.command("list")
+@click.option("--kind", type=click.Choice(BOUNCE_KINDS), help="Only this kind (unclassified: mail kept for you).")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many, newest first.")
+@pass_ctx
+def bounces_list(ctx, kind, limit):
+    """Recorded bounce decisions, newest first, with counts by kind (BNC-3).
+
+    An `unclassified` message could not be read as a bounce; it is still in the
+    inbound mailbox under the name shown in its detail: read it there, and suppress
+    the address by hand if it is one (`syndicate suppressions add`).
+
+    \b
+    Examples:
+      syndicate bounces list
+      syndicate bounces list --kind unclassified
+    """
+    from sqlalchemy import func, select
+
+    from pipeline.store.schema import bounce_events
+
+    with ctx.app.engine.connect() as conn:
+        counts = dict(conn.execute(select(bounce_events.c.kind, func.count()).group_by(bounce_events.c.kind)).all())
+        query = select(bounce_events).order_by(bounce_events.c.id.desc()).limit(limit)
+        if kind:
+            query = query.where(bounce_events.c.kind == kind)
+        rows = conn.execute(query).all()
+    for r in rows:
+        console.print(
+            f"{r.created_at:%Y-%m-%d %H:%M}  {r.kind}/{r.decision}  {escape(r.email or '-')}  {r.status or ''}".rstrip()
+            + f"\n    {escape(r.detail)}",
+            soft_wrap=True,
+        )
+    console.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no bounces recorded")
