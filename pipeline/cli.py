@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "pipeline.commands.feeds",
     "pipeline.commands.sources",
     "pipeline.commands.users",
+    "pipeline.commands.editions",
 ]
 
 console = Console(highlight=False)
@@ -96,6 +97,8 @@ READ_ONLY_COMMANDS = {
     "subscribers list",
     "subscribers show",
     "suppressions list",
+    "editions list",
+    "editions report",
 }
 
 

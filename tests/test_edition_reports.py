@@ -180,3 +180,48 @@ def test_list_editions_is_newest_first_with_a_stable_cursor_rpt2(tracked):
             list_editions(conn, before="no-such-edition")
         with pytest.raises(NotFound):
             edition_report(conn, "no-such-edition")
+
+
+def test_desk_edition_report_has_a_clicks_per_article_chart_rpt3(tracked):
+    """RPT-3: the desk shows the report and an SVG bar per article; operators only."""
+    from .desk_kit import make_user, signed_in
+
+    app = tracked
+    edition = setup_edition(app, subscribers=("ada@example.com",))
+    url = links(maildir_messages(app)[0][1])[0]
+    with app.engine.begin() as conn:
+        clicks.follow(conn, app.settings, url.rsplit("/", 1)[1])
+    make_user(app, "op@example.com", ["operator"])
+    make_user(app, "au@example.com", ["author"])
+    op = signed_in(app, "op@example.com")
+    listing = op.get("/desk/ops/editions")
+    assert f'href="/desk/ops/editions/{edition["key"]}"' in listing.text
+    page = op.get(f"/desk/ops/editions/{edition['key']}")
+    assert page.status_code == 200
+    assert page.text.count("<rect") == 2 and "Clicks per article" in page.text
+    assert "Unsubscribed within 7 days" in page.text
+    assert op.get("/desk/ops/editions/no-such-edition").status_code == 404
+    author = signed_in(app, "au@example.com")
+    assert author.get(f"/desk/ops/editions/{edition['key']}").status_code == 403
+
+
+def test_editions_cli_list_and_report_rpt4(tracked):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    app = tracked
+    edition = setup_edition(app, subscribers=("ada@example.com",))
+    config = str(app.settings.source)
+    runner = CliRunner()
+    listed = runner.invoke(main, ["--config", config, "editions", "list"])
+    assert listed.exit_code == 0, listed.output
+    listed = runner.invoke(main, ["--config", config, "editions", "list", "--json"])
+    assert edition["key"] in listed.output
+    shown = runner.invoke(main, ["--config", config, "editions", "report", edition["key"]])
+    assert shown.exit_code == 0, shown.output
+    assert "clicks per article" in shown.output
+    as_json = runner.invoke(main, ["--config", config, "editions", "report", edition["key"], "--json"])
+    assert '"recipients": 1' in as_json.output
+    missing = runner.invoke(main, ["--config", config, "editions", "report", "nope"])
+    assert missing.exit_code == 1 and "no edition" in missing.output

@@ -251,3 +251,20 @@ def editions_page(c: Ctx) -> Response:
     for r in rows:
         r["states"] = counts.get(r["id"], {})
     return c.page("editions.html", editions=rows)
+
+
+def edition_report_page(c: Ctx) -> Response:
+    """One edition's report (RPT-1) with a chart of clicks per article (CLK-2: counts only)."""
+    from pipeline.digests.reports import edition_report
+
+    with read(c) as conn:
+        report = edition_report(conn, c.params["key"])
+    per_article = report["clicks"]["per_article"]
+    chart = Markup(
+        charts.category_chart(
+            "Clicks per article", [a["title"] for a in per_article], [a["clicks"] for a in per_article]
+        )
+    )
+    return c.page(
+        "edition_report.html", report=report, chart=chart, tracking=c.settings.digests.track_clicks
+    )
