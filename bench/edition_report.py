@@ -146,7 +146,10 @@ def build(engine, n: int) -> str:
         conn.execute(insert(subscriber_events), events)
         conn.execute(
             insert(edition_clicks),
-            [dict(edition_id=target, article_id=a, count=n // (a + 3), first_at=now, last_at=now) for a in range(1, 11)],
+            [
+                dict(edition_id=target, article_id=a, count=n // (a + 3), first_at=now, last_at=now)
+                for a in range(1, 11)
+            ],
         )
     return "daily-2026-11-03"
 
@@ -176,7 +179,9 @@ def run(n: int, repeat: int) -> None:
             report = edition_report(conn, key)
             ours = timed(lambda: edition_report(conn, key), repeat)
             floor = timed(
-                lambda: conn.execute(text("SELECT count(*) FROM deliveries WHERE edition_id = :e"), {"e": eid}).scalar(),
+                lambda: conn.execute(
+                    text("SELECT count(*) FROM deliveries WHERE edition_id = :e"), {"e": eid}
+                ).scalar(),
                 repeat,
             )
         with engine.begin() as conn:

@@ -265,6 +265,4 @@ def edition_report_page(c: Ctx) -> Response:
             "Clicks per article", [a["title"] for a in per_article], [a["clicks"] for a in per_article]
         )
     )
-    return c.page(
-        "edition_report.html", report=report, chart=chart, tracking=c.settings.digests.track_clicks
-    )
+    return c.page("edition_report.html", report=report, chart=chart, tracking=c.settings.digests.track_clicks)
