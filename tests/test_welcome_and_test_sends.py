@@ -1,4 +1,4 @@
-"""Welcome emails and test sends (issue 14 item 4; WEL-1..3, TEST-1..3), delivered to a
+"""Welcome emails and test sends (issue 14 item 4; WEL-1..3, SEED-1..3), delivered to a
 real aiosmtpd server on 127.0.0.1, on every database."""
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def watermarks(app) -> dict:
 
 
 def test_test_send_goes_to_the_seed_list_marked_and_moves_no_watermark_test1_test2(make_app, db_url, smtp):
-    """TEST-1, TEST-2: the subscriber's next digest, Subject [TEST], to every seed
+    """SEED-1, SEED-2: the subscriber's next digest, Subject [TEST], to every seed
     address; no edition, no part, no watermark moved; the real compose afterwards
     sends the subscriber the same articles."""
     app = make_app(db_url, smtp_toml(smtp))
@@ -133,7 +133,7 @@ def test_test_send_goes_to_the_seed_list_marked_and_moves_no_watermark_test1_tes
         assert msg["Subject"].startswith("[TEST] ") and msg["X-Syndicate-Test"] == "yes"
         assert "First Light" in msg.get_body(("plain",)).get_content()
         html = msg.get_body(("html",)).get_content()
-        # TEST-3: the real subscriber's links are not in the copy
+        # SEED-3: the real subscriber's links are not in the copy
         assert subs.list_token(app.settings, "unsubscribe", sid) not in html
         assert subs.list_token(app.settings, "preferences", sid) not in html
         assert "List-Unsubscribe" not in msg
@@ -158,7 +158,9 @@ def test_digest_test_cli_dry_run_sends_nothing_and_bad_address_is_named(make_app
     assert "[TEST]" in dry.output and "nothing was queued" in dry.output
     with app.engine.connect() as conn:
         assert conn.execute(select(deliveries).where(deliveries.c.kind == "digest_test")).all() == []
-    sent = runner.invoke(main, ["--config", config, "digest", "test", "--to", "ed@example.com", "--as", "ada@example.com"])
+    sent = runner.invoke(
+        main, ["--config", config, "digest", "test", "--to", "ed@example.com", "--as", "ada@example.com"]
+    )
     assert sent.exit_code == 0, sent.output
     assert "sent 1 of 1" in sent.output
     assert len(smtp.received_by("ed@example.com")) == 1

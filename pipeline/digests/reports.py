@@ -30,7 +30,6 @@ from pipeline.timeutil import rfc3339
 
 UNSUBSCRIBE_WINDOW = dt.timedelta(days=7)
 MAX_LIMIT = 500
-DIGEST_KINDS = ("digest", "instant")
 
 
 def _when(value: dt.datetime | None) -> str | None:
@@ -81,7 +80,7 @@ def _state_counts(conn: Connection, edition_ids: list[int]) -> dict[int, dict[st
     out: dict[int, dict[str, int]] = {}
     for edition_id, state, n in conn.execute(
         select(deliveries.c.edition_id, deliveries.c.state, func.count())
-        .where(deliveries.c.edition_id.in_(edition_ids), deliveries.c.kind.in_(DIGEST_KINDS))
+        .where(deliveries.c.edition_id.in_(edition_ids))
         .group_by(deliveries.c.edition_id, deliveries.c.state)
     ):
         out.setdefault(edition_id, {})[state] = int(n)
@@ -111,7 +110,9 @@ def edition_report(conn: Connection, key: str) -> dict:
     ed = conn.execute(select(digest_editions).where(digest_editions.c.key == key)).first()
     if ed is None:
         raise NotFound(f"no edition {key!r}", hint="`syndicate editions list` shows the editions.")
-    mine = and_(deliveries.c.edition_id == ed.id, deliveries.c.kind.in_(DIGEST_KINDS))
+    # only digest and instant messages carry an edition id, so no kind filter: the
+    # counts below are then read from the (edition_id, state, sent_at) index alone
+    mine = deliveries.c.edition_id == ed.id
     numbers = _delivery_numbers(_state_counts(conn, [ed.id]).get(ed.id, {}))
     first_sent, last_sent = conn.execute(
         select(func.min(deliveries.c.sent_at), func.max(deliveries.c.sent_at)).where(mine)

@@ -1,14 +1,14 @@
-"""Test sends: the next digest, as one subscriber would get it, to a seed list (TEST-1..3).
+"""Test sends: the next digest, as one subscriber would get it, to a seed list (SEED-1..3).
 
 `syndicate digest test --to ADDRESS... [--as SUBSCRIBER]` renders the subscriber's next
 digest exactly as `digest preview` does (the same selection, parts and templates; a
 sample of the next edition when no subscriber is named) and queues one email per seed
 address, kind `digest_test`, through the outbox like every email. It composes no
 edition, writes no part and moves no watermark, so the real send later is unchanged
-(TEST-2). The Subject starts with `[TEST]` and the message carries `X-Syndicate-Test:
-yes` (TEST-1). The subscriber's own unsubscribe and preferences links are replaced by
+(SEED-2). The Subject starts with `[TEST]` and the message carries `X-Syndicate-Test:
+yes` (SEED-1). The subscriber's own unsubscribe and preferences links are replaced by
 a harmless link to the site, and there is no List-Unsubscribe header, so a seed
-reader who clicks cannot unsubscribe the real subscriber (TEST-3). Links are never
+reader who clicks cannot unsubscribe the real subscriber (SEED-3). Links are never
 click-tracked in a test send (the preview has no edition to count against).
 """
 
@@ -48,7 +48,7 @@ class TestSend:
 
 
 def _neutralise(settings: Settings, text: str, subscriber_id: int | None) -> str:
-    """Replace the subscriber's own unsubscribe and preferences links (TEST-3)."""
+    """Replace the subscriber's own unsubscribe and preferences links (SEED-3)."""
     if not subscriber_id:
         return text
     links = ListLinks(settings)

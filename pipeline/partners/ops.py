@@ -249,6 +249,10 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
 
 
 def _pusher(app, name: str) -> Partner:
+    if name.startswith("events:"):  # an outgoing-events endpoint (pipeline.partners.outgoing)
+        from pipeline.partners.outgoing import get_endpoint
+
+        return get_endpoint(app.settings, name)
     p = get_partner(app.settings, name)
     if not p.pushes_articles:
         raise SyndicateError(

@@ -679,7 +679,7 @@ edition_clicks = Table(
     Column("first_at", UTCDateTime, nullable=False),
     Column("last_at", UTCDateTime, nullable=False),
 )
-Index("ix_deliveries_edition", deliveries.c.edition_id)
+Index("ix_deliveries_edition", deliveries.c.edition_id, deliveries.c.state, deliveries.c.sent_at)
 Index("ix_bounce_events_delivery", bounce_events.c.delivery_id)
 
 # Closed states (pipeline.states) as CHECK constraints: a misspelt state cannot reach

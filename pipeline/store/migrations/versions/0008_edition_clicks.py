@@ -31,7 +31,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("edition_id", "article_id", name=op.f("pk_edition_clicks")),
     )
-    op.create_index("ix_deliveries_edition", "deliveries", ["edition_id"])
+    op.create_index("ix_deliveries_edition", "deliveries", ["edition_id", "state", "sent_at"])
     op.create_index("ix_bounce_events_delivery", "bounce_events", ["delivery_id"])
 
 
