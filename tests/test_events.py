@@ -238,3 +238,18 @@ def test_hard_bounce_is_a_subscriber_bounced_event_evt2(make_app, sqlite_url, re
     assert row["kind"] == "subscriber.bounced"
     data = row["payload"]["event"]["data"]
     assert data["subscriber_id"] == sid and data["bounce"] == "hard" and data["status"] == "5.1.1"
+
+
+def test_410_disables_the_endpoint_until_resumed_evt4(events_app, receiver):
+    """EVT-4: a 410 disables the endpoint like a partner; `partners resume events:NAME`
+    lifts it and the event is delivered."""
+    from pipeline.partners import ops, state
+
+    receiver.reply(Reply(status=410))
+    signup_and_confirm(events_app)
+    drain(events_app.settings, events_app.engine, channels=["events"])
+    with events_app.engine.connect() as conn:
+        assert state.get_state(conn, "events:crm")["state"] == "disabled"
+    ops.resume(events_app, "events:crm")
+    drain(events_app.settings, events_app.engine, channels=["events"])
+    assert [e["type"] for e in receiver.events] == ["subscriber.confirmed"]
