@@ -253,3 +253,16 @@ def test_410_disables_the_endpoint_until_resumed_evt4(events_app, receiver):
     ops.resume(events_app, "events:crm")
     drain(events_app.settings, events_app.engine, channels=["events"])
     assert [e["type"] for e in receiver.events] == ["subscriber.confirmed"]
+
+
+def test_partners_commands_know_event_endpoints_evt5(events_app, receiver):
+    """`partners list`, `partners test events:NAME` and `partners status events:NAME`
+    cover event endpoints: a signed ping the reference library accepts."""
+    from pipeline.partners import ops
+
+    names = [o["name"] for o in ops.overview(events_app)]
+    assert "events:crm" in names
+    result = ops.send_test_event(events_app, "events:crm")
+    assert result.ok and result.self_verified
+    assert receiver.requests[-1].verified
+    assert ops.status(events_app, "events:crm")["summary"]["state"] == "active"

@@ -219,9 +219,11 @@ def partners_page(c: Ctx) -> Response:
 def partner_resume(c: Ctx) -> Response:
     from pipeline.partners import state
     from pipeline.partners.config import partners
+    from pipeline.partners.outgoing import endpoints
 
     name = c.params["name"]
-    if name not in {p.name for p in partners(c.settings)}:
+    known = {p.name for p in partners(c.settings)} | {p.name for p, _types in endpoints(c.settings)}
+    if name not in known:
         raise NotFound(f"no partner {name!r}", hint="Partners are [[partners]] entries in syndicate.toml.")
     with db(c) as conn:
         before = state.resume(conn, name)
