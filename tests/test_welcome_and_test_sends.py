@@ -166,3 +166,32 @@ def test_digest_test_cli_dry_run_sends_nothing_and_bad_address_is_named(make_app
     assert len(smtp.received_by("ed@example.com")) == 1
     bad = runner.invoke(main, ["--config", config, "digest", "test", "--to", "not an address"])
     assert bad.exit_code == 1 and "not an address" in bad.output
+
+
+def test_confirming_on_the_web_sends_the_welcome_at_once_wel1(make_app, db_url):
+    """WEL-1 through the web service: the welcome is sent right after the confirmation
+    page (as the confirmation link was), not at the next `deliver`."""
+    import re
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from starlette.testclient import TestClient
+
+    from pipeline.web.app import create_app
+
+    from .digest_helpers import maildir_messages
+
+    app = make_app(db_url, WELCOME)
+    base = "https://news.example.com"
+    with TestClient(create_app(app), base_url=base, follow_redirects=False) as client:
+        client.post("/subscribe", data={"email": "ada@example.com"}, headers={"Origin": base})
+        with app.engine.connect() as conn:
+            nonce = conn.execute(select(deliveries.c.payload).where(deliveries.c.kind == "confirm")).scalar()["nonce"]
+        path = "/confirm/" + subs.confirm_token(app.settings, nonce)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get(path).text).group(1)
+        assert client.post(path, data={"csrf_token": token}, headers={"Origin": base}).status_code == 200
+    subjects = [m["Subject"] for _, m in maildir_messages(app)]
+    assert "Welcome to Test Journal" in subjects
+    with app.engine.connect() as conn:
+        assert conn.execute(select(deliveries.c.state).where(deliveries.c.kind == "welcome")).scalar() == "sent"

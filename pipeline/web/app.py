@@ -341,11 +341,19 @@ class Web:
             sub = await self.db(subs.confirm, token, client=self.client(request, "web:/confirm"))
         except TokenError as exc:
             return self._link_problem(request, exc, token)
-        return self.page(
+        response = self.page(
             request,
             "confirmed.html",
             {"subscriber": sub, "preferences_url": subs.preferences_url(self.settings, sub["id"])},
         )
+        if self.settings.subscribers.welcome_email and sub["state"] == "confirmed":
+            # WEL-1: the welcome follows at once, like the confirmation link did
+            from types import SimpleNamespace
+
+            from pipeline.subscribers.emails import welcome_key
+
+            response = self.send_after(response, SimpleNamespace(outbox_key=welcome_key(sub["id"])))
+        return response
 
     async def resend(self, request: Request) -> Response:
         token = request.path_params["token"]
