@@ -32,9 +32,9 @@ def parsed(received) -> email.message.EmailMessage:
     return email.message_from_bytes(received.data, policy=email.policy.default)
 
 
-def signup_and_confirm(app, address="ada@example.com"):
+def signup_and_confirm(app, address="ada@example.com", name="Ada"):
     with app.engine.begin() as conn:
-        subs.request_subscription(conn, app.settings, address, client=subs.Client(source="web:/"), name="Ada")
+        subs.request_subscription(conn, app.settings, address, client=subs.Client(source="web:/"), name=name)
     with app.engine.connect() as conn:
         row = (
             conn.execute(
@@ -74,7 +74,7 @@ def test_welcome_email_on_confirmation_lists_the_latest_articles_wel1(make_app, 
     assert "Newest One" in text and "Middle One" in text and "Oldest One" not in text
     assert "Hello Ada," in text and "https://news.example.com/articles/newest-one/" in html
     assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert f"/unsubscribe/{subs.list_token(app.settings, 'unsubscribe', sub['id'])}" in welcome["List-Unsubscribe"]
+    assert welcome["List-Unsubscribe"] == f"<{subs.unsubscribe_url(app.settings, sub['id'])}>"  # LIST-1: not encoded
     with app.engine.connect() as conn:
         (row,) = conn.execute(select(deliveries).where(deliveries.c.kind == "welcome")).mappings().all()
     assert row["idempotency_key"] == f"welcome:{sub['id']}" and row["state"] == "sent"
@@ -195,3 +195,35 @@ def test_confirming_on_the_web_sends_the_welcome_at_once_wel1(make_app, db_url):
     assert "Welcome to Test Journal" in subjects
     with app.engine.connect() as conn:
         assert conn.execute(select(deliveries.c.state).where(deliveries.c.kind == "welcome")).scalar() == "sent"
+
+
+def test_golden_welcome_and_test_send_emails(sqlite_app, monkeypatch):
+    """The exact bytes of a welcome and a test send (Date, Message-ID and the MIME
+    boundary normalised); `make goldens` regenerates them after a deliberate change."""
+    from .digest_helpers import maildir_messages
+    from .test_digests_golden import check_golden
+
+    monkeypatch.setenv("SYNDICATE_FROZEN_NOW", "2026-11-03T12:00:00Z")
+    app = sqlite_app
+    app.settings.subscribers._values["welcome_email"] = True
+    add_articles(
+        app,
+        [
+            {
+                "slug": "sleep-debt",
+                "title": "Sleep Debt Is Real",
+                "approved_at": at(hours=1),
+                "summary": "Nights add up.",
+            },
+            {"slug": "fair-fights", "title": "Fair Fights & Kind Words", "approved_at": at(hours=2)},
+        ],
+    )
+    signup_and_confirm(app, "chloe@example.com", name="Chloé Martin")
+    drain(app.settings, app.engine)
+    (welcome,) = [data for data, m in maildir_messages(app) if m["Subject"].startswith("Welcome")]
+    check_golden("welcome.eml", welcome)
+    add_subscriber(app, "ana@example.com", name="Ana Ferreira", confirmed_at=at(-1))
+    queue_test_send(app.engine, app.settings, ["editor@example.com"], as_subscriber="ana@example.com")
+    drain(app.settings, app.engine)
+    (test_send,) = [data for data, m in maildir_messages(app) if m["Subject"].startswith("[TEST]")]
+    check_golden("digest_test.eml", test_send)

@@ -68,11 +68,20 @@ def _message(
     key = row.get("idempotency_key") or f"{row.get('id')}"
     msg["Message-ID"] = f"<{hashlib.sha256(key.encode('utf-8')).hexdigest()[:32]}@{_domain(sender)}>"
     msg["Auto-Submitted"] = "auto-generated"
-    for name, value in (headers or {}).items():
-        msg[name] = value
     msg.set_content(text_body)
     msg.add_alternative(html_body, subtype="html")
-    return OutgoingEmail(envelope_from=parseaddr(sender)[1], recipients=[to], data=msg.as_bytes())
+    data = msg.as_bytes()
+    if headers:
+        # Spliced in as written: the stdlib would fold a long URI header into RFC 2047
+        # encoded-words, which List-Unsubscribe readers do not decode (LIST-1).
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = []
+        for name, value in headers.items():
+            if not value.isascii() or "\r" in value or "\n" in value or len(name) + len(value) > 990:
+                raise ValueError(f"header {name} cannot be written as one ASCII line")
+            lines.append(f"{name}: {value}".encode("ascii"))
+        data = head + b"\r\n" + b"\r\n".join(lines) + b"\r\n\r\n" + rest
+    return OutgoingEmail(envelope_from=parseaddr(sender)[1], recipients=[to], data=data)
 
 
 def build_confirm_email(conn: Connection, settings: Settings, row: dict):
