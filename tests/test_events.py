@@ -266,3 +266,11 @@ def test_partners_commands_know_event_endpoints_evt5(events_app, receiver):
     assert result.ok and result.self_verified
     assert receiver.requests[-1].verified
     assert ops.status(events_app, "events:crm")["summary"]["state"] == "active"
+
+
+def test_operator_add_of_a_confirmed_subscriber_is_an_event_evt2(events_app, receiver):
+    with events_app.engine.begin() as conn:
+        sub, _ = subs.add(conn, events_app.settings, "bo@example.com", confirmed=True, source="import:crm")
+    (row,) = event_rows(events_app)
+    assert row["kind"] == "subscriber.confirmed"
+    assert row["payload"]["event"]["data"]["subscriber_id"] == sub["id"]

@@ -544,7 +544,8 @@ def lift_suppression(
 def mark_confirmed(
     conn: Connection, settings: Settings, subscriber_id: int, *, source: str, now: dt.datetime, detail: dict
 ) -> None:
-    before = get_by_id(conn, subscriber_id)
+    # the state before, for the outgoing event; read only when an endpoint may want it
+    before = get_by_id(conn, subscriber_id) if getattr(settings, "event_endpoints", None) else None
     conn.execute(
         update(subscribers)
         .where(subscribers.c.id == subscriber_id)
