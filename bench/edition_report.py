@@ -1,8 +1,9 @@
 """Benchmark: `edition_report` (pipeline.digests.reports) for one edition of 10,000 and
-100,000 recipients, on SQLite.
+100,000 recipients, on SQLite and (with --databases sqlite,postgresql) PostgreSQL.
 
-    .venv/bin/python bench/edition_report.py                  # 10,000 and 100,000
+    .venv/bin/python bench/edition_report.py                  # 10,000 and 100,000, SQLite
     .venv/bin/python bench/edition_report.py --sizes 20000    # one size
+    .venv/bin/python bench/edition_report.py --databases postgresql   # a fresh schema on --pg-url
 
 Per size, in the same run and on the same database file:
 
@@ -163,11 +164,33 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def run(n: int, repeat: int) -> None:
+def fresh_pg_schema(pg_url: str) -> tuple[str, str]:
+    import secrets
+
+    import psycopg
+
+    name = "bench_report_" + secrets.token_hex(4)
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    return name, f"{pg_url}?options=-csearch_path%3D{name}"
+
+
+def drop_pg_schema(pg_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def run(n: int, repeat: int, database: str = "sqlite", pg_url: str = "") -> None:
+    schema = ""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        url = f"sqlite:///{root / 'bench.db'}"
+        if database == "postgresql":
+            schema, url = fresh_pg_schema(pg_url)
         (root / "syndicate.toml").write_text(
-            f'[site]\nbase_url = "https://news.example.com"\n[database]\nurl = "sqlite:///{root / "bench.db"}"\n'
+            f'[site]\nbase_url = "https://news.example.com"\n[database]\nurl = "{url}"\n'
         )
         settings = load_settings(root / "syndicate.toml", env={})
         engine = get_engine(settings.database_url)
@@ -190,13 +213,15 @@ def run(n: int, repeat: int) -> None:
         with engine.connect() as conn:
             bare = timed(lambda: edition_report(conn, key), max(1, repeat // 2))
         engine.dispose()
+        if schema:
+            drop_pg_schema(pg_url, schema)
     print(
-        f"{n:>7,} recipients ({(OTHER_EDITIONS + 1) * n:,} outbox rows; built in {built:.1f}s): "
+        f"{database:<10} {n:>7,} recipients ({(OTHER_EDITIONS + 1) * n:,} outbox rows; built in {built:.1f}s): "
         f"report {ours * 1000:.1f} ms | floor count(*) {floor * 1000:.1f} ms | ours/floor {ours / floor:.1f}x | "
         f"without 0008 indexes {bare * 1000:.1f} ms ({bare / ours:.1f}x slower)"
     )
     print(
-        f"          sent {report['sent']:,} failed {report['failed']:,} bounced {report['bounced']} "
+        f"                     sent {report['sent']:,} failed {report['failed']:,} bounced {report['bounced']} "
         f"unsubscribed_7d {report['unsubscribed_7d']:,} clicks {report['clicks']['total']:,}"
     )
 
@@ -205,9 +230,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000", help="Comma-separated recipient counts.")
     parser.add_argument("--repeat", type=int, default=5, help="Runs per measurement (median).")
+    parser.add_argument("--databases", default="sqlite", help="Comma-separated: sqlite, postgresql.")
+    parser.add_argument(
+        "--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test", help="PostgreSQL server to use."
+    )
     args = parser.parse_args()
-    for n in (int(s) for s in args.sizes.split(",")):
-        run(n, args.repeat)
+    for database in args.databases.split(","):
+        for n in (int(s) for s in args.sizes.split(",")):
+            run(n, args.repeat, database, args.pg_url)
 
 
 if __name__ == "__main__":
