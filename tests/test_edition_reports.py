@@ -225,3 +225,21 @@ def test_editions_cli_list_and_report_rpt4(tracked):
     assert '"recipients": 1' in as_json.output
     missing = runner.invoke(main, ["--config", config, "editions", "report", "nope"])
     assert missing.exit_code == 1 and "no edition" in missing.output
+
+
+def test_instant_sends_are_editions_with_their_own_report_and_click_links_rpt1_clk1(tracked):
+    app = tracked
+    add_articles(app, [{"slug": "first-light", "title": "First Light", "approved_at": at(hours=2)}])
+    add_subscriber(app, "ada@example.com", frequency="instant", confirmed_at=at())
+    compose(app.engine, app.settings, "instant", now=at(hours=3))
+    drain(app)
+    (msg,) = [m for _, m in maildir_messages(app)]
+    (url,) = links(msg)
+    with TestClient(create_app(app), base_url="https://news.example.com", follow_redirects=False) as client:
+        r = client.get(url.removeprefix("https://news.example.com"))
+    assert r.status_code == 302 and r.headers["location"] == "https://news.example.com/articles/first-light/"
+    with app.engine.connect() as conn:
+        (edition,) = list_editions(conn, limit=5)
+        report = edition_report(conn, edition["key"])
+    assert edition["key"].startswith("instant-")
+    assert report["sent"] == 1 and report["clicks"]["per_article"][0]["clicks"] == 1
