@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "pipeline.commands.feeds",
     "pipeline.commands.sources",
     "pipeline.commands.users",
+    "pipeline.commands.editions",
 ]
 
 console = Console(highlight=False)
@@ -97,6 +98,8 @@ READ_ONLY_COMMANDS = {
     "subscribers show",
     "suppressions list",
     "bounces list",
+    "editions list",
+    "editions report",
 }
 
 

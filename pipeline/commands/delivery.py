@@ -74,7 +74,7 @@ def _summary(report) -> str:
     "--channel",
     "channels",
     multiple=True,
-    type=click.Choice(["email", "webhook", "micropub", "websub"]),
+    type=click.Choice(["email", "webhook", "micropub", "websub", "events"]),
     help="Only these channels (repeatable).",
 )
 @click.option(
@@ -170,7 +170,7 @@ def _warn_paused(app) -> None:
     "--channel",
     "channels",
     multiple=True,
-    type=click.Choice(["email", "webhook", "micropub", "websub"]),
+    type=click.Choice(["email", "webhook", "micropub", "websub", "events"]),
     help="Only these channels (repeatable).",
 )
 @pass_ctx
@@ -238,7 +238,7 @@ def deliveries():
     default=None,
     help="Only this state.",
 )
-@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub"]), default=None)
+@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]), default=None)
 @click.option("--target", default=None, help="Only this recipient address, partner or hub.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -345,7 +345,7 @@ def deliveries_show(ctx, delivery_id):
 @deliveries.command("retry")
 @click.argument("ids", type=int, nargs=-1)
 @click.option("--failed", "all_failed", is_flag=True, help="Every failed and dead delivery.")
-@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub"]), default=None)
+@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]), default=None)
 @pass_ctx
 def deliveries_retry(ctx, ids, all_failed, channel):
     """Put failed or dead deliveries back in the queue, due now.
@@ -377,7 +377,7 @@ def deliveries_retry(ctx, ids, all_failed, channel):
 
 
 @deliveries.command("pause")
-@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub"]))
+@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]))
 @click.option("--reason", default="paused by the operator", show_default=True)
 @pass_ctx
 def deliveries_pause(ctx, channel, reason):
@@ -394,7 +394,7 @@ def deliveries_pause(ctx, channel, reason):
 
 
 @deliveries.command("resume")
-@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub"]))
+@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]))
 @pass_ctx
 def deliveries_resume(ctx, channel):
     """Resume a paused channel (after a 5.7.x answer or too many failures in a row).

@@ -33,7 +33,7 @@ from pipeline.timeutil import utcnow
 STATES = ("queued", "sending", "sent", "retry", "failed", "suppressed", "dead", "cancelled")
 DUE_STATES = ("queued", "retry")
 FINAL_STATES = ("sent", "failed", "suppressed", "dead", "cancelled")
-CHANNELS = ("email", "webhook", "micropub", "websub")
+CHANNELS = ("email", "webhook", "micropub", "websub", "events")
 
 
 _PROCESS_TOKEN: dict[int, str] = {}

@@ -29,7 +29,7 @@ from pipeline.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-PARTNER_CHANNELS = ("webhook", "micropub", "websub")
+PARTNER_CHANNELS = ("webhook", "micropub", "websub", "events")  # events: outgoing-event endpoints
 
 
 def review_panel(conn) -> dict:

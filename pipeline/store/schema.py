@@ -667,6 +667,21 @@ desk_articles = Table(
     Column("submitted_at", UTCDateTime, nullable=True),
 )
 
+# --- edition reports (owner: pipeline.digests.clicks; issue 14 item 3) -------------------
+# Clicks on a digest's signed /r/ links, counted per edition and article only: no row
+# names a person (CLK-2). Indexes for the report's per-edition aggregates (RPT-1).
+edition_clicks = Table(
+    "edition_clicks",
+    metadata,
+    Column("edition_id", BigInteger, ForeignKey("digest_editions.id", ondelete="CASCADE"), primary_key=True),
+    Column("article_id", BigInteger, primary_key=True),
+    Column("count", BigInteger, nullable=False, default=0),
+    Column("first_at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+)
+Index("ix_deliveries_edition", deliveries.c.edition_id, deliveries.c.state, deliveries.c.sent_at)
+Index("ix_bounce_events_delivery", bounce_events.c.delivery_id)
+
 # Closed states (pipeline.states) as CHECK constraints: a misspelt state cannot reach
 # a row. Migration 0002 adds the same constraints to existing databases.
 for _table, _column, _states in CHECKED_COLUMNS:

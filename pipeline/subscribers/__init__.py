@@ -11,8 +11,8 @@ Modules, one responsibility each:
   suppression;
 - ``operator``: add, remove (withdraw or erase) and purge (GDPR-2);
 - ``csv_io``: import and export;
-- ``emails``: the confirmation and "already subscribed" emails (outbox kinds
-  ``confirm``, ``subscribed_notice``);
+- ``emails``: the confirmation, "already subscribed" and welcome emails (outbox kinds
+  ``confirm``, ``subscribed_notice``, ``welcome``);
 - ``suppression``: the suppression list's one owner.
 
 The package itself is the API: ``from pipeline import subscribers`` and then
@@ -83,7 +83,7 @@ _MODULES = {
     ),
     "operator": ("add", "remove", "purge_unconfirmed", "purge_stage"),
     "csv_io": ("IMPORT_COLUMNS", "EXPORT_COLUMNS", "ImportReport", "import_csv", "export_csv"),
-    "emails": ("build_confirm_email", "build_notice_email"),
+    "emails": ("build_confirm_email", "build_notice_email", "build_welcome_email", "queue_welcome"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

@@ -51,11 +51,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from pipeline.config import Settings
-from pipeline.delivery import recipients
+from pipeline.delivery import emit_event, recipients
 from pipeline.delivery.email import verp
 from pipeline.errors import NotFound
 from pipeline.store.schema import bounce_events, deliveries
-from pipeline.timeutil import utcnow
+from pipeline.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -479,3 +479,19 @@ def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d
                 "detail": d.detail[:500],
             },
         )
+        if d.kind in ("hard", "soft"):
+            emit_event(
+                conn,
+                settings,
+                "subscriber.bounced",
+                {
+                    "subscriber_id": subscriber_id,
+                    "email": d.email,
+                    "bounce": d.kind,
+                    "decision": d.decision,
+                    "status": d.status,
+                    "delivery_id": d.delivery_id,
+                    "at": rfc3339(now),
+                },
+                key=_source_key(raw, key_recipient or d.email),
+            )
