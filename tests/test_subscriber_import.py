@@ -70,9 +70,7 @@ def run(app, text_or_path, *, confirmed=False, source="", dry_run=False, batch_r
 def snapshot(app) -> dict:
     with app.engine.connect() as conn:
         return {
-            "subscribers": [
-                dict(r) for r in conn.execute(select(subscribers).order_by(subscribers.c.id)).mappings()
-            ],
+            "subscribers": [dict(r) for r in conn.execute(select(subscribers).order_by(subscribers.c.id)).mappings()],
             "events": conn.execute(select(func.count()).select_from(subscriber_events)).scalar(),
             "tokens": conn.execute(select(func.count()).select_from(confirm_tokens)).scalar(),
             "outbox": conn.execute(select(func.count()).select_from(deliveries)).scalar(),
@@ -302,10 +300,7 @@ def test_plain_address_fast_path_agrees_with_email_validator(text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(
-    st.from_regex(r"\A[a-zA-Z0-9.+_-]{1,20}@[a-zA-Z0-9.-]{1,30}\Z", fullmatch=True)
-    | st.emails().map(str)
-)
+@given(st.from_regex(r"\A[a-zA-Z0-9.+_-]{1,20}@[a-zA-Z0-9.-]{1,30}\Z", fullmatch=True) | st.emails().map(str))
 def test_plain_address_fast_path_never_accepts_what_email_validator_refuses(text):
     fast = imports.plain_address(text)
     assert fast is None or fast == _validator(text), text

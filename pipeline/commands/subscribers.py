@@ -345,7 +345,8 @@ def import_status_cmd(ctx, import_id, errors, as_json):
         click.echo(json.dumps(_public(job), indent=2, default=str))
         return
     console.print(
-        f"import {job['id']}: {job['status']}" + (" (dry run)" if job["dry_run"] else "")
+        f"import {job['id']}: {job['status']}"
+        + (" (dry run)" if job["dry_run"] else "")
         + f"   file {escape(job['filename'])}   by {escape(job['created_by'])}",
         soft_wrap=True,
     )

@@ -75,9 +75,7 @@ def import_csv(
     confirmation email."""
     from pipeline.subscribers.imports import import_csv_stream
 
-    run = import_csv_stream(
-        conn, settings, stream, confirmed=confirmed, source=source, file_name=file_name, now=now
-    )
+    run = import_csv_stream(conn, settings, stream, confirmed=confirmed, source=source, file_name=file_name, now=now)
     report = ImportReport(
         rows=run.total,
         added=run.created,

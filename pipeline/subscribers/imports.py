@@ -379,14 +379,17 @@ class _Writer:
         for row in rows:
             sub = known.get(row.email)
             if sub is not None and sub["state"] in ("unsubscribed", "suppressed"):
-                self.note(notes, RowNote(
+                self.note(
+                    notes,
+                    RowNote(
                         row.line,
                         "skipped",
                         "email",
                         f"{row.email} is {sub['state']}; kept as it is",
                         row.email,
                         sub["state"],
-                    ),)
+                    ),
+                )
                 continue
             if row.email in blocked:
                 self.note(
@@ -466,9 +469,7 @@ class _Writer:
                 continue
             report.created += 1
             detail = {"file": self.filename, "line": r.line}
-            events.append(
-                self._event(sid, "imported", wording=self.wording, detail={**detail, "preferences": r.prefs})
-            )
+            events.append(self._event(sid, "imported", wording=self.wording, detail={**detail, "preferences": r.prefs}))
             if self.confirmed:
                 events.append(self._event(sid, "confirmed", wording=self.operator_wording, detail=detail))
                 report.confirmed += 1
@@ -770,9 +771,7 @@ def _run(
         if isinstance(exc, UnicodeDecodeError):
             message = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
         tx.run(
-            lambda c: _set_status(
-                c, import_id, status=ImportStatus.FAILED, finished_at=utcnow(), error=message[:2000]
-            )
+            lambda c: _set_status(c, import_id, status=ImportStatus.FAILED, finished_at=utcnow(), error=message[:2000])
         )
         raise
     finally:

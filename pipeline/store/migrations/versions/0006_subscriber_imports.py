@@ -37,9 +37,7 @@ def upgrade() -> None:
         sa.Column("started_at", pipeline.store.schema.UTCDateTime(timezone=True), nullable=True),
         sa.Column("finished_at", pipeline.store.schema.UTCDateTime(timezone=True), nullable=True),
         sa.Column("error", sa.Text(), nullable=False),
-        sa.CheckConstraint(
-            "status IN ('queued', 'running', 'done', 'failed')", name="ck_subscriber_imports_status"
-        ),
+        sa.CheckConstraint("status IN ('queued', 'running', 'done', 'failed')", name="ck_subscriber_imports_status"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subscriber_imports")),
     )
     op.create_table(
