@@ -258,7 +258,8 @@ def main() -> None:
                 print(f"[{db}]")
                 print(
                     f"(a) ours:    {rate:9,.0f} rows/s  ({args.rows:,} rows in {a['seconds']:.1f} s; "
-                    f"{small:,} rows: {small / a_small['seconds']:,.0f} rows/s)   (target >= {target:,})"
+                    f"{small:,} rows: {small / a_small['seconds']:,.0f} rows/s)   (target >= {target:,}: "
+                    f"{'met' if rate >= target else 'NOT met'})"
                 )
                 print(f"(b) naive:   {b:9,.0f} rows/s  (one INSERT + commit per row; sample of {args.naive_sample:,})")
                 print(f"(c) ceiling: {c:9,.0f} rows/s  (executemany, one transaction, no checks, no events)")

@@ -335,3 +335,15 @@ def test_cli_import_and_import_status(app, tmp_path):
     assert r.exit_code == 1 and "no subscriber import 42" in r.output
     r = invoke(app, "subscribers", "import", "--help")
     assert "import-status" in r.output and "--dry-run" in r.output
+
+
+def test_cli_names_an_unreadable_csv_and_keeps_what_came_before(sqlite_app, tmp_path):
+    """IMP-4: a file the csv module cannot read fails with the reason; the batches before it stay."""
+    path = tmp_path / "huge.csv"
+    rows = b"".join(b"r%d@example.org\n" % i for i in range(5))
+    path.write_bytes(b"email\n" + rows + b'"' + b"a" * 200_000 + b'@example.org"\n')
+    r = invoke(sqlite_app, "subscribers", "import", str(path), "--batch-rows", "2", "--no-progress")
+    assert r.exit_code == 1 and "not a CSV file" in r.output and "import-status 1" in r.output
+    with sqlite_app.engine.connect() as conn:
+        job = imports.get_import(conn, 1)
+    assert job["status"] == "failed" and job["created"] == 4 and "field larger" in job["error"]

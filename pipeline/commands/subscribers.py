@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -273,6 +274,12 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict, batch_rows, no_pro
         raise SyndicateError(
             f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})",
             hint=f"Save the file as UTF-8 CSV; `syndicate subscribers import-status {import_id}` shows what was done.",
+        ) from None
+    except csv.Error as exc:
+        raise SyndicateError(
+            f"{name}: not a CSV file this import can read ({exc})",
+            hint=f"Check the line the error names; `syndicate subscribers import-status {import_id}` shows "
+            "what was imported before it (importing the fixed file again completes the rest).",
         ) from None
     finally:
         if bar is not None:
