@@ -10,7 +10,8 @@ Modules, one responsibility each:
 - ``state``: the state machine (DOI-1): sign-up, confirm, preferences, withdrawal,
   suppression;
 - ``operator``: add, remove (withdraw or erase) and purge (GDPR-2);
-- ``csv_io``: import and export;
+- ``csv_io``: import (one call, small files) and export;
+- ``imports``: the bulk import engine (batched, with an import row and per-row notes);
 - ``emails``: the confirmation and "already subscribed" emails (outbox kinds
   ``confirm``, ``subscribed_notice``);
 - ``suppression``: the suppression list's one owner.
@@ -84,6 +85,7 @@ _MODULES = {
     "operator": ("add", "remove", "purge_unconfirmed", "purge_stage"),
     "csv_io": ("IMPORT_COLUMNS", "EXPORT_COLUMNS", "ImportReport", "import_csv", "export_csv"),
     "emails": ("build_confirm_email", "build_notice_email"),
+    "imports": ("create_import", "run_import", "get_import", "errors_csv"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

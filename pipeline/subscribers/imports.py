@@ -631,6 +631,12 @@ def _driver_insert(conn: Connection, table, rows: list[dict], *, or_ignore: bool
                 if done is None:
                     done = cache[value] = process(value)
                 values[i] = done
+            elif isinstance(value, list):  # topics: few distinct lists in a file
+                key = tuple(value)
+                done = cache.get(key)
+                if done is None:
+                    done = cache[key] = process(value)
+                values[i] = done
             else:
                 values[i] = process(value)
         data.append(tuple(values))
