@@ -33,15 +33,13 @@ import datetime as dt
 import hashlib
 import io
 import json
-import operator
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import bindparam, cast, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, cast, func, insert, select, update
 from sqlalchemy.dialects.postgresql import JSON as JSON_PG
 from sqlalchemy.engine import Connection, Engine
 
@@ -49,6 +47,7 @@ from pipeline import tokens
 from pipeline.config import Settings
 from pipeline.errors import NotFound
 from pipeline.states import ImportStatus
+from pipeline.store.bulk import insert_rows
 from pipeline.store.schema import (
     confirm_tokens,
     subscriber_events,
@@ -423,7 +422,6 @@ class _Writer:
                 report.confirmed += 1
         ids: dict[str, int] = {}
         if new and not dry_run:
-            ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(subscribers)
             values = [
                 {
                     "email": r.email,
@@ -439,12 +437,13 @@ class _Writer:
                 for r in new
             ]
             if conn.dialect.name == "postgresql":
-                ids = _pg_insert_subscribers(conn, values, now)
-            elif conn.dialect.name == "sqlite":
-                # The batch's transaction holds SQLite's one write lock: the SELECT after
-                # the INSERT sees exactly the rows it inserted (and any it ignored, which
-                # were there before our first SELECT could not have missed: same lock).
-                _driver_insert(conn, subscribers, values, or_ignore=True)
+                inserted = insert_rows(conn, subscribers, values, conflict="email", returning=("id", "email"))
+                ids = {email: sid for sid, email in inserted}
+            else:
+                # SQLite: the batch's transaction holds the database's one write lock
+                # (BEGIN IMMEDIATE), so the addresses the first SELECT did not find are
+                # the rows this INSERT adds; one SELECT gets their ids.
+                insert_rows(conn, subscribers, values, conflict="email")
                 ids = {
                     email: sid
                     for sid, email in conn.execute(
@@ -455,11 +454,6 @@ class _Writer:
                         )
                     )
                 }
-            else:
-                stmt = ins.on_conflict_do_nothing(index_elements=["email"]).returning(
-                    subscribers.c.id, subscribers.c.email
-                )
-                ids = {email: sid for sid, email in conn.execute(stmt, values).all()}
         tokens_rows: list[dict] = []
         outbox_rows: list[dict] = []
         for r in new:
@@ -515,17 +509,13 @@ class _Writer:
                     confirm_updates,
                 )
             if tokens_rows:
-                conn.execute(insert(confirm_tokens), tokens_rows)
+                insert_rows(conn, confirm_tokens, tokens_rows)
             if outbox_rows:
                 from pipeline.delivery import outbox
 
-                outbox.enqueue_many(conn, outbox_rows)
-            if events and conn.dialect.name == "postgresql":
-                _pg_insert_events(conn, events, now)
-            elif events and conn.dialect.name == "sqlite":
-                _driver_insert(conn, subscriber_events, events)
-            elif events:
-                conn.execute(insert(subscriber_events), events)
+                outbox.enqueue_batch(conn, outbox_rows)
+            if events:
+                insert_rows(conn, subscriber_events, events)
         if import_id is not None:
             if notes:
                 conn.execute(insert(subscriber_import_errors), [{"import_id": import_id, **n} for n in notes])
@@ -545,107 +535,14 @@ class _Writer:
             )
 
 
-# PostgreSQL: one statement per batch and table, its rows as one JSON parameter
-# (json_to_recordset), so the driver sends a short query and one string instead of a
-# 10,000-placeholder VALUES list or arrays it escapes element by element.
+# The batch's addresses as one parameter on PostgreSQL (a JSON array), not 1,000
+# placeholders the driver parses one by one (see pipeline.store.bulk).
 
 
 def _among(conn: Connection, column, values: list[str]):
     if conn.dialect.name == "postgresql":
         return column.in_(select(func.json_array_elements_text(cast(bindparam("among", json.dumps(values)), JSON_PG))))
     return column.in_(values)
-
-
-_PG_SUBSCRIBERS = text(
-    """
-    INSERT INTO subscribers (email, name, state, frequency, topics, timezone, source,
-                             created_at, updated_at, confirmed_at)
-    SELECT e, n, st, f, t, tz, :source, :now, :now, CASE WHEN st = 'confirmed' THEN :now END
-    FROM json_to_recordset(CAST(:rows AS json)) AS u(e text, n text, st text, f text, t json, tz text)
-    ON CONFLICT (email) DO NOTHING
-    RETURNING id, email
-    """
-)
-
-_PG_EVENTS = text(
-    """
-    INSERT INTO subscriber_events (subscriber_id, kind, at, source, wording_version, privacy_version,
-                                   token_hash, ip, user_agent, detail)
-    SELECT s, k, :now, src, wv, pv, th, NULL, NULL, d
-    FROM json_to_recordset(CAST(:rows AS json))
-         AS u(s bigint, k text, src text, wv text, pv text, th text, d json)
-    """
-)
-
-
-def _pg_insert_subscribers(conn: Connection, values: list[dict], now: dt.datetime) -> dict[str, int]:
-    rows = [
-        {"e": v["email"], "n": v["name"], "st": v["state"], "f": v["frequency"], "t": v["topics"], "tz": v["timezone"]}
-        for v in values
-    ]
-    params = {"source": values[0]["source"], "now": now, "rows": json.dumps(rows)}
-    return {email: sid for sid, email in conn.execute(_PG_SUBSCRIBERS, params).all()}
-
-
-def _pg_insert_events(conn: Connection, events: list[dict], now: dt.datetime) -> None:
-    rows = [
-        {
-            "s": e["subscriber_id"],
-            "k": e["kind"],
-            "src": e["source"],
-            "wv": e["wording_version"],
-            "pv": e["privacy_version"],
-            "th": e["token_hash"],
-            "d": e["detail"],
-        }
-        for e in events
-    ]
-    conn.execute(_PG_EVENTS, {"now": now, "rows": json.dumps(rows)})
-
-
-# SQLite: executemany straight to the driver, each value converted by its column's own
-# bind processor (the same bytes SQLAlchemy would store), the batch's one timestamp
-# converted once: SQLAlchemy's per-row parameter handling was most of the time.
-
-
-def _driver_insert(conn: Connection, table, rows: list[dict], *, or_ignore: bool = False) -> None:
-    columns = list(rows[0])
-    dialect = conn.dialect
-    quote = dialect.identifier_preparer.quote
-    processed = [
-        (i, process)
-        for i, c in enumerate(columns)
-        if (process := table.c[c].type._cached_bind_processor(dialect)) is not None
-    ]
-    cache: dict = {}
-    get = operator.itemgetter(*columns)
-    data = []
-    for r in rows:
-        values = list(get(r))
-        for i, process in processed:
-            value = values[i]
-            if value is None:
-                continue
-            if isinstance(value, dt.datetime):
-                done = cache.get(value)
-                if done is None:
-                    done = cache[value] = process(value)
-                values[i] = done
-            elif isinstance(value, list):  # topics: few distinct lists in a file
-                key = tuple(value)
-                done = cache.get(key)
-                if done is None:
-                    done = cache[key] = process(value)
-                values[i] = done
-            else:
-                values[i] = process(value)
-        data.append(tuple(values))
-    verb = "INSERT OR IGNORE" if or_ignore else "INSERT"
-    sql = (
-        f"{verb} INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join('?' for _ in columns)})"
-    )
-    conn.exec_driver_sql(sql, data)
 
 
 # --- running an import --------------------------------------------------------------------------
