@@ -434,7 +434,7 @@ class _Writer:
                     "last_digest_at": None,
                     **r.prefs,
                 }
-                for r in new
+                for r in sorted(new, key=lambda r: r.email)  # B-tree inserts in key order
             ]
             if conn.dialect.name == "postgresql":
                 inserted = insert_rows(conn, subscribers, values, conflict="email", returning=("id", "email"))
