@@ -347,3 +347,42 @@ def test_cli_names_an_unreadable_csv_and_keeps_what_came_before(sqlite_app, tmp_
     with sqlite_app.engine.connect() as conn:
         job = imports.get_import(conn, 1)
     assert job["status"] == "failed" and job["created"] == 4 and "field larger" in job["error"]
+
+
+def test_bulk_insert_stores_what_sqlalchemy_stores(app):
+    """pipeline.store.bulk (IMP-3) writes the same values SQLAlchemy's own insert writes:
+    aware datetimes, JSON lists and dicts, NULLs; duplicates skipped with `conflict`."""
+    import datetime as dt
+
+    from sqlalchemy import insert
+
+    from pipeline.store.bulk import insert_rows
+
+    when = dt.datetime(2026, 11, 3, 12, 30, 15, 123456, tzinfo=dt.UTC)
+
+    def row(email: str) -> dict:
+        return {
+            "email": email,
+            "name": "Zoë \"quoted\" 'name'",
+            "state": "confirmed",
+            "frequency": "daily",
+            "topics": ["work", "sleep"],
+            "timezone": "Europe/Lisbon",
+            "source": "t",
+            "created_at": when,
+            "updated_at": when,
+            "confirmed_at": None,
+        }
+
+    with app.engine.begin() as conn:
+        conn.execute(insert(subscribers), [row("core@example.org")])
+        [(count,)] = insert_rows(conn, subscribers, [row("bulk@example.org"), row("bulk2@example.org")])
+        assert count == 2
+        again = insert_rows(conn, subscribers, [row("bulk@example.org")], conflict="email")
+        assert again == [(0,)]
+    with app.engine.connect() as conn:
+        got = {r["email"]: dict(r) for r in conn.execute(select(subscribers)).mappings()}
+    core, bulk = got.pop("core@example.org"), got.pop("bulk@example.org")
+    for key in ("name", "topics", "timezone", "created_at", "confirmed_at", "state"):
+        assert core[key] == bulk[key], key
+    assert bulk["created_at"] == when
