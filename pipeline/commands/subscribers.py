@@ -304,7 +304,7 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict, batch_rows, no_pro
     console.print(
         f"import {import_id}: "
         + ("dry run, no subscriber changed: " if dry_run else "")
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.counts().items()),
+        + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in report.counts().items()),
         soft_wrap=True,
     )
     if strict and report.bad:
@@ -363,7 +363,7 @@ def import_status_cmd(ctx, import_id, errors, as_json):
         soft_wrap=True,
     )
     names = ("total", "created", "updated", "unchanged", "skipped", "bad", "confirmed_count", "confirmations_queued")
-    console.print(", ".join(f"{n.replace('_count', '').replace('_', ' ')} {job[n]}" for n in names))
+    console.print(", ".join(f"{n.replace('_count', '').replace('_', ' ')} {job[n]:,}" for n in names), soft_wrap=True)
     if job["error"]:
         err_console.print(f"error: {escape(job['error'])}", soft_wrap=True)
     if job["bad"] or job["skipped"]:
