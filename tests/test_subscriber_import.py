@@ -386,3 +386,19 @@ def test_bulk_insert_stores_what_sqlalchemy_stores(app):
     for key in ("name", "topics", "timezone", "created_at", "confirmed_at", "state"):
         assert core[key] == bulk[key], key
     assert bulk["created_at"] == when
+
+
+def test_the_purge_stage_deletes_old_row_notes_gdpr2(app):
+    """GDPR-2: row notes name addresses; the purge stage deletes them after NOTES_DAYS,
+    the import's row and counts stay."""
+    import datetime as dt
+
+    report = run(app, CSV)
+    later = imports.utcnow() + dt.timedelta(days=imports.NOTES_DAYS + 1)
+    with app.engine.begin() as conn:
+        assert subs.purge_unconfirmed(conn, app.settings, dry_run=True, now=later)["import_notes"] == 6
+        assert imports.purge_import_notes(conn) == 0  # not old yet
+        assert subs.purge_unconfirmed(conn, app.settings, now=later)["import_notes"] == 6
+    with app.engine.connect() as conn:
+        job = imports.get_import(conn, report.import_id)
+    assert job["errors"] == [] and job["bad"] == 6

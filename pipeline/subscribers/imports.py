@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import bindparam, cast, func, insert, select, update
+from sqlalchemy import bindparam, cast, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import JSON as JSON_PG
 from sqlalchemy.engine import Connection, Engine
 
@@ -63,6 +63,7 @@ from pipeline.timeutil import utcnow
 IMPORT_COLUMNS = ("email", "name", "frequency", "topics", "timezone")
 PREFERENCES = ("name", "frequency", "topics", "timezone")
 KEEP_NOTES = 1000  # row notes kept in the returned report; all of them go to the database
+NOTES_DAYS = 30  # row notes name addresses: the purge stage deletes them after this
 
 Progress = Callable[["ImportReport"], None]
 
@@ -183,6 +184,19 @@ def errors_csv(conn: Connection, import_id: int) -> str:
     for n in _notes(conn, import_id):
         writer.writerow([n["line"], n["kind"], n["field"], n["message"]])
     return out.getvalue()
+
+
+def purge_import_notes(conn: Connection, *, dry_run: bool = False, now: dt.datetime | None = None) -> int:
+    """Delete the row notes (they name addresses) of imports created more than
+    NOTES_DAYS ago; the import rows and their counts stay (GDPR-2). The `purge` stage
+    runs it. Returns how many notes were (or, dry run, would be) deleted."""
+    cutoff = (now or utcnow()) - dt.timedelta(days=NOTES_DAYS)
+    old = select(subscriber_imports.c.id).where(subscriber_imports.c.created_at < cutoff)
+    which = subscriber_import_errors.c.import_id.in_(old)
+    count = conn.execute(select(func.count()).select_from(subscriber_import_errors).where(which)).scalar_one()
+    if count and not dry_run:
+        conn.execute(delete(subscriber_import_errors).where(which))
+    return int(count)
 
 
 # --- reading the file ---------------------------------------------------------------------------
@@ -733,4 +747,5 @@ __all__ = [
     "errors_csv",
     "import_csv_stream",
     "plain_address",
+    "purge_import_notes",
 ]
