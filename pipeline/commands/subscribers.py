@@ -398,8 +398,9 @@ def export_cmd(ctx, file, state):
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @pass_ctx
 def purge_cmd(ctx, days, dry_run):
-    """Delete sign-ups never confirmed within N days, with their tokens and history
-    (GDPR-2). The `purge` stage does the same on schedule.
+    """Delete sign-ups never confirmed within N days, with their tokens and history,
+    and the row notes of imports older than 30 days (GDPR-2). The `purge` stage does
+    the same on schedule.
 
     \b
     Examples:
@@ -412,8 +413,8 @@ def purge_cmd(ctx, days, dry_run):
         counts = subs.purge_unconfirmed(conn, ctx.settings, days=days, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     console.print(
-        f"{verb} {counts['purged_unconfirmed']} unconfirmed sign-up(s) and "
-        f"{counts['rate_limit_rows']} old rate-limit row(s)"
+        f"{verb} {counts['purged_unconfirmed']} unconfirmed sign-up(s), "
+        f"{counts['rate_limit_rows']} old rate-limit row(s) and {counts['import_notes']} old import row note(s)"
     )
 
 
