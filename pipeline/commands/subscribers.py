@@ -220,7 +220,7 @@ def remove_cmd(ctx, email, erase, yes):
 @click.option("--source", default="", help="Where the consent was given (recorded with every row).")
 @click.option("--dry-run", is_flag=True, help="Check the file and report; change no subscriber, send nothing.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any row is bad.")
-@click.option("--batch-rows", type=click.IntRange(1, 50_000), default=1000, show_default=True, hidden=True)
+@click.option("--batch-rows", type=click.IntRange(1, 10_000), default=1000, show_default=True, hidden=True)
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs and CI).")
 @pass_ctx
 def import_cmd(ctx, file, confirmed, source, dry_run, strict, batch_rows, no_progress):

@@ -63,6 +63,7 @@ from pipeline.timeutil import utcnow
 IMPORT_COLUMNS = ("email", "name", "frequency", "topics", "timezone")
 PREFERENCES = ("name", "frequency", "topics", "timezone")
 KEEP_NOTES = 1000  # row notes kept in the returned report; all of them go to the database
+MAX_BATCH_ROWS = 10_000  # one IN (...) parameter per row; SQLite allows 32,766
 NOTES_DAYS = 30  # row notes name addresses: the purge stage deletes them after this
 
 Progress = Callable[["ImportReport"], None]
@@ -620,6 +621,8 @@ def run_import(
     import is marked failed (with the message) and the error raised; the batches
     written before it stay, and importing the file again completes it (IMP-4).
     `import_id` None runs without bookkeeping (the one-call `import_csv`)."""
+    if not 1 <= batch_rows <= MAX_BATCH_ROWS:
+        raise ValueError(f"batch_rows must be 1 to {MAX_BATCH_ROWS:,} (SQLite's limit on parameters per statement)")
     now = now or utcnow()
     tx = _Tx(engine_or_conn)
     if import_id is not None:
