@@ -9,9 +9,10 @@ An import is a row in ``subscriber_imports`` (``create_import``), run by ``run_i
   a bad row is reported with its line number, the field and why, and skipped; the rest
   goes on (IMP-2);
 - each batch costs a fixed number of SQL statements, whatever its size (IMP-3): one
-  SELECT for the batch's known addresses, one for its suppressions, then
-  ``executemany`` INSERTs and UPDATEs for subscribers, consent events, confirmation
-  tokens and their outbox rows, the row notes and the import's counts;
+  SELECT for the batch's known addresses, one for its suppressions, then one INSERT
+  per table (pipeline.store.bulk) for subscribers, consent events, confirmation tokens
+  and their outbox rows, ``executemany`` UPDATEs for known addresses, the row notes
+  and the import's counts;
 - importing the same file twice changes nothing; unsubscribed and suppressed addresses
   stay so (IMP-4);
 - the consent log gets exactly what a one-by-one import wrote (IMP-5): ``imported``
@@ -32,6 +33,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -59,6 +61,8 @@ from pipeline.subscribers.addresses import InvalidInput, normalise_email, smtput
 from pipeline.subscribers.fields import clean_frequency, clean_name, clean_timezone, clean_topics
 from pipeline.subscribers.links import confirm_token
 from pipeline.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 IMPORT_COLUMNS = ("email", "name", "frequency", "topics", "timezone")
 PREFERENCES = ("name", "frequency", "topics", "timezone")
@@ -604,7 +608,7 @@ def _open(path_or_stream: str | os.PathLike | IO[str]) -> tuple[IO[str], _Counti
 def run_import(
     engine_or_conn: Engine | Connection,
     settings: Settings,
-    import_id: int | None,
+    import_id: int,
     path_or_stream: str | os.PathLike | IO[str],
     *,
     progress: Progress | None = None,
@@ -620,16 +624,14 @@ def run_import(
     the database). `progress(report)` is called after each batch. On an error the
     import is marked failed (with the message) and the error raised; the batches
     written before it stay, and importing the file again completes it (IMP-4).
-    `import_id` None runs without bookkeeping (the one-call `import_csv`)."""
+    Given a Connection, everything (the status too) is in the caller's transaction.
+    `keep_notes` None keeps every note in the report."""
     if not 1 <= batch_rows <= MAX_BATCH_ROWS:
         raise ValueError(f"batch_rows must be 1 to {MAX_BATCH_ROWS:,} (SQLite's limit on parameters per statement)")
     now = now or utcnow()
     tx = _Tx(engine_or_conn)
-    if import_id is not None:
-        job = tx.run(lambda c: get_import(c, import_id, errors_limit=0))
-        source, confirmed, filename = job["source"], job["confirmed"], job["filename"]
-    else:
-        raise ValueError("run_import needs an import id; use import_csv for a one-call import")
+    job = tx.run(lambda c: get_import(c, import_id, errors_limit=0))
+    source, confirmed, filename = job["source"], job["confirmed"], job["filename"]
     return _run(
         tx,
         settings,
@@ -701,9 +703,15 @@ def _run(
         message = str(exc) or type(exc).__name__
         if isinstance(exc, UnicodeDecodeError):
             message = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-        tx.run(
-            lambda c: _set_status(c, import_id, status=ImportStatus.FAILED, finished_at=utcnow(), error=message[:2000])
-        )
+        if not isinstance(tx.target, Connection):  # the caller's transaction rolls back anyway
+            try:
+                tx.run(
+                    lambda c: _set_status(
+                        c, import_id, status=ImportStatus.FAILED, finished_at=utcnow(), error=message[:2000]
+                    )
+                )
+            except Exception:  # the database itself failed: the original error is the one to see
+                log.warning("could not mark subscriber import %s failed", import_id, exc_info=True)
         raise
     finally:
         if owned:
