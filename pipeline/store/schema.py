@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from pipeline.states import CHECKED_COLUMNS, check_sql, constraint_name
+from pipeline.states import CHECKED_COLUMNS, ImportStatus, check_sql, constraint_name
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -688,3 +688,52 @@ for _table, _column, _states in CHECKED_COLUMNS:
     metadata.tables[_table].append_constraint(
         CheckConstraint(check_sql(_column, _states), name=constraint_name(_table, _column))
     )
+
+# --- subscriber imports (owner: pipeline.subscribers.imports) ---------------------------------
+
+# One row per CSV import: who started it, from which file, its progress and its counts.
+# status: queued | running | done | failed (pipeline.states.ImportStatus). A dry run
+# keeps its row and its per-row notes (dry_run = true) and changes no subscriber.
+subscriber_imports = Table(
+    "subscriber_imports",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("filename", String(500), nullable=False, default=""),
+    Column("source", String(200), nullable=False, default=""),
+    Column("confirmed", Boolean, nullable=False, default=False),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("created_by", String(320), nullable=False, default=""),
+    Column("status", String(20), nullable=False),
+    Column("total", Integer, nullable=False, default=0),
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("bad", Integer, nullable=False, default=0),
+    Column("confirmed_count", Integer, nullable=False, default=0),
+    Column("confirmations_queued", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("error", Text, nullable=False, default=""),
+    CheckConstraint(check_sql("status", ImportStatus), name=constraint_name("subscriber_imports", "status")),
+)
+
+# What an import said about single rows: kind "bad" (line skipped: field and why) or
+# "skipped" (an unsubscribed or suppressed address, kept as it is). Deleted with its import.
+subscriber_import_errors = Table(
+    "subscriber_import_errors",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column(
+        "import_id",
+        BigInteger,
+        ForeignKey("subscriber_imports.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("line", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),  # bad | skipped
+    Column("field", String(40), nullable=False, default=""),
+    Column("message", Text, nullable=False),
+)

@@ -9,6 +9,8 @@ Modules, one responsibility each:
 - ``links``: the confirm, preferences and unsubscribe links and their tokens (UNS-1);
 - ``state``: the state machine (DOI-1): sign-up, confirm, preferences, withdrawal,
   suppression;
+- ``imports``: the bulk import engine (batched, with an import row and per-row notes;
+  ``csv_io.import_csv`` is its one-call form for small files);
 - ``operator``: add, remove (withdraw or erase) and purge (GDPR-2);
 - ``csv_io``: import and export;
 - ``emails``: the confirmation, "already subscribed" and welcome emails (outbox kinds
@@ -81,6 +83,7 @@ _MODULES = {
         "mark_suppressed",
         "lift_suppression",
     ),
+    "imports": ("create_import", "run_import", "get_import", "errors_csv"),
     "operator": ("add", "remove", "purge_unconfirmed", "purge_stage"),
     "csv_io": ("IMPORT_COLUMNS", "EXPORT_COLUMNS", "ImportReport", "import_csv", "export_csv"),
     "emails": ("build_confirm_email", "build_notice_email", "build_welcome_email", "queue_welcome"),
