@@ -1,7 +1,7 @@
 """edition reports: aggregate click counts, indexes for per-edition counts (issue 14 item 3)
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import pipeline.store.schema
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
