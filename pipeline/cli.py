@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "pipeline.commands.sources",
     "pipeline.commands.users",
     "pipeline.commands.tokens",
+    "pipeline.commands.editions",
 ]
 
 console = Console(highlight=False)
@@ -97,6 +98,9 @@ READ_ONLY_COMMANDS = {
     "subscribers list",
     "subscribers show",
     "suppressions list",
+    "bounces list",
+    "editions list",
+    "editions report",
 }
 
 

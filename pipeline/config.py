@@ -191,7 +191,7 @@ SETTINGS: list[Setting] = [
     ),
     # --- ingest
     S("ingest", "max_file_bytes", 1_000_000, _int, "Largest article file accepted, in bytes.", at_least=1),
-    S("ingest", "strict", False, _bool, "Treat any bad file as fatal (same as `syndicate ingest --strict`)."),
+    S("ingest", "strict", False, _bool, "Any bad file or source item is fatal; nothing written (ING-1)."),
     # --- email
     S(
         "email",
@@ -713,6 +713,30 @@ SETTINGS: list[Setting] = [
         at_least=1,
         at_most=10000,
     ),
+    # --- issue 14: click counts, welcome email
+    S(
+        "digests",
+        "track_clicks",
+        False,
+        _bool,
+        "Article links in digests go through signed /r/ redirects that count clicks per edition and article, in aggregate only (CLK-1..4; no per-person history, no open pixel).",
+    ),
+    S(
+        "subscribers",
+        "welcome_email",
+        False,
+        _bool,
+        "Send a welcome email (templates email/welcome.html and welcome.txt) when a subscriber confirms (WEL-1).",
+    ),
+    S(
+        "subscribers",
+        "welcome_articles",
+        3,
+        _int,
+        "How many of the latest approved articles the welcome email lists (0: none).",
+        at_least=0,
+        at_most=20,
+    ),
 ]
 
 # field -> (converter, help)
@@ -817,6 +841,53 @@ PARTNER_FIELDS: FieldTable = {
     ),
     "discover": (_bool, 'micropub: url is the partner\'s site; find the endpoint from its rel="micropub" link (MP-1).'),
 }
+
+
+# --- [[events.endpoints]] (owner: pipeline.partners.outgoing): outgoing events ---------
+
+EVENT_TYPES = ("subscriber.confirmed", "subscriber.unsubscribed", "subscriber.bounced", "edition.sent")
+EVENT_ENDPOINT_FIELDS: FieldTable = {
+    "name": (str, "Short unique name of the endpoint."),
+    "url": (str, "The URL events are POSTed to (from admin config only)."),
+    "secret_env": (str, "Environment variable holding the endpoint's whsec_... signing secret(s)."),
+    "events": (_list_of_str, "Event types sent to this endpoint (empty: all): " + ", ".join(EVENT_TYPES) + "."),
+    "enabled": (_bool, "false keeps the endpoint configured but queues and sends nothing."),
+    "allow_private": (_bool, "Allow a URL that resolves to a private or loopback address (tests and intranets; SW-7)."),
+    "connect_timeout": (_positive_float, "Seconds to wait for the connection (default: partner_push.connect_timeout)."),
+    "read_timeout": (_positive_float, "Seconds to wait for the answer (default: partner_push.read_timeout)."),
+    "retry_schedule": (duration_list, "Retry waits, e.g. ['1m', '1h'] (default: partner_push.retry_schedule)."),
+    "max_consecutive_failures": (_count, "Circuit breaker threshold (default: partner_push.max_consecutive_failures)."),
+}
+
+
+def event_endpoints_from_config(table: Any, where: str) -> list[dict[str, Any]]:
+    """`[events]` takes only `[[events.endpoints]]` tables (EVT-1)."""
+    if not isinstance(table, dict) or set(table) - {"endpoints"} or not isinstance(table.get("endpoints", []), list):
+        raise ConfigError(
+            f"{where}: [events] takes only [[events.endpoints]] tables",
+            hint="Each endpoint: name, url, secret_env, events.",
+        )
+    out = []
+    for i, raw in enumerate(table.get("endpoints", [])):
+        e = _coerce_table(EVENT_ENDPOINT_FIELDS, raw, f"{where}: events.endpoints[{i}]", ("name", "url", "secret_env"))
+        unknown = sorted(set(e.get("events", [])) - set(EVENT_TYPES))
+        if unknown:
+            raise ConfigError(
+                f"{where}: event endpoint {e['name']!r}: unknown event type(s) {', '.join(unknown)}",
+                hint=f"Known: {', '.join(EVENT_TYPES)}.",
+            )
+        e.setdefault("events", [])
+        e.setdefault("enabled", True)
+        e.setdefault("allow_private", False)
+        out.append(e)
+    names = [e["name"] for e in out]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(
+            f"{where}: event endpoint name(s) used twice: {', '.join(sorted(dupes))}",
+            hint="Endpoint names identify their deliveries; make them unique.",
+        )
+    return out
 
 
 # --- [[sources]] (owner: pipeline.content.sources): where articles come from -----------
@@ -971,6 +1042,7 @@ class Settings:
         self.source = source
         self.origins = origins  # "section.key" -> "default" | file | env name
         self.sources: list[dict] = []  # [[sources]] (see sources_from_config); empty: content/ only
+        self.event_endpoints: list[dict] = []  # [[events.endpoints]] (see event_endpoints_from_config)
         for name, vals in values.items():
             setattr(self, name, Section(name, vals))
 
@@ -1087,6 +1159,7 @@ def load_settings(
     policy_rules = [dict(r) for r in DEFAULT_POLICY_RULES]
     partners: list[dict[str, Any]] = []
     sources: list[dict[str, Any]] = []
+    event_endpoints: list[dict[str, Any]] = []
     known_sections = set(sections())
     for section, table in data.items():
         where = f"{source}"
@@ -1140,10 +1213,13 @@ def load_settings(
         if section == "sources":
             sources = sources_from_config(table, where)
             continue
+        if section == "events":
+            event_endpoints = event_endpoints_from_config(table, where)
+            continue
         if section not in known_sections:
             raise ConfigError(
                 f"{where}: unknown section [{section}]",
-                hint=f"Known sections: {', '.join(sorted(known_sections | {'policy', 'partners', 'sources'}))}.",
+                hint=f"Known sections: {', '.join(sorted(known_sections | {'policy', 'partners', 'sources', 'events'}))}.",
             )
         if not isinstance(table, dict):
             raise ConfigError(
@@ -1191,6 +1267,7 @@ def load_settings(
 
     settings = Settings(values, root, policy_rules, partners, source, origins)
     settings.sources = sources
+    settings.event_endpoints = event_endpoints
     return settings
 
 
@@ -1209,6 +1286,8 @@ def settings_markdown() -> str:
         "`[[partners]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in PARTNER_FIELDS.items()),
         "",
         "`[[sources]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in SOURCE_FIELDS.items()),
+        "",
+        "`[[events.endpoints]]` fields: " + "; ".join(f"`{k}`: {h}" for k, (_, h) in EVENT_ENDPOINT_FIELDS.items()),
     ]
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ class ContentError(SyndicateError):
     def __init__(self, path: object, message: str, hint: str | None = None, field: str | None = None):
         self.path = str(path)
         self.field = field
+        self.errors: list[ContentError] = []  # strict mode: every bad file, the first one included
         where = f"{self.path}" + (f" [{field}]" if field else "")
         super().__init__(f"{where}: {message}", hint)
 

@@ -86,6 +86,15 @@ class PartnerState(enum.StrEnum):
     DISABLED = "disabled"
 
 
+class ImportStatus(enum.StrEnum):
+    """A subscriber import (pipeline.subscribers.imports): queued -> running -> done | failed."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 def check_sql(column: str, states: type[enum.StrEnum]) -> str:
     """The CHECK expression that keeps `column` inside `states`."""
     return f"{column} IN ({', '.join(repr(s.value) for s in states)})"

@@ -144,5 +144,5 @@ def test_operator_sees_partners_and_resumes_one_and_reads_digest_editions(make_a
             )
             conn.execute(update(deliveries).where(deliveries.c.idempotency_key == f"d{i}").values(state=st))
     page = op.get("/desk/ops/editions")
-    row = page.text.split("daily-2026-12-05")[1].split("</tr>")[0]
+    row = page.text.split(">daily-2026-12-05<")[1].split("</tr>")[0]
     assert "Today" in row and "<td>2</td><td>2</td>\n<td>1</td><td>1</td>" in row and "in progress" in row

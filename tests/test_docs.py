@@ -30,7 +30,7 @@ REGENERATE = "run `syndicate config docs --write docs/configuration.md --write d
 # Rule-id families of the standards checklist (STANDARDS.md); SHA-1 or UTF-8 are not ids.
 RULE_ID = re.compile(
     r"\b(?:RSS|ATOM|JF|PAGE|WS|HTTP|DISC|VAL|FG|MSG|LIST|BULK|SIZE|CSS|PRE|IMG|TPL|DKIM|SMTP|BNC|DOI|GDPR|UNS|CAN"
-    r"|SW|IDEM|MP|CANON|SAN|SCHED)-\d+\b"
+    r"|SW|IDEM|MP|CANON|SAN|SCHED|EVT|RPT|CLK|WEL|SEED)-\d+\b"
 )
 
 
@@ -185,7 +185,7 @@ def test_command_examples_name_real_commands_and_options():
 
 
 def test_toml_examples_parse_and_name_declared_settings():
-    from pipeline.config import PARTNER_FIELDS, POLICY_RULE_FIELDS
+    from pipeline.config import EVENT_ENDPOINT_FIELDS, PARTNER_FIELDS, POLICY_RULE_FIELDS
 
     declared = {(s.section, s.key) for s in SETTINGS}
     problems = []
@@ -200,6 +200,7 @@ def test_toml_examples_parse_and_name_declared_settings():
                 "partners": (doc.pop("partners", []), PARTNER_FIELDS),
                 "policy.rules": (doc.pop("policy", {}).get("rules", []), POLICY_RULE_FIELDS),
                 "jobs": (doc.pop("jobs", []), None),
+                "events.endpoints": (doc.pop("events", {}).get("endpoints", []), EVENT_ENDPOINT_FIELDS),
             }
             for table, (rows, fields) in tables.items():
                 problems += [

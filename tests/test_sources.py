@@ -520,7 +520,8 @@ def test_an_image_that_cannot_be_fetched_is_reported_and_left_out(make_app, sqli
     run = run_one(app, "blog")
     assert run.status == "ok"
     problems = "\n".join(run.problems)
-    assert "11: featured image" in problems and "not a PNG, JPEG, GIF, WebP or SVG image" in problems
+    assert "11 (article the-ten-minute-tidy): featured image" in problems  # named with its article
+    assert "not a PNG, JPEG, GIF, WebP or SVG image" in problems
     assert "tidy-shelf.png left out: http-404" in problems
     tidy = article_rows(app)["the-ten-minute-tidy"]
     assert tidy["image"] == "" and "<img" not in tidy["body_html"]  # never a broken <img>

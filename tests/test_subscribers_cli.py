@@ -32,7 +32,7 @@ def test_import_list_show_export_remove(app, tmp_path):
     r = invoke(app, "subscribers", "import", str(path), "--confirmed", "--source", "demo")
     assert r.exit_code == 0, r.output
     assert f"{path}:4:" in r.output and "not a valid email" in r.output
-    assert "added 3" in r.output and "confirmed 3" in r.output and "bad 1" in r.output
+    assert "created 3" in r.output and "confirmed 3" in r.output and "bad 1" in r.output
 
     r = invoke(app, "subscribers", "list")
     assert r.exit_code == 0 and "ada@example.com" in r.output and "confirmed 3" in r.output

@@ -74,7 +74,7 @@ def _summary(report) -> str:
     "--channel",
     "channels",
     multiple=True,
-    type=click.Choice(["email", "webhook", "micropub", "websub"]),
+    type=click.Choice(["email", "webhook", "micropub", "websub", "events"]),
     help="Only these channels (repeatable).",
 )
 @click.option(
@@ -170,7 +170,7 @@ def _warn_paused(app) -> None:
     "--channel",
     "channels",
     multiple=True,
-    type=click.Choice(["email", "webhook", "micropub", "websub"]),
+    type=click.Choice(["email", "webhook", "micropub", "websub", "events"]),
     help="Only these channels (repeatable).",
 )
 @pass_ctx
@@ -238,7 +238,7 @@ def deliveries():
     default=None,
     help="Only this state.",
 )
-@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub"]), default=None)
+@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]), default=None)
 @click.option("--target", default=None, help="Only this recipient address, partner or hub.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -345,7 +345,7 @@ def deliveries_show(ctx, delivery_id):
 @deliveries.command("retry")
 @click.argument("ids", type=int, nargs=-1)
 @click.option("--failed", "all_failed", is_flag=True, help="Every failed and dead delivery.")
-@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub"]), default=None)
+@click.option("--channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]), default=None)
 @pass_ctx
 def deliveries_retry(ctx, ids, all_failed, channel):
     """Put failed or dead deliveries back in the queue, due now.
@@ -377,7 +377,7 @@ def deliveries_retry(ctx, ids, all_failed, channel):
 
 
 @deliveries.command("pause")
-@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub"]))
+@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]))
 @click.option("--reason", default="paused by the operator", show_default=True)
 @pass_ctx
 def deliveries_pause(ctx, channel, reason):
@@ -394,7 +394,7 @@ def deliveries_pause(ctx, channel, reason):
 
 
 @deliveries.command("resume")
-@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub"]))
+@click.argument("channel", type=click.Choice(["email", "webhook", "micropub", "websub", "events"]))
 @pass_ctx
 def deliveries_resume(ctx, channel):
     """Resume a paused channel (after a 5.7.x answer or too many failures in a row).
@@ -523,11 +523,14 @@ def bounces():
 @click.option("-q", "--quiet", is_flag=True, help="Only the summary.")
 @pass_ctx
 def bounces_process(ctx, path, dry_run, quiet):
-    """Read a Maildir, an mbox or .eml files of DSNs (RFC 3464) and auto-replies.
+    """Read a Maildir, an mbox or .eml files of bounces (DSNs and other formats) and auto-replies.
 
-    Hard bounces suppress the address; soft bounces are counted and
-    delivery.soft_bounce_limit of them within delivery.soft_bounce_days suppress it;
-    auto-replies are ignored. Only bounces to a valid VERP address are acted on.
+    DSNs (RFC 3464) and plain-text or vendor-format reports (Exim, Postfix, qmail,
+    Yahoo, Hotmail/Exchange) are both read. Hard bounces suppress the address; soft
+    bounces are counted and delivery.soft_bounce_limit of them within
+    delivery.soft_bounce_days suppress it; auto-replies are ignored; mail that cannot
+    be read is recorded as unclassified and left in the mailbox (`syndicate bounces
+    list --kind unclassified`). Only bounces to a valid VERP address are acted on.
     Running it twice on the same mailbox changes nothing more.
 
     \b
@@ -547,3 +550,41 @@ def bounces_process(ctx, path, dry_run, quiet):
         console.print(table)
     c = report.counts()
     console.print(("dry run: " if dry_run else "") + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in c.items()))
+
+
+BOUNCE_KINDS = ("hard", "soft", "policy", "auto_reply", "unclassified", "delivered")
+
+
+@bounces.command("list")
+@click.option("--kind", type=click.Choice(BOUNCE_KINDS), help="Only this kind (unclassified: mail kept for you).")
+@click.option("--limit", type=int, default=50, show_default=True, help="At most this many, newest first.")
+@pass_ctx
+def bounces_list(ctx, kind, limit):
+    """Recorded bounce decisions, newest first, with counts by kind (BNC-3).
+
+    An `unclassified` message could not be read as a bounce; it is still in the
+    inbound mailbox under the name shown in its detail: read it there, and suppress
+    the address by hand if it is one (`syndicate suppressions add`).
+
+    \b
+    Examples:
+      syndicate bounces list
+      syndicate bounces list --kind unclassified
+    """
+    from sqlalchemy import func, select
+
+    from pipeline.store.schema import bounce_events
+
+    with ctx.app.engine.connect() as conn:
+        counts = dict(conn.execute(select(bounce_events.c.kind, func.count()).group_by(bounce_events.c.kind)).all())
+        query = select(bounce_events).order_by(bounce_events.c.id.desc()).limit(limit)
+        if kind:
+            query = query.where(bounce_events.c.kind == kind)
+        rows = conn.execute(query).all()
+    for r in rows:
+        console.print(
+            f"{r.created_at:%Y-%m-%d %H:%M}  {r.kind}/{r.decision}  {escape(r.email or '-')}  {r.status or ''}".rstrip()
+            + f"\n    {escape(r.detail)}",
+            soft_wrap=True,
+        )
+    console.print(", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no bounces recorded")

@@ -137,3 +137,49 @@ def preview(ctx, frequency: str | None, email: str | None, out: Path | None):
     console.print(f"subject: {escape(result.subject)}")
     console.print(f"for {escape(result.recipient)} ({result.source}, {result.articles} articles)")
     console.print(f"html: {out}\ntext: {text_path}")
+
+
+@digest.command("test")
+@click.option("--to", "to", multiple=True, required=True, metavar="ADDRESS", help="A seed address (repeat for more).")
+@click.option(
+    "--as", "as_subscriber", default=None, metavar="SUBSCRIBER", help="Send the next digest this subscriber gets."
+)
+@click.option(
+    "--frequency", type=FREQUENCY, default=None, help="Without --as: a sample of this frequency's next edition."
+)
+@click.option("--dry-run", is_flag=True, help="Render and show what would be sent; queue and send nothing.")
+@pass_ctx
+def test_send(ctx, to: tuple[str, ...], as_subscriber: str | None, frequency: str | None, dry_run: bool):
+    """Send the next digest to a seed list, marked [TEST], moving no watermark.
+
+    Renders the digest exactly as `digest preview` does (with --as: that subscriber's
+    next digest; without: a sample of the next edition) and sends it at once through
+    the outbox to every --to address, Subject prefixed with [TEST]. No edition is
+    composed and no subscriber's watermark moves, so the real send is unchanged.
+    The subscriber's own unsubscribe and preferences links are replaced in the copy.
+
+    \b
+    Examples:
+      syndicate digest test --to editor@example.com --as ana@example.com
+      syndicate digest test --to a@example.com --to b@example.com --frequency weekly --dry-run
+    """
+    from pipeline.delivery.worker import deliver_now
+    from pipeline.digests.testsend import queue_test_send
+
+    result = queue_test_send(
+        ctx.app.engine, ctx.settings, list(to), as_subscriber=as_subscriber, frequency=frequency, dry_run=dry_run
+    )
+    console.print(f"subject: {escape(result.subject)}")
+    console.print(f"as {escape(result.recipient)} ({result.source}, {result.articles} articles)")
+    if dry_run:
+        console.print(f"dry run: would send to {', '.join(escape(a) for a in result.to)}; nothing was queued")
+        return
+    report = deliver_now(ctx.settings, ctx.app.engine, result.keys)
+    console.print(
+        f"sent {report.sent} of {len(result.keys)} to {', '.join(escape(a) for a in result.to)}"
+        + (
+            f"; {len(result.keys) - report.sent} left in the outbox for `syndicate deliver`"
+            if report.sent < len(result.keys)
+            else ""
+        )
+    )

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from pipeline.cli import console, err_console, pass_ctx
-from pipeline.errors import SyndicateError
+from pipeline.errors import ContentError, SyndicateError
 from pipeline.timeutil import rfc3339
 
 
@@ -30,7 +30,9 @@ def default_editor() -> str:
 
 @click.command()
 @click.argument("names", nargs=-1, metavar="[SOURCE]...")
-@click.option("--strict", is_flag=True, help="Any bad file is fatal: nothing is written.")
+@click.option(
+    "--strict", is_flag=True, help="Any bad file or item, from any source type, is fatal: nothing is written (ING-1)."
+)
 @click.option("--dry-run", is_flag=True, help="Check every file and report; write nothing.")
 @pass_ctx
 def ingest(ctx, names: tuple[str, ...], strict: bool, dry_run: bool):
@@ -38,7 +40,9 @@ def ingest(ctx, names: tuple[str, ...], strict: bool, dry_run: bool):
 
     Unchanged files are skipped without parsing. A bad file is reported with its
     path, the field and the fix; the rest of the batch goes on, and the exit status
-    is 1 if any file failed.
+    is 1 if any file failed. With --strict, one bad file, feed item or WordPress post
+    anywhere means nothing is written at all, every bad one is named, and the exit
+    status is 1 (the same for every source type).
 
     \b
     Examples:
@@ -51,9 +55,21 @@ def ingest(ctx, names: tuple[str, ...], strict: bool, dry_run: bool):
     if names or ctx.settings.sources:
         from pipeline.commands.sources import run_and_print
 
-        return run_and_print(ctx, list(names), dry_run)
+        return run_and_print(ctx, list(names), dry_run, strict=strict or None)
 
-    report = run_ingest(ctx.app, dry_run=dry_run, strict=strict or None)
+    try:
+        report = run_ingest(ctx.app, dry_run=dry_run, strict=strict or None)
+    except ContentError as exc:
+        if not exc.errors:
+            raise
+        for err in exc.errors:  # strict (ING-1): name every bad file, not only the first
+            err_console.print(f"[red]bad file:[/] {escape(err.message)}", soft_wrap=True)
+            if err.hint:
+                err_console.print(f"  [yellow]hint:[/] {escape(err.hint)}", soft_wrap=True)
+        raise SyndicateError(
+            f"{len(exc.errors)} bad file(s); strict mode wrote nothing",
+            hint="Fix the files named above and run `syndicate ingest --strict` again.",
+        ) from None
     for err in report.errors:
         err_console.print(f"[red]bad file:[/] {escape(err.message)}", soft_wrap=True)
         if err.hint:

@@ -355,6 +355,14 @@ def _print_status(ctx, panels: dict) -> None:
         reasons = ", ".join(f"{k or 'unspecified'} {v}" for k, v in sorted(sup["by_reason"].items()))
         c.print(f"{sup['today']}" + (f" ({reasons})" if reasons else ""))
 
+    bnc = panels.get("bounces", {})
+    if heading("Bounces", bnc):
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(bnc["by_kind"].items()))
+        recent = sum(bnc["recent"].values())
+        c.print((kinds or "none") + (f" ({recent} in the last {bnc['days']} days)" if kinds else ""))
+        if bnc["by_kind"].get("unclassified"):
+            c.print("  [yellow]unclassified mail kept for you:[/] syndicate bounces list --kind unclassified")
+
     workers = panels["workers"]
     if heading("Workers", workers):
         if not workers:

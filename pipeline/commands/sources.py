@@ -121,24 +121,48 @@ def test(ctx, name: str):
 @sources.command("ingest")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @click.option("--dry-run", is_flag=True, help="Fetch and check; write nothing.")
+@click.option("--strict", is_flag=True, help="Any bad item is fatal: nothing is written (ING-1).")
 @pass_ctx
-def ingest_sources(ctx, names: tuple[str, ...], dry_run: bool):
+def ingest_sources(ctx, names: tuple[str, ...], dry_run: bool, strict: bool):
     """Read the sources (all, or the named ones even when backing off) into the database.
 
     \b
     Examples:
       syndicate sources ingest
       syndicate sources ingest blog partner-feed
+      syndicate sources ingest --strict
     """
-    run_and_print(ctx, list(names), dry_run)
+    run_and_print(ctx, list(names), dry_run, strict=strict or None)
 
 
-def run_and_print(ctx, names: list[str], dry_run: bool) -> None:
+def run_and_print(ctx, names: list[str], dry_run: bool, *, strict: bool | None = None) -> None:
+    """Run the sources and print what each did; exit 1 when any failed. `strict`
+    (ING-1; default `[ingest] strict`): one bad item anywhere and nothing is written.
+    With several sources, all are checked first (a dry run) so that a bad item in
+    the last one keeps the first ones from being written too."""
+    from pipeline.content.sources import configured
     from pipeline.content.sources.runner import run_sources
 
-    runs = run_sources(ctx.app, names or None, dry_run=dry_run)
+    strict = bool(ctx.settings.ingest.strict) if strict is None else strict
+    selected = [c for c in configured(ctx.settings) if not names or c["name"] in names]
+    if strict and not dry_run and len(selected) > 1:
+        checked = run_sources(ctx.app, names or None, dry_run=True, strict=True)
+        bad = [r for r in checked if r.status == "failed" or r.counts.get("failed")]
+        if bad:
+            print_runs(checked, dry_run=True)
+            raise SyndicateError(
+                f"strict mode wrote nothing: {len(bad)} source(s) had failures: {', '.join(r.name for r in bad)}",
+                hint="Fix the items named above, or run without --strict to ingest the good ones.",
+            )
+    runs = run_sources(ctx.app, names or None, dry_run=dry_run, strict=strict)
     print_runs(runs, dry_run=dry_run)
     failed = [r for r in runs if r.status == "failed" or r.counts.get("failed")]
+    if failed and strict:
+        raise SyndicateError(
+            f"{len(failed)} source(s) had failures: {', '.join(r.name for r in failed)}; "
+            "strict mode wrote nothing for them",
+            hint="Fix the items named above, or run without --strict to ingest the good ones.",
+        )
     if failed:
         raise SyndicateError(
             f"{len(failed)} source(s) had failures: {', '.join(r.name for r in failed)}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -217,22 +218,29 @@ def remove_cmd(ctx, email, erase, yes):
     "--confirmed", is_flag=True, help="These people already confirmed (needs --source): no confirmation emails."
 )
 @click.option("--source", default="", help="Where the consent was given (recorded with every row).")
-@click.option("--dry-run", is_flag=True, help="Check the file and report; change nothing, send nothing.")
+@click.option("--dry-run", is_flag=True, help="Check the file and report; change no subscriber, send nothing.")
 @click.option("--strict", is_flag=True, help="Exit with status 1 if any row is bad.")
+@click.option("--batch-rows", type=click.IntRange(1, 10_000), default=1000, show_default=True, hidden=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar (logs and CI).")
 @pass_ctx
-def import_cmd(ctx, file, confirmed, source, dry_run, strict):
+def import_cmd(ctx, file, confirmed, source, dry_run, strict, batch_rows, no_progress):
     """Import subscribers from CSV: columns email,name,frequency,topics,timezone (topics
-    separated by ';'). Addresses are checked without DNS lookups; bad rows are reported
-    by line number and skipped; unsubscribed and suppressed addresses stay as they are;
-    known addresses get their preferences updated. New rows get a confirmation email
-    unless --confirmed --source NAME says they already confirmed.
+    separated by ';'). The file is streamed and written in batches (IMP-1..5):
+    addresses are checked without DNS lookups; bad rows are reported by line number,
+    field and why, and skipped; unsubscribed and suppressed addresses stay as they
+    are; known addresses get their preferences updated; importing the same file again
+    changes nothing. New rows get a confirmation email unless --confirmed --source NAME
+    says they already confirmed. Every import gets an id: `syndicate subscribers
+    import-status ID --errors` lists all its row notes.
 
     \b
     Examples:
       syndicate subscribers import content/subscribers.csv --confirmed --source demo
       syndicate subscribers import signups.csv --dry-run
+      syndicate subscribers import-status 3 --errors > fix-these.csv
     """
-    from pipeline import subscribers as subs
+    from pipeline.accounts.audit import cli_actor
+    from pipeline.subscribers import imports
 
     if confirmed and not source.strip():
         raise SyndicateError(
@@ -240,35 +248,126 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict):
             hint="e.g. --source 'paper sign-up sheet, 2026 fair'",
         )
     if str(file) == "-":
-        stream, name = sys.stdin, "<stdin>"
+        target, name = sys.stdin, "<stdin>"
     else:
         if not file.exists():
             raise SyndicateError(f"{file}: no such file", hint="Give the path of a CSV file with an 'email' column.")
-        stream, name = file.open(encoding="utf-8-sig", newline=""), str(file)
-    from pipeline.store import transaction
+        target, name = file, str(file)
+    with ctx.app.engine.begin() as conn:
+        import_id = imports.create_import(
+            conn, filename=name, source=source, confirmed=confirmed, created_by=cli_actor()
+        )
+    bar = _import_progress() if not no_progress and err_console.is_terminal else None
+    task = bar.add_task("import", total=None, rows=0) if bar else None
+
+    def progress(report) -> None:
+        if bar is not None and task is not None:
+            bar.update(task, total=report.bytes_total, completed=report.bytes_read, rows=report.total)
 
     try:
-        with transaction(ctx.app.engine, dry_run=dry_run) as conn:
-            report = subs.import_csv(conn, ctx.settings, stream, confirmed=confirmed, source=source, file_name=name)
+        if bar is not None:
+            bar.start()
+        report = imports.run_import(
+            ctx.app.engine, ctx.settings, import_id, target, progress=progress, dry_run=dry_run, batch_rows=batch_rows
+        )
     except UnicodeDecodeError as exc:
         raise SyndicateError(
-            f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})", hint="Save the file as UTF-8 CSV."
+            f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})",
+            hint=f"Save the file as UTF-8 CSV; `syndicate subscribers import-status {import_id}` shows what was done.",
+        ) from None
+    except csv.Error as exc:
+        raise SyndicateError(
+            f"{name}: not a CSV file this import can read ({exc})",
+            hint=f"Check the line the error names; `syndicate subscribers import-status {import_id}` shows "
+            "what was imported before it (importing the fixed file again completes the rest).",
         ) from None
     finally:
-        if stream is not sys.stdin:
-            stream.close()
-    for line, message in report.bad:
-        err_console.print(f"[yellow]{escape(name)}:{line}:[/] {escape(message)} (row skipped)", soft_wrap=True)
-    for line, address, state in report.kept:
-        console.print(f"{name}:{line}: {address} is {state}; kept as it is", soft_wrap=True, markup=False)
-    counts = report.counts()
+        if bar is not None:
+            bar.stop()
+    shown = 0
+    for note in report.notes[:IMPORT_NOTES_SHOWN]:
+        shown += 1
+        if note.kind == "bad":
+            err_console.print(
+                f"[yellow]{escape(name)}:{note.line}:[/] {escape(note.field)}: {escape(note.message)} (row skipped)",
+                soft_wrap=True,
+            )
+        else:
+            console.print(f"{name}:{note.line}: {note.message}", soft_wrap=True, markup=False)
+    more = report.bad + report.skipped - shown
+    if more > 0:
+        err_console.print(
+            f"... and {more} more row note(s): syndicate subscribers import-status {import_id} --errors",
+            soft_wrap=True,
+            markup=False,
+        )
     console.print(
-        ("dry run, nothing changed: " if dry_run else "")
-        + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()),
+        f"import {import_id}: "
+        + ("dry run, no subscriber changed: " if dry_run else "")
+        + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in report.counts().items()),
         soft_wrap=True,
     )
     if strict and report.bad:
-        raise SyndicateError(f"{len(report.bad)} bad row(s) in {name}", hint="Fix the lines named above.")
+        raise SyndicateError(f"{report.bad} bad row(s) in {name}", hint="Fix the lines named above.")
+
+
+IMPORT_NOTES_SHOWN = 50
+
+
+def _import_progress():
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]importing"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+@subscribers.command("import-status")
+@click.argument("import_id", type=int)
+@click.option("--errors", is_flag=True, help="Print every row note (line,kind,field,message) as CSV.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def import_status_cmd(ctx, import_id, errors, as_json):
+    """An import's status and counts; --errors: its bad and skipped rows as CSV.
+
+    \b
+    Examples:
+      syndicate subscribers import-status 3
+      syndicate subscribers import-status 3 --errors > fix-these.csv
+    """
+    from pipeline.subscribers import imports
+
+    with ctx.app.engine.connect() as conn:
+        job = imports.get_import(conn, import_id, errors_limit=0)
+        if errors:
+            click.echo(imports.errors_csv(conn, import_id), nl=False)
+            return
+    if as_json:
+        click.echo(json.dumps(_public(job), indent=2, default=str))
+        return
+    console.print(
+        f"import {job['id']}: {job['status']}"
+        + (" (dry run)" if job["dry_run"] else "")
+        + f"   file {escape(job['filename'])}   by {escape(job['created_by'])}",
+        soft_wrap=True,
+    )
+    console.print(
+        f"confirmed: {'yes, source ' + escape(job['source']) if job['confirmed'] else 'no'}   "
+        f"started {_when(job['started_at']) or '-'}   finished {_when(job['finished_at']) or '-'}",
+        soft_wrap=True,
+    )
+    names = ("total", "created", "updated", "unchanged", "skipped", "bad", "confirmed_count", "confirmations_queued")
+    console.print(", ".join(f"{n.replace('_count', '').replace('_', ' ')} {job[n]:,}" for n in names), soft_wrap=True)
+    if job["error"]:
+        err_console.print(f"error: {escape(job['error'])}", soft_wrap=True)
+    if job["bad"] or job["skipped"]:
+        console.print(f"row notes: syndicate subscribers import-status {job['id']} --errors", markup=False)
 
 
 @subscribers.command("export")
@@ -299,8 +398,9 @@ def export_cmd(ctx, file, state):
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @pass_ctx
 def purge_cmd(ctx, days, dry_run):
-    """Delete sign-ups never confirmed within N days, with their tokens and history
-    (GDPR-2). The `purge` stage does the same on schedule.
+    """Delete sign-ups never confirmed within N days, with their tokens and history,
+    and the row notes of imports older than 30 days (GDPR-2). The `purge` stage does
+    the same on schedule.
 
     \b
     Examples:
@@ -313,8 +413,8 @@ def purge_cmd(ctx, days, dry_run):
         counts = subs.purge_unconfirmed(conn, ctx.settings, days=days, dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     console.print(
-        f"{verb} {counts['purged_unconfirmed']} unconfirmed sign-up(s) and "
-        f"{counts['rate_limit_rows']} old rate-limit row(s)"
+        f"{verb} {counts['purged_unconfirmed']} unconfirmed sign-up(s), "
+        f"{counts['rate_limit_rows']} old rate-limit row(s) and {counts['import_notes']} old import row note(s)"
     )
 
 

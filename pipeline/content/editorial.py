@@ -56,6 +56,8 @@ class ApprovedArticle:
     content_hash: str
     reading_minutes: int
     word_count: int
+    image_width: int | None = None  # the featured image's size, when known (IMG-3)
+    image_height: int | None = None
 
 
 def _approved_query(revision_join=None):
@@ -79,6 +81,8 @@ def _approved_query(revision_join=None):
         revisions.c.image_length,
         revisions.c.image_type,
         revisions.c.image_alt,
+        revisions.c.image_width,
+        revisions.c.image_height,
         revisions.c.canonical_url,
         revisions.c.content_hash,
         revisions.c.reading_minutes,
@@ -126,7 +130,32 @@ def _to_approved(settings, r) -> ApprovedArticle:
         content_hash=r.content_hash,
         reading_minutes=r.reading_minutes,
         word_count=r.word_count,
+        image_width=r.image_width,
+        image_height=r.image_height,
     )
+
+
+def with_image_sizes(conn: Connection, settings, items: list[ApprovedArticle]) -> list[ApprovedArticle]:
+    """Every <img> of the bodies, and each featured image, sized from what is stored
+    (IMG-3): fetched media from the media table, our own files under content/ from
+    their headers. Done when the articles are read, so pages, feeds and email alike
+    get `width`/`height` (no layout shift; IMG-1), and the stored revision stays as
+    ingested."""
+    from pipeline import imaging
+    from pipeline.content.sources.media import known_sizes
+
+    urls = {src for a in items for src in imaging.img_srcs(a.body_html)}
+    urls |= {a.image for a in items if a.image and not (a.image_width and a.image_height)}
+    if not urls:
+        return items
+    sizes = known_sizes(conn, settings, urls)
+    if not sizes:
+        return items
+    for a in items:
+        a.body_html = imaging.set_img_sizes(a.body_html, sizes.get)
+        if a.image and not (a.image_width and a.image_height) and a.image in sizes:
+            a.image_width, a.image_height = sizes[a.image]
+    return items
 
 
 def approved_articles(
@@ -154,13 +183,13 @@ def approved_articles(
     if tags:
         wanted = set(tags)
         result = [a for a in result if wanted & (set(a.tags) | {a.category})]
-    return result[:limit] if limit else result
+    return with_image_sizes(conn, settings, result[:limit] if limit else result)
 
 
 def retracted_articles(conn: Connection, settings) -> list[ApprovedArticle]:
     """Articles that were approved once and are now retracted (their file was deleted)."""
     q = _approved_query().where(articles.c.retracted_at.is_not(None))
-    return [_to_approved(settings, r) for r in conn.execute(q)]
+    return with_image_sizes(conn, settings, [_to_approved(settings, r) for r in conn.execute(q)])
 
 
 # --- reviewing -----------------------------------------------------------------------
@@ -568,7 +597,7 @@ def revision_as_article(conn: Connection, settings, revision_id: int) -> Approve
     row = conn.execute(q).first()
     if row is None:
         raise NotFound(f"no revision {revision_id}")
-    return _to_approved(settings, row)
+    return with_image_sizes(conn, settings, [_to_approved(settings, row)])[0]
 
 
 def field_diff(conn: Connection, revision_id: int, approved_revision_id: int | None) -> list[dict]:

@@ -646,12 +646,14 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
             raise
     if strict and report.errors:
         first = report.errors[0]
-        raise ContentError(
+        error = ContentError(
             first.path,
             first.message.split(": ", 1)[-1] + f" ({len(report.errors)} bad file(s); strict mode wrote nothing)",
             hint=first.hint,
             field=first.field,
         )
+        error.errors = list(report.errors)  # every bad file, for the caller to name (ING-1)
+        raise error
     return report
 
 

@@ -155,6 +155,31 @@ def recipients() -> Recipients:
     return hook
 
 
+class Events(Protocol):
+    """The hook stages call to announce a transition to outgoing event endpoints
+    (implemented by pipeline.partners.outgoing; EVT-2)."""
+
+    def emit(self, conn: Connection, settings: Any, event_type: str, data: dict, *, key: str) -> int: ...
+
+
+@functools.cache
+def events_hook() -> Events:
+    hook = _declared(HOOKS_GROUP, "events")
+    if hook is None:
+        raise ConfigError("no `events` hook is installed", hint=_REINSTALL)
+    return hook
+
+
+def emit_event(conn: Connection, settings: Any, event_type: str, data: dict, *, key: str) -> int:
+    """Queue `event_type` for every endpoint subscribed to it, in the caller's
+    transaction: the event is queued exactly when the change it reports commits
+    (EVT-2). `key` names the transition once (the same transition seen twice queues
+    nothing new). Returns how many rows were queued; 0 when no endpoint is configured."""
+    if not getattr(settings, "event_endpoints", None):
+        return 0
+    return events_hook().emit(conn, settings, event_type, data, key=key)
+
+
 def record(engine: Engine, outcomes: Iterable[Outcome], worker: str) -> dict[str, int]:
     """Write the outcomes of one batch in one transaction; counts by status.
 

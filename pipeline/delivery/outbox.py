@@ -33,7 +33,7 @@ from pipeline.timeutil import utcnow
 STATES = ("queued", "sending", "sent", "retry", "failed", "suppressed", "dead", "cancelled")
 DUE_STATES = ("queued", "retry")
 FINAL_STATES = ("sent", "failed", "suppressed", "dead", "cancelled")
-CHANNELS = ("email", "webhook", "micropub", "websub")
+CHANNELS = ("email", "webhook", "micropub", "websub", "events")
 
 
 _PROCESS_TOKEN: dict[int, str] = {}
@@ -426,3 +426,14 @@ def counts_by_state(conn: Connection) -> dict[tuple[str, str], int]:
 def get(conn: Connection, delivery_id: int) -> dict | None:
     row = conn.execute(select(deliveries).where(deliveries.c.id == delivery_id)).mappings().first()
     return dict(row) if row else None
+
+
+def enqueue_batch(conn: Connection, rows: Iterable[dict]) -> int:
+    """`enqueue_many` for big batches: one statement whatever the batch's size, through
+    pipeline.store.bulk (no per-row parameter work); returns how many were new."""
+    from pipeline.store.bulk import insert_rows
+
+    now = utcnow()
+    values = [_row(now=now, **r) for r in rows]
+    [(count,)] = insert_rows(conn, deliveries, values, conflict="idempotency_key")
+    return count

@@ -33,7 +33,7 @@ from pipeline.digests.selection import Selection, Selector
 from pipeline.errors import SyndicateError
 from pipeline.store import transaction
 from pipeline.store.schema import deliveries, digest_editions, subscribers, suppressions
-from pipeline.timeutil import utcnow
+from pipeline.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,15 @@ def _compose_one(
             return _compose_one(engine, settings, site, frequency, slot, now, dry_run, on_plan, chunk, report)
     if oldest is None or not candidates:
         if edition is not None and edition["completed_at"] is None and not dry_run:
-            _complete(engine, edition["id"], now, chunked=chunk is not None, frequency=frequency, timezones=timezones)
+            _complete(
+                engine,
+                edition["id"],
+                now,
+                chunked=chunk is not None,
+                frequency=frequency,
+                timezones=timezones,
+                settings=settings,
+            )
         return
     if frequency == "instant":
         _compose_instant(
@@ -308,7 +316,16 @@ def _compose_periodic(
         report.parts_rendered += renderer.rendered
     if edition is not None and not dry_run:
         report.editions.append(edition["key"])
-        if not _complete(engine, edition["id"], now, queued, chunked=chunked, frequency=frequency, timezones=timezones):
+        if not _complete(
+            engine,
+            edition["id"],
+            now,
+            queued,
+            chunked=chunked,
+            frequency=frequency,
+            timezones=timezones,
+            settings=settings,
+        ):
             return  # other chunks are still composing; the last one writes the web version
         try:
             write_web_version(engine, settings, edition["key"])
@@ -388,7 +405,7 @@ def _compose_instant(
     if not dry_run:
         for edition in editions.values():
             report.editions.append(edition["key"])
-            _complete(engine, edition["id"], cutoff)
+            _complete(engine, edition["id"], cutoff, settings=settings)
 
 
 def _outbox_row(sub, edition: dict, part_id: int, kind: str) -> dict:
@@ -491,6 +508,7 @@ def _complete(
     chunked: bool = False,
     frequency: str | None = None,
     timezones: tuple[str, ...] | None = None,
+    settings: Settings | None = None,
 ) -> bool:
     """Count the recipients queued and mark the edition complete; True when it is.
     A chunk marks it complete only when no chunk has a due subscriber left (each chunk
@@ -510,9 +528,39 @@ def _complete(
             ).first()
             if left is not None:
                 return False
-        conn.execute(
+        first = conn.execute(
             update(digest_editions)
-            .where(digest_editions.c.id == edition_id)
-            .values(completed_at=func.coalesce(digest_editions.c.completed_at, now))
-        )
+            .where(digest_editions.c.id == edition_id, digest_editions.c.completed_at.is_(None))
+            .values(completed_at=now)
+        ).rowcount
+        if first and settings is not None:
+            _announce_edition(conn, settings, edition_id, now)
     return True
+
+
+def _announce_edition(conn: Connection, settings: Settings, edition_id: int, now: dt.datetime) -> None:
+    """`edition.sent` (EVT-2): every due subscriber's message is in the outbox. Sent
+    once per edition, in the transaction that completes it; what each message did
+    then is the edition report (pipeline.digests.reports)."""
+    from pipeline.delivery import emit_event
+
+    ed = conn.execute(select(digest_editions).where(digest_editions.c.id == edition_id)).mappings().one()
+    queued = conn.execute(
+        select(func.count()).select_from(deliveries).where(deliveries.c.edition_id == edition_id)
+    ).scalar_one()
+    if not queued:  # an edition with nobody to mail was not sent
+        return
+    emit_event(
+        conn,
+        settings,
+        "edition.sent",
+        {
+            "edition": ed["key"],
+            "frequency": ed["frequency"],
+            "subject": ed["subject"],
+            "article_ids": list(ed["article_ids"] or []),
+            "recipients": queued,
+            "completed_at": rfc3339(now),
+        },
+        key=f"edition:{ed['key']}",
+    )

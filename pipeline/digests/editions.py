@@ -48,6 +48,9 @@ Modules (one responsibility each; every public name is also reachable here, so
   builder    the message at send time (the 'digest' and 'instant' email kinds)
   preview    what a subscriber's next digest will be
   images     images fit for email (PNG/JPEG/GIF); render: templates -> MIME skeleton
+  clicks     signed /r/ links and aggregate click counts (CLK-1..5)
+  reports    what each edition did, as plain dicts (RPT-1..4)
+  testsend   the next digest to a seed list, marked [TEST], no watermark moved (SEED-1..3)
 """
 
 from __future__ import annotations

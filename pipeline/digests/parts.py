@@ -137,6 +137,11 @@ class PartRenderer:
         if v is None:
             a = self.articles[article_id]
             v = self.views[article_id] = article_view(self.settings, self.site, a, self.sizes.get(a.revision_id))
+            if self.settings.digests.track_clicks and self.edition.get("id"):
+                # CLK-1: the link counts the click for this edition and goes to the article
+                from pipeline.digests.clicks import click_url
+
+                v["url"] = click_url(self.settings, self.edition["id"], article_id)
         return v
 
     def load_existing(self, conn: Connection) -> None:

@@ -17,6 +17,7 @@ Metrics (Prometheus text format, via prometheus-client):
     syndicate_job_last_success_timestamp_seconds{job}      end of the latest ok run (Unix time)
     syndicate_scheduler_heartbeat_age_seconds              seconds since the leader's heartbeat
     syndicate_database_up                                  1 when the database answered
+    syndicate_bounces_total{kind}                          bounce decisions recorded, by kind (BNC-3)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 from sqlalchemy import func, select, text
 
 from pipeline.delivery.channels import health as delivery_health
-from pipeline.store.schema import deliveries, job_runs
+from pipeline.store.schema import bounce_events, deliveries, job_runs
 from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ class _DatabaseCollector:
                         job_runs.c.status.in_(("ok", "failed")),
                     )
                     .order_by(job_runs.c.id)
+                ).all()
+                bounce_rows = conn.execute(
+                    select(bounce_events.c.kind, func.count()).group_by(bounce_events.c.kind)
                 ).all()
             channel_health = delivery_health(engine)
         except Exception as exc:  # report down, not a 500: the scrape itself is the alert
@@ -126,6 +130,13 @@ class _DatabaseCollector:
         )
         for job, status, n in run_rows:
             c.add_metric([job, status], n)
+        yield c
+
+        c = CounterMetricFamily(
+            "syndicate_bounces", "Bounce decisions recorded (bounce_events), by kind.", labels=["kind"]
+        )
+        for kind, n in sorted(bounce_rows):
+            c.add_metric([kind], n)
         yield c
 
         totals: dict[str, list[float]] = {}

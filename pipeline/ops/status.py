@@ -16,12 +16,20 @@ from sqlalchemy import func, select
 
 from pipeline.delivery.channels import health as delivery_health
 from pipeline.ops import jobstate
-from pipeline.store.schema import articles, deliveries, delivery_workers, revisions, source_state, suppressions
+from pipeline.store.schema import (
+    articles,
+    bounce_events,
+    deliveries,
+    delivery_workers,
+    revisions,
+    source_state,
+    suppressions,
+)
 from pipeline.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-PARTNER_CHANNELS = ("webhook", "micropub", "websub")
+PARTNER_CHANNELS = ("webhook", "micropub", "websub", "events")  # events: outgoing-event endpoints
 
 
 def review_panel(conn) -> dict:
@@ -112,6 +120,21 @@ def suppressions_panel(conn, tz: str) -> dict:
         ).all()
     }
     return {"today": total, "by_reason": by_reason, "since": since}
+
+
+def bounces_panel(conn, days: int = 7) -> dict:
+    """Bounce decisions by kind (hard, soft, policy, auto_reply, unclassified; BNC-3):
+    all recorded, and within the last `days`."""
+    since = utcnow() - dt.timedelta(days=days)
+    by_kind = dict(conn.execute(select(bounce_events.c.kind, func.count()).group_by(bounce_events.c.kind)).all())
+    recent = dict(
+        conn.execute(
+            select(bounce_events.c.kind, func.count())
+            .where(bounce_events.c.created_at >= since)
+            .group_by(bounce_events.c.kind)
+        ).all()
+    )
+    return {"by_kind": by_kind, "recent": recent, "days": days}
 
 
 def workers_panel(conn, stale_after: float) -> list[dict]:
@@ -254,6 +277,7 @@ def snapshot(app) -> dict:
     panel("outbox", outbox_panel, "conn")
     panel("partners", partners_panel, "conn")
     panel("suppressions", suppressions_panel, "conn", settings.site.timezone)
+    panel("bounces", bounces_panel, "conn")
     panel("workers", workers_panel, "conn", settings.scheduler.stale_after_seconds)
     panel("delivery_channels", delivery_health, engine)  # paused, outage, current rates
     panel("schedulers", jobstate.schedulers, engine)

@@ -44,12 +44,28 @@ def _state_label(p: Partner, st: dict, now: dt.datetime) -> str:
     return "active"
 
 
+def _everyone(settings) -> list[Partner]:
+    """The configured partners, then the outgoing-event endpoints (`events:NAME`)."""
+    from pipeline.partners.outgoing import endpoints
+
+    return partners(settings) + [p for p, _types in endpoints(settings)]
+
+
+def _lookup(settings, name: str) -> Partner:
+    if name.startswith("events:"):  # an outgoing-events endpoint (pipeline.partners.outgoing)
+        from pipeline.partners.outgoing import get_endpoint
+
+        return get_endpoint(settings, name)
+    return get_partner(settings, name)
+
+
 def overview(app) -> list[dict]:
-    """One dict per configured partner: state, last success, backlog, dead letters."""
+    """One dict per configured partner and event endpoint: state, last success,
+    backlog, dead letters."""
     now = utcnow()
     out = []
     with app.engine.connect() as conn:
-        for p in partners(app.settings):
+        for p in _everyone(app.settings):
             channel, targets = _targets(p)
             counts = dict(
                 conn.execute(
@@ -95,7 +111,7 @@ def alerts(app) -> list[tuple[str, str]]:
 
 
 def status(app, name: str, *, limit: int = 20) -> dict:
-    p = get_partner(app.settings, name)
+    p = _lookup(app.settings, name)
     row = next(o for o in overview(app) if o["name"] == name)
     channel, targets = _targets(p)
     with app.engine.connect() as conn:
@@ -163,7 +179,7 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
 
     A Standard Webhooks receiver answers 2xx only after verifying the signature, so a
     2xx means the partner verified it."""
-    p = get_partner(app.settings, name)
+    p = _lookup(app.settings, name)
     settings = app.settings
     if p.kind == "websub":
         raise SyndicateError(
@@ -249,7 +265,9 @@ def send_test_event(app, name: str, *, dry_run: bool = False) -> PingResult:
 
 
 def _pusher(app, name: str) -> Partner:
-    p = get_partner(app.settings, name)
+    p = _lookup(app.settings, name)
+    if p.kind == "events":
+        return p
     if not p.pushes_articles:
         raise SyndicateError(
             f"partner {name!r} is a {p.kind} partner; its pings are deliveries of the feed build",

@@ -440,6 +440,7 @@ class Planner:
 
 
 _IMG_SRC = re.compile(r'<img\b[^>]*?\ssrc="([^"]*)"', re.I)
+_FETCHED_MEDIA = re.compile(r"media/[0-9a-f]{64}\.[a-z]+")  # stored by ingest (content.sources.media)
 
 
 def referenced_images(conn: Connection, settings, metas: list[Meta]) -> dict[str, list[str]]:
@@ -453,7 +454,7 @@ def referenced_images(conn: Connection, settings, metas: list[Meta]) -> dict[str
     def add(url: str, slug: str) -> None:
         if url.startswith(base):
             rel = unquote(urlsplit(url[len(base) :]).path)
-            if rel:
+            if rel and not _FETCHED_MEDIA.fullmatch(rel):  # fetched media live in public/media/ already
                 refs.setdefault(rel, [])
                 if slug not in refs[rel]:
                     refs[rel].append(slug)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from pipeline.states import CHECKED_COLUMNS, check_sql, constraint_name
+from pipeline.states import CHECKED_COLUMNS, ImportStatus, check_sql, constraint_name
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -701,9 +701,73 @@ api_idempotency = Table(
     UniqueConstraint("token_id", "key", name="uq_api_idempotency_token_key"),
 )
 
+# --- edition reports (owner: pipeline.digests.clicks; issue 14 item 3) -------------------
+# Clicks on a digest's signed /r/ links, counted per edition and article only: no row
+# names a person (CLK-2). Indexes for the report's per-edition aggregates (RPT-1).
+edition_clicks = Table(
+    "edition_clicks",
+    metadata,
+    Column("edition_id", BigInteger, ForeignKey("digest_editions.id", ondelete="CASCADE"), primary_key=True),
+    Column("article_id", BigInteger, primary_key=True),
+    Column("count", BigInteger, nullable=False, default=0),
+    Column("first_at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+)
+Index("ix_deliveries_edition", deliveries.c.edition_id, deliveries.c.state, deliveries.c.sent_at)
+Index("ix_bounce_events_delivery", bounce_events.c.delivery_id)
+
 # Closed states (pipeline.states) as CHECK constraints: a misspelt state cannot reach
 # a row. Migration 0002 adds the same constraints to existing databases.
 for _table, _column, _states in CHECKED_COLUMNS:
     metadata.tables[_table].append_constraint(
         CheckConstraint(check_sql(_column, _states), name=constraint_name(_table, _column))
     )
+
+# --- subscriber imports (owner: pipeline.subscribers.imports) ---------------------------------
+
+# One row per CSV import: who started it, from which file, its progress and its counts.
+# status: queued | running | done | failed (pipeline.states.ImportStatus). A dry run
+# keeps its row and its per-row notes (dry_run = true) and changes no subscriber.
+subscriber_imports = Table(
+    "subscriber_imports",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("filename", String(500), nullable=False, default=""),
+    Column("source", String(200), nullable=False, default=""),
+    Column("confirmed", Boolean, nullable=False, default=False),
+    Column("dry_run", Boolean, nullable=False, default=False),
+    Column("created_by", String(320), nullable=False, default=""),
+    Column("status", String(20), nullable=False),
+    Column("total", Integer, nullable=False, default=0),
+    Column("created", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("bad", Integer, nullable=False, default=0),
+    Column("confirmed_count", Integer, nullable=False, default=0),
+    Column("confirmations_queued", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("error", Text, nullable=False, default=""),
+    CheckConstraint(check_sql("status", ImportStatus), name=constraint_name("subscriber_imports", "status")),
+)
+
+# What an import said about single rows: kind "bad" (line skipped: field and why) or
+# "skipped" (an unsubscribed or suppressed address, kept as it is). Deleted with its import.
+subscriber_import_errors = Table(
+    "subscriber_import_errors",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column(
+        "import_id",
+        BigInteger,
+        ForeignKey("subscriber_imports.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("line", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),  # bad | skipped
+    Column("field", String(40), nullable=False, default=""),
+    Column("message", Text, nullable=False),
+)

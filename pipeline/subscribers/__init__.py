@@ -9,10 +9,12 @@ Modules, one responsibility each:
 - ``links``: the confirm, preferences and unsubscribe links and their tokens (UNS-1);
 - ``state``: the state machine (DOI-1): sign-up, confirm, preferences, withdrawal,
   suppression;
+- ``imports``: the bulk import engine (batched, with an import row and per-row notes;
+  ``csv_io.import_csv`` is its one-call form for small files);
 - ``operator``: add, remove (withdraw or erase) and purge (GDPR-2);
 - ``csv_io``: import and export;
-- ``emails``: the confirmation and "already subscribed" emails (outbox kinds
-  ``confirm``, ``subscribed_notice``);
+- ``emails``: the confirmation, "already subscribed" and welcome emails (outbox kinds
+  ``confirm``, ``subscribed_notice``, ``welcome``);
 - ``suppression``: the suppression list's one owner.
 
 The package itself is the API: ``from pipeline import subscribers`` and then
@@ -81,9 +83,10 @@ _MODULES = {
         "mark_suppressed",
         "lift_suppression",
     ),
+    "imports": ("create_import", "run_import", "get_import", "errors_csv"),
     "operator": ("add", "remove", "purge_unconfirmed", "purge_stage"),
     "csv_io": ("IMPORT_COLUMNS", "EXPORT_COLUMNS", "ImportReport", "import_csv", "export_csv"),
-    "emails": ("build_confirm_email", "build_notice_email"),
+    "emails": ("build_confirm_email", "build_notice_email", "build_welcome_email", "queue_welcome"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
 

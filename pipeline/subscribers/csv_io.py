@@ -12,24 +12,10 @@ import dataclasses
 import datetime as dt
 from typing import IO
 
-from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
 from pipeline.config import Settings
-from pipeline.store.schema import subscribers
-from pipeline.subscribers.addresses import InvalidInput, normalise_email, smtputf8_enabled
-from pipeline.subscribers.consent import Client, record_event
-from pipeline.subscribers.fields import clean_frequency, clean_name, clean_timezone, clean_topics
-from pipeline.subscribers.state import (
-    get,
-    get_by_id,
-    is_suppressed_address,
-    issue_confirmation,
-    list_subscribers,
-    mark_confirmed,
-    update_preferences,
-)
-from pipeline.timeutil import utcnow
+from pipeline.subscribers.state import list_subscribers
 
 IMPORT_COLUMNS = ("email", "name", "frequency", "topics", "timezone")
 EXPORT_COLUMNS = (
@@ -81,103 +67,28 @@ def import_csv(
     now: dt.datetime | None = None,
 ) -> ImportReport:
     """Upsert subscribers from CSV (columns email,name,frequency,topics,timezone; topics
-    semicolon separated). Bad rows are reported by line and skipped; unsubscribed and
+    semicolon separated), in the caller's transaction. The engine is
+    pipeline.subscribers.imports (batched, IMP-1..5); this is its one-call form for
+    small files and tests. Bad rows are reported by line and skipped; unsubscribed and
     suppressed addresses are kept as they are. `confirmed` marks new and unconfirmed
     rows confirmed with the stated `source` (required then); otherwise new rows get a
     confirmation email."""
-    if confirmed and not source.strip():
-        raise InvalidInput(
-            "source",
-            "--confirmed needs --source NAME: where these people gave their consent",
-            hint="e.g. --source 'paper sign-up sheet, 2026 fair'",
-        )
-    now = now or utcnow()
-    report = ImportReport()
-    reader = csv.DictReader(stream)
-    if reader.fieldnames is None:
-        return report
-    fields = [f.strip().lower() for f in reader.fieldnames]
-    if "email" not in fields:
-        raise InvalidInput(
-            "email",
-            f"{file_name or 'the CSV file'}: no 'email' column in the header line",
-            hint=f"The first line names the columns: {','.join(IMPORT_COLUMNS)}.",
-        )
-    reader.fieldnames = fields
-    # Any well-formed topic goes: an operator may list topics no article has used yet.
-    known: list[str] = []
-    tag = f"import:{source.strip()}" if source.strip() else "import"
-    client = Client(source=tag, wording_version=f"import:{source.strip()}"[:80] if source.strip() else "import")
-    line_end = reader.line_num
-    seen: set[str] = set()
-    for record in reader:
-        line = line_end + 1
-        line_end = reader.line_num
-        if not any((v or "").strip() for k, v in record.items() if k is not None):
-            continue
-        report.rows += 1
-        try:
-            if None in record:
-                raise InvalidInput("row", "more values than columns")
-            address = normalise_email(record.get("email"), smtputf8=smtputf8_enabled(settings))
-            prefs = {
-                "name": clean_name(record.get("name")),
-                "frequency": clean_frequency((record.get("frequency") or "").strip().lower(), settings),
-                "topics": clean_topics(record.get("topics") or "", known),
-                "timezone": clean_timezone((record.get("timezone") or "").strip()),
-            }
-        except InvalidInput as exc:
-            report.bad.append((line, exc.message))
-            continue
-        if address in seen:
-            report.bad.append((line, f"{address} appears more than once; this row was skipped"))
-            continue
-        seen.add(address)
-        existing = get(conn, address)
-        suppression = is_suppressed_address(conn, address)
-        if existing and existing["state"] in ("unsubscribed", "suppressed"):
-            report.kept.append((line, address, existing["state"]))
-            continue
-        if suppression:
-            report.kept.append((line, address, f"suppressed ({suppression})"))
-            continue
-        detail = {"file": file_name, "line": line}
-        if existing is None:
-            sid = conn.execute(
-                insert(subscribers).values(
-                    email=address, state="unconfirmed", source=tag[:200], created_at=now, updated_at=now, **prefs
-                )
-            ).inserted_primary_key[0]
-            record_event(
-                conn,
-                settings,
-                sid,
-                "imported",
-                client=client,
-                now=now,
-                wording=client.wording_version,
-                detail={**detail, "preferences": prefs},
-            )
-            report.added += 1
-            sub = get_by_id(conn, sid)
+    from pipeline.subscribers.imports import import_csv_stream
+
+    run = import_csv_stream(conn, settings, stream, confirmed=confirmed, source=source, file_name=file_name, now=now)
+    report = ImportReport(
+        rows=run.total,
+        added=run.created,
+        updated=run.updated,
+        confirmed=run.confirmed,
+        confirmations_queued=run.confirmations_queued,
+        unchanged=run.unchanged,
+    )
+    for note in run.notes:
+        if note.kind == "bad":
+            report.bad.append((note.line, note.message))
         else:
-            # Only what the row states: a missing column or an empty cell keeps the current value.
-            given = {k: v for k, v in prefs.items() if (record.get(k) or "").strip()}
-            changes = update_preferences(
-                conn, settings, existing["id"], client=client, now=now, known_topics=known, **given
-            )
-            sub = get_by_id(conn, existing["id"])
-            if changes:
-                report.updated += 1
-            elif not (confirmed and sub["state"] == "unconfirmed"):
-                report.unchanged += 1
-        if sub["state"] == "unconfirmed":
-            if confirmed:
-                mark_confirmed(conn, settings, sub["id"], source=tag, now=now, detail=detail)
-                report.confirmed += 1
-            elif existing is None:
-                issue_confirmation(conn, settings, sub, client, now)
-                report.confirmations_queued += 1
+            report.kept.append((note.line, note.email, note.state))
     return report
 
 

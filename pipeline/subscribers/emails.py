@@ -1,4 +1,5 @@
-"""The subscription's own emails: the confirmation and the "already subscribed" notice.
+"""The subscription's own emails: the confirmation, the "already subscribed" notice and
+the welcome email (WEL-1..3).
 
 Builders for the outbox's email channel (delivery kinds ``confirm`` and
 ``subscribed_notice``), rendered from ``templates/email/`` through the one templating
@@ -42,7 +43,9 @@ def _domain(address: str) -> str:
     return parseaddr(address)[1].rpartition("@")[2] or (urlsplit(address).hostname or "localhost")
 
 
-def _message(settings: Settings, row: dict, to: str, subject: str, template: str, context: dict):
+def _message(
+    settings: Settings, row: dict, to: str, subject: str, template: str, context: dict, headers: dict | None = None
+):
     from pipeline.delivery.email.channel import OutgoingEmail
 
     sender = require(settings, "site.transactional_from", "confirmation emails need a From address (BULK-6)")
@@ -67,7 +70,18 @@ def _message(settings: Settings, row: dict, to: str, subject: str, template: str
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text_body)
     msg.add_alternative(html_body, subtype="html")
-    return OutgoingEmail(envelope_from=parseaddr(sender)[1], recipients=[to], data=msg.as_bytes())
+    data = msg.as_bytes()
+    if headers:
+        # Spliced in as written: the stdlib would fold a long URI header into RFC 2047
+        # encoded-words, which List-Unsubscribe readers do not decode (LIST-1).
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = []
+        for name, value in headers.items():
+            if not value.isascii() or "\r" in value or "\n" in value or len(name) + len(value) > 990:
+                raise ValueError(f"header {name} cannot be written as one ASCII line")
+            lines.append(f"{name}: {value}".encode("ascii"))
+        data = head + b"\r\n" + b"\r\n".join(lines) + b"\r\n\r\n" + rest
+    return OutgoingEmail(envelope_from=parseaddr(sender)[1], recipients=[to], data=data)
 
 
 def build_confirm_email(conn: Connection, settings: Settings, row: dict):
@@ -117,4 +131,63 @@ def build_notice_email(conn: Connection, settings: Settings, row: dict):
         f"You are already subscribed to {settings.site.title}",
         "subscribed_notice",
         context,
+    )
+
+
+WELCOME_KIND = "welcome"
+
+
+def welcome_key(subscriber_id: int) -> str:
+    """One welcome per subscriber, ever (WEL-2): confirming again after leaving, or a
+    second confirmation click racing the first, queues nothing new."""
+    return f"welcome:{subscriber_id}"
+
+
+def queue_welcome(conn: Connection, settings: Settings, sub: dict, now=None) -> bool:
+    """Queue the welcome email in the confirmation's transaction (WEL-1); True when new."""
+    from pipeline.delivery import outbox
+
+    return outbox.enqueue(
+        conn,
+        channel="email",
+        target=sub["email"],
+        kind=WELCOME_KIND,
+        key=welcome_key(sub["id"]),
+        payload={"subscriber_id": sub["id"]},
+        subscriber_id=sub["id"],
+    )
+
+
+def build_welcome_email(conn: Connection, settings: Settings, row: dict):
+    """'welcome': the latest K approved articles and the reader's links, rendered at
+    send time; None when the subscriber is no longer confirmed (WEL-3)."""
+    from pipeline.content.editorial import approved_articles
+
+    sub = get_by_id(conn, int((row["payload"] or {}).get("subscriber_id") or row.get("subscriber_id") or 0))
+    if sub is None or sub["state"] != "confirmed":
+        return None
+    k = settings.subscribers.welcome_articles
+    latest = approved_articles(conn, settings, limit=k) if k else []
+    unsubscribe = unsubscribe_url(settings, sub["id"])
+    context = {
+        "name": sub["name"],
+        "email": sub["email"],
+        "frequency": sub["frequency"],
+        "topics": list(sub["topics"] or []),
+        "articles": [{"title": a.title, "url": a.url, "summary": a.summary} for a in latest],
+        "preferences_url": preferences_url(settings, sub["id"]),
+        "unsubscribe_url": unsubscribe,
+    }
+    return _message(
+        settings,
+        row,
+        sub["email"],
+        f"Welcome to {settings.site.title}",
+        "welcome",
+        context,
+        headers={
+            # LIST-1, LIST-2: the welcome is the first message of the list, so it can be left in one click too
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
     )

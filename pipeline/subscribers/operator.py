@@ -148,7 +148,10 @@ def purge_unconfirmed(
         conn.execute(
             delete(confirm_tokens).where(and_(confirm_tokens.c.used_at.is_(None), confirm_tokens.c.expires_at < cutoff))
         )
-    return {"purged_unconfirmed": len(ids), "rate_limit_rows": old_attempts}
+    from pipeline.subscribers.imports import purge_import_notes
+
+    notes = purge_import_notes(conn, dry_run=dry_run, now=now)
+    return {"purged_unconfirmed": len(ids), "rate_limit_rows": old_attempts, "import_notes": notes}
 
 
 def purge_stage(app, *, dry_run: bool = False, days: int | None = None, **_options) -> dict:

@@ -38,7 +38,7 @@ from pipeline.subscribers.fields import (
     wording_version,
 )
 from pipeline.subscribers.links import confirm_token
-from pipeline.timeutil import utcnow
+from pipeline.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,32 @@ def confirm(
         wording=_signup_wording(conn, sub["id"]),
         detail={"state_before": sub["state"]},
     )
+    _announce(conn, settings, "subscriber.confirmed", sub, now, client.source)
+    if settings.subscribers.welcome_email:
+        from pipeline.subscribers.emails import queue_welcome
+
+        queue_welcome(conn, settings, sub, now)
     return get_by_id(conn, sub["id"])
+
+
+def _announce(conn: Connection, settings: Settings, event_type: str, sub: dict, now: dt.datetime, source: str) -> None:
+    """Outgoing event for a transition, queued in this transaction (EVT-2). The key is
+    the subscriber and the moment, so a later confirmation is a new event."""
+    from pipeline.delivery import emit_event
+
+    emit_event(
+        conn,
+        settings,
+        event_type,
+        {
+            "subscriber_id": sub["id"],
+            "email": sub["email"],
+            "state_before": sub["state"],
+            "source": source,
+            "at": rfc3339(now),
+        },
+        key=f"subscriber:{sub['id']}:{now.isoformat()}",
+    )
 
 
 def _signup_wording(conn: Connection, subscriber_id: int) -> str:
@@ -465,6 +490,7 @@ def unsubscribe(
         record_event(
             conn, settings, subscriber_id, "unsubscribed", client=client, now=now, detail={"state_before": sub["state"]}
         )
+        _announce(conn, settings, "subscriber.unsubscribed", sub, now, client.source)
     return bool(changed)
 
 
@@ -518,6 +544,8 @@ def lift_suppression(
 def mark_confirmed(
     conn: Connection, settings: Settings, subscriber_id: int, *, source: str, now: dt.datetime, detail: dict
 ) -> None:
+    # the state before, for the outgoing event; read only when an endpoint may want it
+    before = get_by_id(conn, subscriber_id) if getattr(settings, "event_endpoints", None) else None
     conn.execute(
         update(subscribers)
         .where(subscribers.c.id == subscriber_id)
@@ -533,6 +561,8 @@ def mark_confirmed(
         wording=f"stated by operator: {source}"[:80],
         detail=detail,
     )
+    if before is not None:
+        _announce(conn, settings, "subscriber.confirmed", before, now, source)
 
 
 __all__ = [

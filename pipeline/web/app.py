@@ -341,11 +341,19 @@ class Web:
             sub = await self.db(subs.confirm, token, client=self.client(request, "web:/confirm"))
         except TokenError as exc:
             return self._link_problem(request, exc, token)
-        return self.page(
+        response = self.page(
             request,
             "confirmed.html",
             {"subscriber": sub, "preferences_url": subs.preferences_url(self.settings, sub["id"])},
         )
+        if self.settings.subscribers.welcome_email and sub["state"] == "confirmed":
+            # WEL-1: the welcome follows at once, like the confirmation link did
+            from types import SimpleNamespace
+
+            from pipeline.subscribers.emails import welcome_key
+
+            response = self.send_after(response, SimpleNamespace(outbox_key=welcome_key(sub["id"])))
+        return response
 
     async def resend(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -525,6 +533,28 @@ class Web:
             return self._not_subscribed(request)
         return self.page(request, "unsubscribed.html", {"subscriber": sub})
 
+    async def click(self, request: Request) -> Response:
+        """/r/<token>: count one click on (edition, article) and redirect to the article
+        (CLK-1..3). The target is looked up from the signed ids, never read from the
+        request, so a tampered or foreign link gets 400 and no Location. A HEAD (link
+        checkers, previews) redirects without counting. Counting on GET is the one
+        write a GET makes: a counter with no person in it (CLK-5)."""
+        from pipeline.digests import clicks
+
+        token = request.path_params["token"]
+        try:
+            if request.method == "HEAD":
+                url = await self.read(lambda conn: clicks.follow(conn, self.settings, token, count=False))
+            else:
+                url = await self.db(clicks.follow, token)
+        except TokenError:
+            return self.error_page(
+                request, 400, "Link not valid", "This link is not valid.", "Use the link in the email you received."
+            )
+        except NotFound:
+            return self.error_page(request, 404, "Not found", "This article is no longer available.")
+        return Response(status_code=302, headers={"Location": url, "Cache-Control": "no-store"})
+
     async def healthz(self, request: Request) -> Response:
         from pipeline.ops import metrics
 
@@ -699,6 +729,7 @@ def create_app(app: App) -> Starlette:
         Route("/unsubscribe/{token}", web.unsubscribe_page, methods=["GET"]),
         Route("/unsubscribe/{token}", web.unsubscribe, methods=["POST"]),
         Route("/healthz", web.healthz, methods=["GET", "HEAD"]),
+        Route("/r/{token}", web.click, methods=["GET", "HEAD"]),
     ]
     routes.append(Route("/metrics", web.metrics, methods=["GET"]))
     from pipeline.web.desk import create_desk  # the signed-in workspace (issue 13)

@@ -9,8 +9,9 @@ PNG rasterised for email (public/media/<sha256>.png), since Gmail and Outlook sh
 neither. The media table remembers every URL, so an image is fetched once; one that
 cannot be fetched is reported on its article and left out, never a broken <img>.
 
-(Another engineer is writing the email rasteriser for local images at the same
-time; this small one covers remote images of sources until they are merged.)
+Sniffing, sizes and rasterising are pipeline.imaging's, the one rasteriser the bundled
+illustrations use too (IMG-2): an SVG is rasterised from its intrinsic size (width/
+height, else viewBox; capped at the email width), never at a renderer's default size.
 """
 
 from __future__ import annotations
@@ -27,23 +28,21 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from pipeline import imaging
 from pipeline.content.sources import SourceError, http
+from pipeline.imaging import ImageError, sniff
 from pipeline.store.schema import media
 from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_BYTES = 10_000_000
-MAX_PIXELS = 40_000_000
-EMAIL_MAX_WIDTH = 1200  # 2x the email column
+MAX_PIXELS = imaging.MAX_PIXELS
+EMAIL_MAX_WIDTH = imaging.RASTER_WIDTH  # 2x the email column
 RETRY_FAILED_AFTER = dt.timedelta(hours=6)
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp", "image/svg+xml": "svg"}
 EMAIL_SAFE = {"image/png", "image/jpeg", "image/gif"}
 IMG_SRC_RE = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*(["'])(.*?)\1[^>]*>""", re.I | re.S)
-
-
-class ImageError(Exception):
-    """This image cannot be used (not an image, too big, too many pixels)."""
 
 
 @dataclasses.dataclass
@@ -64,24 +63,6 @@ def media_url(settings, sha256: str, content_type: str) -> str:
     return f"{settings.site.base_url.rstrip('/')}/media/{sha256}.{EXTENSIONS[content_type]}"
 
 
-def sniff(data: bytes) -> str:
-    """The image type from the bytes themselves."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if head.startswith(b"<svg") or (
-        head.startswith((b"<?xml", b"<!--", b"<!doctype svg")) and b"<svg" in data[:4096].lower()
-    ):
-        return "image/svg+xml"
-    raise ImageError("not a PNG, JPEG, GIF, WebP or SVG image")
-
-
 def _raster_size(data: bytes) -> tuple[int, int]:
     from PIL import Image
 
@@ -99,42 +80,17 @@ def _raster_size(data: bytes) -> tuple[int, int]:
 
 
 def _png(data: bytes, content_type: str) -> tuple[bytes, int, int]:
-    """An SVG or WebP as PNG for email, at most EMAIL_MAX_WIDTH wide."""
-    from PIL import Image
-
-    if content_type == "image/svg+xml":
-        import cairosvg
-
-        try:
-            # unsafe=False (the default): no external entities or files are read.
-            png = cairosvg.svg2png(bytestring=data)
-        except Exception as exc:
-            raise ImageError(f"SVG cannot be rasterised: {type(exc).__name__}") from None
-    else:
-        png = data
-    with Image.open(io.BytesIO(png)) as img:
-        if img.width * img.height > MAX_PIXELS:
-            raise ImageError(f"{img.width}x{img.height} pixels, over the cap of {MAX_PIXELS:,}")
-        img = img.convert("RGBA")
-        if img.width > EMAIL_MAX_WIDTH:
-            img = img.resize((EMAIL_MAX_WIDTH, max(1, round(img.height * EMAIL_MAX_WIDTH / img.width))))
-        out = io.BytesIO()
-        img.save(out, "PNG", optimize=True)
-        return out.getvalue(), img.width, img.height
+    """An SVG or WebP as PNG for email (pipeline.imaging.to_png, IMG-2)."""
+    png = imaging.to_png(data, max_width=EMAIL_MAX_WIDTH, scale=1, name=content_type)
+    size = imaging.size_of(png)
+    if size is None:  # pragma: no cover - to_png made a PNG
+        raise ImageError("the PNG made for email is unreadable")
+    return png, size[0], size[1]
 
 
 def _svg_size(data: bytes) -> tuple[int | None, int | None]:
-    tag = re.search(rb"<svg\b[^>]*>", data[:8192], re.I)
-    if not tag:
-        return None, None
-    w = re.search(rb'\swidth="([\d.]+)(px)?"', tag.group(0))
-    h = re.search(rb'\sheight="([\d.]+)(px)?"', tag.group(0))
-    if w and h:
-        return round(float(w.group(1))), round(float(h.group(1)))
-    vb = re.search(rb'viewBox="\s*[-\d.]+[\s,]+[-\d.]+[\s,]+([\d.]+)[\s,]+([\d.]+)"', tag.group(0))
-    if vb:
-        return round(float(vb.group(1))), round(float(vb.group(2)))
-    return None, None
+    size = imaging.svg_size(data)
+    return size if size else (None, None)
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -273,3 +229,43 @@ def email_png(data: bytes) -> bytes | None:
     except ImageError as exc:
         log.warning("no PNG for email: %s", exc)
         return None
+
+
+def known_sizes(conn: Connection, settings, urls: set[str]) -> dict[str, tuple[int, int]]:
+    """(width, height) of the images at `urls` that are ours (IMG-3): fetched media
+    (`<site>/media/<sha256>.<ext>`, from the media table) and files under content/
+    (`<site>/<path>`, from their headers). Other URLs are left out."""
+    site = settings.site.base_url.rstrip("/")
+    out: dict[str, tuple[int, int]] = {}
+    by_sha: dict[str, list[str]] = {}
+    content = settings.path("paths.content")
+    for url in urls:
+        if not url.startswith(site + "/") or "?" in url or "#" in url:
+            continue
+        rel = url[len(site) + 1 :]
+        m = re.fullmatch(r"media/([0-9a-f]{64})\.[a-z]+", rel)
+        if m:
+            by_sha.setdefault(m.group(1), []).append(url)
+            continue
+        from urllib.parse import unquote
+
+        rel = unquote(rel)
+        if not rel or ".." in rel.split("/") or rel.startswith("/"):
+            continue
+        path = content / rel
+        try:
+            inside = path.resolve().is_relative_to(content.resolve()) and path.is_file()
+        except OSError:
+            inside = False
+        size = imaging.intrinsic_size(path) if inside else None
+        if size:
+            out[url] = size
+    if by_sha:
+        rows = conn.execute(
+            select(media.c.sha256, media.c.width, media.c.height).where(media.c.sha256.in_(sorted(by_sha)))
+        ).all()
+        for sha, width, height in rows:
+            if width and height:
+                for url in by_sha[sha]:
+                    out[url] = (width, height)
+    return out

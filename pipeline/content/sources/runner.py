@@ -5,7 +5,11 @@ For each enabled source that is not paused or backing off: fetch from the saved
 cursor, localise images, store the items through `ingest.store_source_items` (one
 transaction), approve what `approval = "source"` lets through, and save the new cursor
 and the counts in the same transaction, so the cursor never moves past what was
-stored. A source that fails is recorded (last error, failures in a row); after
+stored. Strict mode (`syndicate ingest --strict`, `[ingest] strict`; ING-1) means the
+same for every source type: one bad item (a file that does not parse, a feed entry or
+WordPress post that cannot be read or stored) or an error part-way through the fetch,
+and that source writes nothing in this run (cursor included) and fails naming each
+item. A source that fails is recorded (last error, failures in a row); after
 `max_failures` in a row it is reported and left alone for `backoff_minutes`, so a
 scheduler running every few minutes does not hammer a broken server. One source
 failing never stops the others.
@@ -83,8 +87,11 @@ def set_paused(engine, name: str, paused: bool, settings) -> None:
         conn.execute(update(source_state).where(source_state.c.name == name).values(**values))
 
 
-def run_sources(app, names: list[str] | None = None, *, dry_run: bool = False, force: bool = False) -> list[SourceRun]:
-    """Every configured source (or the named ones, which also skips the back-off)."""
+def run_sources(
+    app, names: list[str] | None = None, *, dry_run: bool = False, force: bool = False, strict: bool | None = None
+) -> list[SourceRun]:
+    """Every configured source (or the named ones, which also skips the back-off).
+    `strict` (default `[ingest] strict`): see the module docstring."""
     settings = app.settings
     configs = configured(settings)
     if names:
@@ -97,11 +104,14 @@ def run_sources(app, names: list[str] | None = None, *, dry_run: bool = False, f
             )
         configs = [c for c in configs if c["name"] in names]
         force = True
-    return [run_source(app, c, dry_run=dry_run, force=force) for c in configs]
+    return [run_source(app, c, dry_run=dry_run, force=force, strict=strict) for c in configs]
 
 
-def run_source(app, config: dict, *, dry_run: bool = False, force: bool = False) -> SourceRun:
+def run_source(
+    app, config: dict, *, dry_run: bool = False, force: bool = False, strict: bool | None = None
+) -> SourceRun:
     run = SourceRun(config["name"], config["type"])
+    strict = bool(app.settings.ingest.strict) if strict is None else strict
     now = utcnow()
     if not config.get("enabled", True):
         run.status = "disabled"
@@ -118,12 +128,12 @@ def run_source(app, config: dict, *, dry_run: bool = False, force: bool = False)
     source = make_source(config, app.settings)
     try:
         if getattr(source, "stores_itself", False):
-            _run_markdown(app, source, run, dry_run)
+            _run_markdown(app, source, run, dry_run, strict)
         else:
-            _run_fetching(app, source, dict(state.cursor or {}), run, dry_run)
+            _run_fetching(app, source, dict(state.cursor or {}), run, dry_run, strict)
     except SourceError as exc:
         run.status, run.error, run.hint, run.retry_after = "failed", exc.message, exc.hint or "", exc.retry_after
-    except ContentError as exc:  # strict mode of the Markdown source
+    except ContentError as exc:  # strict mode (ING-1)
         run.status, run.error, run.hint = "failed", exc.message, exc.hint or ""
     except Exception as exc:  # a bug or a surprise in one source must not stop the others
         log.debug("source %s failed", config["name"], exc_info=True)
@@ -133,12 +143,18 @@ def run_source(app, config: dict, *, dry_run: bool = False, force: bool = False)
     return run
 
 
-def _run_markdown(app, source, run: SourceRun, dry_run: bool) -> None:
+def _run_markdown(app, source, run: SourceRun, dry_run: bool, strict: bool = False) -> None:
     class _Folder:  # the App interface ingest() needs, with this source's folder
         settings = source.folder_settings()
         engine = app.engine
 
-    report = ingest_module.ingest(_Folder, dry_run=dry_run)
+    try:
+        report = ingest_module.ingest(_Folder, dry_run=dry_run, strict=strict)
+    except ContentError as exc:
+        bad = exc.errors or [exc]  # strict: every bad file, nothing written
+        run.counts["failed"] = len(bad)
+        run.problems.extend(e.message for e in bad)
+        raise _strict_error(run.name, len(bad)) from None
     run.report = report
     c = report.counts()
     run.counts.update(
@@ -154,7 +170,15 @@ def _run_markdown(app, source, run: SourceRun, dry_run: bool) -> None:
     run.flagged = list(report.flagged)
 
 
-def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> None:
+def _strict_error(name: str, bad: int) -> ContentError:
+    return ContentError(
+        f"source {name}",
+        f"{bad} bad item(s); strict mode wrote nothing for this source",
+        hint="Fix the items named above (or run without --strict to ingest the good ones).",
+    )
+
+
+def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool, strict: bool = False) -> None:
     from pipeline.content.sources import http, media
 
     settings = app.settings
@@ -174,13 +198,14 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
             # the second waits here, then finds the first one's articles unchanged.
             conn.execute(select(source_state.c.name).where(source_state.c.name == source.name).with_for_update())
             sizes: dict[str, tuple] = {}
+            left_out: list[tuple[str, str]] = []  # (item key, image problem)
             if not dry_run and fetched.items:
                 session = http.make_session(source.config, settings.site.base_url)
                 for item in fetched.items:
                     if item.status == "retracted":
                         continue
                     for problem in media.localise(conn, settings, source.config, session, item):
-                        run.problems.append(f"{item.key}: {problem}")
+                        left_out.append((item.key, problem))
                     if item.image:
                         row = conn.execute(
                             select(
@@ -203,6 +228,7 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
                 flagged=len(report.flagged),
             )
             run.counts["failed"] += len(report.errors)
+            run.problems.extend(_name_articles(conn, source.name, left_out))
             run.problems.extend(e.message for e in report.errors)
             run.authors_created = list(report.authors_created)
             run.flagged = list(report.flagged)
@@ -213,7 +239,8 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
                 conn.execute(
                     update(source_state).where(source_state.c.name == source.name).values(cursor=fetched.cursor)
                 )
-            if dry_run:
+            refused = strict and (run.counts["failed"] > 0 or fetched.error is not None)
+            if dry_run or refused:
                 trans.rollback()
             else:
                 trans.commit()
@@ -222,6 +249,26 @@ def _run_fetching(app, source, cursor: dict, run: SourceRun, dry_run: bool) -> N
             raise
     if fetched.error is not None:
         raise fetched.error
+    if refused:  # nothing was written: say so in the counts too
+        run.counts.update(new=0, changed=0, retracted=0, flagged=0, approved=0)
+        run.authors_created, run.flagged = [], []
+        raise _strict_error(source.name, run.counts["failed"])
+
+
+def _name_articles(conn: Connection, name: str, left_out: list[tuple[str, str]]) -> list[str]:
+    """Images left out, each reported with its item and the article it belongs to."""
+    if not left_out:
+        return []
+    paths = {ingest_module.source_path(name, key): key for key, _ in left_out}
+    slugs = {
+        paths[path]: slug
+        for slug, path in conn.execute(
+            select(articles.c.slug, articles.c.source_path).where(articles.c.source_path.in_(sorted(paths)))
+        )
+    }
+    return [
+        f"{key}" + (f" (article {slugs[key]})" if key in slugs else "") + f": {problem}" for key, problem in left_out
+    ]
 
 
 def _image_sizes(conn: Connection, slugs: list[str], sizes: dict) -> None:

@@ -14,10 +14,19 @@ files, or one .eml file. Each message is one of:
   suppress the address.
 - an auto-reply (Auto-Submitted other than "no", X-Autoreply, Precedence auto_reply,
   "Out of office" subjects): ignored.
-- anything else: ignored, recorded as unknown.
+- a bounce report in another format (BNC-3, issue 16 item 6): Exim's
+  X-Failed-Recipients, Postfix and qmail (QSBMF) plain-text reports, Yahoo-,
+  Hotmail- and Exchange-style notices, read with flufl.bounce. Each address it finds
+  is judged as a DSN block would be: a permanent failure is hard (suppressed) unless
+  the report gives a 5.7.x status next to the address (policy) or a status that
+  `judge_recipient` calls soft; a temporary one is soft (counted).
+- anything else: kind `unclassified`, decision `kept`: recorded with its sender and
+  subject and left in the mailbox for the operator (`syndicate bounces list --kind
+  unclassified`), never dropped silently.
 
-Only a bounce addressed to a valid VERP address (pipeline.delivery.email.verp) is acted on:
-the token names the delivery and so the address; a bounce with a forged, altered or
+Only a bounce that carries a valid VERP address (pipeline.delivery.email.verp) is acted on,
+in its headers or else in the returned copy of our message (`delivery_for`): the signed
+token names the delivery and so the address; a bounce with a forged, altered or
 missing token changes nothing (it is recorded as ignored), so nobody can unsubscribe
 someone else by mailing us a fake DSN. Every decision is a `bounce_events` row and,
 when the subscriber is known, a `subscriber_events` row; processing the same mailbox
@@ -42,11 +51,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from pipeline.config import Settings
-from pipeline.delivery import recipients
+from pipeline.delivery import emit_event, recipients
 from pipeline.delivery.email import verp
 from pipeline.errors import NotFound
 from pipeline.store.schema import bounce_events, deliveries
-from pipeline.timeutil import utcnow
+from pipeline.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +69,8 @@ _AUTO_SUBJECT = re.compile(
 @dataclasses.dataclass
 class Decision:
     email: str
-    kind: str  # hard | soft | auto_reply | unknown | policy | delivered
-    decision: str  # suppressed | counted | ignored | already_seen
+    kind: str  # hard | soft | auto_reply | unclassified | policy | delivered
+    decision: str  # suppressed | counted | ignored | kept | already_seen
     status: str = ""
     action: str = ""
     delivery_id: int | None = None
@@ -75,6 +84,7 @@ class BounceReport:
     soft: int = 0
     suppressed: int = 0
     ignored: int = 0
+    unclassified: int = 0
     already_seen: int = 0
     decisions: list[Decision] = dataclasses.field(default_factory=list)
 
@@ -143,15 +153,82 @@ def _status(text: str) -> str:
     return ".".join(m.groups()) if m else ""
 
 
-def is_auto_reply(msg) -> bool:
+def is_auto_reply(msg, *, count_auto_submitted: bool = True) -> bool:
     auto = str(msg.get("Auto-Submitted", "")).strip().lower()
-    if auto and auto != "no":
+    if count_auto_submitted and auto and auto != "no":
         return True
     if msg.get("X-Autoreply") or msg.get("X-Autorespond") or msg.get("X-Auto-Response-Suppress", "").lower() == "all":
         return True
     if str(msg.get("Precedence", "")).strip().lower() in ("auto_reply", "auto-reply"):
         return True
     return bool(_AUTO_SUBJECT.match(str(msg.get("Subject", ""))))
+
+
+def vendor_recipients(msg) -> list[dict]:
+    """Recipient blocks (as `dsn_recipients` gives) of a bounce report that is not a
+    DSN, found by flufl.bounce's detectors (Exim, Postfix, qmail, Yahoo, Microsoft,
+    simple-match heuristics; BNC-3). Empty when nothing was found."""
+    from flufl.bounce import all_failures
+
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception as exc:  # a detector choking on odd mail: the message stays unclassified
+        log.info("flufl.bounce could not read a message: %s", exc)
+        return []
+    text = _body_text(msg)
+    out = []
+    for failures, action in ((permanent, "failed"), (temporary - permanent, "delayed")):
+        for raw in sorted(failures):
+            address = (raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)).strip().strip("<>")
+            if "@" not in address:
+                continue
+            status, diagnostic, enhanced = _status_near(text, address)
+            # An RFC 3463 status is judged as in a DSN; without one, the detector's
+            # permanent/temporary verdict decides (a bare "550" is permanent).
+            kind = judge_recipient(action, status) if enhanced else ("hard" if action == "failed" else "soft")
+            out.append(
+                {"recipient": address, "action": action, "status": status, "diagnostic": diagnostic, "kind": kind}
+            )
+    return out
+
+
+_SMTP_REPLY = re.compile(r"(?<![\d.#])([45])\d\d(?:[-: ]|$)")
+_TEXT_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.]*\d)")  # not an IP address
+
+
+def _body_text(msg) -> str:
+    parts = []
+    for part in msg.walk():
+        if part.get_content_maintype() == "text" or part.get_content_type() == "message/delivery-status":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                parts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
+    return "\n".join(parts)
+
+
+def _status_near(text: str, address: str) -> tuple[str, str, bool]:
+    """(status, the line it came from, whether it is an RFC 3463 enhanced status) from
+    the lines just after `address` in a plain-text report; a bare SMTP reply code gives
+    "5.0.0"/"4.0.0"; ("", "", False) when the report gives none."""
+    low, needle = text.lower(), address.lower()
+    windows = []
+    at = low.find(needle)
+    while at >= 0 and len(windows) < 5:
+        windows.append(text[at : at + 800].splitlines()[:6])
+        at = low.find(needle, at + len(needle))
+    for pattern, enhanced in ((_TEXT_STATUS, True), (_SMTP_REPLY, False)):
+        for lines in windows:
+            for line in lines:
+                m = pattern.search(line)
+                if m:
+                    status = ".".join(m.groups()) if enhanced else f"{m.group(1)}.0.0"
+                    return status, line.strip()[:300], enhanced
+    return "", "", False
+
+
+def _target(engine: Engine, delivery_id: int) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(select(deliveries.c.target).where(deliveries.c.id == delivery_id)).scalar()
 
 
 def judge_recipient(action: str, status: str) -> str:
@@ -179,6 +256,24 @@ def verp_delivery(settings: Settings, msg) -> int | None:
     return None
 
 
+_VERP_IN_TEXT = re.compile(rf"{verp.PREFIX}\+[0-9a-z]{{1,13}}-[a-z2-7]{{16}}@[a-z0-9.-]+", re.IGNORECASE)
+
+
+def delivery_for(settings: Settings, msg, raw: bytes) -> int | None:
+    """The delivery a bounce is about: a valid VERP address in the headers, else one in
+    the returned message (the copy's Return-Path; some servers send reports to a plain
+    address). The token is signed either way, so text in a body cannot name a delivery
+    we did not send (BNC-1)."""
+    delivery_id = verp_delivery(settings, msg)
+    if delivery_id is not None:
+        return delivery_id
+    for m in _VERP_IN_TEXT.finditer(raw.decode("utf-8", "replace")):
+        delivery_id = verp.decode(settings, m.group(0))
+        if delivery_id is not None:
+            return delivery_id
+    return None
+
+
 def _has_verp_address(msg) -> bool:
     return any(verp.PREFIX + "+" in str(v).lower() for h in _ADDRESS_HEADERS for v in (msg.get_all(h, []) or []))
 
@@ -200,7 +295,7 @@ def process_mailbox(settings: Settings, engine: Engine, path, *, dry_run: bool =
         except Exception as exc:  # a bad message is recorded and skipped, the rest goes on
             log.warning("bounce %s could not be read: %s", name, exc)
             log.debug("bounce %s", name, exc_info=True)
-            decisions = [("", Decision("", "unknown", "ignored", detail=f"{name}: unreadable: {exc}"))]
+            decisions = [("", Decision("", "unclassified", "kept", detail=f"{name}: unreadable: {exc}"))]
         for key_recipient, d in decisions:
             if not dry_run:
                 _apply(settings, engine, raw, key_recipient, d, source)
@@ -212,6 +307,7 @@ def process_mailbox(settings: Settings, engine: Engine, path, *, dry_run: bool =
             report.soft += d.kind == "soft"
             report.suppressed += d.decision == "suppressed"
             report.ignored += d.decision == "ignored"
+            report.unclassified += d.kind == "unclassified"
     return report
 
 
@@ -219,11 +315,27 @@ def _decide(settings: Settings, engine: Engine, raw: bytes, name: str) -> list[t
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     blocks = dsn_recipients(msg)
     if blocks is None:
-        kind = "auto_reply" if is_auto_reply(msg) else "unknown"
-        what = "auto-reply" if kind == "auto_reply" else "not a delivery status notification"
         sender = email.utils.parseaddr(str(msg.get("From", "")))[1].lower()
-        return [("", Decision(sender, kind, "ignored", detail=f"{name}: {what}"))]
-    delivery_id = verp_delivery(settings, msg)
+        # A vacation notice says so in its own headers or subject; "Auto-Submitted:
+        # auto-replied" alone is no proof, since bounces carry it too (RFC 3834 3.1.7).
+        vacation = is_auto_reply(msg, count_auto_submitted=False)
+        blocks = [] if vacation else vendor_recipients(msg)
+        if not blocks:
+            if vacation or is_auto_reply(msg):
+                return [("", Decision(sender, "auto_reply", "ignored", detail=f"{name}: auto-reply"))]
+            subject = str(msg.get("Subject", "")).strip()[:200]
+            detail = (
+                f"{name}: not a bounce report Syndicate can read (from {sender or '?'}, subject {subject!r}); "
+                "kept in the mailbox for the operator"
+            )
+            return [("", Decision(sender, "unclassified", "kept", detail=detail))]
+        if len(blocks) > 1:  # one delivery per VERP address: the block about its recipient wins
+            delivery_id = delivery_for(settings, msg, raw)
+            target = _target(engine, delivery_id) if delivery_id is not None else None
+            mine = [b for b in blocks if target and b["recipient"].lower() == target.lower()]
+            if target is not None:
+                blocks = mine[:1] or blocks[:1]
+    delivery_id = delivery_for(settings, msg, raw)
     row = None
     if delivery_id is not None:
         with engine.connect() as conn:
@@ -238,7 +350,7 @@ def _decide(settings: Settings, engine: Engine, raw: bytes, name: str) -> list[t
             )
     out = []
     for block in blocks or [{"recipient": "", "action": "", "status": "", "diagnostic": ""}]:
-        kind = judge_recipient(block["action"], block["status"])
+        kind = block.get("kind") or judge_recipient(block["action"], block["status"])
         detail = f"{name}: {block['action'] or '?'} {block['status'] or '?'} {block['diagnostic']}".strip()
         if row is None:
             why = "forged or altered VERP token" if _has_verp_address(msg) else "no VERP address"
@@ -367,3 +479,19 @@ def _apply(settings: Settings, engine: Engine, raw: bytes, key_recipient: str, d
                 "detail": d.detail[:500],
             },
         )
+        if d.kind in ("hard", "soft"):
+            emit_event(
+                conn,
+                settings,
+                "subscriber.bounced",
+                {
+                    "subscriber_id": subscriber_id,
+                    "email": d.email,
+                    "bounce": d.kind,
+                    "decision": d.decision,
+                    "status": d.status,
+                    "delivery_id": d.delivery_id,
+                    "at": rfc3339(now),
+                },
+                key=_source_key(raw, key_recipient or d.email),
+            )

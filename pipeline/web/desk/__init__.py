@@ -72,6 +72,7 @@ ROUTES: list[DeskRoute] = [
     DeskRoute("/ops/partners", GET, ops.partners_page, OPERATOR),
     DeskRoute("/ops/partners/{name}/resume", POST, ops.partner_resume, OPERATOR),
     DeskRoute("/ops/editions", GET, ops.editions_page, OPERATOR),
+    DeskRoute("/ops/editions/{key}", GET, ops.edition_report_page, OPERATOR),
     DeskRoute("/ops/subscribers", GET, ops.subscribers_page, OPERATOR),
     DeskRoute("/ops/subscribers/export", POST, ops.subscribers_export, OPERATOR),
     DeskRoute("/ops/subscribers/{subscriber_id}", GET, ops.subscriber_page, OPERATOR),

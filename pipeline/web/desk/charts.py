@@ -85,3 +85,33 @@ def _summary(days: list[dt.date], values: list[int]) -> str:
     if not days:
         return "no data"
     return f"{values[-1]} on {days[-1].isoformat()}, at most {max(values)} a day over {len(days)} days"
+
+
+def category_chart(
+    title: str, labels: list[str], values: list[int], *, color: str = "#0b5394", width: int = 600, row: int = 22
+) -> str:
+    """Horizontal bars, one per label (clicks per article in an edition report), with
+    the value at the end of each bar and a text alternative."""
+    top = max(values) if values and max(values) > 0 else 1
+    label_w, pad_t = 240, 24
+    plot_w = width - label_w - 48
+    height = pad_t + row * max(1, len(values)) + 8
+    summary = "; ".join(f"{lbl}: {v}" for lbl, v in zip(labels, values)) or "no data"
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}: {escape(summary)}" class="chart">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="0" y="14" font-size="13" font-weight="600">{escape(title)}</text>',
+    ]
+    for i, (label, v) in enumerate(zip(labels, values)):
+        y = pad_t + i * row
+        w = plot_w * v / top
+        short = label if len(label) <= 34 else label[:33] + "…"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 15}" font-size="12" text-anchor="end">{escape(short)}</text>'
+            f'<rect x="{label_w}" y="{y + 3}" width="{max(w, 0.0):.1f}" height="{row - 6}" fill="{color}">'
+            f"<title>{escape(label)}: {v}</title></rect>"
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" font-size="12">{v}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)

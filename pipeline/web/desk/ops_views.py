@@ -219,9 +219,11 @@ def partners_page(c: Ctx) -> Response:
 def partner_resume(c: Ctx) -> Response:
     from pipeline.partners import state
     from pipeline.partners.config import partners
+    from pipeline.partners.outgoing import endpoints
 
     name = c.params["name"]
-    if name not in {p.name for p in partners(c.settings)}:
+    known = {p.name for p in partners(c.settings)} | {p.name for p, _types in endpoints(c.settings)}
+    if name not in known:
         raise NotFound(f"no partner {name!r}", hint="Partners are [[partners]] entries in syndicate.toml.")
     with db(c) as conn:
         before = state.resume(conn, name)
@@ -251,3 +253,18 @@ def editions_page(c: Ctx) -> Response:
     for r in rows:
         r["states"] = counts.get(r["id"], {})
     return c.page("editions.html", editions=rows)
+
+
+def edition_report_page(c: Ctx) -> Response:
+    """One edition's report (RPT-1) with a chart of clicks per article (CLK-2: counts only)."""
+    from pipeline.digests.reports import edition_report
+
+    with read(c) as conn:
+        report = edition_report(conn, c.params["key"])
+    per_article = report["clicks"]["per_article"]
+    chart = Markup(
+        charts.category_chart(
+            "Clicks per article", [a["title"] for a in per_article], [a["clicks"] for a in per_article]
+        )
+    )
+    return c.page("edition_report.html", report=report, chart=chart, tracking=c.settings.digests.track_clicks)
