@@ -124,6 +124,8 @@ PATH_VALUES = {
     "delivery_id": "999",
     "name": "no-such-partner",
     "job_id": "no-such-job",
+    "key": "daily-1999-01-01",
+    "import_id": "999",
 }
 BODIES = {
     ("POST", "/articles/revisions"): {"key": "cms-1", "title": "A plain title", "body_html": "<p>Text.</p>"},
@@ -576,3 +578,67 @@ def test_sign_ups_through_the_api_are_limited_per_token_and_address_not_per_netw
         sid = c.get("/subscribers", params={"email": "n1@example.com"}).json()["items"][0]["id"]
         log = c.get(f"/subscribers/{sid}").json()["consent_log"]
     assert log[0]["kind"] == "signup" and log[0]["source"] == "api:crm"
+
+
+def _wait_for_import(c, location: str) -> dict:
+    """Poll until the background import has finished (a wait, not a timed assertion)."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        state = c.get(location.removeprefix("/api/v1")).json()
+        if state["status"] in ("done", "failed") or time.monotonic() > deadline:
+            return state
+        time.sleep(0.05)
+
+
+def test_imports_upload_a_csv_and_report_each_bad_row(app):
+    """API-9, IMP-2: a CSV upload runs in the background; its progress and per-row
+    errors are read back; confirmed needs a source; the same upload with the same
+    Idempotency-Key starts no second import; subscribers:import only."""
+    from pipeline.store.schema import subscriber_imports
+
+    csv_text = "email,name,frequency,topics,timezone\nada@example.com,Ada,weekly,,UTC\nnot-an-address,X,daily,,UTC\nbo@example.com,Bo,daily,,UTC\n"
+    files = {"file": ("crm.csv", csv_text.encode("utf-8"), "text/csv")}
+    importer = token(app, "subscribers:import", "subscribers:read", name="crm")
+    with running(app) as base:
+        with client(base, token(app, "subscribers:write")) as c:
+            _problem(c.post("/imports", files=files, data={"confirmed": "true", "source": "fair"}), 403)
+        with client(base, importer) as c:
+            no_source = c.post("/imports", files=files, data={"confirmed": "true"})
+            assert _problem(no_source, 422)["errors"][0]["field"] == "source"
+            key = {"Idempotency-Key": "crm-2026-12-01"}
+            r = c.post("/imports", files=files, data={"confirmed": "true", "source": "fair 2026"}, headers=key)
+            assert r.status_code == 202, r.text
+            assert r.json()["status"] == "queued" and r.headers["location"] == f"/api/v1/imports/{r.json()['id']}"
+            done = _wait_for_import(c, r.headers["location"])
+            again = c.post("/imports", files=files, data={"confirmed": "true", "source": "fair 2026"}, headers=key)
+            assert again.status_code == 202 and again.json()["id"] == r.json()["id"]
+            _problem(c.get("/imports/424242"), 404)
+            states = {s["email"]: s["state"] for s in c.get("/subscribers").json()["items"]}
+    assert done["status"] == "done", done
+    assert (done["total"], done["created"], done["bad"], done["confirmed_count"]) == (3, 2, 1, 2)
+    assert [(e["line"], e["kind"], e["field"]) for e in done["errors"]] == [(3, "bad", "email")]
+    assert states == {"ada@example.com": "confirmed", "bo@example.com": "confirmed"}
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(subscriber_imports)).scalar() == 1
+
+
+def test_edition_report_through_the_api(app):
+    """The edition report (RPT-1) with deliveries:read; an unknown edition is a 404 problem."""
+    from pipeline.store.schema import digest_editions
+    from pipeline.timeutil import utcnow
+
+    now = utcnow()
+    with app.engine.begin() as conn:
+        conn.execute(
+            digest_editions.insert().values(
+                key="daily-2026-12-01", frequency="daily", cutoff=now, article_ids=[], subject="Daily", created_at=now
+            )
+        )
+    with running(app) as base, client(base, token(app, "deliveries:read")) as c:
+        report = c.get("/editions/daily-2026-12-01/report")
+        assert report.status_code == 200, report.text
+        assert report.json()["clicks"]["total"] == 0 and "bounced" in report.json()
+        assert [e["key"] for e in c.get("/editions").json()["items"]] == ["daily-2026-12-01"]
+        _problem(c.get("/editions/daily-1999-01-01/report"), 404)

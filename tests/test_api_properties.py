@@ -39,6 +39,7 @@ WRITES = [
     ("DELETE", "/subscribers/2"),
     ("POST", "/deliveries/1/retry"),
     ("POST", "/partners/x/retry"),
+    ("POST", "/imports"),
 ]
 
 

@@ -7,7 +7,8 @@ every route needs a bearer token with a scope (API-3); writes take Idempotency-K
 (API-5); each token has its own rate limit (API-6); lists page with signed cursors (API-7).
 
 Modules: `core` (problems, tokens, rate limit, cursors, idempotency), `articles`,
-`subscribers`, `operations` (editions, deliveries, partners, jobs). Adapters only:
+`subscribers`, `operations` (editions and their reports, deliveries, partners, jobs),
+`imports` (CSV uploads run by pipeline.subscribers.imports). Adapters only:
 the business rules live in the stage packages.
 """
 
@@ -50,7 +51,7 @@ DOCS_HEADERS = {
 
 def create_api(app: App) -> FastAPI:
     """The FastAPI application; its paths are relative to the /api/v1 mount."""
-    from pipeline.web.api import articles, operations, subscribers
+    from pipeline.web.api import articles, imports, operations, subscribers
 
     api = FastAPI(
         title=f"{app.settings.site.title} API",
@@ -66,6 +67,7 @@ def create_api(app: App) -> FastAPI:
     api.include_router(articles.router)
     api.include_router(subscribers.router)
     api.include_router(operations.router)
+    api.include_router(imports.router)
     _install_openapi(api)
     _install_errors(api, state)
 

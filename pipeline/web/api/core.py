@@ -284,6 +284,7 @@ def actor(request: Request) -> str:
 IDEMPOTENT_METHODS = {"POST", "PATCH", "PUT", "DELETE"}
 KEY_RETENTION = dt.timedelta(hours=24)  # a key older than this starts afresh (as Stripe's do)
 MAX_WRITE_BODY = 4 * 1024 * 1024  # a CMS revision's HTML fits; a stored answer stays small
+MAX_IMPORT_BODY = 64 * 1024 * 1024  # POST /imports: a CSV of about a million subscribers
 
 
 class IdempotencyMiddleware:
@@ -310,13 +311,14 @@ class IdempotencyMiddleware:
         body = b""
         more = True
         base = self.api.settings.site.base_url
+        limit = MAX_IMPORT_BODY if scope["path"].rstrip("/").endswith("/imports") else MAX_WRITE_BODY
         while more:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > MAX_WRITE_BODY:
+            if len(body) > limit:
                 response = problem_response(
-                    413, "Content Too Large", f"a request body may have at most {MAX_WRITE_BODY} bytes", base=base
+                    413, "Content Too Large", f"a request body here may have at most {limit} bytes", base=base
                 )
                 await response(scope, receive, send)
                 return
@@ -363,7 +365,14 @@ class IdempotencyMiddleware:
             await response(scope, receive, send)
             return
         fingerprint = hashlib.sha256(
-            b"\0".join([scope["method"].encode(), scope["path"].encode(), scope.get("query_string", b""), body])
+            b"\0".join(
+                [
+                    scope["method"].encode(),
+                    scope["path"].encode(),
+                    scope.get("query_string", b""),
+                    _canonical(body, headers),
+                ]
+            )
         ).hexdigest()
         token_id = token.id
         stored = await run_in_threadpool(self._claim, token_id, key, fingerprint)
@@ -459,6 +468,18 @@ class IdempotencyMiddleware:
                 headers={"Idempotent-Replayed": "true", "Cache-Control": "no-store"},
             )
         await response(scope, receive, send)
+
+
+def _canonical(body: bytes, headers: dict[str, str]) -> bytes:
+    """The body as compared for Idempotency-Key: a multipart body with its random
+    boundary replaced, so the same upload sent again is the same request."""
+    content_type = headers.get("content-type", "")
+    if content_type.lower().startswith("multipart/"):
+        for part in content_type.split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "boundary" and value:
+                return body.replace(value.strip('"').encode("latin-1"), b"<boundary>")
+    return body
 
 
 def _replay(body: bytes, original: Receive) -> Receive:

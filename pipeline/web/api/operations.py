@@ -101,16 +101,21 @@ def list_editions(
     return EditionPage(items=items, next_cursor=api.cursor("editions", page[-1].id) if len(rows) > size else None)
 
 
-# EXTENSION POINT (issue 14 item 3, edition reports): the lead wires
-# `GET /editions/{key}/report` to the report engine when it lands, e.g.
-#
-#   @router.get("/editions/{key}/report", tags=["editions"], **scoped("deliveries:read"))
-#   def edition_report(request: Request, key: str) -> dict:
-#       with api_of(request).connect() as conn:
-#           return reports.edition_report(conn, api_of(request).settings, key)
-#
-# Until then the route does not exist (the contract test checks the OpenAPI document
-# against the routes, so a documented-but-missing route cannot slip in).
+@router.get("/editions/{key}/report", response_model=dict[str, Any], tags=["editions"], **scoped("deliveries:read"))
+def edition_report(request: Request, key: str) -> dict[str, Any]:
+    """What one edition did (as `syndicate editions report KEY`): recipients, sent,
+    failed, bounced (hard/soft), unsubscribed within 7 days, clicks per article (in
+    aggregate only)."""
+    from pipeline.digests.reports import edition_report as report
+
+    api = api_of(request)
+    try:
+        with api.connect() as conn:
+            found = report(conn, key[:200])
+    except NotFound:
+        raise ApiProblem(404, "Not Found", f"no edition {key!r}", kind="not-found") from None
+    answer: dict[str, Any] = _json(found)
+    return answer
 
 
 # --- deliveries ------------------------------------------------------------------------
@@ -327,13 +332,3 @@ def run_job(request: Request, job_id: str, body: JobRunIn | None = None) -> JobR
         audit.record(conn, actor=actor(request), action="api.job.run", target=spec.id, via="api")
     counts = execute(api.app, spec.id, spec.stage, spec.args, trigger="manual", dry_run=dry_run)
     return JobRun(job=spec.id, ok=True, dry_run=dry_run, counts=_json(dict(counts or {})))
-
-
-# EXTENSION POINT (issue 14 item 1, imports): when pipeline.subscribers.imports lands,
-# the lead wires, with scope subscribers:import and idempotent_write=True:
-#
-#   POST /imports        multipart CSV upload -> imports.create_import(conn, settings, ...),
-#                        then imports.run_import(...) in a background thread; 202 + id
-#   GET  /imports/{id}   imports.get_import(conn, id): progress and per-row errors
-#
-# Until then these routes do not exist (nothing is documented that is not served).
