@@ -68,6 +68,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/ops/partners"): {OPERATOR, ADMIN},
     ("POST", "/ops/partners/{name}/resume"): {OPERATOR, ADMIN},
     ("GET", "/ops/editions"): {OPERATOR, ADMIN},
+    ("GET", "/ops/editions/{key}"): {OPERATOR, ADMIN},
     ("GET", "/ops/subscribers"): {OPERATOR, ADMIN},
     ("POST", "/ops/subscribers/export"): {OPERATOR, ADMIN},
     ("GET", "/ops/subscribers/{subscriber_id}"): {OPERATOR, ADMIN},
@@ -114,6 +115,7 @@ def world(make_app, sqlite_url):
         "subscriber_id": str(sub["id"]),
         "name": "missing.png",
         "token_id": "1",
+        "key": "daily-1999-01-01",
     }
     return app, users, params
 
