@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "pipeline.commands.feeds",
     "pipeline.commands.sources",
     "pipeline.commands.users",
+    "pipeline.commands.tokens",
     "pipeline.commands.editions",
 ]
 

@@ -694,6 +694,25 @@ SETTINGS: list[Setting] = [
         "Subscribers read, selected and queued per transaction while composing (memory stays flat in list size).",
         at_least=1,
     ),
+    # --- api (owner: pipeline.web.api): the REST API for integrators under /api/v1
+    S("api", "enabled", True, _bool, "Serve the REST API under /api/v1 (tokens: `syndicate tokens create`)."),
+    S(
+        "api",
+        "rate_limit",
+        600,
+        _int,
+        "Requests per minute one API token may make (a token bucket of this size, refilled evenly); beyond it: 429 with Retry-After. Per serving process.",
+        at_least=1,
+    ),
+    S(
+        "api",
+        "max_page_size",
+        200,
+        _int,
+        "The largest `limit` a list request may ask for; a larger one is refused with 400 (the default page is 50 or this, whichever is smaller).",
+        at_least=1,
+        at_most=10000,
+    ),
     # --- issue 14: click counts, welcome email
     S(
         "digests",

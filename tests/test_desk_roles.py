@@ -68,6 +68,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/ops/partners"): {OPERATOR, ADMIN},
     ("POST", "/ops/partners/{name}/resume"): {OPERATOR, ADMIN},
     ("GET", "/ops/editions"): {OPERATOR, ADMIN},
+    ("GET", "/ops/editions/{key}"): {OPERATOR, ADMIN},
     ("GET", "/ops/subscribers"): {OPERATOR, ADMIN},
     ("POST", "/ops/subscribers/export"): {OPERATOR, ADMIN},
     ("GET", "/ops/subscribers/{subscriber_id}"): {OPERATOR, ADMIN},
@@ -77,6 +78,9 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/users/{user_id}/role"): {ADMIN},
     ("POST", "/users/{user_id}/disable"): {ADMIN},
     ("GET", "/audit"): {ADMIN},
+    ("GET", "/tokens"): {ADMIN},
+    ("POST", "/tokens"): {ADMIN},
+    ("POST", "/tokens/{token_id}/revoke"): {ADMIN},
 }
 
 
@@ -110,6 +114,8 @@ def world(make_app, sqlite_url):
         "job_id": "ingest",
         "subscriber_id": str(sub["id"]),
         "name": "missing.png",
+        "token_id": "1",
+        "key": "daily-1999-01-01",
     }
     return app, users, params
 

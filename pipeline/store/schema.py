@@ -667,6 +667,40 @@ desk_articles = Table(
     Column("submitted_at", UTCDateTime, nullable=True),
 )
 
+# --- API tokens and idempotency records (owner: pipeline.accounts.api_tokens) -----------------
+
+# An integrator's bearer token (256 random bits). Only its SHA-256 is stored, so a copy of
+# the database authenticates nobody; `prefix` is shown so people can tell tokens apart.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(20), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scopes", JSON, nullable=False),
+    Column("created_by", String(320), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# A write made with an Idempotency-Key: the stored answer is replayed for the same key
+# and body (API-5). `status` is null while the first request is still running.
+api_idempotency = Table(
+    "api_idempotency",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("token_id", BigInteger, ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(255), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("token_id", "key", name="uq_api_idempotency_token_key"),
+)
+
 # --- edition reports (owner: pipeline.digests.clicks; issue 14 item 3) -------------------
 # Clicks on a digest's signed /r/ links, counted per edition and article only: no row
 # names a person (CLK-2). Indexes for the report's per-edition aggregates (RPT-1).

@@ -735,6 +735,10 @@ def create_app(app: App) -> Starlette:
     from pipeline.web.desk import create_desk  # the signed-in workspace (issue 13)
 
     routes.append(Mount("/desk", app=create_desk(app)))
+    if app.settings.api.enabled:  # the REST API for integrators (issue 14)
+        from pipeline.web.api import PREFIX, create_api, wrap
+
+        routes.append(Mount(PREFIX, app=wrap(create_api(app))))
     routes.append(Mount("/", app=_PublicOrHome(web, _public_app(app.settings))))
 
     async def syndicate_error(request: Request, exc: SyndicateError) -> Response:

@@ -16,6 +16,7 @@ from . import account_views as acc
 from . import author_views as auth
 from . import editor_views as ed
 from . import ops_views as ops
+from . import token_views as tok
 from .core import PUBLIC, SIGNED_IN, Desk, DeskRoute
 
 AUTHOR = ("author",)
@@ -82,6 +83,9 @@ ROUTES: list[DeskRoute] = [
     DeskRoute("/users/{user_id}/role", POST, acc.users_role, ADMIN),
     DeskRoute("/users/{user_id}/disable", POST, acc.users_disable, ADMIN),
     DeskRoute("/audit", GET, acc.audit_page, ADMIN),
+    DeskRoute("/tokens", GET, tok.tokens_list, ADMIN),
+    DeskRoute("/tokens", POST, tok.token_create, ADMIN),
+    DeskRoute("/tokens/{token_id}/revoke", POST, tok.token_revoke, ADMIN),
 ]
 
 
