@@ -1,7 +1,7 @@
 """api: tokens with scopes, idempotency records (issue 14 item 1)
 
 Revision ID: 0007
-Revises: 0008
+Revises: 0006
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import pipeline.store.schema
 
 revision = "0007"
-down_revision = "0008"  # after main's 0006 and 0008: one line of migrations
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
