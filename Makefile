@@ -28,9 +28,10 @@ run: $(STAMP)
 	$(BIN)/syndicate review --no-diff
 	@$(BIN)/syndicate users demo
 
-## test: the whole test suite
+## test: the whole test suite, in TEST_WORKERS processes (pytest-xdist; multi-process tests share one group)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## goldens: regenerate golden files after a deliberate output change (review the diff!)
 goldens: $(STAMP)

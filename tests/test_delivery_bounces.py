@@ -117,7 +117,7 @@ def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
     """A hard bounce suppresses the subscriber itself (state and consent log), through
     the suppression list's one owner, and records the bounce in its history."""
     from pipeline.store import schema
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
 
     app = sqlite_app
     with app.engine.begin() as conn:

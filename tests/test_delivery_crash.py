@@ -20,6 +20,9 @@ from tests.conftest import REPO
 from tests.delivery_kit import enqueue_test, smtp_toml
 from tests.smtp_server import SMTPTestServer
 
+# multi-process tests: never two at once on one machine (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
+
 KILLS = 6
 MESSAGES = 400
 

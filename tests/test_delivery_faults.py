@@ -23,6 +23,9 @@ from tests.conftest import REPO
 from tests.delivery_kit import enqueue_test, smtp_toml
 from tests.smtp_server import SMTPTestServer
 
+# multi-process tests: never two at once on one machine (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
+
 MESSAGES = 5_000
 DOMAINS = 50
 SLOW = 12  # recipients whose server answers RCPT after SLOW_SECONDS

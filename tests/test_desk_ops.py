@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from pipeline.delivery import channels, outbox
 from pipeline.ops import jobstate
 from pipeline.store.schema import audit_log, deliveries
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.subscribers.suppression import suppressed_among
 
 from .conftest import REPO

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import accounts, tokens
 from pipeline.content import desk as desk_source
-from pipeline.subscribers import service as subs
+from pipeline import subscribers as subs
 from pipeline.web.desk import ROUTES
 
 from .conftest import REPO

@@ -35,7 +35,7 @@ from pipeline.store.schema import deliveries, delivery_workers
 from tests.conftest import REPO, drop_pg_schemas, new_pg_schema, require_postgres, write_project
 from tests.scale_kit import CountingSMTPServer, enqueue_scale, max_in_window
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.xdist_group("processes"), pytest.mark.postgres, pytest.mark.slow]
 
 MESSAGES = 50_000
 RATE = 200

@@ -24,6 +24,9 @@ from pipeline.store.schema import job_runs, scheduler_instances
 
 from .conftest import write_project
 
+# multi-process tests: never two at once on one machine (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
+
 REPO = Path(__file__).resolve().parent.parent
 FAST = "tests.stage_fixtures:sleepy"
 

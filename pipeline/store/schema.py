@@ -238,7 +238,7 @@ scheduler_instances = Table(
 # owner comment on each.
 __all__ = ["metadata", "UTCDateTime", "BigId", "LargeBinary"]
 
-# --- subscribers and consent (owner: pipeline.subscribers.service) ----------------------------
+# --- subscribers and consent (owner: pipeline.subscribers.state) ------------------------------
 
 # One row per address. state: unconfirmed | confirmed | unsubscribed | suppressed.
 # An unsubscribed or suppressed row is never flipped back silently: only a new

@@ -27,7 +27,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
-from pipeline.content.sources import SourceError, http
+from pipeline.content.sources import http
+from pipeline.content.sources.base import SourceError
 from pipeline.store.schema import media
 from pipeline.timeutil import utcnow
 
