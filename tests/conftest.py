@@ -47,7 +47,8 @@ def worker_id() -> str:
 settings.register_profile(
     "syndicate",
     database=DirectoryBasedExampleDatabase(
-        Path(tempfile.gettempdir()) / f"syndicate-hypothesis-{hashlib.sha256(bytes(REPO)).hexdigest()[:8]}-{worker_id()}"
+        Path(tempfile.gettempdir())
+        / f"syndicate-hypothesis-{hashlib.sha256(bytes(REPO)).hexdigest()[:8]}-{worker_id()}"
     ),
 )
 settings.load_profile("syndicate")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import feedparser
+import pytest
 from lxml import etree
 
 from pipeline.site.build import MANIFEST, build

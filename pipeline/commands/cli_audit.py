@@ -54,7 +54,7 @@ MUTATING = {
 }
 
 
-def _command_path(main: click.Group, args: list[str]) -> tuple[list[str], list[str]]:
+def _command_path(main: click.Command, args: list[str]) -> tuple[list[str], list[str]]:
     cmd, path, rest = main, [], list(args)
     while rest and isinstance(cmd, click.Group) and rest[0] in cmd.commands:
         cmd = cmd.commands[rest[0]]

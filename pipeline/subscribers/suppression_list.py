@@ -10,6 +10,8 @@ pipeline.subscribers.suppression, which re-exports these names.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import delete, select
 from sqlalchemy.engine import Connection
 
@@ -50,7 +52,7 @@ def drop_withdrawal(conn: Connection, email: str) -> bool:
     )
 
 
-def list_suppressions(conn: Connection, *, limit: int = 1000) -> list[dict]:
+def list_suppressions(conn: Connection, *, limit: int = 1000) -> list[dict[str, Any]]:
     rows = (
         conn.execute(
             select(suppressions).order_by(suppressions.c.created_at.desc(), suppressions.c.id.desc()).limit(limit)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as dt
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from pipeline.config import Settings
 from pipeline.errors import SyndicateError
 
 
@@ -60,7 +61,7 @@ class ItemProblem:
 @dataclasses.dataclass
 class Fetched:
     items: list[SourceItem] = dataclasses.field(default_factory=list)
-    cursor: dict = dataclasses.field(default_factory=dict)
+    cursor: dict[str, Any] = dataclasses.field(default_factory=dict)
     problems: list[ItemProblem] = dataclasses.field(default_factory=list)
     not_modified: bool = False  # a 304: nothing to store
     # Keys of every item the source holds now, when it can tell (a WordPress sweep, a
@@ -79,13 +80,13 @@ class Source(abc.ABC):
 
     type: ClassVar[str]
 
-    def __init__(self, config: dict, settings):
+    def __init__(self, config: dict[str, Any], settings: Settings):
         self.config = config
         self.settings = settings
         self.name: str = config["name"]
 
     @abc.abstractmethod
-    def fetch(self, cursor: dict) -> Fetched:
+    def fetch(self, cursor: dict[str, Any]) -> Fetched:
         """Read the source from `cursor` on; raise SourceError when nothing could be read."""
 
     def describe(self) -> str:
