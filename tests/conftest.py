@@ -24,7 +24,7 @@ from pipeline.config import load_settings
 from pipeline.store import dispose_engines
 
 REPO = Path(__file__).resolve().parent.parent
-# The environment a test run starts from: nothing from the caller's shell that changes
+# The environment a test run starts from (TEST-1): nothing from the caller's shell that changes
 # what the code under test does (a terminal's COLUMNS re-wraps rich tables; a
 # SYNDICATE_* setting would override the test project's syndicate.toml). Kept out for
 # the whole session; SYNDICATE_TEST_PG only chooses the PostgreSQL server.
