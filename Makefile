@@ -29,12 +29,14 @@ run: $(STAMP)
 	@$(BIN)/syndicate users demo
 
 ## test: the whole test suite, in TEST_WORKERS processes (pytest-xdist; multi-process tests share one group)
-# The scale test's drain (tests/test_scale.py; 50,000 when pytest runs it directly): 10,000
-# still has every kill and restart land mid-way; see the test for what it proves.
+# The scale test's drain (tests/test_scale.py; 50,000 when pytest runs it directly) and the
+# fault test's messages (tests/test_delivery_faults.py; 5,000): smaller sizes that still
+# prove the property (every kill, restart and fault lands mid-way); see each test.
 TEST_WORKERS ?= 2
 TEST_SCALE_MESSAGES ?= 10000
+TEST_FAULT_MESSAGES ?= 2000
 test: $(STAMP)
-	TEST_SCALE_MESSAGES=$(TEST_SCALE_MESSAGES) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	TEST_SCALE_MESSAGES=$(TEST_SCALE_MESSAGES) TEST_FAULT_MESSAGES=$(TEST_FAULT_MESSAGES) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## goldens: regenerate golden files after a deliberate output change (review the diff!)
 goldens: $(STAMP)

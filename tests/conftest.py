@@ -91,7 +91,7 @@ def new_pg_schema() -> str:
     """A fresh schema; returns a database URL whose connections use it."""
     import psycopg
 
-    name = "t_" + secrets.token_hex(6)
+    name = f"t_{worker_id()}_{secrets.token_hex(6)}"  # the worker in the name: whose schema it was (TEST-1)
     with psycopg.connect(PG_DSN.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
     _pg_state.setdefault("schemas", []).append(name)
