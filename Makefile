@@ -28,9 +28,15 @@ run: $(STAMP)
 	$(BIN)/syndicate review --no-diff
 	@$(BIN)/syndicate users demo
 
-## test: the whole test suite
+## test: the whole test suite, in TEST_WORKERS processes (pytest-xdist; multi-process tests share one group)
+# The scale test's drain (tests/test_scale.py; 50,000 when pytest runs it directly) and the
+# fault test's messages (tests/test_delivery_faults.py; 5,000): smaller sizes that still
+# prove the property (every kill, restart and fault lands mid-way); see each test.
+TEST_WORKERS ?= 2
+TEST_SCALE_MESSAGES ?= 10000
+TEST_FAULT_MESSAGES ?= 2000
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	TEST_SCALE_MESSAGES=$(TEST_SCALE_MESSAGES) TEST_FAULT_MESSAGES=$(TEST_FAULT_MESSAGES) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## goldens: regenerate golden files after a deliberate output change (review the diff!)
 goldens: $(STAMP)

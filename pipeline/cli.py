@@ -171,7 +171,7 @@ class SyndicateGroup(click.Group):
             args = [*getattr(ctx, "protected_args", ()), *ctx.args]
         try:
             result = super().invoke(ctx)
-            from pipeline.commands.users import record_cli_change  # the audit log (issue 13)
+            from pipeline.commands.cli_audit import record_cli_change  # the audit log (issue 13)
 
             record_cli_change(ctx, args)
             return result

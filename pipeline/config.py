@@ -41,7 +41,7 @@ class Setting:
     at_most: float | None = None
     above: float | None = None
 
-    def check_range(self, value) -> str | None:
+    def check_range(self, value: object) -> str | None:
         """Why `value` is out of this setting's range, or None."""
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return None
@@ -88,7 +88,7 @@ def _float(value: Any) -> float:
     return float(value)
 
 
-def _timezone(value):
+def _timezone(value: object) -> str:
     """An IANA name, checked now rather than at the first digest."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -101,7 +101,7 @@ def _timezone(value):
     return value
 
 
-def _date_or_empty(value):
+def _date_or_empty(value: object) -> str:
     """An ISO 8601 date or datetime, kept as written; empty means none."""
     from pipeline.timeutil import parse_datetime
 
@@ -112,14 +112,14 @@ def _date_or_empty(value):
     return value
 
 
-def _positive_float(value):
+def _positive_float(value: Any) -> float:
     result = _float(value)
     if not result > 0:
         raise ValueError("must be more than 0")
     return result
 
 
-def _count(value):
+def _count(value: Any) -> int:
     result = _int(value)
     if result < 0:
         raise ValueError("must be 0 or more")
@@ -894,7 +894,7 @@ def event_endpoints_from_config(table: Any, where: str) -> list[dict[str, Any]]:
 
 SOURCE_TYPES = ("markdown", "feed", "wordpress")
 SOURCE_SECRET_PREFIX = f"{ENV_PREFIX}SOURCES__"  # SYNDICATE_SOURCES__<NAME>__PASSWORD
-SOURCE_FIELDS = {
+SOURCE_FIELDS: FieldTable = {
     "name": (str, "Stable id of the source (letters, digits, '-' and '_'); recorded with every article it brings."),
     "type": (
         str,
@@ -924,14 +924,14 @@ SOURCE_FIELDS = {
 _SOURCE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
-def sources_from_config(table, where: str) -> list[dict]:
+def sources_from_config(table: object, where: str) -> list[dict[str, Any]]:
     """`[[sources]]` tables -> checked dicts with defaults. A separate function so that
     source settings stay out of the plain-key validation above."""
     if not isinstance(table, list):
         raise ConfigError(
             f"{where}: sources must be [[sources]] tables", hint="See the commented example in syndicate.toml."
         )
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for i, raw in enumerate(table):
         if isinstance(raw, dict) and {"password", "token"} & set(raw):
             raise ConfigError(
@@ -984,11 +984,11 @@ def sources_from_config(table, where: str) -> list[dict]:
     return out
 
 
-def source_secret(source: dict, key: str = "password", env: dict[str, str] | None = None) -> str:
+def source_secret(source: dict[str, Any], key: str = "password", env: Mapping[str, str] | None = None) -> str:
     """A source's secret, from SYNDICATE_SOURCES__<NAME>__<KEY> only (never the file)."""
-    env = os.environ if env is None else env
+    values: Mapping[str, str] = os.environ if env is None else env
     name = source["name"].upper().replace("-", "_")
-    return env.get(f"{SOURCE_SECRET_PREFIX}{name}__{key.upper()}", "")
+    return values.get(f"{SOURCE_SECRET_PREFIX}{name}__{key.upper()}", "")
 
 
 def declared(section: str, key: str) -> Setting:
@@ -1041,8 +1041,8 @@ class Settings:
         self.partners = partners
         self.source = source
         self.origins = origins  # "section.key" -> "default" | file | env name
-        self.sources: list[dict] = []  # [[sources]] (see sources_from_config); empty: content/ only
-        self.event_endpoints: list[dict] = []  # [[events.endpoints]] (see event_endpoints_from_config)
+        self.sources: list[dict[str, Any]] = []  # [[sources]] (see sources_from_config); empty: content/ only
+        self.event_endpoints: list[dict[str, Any]] = []  # [[events.endpoints]] (see event_endpoints_from_config)
         for name, vals in values.items():
             setattr(self, name, Section(name, vals))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Sequence
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_SECONDS = 366 * 86400
@@ -21,7 +22,7 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 EXAMPLES = '"90s", "10m", "1h30m", "2d" or a number of seconds'
 
 
-def parse_seconds(value) -> float:
+def parse_seconds(value: object) -> float:
     """10 -> 10.0; "10m" -> 600.0; "1h30m" -> 5400.0. Raises ValueError saying why."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write e.g. {EXAMPLES}")
@@ -50,7 +51,7 @@ class Duration(str):
 
     seconds: float
 
-    def __new__(cls, value) -> Duration:
+    def __new__(cls, value: object) -> Duration:
         if isinstance(value, Duration):
             return value
         seconds = parse_seconds(value)
@@ -63,12 +64,12 @@ class Duration(str):
         return dt.timedelta(seconds=self.seconds)
 
 
-def parse_duration(value) -> dt.timedelta:
+def parse_duration(value: object) -> dt.timedelta:
     """Any accepted duration -> timedelta (ValueError otherwise)."""
     return Duration(value).timedelta
 
 
-def duration_list(value) -> list[Duration]:
+def duration_list(value: object) -> list[Duration]:
     """A list of durations (a retry schedule); from the environment, comma separated."""
     if isinstance(value, str):
         value = [v for v in (part.strip() for part in value.split(",")) if v]
@@ -83,7 +84,7 @@ def duration_list(value) -> list[Duration]:
     return out
 
 
-def retry_delay(schedule, attempts_so_far: int) -> dt.timedelta | None:
+def retry_delay(schedule: Sequence[object], attempts_so_far: int) -> dt.timedelta | None:
     """The wait before the next try after `attempts_so_far` failed tries (1-based), or
     None when the schedule is used up (the delivery or push is dead). `schedule` holds
     durations in any accepted form (they were checked when the settings loaded)."""

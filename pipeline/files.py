@@ -16,7 +16,9 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str, *, encoding: str = "utf-8", mode: int = 0o644) -> None:
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes | str, *, encoding: str = "utf-8", mode: int = 0o644
+) -> None:
     """Replace `path` with `data` (str is encoded), creating its folder if needed.
     `mode` is set before the rename: a secret (0o600) is never readable by others."""
     path = Path(path)

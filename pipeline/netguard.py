@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -45,15 +46,17 @@ def check_url(url: str, *, allow_private: bool) -> None:
         infos = socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise requests.ConnectionError(f"cannot resolve {parts.hostname}: {exc}") from None
-    bad = sorted({info[4][0] for info in infos if not address_allowed(info[4][0])})
+    bad = sorted({str(info[4][0]) for info in infos if not address_allowed(str(info[4][0]))})
     if bad:
         raise AddressRefused(
             f"{parts.hostname} resolves to {', '.join(bad)}, a private, loopback or link-local address"
         )
 
 
-class _PeerCheck:
-    def _new_conn(self):  # type: ignore[override]
+class _PeerCheck(HTTPConnection):
+    """Checks the connected socket's peer before anything is written (the second check)."""
+
+    def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()
         try:
             peer = sock.getpeername()[0]
@@ -82,6 +85,6 @@ class GuardedHTTPSPool(HTTPSConnectionPool):
 
 
 class GuardedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}

@@ -8,20 +8,61 @@ it fails: CI must run it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+from hypothesis.database import DirectoryBasedExampleDatabase
 
 from pipeline.app import App
 from pipeline.config import load_settings
 from pipeline.store import dispose_engines
 
 REPO = Path(__file__).resolve().parent.parent
+# The environment a test run starts from (TEST-1): nothing from the caller's shell that changes
+# what the code under test does (a terminal's COLUMNS re-wraps rich tables; a
+# SYNDICATE_* setting would override the test project's syndicate.toml). Kept out for
+# the whole session; SYNDICATE_TEST_PG only chooses the PostgreSQL server.
+_OUTSIDE_ENV = ("COLUMNS", "LINES", "TZ")
+for _name in [n for n in os.environ if n in _OUTSIDE_ENV or n.startswith("SYNDICATE_")]:
+    if _name != "SYNDICATE_TEST_PG":
+        del os.environ[_name]
 PG_DSN = os.environ.get("SYNDICATE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _pg_state: dict = {}
+
+
+def worker_id() -> str:
+    """The pytest-xdist worker running this process ("gw0", "gw1", ...), or "main"."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+# Hypothesis keeps its example database in .hypothesis/ of the working directory, a
+# file tree every xdist worker would share inside the repository: one per worker in
+# the system temp folder instead (failing examples still replay on the next run).
+settings.register_profile(
+    "syndicate",
+    database=DirectoryBasedExampleDatabase(
+        Path(tempfile.gettempdir())
+        / f"syndicate-hypothesis-{hashlib.sha256(bytes(REPO)).hexdigest()[:8]}-{worker_id()}"
+    ),
+)
+settings.load_profile("syndicate")
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Whatever a test sets in os.environ (SYNDICATE_FROZEN_NOW, plugin lists, ...) is
+    gone before the next test on the same worker, even when the test fails half-way."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 def postgres_reason() -> str | None:
@@ -50,7 +91,7 @@ def new_pg_schema() -> str:
     """A fresh schema; returns a database URL whose connections use it."""
     import psycopg
 
-    name = "t_" + secrets.token_hex(6)
+    name = f"t_{worker_id()}_{secrets.token_hex(6)}"  # the worker in the name: whose schema it was (TEST-1)
     with psycopg.connect(PG_DSN.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {name}")
     _pg_state.setdefault("schemas", []).append(name)

@@ -6,11 +6,24 @@ import time
 from pathlib import Path
 
 
-def sleepy(app, dry_run: bool = False, seconds: float = 0, marker: str = "", fail: bool = False) -> dict:
-    """Touch `marker` (if given), sleep, then return counts (or fail when asked)."""
+def sleepy(
+    app, dry_run: bool = False, seconds: float = 0, marker: str = "", fail: bool = False, release: str = ""
+) -> dict:
+    """Touch `marker` (if given), sleep, then return counts (or fail when asked).
+
+    With `release` (a file path) the run does not sleep a fixed time: it lasts until the
+    test creates that file, so "the job is still running" is a fact the test controls,
+    not a race against a busy machine (at most two minutes, then it fails)."""
     if marker:
         Path(marker).write_text("started")
-    time.sleep(seconds)
+    if release:
+        deadline = time.monotonic() + 120
+        while not Path(release).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sleepy was never released ({release})")
+            time.sleep(0.05)
+    else:
+        time.sleep(seconds)
     if fail:
         raise RuntimeError("sleepy was asked to fail")
     return {"slept": int(seconds), "dry_run": int(bool(dry_run))}

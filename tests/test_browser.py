@@ -26,7 +26,7 @@ from pipeline.delivery.worker import drain
 
 from .articles import write_article, write_author
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]  # one Chromium at a time
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SYNDICATE = Path(sys.executable).with_name("syndicate")

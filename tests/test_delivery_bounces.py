@@ -116,8 +116,8 @@ def test_dry_run_changes_nothing(sqlite_app, tmp_path):
 def test_decisions_are_logged_on_the_subscriber(sqlite_app, tmp_path):
     """A hard bounce suppresses the subscriber itself (state and consent log), through
     the suppression list's one owner, and records the bounce in its history."""
+    from pipeline import subscribers as subs
     from pipeline.store import schema
-    from pipeline.subscribers import service as subs
 
     app = sqlite_app
     with app.engine.begin() as conn:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
@@ -114,6 +115,7 @@ def test_deliver_stage_dry_run_sends_nothing(sqlite_app):
     assert run_stage(app, "deliver")["sent"] == 1
 
 
+@pytest.mark.xdist_group("processes")
 def test_deliver_with_several_processes_into_smtp(make_app, sqlite_url):
     with SMTPTestServer() as server:
         app = make_app(sqlite_url, smtp_toml(server))
@@ -131,6 +133,7 @@ def test_deliver_with_several_processes_into_smtp(make_app, sqlite_url):
         assert server.counts() == {t: 1 for t in targets}
 
 
+@pytest.mark.xdist_group("processes")
 def test_worker_drains_continuously_and_stops_on_sigterm(make_app, sqlite_url):
     import os
 

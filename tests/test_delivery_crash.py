@@ -20,8 +20,12 @@ from tests.conftest import REPO
 from tests.delivery_kit import enqueue_test, smtp_toml
 from tests.smtp_server import SMTPTestServer
 
+# multi-process tests: never two at once on one machine (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
+
 KILLS = 6
 MESSAGES = 400
+CONNECTIONS = 2  # SMTP connections per process: the window is one message per connection per crash
 
 
 def _deliver(config, env):
@@ -43,12 +47,14 @@ def _deliver(config, env):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "stepwise"])
-def test_sigkill_loses_nothing_and_duplicates_at_most_one_per_kill(db_url, tmp_path, make_app, pipelining):
+def test_sigkill_loses_nothing_and_duplicates_at_most_one_per_connection_per_kill(
+    db_url, tmp_path, make_app, pipelining
+):
     """Issue 16 items 16-17: both send paths, and every kill lands mid-send: the killed
     process had messages arrive before the kill, and messages still arrived after it."""
     rng = random.Random(os.environ.get("CRASH_SEED", "6"))
     with SMTPTestServer(pipelining=pipelining) as server:
-        extra = smtp_toml(server, smtp_connections=2, rate_per_second=200.0, batch_size=50, lease_seconds=1)
+        extra = smtp_toml(server, smtp_connections=CONNECTIONS, rate_per_second=200.0, batch_size=50, lease_seconds=1)
         app = make_app(db_url, extra, root=tmp_path / "site")
         config = tmp_path / "site" / "syndicate.toml"
         # the kit's `test` kind must exist in the subprocess too
@@ -89,4 +95,8 @@ def test_sigkill_loses_nothing_and_duplicates_at_most_one_per_kill(db_url, tmp_p
         assert at_start < at_kill < arrived  # messages arrived before the kill and after it
     assert lost == []
     assert states == {"sent": MESSAGES}
-    assert duplicates <= kills
+    # docs/delivery.md, "The window": at most one message per connection per crash. On a
+    # quiet machine the run sees 0 to 3; on a busy one (a parallel suite, TEST-2) a
+    # killed process is more often descheduled between a 250 and its journal write on
+    # both of its connections at once, so the bound is the documented one, not one per kill.
+    assert duplicates <= kills * CONNECTIONS

@@ -23,7 +23,14 @@ from tests.conftest import REPO
 from tests.delivery_kit import enqueue_test, smtp_toml
 from tests.smtp_server import SMTPTestServer
 
-MESSAGES = 5_000
+# multi-process tests: never two at once on one machine (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
+
+# 5,000 by default (issue 19's figure); `make test` sets TEST_FAULT_MESSAGES=2000, which
+# keeps every fault in play: the 12 slow recipients that outlive the lease, 0.4% of
+# addresses answering 421 once (8), the 5.7.1 recipient, 50 domains, 20 batches of 100
+# between two workers, and the same check: each delivered exactly once, nothing paused.
+MESSAGES = int(os.environ.get("TEST_FAULT_MESSAGES", "5000"))
 DOMAINS = 50
 SLOW = 12  # recipients whose server answers RCPT after SLOW_SECONDS
 SLOW_SECONDS = 4.0
@@ -38,7 +45,7 @@ def _states(engine) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_5000_messages_under_faults_arrive_exactly_once_with_two_workers(make_app, db_url, tmp_path):
+def test_messages_under_faults_arrive_exactly_once_with_two_workers(make_app, db_url, tmp_path):
     targets = [f"reader{i}@d{i % DOMAINS}.example" for i in range(MESSAGES - 1)] + [BLOCKED]
     with SMTPTestServer(pipelining=True) as smtp:
         app = make_app(

@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
+from pipeline import subscribers as subs
 from pipeline.app import App
 from pipeline.config import load_settings
 from pipeline.content.editorial import approved_articles
@@ -31,13 +32,16 @@ from pipeline.delivery import outbox
 from pipeline.delivery.worker import drain
 from pipeline.ops import jobstate
 from pipeline.store.schema import deliveries
-from pipeline.subscribers import service as subs
 
 from .conftest import REPO
 from .desk_kit import make_user
 from .test_browser import SYNDICATE, browser, free_port, require_browser, wait_for, wait_heading  # noqa: F401
 
-pytestmark = [pytest.mark.browser, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 ARTIFACTS = REPO / "var" / "artifacts" / "desk"
 
 

@@ -10,10 +10,10 @@ import pytest
 from lxml import etree
 from sqlalchemy import select, update
 
+from pipeline import subscribers as subs
 from pipeline.delivery import channels, outbox
 from pipeline.ops import jobstate
 from pipeline.store.schema import audit_log, deliveries
-from pipeline.subscribers import service as subs
 from pipeline.subscribers.suppression import suppressed_among
 
 from .conftest import REPO

@@ -13,8 +13,8 @@ import shutil
 import pytest
 
 from pipeline import accounts, tokens
+from pipeline import subscribers as subs
 from pipeline.content import desk as desk_source
-from pipeline.subscribers import service as subs
 from pipeline.web.desk import ROUTES
 
 from .conftest import REPO

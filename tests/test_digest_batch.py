@@ -76,7 +76,7 @@ def test_batch_gives_the_golden_bytes_one_by_one_gives(sqlite_app, monkeypatch):
 def test_bulk4_unsubscribed_suppressed_or_moved_after_compose_get_nothing(app):
     """BULK-4 in a batch: a subscriber who unsubscribes, is suppressed, or changes
     address between compose and send gets nothing; the others in the batch do."""
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
 
     _site(app)
     _readers(app, 4)

@@ -121,6 +121,7 @@ def test_chunks_in_turn_equal_one_full_compose(app):
     assert digests.compose(app.engine, app.settings, "daily", now=WHEN).queued == 0
 
 
+@pytest.mark.xdist_group("processes")
 @pytest.mark.slow
 def test_two_processes_compose_one_edition_at_once(app):
     """`syndicate digest compose --chunk 1/2` and `2/2` started together (PostgreSQL: truly

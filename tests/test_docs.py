@@ -30,7 +30,7 @@ REGENERATE = "run `syndicate config docs --write docs/configuration.md --write d
 # Rule-id families of the standards checklist (STANDARDS.md); SHA-1 or UTF-8 are not ids.
 RULE_ID = re.compile(
     r"\b(?:RSS|ATOM|JF|PAGE|WS|HTTP|DISC|VAL|FG|MSG|LIST|BULK|SIZE|CSS|PRE|IMG|TPL|DKIM|SMTP|BNC|DOI|GDPR|UNS|CAN"
-    r"|SW|IDEM|MP|CANON|SAN|SCHED|EVT|RPT|CLK|WEL|SEED)-\d+\b"
+    r"|SW|IDEM|MP|CANON|SAN|SCHED|EVT|RPT|CLK|WEL|SEED|API|IMP|ING|CYC|TEST|FILE)-\d+\b"
 )
 
 

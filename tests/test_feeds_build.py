@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import feedparser
+import pytest
 from lxml import etree
 
 from pipeline.site.build import MANIFEST, build
@@ -163,6 +164,7 @@ def test_an_author_rename_rebuilds_only_that_authors_outputs(make_app, db_url):
     assert "Bo Chen-Li" in read(app, "feeds/all.atom").decode()
 
 
+@pytest.mark.xdist_group("processes")
 def test_a_build_rendered_by_worker_processes_gives_the_same_files(make_app, sqlite_url, tmp_path, monkeypatch):
     """Big builds render in forked workers (feeds.build_processes); same bytes, same report."""
     import threading

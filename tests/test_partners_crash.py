@@ -49,6 +49,7 @@ def expire_leases(app) -> None:
         )
 
 
+@pytest.mark.xdist_group("processes")
 @pytest.mark.slow
 def test_killed_after_the_answer_before_the_write_partner_dedupes_the_resend(make_app, db_url, partner):
     app = make_app(db_url, PUSH_TOML + webhook_partner_toml(partner.url))

@@ -35,9 +35,14 @@ from pipeline.store.schema import deliveries, delivery_workers
 from tests.conftest import REPO, drop_pg_schemas, new_pg_schema, require_postgres, write_project
 from tests.scale_kit import CountingSMTPServer, enqueue_scale, max_in_window
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.xdist_group("processes"), pytest.mark.postgres, pytest.mark.slow]
 
-MESSAGES = 50_000
+# The drain's size: 50,000 by default; `make test` sets TEST_SCALE_MESSAGES=10000, which
+# still proves the property: four workers share the outbox, one is SIGKILLed with rows
+# claimed and restarted (journal replayed, its claims come back after the lease), one
+# is SIGTERMed mid-batch, and nothing is lost or sent twice. The milestones below are
+# fractions of it, so every event still lands mid-way.
+MESSAGES = int(os.environ.get("TEST_SCALE_MESSAGES", "50000"))
 RATE = 200
 RATE_MESSAGES = 2_000
 
@@ -145,7 +150,7 @@ def _wait(condition, timeout: float, what: str, fleet: Fleet, poll: float = 0.2)
 
 
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "stepwise"])
-def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_url, tmp_path, pipelining):
+def test_four_workers_drain_the_outbox_exactly_once_through_sigkill_and_sigterm(pg_url, tmp_path, pipelining):
     """Item 1 + 4 of issue 9: nothing lost, nothing sent twice, the fleet visible; with
     and without PIPELINING (issue 16, item 16)."""
     with CountingSMTPServer(pipelining=pipelining) as smtp:
@@ -166,7 +171,7 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
             assert enqueue_scale(fleet.app.engine, MESSAGES) == MESSAGES
 
             # the operator's view while four workers run (issue 9, item 4)
-            _wait(lambda: smtp.total() >= 5_000, 60, "5,000 arrivals", fleet)
+            _wait(lambda: smtp.total() >= MESSAGES // 10, 60, f"{MESSAGES // 10:,} arrivals", fleet)
             from pipeline.ops.status import snapshot
 
             for _ in range(50):  # a worker between two drains shows as stopped for a moment
@@ -181,7 +186,7 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
             assert panels["outbox"]["by_channel"]["email"].get("sent", 0) > 0
 
             # SIGKILL one worker mid-way; systemd (Restart=always) starts it again
-            _wait(lambda: smtp.total() >= 15_000, 90, "15,000 arrivals", fleet)
+            _wait(lambda: smtp.total() >= MESSAGES * 3 // 10, 90, f"{MESSAGES * 3 // 10:,} arrivals", fleet)
             killed = workers[0]
             killed.send_signal(signal.SIGKILL)
             killed.wait()
@@ -195,7 +200,7 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
             restarted = fleet.start("w0-restarted")
 
             # SIGTERM another: it finishes and commits the batch in hand, exits 0
-            _wait(lambda: smtp.total() >= 30_000, 90, "30,000 arrivals", fleet)
+            _wait(lambda: smtp.total() >= MESSAGES * 6 // 10, 90, f"{MESSAGES * 6 // 10:,} arrivals", fleet)
             stopped = workers[1]
             assert fleet.stop(stopped) == 0, fleet.log(stopped)[-3000:]
             assert fleet.registered()[stopped.pid] == "stopped"
@@ -248,7 +253,7 @@ def test_four_workers_drain_50000_exactly_once_through_sigkill_and_sigterm(pg_ur
     print(
         f"\nscale test ({'pipelining' if pipelining else 'stepwise'}): 4 workers, {MESSAGES:,} deliveries in {seconds:.1f}s ({MESSAGES / seconds:,.0f}/s); "
         f"SIGKILL at {sent_at_kill:,} arrivals with {held} rows claimed (journal replayed by the restarted "
-        f"worker: {recovered}); SIGTERM at 30,000; lost {len(lost)}, duplicates {sum(n - 1 for n in duplicates.values())}"
+        f"worker: {recovered}); SIGTERM at {MESSAGES * 6 // 10:,}; lost {len(lost)}, duplicates {sum(n - 1 for n in duplicates.values())}"
         f" {sorted(duplicates)[:5]}; outbox {states}"
     )
     assert lost == []

@@ -24,6 +24,9 @@ from pipeline.store.schema import job_runs, scheduler_instances
 
 from .conftest import write_project
 
+# multi-process tests: never two at once on one machine (pytest-xdist --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("processes")
+
 REPO = Path(__file__).resolve().parent.parent
 FAST = "tests.stage_fixtures:sleepy"
 
@@ -228,11 +231,12 @@ def test_sigterm_during_a_job_lets_it_finish_recorded_and_exits_0(sqlite_project
     (On PostgreSQL the same stop is exercised by the no-transaction test below.)
     """
     marker = tmp_path / "started"
+    release = tmp_path / "release"  # the job runs until this file exists: no race with the clock
     p = sqlite_project(f"""
 [[jobs]]
 id = "tick"
 stage = "{FAST}"
-args = {{ seconds = 2.5, marker = "{marker}" }}
+args = {{ seconds = 2.5, marker = "{marker}", release = "{release}" }}
 interval = 0.5
 """)
     proc = p.start("sched")
@@ -240,6 +244,10 @@ interval = 0.5
     wait_for(lambda: any(r["status"] == "skipped" for r in p.runs()), what="an overlapping slot skipped", procs=[proc])
     assert p.runs()[0]["status"] == "running"
     sigterm_at = time.time()
+    proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping (SIGTERM)" in p.log(proc), what="the scheduler to take the SIGTERM")
+    assert p.runs()[0]["status"] == "running"  # the job is still in hand when the stop begins
+    release.write_text("go")
     assert p.stop(proc) == 0
     rows = p.runs()
     assert rows[0]["status"] == "ok" and rows[0]["counts"]["slept"] == 2

@@ -250,6 +250,7 @@ def free_port() -> int:
     return port
 
 
+@pytest.mark.xdist_group("processes")  # a real `syndicate serve` process (TEST-2)
 def test_syndicate_serve_answers_304_on_repeat_requests(tmp_path):
     """The issue's acceptance check: `syndicate serve` on the built public/."""
     port = free_port()
@@ -270,6 +271,7 @@ def test_syndicate_serve_answers_304_on_repeat_requests(tmp_path):
         assert requests.get(f"{base}/", timeout=5).status_code == 200
 
 
+@pytest.mark.xdist_group("processes")  # a real `syndicate serve` process (TEST-2)
 def test_syndicate_serve_keeps_the_signup_limit_against_spoofed_forwarded_for_doi2(tmp_path):
     """Issue 18 item 3: a local process sending a new X-Forwarded-For per request is still
     one client (no proxy is trusted by default), so the per-client limit holds."""

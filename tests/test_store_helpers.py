@@ -105,13 +105,13 @@ def test_channels_email_kinds_and_hook_come_from_entry_points():
         "from pipeline.partners.micropub import MicropubChannel\n"
         "from pipeline.site.websub import WebSubChannel\n"
         "from pipeline.digests.editions import build_digest_email\n"
-        "from pipeline.subscribers import service, suppression\n"
+        "from pipeline.subscribers import emails, suppression\n"
         "from pipeline.delivery.email.smtp import SMTPSender\n"
         "assert d.channel_factory('email') is EmailChannel and d.channel_factory('webhook') is WebhookChannel\n"
         "assert d.channel_factory('micropub') is MicropubChannel and d.channel_factory('websub') is WebSubChannel\n"
         "assert d.email_builder('digest') is build_digest_email is d.email_builder('instant')\n"
-        "assert d.email_builder('confirm') is service.build_confirm_email\n"
-        "assert d.email_builder('subscribed_notice') is service.build_notice_email\n"
+        "assert d.email_builder('confirm') is emails.build_confirm_email\n"
+        "assert d.email_builder('subscribed_notice') is emails.build_notice_email\n"
         "assert d.email_backend('smtp') is SMTPSender\n"
         "assert d.recipients() is suppression\n"
     )
@@ -131,7 +131,7 @@ def test_unknown_channel_is_named_with_the_known_ones():
 def test_suppression_keeps_the_subscriber_in_step_and_confirming_lifts_only_a_withdrawal(app):
     """One owner: the list and the subscriber's state change together, no
     `settings=None` 'do not call back' flag (issue 17)."""
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
     from pipeline.subscribers import suppression
 
     with app.engine.begin() as conn:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
@@ -27,7 +28,7 @@ def record(
     actor: str,
     action: str,
     target: str = "",
-    detail: dict | None = None,
+    detail: dict[str, Any] | None = None,
     ip: str | None = None,
     via: str = "web",
 ) -> None:
@@ -46,7 +47,7 @@ def record(
 
 def entries(
     conn: Connection, *, limit: int = 100, actor: str | None = None, action: str | None = None, offset: int = 0
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Newest first."""
     q = select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit).offset(offset)
     if actor:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from pipeline.content.ingest import article_url
 from pipeline.content.policy import blocking, policy_flags  # noqa: F401  (re-exported)
-from pipeline.content.sanitize import clean_text, http_url
+from pipeline.content.sanitize import SANITIZER_VERSION, clean_text, http_url, sanitize_html
 from pipeline.errors import EditorialError, NotFound
 from pipeline.store.schema import approvals, articles, authors, revisions
 from pipeline.timeutil import rfc3339, utcnow
@@ -94,13 +94,9 @@ def _approved_query(revision_join=None):
 
 
 def _to_approved(settings, r) -> ApprovedArticle:
-    from pipeline.content.ingest import SANITIZER_VERSION
-
     # Defence in depth (SAN-5): stored HTML must come from the sanitiser we run now.
     body = r.body_html
     if r.sanitizer_version != SANITIZER_VERSION:
-        from pipeline.content.ingest import sanitize_html
-
         body = sanitize_html(body, r.canonical_url or article_url(settings, r.slug))
     url = article_url(settings, r.slug)
     # Rows stored before ingest checked them (bidi controls, issue 18 item 5; author

@@ -828,8 +828,6 @@ def store_source_items(
     """
     from urllib.parse import urlsplit as _split
 
-    from pipeline.content.editorial import policy_flags
-
     now = now or utcnow()
     report = IngestReport()
     prefix = source_path(source, "")

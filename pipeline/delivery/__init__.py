@@ -3,7 +3,7 @@
 A channel handler (email, webhook, micropub, websub) is an object with
 `send(rows) -> list[Outcome]`, built by `factory(settings, engine)`. The email channel
 looks up a *message builder* per delivery kind, so composing stays in
-pipeline.digests.editions and pipeline.subscribers.service while sending stays here.
+pipeline.digests.builder and pipeline.subscribers.emails while sending stays here.
 
 Both are found by short name through entry points declared in pyproject.toml
 (`syndicate.channels`, `syndicate.email_kinds`), as APScheduler finds its job stores:

@@ -26,10 +26,10 @@ from pipeline.digests.editions import (
     get_edition,
     slots,
     web_path,
-    write_web_version,
 )
 from pipeline.digests.parts import PartRenderer, _image_sizes
 from pipeline.digests.selection import Selection, Selector
+from pipeline.digests.webversion import write_web_version
 from pipeline.errors import SyndicateError
 from pipeline.store import transaction
 from pipeline.store.schema import deliveries, digest_editions, subscribers, suppressions

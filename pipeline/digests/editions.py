@@ -47,6 +47,8 @@ Modules (one responsibility each; every public name is also reachable here, so
   compose    composing editions into the outbox, chunks, edition rows
   builder    the message at send time (the 'digest' and 'instant' email kinds)
   preview    what a subscriber's next digest will be
+  stage      the `digest` stage (what `syndicate run` and the scheduler call)
+  webversion the public web version of an edition and the archive page
   images     images fit for email (PNG/JPEG/GIF); render: templates -> MIME skeleton
   clicks     signed /r/ links and aggregate click counts (CLK-1..5)
   reports    what each edition did, as plain dicts (RPT-1..4)
@@ -59,17 +61,13 @@ import dataclasses
 import datetime as dt
 import importlib
 import logging
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
 from pipeline.config import Settings
-from pipeline.content.editorial import approved_articles
-from pipeline.digests import render
-from pipeline.errors import ConfigError, NotFound
-from pipeline.files import write_atomic
+from pipeline.errors import ConfigError
 from pipeline.store.schema import digest_editions, subscribers
 from pipeline.timeutil import utcnow
 
@@ -234,113 +232,6 @@ def web_path(key: str) -> str:
     return f"digests/{key}/"
 
 
-# --- the stage -----------------------------------------------------------------------------
-
-
-def digest_stage(
-    app,
-    *,
-    dry_run: bool = False,
-    frequency: str | None = None,
-    now: dt.datetime | None = None,
-    chunk: str | None = None,
-    **_options,
-) -> dict:
-    """The `digest` stage. With `frequency`: compose that one. Without: compose every
-    frequency that is due (instant always; daily/weekly once per period). `chunk="i/n"`
-    (schedule args): only that share of the subscribers (see `compose`)."""
-    now = now or utcnow()
-    if frequency:
-        frequencies = [_check_frequency(frequency)]
-    else:
-        with app.engine.connect() as conn:
-            frequencies = [f for f in FREQUENCIES if is_due(conn, app.settings, f, now)]
-    from pipeline.digests.compose import compose, parse_chunk
-
-    counts: dict[str, int] = {}
-    for f in frequencies:
-        report = compose(app.engine, app.settings, f, now=now, dry_run=dry_run, chunk=parse_chunk(chunk))
-        counts[f"{f}_queued"] = report.queued
-        if report.editions and f != "instant":
-            counts[f"{f}_editions"] = len(report.editions)
-    return counts
-
-
-# --- the public web version ------------------------------------------------------------------
-
-
-def _web_env(settings: Settings):
-    return render.envs(settings)[0]
-
-
-def write_web_version(engine: Engine, settings: Settings, key: str) -> Path:
-    """public/digests/<key>/index.html ("view in browser") and the archive page."""
-    with engine.connect() as conn:
-        edition = get_edition(conn, key)
-        if edition is None:
-            raise NotFound(f"no digest edition {key!r}")
-        ids = list(edition["article_ids"] or [])
-        articles = (
-            {a.article_id: a for a in approved_articles(conn, settings) if a.article_id in set(ids)} if ids else {}
-        )
-    from pipeline.digests.parts import article_view
-
-    site = render.site_for_email(settings)
-    views = [article_view(settings, site, articles[i]) for i in ids if i in articles]
-    page = (
-        _web_env(settings)
-        .get_template("web/digest.html")
-        .render(
-            site=settings.site,
-            edition={
-                **edition,
-                "label": edition_label(settings, edition["frequency"], edition["cutoff"], key),
-                "url": f"{site.base_url}/{web_path(key)}",
-            },
-            articles=views,
-            archive_url=f"{site.base_url}/digests/",
-        )
-    )
-    path = settings.path("paths.public") / web_path(key) / "index.html"
-    _write(path, page)
-    write_archive(engine, settings)
-    return path
-
-
-def write_archive(engine: Engine, settings: Settings) -> Path:
-    site = render.site_for_email(settings)
-    with engine.connect() as conn:
-        rows = (
-            conn.execute(
-                select(digest_editions)
-                .where(digest_editions.c.frequency != "instant")
-                .order_by(digest_editions.c.cutoff.desc(), digest_editions.c.id.desc())
-            )
-            .mappings()
-            .all()
-        )
-    editions = [
-        {
-            "key": r["key"],
-            "frequency": r["frequency"],
-            "cutoff": r["cutoff"],
-            "label": edition_label(settings, r["frequency"], r["cutoff"], r["key"]),
-            "articles": len(r["article_ids"] or []),
-            "url": f"{site.base_url}/{web_path(r['key'])}",
-        }
-        for r in rows
-        if r["article_ids"]
-    ]  # an edition that had nothing new has no page
-    page = _web_env(settings).get_template("web/digests_index.html").render(site=settings.site, editions=editions)
-    path = settings.path("paths.public") / "digests" / "index.html"
-    _write(path, page)
-    return path
-
-
-def _write(path: Path, text: str) -> None:
-    write_atomic(path, text)  # a unique temp name: concurrent chunks never collide
-
-
 # --- names that moved to their own modules (imported on first use: no import cycles) ---
 
 _MOVED = {
@@ -349,6 +240,8 @@ _MOVED = {
     "compose": ("ComposeReport", "compose", "parse_chunk"),
     "builder": ("build_digest_email", "message_id", "personal"),
     "preview": ("Preview", "preview", "next_edition_for"),
+    "stage": ("digest_stage",),
+    "webversion": ("write_web_version", "write_archive", "_write"),
 }
 _HOME = {name: module for module, names in _MOVED.items() for name in names}
 

@@ -86,7 +86,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         "digest",
-        "pipeline.digests.editions:digest_stage",
+        "pipeline.digests.stage:digest_stage",
         "queue digests: every frequency whose edition is due (instant: newly approved articles; daily/weekly: once per period); option frequency",
         options={"frequency": _one_of("instant", "daily", "weekly"), "chunk": _chunk},
     ),

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Connection, Engine
@@ -19,6 +20,9 @@ from sqlalchemy.engine import Connection, Engine
 from pipeline.errors import ConfigError, SyndicateError
 from pipeline.store import schema
 from pipeline.store.schema import metadata
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs) -> Engine:
+def make_engine(url: str, **kwargs: Any) -> Engine:
     """A new engine for `url`, configured for concurrent use by several processes."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
@@ -46,7 +50,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record):
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -56,7 +60,7 @@ def make_engine(url: str, **kwargs) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):
+        def _sqlite_begin(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -155,7 +159,7 @@ def dispose_engines() -> None:
         _migrated.clear()
 
 
-def alembic_config(engine: Engine):
+def alembic_config(engine: Engine | None) -> Config:
     from alembic.config import Config
 
     cfg = Config()
@@ -222,8 +226,8 @@ def has_table(engine: Engine, name: str) -> bool:
     return inspect(engine).has_table(name)
 
 
-def is_postgres(conn_or_engine) -> bool:
-    return conn_or_engine.dialect.name == "postgresql"
+def is_postgres(conn_or_engine: Connection | Engine) -> bool:
+    return bool(conn_or_engine.dialect.name == "postgresql")
 
 
 __all__ = [

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 from pipeline.states import CHECKED_COLUMNS, ImportStatus, check_sql, constraint_name
@@ -44,13 +45,13 @@ metadata = MetaData(naming_convention=NAMING)
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[dt.datetime]):
     """Aware UTC in, aware UTC out, on every backend."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -60,7 +61,7 @@ class UTCDateTime(TypeDecorator):
             return value.replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -238,7 +239,7 @@ scheduler_instances = Table(
 # owner comment on each.
 __all__ = ["metadata", "UTCDateTime", "BigId", "LargeBinary"]
 
-# --- subscribers and consent (owner: pipeline.subscribers.service) ----------------------------
+# --- subscribers and consent (owner: pipeline.subscribers.state) ------------------------------
 
 # One row per address. state: unconfirmed | confirmed | unsubscribed | suppressed.
 # An unsubscribed or suppressed row is never flipped back silently: only a new

@@ -15,7 +15,8 @@ Modules, one responsibility each:
 - ``csv_io``: import and export;
 - ``emails``: the confirmation, "already subscribed" and welcome emails (outbox kinds
   ``confirm``, ``subscribed_notice``, ``welcome``);
-- ``suppression``: the suppression list's one owner.
+- ``suppression``: the suppression list's one owner (the hook delivery calls);
+  ``suppression_list``: the table itself, read by the state machine.
 
 The package itself is the API: ``from pipeline import subscribers`` and then
 ``subscribers.confirm(...)``. Each name is imported from its module on first use

@@ -49,7 +49,7 @@ def needs_smtputf8(address: str) -> bool:
     return not local.isascii()
 
 
-def normalise_email(raw, *, smtputf8: bool = False) -> str:
+def normalise_email(raw: object, *, smtputf8: bool = False) -> str:
     """A syntactically valid address, lower-cased, its domain in IDNA ASCII form; no DNS
     lookups. A non-ASCII local part is refused unless `smtputf8` (see the module doc)."""
     from email_validator import EmailNotValidError, validate_email

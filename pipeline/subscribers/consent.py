@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Connection
@@ -43,7 +44,7 @@ class Client:
     user_agent: str | None = None
     wording_version: str = ""
 
-    def for_log(self, settings: Settings) -> dict:
+    def for_log(self, settings: Settings) -> dict[str, Any]:
         keep = settings.subscribers.record_client
         return {
             "source": self.source[:300],
@@ -60,7 +61,7 @@ def record_event(
     *,
     client: Client | None = None,
     token_hash: str | None = None,
-    detail: dict | None = None,
+    detail: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
     wording: str | None = None,
 ) -> None:
@@ -84,7 +85,7 @@ def record_event(
     )
 
 
-def history(conn: Connection, subscriber_id: int) -> list[dict]:
+def history(conn: Connection, subscriber_id: int) -> list[dict[str, Any]]:
     """The subscriber's events, oldest first (the consent record)."""
     rows = conn.execute(
         select(subscriber_events)

@@ -105,7 +105,7 @@ def verify_list_token(settings: Settings, purpose: str, token: str) -> int:
         raise bad from None
     if len(raw_id) != 8 or len(given) != 32 or _b64(raw_id) != sid or _b64(given) != tag:
         raise bad
-    subscriber_id = struct.unpack(">Q", raw_id)[0]
+    subscriber_id: int = struct.unpack(">Q", raw_id)[0]
     for key in _keys(settings):
         if hmac.compare_digest(_key_id(key), kid):
             expected = _tag(key, kid, subscriber_id, list_id(settings), purpose)

@@ -38,6 +38,7 @@ from pipeline.subscribers.fields import (
     wording_version,
 )
 from pipeline.subscribers.links import confirm_token
+from pipeline.subscribers.suppression_list import drop_withdrawal, reason_for
 from pipeline.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,6 @@ def counts_by_state(conn: Connection) -> dict[str, int]:
 
 def is_suppressed_address(conn: Connection, email: str) -> str | None:
     """The suppression list's reason for `email` (pipeline.subscribers.suppression owns that table)."""
-    from pipeline.subscribers.suppression import reason_for
-
     return reason_for(conn, email)
 
 
@@ -326,8 +325,6 @@ def confirm(
             detail={"state_before": sub["state"], "suppressed": True},
         )
         return get_by_id(conn, sub["id"])
-    from pipeline.subscribers.suppression import drop_withdrawal
-
     drop_withdrawal(conn, sub["email"])  # a confirmed opt-in ends an earlier withdrawal
     conn.execute(
         update(subscribers)

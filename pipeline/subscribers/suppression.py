@@ -22,31 +22,20 @@ from sqlalchemy.engine import Connection
 from pipeline.config import Settings
 from pipeline.states import SuppressionReason
 from pipeline.store.schema import subscriber_events, subscribers, suppressions
-from pipeline.subscribers import service
+from pipeline.subscribers import state
+from pipeline.subscribers.consent import Client
+from pipeline.subscribers.links import verify_list_token
+from pipeline.subscribers.suppression_list import (  # noqa: F401  (re-exported: part of the hook)
+    drop_withdrawal,
+    list_suppressions,
+    reason_for,
+    suppressed_among,
+)
 from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 REASONS = tuple(SuppressionReason)
-
-
-def reason_for(conn: Connection, email: str) -> str | None:
-    """Why `email` must not get mail now, or None."""
-    return conn.execute(select(suppressions.c.reason).where(suppressions.c.email == email.strip().lower())).scalar()
-
-
-def suppressed_among(conn: Connection, emails: list[str]) -> dict[str, str]:
-    """{lower-case email: reason} for those of `emails` on the list (one query per 500)."""
-    wanted = sorted({e.lower() for e in emails})
-    out: dict[str, str] = {}
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        out.update(
-            conn.execute(
-                select(suppressions.c.email, suppressions.c.reason).where(suppressions.c.email.in_(chunk))
-            ).all()
-        )
-    return out
 
 
 def suppress(conn: Connection, settings: Settings, email: str, *, reason: str, source: str, detail: str = "") -> bool:
@@ -68,7 +57,7 @@ def suppress(conn: Connection, settings: Settings, email: str, *, reason: str, s
         ).first()
         is not None
     )
-    service.mark_suppressed(conn, settings, email, reason=reason, source=source)
+    state.mark_suppressed(conn, settings, email, reason=reason, source=source)
     if added:
         log.info("suppressed %s (%s, %s)", email, reason, source)
     return added
@@ -79,33 +68,8 @@ def unsuppress(conn: Connection, settings: Settings, email: str, *, source: str 
     email = email.strip().lower()
     removed = conn.execute(delete(suppressions).where(suppressions.c.email == email)).rowcount == 1
     if removed:
-        service.lift_suppression(conn, settings, email, source=source)
+        state.lift_suppression(conn, settings, email, source=source)
     return removed
-
-
-def drop_withdrawal(conn: Connection, email: str) -> bool:
-    """A confirmed opt-in ends an earlier withdrawal: remove an `unsubscribed` entry
-    (never a bounce or complaint). The caller, the subscriber's own confirmation, has
-    already set the subscriber's state, so nothing is called back."""
-    return (
-        conn.execute(
-            delete(suppressions).where(
-                suppressions.c.email == email.strip().lower(), suppressions.c.reason == SuppressionReason.UNSUBSCRIBED
-            )
-        ).rowcount
-        == 1
-    )
-
-
-def list_suppressions(conn: Connection, *, limit: int = 1000) -> list[dict]:
-    rows = (
-        conn.execute(
-            select(suppressions).order_by(suppressions.c.created_at.desc(), suppressions.c.id.desc()).limit(limit)
-        )
-        .mappings()
-        .all()
-    )
-    return [dict(r) for r in rows]
 
 
 def subscriber_id_for(conn: Connection, email: str) -> int | None:
@@ -128,9 +92,9 @@ def log_subscriber_event(conn: Connection, subscriber_id: int | None, kind: str,
 
 def verify_unsubscribe_token(settings: Settings, token: str) -> int:
     """The subscriber id a mailto: unsubscribe token names (TokenError when forged)."""
-    return service.verify_list_token(settings, "unsubscribe", token)
+    return verify_list_token(settings, "unsubscribe", token)
 
 
 def unsubscribe(conn: Connection, settings: Settings, subscriber_id: int, *, source: str) -> bool:
     """Withdraw consent, as the one-click link does (idempotent)."""
-    return service.unsubscribe(conn, settings, subscriber_id, client=service.Client(source=source))
+    return state.unsubscribe(conn, settings, subscriber_id, client=Client(source=source))

@@ -51,6 +51,7 @@ from pipeline import subscribers as subs
 from pipeline import templating, tokens
 from pipeline.app import App
 from pipeline.errors import ConfigError, NotFound, SyndicateError, TokenError
+from pipeline.web.errors import BadRequest
 from pipeline.web.proxy import ForwardedClientMiddleware
 
 log = logging.getLogger(__name__)
@@ -69,14 +70,6 @@ CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
     "form-action 'self' {base}; frame-ancestors 'none'; base-uri 'none'"
 )
-
-
-class BadRequest(SyndicateError):
-    """The request itself is unusable (not a form, too large, a file where text belongs)."""
-
-    def __init__(self, message: str, status: int = 400, hint: str | None = None):
-        super().__init__(message, hint)
-        self.status = status
 
 
 def _origin(url: str) -> str:

@@ -18,7 +18,8 @@ from urllib.parse import urljoin
 
 import feedparser
 
-from pipeline.content.sources import Fetched, ItemProblem, Source, SourceError, SourceItem, http
+from pipeline.content.sources import http
+from pipeline.content.sources.base import Fetched, ItemProblem, Source, SourceError, SourceItem
 from pipeline.timeutil import parse_datetime, utcnow
 
 log = logging.getLogger(__name__)

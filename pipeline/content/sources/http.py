@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 import requests
 
 from pipeline import __version__
-from pipeline.content.sources import SourceError
+from pipeline.content.sources.base import SourceError
 from pipeline.netguard import AddressRefused, GuardedAdapter, check_url
 
 CHUNK = 64 * 1024

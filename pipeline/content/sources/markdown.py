@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 
 from pipeline.config import Section
-from pipeline.content.sources import Fetched, Source
+from pipeline.content.sources.base import Fetched, Source
 
 
 class MarkdownSource(Source):

@@ -29,7 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from pipeline import imaging
-from pipeline.content.sources import SourceError, http
+from pipeline.content.sources import http
+from pipeline.content.sources.base import SourceError
 from pipeline.imaging import ImageError, sniff
 from pipeline.store.schema import media
 from pipeline.timeutil import utcnow

@@ -25,7 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from pipeline.content import ingest as ingest_module
-from pipeline.content.sources import SourceError, configured, make_source
+from pipeline.content.sources import configured, make_source
+from pipeline.content.sources.base import SourceError
 from pipeline.errors import ContentError, NotFound
 from pipeline.store.schema import articles, revisions, source_state
 from pipeline.timeutil import utcnow

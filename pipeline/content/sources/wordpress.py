@@ -18,7 +18,8 @@ import logging
 import requests
 
 from pipeline.config import source_secret
-from pipeline.content.sources import Fetched, ItemProblem, Source, SourceError, SourceItem, http
+from pipeline.content.sources import http
+from pipeline.content.sources.base import Fetched, ItemProblem, Source, SourceError, SourceItem
 from pipeline.timeutil import parse_datetime
 
 log = logging.getLogger(__name__)

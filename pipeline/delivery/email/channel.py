@@ -55,6 +55,15 @@ class OutgoingEmail:
     idempotency_key: str = ""
 
 
+@dataclasses.dataclass
+class SendResult:
+    """What a sender's `send_result` returns: the server's final answer, and the
+    recipients it refused (address -> (code, text)) while accepting the rest."""
+
+    answer: str
+    refused: dict[str, tuple[int, str]]
+
+
 class SendFailure(Exception):
     """kind: transient | throttle | hard_bounce | recipient_policy | policy | permanent | connection
     stage: connect | auth | mail | rcpt | data (where the answer came)."""
@@ -495,8 +504,6 @@ class EmailChannel:
     def _send_on(sender, message: OutgoingEmail):
         if hasattr(sender, "send_result"):
             return sender.send_result(message)
-        from pipeline.delivery.email.smtp import SendResult
-
         return SendResult(sender.send(message), {})
 
     def _slow_down_now(self) -> None:

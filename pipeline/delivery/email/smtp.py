@@ -17,22 +17,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import smtplib
 import ssl
 
 from pipeline.config import Settings
-from pipeline.delivery.email.channel import OutgoingEmail, SendFailure
+from pipeline.delivery.email.channel import OutgoingEmail, SendFailure, SendResult
 from pipeline.delivery.email.classify import classify
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class SendResult:
-    answer: str
-    refused: dict[str, tuple[int, str]]
 
 
 def _text(reply: bytes | str) -> str:

@@ -55,7 +55,7 @@ def _mac(settings: Settings, ident: str) -> str:
 
 def bounce_domain(settings: Settings) -> str:
     if settings.email.bounce_domain:
-        return settings.email.bounce_domain
+        return str(settings.email.bounce_domain)
     address = parseaddr(settings.site.from_address or "")[1]
     return address.rpartition("@")[2] if "@" in address else ""
 

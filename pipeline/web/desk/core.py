@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from pipeline import accounts, templating, tokens
 from pipeline.app import App
 from pipeline.errors import NotFound, SyndicateError, TokenError
+from pipeline.web.errors import BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +278,6 @@ class Desk:
         return response
 
     async def _read_form(self, request: Request, max_bytes: int) -> FormData:
-        from pipeline.web.app import BadRequest
-
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_bytes):
             raise BadRequest(

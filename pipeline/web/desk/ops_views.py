@@ -164,7 +164,7 @@ def subscribers_page(c: Ctx) -> Response:
 
 
 def _subscriber(conn, c: Ctx) -> dict:
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
 
     raw = c.params["subscriber_id"]
     sub = subs.get_by_id(conn, int(raw)) if raw.isdigit() else None
@@ -174,7 +174,7 @@ def _subscriber(conn, c: Ctx) -> dict:
 
 
 def subscriber_page(c: Ctx) -> Response:
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
 
     with read(c) as conn:
         sub = _subscriber(conn, c)
@@ -197,7 +197,7 @@ def subscriber_suppress(c: Ctx) -> Response:
 
 
 def subscribers_export(c: Ctx) -> Response:
-    from pipeline.subscribers import service as subs
+    from pipeline import subscribers as subs
 
     buf = io.StringIO()
     with db(c) as conn:
