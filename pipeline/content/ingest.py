@@ -33,11 +33,11 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import yaml
-from markdown_it import MarkdownIt
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection
 
 from pipeline.config import Settings
+from pipeline.content import markdown_html
 from pipeline.content.policy import blocking, policy_flags  # noqa: F401  (re-exported)
 from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public names stay here)
     CONTROL_CHARS,
@@ -87,7 +87,7 @@ FRONT_MATTER_FIELDS = {
 }
 
 _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster
-_markdown = MarkdownIt("commonmark", {"html": True, "linkify": False, "typographer": False}).enable("table")
+_markdown = markdown_html.renderer  # CommonMark + raw HTML + tables (ING-2); desk previews use it too
 
 
 @dataclasses.dataclass

@@ -201,7 +201,6 @@ INVISIBLE_TAGS = {
     "svg",
     "math",
 }
-BREAK = "\x00"  # a block boundary while text is collected (text never keeps a NUL: stripped)
 WORDS_PER_MINUTE = 230
 SUMMARY_CHARS = 280
 
@@ -286,7 +285,7 @@ def parse_fragment(fragment: str):
     The parser is libxml2's HTML parser: it reads `a < b`, `&` and `]]>` as text the way a
     browser does, and decodes each entity once."""
     fragment = strip_control_chars(fragment or "")
-    if not HTML_SPACE.sub("", fragment):  # not str.strip(): a lone no-break space is text
+    if not fragment.strip(" \t\n\r\f"):  # HTML_SPACE only: a lone no-break space is text
         return None
     try:
         # Wrapped here, not with lxml.html.fragment_fromstring, which drops leading text
@@ -315,11 +314,11 @@ def nesting_depth(root) -> int:
 def element_text(root) -> str:
     """The visible text under `root`, one line per block element. Iterative (a hostile
     fragment may nest thousands deep) and comment-aware (a comment's tail is text)."""
-    parts: list[str] = []
+    parts: list[str | None] = []  # None: a block boundary
 
     def add(text: str | None) -> None:
-        if text:  # entities are decoded by now (`&#8238;` is U+202E again): strip once more
-            parts.append(strip_control_chars(text))
+        if text:
+            parts.append(text)
 
     # (element, entered): an element is pushed once to enter it and once to leave it.
     stack: list[tuple[object, bool]] = [(root, False)]
@@ -328,7 +327,7 @@ def element_text(root) -> str:
         tag = el.tag if isinstance(el.tag, str) else None  # None: a comment or PI
         if entered:
             if tag in BLOCK_TAGS:
-                parts.append(BREAK)
+                parts.append(None)
             if el is not root:
                 add(el.tail)
             continue
@@ -336,11 +335,24 @@ def element_text(root) -> str:
         if tag is None or tag in INVISIBLE_TAGS:
             continue
         if tag in BLOCK_TAGS:
-            parts.append(BREAK)
+            parts.append(None)
         add(el.text)
         stack.extend((child, False) for child in reversed(el))
-    lines = (HTML_SPACE.sub(" ", line).strip(" ") for line in "".join(parts).split(BREAK))
-    return "\n".join(line for line in lines if line)
+    # Entities are decoded by now (`&#8238;` is U+202E again): strip once more, a line
+    # at a time (removing characters commutes with joining, so this is the same as
+    # stripping every text node, with far fewer calls).
+    lines: list[str] = []
+    start = 0
+    parts.append(None)
+    for i, part in enumerate(parts):
+        if part is None:
+            if i > start:
+                text = "".join(parts[start:i])  # type: ignore[arg-type]  # no None between start and i
+                line = HTML_SPACE.sub(" ", strip_control_chars(text)).strip(" ")
+                if line:
+                    lines.append(line)
+            start = i + 1
+    return "\n".join(lines)
 
 
 def html_to_text(fragment: str) -> str:

@@ -285,6 +285,7 @@ class EntryCache:
         self._atom: dict = {}
         self._rss: dict = {}
         self._json: dict = {}
+        self._json_text: dict = {}
 
     def _key(self, article):
         key = (entry_id(article), getattr(article, "content_hash", None) or id(article))
@@ -302,7 +303,16 @@ class EntryCache:
         return copy.deepcopy(self._rss[self._key(article)])
 
     def json(self, article) -> dict:
-        return self._json[self._key(article)]  # serialised, never changed
+        return self._json[self._key(article)]  # never changed
+
+    def json_text(self, article) -> str:
+        """The item serialised once: an article's HTML is encoded once per build, not
+        once per feed document it is in."""
+        key = self._key(article)
+        text = self._json_text.get(key)
+        if text is None:
+            text = self._json_text[key] = _json_text(self._json[key])
+        return text
 
 
 def _fix_atom_entry(entry, article):
@@ -458,9 +468,16 @@ def render_json(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: 
         feed["next_url"] = doc_url(settings, spec.key, "json", doc.prev_page)
     if hubs and not doc.is_archive:
         feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in hubs]
-    feed["items"] = [entries.json(a) if entries else json_item(settings, a) for a in doc.entries]
+    items = [entries.json_text(a) if entries else _json_text(json_item(settings, a)) for a in doc.entries]
+    # "items" is the last member: the head is serialised without it and the items,
+    # serialised once each, are spliced in; the same bytes as one json.dumps of it all.
+    head = _json_text(feed)
+    return (head[:-1] + ',"items":[' + ",".join(items) + "]}\n").encode("utf-8")
+
+
+def _json_text(value: dict) -> str:
     # compact: the C encoder (indent= would use the pure-Python one)
-    return (json.dumps(feed, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def render_document(
