@@ -56,25 +56,25 @@ class StagedWrites:
     `stage()` returns the temporary path, `adopt()` takes it over.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._pending: list[tuple[str, Path]] = []
 
     def __enter__(self) -> StagedWrites:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.discard()  # published already on success; on an error nothing is renamed
 
     def __len__(self) -> int:
         return len(self._pending)
 
-    def stage(self, path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> str:
+    def stage(self, path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> str:
         tmp = write_temporary(path, data, mode=mode)
         self.adopt(tmp, path)
         return tmp
 
-    def adopt(self, tmp: str, path: str | os.PathLike) -> None:
+    def adopt(self, tmp: str, path: str | os.PathLike[str]) -> None:
         """Take over a temporary file made by `write_temporary` (in a worker process)."""
         self._pending.append((tmp, Path(path)))
 
@@ -95,7 +95,7 @@ class StagedWrites:
                 os.unlink(tmp)
 
 
-def write_temporary(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) -> str:
+def write_temporary(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644) -> str:
     """`data` in a new temporary file beside `path` (not synced, not renamed); -> its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +111,7 @@ def write_temporary(path: str | os.PathLike, data: bytes, *, mode: int = 0o644) 
     return tmp
 
 
-def sync_filesystem(path: str | os.PathLike) -> None:
+def sync_filesystem(path: str | os.PathLike[str]) -> None:
     """Flush every dirty page of the file system holding `path` to disk: Linux
     `syncfs(2)`, one journal commit for any number of files; else `os.sync()`."""
     try:
