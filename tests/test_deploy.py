@@ -227,13 +227,14 @@ def test_dev_lock_pins_every_declared_dependency():
     declared = project["dependencies"] + project["optional-dependencies"]["dev"]
     lock = (ROOT / "requirements" / "dev.lock").read_text(encoding="utf-8")
     pinned = {
-        re.split(r"[=<>; ]", line, maxsplit=1)[0].lower()
+        re.sub(r"[-_.]+", "-", re.split(r"[=<>; ]", line, maxsplit=1)[0].lower())
         for line in lock.splitlines()
         if line and not line.startswith((" ", "#"))
     }
 
     def normal(requirement: str) -> str:
-        return re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        # PEP 503 names: flufl.bounce is pinned as flufl-bounce
+        return re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0].lower())
 
     missing = sorted({normal(r) for r in declared} - pinned)
     assert not missing, f"requirements/dev.lock lacks {missing}: run `make lock`"

@@ -21,11 +21,17 @@ from sqlalchemy.engine import Connection
 
 from pipeline import templating, tokens
 from pipeline.config import Settings, require
-from pipeline.store.schema import confirm_tokens
+from pipeline.store.schema import confirm_tokens, subscribers
 from pipeline.subscribers.addresses import envelope_address, needs_smtputf8, smtputf8_enabled
 from pipeline.subscribers.links import confirm_token, confirm_url, preferences_url, unsubscribe_url
-from pipeline.subscribers.state import get_by_id
 from pipeline.timeutil import utcnow
+
+
+def get_by_id(conn: Connection, subscriber_id: int) -> dict | None:
+    """The subscriber row an email is for (read here, not through ``state``, which
+    queues the welcome email from this module: the arrow runs state -> emails)."""
+    row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).mappings().first()
+    return dict(row) if row else None
 
 
 def template_dirs(settings: Settings) -> list[Path]:
