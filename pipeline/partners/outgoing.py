@@ -26,9 +26,8 @@ from sqlalchemy.engine import Connection
 from pipeline.config import EVENT_TYPES, Settings
 from pipeline.delivery import outbox
 from pipeline.errors import NotFound
-from pipeline.partners.channel import PartnerChannel
 from pipeline.partners.config import Partner, partner_from_config
-from pipeline.partners.webhook import post_event
+from pipeline.partners.webhook import WebhookChannel
 from pipeline.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -109,23 +108,12 @@ def emit(conn: Connection, settings: Settings, event_type: str, data: dict, *, k
     return queued
 
 
-class EventsChannel(PartnerChannel):
-    """Sends queued events: a webhook push to an endpoint instead of a partner."""
+class EventsChannel(WebhookChannel):
+    """Sends queued events: a webhook push (the same signing and request as
+    ``WebhookChannel.push``) to an endpoint instead of a partner."""
 
     channel = CHANNEL
 
     def __init__(self, settings, engine):
         super().__init__(settings, engine)
         self.partners = {p.name: p for p, _types in endpoints(settings)}
-
-    def push(self, partner: Partner, row: dict):
-        payload = row["payload"]
-        answer = post_event(
-            self.session(partner),
-            self.settings,
-            partner,
-            payload["event"],
-            payload["message_id"],
-            payload.get("idempotency_key", ""),
-        )
-        return answer, ""
