@@ -194,7 +194,11 @@ def test_one_second_job_runs_is_recorded_and_a_restart_within_grace_runs_the_mis
     assert abs(gap - round(gap)) < 0.01, gap
     assert round(gap) >= 2, f"slot {last_slot} + 1s should have been coalesced, not run (gap {gap}s)"
     assert first_after["started_at"] >= first_after["scheduled_for"]
-    assert all(r["status"] == "ok" for r in p.runs())  # nothing missed or skipped
+    # Nothing missed (grace 30 s) or failed. A slot may be "skipped" only because the run
+    # before it was still going (SCHED-1: never overlap), which a loaded 2-core machine
+    # can make happen with a 1-second interval; that row says so.
+    others = [r for r in p.runs() if r["status"] != "ok"]
+    assert all(r["status"] == "skipped" and "still going" in (r["error"] or "") for r in others), others
     slots = [r["scheduled_for"] for r in p.ok_runs()]
     assert len(slots) == len(set(slots))  # no slot ran twice
 
