@@ -125,16 +125,7 @@ def _install_errors(api: FastAPI, state: Api) -> None:
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiProblem)
-        return problem_response(
-            exc.status,
-            exc.title,
-            exc.detail,
-            kind=exc.kind,
-            instance=request.url.path,
-            headers=exc.headers,
-            base=base,
-            **exc.extra,
-        )
+        return exc.response(request.url.path, base)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

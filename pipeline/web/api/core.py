@@ -64,6 +64,31 @@ class ApiProblem(Exception):
         self.headers = headers or {}
         self.extra = extra
 
+    def response(self, instance: str, base: str) -> JSONResponse:
+        """This problem as the problem+json answer to a request for `instance`."""
+        return problem_response(
+            self.status,
+            self.title,
+            self.detail,
+            kind=self.kind,
+            instance=instance,
+            headers=self.headers,
+            base=base,
+            **self.extra,
+        )
+
+
+def invalid_state_filter(value: str | None, allowed: tuple[str, ...] | list[str]) -> None:
+    """422 when a list's `state` filter names no state the resource has."""
+    if value is not None and value not in allowed:
+        raise ApiProblem(
+            422,
+            "Invalid filter",
+            f"state must be one of {', '.join(allowed)}",
+            kind="validation",
+            errors=[{"field": "state", "message": "unknown state"}],
+        )
+
 
 PROBLEM_KINDS: dict[str, str] = {
     "invalid-json": "The body is not a JSON document (or not UTF-8).",
@@ -326,31 +351,11 @@ class IdempotencyMiddleware:
         # the body is parsed (an anonymous caller learns nothing, not even what is valid).
         token = await run_in_threadpool(self._authenticate, _bearer_value(headers.get("authorization", "")))
         if token is None:
-            problem = unauthorized()
-            response = problem_response(
-                problem.status,
-                problem.title,
-                problem.detail,
-                kind=problem.kind,
-                instance=scope["path"],
-                headers=problem.headers,
-                base=base,
-            )
-            await response(scope, receive, send)
+            await unauthorized().response(scope["path"], base)(scope, receive, send)
             return
         wait = self.api.buckets.take(token.id)  # replays count too
         if wait > 0:
-            problem = rate_limited(self.api, wait)
-            response = problem_response(
-                problem.status,
-                problem.title,
-                problem.detail,
-                kind=problem.kind,
-                instance=scope["path"],
-                headers=problem.headers,
-                base=base,
-            )
-            await response(scope, receive, send)
+            await rate_limited(self.api, wait).response(scope["path"], base)(scope, receive, send)
             return
         state = scope.setdefault("state", {})
         state["api_token"] = token

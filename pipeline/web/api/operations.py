@@ -14,7 +14,7 @@ from sqlalchemy import select
 from pipeline.accounts import audit
 from pipeline.errors import NotFound, SyndicateError
 from pipeline.store.schema import deliveries, digest_editions
-from pipeline.web.api.core import Api, ApiProblem, actor, api_of, scoped
+from pipeline.web.api.core import Api, ApiProblem, actor, api_of, invalid_state_filter, scoped
 
 router = APIRouter()
 
@@ -156,14 +156,7 @@ def list_deliveries(
 ) -> DeliveryPage:
     """The outbox, newest first, filtered."""
     api = api_of(request)
-    if state is not None and state not in DELIVERY_STATES:
-        raise ApiProblem(
-            422,
-            "Invalid filter",
-            f"state must be one of {', '.join(DELIVERY_STATES)}",
-            kind="validation",
-            errors=[{"field": "state", "message": "unknown state"}],
-        )
+    invalid_state_filter(state, DELIVERY_STATES)
     size = api.page_size(limit)
     after = api.after("deliveries", cursor)
     q = select(*[deliveries.c[name] for name in Delivery.model_fields])

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 from pipeline import subscribers as subs
 from pipeline.accounts import audit
 from pipeline.store.schema import subscribers as subscribers_table
-from pipeline.web.api.core import ApiProblem, actor, api_of, scoped
+from pipeline.web.api.core import ApiProblem, actor, api_of, invalid_state_filter, scoped
 
 router = APIRouter(tags=["subscribers"])
 
@@ -115,14 +115,7 @@ def list_subscribers(
 ) -> SubscriberPage:
     """Subscribers in the order they signed up (id), filtered; follow `next_cursor`."""
     api = api_of(request)
-    if state is not None and state not in STATES:
-        raise ApiProblem(
-            422,
-            "Invalid filter",
-            f"state must be one of {', '.join(STATES)}",
-            kind="validation",
-            errors=[{"field": "state", "message": "unknown state"}],
-        )
+    invalid_state_filter(state, STATES)
     size = api.page_size(limit)
     after = api.after("subscribers", cursor)
     q = select(subscribers_table)
