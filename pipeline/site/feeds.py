@@ -276,9 +276,13 @@ def _atom_links(article) -> list[dict]:
 
 
 class EntryCache:
-    """Each article's Atom `<entry>` and RSS `<item>`, made once by feedgen's FeedEntry
-    and corrected once, then copied into every document the article is in (an
-    article is in the site feed, its tags', its category's and its author's)."""
+    """Each article's Atom `<entry>` and RSS `<item>`, made once by feedgen's FeedEntry,
+    corrected once and serialised once, then spliced as bytes into every document the
+    article is in (an article is in the site feed, its tags', its category's and its
+    author's, and later in their archives). The bytes are what lxml writes for the
+    element at its place in a document (FG-12 in docs/standards.md): the same
+    indentation, the same namespace prefixes, so a spliced document equals one
+    serialised whole (tests/test_feeds_splice.py holds the two equal)."""
 
     def __init__(self, settings):
         self.settings = settings
@@ -286,6 +290,9 @@ class EntryCache:
         self._rss: dict = {}
         self._json: dict = {}
         self._json_text: dict = {}
+        self._atom_bytes: dict = {}
+        self._rss_bytes: dict = {}
+        self._namespaces: dict = {}
 
     def _key(self, article):
         key = (entry_id(article), getattr(article, "content_hash", None) or id(article))
@@ -313,6 +320,87 @@ class EntryCache:
         if text is None:
             text = self._json_text[key] = _json_text(self._json[key])
         return text
+
+    def atom_bytes(self, article) -> bytes:
+        """The `<entry>` as it is written inside an Atom document: its lines, indented
+        for depth 1, ending with a newline."""
+        key = self._key(article)
+        data = self._atom_bytes.get(key)
+        if data is None:
+            data = self._atom_bytes[key] = _spliceable(self.atom(article), ATOM_DEPTH, {"fh": FH_NS})
+        return data
+
+    def rss_bytes(self, article) -> bytes:
+        """The `<item>` as it is written inside an RSS document's channel (depth 2)."""
+        key = self._key(article)
+        data = self._rss_bytes.get(key)
+        if data is None:
+            data = self._rss_bytes[key] = _spliceable(self.rss(article), RSS_DEPTH, RSS_NSMAP)
+        return data
+
+    def namespaces(self, articles, fmt: str) -> list[str]:
+        """The namespaces the articles' Atom entries (fmt "atom") or RSS items ("rss")
+        use: the document's root must declare them as it would with them in place."""
+        found: set[str] = set()
+        for article in articles:
+            key = (self._key(article), fmt)
+            ns = self._namespaces.get(key)
+            if ns is None:
+                element = (self._atom if fmt == "atom" else self._rss)[key[0]]
+                ns = self._namespaces[key] = frozenset(_namespaces_of(element))
+            found |= ns
+        return sorted(found)
+
+
+# Where entries sit in a document: Atom <feed><entry>, RSS <rss><channel><item>.
+ATOM_DEPTH, RSS_DEPTH = 1, 2
+_SLOT = "syndicate-entries"  # an element standing where the entries go, replaced by their bytes
+
+
+def _spliceable(element, depth: int, nsmap: dict) -> bytes:
+    """`element` serialised as lxml writes it `depth` levels down a pretty-printed
+    document whose root declares `nsmap` (the declarations cleanup_namespaces moves
+    to the top): wrapped in `depth` ancestors, serialised, and cut out at its lines."""
+    top = etree.Element("w", nsmap=nsmap)
+    parent = top
+    for _ in range(depth - 1):
+        parent = etree.SubElement(parent, "w")
+    parent.append(element)
+    etree.cleanup_namespaces(top, top_nsmap=nsmap)
+    data = etree.tostring(top, encoding="UTF-8", pretty_print=True)
+    start = data.index(b"\n" + b"  " * depth + b"<") + 1
+    end = data.rindex(b"\n" + b"  " * (depth - 1) + b"</w>") + 1
+    return data[start:end]
+
+
+def _namespaces_of(element) -> set[str]:
+    found = set()
+    for el in element.iter():
+        for name in (el.tag, *el.attrib):
+            if isinstance(name, str) and name.startswith("{"):
+                found.add(name[1 : name.index("}")])
+    return found
+
+
+def _slot(namespaces: list[str]):
+    """The element standing where the entries go: one child per namespace they use, so
+    cleanup_namespaces declares on the root exactly what it would with them in place."""
+    slot = etree.Element(_SLOT)
+    for ns in namespaces:
+        etree.SubElement(slot, "{%s}%s" % (ns, _SLOT))
+    return slot
+
+
+def _splice(document: bytes, chunks: list[bytes]) -> bytes:
+    """Put the entries' bytes where the slot element stands (its whole lines)."""
+    if not chunks:
+        return document
+    at = document.index(b"<" + _SLOT.encode())
+    line_start = document.rindex(b"\n", 0, at) + 1
+    close = b"</" + _SLOT.encode() + b">"
+    end = document.find(close, at)
+    end = document.index(b"\n", at if end < 0 else end) + 1
+    return b"".join([document[:line_start], *chunks, document[end:]])
 
 
 def _fix_atom_entry(entry, article):
@@ -356,16 +444,18 @@ def _fix_rss_item(item, article):
     return item
 
 
-def _fix_atom(settings, doc: FeedDocument, root, entries: EntryCache) -> None:
+def _fix_atom(settings, doc: FeedDocument, root, entries: EntryCache, splice: bool = True) -> None:
     root.find("updated").text = rfc3339(doc.updated)
     if doc.complete or doc.is_archive:
         root.append(etree.Element("{%s}%s" % (FH_NS, "complete" if doc.complete else "archive")))
-    for article in doc.entries:  # newest first, kept in that order (FG-4)
-        root.append(entries.atom(article))
+    if doc.entries and splice:  # newest first, kept in that order (FG-4); spliced in by render_xml
+        root.append(_slot(entries.namespaces(doc.entries, "atom")))
+    elif doc.entries:  # the whole tree (FG-12's reference)
+        root.extend(entries.atom(article) for article in doc.entries)
     etree.cleanup_namespaces(root, top_nsmap={"fh": FH_NS})
 
 
-def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str], entries: EntryCache) -> None:
+def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str], entries: EntryCache, splice: bool = True) -> None:
     spec = doc.spec
     channel = root.find("channel")
     channel.find("link").text = spec.html_url  # RSS-3, finding 0.2
@@ -401,8 +491,10 @@ def _fix_rss(settings, doc: FeedDocument, root, hubs: Sequence[str], entries: En
     build_date.text = rfc822(doc.updated)
     language = channel.find("language")
     (language if language is not None else channel.find("description")).addnext(build_date)
-    for article in doc.entries:
-        channel.append(entries.rss(article))
+    if doc.entries and splice:  # spliced in by render_xml
+        channel.append(_slot(entries.namespaces(doc.entries, "rss")))
+    elif doc.entries:  # the whole tree (FG-12's reference)
+        channel.extend(entries.rss(article) for article in doc.entries)
     etree.cleanup_namespaces(root, top_nsmap=RSS_NSMAP)
 
 
@@ -411,18 +503,30 @@ def _serialize(root) -> bytes:
 
 
 def render_xml(
-    settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: EntryCache | None = None
+    settings,
+    doc: FeedDocument,
+    hubs: Sequence[str] = (),
+    entries: EntryCache | None = None,
+    *,
+    splice: bool = True,
 ) -> dict[str, bytes]:
-    """The Atom and RSS bytes of one document, from one FeedGenerator."""
+    """The Atom and RSS bytes of one document, from one FeedGenerator. Each entry's
+    bytes are made once per build and spliced in (FG-12); `splice=False` serialises
+    the whole tree instead, the reference the spliced bytes must equal."""
     entries = entries or EntryCache(settings)
     fg = _generator(settings, doc, hubs)
     # feedgen 1.0.0 (pinned): _create_atom/_create_rss are what atom_str/rss_str
     # serialise; taking the tree saves a parse before the corrections below.
     atom_root, _ = fg._create_atom()
-    _fix_atom(settings, doc, atom_root, entries)
+    _fix_atom(settings, doc, atom_root, entries, splice)
     rss_root, _ = fg._create_rss()
-    _fix_rss(settings, doc, rss_root, hubs, entries)
-    return {"atom": _serialize(atom_root), "rss": _serialize(rss_root)}
+    _fix_rss(settings, doc, rss_root, hubs, entries, splice)
+    if not splice:
+        return {"atom": _serialize(atom_root), "rss": _serialize(rss_root)}
+    return {
+        "atom": _splice(_serialize(atom_root), [entries.atom_bytes(a) for a in doc.entries]),
+        "rss": _splice(_serialize(rss_root), [entries.rss_bytes(a) for a in doc.entries]),
+    }
 
 
 def json_item(settings, a) -> dict:

@@ -22,7 +22,6 @@ import hashlib
 import logging
 from collections.abc import Iterable
 
-import requests
 from sqlalchemy.engine import Connection
 
 from pipeline.delivery import Outcome, outbox
@@ -59,6 +58,8 @@ class WebSubChannel:
     """The outbox handler for channel "websub": one POST per row."""
 
     def __init__(self, settings, engine=None):
+        import requests  # here, not at the top: every build imports this module to queue pings
+
         self.settings = settings
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "Syndicate WebSub publisher"
@@ -76,6 +77,8 @@ class WebSubChannel:
         )
 
     def send(self, rows: list[dict]) -> list[Outcome]:
+        import requests
+
         outcomes = []
         for row in rows:
             hub, topic = row["target"], (row.get("payload") or {}).get("topic", "")
