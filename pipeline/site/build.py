@@ -302,11 +302,12 @@ def _up_to_date(conn: Connection, public: Path, digest: str) -> int | None:
     state = [r for r in rows if r.path == STATE_PATH]
     if not state or state[0].deps != digest or not (public / MANIFEST).exists():
         return None
+    root = os.fspath(public)
     for r in rows:
         if r.path == STATE_PATH:
             continue
         try:
-            if os.stat(public / r.path).st_size != r.size:
+            if os.stat(os.path.join(root, r.path)).st_size != r.size:
                 return None
         except FileNotFoundError:
             return None
@@ -776,6 +777,8 @@ def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool
             yield (job, *_render_one(job, ctx, public, dry_run))
         return
     import multiprocessing
+
+    pages.compile_templates(settings)  # once here, not once in every forked worker
 
     _parallel = (todo, ctx, public, dry_run)
     try:

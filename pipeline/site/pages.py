@@ -34,6 +34,17 @@ def template_fingerprint(settings) -> str:
     return h.hexdigest()
 
 
+SITE_TEMPLATES = ("web/article.html", "web/listing.html", "web/index.html", "web/feeds_index.html")
+
+
+def compile_templates(settings) -> None:
+    """Load (compile) the site's templates now: a build forks its workers after this,
+    so they inherit them compiled instead of each compiling its own."""
+    env = environment(settings)
+    for name in SITE_TEMPLATES:
+        env.get_template(name)
+
+
 def article_path(slug: str) -> str:
     return f"articles/{slug}/index.html"
 

@@ -29,7 +29,6 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from pipeline import imaging
-from pipeline.content.sources import http
 from pipeline.content.sources.base import SourceError
 from pipeline.imaging import ImageError, sniff
 from pipeline.store.schema import media
@@ -135,6 +134,8 @@ def fetch_image(conn: Connection, settings, config: dict, session, url: str) -> 
         )
     if row is not None and row.error and now - row.fetched_at < RETRY_FAILED_AFTER:
         return "", None, row.error
+    from pipeline.content.sources import http  # requests: only when an image is fetched, not when sizes are read
+
     image_config = dict(config, max_bytes=MAX_IMAGE_BYTES, max_redirects=3)
     try:
         resp = http.get(session, image_config, url)
