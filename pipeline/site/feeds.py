@@ -312,14 +312,14 @@ class EntryCache:
     def json(self, article) -> dict:
         return self._json[self._key(article)]  # never changed
 
-    def json_text(self, article) -> str:
-        """The item serialised once: an article's HTML is encoded once per build, not
-        once per feed document it is in."""
+    def json_bytes(self, article) -> bytes:
+        """The item serialised and UTF-8 encoded once: an article's HTML is encoded once
+        per build, not once per feed document it is in."""
         key = self._key(article)
-        text = self._json_text.get(key)
-        if text is None:
-            text = self._json_text[key] = _json_text(self._json[key])
-        return text
+        data = self._json_text.get(key)
+        if data is None:
+            data = self._json_text[key] = _json_text(self._json[key]).encode("utf-8")
+        return data
 
     def atom_bytes(self, article) -> bytes:
         """The `<entry>` as it is written inside an Atom document: its lines, indented
@@ -572,11 +572,12 @@ def render_json(settings, doc: FeedDocument, hubs: Sequence[str] = (), entries: 
         feed["next_url"] = doc_url(settings, spec.key, "json", doc.prev_page)
     if hubs and not doc.is_archive:
         feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in hubs]
-    items = [entries.json_text(a) if entries else _json_text(json_item(settings, a)) for a in doc.entries]
+    entries = entries or EntryCache(settings)
+    items = [entries.json_bytes(a) for a in doc.entries]
     # "items" is the last member: the head is serialised without it and the items,
     # serialised once each, are spliced in; the same bytes as one json.dumps of it all.
     head = _json_text(feed)
-    return (head[:-1] + ',"items":[' + ",".join(items) + "]}\n").encode("utf-8")
+    return b"".join([head[:-1].encode("utf-8"), b',"items":[', b",".join(items), b"]}\n"])
 
 
 def _json_text(value: dict) -> str:
