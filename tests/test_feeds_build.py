@@ -4,6 +4,7 @@ dry runs; on every database."""
 from __future__ import annotations
 
 import json
+import os
 
 import feedparser
 import pytest
@@ -184,9 +185,24 @@ def test_a_build_rendered_by_worker_processes_gives_the_same_files(make_app, sql
         root=tmp_path / "forked",
     )
     assert build_module._processes(forked.settings, 40) == 2
+    from pipeline.site import feeds
+
+    made = tmp_path / "entries-made"
+    real = feeds._feed_entry
+
+    def counting(settings, article):  # the forked workers inherit this, and append to one file
+        with open(made, "a") as fh:
+            fh.write(f"{os.getpid()} {article.slug}\n")
+        return real(settings, article)
+
+    monkeypatch.setattr(feeds, "_feed_entry", counting)
     two = build_site(forked, 6)
     assert sorted(one.written) == sorted(two.written) and not two.errors
     assert tree_digest(public(serial)) == tree_digest(public(forked))
+    # FG-12: each article's entries are made once, in one worker, however many feed
+    # documents (and workers) it is spliced into.
+    slugs = [line.split()[1] for line in made.read_text().splitlines()]
+    assert sorted(slugs) == sorted(set(slugs)) and len(slugs) == 6
 
 
 # --- issue 19 item 5: only images an approved revision references, never outside content/ --

@@ -755,6 +755,18 @@ def _render_chunk(indices: list[int]):
     return [(i, *_render_one(todo[i], ctx, public, dry_run)) for i in indices]
 
 
+def _entries_chunk(ids: list[int]):
+    """In a worker: the feed entries of these articles, as bytes for the parent's cache."""
+    _todo, ctx, _public, _dry_run = _parallel
+    out = []
+    for i in ids:
+        try:
+            out.append(ctx.entries.export(ctx.articles[i]))
+        except Exception:  # the feed documents that need it fail, named, in the second round
+            log.debug("feed entry of article %s", i, exc_info=True)
+    return out
+
+
 def _processes(settings, jobs: int) -> int:
     """Worker processes for this build: feeds.build_processes, 0 = one per CPU; only
     for big builds, and only with fork from a single-threaded process (a scheduler's
@@ -769,9 +781,20 @@ def _processes(settings, jobs: int) -> int:
     return min(wanted, jobs // (PARALLEL_MIN_JOBS // 2) or 1)
 
 
+def _interleave(items: list, parts: int) -> list[list]:
+    """`items` dealt round-robin into `parts` chunks, so big and small spread evenly."""
+    return [c for c in (items[k::parts] for k in range(parts)) if c]
+
+
 def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool, settings):
     """Yield (job, results, error) for every job, in order; rendered in forked worker
-    processes when the build is big (the database stays in this process)."""
+    processes when the build is big (the database stays in this process).
+
+    In two rounds: first every job but the feed documents, while the same workers
+    make the feed entries of every article a feed document needs (each article's
+    entries made once, in one worker, and handed back as bytes); then the feed
+    documents, forked with those entries in the cache, so they only splice. One
+    round would make most articles' entries once in each worker."""
     global _parallel
     n = _processes(settings, len(todo))
     if n <= 1:
@@ -781,13 +804,23 @@ def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool
     import multiprocessing
 
     pages.compile_templates(settings)  # once here, not once in every forked worker
-
+    fork = multiprocessing.get_context("fork")
+    docs = {i for i, job in enumerate(todo) if job.kind in ("feed", "archive")}
+    first = [i for i in range(len(todo)) if i not in docs]
+    wanted = sorted({a for i in docs for a in todo[i].needs if a in ctx.articles})
+    done = []
     _parallel = (todo, ctx, public, dry_run)
     try:
-        parts = n * 4  # interleaved, so big and small jobs spread over the workers
-        chunks = [c for c in (list(range(k, len(todo), parts)) for k in range(parts)) if c]
-        with multiprocessing.get_context("fork").Pool(n) as pool:
-            done = [r for part in pool.map(_render_chunk, chunks) for r in part]
+        parts = n * 4
+        with fork.Pool(n) as pool:
+            pending = pool.map_async(_entries_chunk, _interleave(wanted, parts))
+            done += [r for part in pool.map(_render_chunk, _interleave(first, parts)) for r in part]
+            for part in pending.get():
+                for exported in part:
+                    ctx.entries.adopt(exported)
+        if docs:
+            with fork.Pool(n) as pool:
+                done += [r for part in pool.map(_render_chunk, _interleave(sorted(docs), parts)) for r in part]
     finally:
         _parallel = None
     for i, results, error in sorted(done, key=lambda r: r[0]):

@@ -293,10 +293,11 @@ class EntryCache:
         self._atom_bytes: dict = {}
         self._rss_bytes: dict = {}
         self._namespaces: dict = {}
+        self._adopted: set = set()
 
     def _key(self, article):
         key = (entry_id(article), getattr(article, "content_hash", None) or id(article))
-        if key not in self._atom:
+        if key not in self._atom and key not in self._adopted:
             fe = _feed_entry(self.settings, article)
             self._atom[key] = _fix_atom_entry(fe.atom_entry(), article)
             self._rss[key] = _fix_rss_item(fe.rss_entry(), article)
@@ -337,6 +338,30 @@ class EntryCache:
         if data is None:
             data = self._rss_bytes[key] = _spliceable(self.rss(article), RSS_DEPTH, RSS_NSMAP)
         return data
+
+    def export(self, article) -> tuple:
+        """What another process's cache needs to splice this article (see `adopt`):
+        a build makes each article's entries in one worker and hands them on."""
+        key = self._key(article)
+        self.namespaces([article], "atom")
+        self.namespaces([article], "rss")
+        return (
+            key,
+            self.atom_bytes(article),
+            self.rss_bytes(article),
+            self.json_bytes(article),
+            self._namespaces[(key, "atom")],
+            self._namespaces[(key, "rss")],
+        )
+
+    def adopt(self, exported: tuple) -> None:
+        """Take an article's serialised entries made by `export` in another process.
+        Only the bytes come over: the element trees stay behind, so a document of
+        adopted entries is spliced, never serialised whole."""
+        key, atom, rss, json_bytes, ns_atom, ns_rss = exported
+        self._atom_bytes[key], self._rss_bytes[key], self._json_text[key] = atom, rss, json_bytes
+        self._namespaces[(key, "atom")], self._namespaces[(key, "rss")] = ns_atom, ns_rss
+        self._adopted.add(key)
 
     def namespaces(self, articles, fmt: str) -> list[str]:
         """The namespaces the articles' Atom entries (fmt "atom") or RSS items ("rss")
