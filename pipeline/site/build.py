@@ -657,6 +657,7 @@ def build(
 
             changed_rows, pings = [], []
             staged = stack.enter_context(StagedWrites(public))
+            public_dir = os.fspath(public)
             for job, results, error in _render_all(todo, ctx, public, dry_run, settings):
                 if error:  # a bad item is recorded and skipped
                     log.error("build: could not render %s", error)
@@ -669,7 +670,7 @@ def build(
                     if written:
                         report.written.append(path)
                         if tmp:  # "" in a dry run: nothing was staged
-                            staged.adopt(tmp, public / path)
+                            staged.adopt(tmp, os.path.join(public_dir, path))
                     else:
                         report.unchanged += 1
                     if path in job.topics and (old is None or old.sha256 != sha):
@@ -781,6 +782,16 @@ def _processes(settings, jobs: int) -> int:
     return min(wanted, jobs // (PARALLEL_MIN_JOBS // 2) or 1)
 
 
+def _make_folders(public: Path, todo: list[Job]) -> None:
+    """Create every folder the jobs write into. The parent process does this while
+    its workers render: on a busy file system a mkdir can take most of a millisecond,
+    and a full build has one folder per article page (articles/<slug>/)."""
+    root = os.fspath(public)
+    folders = sorted({os.path.dirname(path) for job in todo for path in job.paths})
+    for folder in folders:
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+
+
 def _interleave(items: list, parts: int) -> list[list]:
     """`items` dealt round-robin into `parts` chunks, so big and small spread evenly."""
     return [c for c in (items[k::parts] for k in range(parts)) if c]
@@ -812,15 +823,24 @@ def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool
     _parallel = (todo, ctx, public, dry_run)
     try:
         parts = n * 4
+        started = time.monotonic()
         with fork.Pool(n) as pool:
             pending = pool.map_async(_entries_chunk, _interleave(wanted, parts))
-            done += [r for part in pool.map(_render_chunk, _interleave(first, parts)) for r in part]
+            rendering = pool.map_async(_render_chunk, _interleave(first, parts))
+            if not dry_run:  # meanwhile, the folders the workers will write into
+                _make_folders(public, todo)
+            done += [r for part in rendering.get() for r in part]
             for part in pending.get():
                 for exported in part:
                     ctx.entries.adopt(exported)
+        log.debug(
+            "build: %d pages and %d articles' entries in %.2fs", len(first), len(wanted), time.monotonic() - started
+        )
         if docs:
+            started = time.monotonic()
             with fork.Pool(n) as pool:
                 done += [r for part in pool.map(_render_chunk, _interleave(sorted(docs), parts)) for r in part]
+            log.debug("build: %d feed documents in %.2fs", len(docs), time.monotonic() - started)
     finally:
         _parallel = None
     for i, results, error in sorted(done, key=lambda r: r[0]):
