@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/feeds.py                 # 1,000 and 10,000 articles
     .venv/bin/python bench/feeds.py --sizes 1000    # one size
+    .venv/bin/python bench/feeds.py --sizes 1000 --repeat 3   # best of 3 (a shared machine)
     make bench                                      # installs the bench extra first
 
 For each size it generates a corpus of N articles of about 5 KB of Markdown with
@@ -281,6 +282,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated article counts")
     parser.add_argument("--no-pelican", action="store_true")
     parser.add_argument("--no-hugo", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size; each time printed is the best")
     args = parser.parse_args()
     hugo = None if args.no_hugo else find_hugo()
     print(f"bench/feeds.py: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, hugo: {hugo or 'not found'}")
@@ -288,18 +290,32 @@ def main() -> None:
         arts = list(corpus(n + 1))
         articles, extra = arts[:n], arts[n]
         avg = sum(len(a["body"]) for a in articles) / n
-        with tempfile.TemporaryDirectory(prefix=f"bench-feeds-{n}-") as tmp:
-            tmp = Path(tmp)
-            write_ours(tmp / "ours", articles)
-            ours = run_ours(tmp / "ours", extra)
-            pelican = (
-                None if args.no_pelican else (write_pelican(tmp / "pelican", articles), run_pelican(tmp / "pelican"))[1]
-            )
-            hugo_t = None
-            if hugo:
-                write_hugo(tmp / "hugo", articles)
-                hugo_t = run_hugo(tmp / "hugo", hugo)
-        print(f"\n== {n:,} articles (~{avg / 1024:.1f} KB Markdown each)")
+        ours: dict = {}
+        pelican = hugo_t = None
+        for _ in range(args.repeat):  # the best of each: the run least disturbed by the machine's other work
+            with tempfile.TemporaryDirectory(prefix=f"bench-feeds-{n}-") as tmp:
+                tmp = Path(tmp)
+                write_ours(tmp / "ours", articles)
+                run = run_ours(tmp / "ours", extra)
+                if not ours or run["a"] < ours["a"]:
+                    ours.update({k: v for k, v in run.items() if not k.startswith(("b", "c"))})
+                if "b" not in ours or run["b"] < ours["b"]:
+                    ours["b"] = run["b"]
+                if "c" not in ours or run["c"] < ours["c"]:
+                    ours.update({k: v for k, v in run.items() if k.startswith("c")})
+                if not args.no_pelican:
+                    write_pelican(tmp / "pelican", articles)
+                    t = run_pelican(tmp / "pelican")
+                    pelican = t if pelican is None else min(pelican, t)
+                if hugo:
+                    write_hugo(tmp / "hugo", articles)
+                    t = run_hugo(tmp / "hugo", hugo)
+                    hugo_t = t if hugo_t is None else min(hugo_t, t)
+        load = os.getloadavg()[0]
+        print(
+            f"\n== {n:,} articles (~{avg / 1024:.1f} KB Markdown each); best of {args.repeat}; "
+            f"load average {load:.2f} at the end"
+        )
         print(
             f"ours (a) ingest+approve+full build: {ours['a']:.2f}s  (ingest {ours['a_ingest']:.2f}s, approve "
             f"{ours['a_approve']:.2f}s, build {ours['a_build']:.2f}s, {ours['files']:,} files)"

@@ -105,7 +105,7 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 def test_fg_12_spliced_equals_whole_for_any_text(sqlite_app, title, summary, body, name, tags):
     s = sqlite_app.settings
     entries = [
-        _article(0, title=title or "t", summary=summary, body_html=body, author_name=name, tags=tags),
+        _article(0, title="t" + title, summary=summary, body_html=body, author_name=name, tags=tags),
         _article(1, body_html=f"<p>{body}</p>"),
     ]
     doc = feeds.FeedDocument(feeds.make_spec(s, "all"), None, 0, entries, BASE)
