@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from pipeline.store.schema import deliveries
-from pipeline.timeutil import utcnow
+from pipeline.timeutil import as_utc, utcnow
 
 STATES = ("queued", "sending", "sent", "retry", "failed", "suppressed", "dead", "cancelled")
 DUE_STATES = ("queued", "retry")
@@ -139,6 +139,7 @@ def claim_due(
     limit: int = 100,
     lease_seconds: int = 300,
     now: dt.datetime | None = None,
+    include_own: bool = False,
 ) -> list[dict]:
     """Claim up to `limit` due rows for this worker, in one short transaction.
 
@@ -154,10 +155,11 @@ def claim_due(
     # One indexed query per kind of due row, each in (next_attempt_at, id) order: a
     # single query with OR made SQLite sort every due row (O(queue) per claim).
     # Expired claims first (their worker died), then retries that are due, then new rows.
+    expired = and_(deliveries.c.state == "sending", deliveries.c.lease_until < now)
     kinds = [
-        and_(
-            deliveries.c.state == "sending", deliveries.c.lease_until < now, deliveries.c.claimed_by != worker
-        ),  # never our own, still in flight
+        # never our own (it may still be in flight), unless the caller has nothing in the
+        # air: then an expired claim of ours is one we gave up, and it is ours to take back
+        expired if include_own else and_(expired, deliveries.c.claimed_by != worker),
         and_(deliveries.c.state == "retry", deliveries.c.next_attempt_at <= now),
         and_(deliveries.c.state == "queued", deliveries.c.next_attempt_at <= now),
     ]
@@ -204,6 +206,18 @@ def claim_due(
             .all()
         )
     return [dict(r) for r in rows]
+
+
+def own_claims_free_at(engine: Engine, worker: str) -> dt.datetime | None:
+    """When the first row this worker still holds in `sending` becomes claimable (its
+    lease_until), or None when it holds none. Asked only with nothing in the air."""
+    with engine.connect() as conn:
+        first = conn.execute(
+            select(func.min(deliveries.c.lease_until)).where(
+                deliveries.c.state == "sending", deliveries.c.claimed_by == worker
+            )
+        ).scalar()
+    return as_utc(first) if first is not None else None
 
 
 def claim_keys(

@@ -145,6 +145,8 @@ def drain(
     beat = [time.monotonic(), 0, 0]  # last heartbeat, sent and failed since
     threads: dict[str, ThreadPoolExecutor] = {}
     in_flight: dict[str, tuple] = {}  # channel -> (handler, future, rows)
+    # how long the end of a drain may wait to take back rows it gave up (see below)
+    give_up_at = time.monotonic() + 3 * lease + 5
 
     def finish(channel: str) -> None:
         handler, future, rows = in_flight.pop(channel)
@@ -202,11 +204,15 @@ def drain(
                     continue
             size = batch_size if limit is None else min(batch_size, limit - report.claimed)
             since = time.monotonic()
-            rows = outbox.claim_due(engine, worker=worker, channels=wanted, limit=size, lease_seconds=lease)
+            rows = outbox.claim_due(
+                engine, worker=worker, channels=wanted, limit=size, lease_seconds=lease, include_own=not in_flight
+            )
             if not rows:
                 if in_flight:
                     wait_any()  # what is in the air may make more rows due (or pause a channel)
                     continue
+                if report.lost and time.monotonic() < give_up_at and _wait_for_own_claims(engine, worker):
+                    continue  # rows we gave up unsent are ours to take back now (include_own)
                 break
             keeper.claimed((r["id"] for r in rows), since)
             log.debug("claimed %d rows (%d..%d)", len(rows), rows[0]["id"], rows[-1]["id"])
@@ -301,6 +307,21 @@ def deliver_now(settings: Settings, engine, keys) -> DrainReport:
 
 def _pipelined(handler) -> bool:
     return hasattr(handler, "prepare") and hasattr(handler, "deliver")
+
+
+def _wait_for_own_claims(engine, worker: str) -> bool:
+    """Rows this worker claimed and gave up unsent, because its local lease deadline
+    passed before a renewal (a starved process, PostgreSQL slow to answer): they stay
+    `sending` with our name until their lease runs out in the database, and nobody
+    else may be running to take them. Wait until the first of them is free; -> True
+    when there are any (the caller claims again, its own included), else False."""
+    first = outbox.own_claims_free_at(engine, worker)
+    if first is None:
+        return False
+    wait = (first - utcnow()).total_seconds()
+    log.info("taking back claims this worker gave up when its lease ran out (in %.1fs)", max(0.0, wait))
+    time.sleep(min(max(0.0, wait) + 0.05, 5.0))
+    return True
 
 
 def _broken_batch(rows: list[dict], error: str) -> list[Outcome]:
