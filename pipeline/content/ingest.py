@@ -58,6 +58,7 @@ from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public 
     strip_control_chars,
     summary_of,
     summary_text,
+    text_and_depth,
 )
 from pipeline.errors import ContentError
 from pipeline.store.schema import articles, authors, revisions
@@ -299,14 +300,14 @@ def read_article(path: Path, settings: Settings, known_authors: set[str], data: 
     body = strip_control_chars(body)
     body_html = _body_html(body, path, settings, canonical or site_url, has_original=bool(canonical))
     root = parse_fragment(body_html)  # parsed once: depth, plain text, summary
-    if nesting_depth(root) > MAX_NESTING:
+    plain, depth = text_and_depth(root)  # one walk for both
+    if depth > MAX_NESTING:
         raise ContentError(
             path,
             f"the body's HTML nests more than {MAX_NESTING} levels deep",
             field="body",
             hint="Remove the nested raw HTML; Markdown never nests that deep.",
         )
-    plain = element_text(root)
     words = len(plain.split())
     summary_raw = meta.get("summary")
     if summary_raw not in (None, "") and not isinstance(summary_raw, str):
