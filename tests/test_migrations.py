@@ -166,3 +166,31 @@ def test_a_database_with_tables_but_no_schema_is_not_taken_for_an_empty_one(db_u
             upgrade(engine)
     finally:
         engine.dispose()
+
+
+def test_the_head_read_from_the_files_is_alembics_head():
+    """STORE-1: the fast path stamps the head it reads from migrations/versions itself
+    (no Alembic import); it must be the head Alembic computes."""
+    from pipeline.store import declared_head, head_revision
+
+    assert declared_head() == head_revision() is not None
+
+
+def test_a_database_behind_head_is_migrated_not_taken_as_current(db_url, tmp_path):
+    """STORE-1: only an empty database takes the fast path; one at an older revision
+    is migrated by Alembic and ends with the same schema as a fresh one."""
+    from pipeline.store import dispose_engines, head_revision, make_engine
+
+    older = make_engine(db_url)
+    fresh = make_engine(_second_url(db_url, tmp_path))
+    try:
+        upgrade(older, "0008")
+        assert current_revision(older) == "0008"
+        upgrade(older)
+        upgrade(fresh)
+        assert current_revision(older) == head_revision()
+        assert schema_snapshot(older) == schema_snapshot(fresh)
+    finally:
+        older.dispose()
+        fresh.dispose()
+        dispose_engines()
