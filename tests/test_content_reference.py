@@ -298,3 +298,54 @@ def test_ING3_read_article_derives_text_words_and_summary_as_the_reference(root,
     assert (a.word_count, a.reading_minutes) == (words, max(1, round(words / sanitize.WORDS_PER_MINUTE)))
     assert a.summary == ref_summary_of(ref_root)
     assert sanitize.strip_control_chars(a.body_html) == a.body_html
+
+
+URL_CHARS = st.sampled_from(list("aZ09.-_~%!$&'()*+,;=:@/?#[] \t") + ["https://", "http://", "..", "/./", "?", "#"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(sanitize.PLAIN_HTTP_URL, fullmatch=True),
+        st.lists(URL_CHARS, max_size=12).map("".join),
+        st.builds(
+            lambda scheme, host, rest: f"{scheme}://{host}{rest}",
+            st.sampled_from(["http", "https", "HTTP", "ftp"]),
+            st.sampled_from(["example.org", "a-b.example", "x:8080", "[::1]", "", "user@h"]),
+            st.lists(URL_CHARS, max_size=10).map("".join),
+        ),
+    ),
+    st.sampled_from(["https://news.example.com/articles/x/", "http://news.example.com/a/b", "https://o.example"]),
+)
+def test_ING3_property_the_absolute_url_shortcut_is_what_urljoin_gives(value, base):
+    """sanitize_html returns a plain absolute http(s) URL as it is, without urljoin():
+    only where urljoin(base, value) would give the same string."""
+    from urllib.parse import urljoin
+
+    if sanitize.PLAIN_HTTP_URL.fullmatch(value):
+        assert urljoin(base, value) == value
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.org/a/../b?q=1#f",
+        "https://example.org/path;params?x",
+        "https://example.org/a?",
+        "http://example.org:80/x#",
+        "HTTPS://Example.org/",
+        "https://example.org/ok/page?q=a+b&c=%20#top",
+        "https://[::1]/x",
+        "//example.org/protocol-relative",
+        "/root-relative",
+    ],
+)
+def test_ING3_sanitize_html_keeps_urls_as_the_reference_does(url):
+    """sanitize_html's output equals a run without the absolute-URL shortcut."""
+    from unittest import mock
+
+    html = f'<p><a href="{url}">a</a> <img src="{url}" alt=""> <q cite="{url}">q</q></p>'
+    base = "https://news.example.com/articles/x/"
+    fast = sanitize.sanitize_html(html, base)
+    with mock.patch.object(sanitize, "PLAIN_HTTP_URL", re.compile(r"(?!)")):
+        assert sanitize.sanitize_html(html, base) == fast

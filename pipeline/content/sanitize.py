@@ -138,6 +138,16 @@ CLEAN_CONTENT_TAGS = {
     "xmp",
 }
 URL_ATTRIBUTES = {"href", "src", "cite"}
+# An absolute http(s) URL that urljoin() returns unchanged whatever the base: lower-case
+# scheme, a plain host name, no `;` (urlparse's path parameters), no empty `?` or `#`
+# (urlunparse drops them), nothing urlsplit strips or rejects (spaces, controls, `[`).
+# tests/test_content_reference.py holds the shortcut to urljoin with Hypothesis.
+PLAIN_HTTP_URL = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?"
+    r"(?:/[A-Za-z0-9._~%!$&'()*+,=:@/-]*)?"
+    r"(?:\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+    r"(?:#[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+)
 SAFE_SCHEMES = {"http", "https", "mailto"}
 # URL fields an author writes (canonical_url, image, author url): the same list everywhere.
 HTTP_SCHEMES = ("http", "https")
@@ -258,6 +268,8 @@ def sanitize_html(fragment: str, base_url: str, *, resolve_src: Callable[[str], 
         value = value.strip()
         if not value:
             return None
+        if PLAIN_HTTP_URL.fullmatch(value):  # already absolute http(s): urljoin gives it back
+            return value
         if (
             resolve_src is not None
             and tag == "img"
