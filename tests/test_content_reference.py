@@ -349,3 +349,58 @@ def test_ING3_sanitize_html_keeps_urls_as_the_reference_does(url):
     fast = sanitize.sanitize_html(html, base)
     with mock.patch.object(sanitize, "PLAIN_HTTP_URL", re.compile(r"(?!)")):
         assert sanitize.sanitize_html(html, base) == fast
+
+
+BASES = st.sampled_from(
+    [
+        "https://news.example.com/articles/x/",
+        "http://news.example.com:8080/a/b?q=1#f",
+        "HTTPS://News.Example.com/a;p",
+        "https://user@o.example",
+        "https://o.example/deep/er/",
+    ]
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(sanitize.PLAIN_ROOT_PATH, fullmatch=True),
+        st.lists(URL_CHARS, max_size=12).map(lambda parts: "/" + "".join(parts)),
+    ),
+    BASES,
+)
+def test_ING3_property_the_root_path_shortcut_is_what_urljoin_gives(value, base):
+    """A plain root-relative path is made absolute without urljoin(): base scheme and
+    host in front, only where urljoin(base, value) gives exactly that."""
+    from urllib.parse import urljoin, urlsplit
+
+    parts = urlsplit(base)
+    if "/." not in value and sanitize.PLAIN_ROOT_PATH.fullmatch(value):
+        assert urljoin(base, value) == f"{parts.scheme}://{parts.netloc}{value}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/articles/a/",
+        "/",
+        "/a//b",
+        "/a/./b",
+        "/a/../b",
+        "/.well-known/x",
+        "/x;p",
+        "/x?",
+        "/x?q=1#frag",
+        "/x#",
+        "relative/path",
+    ],
+)
+@pytest.mark.parametrize("base", ["https://news.example.com/articles/x/", "HTTP://Host.example:81/p?q#f"])
+def test_ING3_sanitize_html_makes_root_paths_absolute_as_the_reference_does(url, base):
+    from unittest import mock
+
+    html = f'<p><a href="{url}">a</a> <img src="{url}" alt=""> <blockquote cite="{url}">q</blockquote></p>'
+    fast = sanitize.sanitize_html(html, base)
+    with mock.patch.object(sanitize, "PLAIN_ROOT_PATH", re.compile(r"(?!)")):
+        assert sanitize.sanitize_html(html, base) == fast

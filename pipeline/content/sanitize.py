@@ -148,6 +148,13 @@ PLAIN_HTTP_URL = re.compile(
     r"(?:\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
     r"(?:#[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
 )
+# A root-relative path urljoin() resolves by putting the base's scheme and host before it
+# (when it has no `/.` either: no dot segments), under the same restrictions.
+PLAIN_ROOT_PATH = re.compile(
+    r"/(?!/)[A-Za-z0-9._~%!$&'()*+,=:@/-]*"
+    r"(?:\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+    r"(?:#[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+)
 SAFE_SCHEMES = {"http", "https", "mailto"}
 # URL fields an author writes (canonical_url, image, author url): the same list everywhere.
 HTTP_SCHEMES = ("http", "https")
@@ -262,6 +269,10 @@ def sanitize_html(fragment: str, base_url: str, *, resolve_src: Callable[[str], 
     absolute URL of the local file, or None to resolve against `base_url` as usual.
     """
 
+    base = urlsplit(base_url)
+    # What urljoin() puts before a plain root-relative path ("/articles/x/") of this base.
+    site_root = f"{base.scheme}://{base.netloc}" if base.scheme in HTTP_SCHEMES and base.netloc else None
+
     def keep_attribute(tag: str, attr: str, value: str) -> str | None:
         if attr not in URL_ATTRIBUTES:
             return value
@@ -280,6 +291,8 @@ def sanitize_html(fragment: str, base_url: str, *, resolve_src: Callable[[str], 
             resolved = resolve_src(value)
             if resolved:
                 return resolved
+        if site_root is not None and "/." not in value and PLAIN_ROOT_PATH.fullmatch(value):
+            return site_root + value  # what urljoin gives: no dot segment to resolve
         absolute = urljoin(base_url, value)
         scheme = urlsplit(absolute).scheme.lower()
         if scheme not in SAFE_SCHEMES:
