@@ -1014,10 +1014,12 @@ class Section:
         self._values = values
 
     def __getattr__(self, key: str) -> Any:
-        try:
-            return self._values[key]
-        except KeyError:
-            raise AttributeError(f"no setting {self._name}.{key}") from None
+        # Through __dict__: while pickle rebuilds a Section (settings sent to a spawned
+        # worker) _values is not set yet, and self._values would call this again, forever.
+        values = self.__dict__.get("_values")
+        if values is None or key not in values:
+            raise AttributeError(f"no setting {self.__dict__.get('_name')}.{key}")
+        return values[key]
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)

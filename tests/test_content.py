@@ -225,6 +225,36 @@ def test_large_batches_parse_in_worker_processes_with_errors_kept(sqlite_app, mo
     assert err.message.count("broken.md") == 1
 
 
+@pytest.mark.xdist_group("processes")
+def test_a_process_with_threads_parses_in_spawned_workers(sqlite_app, monkeypatch):
+    """The scheduler has threads, so ingest must not fork there: its workers are spawned,
+    which sends them the settings by pickle. A Section used to recurse forever while
+    being unpickled (its __getattr__ read self._values before it existed), so every
+    ingest of a large batch from a threaded process broke the pool."""
+    import threading
+
+    import pipeline.content.ingest as content
+
+    monkeypatch.setattr(content, "PARALLEL_THRESHOLD", 2)
+    monkeypatch.setattr(content, "SPAWN_THRESHOLD", 2)
+    root = sqlite_app.settings.root
+    write_author(root)
+    for i in range(4):
+        write_article(root, f"piece-{i}", date=f"2026-10-0{i + 1}T08:00:00Z")
+    write_article(root, "broken", date="nope")
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        report = ingest(sqlite_app)
+    finally:
+        stop.set()
+        thread.join()
+    assert sorted(report.new) == [f"piece-{i}" for i in range(4)]
+    (err,) = report.errors
+    assert err.field == "date"
+
+
 def yaml_str(value: str) -> str:
     """A YAML double-quoted scalar (JSON's escapes, minus surrogate pairs YAML refuses)."""
     return json.dumps(value, ensure_ascii=False)

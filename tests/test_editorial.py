@@ -345,3 +345,31 @@ def test_issue16_8_the_policy_removes_every_invisible_format_character_before_ma
     cf = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
     assert cf and all(FORMAT_CHARS.fullmatch(ch) for ch in cf)
     assert not FORMAT_CHARS.search("vote for \xa0é ｖ")
+
+
+def test_approve_all_reads_the_queue_in_one_statement_and_writes_in_batches(app):
+    """approve --all at 10,000 articles: the queue is read with one query (not the review
+    screen's documents and diffs, nor one query per 500 slugs), and the writes go in
+    batches of 500, so the statement count grows with the batches, not the articles.
+    Decisions come in the review queue's order, drafts and flagged revisions skipped."""
+    from sqlalchemy import event
+
+    write_author(app.settings.root)
+    for i in range(620):
+        write_article(app.settings.root, f"piece-{i:04d}", title=f"Piece {i}", date="2026-10-01T08:00:00Z")
+    write_article(app.settings.root, "a-draft", status="draft")
+    write_article(app.settings.root, "vote-now", title="Vote Now", body=POLITICAL)
+    ingest(app)
+    with app.engine.connect() as conn:
+        queue = [p.slug for p in review_queue(conn)]
+    statements: list[str] = []
+    with app.engine.begin() as conn:
+        event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        decisions = approve(conn, editor="eve", all_pending=True)
+    assert [d.slug for d in decisions] == queue
+    assert {d.slug for d in decisions if d.outcome != "approved"} == {"vote-now"}
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1
+    # approvals insert (1) + per 500 articles: superseded, first approval, approved (3 x 2)
+    # + the articles' approved revision (1, executemany).
+    assert len(statements) <= 1 + 1 + 3 * 2 + 1

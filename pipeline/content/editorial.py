@@ -305,19 +305,27 @@ def _pending(conn: Connection, rows) -> list[PendingRevision]:
 def review_queue(conn: Connection, *, include_drafts: bool = False) -> list[PendingRevision]:
     """Current revisions waiting for an editor, each with its flags and a diff of every
     field against the last approved revision of the same article."""
-    states = ("submitted", "draft") if include_drafts else ("submitted",)
     rows = conn.execute(
-        select(
-            articles.c.slug,
-            articles.c.id.label("article_id"),
-            articles.c.approved_revision_id,
-            revisions.c.id.label("revision_id"),
+        _waiting(
+            select(
+                articles.c.slug,
+                articles.c.id.label("article_id"),
+                articles.c.approved_revision_id,
+                revisions.c.id.label("revision_id"),
+            ).select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id)),
+            include_drafts=include_drafts,
         )
-        .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
-        .where(revisions.c.state.in_(states), articles.c.retracted_at.is_(None))
-        .order_by(revisions.c.created_at, articles.c.slug)
     ).all()
     return _pending(conn, rows)
+
+
+def _waiting(query, *, include_drafts: bool = False):
+    """`query` (over articles joined to their current revision) narrowed to the revisions
+    the review queue shows, in its order."""
+    states = ("submitted", "draft") if include_drafts else ("submitted",)
+    return query.where(revisions.c.state.in_(states), articles.c.retracted_at.is_(None)).order_by(
+        revisions.c.created_at, articles.c.slug
+    )
 
 
 @dataclasses.dataclass
@@ -397,22 +405,23 @@ def _current(conn: Connection, slug: str):
     return row
 
 
+def _current_select():
+    """What approve() needs of an article's current revision."""
+    return select(
+        articles.c.id,
+        articles.c.slug,
+        articles.c.retracted_at,
+        articles.c.first_approved_at,
+        revisions.c.id.label("revision_id"),
+        revisions.c.number,
+        revisions.c.state,
+        revisions.c.content_hash,
+        revisions.c.flags,
+    ).select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
+
+
 def _current_rows(conn: Connection, slugs: list[str]) -> dict:
-    rows = conn.execute(
-        select(
-            articles.c.id,
-            articles.c.slug,
-            articles.c.retracted_at,
-            articles.c.first_approved_at,
-            revisions.c.id.label("revision_id"),
-            revisions.c.number,
-            revisions.c.state,
-            revisions.c.content_hash,
-            revisions.c.flags,
-        )
-        .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
-        .where(articles.c.slug.in_(slugs))
-    ).all()
+    rows = conn.execute(_current_select().where(articles.c.slug.in_(slugs))).all()
     return {r.slug: r for r in rows}
 
 
@@ -442,14 +451,18 @@ def approve(
             hint='Say why the flagged text is fine, e.g. --override "quotes a law, not a political statement".',
         )
     override = (override or "").strip()
+    current = {}
     if all_pending:
-        slugs = [p.slug for p in review_queue(conn)]
+        # The review queue's revisions in its order, read in one query: not review_queue()
+        # itself, which also builds every revision's document and diff for a reader.
+        current = {r.slug: r for r in conn.execute(_waiting(_current_select()))}
+        slugs = list(current)
     slugs = list(slugs or [])
     if not slugs:
         return []
-    current = {}
-    for i in range(0, len(slugs), 500):
-        current.update(_current_rows(conn, slugs[i : i + 500]))
+    if not all_pending:
+        for i in range(0, len(slugs), 500):
+            current.update(_current_rows(conn, slugs[i : i + 500]))
     now = utcnow()
     decisions, chosen = [], []
     for slug in slugs:

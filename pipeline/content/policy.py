@@ -48,6 +48,12 @@ FORMAT_CHARS = re.compile(
 )
 
 
+# Byte -> itself lower-cased when it is a word character (\w on ASCII), else a space.
+_ASCII_WORD_BYTES = bytes(
+    (ord(chr(b).lower()) if re.fullmatch(r"\w", chr(b)) else 0x20) if b < 128 else 0x20 for b in range(256)
+)
+
+
 def _fold(text: str) -> list[str]:
     """Words as compared: compatibility-folded (full-width "ｖｏｔｅ" is "vote"), case-folded."""
     return WORD.findall(unicodedata.normalize("NFKC", text).casefold())
@@ -80,8 +86,15 @@ class Text:
     where each word sits in the text is worked out only for an excerpt (rare)."""
 
     def __init__(self, text: str):
-        self.text = unicodedata.normalize("NFKC", FORMAT_CHARS.sub("", text))
-        self.joined = " ".join(WORD.findall(self.text)).casefold()
+        if text.isascii():
+            # The same words, cheaper: ASCII has no format characters and nothing for NFKC
+            # to fold, casefold() is lower(), and \w is [A-Za-z0-9_], so the words joined
+            # by spaces are the text with every other byte made a space, split and joined.
+            self.text = text
+            self.joined = b" ".join(text.encode("ascii").translate(_ASCII_WORD_BYTES).split()).decode("ascii")
+        else:
+            self.text = unicodedata.normalize("NFKC", FORMAT_CHARS.sub("", text))
+            self.joined = " ".join(WORD.findall(self.text)).casefold()
         self._vocab: list[str] | None = None
         self._offsets: list[tuple[int, int]] | None = None
 

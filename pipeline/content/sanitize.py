@@ -38,6 +38,11 @@ BIDI_CONTROLS = "\u202a-\u202e\u2066-\u2069"
 CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff" + BIDI_CONTROLS + "]")
 # HTML's whitespace (not Unicode's: a no-break space is text and is kept).
 HTML_SPACE = re.compile(r"[ \t\n\r\f]+")
+# The runs of it that collapsing to one space changes (a lone space already is one):
+# `HTML_SPACE_RUN.sub(" ", s) == HTML_SPACE.sub(" ", s)`, with half the matches to make.
+HTML_SPACE_RUN = re.compile(r"[\t\n\r\f][ \t\n\r\f]*| [ \t\n\r\f]+")
+# CONTROL_CHARS' ASCII part, for str.translate (several times faster on ASCII text).
+_ASCII_CONTROLS = dict.fromkeys([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 # A subset of the W3C feed validator's acceptable_elements (VAL-3): no script, style,
 # iframe, object, embed, form, input, meta, link, base.
@@ -133,6 +138,23 @@ CLEAN_CONTENT_TAGS = {
     "xmp",
 }
 URL_ATTRIBUTES = {"href", "src", "cite"}
+# An absolute http(s) URL that urljoin() returns unchanged whatever the base: lower-case
+# scheme, a plain host name, no `;` (urlparse's path parameters), no empty `?` or `#`
+# (urlunparse drops them), nothing urlsplit strips or rejects (spaces, controls, `[`).
+# tests/test_content_reference.py holds the shortcut to urljoin with Hypothesis.
+PLAIN_HTTP_URL = re.compile(
+    r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?"
+    r"(?:/[A-Za-z0-9._~%!$&'()*+,=:@/-]*)?"
+    r"(?:\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+    r"(?:#[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+)
+# A root-relative path urljoin() resolves by putting the base's scheme and host before it
+# (when it has no `/.` either: no dot segments), under the same restrictions.
+PLAIN_ROOT_PATH = re.compile(
+    r"/(?!/)[A-Za-z0-9._~%!$&'()*+,=:@/-]*"
+    r"(?:\?[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+    r"(?:#[A-Za-z0-9._~%!$&'()*+,;=:@/?-]+)?"
+)
 SAFE_SCHEMES = {"http", "https", "mailto"}
 # URL fields an author writes (canonical_url, image, author url): the same list everywhere.
 HTTP_SCHEMES = ("http", "https")
@@ -207,13 +229,20 @@ SUMMARY_CHARS = 280
 
 def strip_control_chars(text: str) -> str:
     """Remove what XML 1.0 forbids (FG-8) and the bidi overrides/isolates."""
+    if text.isascii():  # the non-ASCII ones cannot be there
+        return text.translate(_ASCII_CONTROLS)
     return CONTROL_CHARS.sub("", text)
+
+
+def collapse_space(text: str) -> str:
+    """Every run of HTML whitespace as one space (`HTML_SPACE.sub(" ", text)`)."""
+    return HTML_SPACE_RUN.sub(" ", text)
 
 
 def clean_text(value) -> str:
     """A one-line plain-text field (title, name, alt text): controls and bidi overrides
     removed, HTML whitespace collapsed, every other character kept (a no-break space too)."""
-    return HTML_SPACE.sub(" ", strip_control_chars(str(value or ""))).strip(" ")
+    return collapse_space(strip_control_chars(str(value or ""))).strip(" ")
 
 
 def http_url(value) -> str | None:
@@ -240,12 +269,18 @@ def sanitize_html(fragment: str, base_url: str, *, resolve_src: Callable[[str], 
     absolute URL of the local file, or None to resolve against `base_url` as usual.
     """
 
+    base = urlsplit(base_url)
+    # What urljoin() puts before a plain root-relative path ("/articles/x/") of this base.
+    site_root = f"{base.scheme}://{base.netloc}" if base.scheme in HTTP_SCHEMES and base.netloc else None
+
     def keep_attribute(tag: str, attr: str, value: str) -> str | None:
         if attr not in URL_ATTRIBUTES:
             return value
         value = value.strip()
         if not value:
             return None
+        if PLAIN_HTTP_URL.fullmatch(value):  # already absolute http(s): urljoin gives it back
+            return value
         if (
             resolve_src is not None
             and tag == "img"
@@ -256,6 +291,8 @@ def sanitize_html(fragment: str, base_url: str, *, resolve_src: Callable[[str], 
             resolved = resolve_src(value)
             if resolved:
                 return resolved
+        if site_root is not None and "/." not in value and PLAIN_ROOT_PATH.fullmatch(value):
+            return site_root + value  # what urljoin gives: no dot segment to resolve
         absolute = urljoin(base_url, value)
         scheme = urlsplit(absolute).scheme.lower()
         if scheme not in SAFE_SCHEMES:
@@ -283,7 +320,8 @@ def sanitize_html(fragment: str, base_url: str, *, resolve_src: Callable[[str], 
 def parse_fragment(fragment: str):
     """An HTML fragment as an lxml element (the `body` around it), or None when it is empty.
     The parser is libxml2's HTML parser: it reads `a < b`, `&` and `]]>` as text the way a
-    browser does, and decodes each entity once."""
+    browser does, and decodes each entity once. The elements are plain `lxml.etree` ones
+    (the same tree `lxml.html` builds, without its per-element class lookup in Python)."""
     fragment = strip_control_chars(fragment or "")
     if not fragment.strip(" \t\n\r\f"):  # HTML_SPACE only: a lone no-break space is text
         return None
@@ -291,68 +329,100 @@ def parse_fragment(fragment: str):
         # Wrapped here, not with lxml.html.fragment_fromstring, which drops leading text
         # that Python calls whitespace (a no-break space). huge_tree: libxml2 otherwise
         # drops what is nested deeper than 256 levels.
-        doc = lxml.html.document_fromstring(
-            f"<html><body>{fragment}</body></html>", parser=lxml.html.HTMLParser(huge_tree=True)
+        doc = lxml.etree.fromstring(
+            f"<html><body>{fragment}</body></html>", parser=lxml.etree.HTMLParser(huge_tree=True)
         )
     except (lxml.etree.ParserError, ValueError):
         return None
-    return doc.find("body")
+    return None if doc is None else doc.find("body")
 
 
 def nesting_depth(root) -> int:
     """How deep elements nest under `root` (an lxml element); 0 for None."""
     if root is None:
         return 0
+    return _walk(root)[1]
+
+
+def element_text(root) -> str:
+    """The visible text under `root`, one line per block element. Iterative (a hostile
+    fragment may nest thousands deep) and comment-aware (a comment's tail is text)."""
+    return _walk(root)[0]
+
+
+def text_and_depth(root) -> tuple[str, int]:
+    """`element_text(root)` and `nesting_depth(root)` from one walk over the tree."""
+    if root is None:
+        return "", 0
+    return _walk(root)
+
+
+# A block boundary in the text being collected. U+0000 never occurs in the text itself:
+# parse_fragment strips it from the input and libxml2 reads `&#0;` as U+FFFD (a C string
+# cannot hold it), so splitting on it gives back exactly the lines.
+_BREAK = "\x00"
+_ASCII_CONTROLS_BUT_BREAK = {c: None for c in _ASCII_CONTROLS if c != 0}
+CONTROL_CHARS_BUT_BREAK = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff" + BIDI_CONTROLS + "]")
+
+
+def _walk(root) -> tuple[str, int]:
+    """(plain text, nesting depth) of `root`: one iterative pass over the elements, then
+    one regex pass over the whole text instead of two per line."""
+    parts: list[str] = []
+    append = parts.append
+    deepest = 0
+    block, invisible = BLOCK_TAGS, INVISIBLE_TAGS
+    # (element, depth): depth > 0 enters the element, depth < 0 leaves it.
+    stack: list[tuple[object, int]] = [(root, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        el, depth = pop()
+        tag = el.tag  # type: ignore[attr-defined]
+        if depth < 0:  # leaving: the element's end is a boundary, its tail follows it
+            if tag in block:
+                append(_BREAK)
+            if el is not root:
+                tail = el.tail  # type: ignore[attr-defined]
+                if tail:
+                    append(tail)
+            continue
+        if depth > deepest:
+            deepest = depth
+        if tag.__class__ is not str or tag in invisible:  # a comment or PI; or hidden content
+            push((el, -depth))
+            if len(el):  # type: ignore[arg-type]
+                deepest = max(deepest, depth - 1 + _depth_only(el))
+            continue
+        push((el, -depth))
+        if tag in block:
+            append(_BREAK)
+        text = el.text  # type: ignore[attr-defined]
+        if text:
+            append(text)
+        if len(el):  # type: ignore[arg-type]
+            child_depth = depth + 1
+            for child in reversed(el):  # type: ignore[call-overload]
+                push((child, child_depth))
+    append(_BREAK)
+    whole = "".join(parts)
+    # Entities are decoded by now (`&#8238;` is U+202E again): strip once more. Removing
+    # characters and collapsing runs of spaces never crosses a _BREAK, so one pass over the
+    # whole text is the same as one per line.
+    if whole.isascii():
+        whole = whole.translate(_ASCII_CONTROLS_BUT_BREAK)
+    else:
+        whole = CONTROL_CHARS_BUT_BREAK.sub("", whole)
+    whole = collapse_space(whole)
+    return "\n".join(line for line in (piece.strip(" ") for piece in whole.split(_BREAK)) if line), deepest
+
+
+def _depth_only(root) -> int:
     deepest, stack = 0, [(root, 1)]
     while stack:
         el, depth = stack.pop()
         deepest = max(deepest, depth)
         stack.extend((child, depth + 1) for child in el)
     return deepest
-
-
-def element_text(root) -> str:
-    """The visible text under `root`, one line per block element. Iterative (a hostile
-    fragment may nest thousands deep) and comment-aware (a comment's tail is text)."""
-    parts: list[str | None] = []  # None: a block boundary
-
-    def add(text: str | None) -> None:
-        if text:
-            parts.append(text)
-
-    # (element, entered): an element is pushed once to enter it and once to leave it.
-    stack: list[tuple[object, bool]] = [(root, False)]
-    while stack:
-        el, entered = stack.pop()
-        tag = el.tag if isinstance(el.tag, str) else None  # None: a comment or PI
-        if entered:
-            if tag in BLOCK_TAGS:
-                parts.append(None)
-            if el is not root:
-                add(el.tail)
-            continue
-        stack.append((el, True))
-        if tag is None or tag in INVISIBLE_TAGS:
-            continue
-        if tag in BLOCK_TAGS:
-            parts.append(None)
-        add(el.text)
-        stack.extend((child, False) for child in reversed(el))
-    # Entities are decoded by now (`&#8238;` is U+202E again): strip once more, a line
-    # at a time (removing characters commutes with joining, so this is the same as
-    # stripping every text node, with far fewer calls).
-    lines: list[str] = []
-    start = 0
-    parts.append(None)
-    for i, part in enumerate(parts):
-        if part is None:
-            if i > start:
-                text = "".join(parts[start:i])  # type: ignore[arg-type]  # no None between start and i
-                line = HTML_SPACE.sub(" ", strip_control_chars(text)).strip(" ")
-                if line:
-                    lines.append(line)
-            start = i + 1
-    return "\n".join(lines)
 
 
 def html_to_text(fragment: str) -> str:

@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import text
 
+from pipeline.store import MIGRATION_LOCK
 from pipeline.store.schema import metadata
 
 config = context.config
@@ -21,7 +22,7 @@ with engine.connect() as connection:
         connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
     if connection.dialect.name == "postgresql":
         # Two processes starting at once must not both create the tables.
-        connection.execute(text("SELECT pg_advisory_xact_lock(7400100)"))
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
     context.configure(connection=connection, target_metadata=metadata, render_as_batch=sqlite, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
