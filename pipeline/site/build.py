@@ -651,7 +651,10 @@ def build(
                 else:
                     report.unchanged += len(job.paths)
             needed = {i for job in todo for i in job.needs}
+            log.debug("build: planned %d of %d outputs in %.2fs", len(todo), len(jobs), time.monotonic() - started)
             ctx = RenderContext(_load_articles(conn, settings, needed, len(metas)), feeds.EntryCache(settings))
+            loaded = time.monotonic()
+            log.debug("build: %d articles read in %.2fs", len(ctx.articles), loaded - started)
             if progress:
                 progress(f"{len(todo)} of {len(jobs)} outputs to render")
 
@@ -688,7 +691,10 @@ def build(
                         }
                     )
 
+            rendered = time.monotonic()
+            log.debug("build: rendered in %.2fs", rendered - loaded)
             staged.publish()  # FILE-2: one sync, then every rename, before the commit (WS-3)
+            log.debug("build: %d files synced and renamed in %.2fs", len(report.written), time.monotonic() - rendered)
             planned = {p for job in jobs for p in job.paths} | {STATE_PATH}
             for path in sorted(set(stored) - planned):
                 if not dry_run:
