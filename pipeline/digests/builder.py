@@ -75,8 +75,11 @@ def message_id(site: render.Site, idempotency_key: str, edition_key: str) -> str
     return f"<{edition_key}.{tag}@{site.from_domain}>"
 
 
-def personal(settings: Settings, site: render.Site, sub: dict, row: dict, links=None) -> render.Personal:
-    """`links`: a `ListLinks` shared by a batch (made here when None)."""
+def personal(
+    settings: Settings, site: render.Site, sub: dict, row: dict, links=None, date: str = ""
+) -> render.Personal:
+    """`links`: a `ListLinks` shared by a batch (made here when None); `date`: the Date
+    header value shared by a batch ("": now)."""
     from pipeline.subscribers.links import ListLinks
 
     links = links or ListLinks(settings)
@@ -91,6 +94,7 @@ def personal(settings: Settings, site: render.Site, sub: dict, row: dict, links=
             site, row.get("idempotency_key") or "", (row.get("payload") or {}).get("edition", "digest")
         ),
         unsubscribe_mailto=f"mailto:unsubscribe+{token}@{site.unsubscribe_domain}?subject=unsubscribe",
+        date=date,
     )
 
 
@@ -125,6 +129,7 @@ def build_many(conn: Connection, settings: Settings, rows: list[dict]) -> list:
             pass  # reported for that row below
     skeletons = _skeletons_for(conn, parts) if parts else {}
     envelope_from = parseaddr(site.from_address)[1]
+    date = render.date_header()  # the batch is built within the second or so Date can tell
     out: list = []
     for row in rows:
         sub = subs.get(row.get("subscriber_id"))
@@ -136,7 +141,7 @@ def build_many(conn: Connection, settings: Settings, rows: list[dict]) -> list:
             skeleton = skeletons.get(part)
             if skeleton is None:
                 raise NotFound(f"digest part {part} is gone", hint="Compose the digest again.")
-            filled = render.personalise_checked(skeleton, personal(settings, site, sub, row, links))
+            filled = render.personalise_checked(skeleton, personal(settings, site, sub, row, links, date))
         except Exception as exc:  # this row's failure; the batch goes on
             out.append(exc)
             continue

@@ -449,7 +449,7 @@ def personal_values(p: Personal) -> dict[str, str]:
         MARKERS["prefs_t"]: _qp_value(p.preferences_url),
         MARKERS["prefs_h"]: _qp_value(html.escape(p.preferences_url)),
         MARKERS["to"]: to,
-        MARKERS["date"]: p.date or _date_header(),
+        MARKERS["date"]: p.date or date_header(),
         MARKERS["message_id"]: check_header_value("Message-ID", p.message_id),
         MARKERS["list_unsubscribe"]: ",\r\n ".join(links),
     }
@@ -464,7 +464,7 @@ def _now():
 _last_date: tuple = (None, "")
 
 
-def _date_header() -> str:
+def date_header() -> str:
     """The Date value for now; formatted once per second (a batch of a few hundred
     messages shares a handful), the same text `format_datetime` gives."""
     global _last_date
