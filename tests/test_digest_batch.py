@@ -227,3 +227,40 @@ def test_what_the_pieces_say_matches_a_whole_message_scan_smtp7():
             assert filled.dot_free == (quote_periods(expected) == expected), (text, a, b)
         else:  # the channel makes it CRLF and then scans it for dots as well
             assert not filled.dot_free or quote_periods(to_crlf(expected)) == to_crlf(expected), (text, a, b)
+
+
+def test_per_batch_work_is_done_once_per_batch_not_per_message(app, monkeypatch):
+    """Issue 15 item 1 (SMTP-8): building 3 or 40 digests reads the clock for the Date
+    header and keys the UNS-1 link HMAC the same number of times (was once and twice
+    per message); the bytes are those built one by one (the golden test above)."""
+    import hmac
+
+    from pipeline.digests import render
+
+    _site(app)
+    _readers(app, 40)
+    digests.compose(app.engine, app.settings, "daily", now=WHEN)
+    rows = _rows(app, "digest")
+    assert len(rows) == 41
+    calls = {"clock": 0, "hmac": 0}
+    real_now, real_new = render._now, hmac.new
+
+    def now():
+        calls["clock"] += 1
+        return real_now()
+
+    def new(*args, **kwargs):
+        calls["hmac"] += 1
+        return real_new(*args, **kwargs)
+
+    monkeypatch.setattr(render, "_now", now)
+    monkeypatch.setattr(hmac, "new", new)
+    counts = {}
+    for n in (3, 41):
+        calls.update(clock=0, hmac=0)
+        with app.engine.connect() as conn:
+            built = builder.build_many(conn, app.settings, rows[:n])
+        assert all(m is not None and not isinstance(m, Exception) for m in built)
+        counts[n] = dict(calls)
+    assert counts[3] == counts[41], counts
+    assert counts[41]["clock"] <= 1 and counts[41]["hmac"] <= 2, counts
