@@ -33,6 +33,13 @@ measures the delivery engine alone.
     inlined, quoted-printable, per-subscriber links signed); (e) is `smtp-source` with
     the same sessions and that message's size.
 
+With --real-sizes 100000,1000000, (d) and (e) run once per list size, each in a fresh
+project, and every `syndicate` step runs in a process of its own: the peak RSS of the
+import, compose and deliver processes (and of deliver's worker processes) is printed
+per size, then how much each grew from the smallest size to the largest (target:
+flat). (e) sends min(largest size, --source-cap) messages: its rate does not depend
+on the count.
+
 Prints messages/s for (a)-(e), ours / naive (target >= 10x), ours / smtp-source
 (engine: target >= 1/3; real digests: target >= 0.50), and peak RSS (target < 150 MB
 per process, flat in the list size).
@@ -364,10 +371,9 @@ max_articles = 10
 
 
 def run_real(args) -> dict:
-    """Child: the user's path through `syndicate`, each step timed (see (d) above)."""
+    """Child: the user's path through `syndicate`, each step timed (see (d) above), each
+    in its own process so that each step's peak RSS is its own (`run_step`)."""
     import csv
-
-    from pipeline.cli import main as cli
 
     root = Path(args.root)
     (root / "var").mkdir(parents=True, exist_ok=True)
@@ -380,11 +386,18 @@ def run_real(args) -> dict:
     os.environ["SYNDICATE_SECRET_KEY"] = "bench-" + "k" * 40
     os.environ.pop("SYNDICATE_DELIVERY_PLUGINS", None)
     steps: dict[str, float] = {}
+    rss: dict[str, dict] = {}
 
     def syndicate(step: str, *argv: str) -> None:
-        t0 = time.perf_counter()
-        cli.main(["--config", str(config), *argv], standalone_mode=False)
-        steps[step] = time.perf_counter() - t0
+        out = subprocess.run(
+            [sys.executable, __file__, "--step", str(config), *argv],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        steps[step] = got["seconds"]
+        rss[step] = {"self": got["rss_self_mb"], "children": got["rss_children_mb"]}
 
     syndicate("init", "init")
     syndicate("ingest", "ingest")
@@ -394,12 +407,20 @@ def run_real(args) -> dict:
     size = _one_real_message_size(config)
     syndicate("deliver", "deliver", "--concurrency", str(args.processes), "--no-progress")
     sent = _sent(config)
+    return {"steps": steps, "sent": sent, "size": size, "rss": rss}
+
+
+def run_step(config: str, argv: list[str]) -> dict:
+    """Grandchild: one `syndicate` command in a process of its own; its time, its peak
+    RSS, and the peak RSS of its own children (the deliver worker processes)."""
+    from pipeline.cli import main as cli
+
+    t0 = time.perf_counter()
+    cli.main(["--config", config, *argv], standalone_mode=False)
     return {
-        "steps": steps,
-        "sent": sent,
-        "size": size,
-        "rss_parent_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_workers_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "seconds": time.perf_counter() - t0,
+        "rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
 
 
@@ -438,6 +459,9 @@ def _sent(config: Path) -> int:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--step"]:  # grandchild: one `syndicate` command (run_step)
+        print(json.dumps(run_step(sys.argv[2], sys.argv[3:])))
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=100_000)
     p.add_argument("--processes", type=int, default=2, help="worker processes (ours)")
@@ -451,6 +475,17 @@ def main() -> None:
         type=int,
         default=30_000,
         help="subscribers imported and sent the real daily digest (0: skip (d) and (e))",
+    )
+    p.add_argument(
+        "--real-sizes",
+        help="comma-separated list sizes for (d) and (e), one fresh project each, e.g. 100000,1000000: "
+        "peak RSS per step at each size, to show it flat in the list size (default: --real-messages)",
+    )
+    p.add_argument(
+        "--source-cap",
+        type=int,
+        default=100_000,
+        help="(e) sends at most this many messages (its rate does not depend on the count)",
     )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--real", action="store_true", help=argparse.SUPPRESS)
@@ -490,8 +525,9 @@ def main() -> None:
                 text=True,
             )
             ours = json.loads(out.stdout.strip().splitlines()[-1])
-        real = None
-        if args.real_messages:
+        sizes = [int(x) for x in args.real_sizes.split(",")] if args.real_sizes else [args.real_messages]
+        reals: list[tuple[int, dict]] = []
+        for n in [n for n in sizes if n]:
             with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp:
                 out = subprocess.run(
                     [
@@ -504,7 +540,7 @@ def main() -> None:
                         "--port",
                         str(sink.port),
                         "--real-messages",
-                        str(args.real_messages),
+                        str(n),
                         "--processes",
                         str(args.processes),
                         "--connections",
@@ -517,13 +553,16 @@ def main() -> None:
                     capture_output=True,
                     text=True,
                 )
-                real = json.loads(out.stdout.strip().splitlines()[-1])
+                reals.append((n, json.loads(out.stdout.strip().splitlines()[-1])))
         ours_rate = ours["sent"] / ours["seconds"]
         naive_rate = None if args.skip_naive else naive("127.0.0.1", sink.port, args.naive_sample)
         source_rate = None if args.skip_source else smtp_source(sink.port, args.messages, sessions, ours["size"])
-        real_source_rate = (
-            None if args.skip_source or not real else smtp_source(sink.port, args.real_messages, sessions, real["size"])
-        )
+        # (e) once per message size (the same at every list size); its rate does not depend on the count
+        real_source_rates: dict[int, float | None] = {}
+        source_count = min(max([n for n, _ in reals], default=0), args.source_cap)
+        for _n, real in reals:
+            if not args.skip_source and real["size"] not in real_source_rates:
+                real_source_rates[real["size"]] = smtp_source(sink.port, source_count, sessions, real["size"])
     finally:
         sink.stop()
 
@@ -554,10 +593,10 @@ def main() -> None:
         f"peak RSS: worker process {ours['rss_workers_mb']:.0f} MB, parent {ours['rss_parent_mb']:.0f} MB "
         f"(after enqueue {ours['rss_after_enqueue_mb']:.0f} MB)   (target < 200 MB)"
     )
-    if real:
-        st = real["steps"]
-        n = args.real_messages
+    for n, real in reals:
+        st, rss = real["steps"], real["rss"]
         real_rate = real["sent"] / st["deliver"]
+        real_source_rate = real_source_rates.get(real["size"])
         print(f"real digests (pipeline.digests), {n:,} subscribers, {real['size']:,}-byte messages:")
         print(
             f"  subscribers import: {st['import']:.1f} s ({n / st['import']:,.0f} rows/s); approve --all: "
@@ -570,14 +609,30 @@ def main() -> None:
         if real_source_rate:
             print(
                 f"(e) smtp-source:        {real_source_rate:8,.0f} messages/s  (-d, {sessions} sessions, "
-                f"{real['size']:,} bytes)"
+                f"{real['size']:,} bytes, {source_count:,} messages)"
             )
             print(f"real / smtp-source: {real_rate / real_source_rate:6.2f}    (target >= 0.50)")
         if naive_rate:
             print(f"real / naive:       {real_rate / naive_rate:6.1f}x   (target >= 10x)")
         print(
-            f"peak RSS, real digests: deliver worker {real['rss_workers_mb']:.0f} MB, "
-            f"the syndicate process {real['rss_parent_mb']:.0f} MB   (target < 150 MB)"
+            f"peak RSS, real digests, one process per step: import {rss['import']['self']:.0f} MB, "
+            f"compose {rss['compose']['self']:.0f} MB, deliver {rss['deliver']['self']:.0f} MB "
+            f"(its worker processes {rss['deliver']['children']:.0f} MB)   (target < 150 MB)"
+        )
+    if len(reals) > 1:
+        (n0, first), (n1, last) = reals[0], reals[-1]
+        growth = {
+            step: last["rss"][step][k] - first["rss"][step][k]
+            for step, k in (("import", "self"), ("compose", "self"), ("deliver", "self"), ("deliver", "children"))
+        }
+        worst = max(growth.values())
+        print(
+            f"peak RSS from {n0:,} to {n1:,} subscribers: "
+            + ", ".join(
+                f"{step} {first['rss'][step][k]:.0f} -> {last['rss'][step][k]:.0f} MB"
+                for step, k in (("import", "self"), ("compose", "self"), ("deliver", "children"))
+            )
+            + f"   (target: flat; largest growth {worst:+.0f} MB)"
         )
 
 

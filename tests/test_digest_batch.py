@@ -142,3 +142,125 @@ def test_a_batch_costs_a_fixed_number_of_statements(app):
     finally:
         channel.close()
     assert prepared[3] == prepared[61], prepared
+
+
+def test_digests_go_out_without_a_whole_message_scan_each_smtp7(make_app, sqlite_url, monkeypatch):
+    """Issue 15 item 1 (SMTP-7, SMTP-8): a batch of real digests reaches the SMTP server
+    byte for byte as `build_many` builds it, CRLF only and dot-stuffed where needed,
+    without the channel's `to_crlf` or the sender's `quote_periods` scanning each whole
+    message (they were two thirds of the per-message CPU outside the builder: the
+    skeleton's pieces are looked at once, the short personal values per message)."""
+    from pipeline.delivery.email import channel as email_channel
+    from pipeline.delivery.email import smtp as email_smtp
+    from tests.delivery_kit import smtp_toml
+    from tests.smtp_server import SMTPTestServer
+
+    scans = {"to_crlf": 0, "quote_periods": 0}
+
+    def counting(name, real):
+        def wrapper(data):
+            scans[name] += 1
+            return real(data)
+
+        return wrapper
+
+    with SMTPTestServer(pipelining=True) as server:
+        app = make_app(sqlite_url, smtp_toml(server))
+        _site(app)
+        _readers(app, 20)
+        digests.compose(app.engine, app.settings, "daily", now=WHEN)
+        rows = _rows(app, "digest")
+        assert len(rows) == 21
+        monkeypatch.setattr(email_channel, "to_crlf", counting("to_crlf", email_channel.to_crlf))
+        monkeypatch.setattr(email_smtp, "quote_periods", counting("quote_periods", email_smtp.quote_periods))
+        report = drain(app)
+        assert report.sent == 21
+        assert scans == {"to_crlf": 0, "quote_periods": 0}, scans
+        got = {m.rcpt_tos[0]: m for m in server.messages}
+    monkeypatch.setenv("SYNDICATE_FROZEN_NOW", "2026-11-03T12:00:00Z")  # one Date for the comparison
+    with app.engine.connect() as conn:
+        built = builder.build_many(conn, app.settings, rows)
+    for row, message in zip(rows, built):
+        received = got[row["target"]]
+        assert not received.has_bare_lf
+        # the same bytes but the Date header (sent a moment earlier than built here)
+        assert _without_date(received.data) == _without_date(message.data)
+
+
+def _without_date(data: bytes) -> bytes:
+    head, sep, body = data.partition(b"\r\n\r\n")
+    return b"\r\n".join(line for line in head.split(b"\r\n") if not line.startswith(b"Date: ")) + sep + body
+
+
+def test_what_the_pieces_say_matches_a_whole_message_scan_smtp7():
+    """`Skeleton.fill` never says "CRLF only" (SMTP-7) or "no line starts with '.'"
+    (RFC 5321 4.5.2) of a message a whole scan would change, whatever the values hold
+    and wherever they sit; says both of CRLF pieces exactly as a scan would; and gives
+    `re.sub`'s bytes."""
+    import itertools
+
+    from pipeline.delivery.email.channel import to_crlf
+    from pipeline.delivery.email.smtp import quote_periods
+    from pipeline.digests import render
+
+    name, unsub = render.MARKERS["name_t"], render.MARKERS["unsub_t"]
+    skeletons = [
+        f"To: x\r\n\r\nHi {name}\r\n{unsub}\r\nend\r\n",
+        f"{name}\r\n.dot line\r\n{unsub}",
+        f"a\r\n{name}{unsub}\r\n",
+        f"bare\nlf {name}\r\n",
+        f"{name}",
+    ]
+    values = ["", "Ana", ".leading", "mid\r\n.dot", "bare\nlf", "ends\r\n", "\n.", "cr\r", "Zoë"]
+    for text, (a, b) in itertools.product(skeletons, itertools.product(values, repeat=2)):
+        values_now = {name: a, unsub: b}
+        filled = render.Skeleton(text).fill(values_now)
+        expected = render._MARKER_RE.sub(lambda m, v=values_now: v[m.group(0)], text).encode("utf-8")
+        assert filled.data == expected, (text, a, b)
+        # never a wrong "yes" (a "no" only costs the channel a scan); "yes" whenever
+        # the skeleton and the values are CRLF-only each, as pipeline.digests makes them
+        used = [v for marker, v in ((name, a), (unsub, b)) if marker in text]
+        crlf_pieces = all(render._crlf_only(x) for x in (text, *used))
+        assert filled.crlf == crlf_pieces or (not filled.crlf and to_crlf(expected) is expected), (text, a, b)
+        if filled.crlf:
+            assert to_crlf(expected) is expected
+            assert filled.dot_free == (quote_periods(expected) == expected), (text, a, b)
+        else:  # the channel makes it CRLF and then scans it for dots as well
+            assert not filled.dot_free or quote_periods(to_crlf(expected)) == to_crlf(expected), (text, a, b)
+
+
+def test_per_batch_work_is_done_once_per_batch_not_per_message(app, monkeypatch):
+    """Issue 15 item 1 (SMTP-8): building 3 or 40 digests reads the clock for the Date
+    header and keys the UNS-1 link HMAC the same number of times (was once and twice
+    per message); the bytes are those built one by one (the golden test above)."""
+    import hmac
+
+    from pipeline.digests import render
+
+    _site(app)
+    _readers(app, 40)
+    digests.compose(app.engine, app.settings, "daily", now=WHEN)
+    rows = _rows(app, "digest")
+    assert len(rows) == 41
+    calls = {"clock": 0, "hmac": 0}
+    real_now, real_new = render._now, hmac.new
+
+    def now():
+        calls["clock"] += 1
+        return real_now()
+
+    def new(*args, **kwargs):
+        calls["hmac"] += 1
+        return real_new(*args, **kwargs)
+
+    monkeypatch.setattr(render, "_now", now)
+    monkeypatch.setattr(hmac, "new", new)
+    counts = {}
+    for n in (3, 41):
+        calls.update(clock=0, hmac=0)
+        with app.engine.connect() as conn:
+            built = builder.build_many(conn, app.settings, rows[:n])
+        assert all(m is not None and not isinstance(m, Exception) for m in built)
+        counts[n] = dict(calls)
+    assert counts[3] == counts[41], counts
+    assert counts[41]["clock"] <= 1 and counts[41]["hmac"] <= 2, counts

@@ -21,11 +21,12 @@ _SKELETON_CACHE = 64
 _ID_CHUNK = 1000  # ids per IN (...) query: far below SQLite's and psycopg's parameter limits
 
 
-def _skeletons_for(conn: Connection, part_ids: set[int]) -> dict[int, str]:
-    """{part id: MIME skeleton}; the parts not cached yet are read in one query (an
-    edition's batch shares a handful of parts). A part that is gone is left out."""
+def _skeletons_for(conn: Connection, part_ids: set[int]) -> dict[int, render.Skeleton]:
+    """{part id: MIME skeleton, split at its markers}; the parts not cached yet are
+    read in one query (an edition's batch shares a handful of parts). A part that is
+    gone is left out."""
     db = conn.engine.url.render_as_string(hide_password=True)
-    found: dict[int, str] = {}
+    found: dict[int, render.Skeleton] = {}
     missing = []
     for pid in part_ids:
         hit = _skeletons.get((db, pid))
@@ -40,7 +41,9 @@ def _skeletons_for(conn: Connection, part_ids: set[int]) -> dict[int, str]:
                 digest_parts.c.id.in_(missing)
             )
         ):
-            found[row.id] = _skeletons[(db, row.id)] = row.headers + "\r\n" + row.text_part + row.html_part
+            found[row.id] = _skeletons[(db, row.id)] = render.Skeleton(
+                row.headers + "\r\n" + row.text_part + row.html_part
+            )
         while len(_skeletons) > _SKELETON_CACHE:
             _skeletons.popitem(last=False)
     return found
@@ -72,8 +75,11 @@ def message_id(site: render.Site, idempotency_key: str, edition_key: str) -> str
     return f"<{edition_key}.{tag}@{site.from_domain}>"
 
 
-def personal(settings: Settings, site: render.Site, sub: dict, row: dict, links=None) -> render.Personal:
-    """`links`: a `ListLinks` shared by a batch (made here when None)."""
+def personal(
+    settings: Settings, site: render.Site, sub: dict, row: dict, links=None, date: str = ""
+) -> render.Personal:
+    """`links`: a `ListLinks` shared by a batch (made here when None); `date`: the Date
+    header value shared by a batch ("": now)."""
     from pipeline.subscribers.links import ListLinks
 
     links = links or ListLinks(settings)
@@ -88,6 +94,7 @@ def personal(settings: Settings, site: render.Site, sub: dict, row: dict, links=
             site, row.get("idempotency_key") or "", (row.get("payload") or {}).get("edition", "digest")
         ),
         unsubscribe_mailto=f"mailto:unsubscribe+{token}@{site.unsubscribe_domain}?subject=unsubscribe",
+        date=date,
     )
 
 
@@ -122,6 +129,7 @@ def build_many(conn: Connection, settings: Settings, rows: list[dict]) -> list:
             pass  # reported for that row below
     skeletons = _skeletons_for(conn, parts) if parts else {}
     envelope_from = parseaddr(site.from_address)[1]
+    date = render.date_header()  # the batch is built within the second or so Date can tell
     out: list = []
     for row in rows:
         sub = subs.get(row.get("subscriber_id"))
@@ -133,11 +141,19 @@ def build_many(conn: Connection, settings: Settings, rows: list[dict]) -> list:
             skeleton = skeletons.get(part)
             if skeleton is None:
                 raise NotFound(f"digest part {part} is gone", hint="Compose the digest again.")
-            data = render.personalise(skeleton, personal(settings, site, sub, row, links))
+            filled = render.personalise_checked(skeleton, personal(settings, site, sub, row, links, date))
         except Exception as exc:  # this row's failure; the batch goes on
             out.append(exc)
             continue
-        out.append(OutgoingEmail(envelope_from=envelope_from, recipients=[sub["email"]], data=data))
+        out.append(
+            OutgoingEmail(
+                envelope_from=envelope_from,
+                recipients=[sub["email"]],
+                data=filled.data,
+                crlf=filled.crlf,
+                dot_free=filled.dot_free,
+            )
+        )
     return out
 
 

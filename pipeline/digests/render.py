@@ -31,6 +31,7 @@ from email.header import Header
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from pipeline import templating
@@ -448,7 +449,7 @@ def personal_values(p: Personal) -> dict[str, str]:
         MARKERS["prefs_t"]: _qp_value(p.preferences_url),
         MARKERS["prefs_h"]: _qp_value(html.escape(p.preferences_url)),
         MARKERS["to"]: to,
-        MARKERS["date"]: p.date or format_datetime(_now()),
+        MARKERS["date"]: p.date or date_header(),
         MARKERS["message_id"]: check_header_value("Message-ID", p.message_id),
         MARKERS["list_unsubscribe"]: ",\r\n ".join(links),
     }
@@ -460,12 +461,88 @@ def _now():
     return utcnow()
 
 
-def personalise(skeleton: str, p: Personal) -> bytes:
+_last_date: tuple = (None, "")
+
+
+def date_header() -> str:
+    """The Date value for now; formatted once per second (a batch of a few hundred
+    messages shares a handful), the same text `format_datetime` gives."""
+    global _last_date
+    now = _now().replace(microsecond=0)
+    second, text = _last_date
+    if second != now:
+        text = format_datetime(now)
+        _last_date = (now, text)
+    return text
+
+
+def _crlf_only(text: str) -> bool:
+    """Every line break in `text` is CRLF (SMTP-7): no bare LF."""
+    return text.count("\n") == text.count("\r\n")
+
+
+class Skeleton:
+    """A MIME skeleton split once at its markers (issue 15 item 1): per recipient the
+    static pieces, encoded to bytes once, are joined with the encoded values; no
+    regular expression over the whole message and no encoding of it per message.
+
+    What the email channel and the SMTP sender would otherwise scan every whole
+    message for is known from the pieces: `crlf`, every static piece has CRLF line
+    ends only (SMTP-7; a join can add a CRLF pair, never a bare LF), and `dots`, a
+    static piece has a line that starts with "." (dot-stuffing, RFC 5321 4.5.2)."""
+
+    __slots__ = ("pieces", "markers", "crlf", "dots")
+
+    def __init__(self, skeleton: str):
+        split = _MARKER_RE.split(skeleton)
+        self.pieces = [piece.encode("utf-8") for piece in split[0::2]]
+        self.markers = split[1::2]
+        self.crlf = all(_crlf_only(piece) for piece in split[0::2])
+        self.dots = any(b"\n." in piece for piece in self.pieces)
+
+    def fill(self, values: dict[str, str]) -> Filled:
+        """The bytes with every marker replaced, and what is known about them."""
+        pieces = self.pieces
+        out = [pieces[0]]
+        crlf = self.crlf
+        dots = self.dots
+        last = pieces[0][-1:]  # the byte before the next chunk: a line starts after b"\n"
+        for marker, piece in zip(self.markers, pieces[1:]):
+            value = values[marker].encode("utf-8")
+            if value:
+                if b"\n" in value:
+                    crlf = crlf and value.count(b"\n") == value.count(b"\r\n")
+                    dots = dots or b"\n." in value
+                dots = dots or (last == b"\n" and value[:1] == b".")
+                last = value[-1:]
+                out.append(value)
+            if piece:  # its own lines were looked at once, in __init__
+                dots = dots or (last == b"\n" and piece[:1] == b".")
+                last = piece[-1:]
+                out.append(piece)
+        data = b"".join(out)
+        return Filled(data, crlf, not dots and not data.startswith(b"."))
+
+
+class Filled(NamedTuple):
+    data: bytes
+    crlf: bool  # CRLF line ends only: nothing for `to_crlf` to do (SMTP-7)
+    dot_free: bool  # no line starts with ".": nothing to dot-stuff (RFC 5321 4.5.2)
+
+
+def personalise(skeleton: str | Skeleton, p: Personal) -> bytes:
     """The message bytes for one recipient: markers replaced, nothing else touched.
     Every line stays within 76 characters: see `qp_with_markers`."""
-    values = personal_values(p)
+    return personalise_checked(skeleton, p).data
+
+
+def personalise_checked(skeleton: str | Skeleton, p: Personal) -> Filled:
+    """`personalise`, with whether the bytes have CRLF line ends only (SMTP-7) and
+    whether no line starts with "." (RFC 5321 4.5.2)."""
+    if isinstance(skeleton, str):
+        skeleton = Skeleton(skeleton)
     # ASCII but for an SMTPUTF8 address in To (RFC 6532 allows UTF-8 there).
-    return _MARKER_RE.sub(lambda m: values[m.group(0)], skeleton).encode("utf-8")
+    return skeleton.fill(personal_values(p))
 
 
 def preview_values(p: Personal) -> dict[str, str]:

@@ -53,6 +53,13 @@ class OutgoingEmail:
     recipients: list[str]
     data: bytes  # the exact bytes to send, CRLF line endings (SMTP-7)
     idempotency_key: str = ""
+    # True when the builder knows `data` has CRLF line ends only (its skeleton and values
+    # were checked piece by piece): the channel then skips scanning the whole message
+    # again. False (the default) means: the channel makes sure (`to_crlf`).
+    crlf: bool = False
+    # True when the builder knows no line of `data` starts with "." (so the SMTP sender
+    # need not scan it for dot-stuffing, RFC 5321 4.5.2). Same default: the sender scans.
+    dot_free: bool = False
 
 
 @dataclasses.dataclass
@@ -431,9 +438,12 @@ class EmailChannel:
         bounce_address = verp.encode(self.settings, row["id"], self._bounce_domain) if self._bounce_domain else ""
         if bounce_address:
             message.envelope_from = bounce_address
-        message.data = to_crlf(message.data)
+        if not message.crlf:
+            message.data = to_crlf(message.data)
+            message.crlf, message.dot_free = True, False
         if self.signer is not None:
             message.data = self.signer.sign(message.data)  # last: nothing changes after this
+            message.dot_free = False  # a new header on top: the sender scans it all
 
     # --- sending ---------------------------------------------------------------------
 

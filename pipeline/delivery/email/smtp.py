@@ -220,7 +220,9 @@ class SMTPSender:
         self.sent_on_connection += 1
         try:
             if self.pipelining and self.smtp.has_extn("pipelining"):
-                return self._send_pipelined(sender, recipients, message.data)
+                return self._send_pipelined(
+                    sender, recipients, message.data, dot_free=getattr(message, "dot_free", False)
+                )
             return self._send_stepwise(sender, recipients, message.data)
         except SendFailure:
             raise
@@ -304,7 +306,7 @@ class SMTPSender:
             raise self._fail(code, text, "data", "message refused", refused=refused)
         return SendResult(f"{code} {_text(text)}", refused)
 
-    def _send_pipelined(self, sender: str, recipients: list[str], data: bytes) -> SendResult:
+    def _send_pipelined(self, sender: str, recipients: list[str], data: bytes, dot_free: bool = False) -> SendResult:
         smtp = self.smtp
         options = " ".join(self._mail_options(data))
         commands = [f"MAIL FROM:<{sender}>" + (f" {options}" if options else "")]
@@ -328,7 +330,8 @@ class SMTPSender:
             raise self._all_refused(recipients, refused)
         if data_code != 354:
             raise self._fail(data_code, data_text, "data", "DATA refused", refused=refused)
-        payload = quote_periods(data)
+        # `dot_free`: the builder knows no line starts with "." (pipeline.digests.render.Skeleton)
+        payload = data if dot_free else quote_periods(data)
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
         smtp.send(payload + b".\r\n")

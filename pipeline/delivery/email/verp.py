@@ -49,7 +49,7 @@ def _key(settings: Settings) -> bytes:
 
 
 def _mac(settings: Settings, ident: str) -> str:
-    digest = hmac.new(_key(settings), ident.encode("ascii"), hashlib.sha256).digest()
+    digest = hmac.digest(_key(settings), ident.encode("ascii"), "sha256")  # one C call per message
     return base64.b32encode(digest).decode("ascii")[:16].lower()
 
 
