@@ -402,3 +402,41 @@ def test_the_purge_stage_deletes_old_row_notes_gdpr2(app):
     with app.engine.connect() as conn:
         job = imports.get_import(conn, report.import_id)
     assert job["errors"] == [] and job["bad"] == 6
+
+
+# --- IMP-6: duplicate detection in 8 bytes per row -----------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=300), st.integers(1, 40))
+def test_imp_6_seen_keys_answers_as_a_set_would(keys, spill):
+    from pipeline.subscribers.imports import _SeenKeys
+
+    seen, reference = _SeenKeys(), set()
+    seen.SPILL = spill  # small, so the sorted part and the merges are exercised
+    for key in keys:
+        assert (key in seen) == (key in reference)
+        if key not in reference:
+            seen.add(key)
+            reference.add(key)
+    assert len(seen) == len(reference)
+    assert all(k in seen for k in reference)
+
+
+def test_imp_6_duplicate_keys_of_a_big_file_cost_about_8_bytes_each():
+    """The bench found a 1,000,000-row import at 172 MB against 77 MB at 100,000: a set of
+    every address key (~100 bytes each). Measured with tracemalloc (allocations, not time)."""
+    import tracemalloc
+
+    from pipeline.subscribers.imports import _SeenKeys
+
+    n = 300_000
+    tracemalloc.start()
+    seen = _SeenKeys()
+    for i in range(n):
+        seen.add(hash(f"reader{i}@example.org"))
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(seen) == n
+    assert current < 24 * n  # the sorted array (8 bytes a key) and the newest keys; a set alone: ~58
+    assert peak < 40 * n  # a merge holds the old and the new array for a moment

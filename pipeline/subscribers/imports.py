@@ -28,9 +28,12 @@ what it would do, and writes only the import's own row and notes.
 
 from __future__ import annotations
 
+import array
+import bisect
 import csv
 import dataclasses
 import datetime as dt
+import heapq
 import io
 import json
 import logging
@@ -265,6 +268,34 @@ def _address_key(address: str) -> int:
     return hash(address)
 
 
+class _SeenKeys:
+    """The address keys of one file, in about 8 bytes each: the newest in a set, the
+    rest in one sorted array of 64-bit integers (a set costs ~100 bytes per key: 1,000,000
+    rows held ~95 MB). Merged when the set fills, so a lookup is one set probe and one
+    binary search, and peak memory grows by 8 bytes per row, not 100 (IMP-6)."""
+
+    SPILL = 1 << 16
+
+    def __init__(self) -> None:
+        self.recent: set[int] = set()
+        self.sorted = array.array("q")
+
+    def __len__(self) -> int:
+        return len(self.recent) + len(self.sorted)
+
+    def __contains__(self, key: int) -> bool:
+        if key in self.recent:
+            return True
+        i = bisect.bisect_left(self.sorted, key)
+        return i < len(self.sorted) and self.sorted[i] == key
+
+    def add(self, key: int) -> None:
+        self.recent.add(key)
+        if len(self.recent) >= self.SPILL:
+            self.sorted = array.array("q", heapq.merge(self.sorted, sorted(self.recent)))
+            self.recent = set()
+
+
 @dataclasses.dataclass
 class _Row:
     line: int
@@ -280,7 +311,7 @@ class _Parser:
         self.settings = settings
         self.smtputf8 = smtputf8_enabled(settings)
         self.reader = csv.reader(text)
-        self.seen: set[int] = set()
+        self.seen = _SeenKeys()
         self.topics_seen: dict[str, tuple[str, ...]] = {}
         try:
             header = next(self.reader)
