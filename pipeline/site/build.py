@@ -357,12 +357,12 @@ class Planner:
         total = max(self.positions.get(key, {}).values(), default=0)
         archived_upto = max(0, total - self.max_entries)
         pages_count = -(-archived_upto // self.archive_size)
-        overall = feeds.latest(m.updated_at for _, m in members)
+        overall = max((m.updated_at for _, m in members), default=feeds.EPOCH)  # Meta times are UTC already
         jobs = []
 
         def doc_job(page: int | None, entries: list[Meta]) -> Job:
             doc = feeds.FeedDocument(
-                spec, page, pages_count, entries, feeds.latest((m.updated_at for m in entries), overall)
+                spec, page, pages_count, entries, max((m.updated_at for m in entries), default=overall)
             )
             hubs = self.hubs
             deps = _h(
@@ -644,9 +644,10 @@ def build(
                 log.error("build: %s", error)
 
             stored = _stored(conn)
+            public_root = os.fspath(public)
             todo = []
             for job in jobs:
-                if force or any(_stale(public, stored.get(p), job.deps) for p in job.paths):
+                if force or any(_stale(public_root, stored.get(p), job.deps) for p in job.paths):
                     todo.append(job)
                 else:
                     report.unchanged += len(job.paths)
@@ -853,11 +854,11 @@ def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool
         yield todo[i], results, error
 
 
-def _stale(public: Path, row, deps: str) -> bool:
+def _stale(public: str, row, deps: str) -> bool:
     if row is None or row.deps != deps:
         return True
     try:
-        return (public / row.path).stat().st_size != row.size
+        return os.stat(os.path.join(public, row.path)).st_size != row.size
     except FileNotFoundError:
         return True
 
