@@ -383,21 +383,7 @@ class Decision:
 
 
 def _current(conn: Connection, slug: str):
-    row = conn.execute(
-        select(
-            articles.c.id,
-            articles.c.slug,
-            articles.c.retracted_at,
-            articles.c.first_approved_at,
-            revisions.c.id.label("revision_id"),
-            revisions.c.number,
-            revisions.c.state,
-            revisions.c.content_hash,
-            revisions.c.flags,
-        )
-        .select_from(articles.join(revisions, revisions.c.id == articles.c.current_revision_id))
-        .where(articles.c.slug == slug)
-    ).first()
+    row = conn.execute(_current_select().where(articles.c.slug == slug)).first()
     if row is None:
         raise NotFound(
             f"no article {slug!r}", hint="`syndicate review` lists what waits; run `syndicate ingest` first."
