@@ -291,3 +291,37 @@ def test_issue19_5_an_image_no_approved_revision_references_any_more_leaves_publ
     publish(app)
     assert not build(app).errors
     assert not (public(app) / "images").exists()
+
+
+@pytest.mark.xdist_group("processes")
+def test_a_broken_template_in_a_forked_build_is_reported_and_leaves_no_empty_folder(
+    make_app, sqlite_url, tmp_path, monkeypatch
+):
+    """The forked build compiles the templates before it forks and makes the output
+    folders while its workers render: a template that does not compile is still each
+    page's own error (not the build's), and a page that failed leaves no empty folder."""
+    import re
+    import threading
+
+    import pipeline.site.build as build_module
+    from pipeline.app import App
+    from pipeline.config import load_settings
+
+    if threading.active_count() > 1:
+        pytest.skip("worker processes are only used from a single-threaded process")
+    monkeypatch.setattr(build_module, "PARALLEL_MIN_JOBS", 4)
+    templates = tmp_path / "custom"
+    (templates / "web").mkdir(parents=True)
+    (templates / "web" / "article.html").write_text(
+        "{% extends 'web/base.html' %}{% block content %}{{ article.title | nosuchfilter }}{% endblock %}"
+    )
+    config = make_app(sqlite_url, "\n[feeds]\nbuild_processes = 2\n").settings.root / "syndicate.toml"
+    config.write_text(re.sub(r'templates = ".*"', f'templates = "{templates}"', config.read_text(), count=1))
+    app = App(load_settings(config, env={}))
+    assert build_module._processes(app.settings, 40) == 2
+    add_articles(app, 6)
+    publish(app)
+    report = build(app)
+    assert len(report.errors) == 6 and all("articles/" in e for e in report.errors)
+    assert "feeds/all.atom" in report.written
+    assert not (public(app) / "articles").exists()  # no empty articles/<slug>/ folders

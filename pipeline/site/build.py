@@ -851,6 +851,9 @@ def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool
     finally:
         _parallel = None
     for i, results, error in sorted(done, key=lambda r: r[0]):
+        if error and not dry_run:  # no empty folder left for an output that failed
+            for path in todo[i].paths:
+                _prune_folders(public, path)
         yield todo[i], results, error
 
 
@@ -867,7 +870,12 @@ def _remove(public: Path, rel: str) -> None:
     path = public / rel
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    parent = path.parent
+    _prune_folders(public, rel)
+
+
+def _prune_folders(public: Path, rel: str) -> None:
+    """Remove the folders above `rel` that are empty, up to public/."""
+    parent = (public / rel).parent
     while parent != public and parent.is_dir():
         try:
             parent.rmdir()  # only when empty

@@ -8,6 +8,7 @@ strftime's locale-dependent names, so pages are the same bytes in any locale.
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import jinja2
 from markupsafe import Markup
@@ -15,6 +16,8 @@ from markupsafe import Markup
 from pipeline import templating
 from pipeline.site import feeds
 from pipeline.templating import human_date
+
+log = logging.getLogger(__name__)
 
 
 def environment(settings) -> jinja2.Environment:
@@ -42,7 +45,10 @@ def compile_templates(settings) -> None:
     so they inherit them compiled instead of each compiling its own."""
     env = environment(settings)
     for name in SITE_TEMPLATES:
-        env.get_template(name)
+        try:
+            env.get_template(name)
+        except Exception:  # a broken template is each page's own error, named by the build
+            log.debug("template %s does not compile", name, exc_info=True)
 
 
 def article_path(slug: str) -> str:
