@@ -120,10 +120,8 @@ class ImportReport:
 # --- the import's own row ---------------------------------------------------------------------
 
 
-def create_import(
-    conn: Connection, *, filename: str, source: str, confirmed: bool, created_by: str, now: dt.datetime | None = None
-) -> int:
-    """A queued import; its id. `confirmed` needs a `source` (where people gave consent)."""
+def _consent_source(source: str, confirmed: bool) -> str:
+    """The import's source, stripped; `confirmed` needs one (where people gave consent)."""
     source = (source or "").strip()
     if confirmed and not source:
         raise InvalidInput(
@@ -131,6 +129,14 @@ def create_import(
             "--confirmed needs --source NAME: where these people gave their consent",
             hint="e.g. --source 'paper sign-up sheet, 2026 fair'",
         )
+    return source
+
+
+def create_import(
+    conn: Connection, *, filename: str, source: str, confirmed: bool, created_by: str, now: dt.datetime | None = None
+) -> int:
+    """A queued import; its id. `confirmed` needs a `source` (where people gave consent)."""
+    source = _consent_source(source, confirmed)
     return conn.execute(
         insert(subscriber_imports)
         .values(
@@ -694,13 +700,7 @@ def _run(
     now: dt.datetime,
     keep_notes: int | None,
 ) -> ImportReport:
-    source = (source or "").strip()
-    if confirmed and not source:
-        raise InvalidInput(
-            "source",
-            "--confirmed needs --source NAME: where these people gave their consent",
-            hint="e.g. --source 'paper sign-up sheet, 2026 fair'",
-        )
+    source = _consent_source(source, confirmed)
     report = ImportReport(import_id=import_id, dry_run=dry_run)
     writer = _Writer(settings, report, source=source, confirmed=confirmed, filename=filename, now=now)
     writer.keep_notes = keep_notes
