@@ -314,8 +314,12 @@ def test_shared_rate_limit_holds_for_four_workers(pg_url, tmp_path, pipelining):
     for w, most in [*windows.items(), (span, len(times))]:
         assert most <= 2 * RATE + RATE * w, (w, most)
     steady = [t for t in times if t >= times[0] + 1.0]
+    # Tokens are taken when a message is handed to a connection; the server stamps it on
+    # arrival. Up to one message per connection (4 workers x 2) can be in the air across
+    # a window's edge: a CI run at load saw 402 in a 1 s window against 400.
+    in_air = 4 * 2
     for w in (1.0, 2.0, 5.0):
-        assert max_in_window(steady, w) <= RATE + RATE * w, (w, max_in_window(steady, w))
+        assert max_in_window(steady, w) <= RATE + RATE * w + in_air, (w, max_in_window(steady, w))
     steady_span = steady[-1] - steady[0]
     assert (len(steady) - 1) / steady_span <= RATE * 1.05 + RATE / steady_span
     assert windows[5.0] < 2 * RATE * 5  # four unshared buckets would let about 4,000 through
