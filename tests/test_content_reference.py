@@ -264,6 +264,39 @@ def test_ING3_property_policy_words_equal_the_reference(text):
     assert (field.text, field.joined) == ref_text_fields(text)
 
 
+def test_ING3_every_character_clean_text_changes_is_not_printable():
+    """clean_text returns printable text without double or edge spaces as it is: that
+    is exact only if every character it removes or collapses is not printable (or is
+    the space)."""
+    for cp in range(0x110000):
+        ch = chr(cp)
+        if sanitize.CONTROL_CHARS.match(ch) or (sanitize.HTML_SPACE.match(ch) and ch != " "):
+            assert not ch.isprintable(), hex(cp)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.text(), text_piece, st.text(alphabet=" a\t\u00a0\u202e\x7f", max_size=8)))
+def test_ING3_property_clean_text_fast_path_equals_the_reference(text):
+    assert sanitize.clean_text(text) == ref_clean_text(text)
+
+
+def ref_may_start(words: list[str], word: str, prefix: bool) -> bool:
+    """policy.Text.may_start as first written: over the sorted vocabulary alone."""
+    return any(w.startswith(word) if prefix else w == word for w in words)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(st.text(), text_piece, st.text(alphabet="ab vote rs-", max_size=40)),
+    st.text(alphabet="abvoters", min_size=1, max_size=5),
+    st.booleans(),
+)
+def test_ING3_property_the_substring_check_before_the_vocabulary_gives_the_same_answer(text, word, prefix):
+    field = policy.Text(text)
+    word = policy._fold(word)[0] if policy._fold(word) else word
+    assert field.may_start(word, prefix) == ref_may_start(field.words, word, prefix)
+
+
 def test_ING3_the_ascii_word_table_is_the_regex_word_class():
     for b in range(128):
         ch = chr(b)

@@ -104,7 +104,11 @@ class Text:
 
     def may_start(self, word: str, prefix: bool) -> bool:
         """Whether any word is (or, for a prefix, starts with) `word`: most phrases of a
-        rule are not in most articles, and this skips their scan."""
+        rule are not in most articles, and this skips their scan. A word that is not even
+        a substring of the joined text is answered by one C-level search, before the
+        sorted vocabulary (a sort of every word of the body) is built (ING-3)."""
+        if word not in self.joined:
+            return False
         if self._vocab is None:
             self._vocab = sorted(set(self.words))
         i = bisect.bisect_left(self._vocab, word)

@@ -242,7 +242,14 @@ def collapse_space(text: str) -> str:
 def clean_text(value) -> str:
     """A one-line plain-text field (title, name, alt text): controls and bidi overrides
     removed, HTML whitespace collapsed, every other character kept (a no-break space too)."""
-    return collapse_space(strip_control_chars(str(value or ""))).strip(" ")
+    text = value if value.__class__ is str else str(value or "")
+    # Most titles and names are already clean: printable (no control, bidi or HTML
+    # whitespace character other than the space), no run of spaces, no space at either
+    # end. Such text is returned as it is, without two regex passes (ING-3: the test
+    # suite holds this equal to the straightforward version).
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text
+    return collapse_space(strip_control_chars(text)).strip(" ")
 
 
 def http_url(value) -> str | None:
