@@ -29,6 +29,7 @@ import mimetypes
 import os
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
@@ -518,6 +519,7 @@ def _sync_authors(conn: Connection, settings: Settings, report: IngestReport, no
 # scheduler) must not fork; spawned workers import everything again (~0.8 s of CPU
 # each) and only pay from a few thousand (1,000: 3.0 s against 1.1 s serial; 3,000 even).
 PARALLEL_THRESHOLD = 200
+STORE_BATCH = 250  # parsed articles stored in one batch of statements (same transaction)
 SPAWN_THRESHOLD = 4000
 _worker_state: dict = {}
 
@@ -545,11 +547,15 @@ def _parse_one(job: tuple[str, bytes]):
     return ("ok", parsed, policy_flags(settings.policy_rules, parsed))
 
 
-def _parse_all(jobs: list[tuple[str, bytes]], settings: Settings, known_authors: set[str]) -> list:
+def _parse_all(jobs: list[tuple[str, bytes]], settings: Settings, known_authors: set[str]) -> Iterator:
+    """Yield each job's `_parse_one` result, in order, as soon as it is parsed: the caller
+    stores a batch while the workers parse the next."""
     fork = threading.active_count() == 1
     if len(jobs) < (PARALLEL_THRESHOLD if fork else SPAWN_THRESHOLD) or (os.cpu_count() or 1) < 2:
         _parse_init(settings, known_authors)
-        return [_parse_one(job) for job in jobs]
+        for job in jobs:
+            yield _parse_one(job)
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -558,7 +564,7 @@ def _parse_all(jobs: list[tuple[str, bytes]], settings: Settings, known_authors:
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_parse_init, initargs=(settings, known_authors)
     ) as pool:
-        return list(pool.map(_parse_one, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+        yield from pool.map(_parse_one, jobs, chunksize=max(1, len(jobs) // (workers * 8)))
 
 
 def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestReport:
@@ -632,6 +638,9 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                     report.flagged.append(parsed.slug)
                 parsed_ok.append((parsed, flags))
                 (report.new if parsed.slug not in current else report.changed).append(parsed.slug)
+                if len(parsed_ok) >= STORE_BATCH:  # stored while the workers parse the rest
+                    _store_revisions(conn, parsed_ok, current, now)
+                    parsed_ok = []
             _store_revisions(conn, parsed_ok, current, now)
             # Other sources' articles are theirs to retract; desk articles ("desk:<id>") have no file.
             gone = [
