@@ -29,9 +29,18 @@ def template_dirs(settings: Any) -> list[Path]:
 
 @lru_cache(maxsize=32)
 def _build(dirs: tuple[str, ...], html: bool, trim: bool, keep_trailing_newline: bool) -> jinja2.Environment:
+    return new_environment(dirs, html, trim, keep_trailing_newline)
+
+
+def new_environment(
+    dirs: tuple[str, ...], html: bool, trim: bool, keep_trailing_newline: bool, *, auto_reload: bool = True
+) -> jinja2.Environment:
+    """A new environment (not cached). `auto_reload=False`: its templates, once loaded,
+    are never checked for changes on disk (pipeline.site.pages.pinned)."""
     from pipeline.timeutil import rfc3339
 
     env = jinja2.Environment(
+        auto_reload=auto_reload,
         loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(d) for d in dirs]),
         autoescape=jinja2.select_autoescape(["html", "xml"], default_for_string=True) if html else False,
         undefined=jinja2.StrictUndefined,

@@ -131,6 +131,7 @@ def load_meta(conn: Connection, settings) -> list[Meta]:
         .where(articles.c.retracted_at.is_(None))
     )
     out = []
+    people: dict[tuple, tuple[str, str]] = {}  # (slug, name, url) -> cleaned: 25 authors, 10,000 rows
     for (
         aid,
         slug,
@@ -152,6 +153,10 @@ def load_meta(conn: Connection, settings) -> list[Meta]:
         author_url,
     ) in conn.execute(q):
         published = as_utc(published)
+        person = (author_slug, author_name, author_url)
+        shown = people.get(person)
+        if shown is None:
+            shown = people[person] = (clean_text(author_name or author_slug) or author_slug, http_url(author_url) or "")
         author_name = author_name or author_slug
         url = article_url(settings, slug)
         # cleaned as editorial._to_approved cleans them (rows from before ingest did)
@@ -163,8 +168,8 @@ def load_meta(conn: Connection, settings) -> list[Meta]:
                 content_hash=chash,
                 title=clean_text(title),
                 author_slug=author_slug,
-                author_name=clean_text(author_name) or author_slug,
-                author_url=http_url(author_url) or "",
+                author_name=shown[0],
+                author_url=shown[1],
                 published_at=published,
                 updated_at=as_utc(updated) or published,
                 approved_at=as_utc(approved_at) or published,
@@ -187,11 +192,13 @@ def load_meta(conn: Connection, settings) -> list[Meta]:
 
 
 def _h(*parts) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, sort_keys=True, default=str, ensure_ascii=False).encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()
+    """A dependency hash: SHA-256 of the parts' repr. The parts are str, int, None,
+    datetimes, dataclasses (FeedSpec) and lists, tuples and dicts of them, whose reprs
+    are deterministic and unambiguous (a str's repr quotes and escapes it). A full
+    build at 10,000 articles hashes 13,000 of these; json.dumps with sorted keys, per
+    part, was a sixth of planning. A dict written in another order hashes differently:
+    that costs one render of unchanged bytes, never a stale file."""
+    return hashlib.sha256(repr(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _source_hash(*modules) -> str:
@@ -245,8 +252,9 @@ class BuildReport:
         }
 
 
-def salts(settings, hubs: list[str]) -> tuple[str, str]:
-    """What shapes every feed / every page besides the articles: code, templates, settings."""
+def salts(settings, hubs: list[str], fingerprint: str | None = None) -> tuple[str, str]:
+    """What shapes every feed / every page besides the articles: code, templates
+    (`fingerprint`, pages.template_fingerprint, read when not given), settings."""
     site = settings.site.as_dict()
     feed_salt = _h(FORMAT_VERSION, SANITIZER_VERSION, _source_hash(feeds), site, settings.feeds.as_dict(), hubs)
     page_salt = _h(
@@ -255,7 +263,7 @@ def salts(settings, hubs: list[str]) -> tuple[str, str]:
         _source_hash(pages),
         site,
         settings.feeds.as_dict(),
-        pages.template_fingerprint(settings),
+        pages.template_fingerprint(settings) if fingerprint is None else fingerprint,
         settings.subscribers.as_dict(),
     )
     return feed_salt, page_salt
@@ -300,20 +308,20 @@ def state_digest(conn: Connection, settings, hubs: list[str]) -> tuple[str, int]
 def _up_to_date(conn: Connection, public: Path, digest: str) -> int | None:
     """How many outputs there are, when the last complete build had this digest and
     every output file is still in place; else None."""
-    rows = conn.execute(select(build_outputs.c.path, build_outputs.c.deps, build_outputs.c.size)).all()
-    state = [r for r in rows if r.path == STATE_PATH]
-    if not state or state[0].deps != digest or not (public / MANIFEST).exists():
-        return None
+    state = conn.execute(select(build_outputs.c.deps).where(build_outputs.c.path == STATE_PATH)).scalar()
+    if state != digest or not (public / MANIFEST).exists():
+        return None  # something changed: the build reads every output row once, in _stored
+    rows = conn.execute(
+        select(build_outputs.c.path, build_outputs.c.size).where(build_outputs.c.path != STATE_PATH)
+    ).all()
     root = os.fspath(public)
     for r in rows:
-        if r.path == STATE_PATH:
-            continue
         try:
             if os.stat(os.path.join(root, r.path)).st_size != r.size:
                 return None
         except FileNotFoundError:
             return None
-    return len(rows) - 1
+    return len(rows)
 
 
 class Planner:
@@ -326,7 +334,8 @@ class Planner:
         fs = settings.feeds
         self.max_entries = max(1, fs.max_entries)
         self.archive_size = max(1, fs.archive_size)
-        self.feed_salt, self.page_salt = salts(settings, hubs)
+        self.fingerprint = pages.template_fingerprint(settings)  # the templates every page is rendered with
+        self.feed_salt, self.page_salt = salts(settings, hubs, self.fingerprint)
         self.labels = self._labels()
         self.key_members: dict[str, set[int]] = {}
         for m in metas:
@@ -660,6 +669,7 @@ def build(
                 progress(f"{len(todo)} of {len(jobs)} outputs to render")
 
             changed_rows, pings = [], []
+            stack.enter_context(pages.pinned(settings, planner.fingerprint))
             staged = stack.enter_context(StagedWrites(public))
             public_dir = os.fspath(public)
             for job, results, error in _render_all(todo, ctx, public, dry_run, settings):

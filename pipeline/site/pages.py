@@ -7,6 +7,7 @@ strftime's locale-dependent names, so pages are the same bytes in any locale.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 
@@ -20,8 +21,46 @@ from pipeline.templating import human_date
 log = logging.getLogger(__name__)
 
 
+_pinned: tuple | None = None  # (settings, environment) while a build runs (see `pinned`)
+
+
 def environment(settings) -> jinja2.Environment:
+    if _pinned is not None and _pinned[0] is settings:
+        return _pinned[1]
     return templating.environment(settings, html=True)
+
+
+_pinned_envs: dict[tuple, jinja2.Environment] = {}  # the last build's, for the next one
+
+
+@contextlib.contextmanager
+def pinned(settings, fingerprint: str):
+    """While a build renders: the site's templates as they were when the build planned
+    (`fingerprint` is `template_fingerprint`, part of every page's dependency hash),
+    every one loaded at the start and never checked for changes on disk again. Every
+    page of a build comes from the same templates, and a page costs no stat of its
+    templates nor a lookup of the template folders (Jinja2's mtime check on every render, and two stats for the folders). The
+    environment is kept for the next build with the same fingerprint; one whose files
+    changed while it loaded them is used for this build only."""
+    global _pinned
+    dirs = tuple(str(d) for d in templating.template_dirs(settings))
+    env = _pinned_envs.get((dirs, fingerprint))
+    if env is None:
+        env = templating.new_environment(dirs, True, False, True, auto_reload=False)
+        for name in SITE_TEMPLATES:  # the templates they extend and include load on first use
+            try:
+                env.get_template(name)
+            except Exception:  # a broken template is each page's own error, named by the build
+                log.debug("template %s does not compile", name, exc_info=True)
+        if template_fingerprint(settings) == fingerprint:
+            _pinned_envs.clear()
+            _pinned_envs[(dirs, fingerprint)] = env
+    before = _pinned
+    _pinned = (settings, env)
+    try:
+        yield
+    finally:
+        _pinned = before
 
 
 def template_fingerprint(settings) -> str:
