@@ -373,3 +373,42 @@ def test_approve_all_reads_the_queue_in_one_statement_and_writes_in_batches(app)
     # approvals insert (1) + per 500 articles: superseded, first approval, approved (3 x 2)
     # + the articles' approved revision (1, executemany).
     assert len(statements) <= 1 + 1 + 3 * 2 + 1
+
+
+def test_ingest_writes_new_articles_in_a_few_statements_per_batch(app):
+    """Ingest stores parsed articles in batches (ingest.STORE_BATCH): per batch one bulk
+    insert of the articles, one read of their ids, one bulk insert of the revisions,
+    one read of theirs and one executemany update. Before, an INSERT .. RETURNING in
+    parameter order ran one statement per row on SQLite: 1,245 writes for these 620 articles.
+    Each article's current revision is its own."""
+    from sqlalchemy import event, select
+
+    from pipeline.content import ingest as ingest_module
+    from pipeline.store.schema import articles, revisions
+
+    write_author(app.settings.root)
+    for i in range(620):
+        write_article(app.settings.root, f"piece-{i:04d}", title=f"Piece {i}", date="2026-10-01T08:00:00Z")
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(app.engine, "before_cursor_execute", note)
+    try:
+        report = ingest(app)
+    finally:
+        event.remove(app.engine, "before_cursor_execute", note)
+    assert len(report.new) == 620 and not report.errors
+    batches = -(-620 // ingest_module.STORE_BATCH)
+    writes = [s for s in statements if not s.lstrip().upper().startswith(("SELECT", "PRAGMA"))]
+    assert len(writes) <= 3 * batches + 2, f"{len(writes)} writes for {batches} batches"
+    assert len(statements) <= 5 * batches + 12, f"{len(statements)} statements"
+    with app.engine.connect() as conn:
+        rows = conn.execute(
+            select(articles.c.slug, revisions.c.title, revisions.c.number).select_from(
+                articles.join(revisions, revisions.c.id == articles.c.current_revision_id)
+            )
+        ).all()
+    assert len(rows) == 620
+    assert all(title == f"Piece {int(slug[6:])}" and number == 1 for slug, title, number in rows)

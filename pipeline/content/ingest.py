@@ -62,6 +62,7 @@ from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public 
     text_and_depth,
 )
 from pipeline.errors import ContentError
+from pipeline.store.bulk import insert_rows
 from pipeline.store.schema import articles, authors, revisions
 from pipeline.timeutil import parse_datetime, utcnow
 
@@ -701,11 +702,20 @@ def _store_revisions(conn: Connection, parsed_ok: list[tuple[ParsedArticle, list
         if p.slug not in current
     ]
     ids = {p.slug: current[p.slug].id for p, _ in parsed_ok if p.slug in current}
+    # Plain bulk inserts, then the new ids read back by their unique keys: an INSERT ..
+    # RETURNING in parameter order ran one statement per row on SQLite (20,000 for
+    # 10,000 new articles), a tenth of a full ingest.
     if new_rows:
-        inserted = conn.execute(
-            articles.insert().returning(articles.c.id, articles.c.slug, sort_by_parameter_order=True), new_rows
+        insert_rows(conn, articles, new_rows)
+        slugs = [r["slug"] for r in new_rows]
+        ids.update(
+            {
+                slug: article_id
+                for article_id, slug in conn.execute(
+                    select(articles.c.id, articles.c.slug).where(articles.c.slug.in_(slugs))
+                )
+            }
         )
-        ids.update({slug: article_id for article_id, slug in inserted})
     changed_ids = [current[p.slug].id for p, _ in parsed_ok if p.slug in current]
     numbers: dict[int, int] = {}
     if changed_ids:
@@ -752,16 +762,22 @@ def _store_revisions(conn: Connection, parsed_ok: list[tuple[ParsedArticle, list
                 created_at=now,
             )
         )
-    inserted = conn.execute(
-        revisions.insert().returning(revisions.c.id, revisions.c.article_id, sort_by_parameter_order=True), rows
-    )
+    insert_rows(conn, revisions, rows)
+    new_ids = {
+        (article_id, number): revision_id
+        for revision_id, article_id, number in conn.execute(
+            select(revisions.c.id, revisions.c.article_id, revisions.c.number).where(
+                revisions.c.article_id.in_([r["article_id"] for r in rows])
+            )
+        )
+    }
     conn.execute(
         update(articles)
         .where(articles.c.id == bindparam("b_id"))
         .values(current_revision_id=bindparam("b_rev"), source_path=bindparam("b_path"), updated_at=now),
         [
-            {"b_id": article_id, "b_rev": revision_id, "b_path": str(p.path)}
-            for (revision_id, article_id), (p, _) in zip(inserted.all(), parsed_ok)
+            {"b_id": r["article_id"], "b_rev": new_ids[(r["article_id"], r["number"])], "b_path": str(p.path)}
+            for r, (p, _) in zip(rows, parsed_ok)
         ],
     )
     returning = [
