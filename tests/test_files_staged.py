@@ -57,25 +57,40 @@ def test_a_worker_temporary_file_is_adopted_and_published_file2(tmp_path):
     assert os.listdir(tmp_path / "feeds") == ["all.atom"]
 
 
-def test_a_build_syncs_once_and_leaves_no_temporary_file_file2(make_app, sqlite_url, monkeypatch):
-    """FILE-2 in the build: one sync per build however many files it writes (rendered
-    in forked workers here), none for a build that writes nothing, and no temporary
-    file left in public/."""
+def test_a_build_renames_only_after_its_last_sync_and_leaves_no_temporary_file_file2(make_app, sqlite_url, monkeypatch):
+    """FILE-2 in the build: every rename comes after the last sync of public/ (the
+    build may also sync while forked workers still write feed documents, so that the
+    last sync has less to flush), no rename for a build whose bytes are all unchanged,
+    and no temporary file left in public/."""
     import threading
 
     import pipeline.site.build as build_module
 
-    from .feedsite import build_site, public
+    from .feedsite import add_articles, public
+    from .feedsite import publish as approve
 
     if threading.active_count() > 1:
         pytest.skip("worker processes are only used from a single-threaded process")
-    calls = []
-    real = files.sync_filesystem
-    monkeypatch.setattr(files, "sync_filesystem", lambda path: (calls.append(path), real(path)))
+    events = []
+    real_sync, real_replace = files.sync_filesystem, os.replace
+
+    def replace(src, dst, **kwargs):
+        events.append("rename")
+        return real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(files, "sync_filesystem", lambda path: (events.append(path), real_sync(path)))
+    monkeypatch.setattr(files.os, "replace", replace)
     monkeypatch.setattr(build_module, "PARALLEL_MIN_JOBS", 4)
     app = make_app(sqlite_url, "\n[feeds]\nbuild_processes = 2\n")
-    report = build_site(app, 6)
+    add_articles(app, 6)
+    approve(app)
+    events.clear()  # only the build's own syncs and renames
+    report = build_module.build(app)
     assert len(report.written) > 20 and not report.errors
-    assert calls == [public(app)]
+    syncs = [i for i, e in enumerate(events) if e != "rename"]
+    renames = [i for i, e in enumerate(events) if e == "rename"]
+    assert syncs and {events[i] for i in syncs} == {public(app)}
+    assert len(renames) >= len(report.written) and min(renames) > max(syncs)  # none before the last sync
     assert not [p for p in public(app).rglob("*") if p.name.endswith(".tmp")]
-    assert build_module.build(app, force=True).written == [] and len(calls) == 1
+    events.clear()
+    assert build_module.build(app, force=True).written == [] and "rename" not in events  # nothing replaced

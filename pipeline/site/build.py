@@ -41,6 +41,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
+from pipeline import files
 from pipeline.content.sanitize import SANITIZER_VERSION, clean_text, http_url
 from pipeline.errors import SyndicateError
 from pipeline.files import StagedWrites, write_atomic, write_temporary
@@ -705,7 +706,8 @@ def build(
             rendered = time.monotonic()
             log.debug("build: rendered in %.2fs", rendered - loaded)
             staged.publish()  # FILE-2: one sync, then every rename, before the commit (WS-3)
-            log.debug("build: %d files synced and renamed in %.2fs", len(report.written), time.monotonic() - rendered)
+            published = time.monotonic()
+            log.debug("build: %d files synced and renamed in %.2fs", len(report.written), published - rendered)
             planned = {p for job in jobs for p in job.paths} | {STATE_PATH}
             for path in sorted(set(stored) - planned):
                 if not dry_run:
@@ -734,7 +736,14 @@ def build(
                         )
                     )
                 _write_manifest(public, conn)
+                recorded = time.monotonic()
                 trans.commit()
+                log.debug(
+                    "build: %d outputs recorded in %.2fs, committed in %.2fs",
+                    len(changed_rows),
+                    recorded - published,
+                    time.monotonic() - recorded,
+                )
             else:
                 trans.rollback()
         except BaseException:
@@ -856,7 +865,12 @@ def _render_all(todo: list[Job], ctx: RenderContext, public: Path, dry_run: bool
         if docs:
             started = time.monotonic()
             with fork.Pool(n) as pool:
-                done += [r for part in pool.map(_render_chunk, _interleave(sorted(docs), parts)) for r in part]
+                rendering = pool.map_async(_render_chunk, _interleave(sorted(docs), parts))
+                if not dry_run:  # meanwhile, push what is written to disk (the final sync waits less)
+                    while not rendering.ready():
+                        files.sync_filesystem(public)  # FILE-2 still syncs once more before any rename
+                        rendering.wait(0.05)
+                done += [r for part in rendering.get() for r in part]
             log.debug("build: %d feed documents in %.2fs", len(docs), time.monotonic() - started)
     finally:
         _parallel = None
