@@ -369,6 +369,40 @@ def test_a_build_reads_its_templates_once_and_the_next_build_sees_an_edit(make_a
     assert "<p>two " in page.read_text()
 
 
+@pytest.mark.xdist_group("processes")
+def test_after_a_forked_build_the_next_build_in_the_process_compiles_no_template(make_app, sqlite_url, monkeypatch):
+    """A build that renders in forked workers compiles the site's templates, and the
+    ones they extend (base.html), in the parent before it forks: the workers inherit
+    them, and the next build in the same process (the scheduler's add-one rebuild,
+    rendered in this process) compiles nothing. Before, base.html was compiled in each
+    worker and again by the next build."""
+    import threading
+
+    import jinja2
+
+    import pipeline.site.build as build_module
+
+    if threading.active_count() > 1:
+        pytest.skip("worker processes are only used from a single-threaded process")
+    monkeypatch.setattr(build_module, "PARALLEL_MIN_JOBS", 20)
+    app = make_app(sqlite_url, "\n[feeds]\nbuild_processes = 2\n")
+    first = build_site(app, 12)
+    assert not first.errors and len(first.written) >= 20  # forked: at least PARALLEL_MIN_JOBS jobs
+    compiled = []
+    real = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, raw=False, defer_init=False):
+        compiled.append(name)
+        return real(self, source, name, filename, raw, defer_init)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counting)
+    add_articles(app, 1, start=12)
+    publish(app)
+    again = build(app)
+    assert not again.errors and "articles/article-012/index.html" in again.written
+    assert compiled == []
+
+
 PLAN_DEPS = """
 import json, sys
 from pipeline.app import App

@@ -12,6 +12,7 @@ import hashlib
 import logging
 
 import jinja2
+import jinja2.meta
 from markupsafe import Markup
 
 from pipeline import templating
@@ -79,15 +80,31 @@ def template_fingerprint(settings) -> str:
 SITE_TEMPLATES = ("web/article.html", "web/listing.html", "web/index.html", "web/feeds_index.html")
 
 
-def compile_templates(settings) -> None:
-    """Load (compile) the site's templates now: a build forks its workers after this,
-    so they inherit them compiled instead of each compiling its own."""
-    env = environment(settings)
-    for name in SITE_TEMPLATES:
+def _load_with_references(env: jinja2.Environment, names) -> None:
+    """Load `names` and every template they extend, include or import (recursively).
+    Jinja2 loads a parent template only when a page is first rendered: a build that
+    renders in forked workers would otherwise compile `base.html` once in each worker
+    and again when the next build, in the same process (the scheduler), renders in
+    this one. Parsing to find the references costs about as much as compiling, so
+    only the forked path does this; a build in one process loads on first use."""
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
         try:
             env.get_template(name)
+            source = env.loader.get_source(env, name)[0] if env.loader else ""
+            todo.extend(n for n in jinja2.meta.find_referenced_templates(env.parse(source)) if n)
         except Exception:  # a broken template is each page's own error, named by the build
             log.debug("template %s does not compile", name, exc_info=True)
+
+
+def compile_templates(settings) -> None:
+    """Load (compile) the site's templates and the ones they use now: a build forks its
+    workers after this, so they inherit them compiled instead of each compiling its own."""
+    _load_with_references(environment(settings), SITE_TEMPLATES)
 
 
 def article_path(slug: str) -> str:
