@@ -437,3 +437,32 @@ def test_ING3_sanitize_html_makes_root_paths_absolute_as_the_reference_does(url,
     fast = sanitize.sanitize_html(html, base)
     with mock.patch.object(sanitize, "PLAIN_ROOT_PATH", re.compile(r"(?!)")):
         assert sanitize.sanitize_html(html, base) == fast
+
+
+def test_ING3_markdown_files_lists_what_globbing_lists_in_the_same_order(tmp_path):
+    """Ingest lists the articles folder with one scandir and a sort of names; the
+    reference is `sorted(folder.glob("*.md"))`: hidden files, folders named *.md and
+    non-ASCII names included, other extensions and a wrong case excluded, and nothing
+    for a folder that is missing or is a file."""
+    from pipeline.content.ingest import markdown_files
+
+    names = [
+        "b.md",
+        "a.md",
+        "Z.md",
+        ".hidden.md",
+        "é-accent.md",
+        "README.md",
+        "x.MD",
+        "x.markdown",
+        "notes.txt",
+        "a.md~",
+    ]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    (tmp_path / "folder.md").mkdir()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner.md").write_text("x")
+    assert markdown_files(tmp_path) == sorted(tmp_path.glob("*.md"))
+    assert [p.name for p in markdown_files(tmp_path)][:3] == [".hidden.md", "README.md", "Z.md"]
+    assert markdown_files(tmp_path / "missing") == [] and markdown_files(tmp_path / "b.md") == []
