@@ -375,6 +375,45 @@ def test_approve_all_reads_the_queue_in_one_statement_and_writes_in_batches(app)
     assert len(statements) <= 1 + 1 + 3 * 2 + 1
 
 
+@pytest.mark.xdist_group("processes")
+def test_an_error_while_storing_a_batch_stops_the_parse_workers_at_once_and_writes_nothing(app, monkeypatch):
+    """Ingest stores a batch while its workers parse the next. When storing fails, the
+    whole ingest is rolled back (nothing written, the first batch included) and the
+    worker processes are gone when the error reaches the caller, while the caller still
+    holds the traceback (ingest's frame): the unwinding closes the parse generator."""
+    import multiprocessing
+    import threading
+
+    from sqlalchemy import func, select
+
+    from pipeline.content import ingest as ingest_module
+    from pipeline.store.schema import articles
+
+    if threading.active_count() > 1:
+        pytest.skip("worker processes are only forked from a single-threaded process")
+    monkeypatch.setattr(ingest_module, "PARALLEL_THRESHOLD", 4)
+    monkeypatch.setattr(ingest_module, "STORE_BATCH", 3)
+    write_author(app.settings.root)
+    for i in range(12):
+        write_article(app.settings.root, f"piece-{i:04d}", title=f"Piece {i}", date="2026-10-01T08:00:00Z")
+    real = ingest_module._store_revisions
+    calls = []
+
+    def failing(conn, parsed_ok, current, now):
+        calls.append(len(parsed_ok))
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(conn, parsed_ok, current, now)
+
+    monkeypatch.setattr(ingest_module, "_store_revisions", failing)
+    with pytest.raises(RuntimeError, match="disk full") as caught:
+        ingest(app)
+    assert caught.value.__traceback__ is not None and calls == [3, 3]
+    assert multiprocessing.active_children() == []
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(articles)).scalar() == 0
+
+
 def test_ingest_writes_new_articles_in_a_few_statements_per_batch(app):
     """Ingest stores parsed articles in batches (ingest.STORE_BATCH): per batch one bulk
     insert of the articles, one read of their ids, one bulk insert of the revisions,
