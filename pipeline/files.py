@@ -20,6 +20,23 @@ import tempfile
 from pathlib import Path
 
 
+def folder_entries(folder: str | os.PathLike[str], suffix: str) -> list[Path]:
+    """The entries of `folder` whose names end with `suffix`, sorted by name (what
+    `sorted(Path(folder).glob("*" + suffix))` gives, hidden files included); none when
+    `folder` does not exist or is not a folder. One `scandir` and a sort of strings.
+
+    A folder that exists but cannot be listed raises its OSError (PermissionError,
+    EIO): pathlib's glob returns nothing for it, and a caller that treats "no files"
+    as "everything was removed" (ingest retracting every article, the scheduler
+    dropping every job) must not be told that."""
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(suffix))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [Path(folder) / name for name in names]
+
+
 def write_atomic(
     path: str | os.PathLike[str], data: bytes | str, *, encoding: str = "utf-8", mode: int = 0o644
 ) -> None:

@@ -62,6 +62,7 @@ from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public 
     text_and_depth,
 )
 from pipeline.errors import ContentError
+from pipeline.files import folder_entries
 from pipeline.store.bulk import insert_rows
 from pipeline.store.schema import articles, authors, revisions
 from pipeline.timeutil import parse_datetime, utcnow
@@ -134,16 +135,20 @@ def slugify(text: str) -> str:
 
 
 def markdown_files(folder: Path) -> list[Path]:
-    """The `*.md` entries of `folder`, sorted by name (what `sorted(folder.glob("*.md"))`
-    gives, hidden files included), or none if it is not a folder. One `scandir` and a
-    sort of strings: at 10,000 articles, half the time of globbing and sorting Paths,
-    which every ingest pays, changed files or not."""
+    """The `*.md` entries of `folder`, sorted by name (pipeline.files.folder_entries: at
+    10,000 articles, half the time of globbing and sorting Paths, which every ingest
+    pays, changed files or not); none when the folder does not exist. A folder that
+    cannot be listed is an error, never an empty folder: glob returned no files for it,
+    and ingest then retracted every article."""
     try:
-        with os.scandir(folder) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(".md"))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    return [folder / name for name in names]
+        return folder_entries(folder, ".md")
+    except OSError as exc:
+        raise ContentError(
+            folder,
+            f"cannot list the folder: {exc.strerror or exc}",
+            hint="Check the folder's permissions (the user running syndicate must be able to read it);"
+            " nothing was ingested.",
+        ) from exc
 
 
 def content_hash(data: bytes) -> str:

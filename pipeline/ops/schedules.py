@@ -31,6 +31,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.durations import format_duration, parse_seconds
 from pipeline.errors import ConfigError
+from pipeline.files import folder_entries
 
 DEFAULT_MISFIRE_GRACE_TIME = 300
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -291,9 +292,16 @@ def load_schedules(folder: Path, *, default_timezone: str = "UTC") -> list[JobSp
             f"schedule folder {folder} does not exist",
             hint="Set paths.schedules to a folder of *.toml schedule files (the repository has schedules/default.toml).",
         )
+    try:
+        paths = folder_entries(folder, ".toml")
+    except OSError as exc:  # never "no schedules": the scheduler would drop every job
+        raise ConfigError(
+            f"schedule folder {folder} cannot be listed: {exc.strerror or exc}",
+            hint="Check the folder's permissions (the user running syndicate must be able to read it).",
+        ) from exc
     specs: list[JobSpec] = []
     where: dict[str, str] = {}
-    for path in sorted(folder.glob("*.toml")):
+    for path in paths:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
