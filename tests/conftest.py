@@ -180,3 +180,20 @@ def app(make_app, db_url):
 @pytest.fixture
 def sqlite_app(make_app, sqlite_url):
     return make_app(sqlite_url)
+
+
+@pytest.fixture
+def unlistable(monkeypatch):
+    """`unlistable(folder)`: from now on, listing `folder` with os.scandir fails with
+    PermissionError, as it would for a folder the process may not read (root, which
+    runs the suite, reads every folder whatever its mode)."""
+    real_scandir = os.scandir
+    denied: set[str] = set()
+
+    def scandir(path="."):
+        if os.fspath(path) in denied:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return lambda folder: denied.add(os.fspath(folder))

@@ -147,22 +147,13 @@ def test_bad_toml_and_duplicate_ids_across_files(tmp_path):
         load_schedules(tmp_path)
 
 
-def test_a_schedule_folder_that_cannot_be_listed_is_an_error_not_an_empty_schedule(tmp_path, monkeypatch):
+def test_a_schedule_folder_that_cannot_be_listed_is_an_error_not_an_empty_schedule(tmp_path, unlistable):
     """A schedule folder that exists but cannot be listed (permissions, an I/O error)
     is a ConfigError naming it. Before, globbing it gave no files: no schedules, and
     the scheduler's sync would have removed every job from its store."""
-    import os
-
     (tmp_path / "a.toml").write_text('[[jobs]]\nid = "x"\nstage = "ingest"\ninterval = 5\n')
     assert [s.id for s in load_schedules(tmp_path)] == ["x"]
-    real_scandir = os.scandir
-
-    def scandir(path="."):
-        if os.fspath(path) == os.fspath(tmp_path):
-            raise PermissionError(13, "Permission denied", os.fspath(path))
-        return real_scandir(path)
-
-    monkeypatch.setattr(os, "scandir", scandir)
+    unlistable(tmp_path)
     with pytest.raises(ConfigError, match="cannot be listed: Permission denied") as info:
         load_schedules(tmp_path)
     assert str(tmp_path) in info.value.message and "permissions" in info.value.hint
