@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import time
 
 import pytest
 from sqlalchemy import select
@@ -435,6 +437,87 @@ def test_journal_of_a_dead_worker_marks_its_sends(app):
     assert rows[ids[0]]["state"] == "sent" and "journal" in rows[ids[0]]["provider_answer"]
     assert rows[ids[1]]["state"] == "sending"
     assert list(journal_dir(app.settings).glob("*.log")) == []
+
+
+def test_recover_skips_a_journal_its_live_owner_finishes_while_recover_looks_at_it(app, monkeypatch):
+    """Two processes send at once (the web service's confirmation mail and a `deliver`
+    run): the owner of a journal may commit, close (releasing its lock) and delete it
+    between recover's open and its lock. Recover then holds a deleted file: it skips
+    it. Before, it read the journal again by name and `deliver` died with
+    FileNotFoundError (seen in CI, tests/test_browser.py)."""
+    import fcntl
+    import types
+
+    from pipeline.delivery import journal as journal_module
+    from pipeline.delivery.journal import Journal, journal_dir, recover
+
+    [rid] = enqueue_test(app.engine, ["live@example.org"])
+    owner = Journal(journal_dir(app.settings))
+    owner.sent(rid, "250 2.0.0 OK")
+    owner.committed()  # in the database now: the journal is empty
+
+    def flock(fd, op):
+        if owner.fd is not None:
+            owner.close()  # the owner finishes here: lock released, file deleted
+        return fcntl.flock(fd, op)
+
+    monkeypatch.setattr(
+        journal_module, "fcntl", types.SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, flock=flock)
+    )
+    assert recover(journal_dir(app.settings), app.engine) == 0
+    assert owner.fd is None and list(journal_dir(app.settings).iterdir()) == []
+    assert rows_by_id(app.engine, [rid])[rid]["state"] == "queued"  # nothing replayed
+
+
+def test_a_new_journal_is_locked_before_recover_can_see_it(app, monkeypatch):
+    """A journal appears under its *.log name only once its lock is held (created as
+    *.log.new, locked, renamed). Before, it was created as *.log and locked after: a
+    recover() in between took it for a dead worker's, deleted it, and the live process
+    went on journalling into a file no successor could find."""
+    import fcntl
+    import types
+
+    from pipeline.delivery import journal as journal_module
+    from pipeline.delivery.journal import Journal, journal_dir
+
+    folder = journal_dir(app.settings)
+    seen = []
+
+    def flock(fd, op):
+        seen.append(sorted(p.name for p in folder.glob("*.log")))
+        return fcntl.flock(fd, op)
+
+    monkeypatch.setattr(
+        journal_module, "fcntl", types.SimpleNamespace(LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB, flock=flock)
+    )
+    journal = Journal(folder)
+    monkeypatch.undo()
+    assert seen == [[]]  # no *.log yet when the lock was taken
+    assert [p.name for p in folder.iterdir()] == [journal.path.name]
+    fd = os.open(journal.path, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):  # the visible file is locked
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
+        journal.close()
+
+
+def test_recover_removes_a_stale_half_made_journal_and_leaves_a_fresh_one(app):
+    """A process killed between creating its journal (*.log.new) and renaming it wrote
+    nothing to it: recover deletes it once it is older than a minute, and never touches
+    a younger one, which may belong to a live process about to lock it."""
+    from pipeline.delivery.journal import STALE_UNLOCKED_SECONDS, journal_dir, recover
+
+    folder = journal_dir(app.settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    stale, fresh = folder / "host-1-aa.log.new", folder / "host-2-bb.log.new"
+    stale.write_bytes(b"")
+    fresh.write_bytes(b"")
+    old = time.time() - STALE_UNLOCKED_SECONDS - 5
+    os.utime(stale, (old, old))
+    assert recover(folder, app.engine) == 0
+    assert [p.name for p in folder.iterdir()] == [fresh.name]
 
 
 def test_hard_bounces_are_journalled_like_250s_and_replayed_after_a_kill(smtp_app, smtp):

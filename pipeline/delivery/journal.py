@@ -7,9 +7,12 @@ as one line to this process's journal file in `var/outbox-journal/` with a singl
 does not take the kernel with it). The batch is then committed to the database and
 the journal truncated.
 
-Each journal file is held with an exclusive `flock` while its process lives. Before
-claiming, every drain looks for journals whose lock it can take (their process is
-gone), marks the deliveries they list as sent, and deletes them. So a worker that
+Each journal file is held with an exclusive `flock` while its process lives (it is
+created as `*.log.new`, locked, then renamed, so no live process's journal is ever
+visible unlocked). Before claiming, every drain looks for journals whose lock it can
+take (their process is gone), reads the file it locked (not the name again: a live
+owner may have finished and deleted it meanwhile), marks the deliveries it lists as
+sent, and deletes it. So a worker that
 is killed between a 250 and its commit does not cause a second send once a worker
 on the same host starts again; what remains is the few microseconds between the
 250 arriving and the `write()` (documented in the README, Delivery). Final refusals
@@ -24,11 +27,13 @@ import logging
 import os
 import secrets
 import socket
+import time
 from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
+from pipeline.files import folder_entries
 from pipeline.store.schema import deliveries
 from pipeline.timeutil import utcnow
 
@@ -41,14 +46,24 @@ def journal_dir(settings) -> Path:
     return settings.path("paths.var") / FOLDER
 
 
+UNLOCKED = ".new"  # a journal's name until its lock is taken; never read by recover()
+STALE_UNLOCKED_SECONDS = 60
+
+
 class Journal:
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}.log"
         self.path = self.folder / name
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        # Created and locked under another name, then renamed (the lock stays with the
+        # file): a recover() in another process never sees an unlocked *.log of a live
+        # process, which it would take as a dead worker's, delete, and leave this one
+        # writing to a file nobody can find after a crash.
+        fresh = self.folder / (name + UNLOCKED)
+        self.fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(fresh, self.path)
         self.pending = 0
 
     def sent(self, delivery_id: int, answer: str) -> None:
@@ -84,8 +99,19 @@ class Journal:
 
 def read_journal(path: Path) -> list[tuple[int, str, str]]:
     """(delivery id, answer, kind) per line; kind "" is a 250, else the failure's kind."""
+    return parse_journal(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _read_fd(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def parse_journal(text: str) -> list[tuple[int, str, str]]:
     out = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         ident, _, rest = line.partition("\t")
         answer, _, kind = rest.partition("\t")
         if ident.isdigit():
@@ -98,20 +124,25 @@ def recover(folder: Path, engine: Engine, *, settings=None) -> int:
     (sent, or failed for good; with `settings`, a hard bounce suppresses its address
     as the dead worker would have)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return 0
     recovered = 0
-    for path in sorted(folder.glob("*.log")):
+    # A folder that cannot be listed raises (files.folder_entries): read as empty, it
+    # would skip the recovery, and a dead worker's sends would be sent again.
+    for path in folder_entries(folder, ".log") + _stale_unlocked(folder):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            continue
+            continue  # its process finished and removed it
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue  # its process is alive
-            entries = read_journal(path)
+            if os.fstat(fd).st_nlink == 0:
+                continue  # its process finished and removed it after we opened it
+            if path.name.endswith(UNLOCKED):  # its process died before any line was written
+                path.unlink(missing_ok=True)
+                continue
+            entries = parse_journal(_read_fd(fd))  # this file, the one locked, not the name again
             if entries:
                 recovered += _replay(engine, entries, path.name, settings)
                 log.warning("recovered %d deliveries from the journal of a dead worker (%s)", len(entries), path.name)
@@ -119,6 +150,20 @@ def recover(folder: Path, engine: Engine, *, settings=None) -> int:
         finally:
             os.close(fd)
     return recovered
+
+
+def _stale_unlocked(folder: Path) -> list[Path]:
+    """Journals whose process died between creating and renaming them (nothing is
+    written before the rename), once surely stale: never one a live process may be a
+    microsecond from locking, which recover's own lock would make fail."""
+    out = []
+    for path in folder_entries(folder, UNLOCKED):
+        try:
+            if time.time() - path.stat().st_mtime > STALE_UNLOCKED_SECONDS:
+                out.append(path)
+        except FileNotFoundError:
+            continue
+    return out
 
 
 def _replay(engine: Engine, entries: list[tuple[int, str, str]], name: str, settings) -> int:
