@@ -12,12 +12,11 @@ created as `*.log.new`, locked, then renamed, so no live process's journal is ev
 visible unlocked). Before claiming, every drain looks for journals whose lock it can
 take (their process is gone), reads the file it locked (not the name again: a live
 owner may have finished and deleted it meanwhile), marks the deliveries it lists as
-sent, and deletes it. So a worker that
-is killed between a 250 and its commit does not cause a second send once a worker
-on the same host starts again; what remains is the few microseconds between the
-250 arriving and the `write()` (documented in the README, Delivery). Final refusals
-(hard bounce, permanent, a recipient's 5.7.x) are journalled the same way, so a
-successor does not try those addresses again either.
+sent, and deletes it. So a worker that is killed between a 250 and its commit does
+not cause a second send once a worker on the same host starts again; what remains is
+the few microseconds between the 250 arriving and the `write()` (documented in the
+README, Delivery). Final refusals (hard bounce, permanent, a recipient's 5.7.x) are
+journalled the same way, so a successor does not try those addresses again either.
 """
 
 from __future__ import annotations
@@ -61,9 +60,15 @@ class Journal:
         # process, which it would take as a dead worker's, delete, and leave this one
         # writing to a file nobody can find after a crash.
         fresh = self.folder / (name + UNLOCKED)
-        self.fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(fresh, self.path)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(fresh, self.path)
+        except BaseException:
+            os.close(fd)
+            fresh.unlink(missing_ok=True)
+            raise
+        self.fd: int | None = fd
         self.pending = 0
 
     def sent(self, delivery_id: int, answer: str) -> None:
