@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 
-def folder_entries(folder: str | os.PathLike[str], suffix: str) -> list[Path]:
-    """The entries of `folder` whose names end with `suffix`, sorted by name (what
+def folder_entries(folder: str | os.PathLike[str], suffix: str | tuple[str, ...]) -> list[Path]:
+    """The entries of `folder` whose names end with `suffix` (or one of them), sorted by name (what
     `sorted(Path(folder).glob("*" + suffix))` gives, hidden files included); none when
     `folder` does not exist or is not a folder. One `scandir` and a sort of strings.
 

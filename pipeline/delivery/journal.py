@@ -132,7 +132,7 @@ def recover(folder: Path, engine: Engine, *, settings=None) -> int:
     recovered = 0
     # A folder that cannot be listed raises (files.folder_entries): read as empty, it
     # would skip the recovery, and a dead worker's sends would be sent again.
-    for path in folder_entries(folder, ".log") + _stale_unlocked(folder):
+    for path in _recoverable(folder):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -157,17 +157,20 @@ def recover(folder: Path, engine: Engine, *, settings=None) -> int:
     return recovered
 
 
-def _stale_unlocked(folder: Path) -> list[Path]:
-    """Journals whose process died between creating and renaming them (nothing is
-    written before the rename), once surely stale: never one a live process may be a
-    microsecond from locking, which recover's own lock would make fail."""
+def _recoverable(folder: Path) -> list[Path]:
+    """Every `*.log` of the folder (one listing), and the `*.log.new` of processes that
+    died between creating and renaming their journal (nothing is written before the
+    rename) once surely stale: never one a live process may be a microsecond from
+    locking, which recover's own lock would make fail."""
     out = []
-    for path in folder_entries(folder, UNLOCKED):
-        try:
-            if time.time() - path.stat().st_mtime > STALE_UNLOCKED_SECONDS:
-                out.append(path)
-        except FileNotFoundError:
-            continue
+    for path in folder_entries(folder, (".log", UNLOCKED)):
+        if path.name.endswith(UNLOCKED):
+            try:
+                if time.time() - path.stat().st_mtime <= STALE_UNLOCKED_SECONDS:
+                    continue
+            except FileNotFoundError:
+                continue
+        out.append(path)
     return out
 
 

@@ -48,11 +48,7 @@ def pinned(settings, fingerprint: str):
     env = _pinned_envs.get((dirs, fingerprint))
     if env is None:
         env = templating.new_environment(dirs, True, False, True, auto_reload=False)
-        for name in SITE_TEMPLATES:  # the templates they extend and include load on first use
-            try:
-                env.get_template(name)
-            except Exception:  # a broken template is each page's own error, named by the build
-                log.debug("template %s does not compile", name, exc_info=True)
+        _load(env, SITE_TEMPLATES, references=False)  # the ones they extend and include load on first use
         if template_fingerprint(settings) == fingerprint:
             _pinned_envs.clear()
             _pinned_envs[(dirs, fingerprint)] = env
@@ -80,8 +76,9 @@ def template_fingerprint(settings) -> str:
 SITE_TEMPLATES = ("web/article.html", "web/listing.html", "web/index.html", "web/feeds_index.html")
 
 
-def _load_with_references(env: jinja2.Environment, names) -> None:
-    """Load `names` and every template they extend, include or import (recursively).
+def _load(env: jinja2.Environment, names, *, references: bool) -> None:
+    """Load `names` and, with `references`, every template they extend, include or
+    import (recursively).
     Jinja2 loads a parent template only when a page is first rendered: a build that
     renders in forked workers would otherwise compile `base.html` once in each worker
     and again when the next build, in the same process (the scheduler), renders in
@@ -95,8 +92,9 @@ def _load_with_references(env: jinja2.Environment, names) -> None:
         seen.add(name)
         try:
             env.get_template(name)
-            source = env.loader.get_source(env, name)[0] if env.loader else ""
-            todo.extend(n for n in jinja2.meta.find_referenced_templates(env.parse(source)) if n)
+            if references and env.loader is not None:
+                source = env.loader.get_source(env, name)[0]
+                todo.extend(n for n in jinja2.meta.find_referenced_templates(env.parse(source)) if n)
         except Exception:  # a broken template is each page's own error, named by the build
             log.debug("template %s does not compile", name, exc_info=True)
 
@@ -104,7 +102,7 @@ def _load_with_references(env: jinja2.Environment, names) -> None:
 def compile_templates(settings) -> None:
     """Load (compile) the site's templates and the ones they use now: a build forks its
     workers after this, so they inherit them compiled instead of each compiling its own."""
-    _load_with_references(environment(settings), SITE_TEMPLATES)
+    _load(environment(settings), SITE_TEMPLATES, references=True)
 
 
 def article_path(slug: str) -> str:
