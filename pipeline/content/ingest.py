@@ -62,7 +62,7 @@ from pipeline.content.sanitize import (  # noqa: F401  (re-exported: the public 
     text_and_depth,
 )
 from pipeline.errors import ContentError
-from pipeline.files import folder_entries
+from pipeline.files import folder_names
 from pipeline.store.bulk import insert_rows
 from pipeline.store.schema import articles, authors, revisions
 from pipeline.timeutil import parse_datetime, utcnow
@@ -134,14 +134,14 @@ def slugify(text: str) -> str:
     return text or "untitled"
 
 
-def markdown_files(folder: Path) -> list[Path]:
-    """The `*.md` entries of `folder`, sorted by name (pipeline.files.folder_entries: at
-    10,000 articles, half the time of globbing and sorting Paths, which every ingest
-    pays, changed files or not); none when the folder does not exist. A folder that
-    cannot be listed is an error, never an empty folder: glob returned no files for it,
-    and ingest then retracted every article."""
+def markdown_names(folder: Path) -> list[str]:
+    """The names of the `*.md` entries of `folder`, sorted (pipeline.files.folder_names:
+    one scandir and a sort of strings, which every ingest pays, changed files or not);
+    none when the folder does not exist. A folder that cannot be listed is an error,
+    never an empty folder: glob returned no files for it, and ingest then retracted
+    every article."""
     try:
-        return folder_entries(folder, ".md")
+        return folder_names(folder, ".md")
     except OSError as exc:
         raise ContentError(
             folder,
@@ -149,6 +149,11 @@ def markdown_files(folder: Path) -> list[Path]:
             hint="Check the folder's permissions (the user running syndicate must be able to read it);"
             " nothing was ingested.",
         ) from exc
+
+
+def markdown_files(folder: Path) -> list[Path]:
+    """`markdown_names` as paths (what `sorted(folder.glob("*.md"))` gives)."""
+    return [folder / name for name in markdown_names(folder)]
 
 
 def content_hash(data: bytes) -> str:
@@ -614,23 +619,28 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
             }
             seen: set[str] = set()
             jobs: list[tuple[str, bytes]] = []
-            for path in markdown_files(folder):
-                if path.name.lower() == "readme.md":
+            # Names and path strings, not a Path per file: at 10,000 articles, making the
+            # Paths cost as much as reading the files.
+            for name in markdown_names(folder):
+                if name.lower() == "readme.md":
                     continue
-                seen.add(path.stem)
+                stem = os.path.splitext(name)[0]  # Path.stem
+                path = os.path.join(folder, name)
+                seen.add(stem)
                 try:
-                    data = path.read_bytes()
+                    with open(path, "rb", buffering=0) as fh:
+                        data = fh.readall()
                 except OSError as exc:
                     report.errors.append(
                         ContentError(path, f"cannot read: {exc.strerror}", hint="Check the file's permissions.")
                     )
                     continue
-                old = current.get(path.stem)
+                old = current.get(stem)
                 if old is not None and old.source_path.startswith("desk:"):
                     report.errors.append(
                         ContentError(
                             path,
-                            f"the slug {path.stem!r} belongs to an article written in the desk",
+                            f"the slug {stem!r} belongs to an article written in the desk",
                             hint="Rename the file; desk articles are edited in /desk/.",
                         )
                     )
@@ -640,11 +650,11 @@ def ingest(app, *, dry_run: bool = False, strict: bool | None = None) -> IngestR
                         report.unchanged += 1  # an editor took it down: the file coming back is no reason
                     elif old.retracted_at is not None:
                         _restore(conn, old, now)
-                        report.restored.append(path.stem)
+                        report.restored.append(stem)
                     else:
                         report.unchanged += 1
                     continue  # unchanged: not even parsed
-                jobs.append((str(path), data))
+                jobs.append((path, data))
             parsed_ok = []
             for result in _parse_all(jobs, settings, known_authors):
                 if result[0] == "error":

@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
-from pipeline import files
+from pipeline import files, gcpause
 from pipeline.content.sanitize import SANITIZER_VERSION, clean_text, http_url
 from pipeline.errors import SyndicateError
 from pipeline.files import StagedWrites, write_atomic, write_temporary
@@ -634,36 +634,38 @@ def build(
                     trans.rollback()
                     report.seconds = time.monotonic() - started
                     return report
-            metas = load_meta(conn, settings)
-            report.articles = len(metas)
-            positions = _positions(conn)
-            _assign_positions(conn, metas, positions, now)
-            planner = Planner(settings, metas, positions, hubs)
-            jobs: list[Job] = []
-            keys = sorted(set(positions) | {"all"})
-            for key in keys:
-                jobs.extend(planner.feed_jobs(key))
-            for m in metas:
-                jobs.append(planner.article_job(m))
-            for key in keys:
-                if key != "all":
-                    jobs.append(planner.listing_job(key))
-            jobs.append(planner.index_job(pages.topic_list(settings, metas), pages.subscribe_form(settings, metas)))
-            jobs.extend(_image_jobs(settings, referenced_images(conn, settings, metas), report.errors))
-            for error in report.errors:  # a bad item is recorded and skipped
-                log.error("build: %s", error)
+            with gcpause.paused():  # the plan: ~100,000 objects that live until the build ends
+                metas = load_meta(conn, settings)
+                report.articles = len(metas)
+                positions = _positions(conn)
+                _assign_positions(conn, metas, positions, now)
+                planner = Planner(settings, metas, positions, hubs)
+                jobs: list[Job] = []
+                keys = sorted(set(positions) | {"all"})
+                for key in keys:
+                    jobs.extend(planner.feed_jobs(key))
+                for m in metas:
+                    jobs.append(planner.article_job(m))
+                for key in keys:
+                    if key != "all":
+                        jobs.append(planner.listing_job(key))
+                jobs.append(planner.index_job(pages.topic_list(settings, metas), pages.subscribe_form(settings, metas)))
+                jobs.extend(_image_jobs(settings, referenced_images(conn, settings, metas), report.errors))
+                for error in report.errors:  # a bad item is recorded and skipped
+                    log.error("build: %s", error)
 
-            stored = _stored(conn)
-            public_root = os.fspath(public)
-            todo = []
-            for job in jobs:
-                if force or any(_stale(public_root, stored.get(p), job.deps) for p in job.paths):
-                    todo.append(job)
-                else:
-                    report.unchanged += len(job.paths)
-            needed = {i for job in todo for i in job.needs}
-            log.debug("build: planned %d of %d outputs in %.2fs", len(todo), len(jobs), time.monotonic() - started)
-            ctx = RenderContext(_load_articles(conn, settings, needed, len(metas)), feeds.EntryCache(settings))
+                stored = _stored(conn)
+                public_root = os.fspath(public)
+                todo = []
+                for job in jobs:
+                    if force or any(_stale(public_root, stored.get(p), job.deps) for p in job.paths):
+                        todo.append(job)
+                    else:
+                        report.unchanged += len(job.paths)
+                needed = {i for job in todo for i in job.needs}
+                log.debug("build: planned %d of %d outputs in %.2fs", len(todo), len(jobs), time.monotonic() - started)
+                ctx = RenderContext(_load_articles(conn, settings, needed, len(metas)), feeds.EntryCache(settings))
+            stack.enter_context(gcpause.frozen())  # ... and are never garbage: no collection walks them
             loaded = time.monotonic()
             log.debug("build: %d articles read in %.2fs", len(ctx.articles), loaded - started)
             if progress:
