@@ -237,3 +237,66 @@ def test_subscribe_confirm_preferences_unsubscribe_in_chromium(served, browser, 
     assert sub["state"] == "unsubscribed"
     assert kinds == ["signup", "confirm_sent", "confirmed", "preferences", "unsubscribed"]
     assert len(list(tmp_path.glob("*.png"))) == 7
+
+
+def test_a_reader_pages_through_a_tag_in_chromium(make_app, sqlite_url, browser, tmp_path):
+    """A tag page holds the newest articles; the reader clicks 'Older articles' to the
+    oldest page and 'Newer articles' back, and meets every article of the tag once."""
+    from selenium.webdriver.common.by import By
+
+    from pipeline.site.build import build
+
+    from .feedsite import add_articles, feeds_toml, publish
+
+    require_browser()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = make_app(sqlite_url, feeds_toml(max_entries=3, archive_size=2))
+    add_articles(app, 15)
+    publish(app)
+    config = str(app.settings.source)
+    built = App(load_settings(config, env={"SYNDICATE_SITE__BASE_URL": base}))
+    assert not build(built).errors
+    env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
+    env.pop("SYNDICATE_CONFIG", None)
+    proc = subprocess.Popen(
+        [str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(f"{base}/healthz", proc)
+        b = browser
+        b.get(f"{base}/tags/habits/")
+        wait_heading(b, "Tag: habits")
+        shot(b, tmp_path, "tag-newest")
+        seen, headings = [], []
+        while True:
+            headings.append(b.find_element(By.TAG_NAME, "h1").text)
+            seen += [a.text for a in b.find_elements(By.CSS_SELECTOR, "ul.articles li > a")]
+            older = b.find_elements(By.LINK_TEXT, "Older articles")
+            if not older:
+                break
+            number = re.search(r"/page/(\d+)/$", older[0].get_attribute("href")).group(1)
+            older[0].click()
+            wait_heading(b, f"Tag: habits (page {number})")
+        shot(b, tmp_path, "tag-oldest")
+        with built.engine.connect() as conn:
+            from pipeline.site.build import load_meta
+
+            expected = sorted(m.title for m in load_meta(conn, built.settings) if "habits" in m.tags)
+        assert sorted(seen) == expected and len(seen) == len(set(seen))
+        assert headings[-1] == "Tag: habits (page 1)" and len(headings) >= 3
+        for heading in reversed(headings[:-1]):
+            b.find_element(By.LINK_TEXT, "Newer articles").click()
+            wait_heading(b, heading)
+        assert not b.find_elements(By.LINK_TEXT, "Newer articles")
+        assert b.current_url == f"{base}/tags/habits/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -113,3 +113,97 @@ def test_article_pages_exist_for_every_approved_article_with_images_copied(make_
     doc = page(app, "articles/pictured/index.html")
     assert doc.xpath("//img[@src='https://news.example.com/images/dot.svg' and @alt='A dot']")
     assert not (public(app) / "articles" / "draft-one").exists()
+
+
+def listing_chain(app, key: str, rel: str = "next") -> list[tuple[str, list[str]]]:
+    """Follow a listing's pager (rel=next: older pages, from the newest page): (path,
+    article URLs on the page) of each page, in walking order."""
+    base = "https://news.example.com/"
+    path, out, seen = f"{key}/index.html", [], set()
+    while path:
+        assert path not in seen, f"loop at {path}"
+        seen.add(path)
+        doc = page(app, path)
+        out.append((path, doc.xpath("//ul[@class='articles']/li/a/@href")))
+        links = doc.xpath(f"//nav[@class='pager']/a[@rel='{rel}']/@href")
+        assert len(links) <= 1 and all(link.startswith(base) for link in links)
+        path = links[0][len(base) :] + "index.html" if links else None
+    return out
+
+
+@pytest.mark.parametrize("key", ["tags/habits", "authors/ana-lee"])
+def test_page3_listing_pages_are_cut_like_their_feed_and_walk_back_to_every_article(make_app, sqlite_url, key):
+    """A tag, category or author page lists the articles of its feed's subscription
+    document; 'Older articles' walks its archive pages, each with the articles of the
+    feed archive of the same number, and 'Newer articles' walks back. Full pages are
+    sealed (immutable in the manifest) like full feed archives (PAGE-3)."""
+    import json
+
+    from pipeline.site.build import MANIFEST
+
+    from .feedsite import build_site, feeds_toml
+    from .test_feeds_build import walk_archive_chain
+
+    app = make_app(sqlite_url, feeds_toml(max_entries=3, archive_size=2))
+    build_site(app, 21)
+    pages = listing_chain(app, key)
+    feed_docs = walk_archive_chain(app, "atom", key)
+    assert [set(urls) for _, urls in pages] == [set(ids) for ids in feed_docs]
+    assert len(pages) >= 4 and len(pages[0][1]) == 3 and all(len(urls) <= 2 for _, urls in pages[1:])
+    every = [u for _, urls in pages for u in urls]
+    assert len(every) == len(set(every))
+    count = len(pages) - 1
+    assert [path for path, _ in pages] == [f"{key}/index.html"] + [
+        f"{key}/page/{k}/index.html" for k in range(count, 0, -1)
+    ]
+    # Newest publication first on every page; the page number in the title and heading.
+    for path, _ in pages:
+        doc = page(app, path)
+        times = doc.xpath("//ul[@class='articles']/li//time/@datetime")
+        assert times == sorted(times, reverse=True), path
+        if "/page/" in path:
+            number = path.split("/page/")[1].split("/")[0]
+            assert f"(page {number})" in doc.findtext(".//title") and f"(page {number})" in doc.findtext(".//h1/span")
+    # Back again by 'Newer articles', from the oldest page to the newest.
+    oldest = pages[-1][0]
+    back, path = [], oldest
+    while path:
+        back.append(path)
+        links = page(app, path).xpath("//nav[@class='pager']/a[@rel='prev']/@href")
+        path = links[0][len("https://news.example.com/") :] + "index.html" if links else None
+    assert back == [p for p, _ in reversed(pages)]
+    manifest = set(json.loads(read(app, MANIFEST))["immutable"])
+    listed = {path for path, _ in pages}
+    assert {p for p in listed if p in manifest} == {f"{key}/page/{k}/index.html" for k in range(1, count)}
+
+
+def test_a_listing_that_fits_one_page_has_no_pager(site):
+    doc = page(site, "tags/habits/index.html")
+    assert not doc.xpath("//nav[@class='pager']") and not (public(site) / "tags" / "habits" / "page").exists()
+
+
+def test_listing_pages_follow_a_new_page_size_and_old_pages_leave_public(make_app, sqlite_url):
+    """Pages are cut by the feed settings of the build that writes them: with a bigger
+    feeds.max_entries the archive pages are removed (folders too) and the newest page
+    lists every article again."""
+    from pipeline.app import App
+    from pipeline.config import load_settings
+
+    from .feedsite import build_site, feeds_toml
+
+    app = make_app(sqlite_url, feeds_toml(max_entries=3, archive_size=2))
+    build_site(app, 11)
+    assert (public(app) / "tags" / "habits" / "page" / "1" / "index.html").exists()
+    bigger = App(load_settings(app.settings.source, env={"SYNDICATE_FEEDS__MAX_ENTRIES": "50"}))
+    report = build(bigger)
+    assert not report.errors
+    assert "tags/habits/page/1/index.html" in report.removed
+    assert not (public(app) / "tags" / "habits" / "page").exists()
+    front = listing_chain(bigger, "tags/habits")
+    assert len(front) == 1 and len(front[0][1]) == len([i for i in range(11) if "habits" in topics_of(i)])
+
+
+def topics_of(i: int) -> list[str]:
+    from .feedsite import TOPICS
+
+    return [TOPICS[i % len(TOPICS)], TOPICS[(i + 2) % len(TOPICS)]]

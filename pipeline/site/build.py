@@ -361,14 +361,26 @@ class Planner:
         return out
 
     # -- feeds
-    def feed_jobs(self, key: str) -> list[Job]:
-        settings = self.settings
-        spec = feeds.make_spec(settings, key, self.label(key))
-        members = self.members(key)
+    def pages(self, key: str) -> tuple[int, dict[int | None, list[Meta]]]:
+        """How feed `key` is cut into documents: (the number of archive pages, page ->
+        its articles, newest position first; None is the subscription document). Archive
+        k holds positions ((k-1)*archive_size, k*archive_size]; the subscription document
+        the max_entries newest. The listing pages are cut the same way."""
         total = max(self.positions.get(key, {}).values(), default=0)
         archived_upto = max(0, total - self.max_entries)
         pages_count = -(-archived_upto // self.archive_size)
-        overall = max((m.updated_at for _, m in members), default=feeds.EPOCH)  # Meta times are UTC already
+        # members are newest position first: cut them into documents in one pass
+        by_page: dict[int | None, list[Meta]] = {None: []}
+        for seq, m in self.members(key):
+            page = None if seq > archived_upto else (seq - 1) // self.archive_size + 1
+            by_page.setdefault(page, []).append(m)
+        return pages_count, by_page
+
+    def feed_jobs(self, key: str) -> list[Job]:
+        settings = self.settings
+        spec = feeds.make_spec(settings, key, self.label(key))
+        pages_count, by_page = self.pages(key)
+        overall = max((m.updated_at for ms in by_page.values() for m in ms), default=feeds.EPOCH)  # UTC already
         jobs = []
 
         def doc_job(page: int | None, entries: list[Meta]) -> Job:
@@ -408,11 +420,6 @@ class Planner:
                 topics=topics,
             )
 
-        # members are newest position first: cut them into documents in one pass
-        by_page: dict[int | None, list[Meta]] = {None: []}
-        for seq, m in members:
-            page = None if seq > archived_upto else (seq - 1) // self.archive_size + 1
-            by_page.setdefault(page, []).append(m)
         jobs.append(doc_job(None, by_page[None]))
         for page in range(1, pages_count + 1):
             jobs.append(doc_job(page, by_page.get(page, [])))
@@ -429,17 +436,34 @@ class Planner:
 
         return Job("article", [path], deps, render, (m.article_id,))
 
-    def listing_job(self, key: str) -> Job:
+    def listing_jobs(self, key: str) -> list[Job]:
+        """The HTML pages of feed `key`: one per document of the feed, with the same
+        articles (`pages`), newest publication first on each page. So a page is as
+        long as a feed document, not as the whole tag (at 10,000 articles a category
+        page was 630 KB), a new article changes the newest page and the newest archive
+        page only, and every older page is sealed like its feed archive (immutable)."""
         settings = self.settings
         spec = feeds.make_spec(settings, key, self.label(key))
-        entries = sorted((m for _, m in self.members(key)), key=lambda m: (m.published_at, m.article_id), reverse=True)
-        path = pages.listing_path(key)
-        deps = _h(self.page_salt, "listing", key, spec, [m.token for m in entries])
+        pages_count, by_page = self.pages(key)
+        jobs = []
+        for page in [None, *range(1, pages_count + 1)]:
+            entries = sorted(by_page.get(page, []), key=lambda m: (m.published_at, m.article_id), reverse=True)
+            # Newer: none from the newest page; from archive k, k+1, or the newest page
+            # from the last archive. Older: the last archive from the newest page; from
+            # archive k, k-1; none from archive 1.
+            newer_url = None
+            if page is not None:
+                newer_url = pages.listing_url(settings, key, page + 1 if page < pages_count else None)
+            older = pages_count if page is None else page - 1
+            older_url = pages.listing_url(settings, key, older) if older else None
+            path = pages.listing_path(key, page)
+            deps = _h(self.page_salt, "listing", key, spec, page, newer_url, older_url, [m.token for m in entries])
 
-        def render(ctx: RenderContext) -> dict[str, bytes]:
-            return {path: pages.render_listing(settings, spec, entries)}
+            def render(ctx: RenderContext, path=path, page=page, entries=entries, newer=newer_url, older=older_url):
+                return {path: pages.render_listing(settings, spec, entries, page=page, newer=newer, older=older)}
 
-        return Job("listing", [path], deps, render)
+            jobs.append(Job("listing", [path], deps, render, immutable=page is not None and page < pages_count))
+        return jobs
 
     def index_job(self, topics: list[tuple[str, str, int]], form: dict) -> Job:
         settings = self.settings
@@ -649,7 +673,7 @@ def build(
                     jobs.append(planner.article_job(m))
                 for key in keys:
                     if key != "all":
-                        jobs.append(planner.listing_job(key))
+                        jobs.extend(planner.listing_jobs(key))
                 jobs.append(planner.index_job(pages.topic_list(settings, metas), pages.subscribe_form(settings, metas)))
                 jobs.extend(_image_jobs(settings, referenced_images(conn, settings, metas), report.errors))
                 for error in report.errors:  # a bad item is recorded and skipped

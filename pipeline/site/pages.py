@@ -109,8 +109,15 @@ def article_path(slug: str) -> str:
     return f"articles/{slug}/index.html"
 
 
-def listing_path(key: str) -> str:
-    return f"{key}/index.html"
+def listing_path(key: str, page: int | None = None) -> str:
+    """A tag, category or author page: `<key>/index.html` holds the newest articles (those
+    of the feed's subscription document), `<key>/page/<k>/index.html` those of the feed's
+    archive k (page 1 the oldest; every page but the newest never changes again)."""
+    return f"{key}/index.html" if page is None else f"{key}/page/{page}/index.html"
+
+
+def listing_url(settings, key: str, page: int | None = None) -> str:
+    return feeds.listing_url(settings, key) + ("" if page is None else f"page/{page}/")
 
 
 def _common(settings) -> dict:
@@ -145,7 +152,12 @@ def feed_alternates(settings, key: str) -> list[tuple[str, str, str]]:
     return [(label, media_type, feeds.doc_url(settings, key, fmt)) for label, fmt, media_type in FEED_FORMATS]
 
 
-def render_listing(settings, spec, entries) -> bytes:
+def render_listing(
+    settings, spec, entries, *, page: int | None = None, newer: str | None = None, older: str | None = None
+) -> bytes:
+    """One page of a listing: `page` None for the newest articles, else the archive
+    page's number; `newer` and `older` the URLs of the pages next to it (None at either
+    end)."""
     kind, _, slug = spec.key.partition("/")
     label = spec.author_name or slug
     heading = {"tags": f"Tag: {label}", "categories": f"Category: {label}", "authors": f"Articles by {label}"}.get(
@@ -155,6 +167,9 @@ def render_listing(settings, spec, entries) -> bytes:
         settings,
         "web/listing.html",
         heading=heading,
+        page=page,
+        newer=newer,
+        older=older,
         feed=spec,
         entries=entries,
         feed_links=feed_links(settings, spec.key),
@@ -228,6 +243,7 @@ __all__ = [
     "FEEDS_INDEX",
     "article_path",
     "listing_path",
+    "listing_url",
     "human_date",
     "template_fingerprint",
 ]
