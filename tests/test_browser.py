@@ -5,6 +5,7 @@ Screenshots land in the test's tmp dir (phone-sized window)."""
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import os
@@ -67,6 +68,30 @@ def wait_for(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
 
+@contextlib.contextmanager
+def serving(config: str, base: str, port: int):
+    """`syndicate serve` on 127.0.0.1:`port` for the project `config`, its links made
+    absolute against `base`; stopped when the block ends."""
+    env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
+    env.pop("SYNDICATE_CONFIG", None)
+    proc = subprocess.Popen(
+        [str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(f"{base}/healthz", proc)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def served(make_app, sqlite_url, tmp_path):
     """A project with two approved articles, and `syndicate serve` running on it."""
@@ -78,8 +103,6 @@ def served(make_app, sqlite_url, tmp_path):
     write_author(root)
     write_article(root, "rituals", tags="[relationships, habits]", category="relationships")
     write_article(root, "focus", title="Focus at Work", tags="[work, habits]", category="work")
-    env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
-    env.pop("SYNDICATE_CONFIG", None)
     config = str(app.settings.source)
     from pipeline.content.editorial import approve
     from pipeline.content.ingest import ingest
@@ -87,23 +110,8 @@ def served(make_app, sqlite_url, tmp_path):
     ingest(app)
     with app.engine.begin() as conn:
         approve(conn, all_pending=True, editor="eve")
-    proc = subprocess.Popen(
-        [str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(f"{base}/healthz", proc)
-        settings = load_settings(config, env={"SYNDICATE_SITE__BASE_URL": base})
-        yield App(settings), base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with serving(config, base, port):
+        yield App(load_settings(config, env={"SYNDICATE_SITE__BASE_URL": base})), base
 
 
 @pytest.fixture
@@ -257,16 +265,7 @@ def test_a_reader_pages_through_a_tag_in_chromium(make_app, sqlite_url, browser,
     config = str(app.settings.source)
     built = App(load_settings(config, env={"SYNDICATE_SITE__BASE_URL": base}))
     assert not build(built).errors
-    env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
-    env.pop("SYNDICATE_CONFIG", None)
-    proc = subprocess.Popen(
-        [str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(f"{base}/healthz", proc)
+    with serving(config, base, port):
         b = browser
         b.get(f"{base}/tags/habits/")
         wait_heading(b, "Tag: habits")
@@ -293,10 +292,3 @@ def test_a_reader_pages_through_a_tag_in_chromium(make_app, sqlite_url, browser,
             wait_heading(b, heading)
         assert not b.find_elements(By.LINK_TEXT, "Newer articles")
         assert b.current_url == f"{base}/tags/habits/"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -14,10 +14,8 @@ from __future__ import annotations
 import email
 import email.policy
 import io
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -35,7 +33,7 @@ from pipeline.store.schema import deliveries
 
 from .conftest import REPO
 from .desk_kit import make_user
-from .test_browser import SYNDICATE, browser, free_port, require_browser, wait_for, wait_heading  # noqa: F401
+from .test_browser import browser, free_port, require_browser, serving, wait_heading  # noqa: F401
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,25 +52,9 @@ def desk_served(make_app, sqlite_url, tmp_path):
     root = app.settings.root
     (root / "schedules").mkdir()
     shutil.copy(REPO / "schedules" / "default.toml", root / "schedules")
-    env = {**os.environ, "SYNDICATE_SITE__BASE_URL": base}
-    env.pop("SYNDICATE_CONFIG", None)
     config = str(app.settings.source)
-    proc = subprocess.Popen(
-        [str(SYNDICATE), "--config", config, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for(f"{base}/healthz", proc)
+    with serving(config, base, port):
         yield App(load_settings(config, env={"SYNDICATE_SITE__BASE_URL": base})), base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Journey:
