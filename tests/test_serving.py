@@ -47,24 +47,25 @@ def free_socket() -> socket.socket:
     return sock
 
 
-def make_site(root: Path, base_url: str) -> App:
+def make_site(root: Path, base_url: str, count: int = 9) -> App:
     config = write_project(
         root, f"sqlite:///{root / 'var' / 'syndicate.db'}", feeds_toml(max_entries=3, archive_size=2, hubs=[HUB])
     )
     config.write_text(config.read_text().replace('base_url = "https://news.example.com"', f'base_url = "{base_url}"'))
     app = App(load_settings(config, env={}))
-    add_articles(app, 9)
+    add_articles(app, count)
     publish(app)
     assert not build(app).errors
     return app
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """uvicorn serving make_public_app on a socket bound to 127.0.0.1 port 0."""
+@contextlib.contextmanager
+def serving_site(root: Path, count: int = 9):
+    """uvicorn serving make_public_app for a site of `count` articles, on a socket bound
+    to 127.0.0.1 port 0: (base URL, app)."""
     sock = free_socket()
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = make_site(tmp_path_factory.mktemp("serving") / "site", base)
+    app = make_site(root, base, count)
     srv = uvicorn.Server(uvicorn.Config(make_public_app(app.settings), log_level="warning", lifespan="off"))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -72,11 +73,19 @@ def server(tmp_path_factory):
     while not srv.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
-    yield base, app
-    srv.should_exit = True
-    thread.join(10)
-    sock.close()
-    dispose_engines()
+    try:
+        yield base, app
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        sock.close()
+        dispose_engines()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with serving_site(tmp_path_factory.mktemp("serving") / "site") as served:
+        yield served
 
 
 def public_bytes(app, rel):
@@ -164,6 +173,19 @@ def test_http_4_sealed_archives_are_cached_long_and_the_open_one_short(server):
     assert "hub" not in sealed.headers["Link"]
     open_page = requests.get(f"{base}/feeds/archive/all/3.atom", headers=IDENTITY, timeout=5)
     assert open_page.headers["Cache-Control"] == f"public, max-age={app.settings.feeds.max_age}"
+
+
+def test_http_4_full_listing_pages_are_cached_long_and_the_open_ones_short(tmp_path):
+    """A listing's pages are cut like its feed: the full ones are sealed too."""
+    with serving_site(tmp_path / "site", count=15) as (base, app):
+        long = f"public, max-age={app.settings.feeds.archive_max_age}, immutable"
+        short = f"public, max-age={app.settings.feeds.max_age}"
+        # categories/wellbeing: 8 of the 15; 3 on the newest page, archives of 2: 1-2 full, 3 open
+        full = requests.get(f"{base}/categories/wellbeing/page/1/", headers=IDENTITY, timeout=5)
+        assert full.status_code == 200 and full.headers["Cache-Control"] == long
+        for rel in ("categories/wellbeing/page/3/", "categories/wellbeing/"):
+            page = requests.get(f"{base}/{rel}", headers=IDENTITY, timeout=5)
+            assert page.status_code == 200 and page.headers["Cache-Control"] == short, rel
 
 
 def test_disc_1_autodiscovery_links_answer_200_with_their_type(server):

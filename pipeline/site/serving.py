@@ -11,8 +11,8 @@ Feed readers poll; an unchanged feed must cost a 304 (HTTP-1..4):
   (RFC 9110 §13.2.2); a 304 carries the ETag, Cache-Control, Vary, Last-Modified and
   Link headers the 200 would have (HTTP-3), and no body.
 - Cache-Control: `feeds.max_age` for subscription feeds and pages; sealed archives
-  (listed by the build in public/.build-manifest.json) `feeds.archive_max_age` and
-  `immutable`.
+  and the full pages of a listing (listed by the build in public/.build-manifest.json)
+  `feeds.archive_max_age` and `immutable`.
 - Feeds carry `Link: <hub>; rel="hub"` and `<topic>; rel="self"` (WS-1).
 - GET and HEAD only; dot files (the manifest, temporary files) and anything outside
   public/ are never served.
@@ -175,7 +175,9 @@ class PublicFiles:
         return entry
 
     def immutable(self, rel: str) -> bool:
-        if not rel.startswith("feeds/archive/"):
+        """Whether the build sealed `rel` (a full feed archive, or a full listing page,
+        `<key>/page/<n>/index.html`): listed as immutable in its manifest."""
+        if not (rel.startswith("feeds/archive/") or "/page/" in rel):
             return False
         manifest = self.root / MANIFEST
         try:
