@@ -118,8 +118,10 @@ def test_article_pages_exist_for_every_approved_article_with_images_copied(make_
 def listing_chain(app, key: str, rel: str = "next") -> list[tuple[str, list[str]]]:
     """Follow a listing's pager (rel=next: older pages, from the newest page): (path,
     article URLs on the page) of each page, in walking order."""
+    from pipeline.site.pages import listing_path
+
     base = "https://news.example.com/"
-    path, out, seen = f"{key}/index.html", [], set()
+    path, out, seen = listing_path(key), [], set()
     while path:
         assert path not in seen, f"loop at {path}"
         seen.add(path)
@@ -131,15 +133,17 @@ def listing_chain(app, key: str, rel: str = "next") -> list[tuple[str, list[str]
     return out
 
 
-@pytest.mark.parametrize("key", ["tags/habits", "authors/ana-lee"])
+@pytest.mark.parametrize("key", ["tags/habits", "authors/ana-lee", "all"])
 def test_page3_listing_pages_are_cut_like_their_feed_and_walk_back_to_every_article(make_app, sqlite_url, key):
-    """A tag, category or author page lists the articles of its feed's subscription
-    document; 'Older articles' walks its archive pages, each with the articles of the
-    feed archive of the same number, and 'Newer articles' walks back. Full pages are
-    sealed (immutable in the manifest) like full feed archives (PAGE-3)."""
+    """A tag, category or author page (and articles/, the listing of the site feed)
+    lists the articles of its feed's subscription document; 'Older articles' walks its
+    archive pages, each with the articles of the feed archive of the same number, and
+    'Newer articles' walks back. Full pages are sealed (immutable in the manifest) like
+    full feed archives (PAGE-3)."""
     import json
 
     from pipeline.site.build import MANIFEST
+    from pipeline.site.pages import listing_path
 
     from .feedsite import build_site, feeds_toml
     from .test_feeds_build import walk_archive_chain
@@ -153,9 +157,7 @@ def test_page3_listing_pages_are_cut_like_their_feed_and_walk_back_to_every_arti
     every = [u for _, urls in pages for u in urls]
     assert len(every) == len(set(every))
     count = len(pages) - 1
-    assert [path for path, _ in pages] == [f"{key}/index.html"] + [
-        f"{key}/page/{k}/index.html" for k in range(count, 0, -1)
-    ]
+    assert [path for path, _ in pages] == [listing_path(key)] + [listing_path(key, k) for k in range(count, 0, -1)]
     # Newest publication first on every page; the page number in the title and heading.
     for path, _ in pages:
         doc = page(app, path)
@@ -174,7 +176,10 @@ def test_page3_listing_pages_are_cut_like_their_feed_and_walk_back_to_every_arti
     assert back == [p for p, _ in reversed(pages)]
     manifest = set(json.loads(read(app, MANIFEST))["immutable"])
     listed = {path for path, _ in pages}
-    assert {p for p in listed if p in manifest} == {f"{key}/page/{k}/index.html" for k in range(1, count)}
+    assert {p for p in listed if p in manifest} == {listing_path(key, k) for k in range(1, count)}
+    if key == "all":
+        assert len(every) == 21 and pages[0][0] == "articles/index.html"
+        assert page(app, "articles/index.html").findtext(".//h1") == "All articles"
 
 
 def test_a_listing_that_fits_one_page_has_no_pager(site):
@@ -207,3 +212,18 @@ def topics_of(i: int) -> list[str]:
     from .feedsite import TOPICS
 
     return [TOPICS[i % len(TOPICS)], TOPICS[(i + 2) % len(TOPICS)]]
+
+
+def test_the_home_page_links_every_article_when_it_shows_only_the_newest(make_app, sqlite_url):
+    """The home page lists the newest `feeds.listing_size`; with more articles than that,
+    it links articles/, where every article is, page by page."""
+    from .feedsite import build_site
+
+    app = make_app(sqlite_url, "\n[feeds]\nlisting_size = 3\n")
+    build_site(app, 3)
+    assert not page(app, "index.html").xpath("//a[text()='All articles']")  # all of them are there
+    build_site(app, 2, start=3)
+    home = page(app, "index.html")
+    assert len(home.xpath("//ul[@class='articles']/li")) == 3
+    assert home.xpath("//a[text()='All articles']/@href") == ["https://news.example.com/articles/"]
+    assert len(listing_chain(app, "all")[0][1]) == 5

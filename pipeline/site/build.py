@@ -468,11 +468,13 @@ class Planner:
     def index_job(self, topics: list[tuple[str, str, int]], form: dict) -> Job:
         settings = self.settings
         latest = self.metas[: max(1, settings.feeds.listing_size)]
-        deps = _h(self.page_salt, "index", [m.token for m in latest], topics, form)
+        # More articles than the home page shows: it links the listing of all of them.
+        everything = pages.listing_url(settings, "all") if len(self.metas) > len(latest) else None
+        deps = _h(self.page_salt, "index", [m.token for m in latest], topics, form, everything)
 
         def render(ctx: RenderContext) -> dict[str, bytes]:
             return {
-                "index.html": pages.render_index(settings, latest, topics, form),
+                "index.html": pages.render_index(settings, latest, topics, form, everything),
                 pages.FEEDS_INDEX: pages.render_feeds_index(settings, topics),
             }
 
@@ -672,8 +674,7 @@ def build(
                 for m in metas:
                     jobs.append(planner.article_job(m))
                 for key in keys:
-                    if key != "all":
-                        jobs.extend(planner.listing_jobs(key))
+                    jobs.extend(planner.listing_jobs(key))
                 jobs.append(planner.index_job(pages.topic_list(settings, metas), pages.subscribe_form(settings, metas)))
                 jobs.extend(_image_jobs(settings, referenced_images(conn, settings, metas), report.errors))
                 for error in report.errors:  # a bad item is recorded and skipped

@@ -109,15 +109,26 @@ def article_path(slug: str) -> str:
     return f"articles/{slug}/index.html"
 
 
+ALL_ARTICLES = "articles"  # the folder of the site feed's listing: every article, newest first
+
+
+def _listing_folder(key: str) -> str:
+    return ALL_ARTICLES if key == "all" else key
+
+
 def listing_path(key: str, page: int | None = None) -> str:
-    """A tag, category or author page: `<key>/index.html` holds the newest articles (those
-    of the feed's subscription document), `<key>/page/<k>/index.html` those of the feed's
-    archive k (page 1 the oldest; every page but the newest never changes again)."""
-    return f"{key}/index.html" if page is None else f"{key}/page/{page}/index.html"
+    """A listing page: `<key>/index.html` holds the newest articles (those of the feed's
+    subscription document), `<key>/page/<k>/index.html` those of the feed's archive k
+    (page 1 the oldest; every page but the newest never changes again). The site feed's
+    listing ("all") lives in `articles/`, beside the article pages."""
+    folder = _listing_folder(key)
+    return f"{folder}/index.html" if page is None else f"{folder}/page/{page}/index.html"
 
 
 def listing_url(settings, key: str, page: int | None = None) -> str:
-    return feeds.listing_url(settings, key) + ("" if page is None else f"page/{page}/")
+    """The URL of `listing_path` (for "all", /articles/: the home page, the site feed's
+    HTML link, shows only the newest few)."""
+    return f"{feeds.site_base(settings)}/{listing_path(key, page).removesuffix('index.html')}"
 
 
 def _common(settings) -> dict:
@@ -160,9 +171,12 @@ def render_listing(
     end)."""
     kind, _, slug = spec.key.partition("/")
     label = spec.author_name or slug
-    heading = {"tags": f"Tag: {label}", "categories": f"Category: {label}", "authors": f"Articles by {label}"}.get(
-        kind, label
-    )
+    heading = {
+        "all": "All articles",
+        "tags": f"Tag: {label}",
+        "categories": f"Category: {label}",
+        "authors": f"Articles by {label}",
+    }.get(kind, label)
     return _render(
         settings,
         "web/listing.html",
@@ -196,8 +210,17 @@ def render_feeds_index(settings, topics) -> bytes:
     )
 
 
-def render_index(settings, latest, topics, subscribe_form) -> bytes:
-    return _render(settings, "web/index.html", latest=latest, topics=topics, subscribe_form=subscribe_form)
+def render_index(settings, latest, topics, subscribe_form, all_articles: str | None = None) -> bytes:
+    """The home page; `all_articles` the URL of the listing of every article, when there
+    are more than `latest` shows."""
+    return _render(
+        settings,
+        "web/index.html",
+        latest=latest,
+        topics=topics,
+        subscribe_form=subscribe_form,
+        all_articles=all_articles,
+    )
 
 
 def topic_list(settings, metas) -> list[tuple[str, str, int]]:
