@@ -23,8 +23,18 @@ SECRET_ENV = "SYNDICATE_TEST_ACME_SECRET"
 
 
 def webhook_partner_toml(
-    url: str, name: str = "acme", *, env: str = SECRET_ENV, extra: str = "", schedule: str = '["5s", "5m", "30m"]'
+    url: str,
+    name: str = "acme",
+    *,
+    env: str = SECRET_ENV,
+    extra: str = "",
+    schedule: str = '["5s", "5m", "30m"]',
+    read_timeout: float = 10.0,
 ) -> str:
+    """A webhook partner at `url`. The read timeout is generous: the partner server is a
+    thread of the test process, and on a loaded 2-CPU machine (two test workers,
+    PostgreSQL) its answer once took longer than the 0.5 s it used to be given; the
+    tests of timeouts pass a short one."""
     return f"""
 [[partners]]
 name = "{name}"
@@ -33,7 +43,7 @@ url = "{url}"
 secret_env = "{env}"
 allow_private = true
 connect_timeout = 1.0
-read_timeout = 0.5
+read_timeout = {read_timeout}
 retry_schedule = {schedule}
 {extra}
 """

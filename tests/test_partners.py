@@ -285,7 +285,8 @@ def test_sw4_other_4xx_fails_for_good_with_the_response_saved(site, partner):
     assert len(partner.requests) == 1
 
 
-def test_sw6_a_partner_hanging_past_the_read_timeout_is_retried(site, partner):
+def test_sw6_a_partner_hanging_past_the_read_timeout_is_retried(make_app, db_url, partner):
+    site = make_app(db_url, PUSH_TOML + webhook_partner_toml(partner.url, read_timeout=0.5))
     partner.reply(Reply(200, hang=5))
     publish(site, "rituals")
     push(site)

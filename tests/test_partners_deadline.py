@@ -27,7 +27,7 @@ def partner(monkeypatch):
 def test_a_trickling_partner_is_cut_off_at_the_total_deadline(make_app, sqlite_url, partner):
     """SW-6: before, the per-read timeout never fired and the push waited for the
     partner's whole 30 s trickle (then failed as a broken connection)."""
-    app = make_app(sqlite_url, PUSH_TOML + webhook_partner_toml(partner.url))  # connect 1 s + read 0.5 s
+    app = make_app(sqlite_url, PUSH_TOML + webhook_partner_toml(partner.url, read_timeout=0.5))  # connect 1 + read 0.5
     [p] = partners(app.settings)
     partner.reply(Reply(200, trickle=0.05))
     answer = request(make_session(p), p, "POST", partner.url, data=b"{}")
@@ -36,7 +36,7 @@ def test_a_trickling_partner_is_cut_off_at_the_total_deadline(make_app, sqlite_u
 
 
 def test_the_deadline_also_holds_on_a_kept_alive_connection(make_app, sqlite_url, partner):
-    app = make_app(sqlite_url, PUSH_TOML + webhook_partner_toml(partner.url))
+    app = make_app(sqlite_url, PUSH_TOML + webhook_partner_toml(partner.url, read_timeout=0.5))
     [p] = partners(app.settings)
     session = make_session(p)
     assert request(session, p, "POST", partner.url, data=b"{}").status_code == 400  # unsigned: refused, fast
@@ -51,9 +51,7 @@ def test_a_slow_partner_never_holds_up_email(make_app, sqlite_url, partner):
     the email rows waited behind it; now each channel has its own thread."""
     app = make_app(
         sqlite_url,
-        PUSH_TOML
-        + webhook_partner_toml(partner.url).replace("read_timeout = 0.5", "read_timeout = 15.0")
-        + "\n[delivery]\nbatch_size = 2\n",
+        PUSH_TOML + webhook_partner_toml(partner.url, read_timeout=15.0) + "\n[delivery]\nbatch_size = 2\n",
     )
     publish(app, "rituals")
     queue_partner_events(app)  # the push is queued first, so it is claimed first
