@@ -81,7 +81,7 @@ secret_env = "{SECRET_ENV}"
 events = {events}
 allow_private = true
 connect_timeout = 1.0
-read_timeout = 2.0
+read_timeout = 10.0
 retry_schedule = ["5s", "5m"]
 """
 

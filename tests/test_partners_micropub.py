@@ -32,7 +32,7 @@ kind = "micropub"
 url = "{url}"
 secret_env = "{TOKEN_ENV}"
 allow_private = true
-read_timeout = 1.0
+read_timeout = 10.0
 discover = {"true" if discover else "false"}
 """
     )
