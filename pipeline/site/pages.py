@@ -126,8 +126,8 @@ def listing_path(key: str, page: int | None = None) -> str:
 
 
 def listing_url(settings, key: str, page: int | None = None) -> str:
-    """The URL of `listing_path` (for "all", /articles/: the home page, the site feed's
-    HTML link, shows only the newest few)."""
+    """The URL of `listing_path`. For "all" that is /articles/, not the home page (the
+    site feed's HTML link, which shows only the newest few articles)."""
     return f"{feeds.site_base(settings)}/{listing_path(key, page).removesuffix('index.html')}"
 
 
