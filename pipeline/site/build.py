@@ -361,7 +361,7 @@ class Planner:
         return out
 
     # -- feeds
-    def pages(self, key: str) -> tuple[int, dict[int | None, list[Meta]]]:
+    def paging(self, key: str) -> tuple[int, dict[int | None, list[Meta]]]:
         """How feed `key` is cut into documents: (the number of archive pages, page ->
         its articles, newest position first; None is the subscription document). Archive
         k holds positions ((k-1)*archive_size, k*archive_size]; the subscription document
@@ -379,7 +379,7 @@ class Planner:
     def feed_jobs(self, key: str) -> list[Job]:
         settings = self.settings
         spec = feeds.make_spec(settings, key, self.label(key))
-        pages_count, by_page = self.pages(key)
+        pages_count, by_page = self.paging(key)
         overall = max((m.updated_at for ms in by_page.values() for m in ms), default=feeds.EPOCH)  # UTC already
         jobs = []
 
@@ -438,13 +438,13 @@ class Planner:
 
     def listing_jobs(self, key: str) -> list[Job]:
         """The HTML pages of feed `key`: one per document of the feed, with the same
-        articles (`pages`), newest publication first on each page. So a page is as
+        articles (`paging`), newest publication first on each page. So a page is as
         long as a feed document, not as the whole tag (at 10,000 articles a category
         page was 630 KB), a new article changes the newest page and the newest archive
         page only, and every older page is sealed like its feed archive (immutable)."""
         settings = self.settings
         spec = feeds.make_spec(settings, key, self.label(key))
-        pages_count, by_page = self.pages(key)
+        pages_count, by_page = self.paging(key)
         jobs = []
         for page in [None, *range(1, pages_count + 1)]:
             entries = sorted(by_page.get(page, []), key=lambda m: (m.published_at, m.article_id), reverse=True)
