@@ -112,16 +112,12 @@ def article_path(slug: str) -> str:
 ALL_ARTICLES = "articles"  # the folder of the site feed's listing: every article, newest first
 
 
-def _listing_folder(key: str) -> str:
-    return ALL_ARTICLES if key == "all" else key
-
-
 def listing_path(key: str, page: int | None = None) -> str:
     """A listing page: `<key>/index.html` holds the newest articles (those of the feed's
     subscription document), `<key>/page/<k>/index.html` those of the feed's archive k
     (page 1 the oldest; every page but the newest never changes again). The site feed's
     listing ("all") lives in `articles/`, beside the article pages."""
-    folder = _listing_folder(key)
+    folder = ALL_ARTICLES if key == "all" else key
     return f"{folder}/index.html" if page is None else f"{folder}/page/{page}/index.html"
 
 

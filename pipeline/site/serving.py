@@ -175,10 +175,8 @@ class PublicFiles:
         return entry
 
     def immutable(self, rel: str) -> bool:
-        """Whether the build sealed `rel` (a full feed archive, or a full listing page,
-        `<key>/page/<n>/index.html`): listed as immutable in its manifest."""
-        if not (rel.startswith("feeds/archive/") or "/page/" in rel):
-            return False
+        """Whether the build sealed `rel` (a full feed archive or listing page): the
+        manifest it writes says so, whatever the path looks like."""
         manifest = self.root / MANIFEST
         try:
             st = manifest.stat()
