@@ -151,6 +151,46 @@ def test_the_fresh_database_path_creates_the_schema_once_when_processes_start_to
         engine.dispose()
 
 
+def test_a_new_sqlite_file_waits_for_the_process_holding_its_write_lock(tmp_path):
+    """STORE-1, found by CI: three processes opened a new database at once, and one
+    failed with "database is locked" in `PRAGMA journal_mode=WAL`. The switch reads the
+    header, then writes it; when another connection holds the write lock, SQLite does not
+    wait (the busy timeout is skipped to avoid a deadlock). Here a plain connection holds
+    the write lock of a new file in rollback mode for a moment, as the other process did."""
+    import sqlite3
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from pipeline.store import make_engine
+
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")  # a real file, still in rollback mode
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    released = threading.Event()
+
+    def release() -> None:
+        time.sleep(0.3)
+        holder.execute("COMMIT")
+        released.set()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            assert released.is_set()  # it waited for the lock instead of failing
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("SELECT x FROM t")).scalars().all() == [1]
+    finally:
+        engine.dispose()
+        thread.join()
+        holder.close()
+
+
 def test_a_database_with_tables_but_no_schema_is_not_taken_for_an_empty_one(db_url):
     """STORE-1: the fast path is for an empty database only: anything else goes through
     the migrations (which fail loudly on a table that is in the way)."""

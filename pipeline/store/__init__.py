@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,9 +55,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            _switch_to_wal(cur)
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
@@ -78,6 +79,36 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     raise ConfigError(
         f"unsupported database URL {url!r}", hint="Use sqlite:///path/to/file.db or postgresql+psycopg://user@host/db."
     )
+
+
+WAL_SWITCH_PATIENCE = 60.0  # seconds; the same as the busy timeout
+
+
+def _switch_to_wal(cur: Any) -> None:
+    """Put the database in WAL mode, waiting for a process that is doing the same.
+
+    The busy timeout does not cover this. A new database file starts in rollback mode;
+    the switch reads the header (a shared lock) and then writes it. When another
+    process already holds the write lock (it is switching too, or creating the schema),
+    SQLite answers "database is locked" at once instead of waiting, because waiting
+    while holding the shared lock could deadlock. So the statement is retried; each
+    failed try ends its read, so the other process can finish. A database that is
+    already in WAL mode (every one after its first connection) needs no write and
+    never lands here twice.
+    """
+    import sqlite3  # the driver make_engine's SQLite URLs use; loaded by then anyway
+
+    deadline = time.monotonic() + WAL_SWITCH_PATIENCE
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def get_engine(url: str, *, migrate: bool = True) -> Engine:
