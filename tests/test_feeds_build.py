@@ -456,3 +456,46 @@ def test_dependency_hashes_are_the_same_in_every_process(make_app, sqlite_url):
         planned = json.loads(out.stdout)
         assert len(planned) > 40
         assert {path: stored[path] for path in planned} == planned
+
+
+def test_subscription_documents_are_stored_with_the_sha256_of_their_bytes_and_other_files_are_not_hashed(
+    make_app, db_url
+):
+    """WS-3: a hub is pinged when a subscription document's bytes change, which the build
+    learns from the sha256 it stores. Nothing compares the hash of any other file (article
+    pages, listings, archives: 1.3 GB at 10,000 articles), so it is not computed: ''.
+    After an edit, the feeds whose bytes changed are exactly the topics reported."""
+    import hashlib
+
+    from sqlalchemy import select
+
+    from pipeline.store.schema import build_outputs
+
+    app = make_app(db_url, feeds_toml(max_entries=3, archive_size=2))
+    build_site(app, 8)
+
+    def rows() -> dict[str, tuple[str, str]]:
+        with app.engine.connect() as conn:
+            q = select(build_outputs.c.path, build_outputs.c.kind, build_outputs.c.sha256)
+            return {r.path: (r.kind, r.sha256) for r in conn.execute(q) if r.kind != "state"}
+
+    def subscription(path: str) -> bool:
+        return path.startswith("feeds/") and not path.startswith("feeds/archive/") and not path.endswith(".html")
+
+    stored = rows()
+    topics = {p for p in stored if subscription(p)}
+    assert {"feeds/all.atom", "feeds/all.rss", "feeds/all.json", "feeds/tags/habits.atom"} <= topics
+    assert any(kind == "archive" for kind, _ in stored.values())
+    for path, (_kind, sha) in stored.items():
+        expected = hashlib.sha256(read(app, path)).hexdigest() if path in topics else ""
+        assert sha == expected, path
+
+    before = {p: read(app, p) for p in topics}
+    add_articles(app, 1, start=8)
+    publish(app)
+    report = build(app)
+    changed = {p for p in topics if read(app, p) != before[p]}
+    assert changed and changed != topics
+    assert sorted(report.changed_topics) == sorted(f"https://news.example.com/{p}" for p in changed)
+    for path, (_kind, sha) in rows().items():
+        assert sha == (hashlib.sha256(read(app, path)).hexdigest() if path in topics else ""), path

@@ -518,8 +518,9 @@ feed_entries = Table(
 )
 
 # Every file the build wrote under public/: what it was made from (`deps`, a hash of
-# the inputs), what it holds (`sha256` of the bytes published, and pinged to hubs), and
-# whether it is a sealed archive (never rewritten; served with a long max-age).
+# the inputs), its size, the `sha256` of its bytes when it is a subscription document
+# (what a hub is pinged about; '' for other files, which nothing compares), and whether
+# it is sealed (never rewritten; served with a long max-age).
 build_outputs = Table(
     "build_outputs",
     metadata,
