@@ -370,9 +370,24 @@ def test_approve_all_reads_the_queue_in_one_statement_and_writes_in_batches(app)
     assert {d.slug for d in decisions if d.outcome != "approved"} == {"vote-now"}
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(reads) == 1
-    # approvals insert (1) + per 500 articles: superseded, first approval, approved (3 x 2)
-    # + the articles' approved revision (1, executemany).
-    assert len(statements) <= 1 + 1 + 3 * 2 + 1
+    # approvals insert (1 per 5,000) + per 500 articles: superseded, first approval,
+    # approved, and the articles' approved revision (4 x 2); no statement per article.
+    assert len(statements) <= 1 + 1 + 4 * 2
+    from sqlalchemy import select
+
+    from pipeline.store.schema import approvals, articles
+
+    with app.engine.connect() as conn:
+        pointers = conn.execute(
+            select(articles.c.slug, articles.c.approved_revision_id, articles.c.current_revision_id)
+        ).all()
+        approved = dict(conn.execute(select(approvals.c.revision_id, approvals.c.editor)).all())
+    assert len(approved) == 620
+    for slug, approved_revision, current_revision in pointers:
+        if slug in ("a-draft", "vote-now"):
+            assert approved_revision is None
+        else:  # each article points at the revision its approval row names
+            assert approved_revision == current_revision and approved[approved_revision] == "eve", slug
 
 
 @pytest.mark.xdist_group("processes")
