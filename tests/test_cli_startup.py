@@ -53,3 +53,20 @@ def test_import_and_help_load_no_heavy_library():
         "status",
     ):
         assert f"  {command} " in help_text or f"  {command}\n" in help_text, command
+
+
+def test_a_sender_without_dkim_does_not_load_dkimpy(tmp_path):
+    """`deliver` and `serve` build an email channel; only one that signs (email.dkim_selector
+    set) needs dkimpy, which loads dnspython (about 60 ms of every start)."""
+    config = tmp_path / "syndicate.toml"
+    config.write_text('[site]\ntitle = "T"\nbase_url = "https://news.example.com"\n', encoding="utf-8")
+    probe = (
+        "import json, sys\n"
+        "from pipeline.config import load_settings\n"
+        "import pipeline.delivery.worker, pipeline.delivery.email.channel\n"
+        "from pipeline.delivery.email.dkim import signer_from_settings\n"
+        f"assert signer_from_settings(load_settings({str(config)!r}, env={{}})) is None\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('dkim', 'dns'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
