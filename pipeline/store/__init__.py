@@ -92,9 +92,8 @@ def _switch_to_wal(cur: Any) -> None:
     process already holds the write lock (it is switching too, or creating the schema),
     SQLite answers "database is locked" at once instead of waiting, because waiting
     while holding the shared lock could deadlock. So the statement is retried; each
-    failed try ends its read, so the other process can finish. A database that is
-    already in WAL mode (every one after its first connection) needs no write and
-    never lands here twice.
+    failed try ends its read, so the other process can finish. A file already in WAL
+    mode needs no write: only the first connections to a new file can ever retry.
     """
     import sqlite3  # the driver make_engine's SQLite URLs use; loaded by then anyway
 
