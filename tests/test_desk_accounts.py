@@ -32,6 +32,15 @@ def test_passwords_are_argon2id_and_verify():
     assert not accounts.verify_password("garbage", "anything")
 
 
+def test_an_unknown_account_costs_the_same_argon2_work_as_a_known_one():
+    """The dummy hash verified for an unknown account is a fixed string (no Argon2 at
+    import time); it must carry exactly the parameters real hashes are made with, or a
+    sign-in would say by its timing whether the address has an account."""
+    assert not accounts._hasher.check_needs_rehash(accounts._DUMMY_HASH)
+    real = accounts.hash_password("a long enough password")
+    assert real.split("$")[:4] == accounts._DUMMY_HASH.split("$")[:4]  # id, version, m/t/p
+
+
 def test_password_rules():
     with pytest.raises(accounts.AccountError, match="at least 10"):
         accounts.check_password_rules("short")
