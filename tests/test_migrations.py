@@ -170,19 +170,19 @@ def test_a_new_sqlite_file_waits_for_the_process_holding_its_write_lock(tmp_path
     holder.execute("CREATE TABLE t (x)")  # a real file, still in rollback mode
     holder.execute("BEGIN IMMEDIATE")
     holder.execute("INSERT INTO t VALUES (1)")
-    released = threading.Event()
+    committing = threading.Event()
 
     def release() -> None:
         time.sleep(0.3)
+        committing.set()  # before the COMMIT: the lock is held until it runs
         holder.execute("COMMIT")
-        released.set()
 
     thread = threading.Thread(target=release)
     thread.start()
     engine = make_engine(f"sqlite:///{path}")
     try:
         with engine.connect() as conn:
-            assert released.is_set()  # it waited for the lock instead of failing
+            assert committing.is_set()  # it waited for the lock instead of failing
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
             assert conn.execute(text("SELECT x FROM t")).scalars().all() == [1]
     finally:
