@@ -158,3 +158,23 @@ def test_the_local_secret_is_written_private(tmp_path):
     path = tokens.local_secret_path(settings)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and len(path.read_text().strip()) >= 48
     assert not tokens.create_local_secret(settings)  # idempotent: the first secret stays
+
+
+def test_insert_batches_writes_every_row_in_statements_of_the_batch_size(db_url):
+    from sqlalchemy import event
+
+    from pipeline.store.bulk import insert_batches
+
+    engine = get_engine(db_url)
+    now = utcnow()
+    rows = [
+        {"email": f"b{i}@example.com", "reason": "manual", "source": "test", "created_at": now, "detail": ""}
+        for i in range(12)
+    ]
+    statements: list[str] = []
+    with transaction(engine) as conn:
+        event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        assert insert_batches(conn, suppressions, rows, size=5) == 12
+        assert insert_batches(conn, suppressions, []) == 0
+    assert len(statements) == 3  # 5 + 5 + 2, nothing for the empty list
+    assert _count(engine) == 12

@@ -46,7 +46,7 @@ from pipeline.content.sanitize import SANITIZER_VERSION, clean_text, http_url
 from pipeline.errors import SyndicateError
 from pipeline.files import StagedWrites, write_atomic, write_temporary
 from pipeline.site import feeds, pages
-from pipeline.store.bulk import insert_rows
+from pipeline.store.bulk import insert_batches
 from pipeline.store.schema import articles, authors, build_outputs, feed_entries, revisions
 from pipeline.timeutil import as_utc, utcnow
 
@@ -56,7 +56,6 @@ FORMAT_VERSION = "build-1"  # bump to force every output to be rendered again
 MANIFEST = ".build-manifest.json"  # read by pipeline.site.serving; dot files are never served
 _build_lock = threading.Lock()
 CHUNK = 500  # ids in one IN (...) list
-BULK_CHUNK = 5000  # rows in one bulk insert (pipeline.store.bulk)
 PARALLEL_MIN_JOBS = 400  # below this, forking costs more than it saves
 
 
@@ -572,8 +571,7 @@ def _assign_positions(conn: Connection, metas: list[Meta], positions: dict[str, 
                 seq = last[key] = last.get(key, 0) + 1
                 seqs[m.article_id] = seq
                 rows.append({"feed_key": key, "article_id": m.article_id, "seq": seq, "created_at": now})
-    for i in range(0, len(rows), BULK_CHUNK):
-        insert_rows(conn, feed_entries, rows[i : i + BULK_CHUNK])
+    insert_batches(conn, feed_entries, rows)
     return len(rows)
 
 
@@ -746,8 +744,7 @@ def build(
                 paths = [r["path"] for r in changed_rows] + report.removed
                 for i in range(0, len(paths), CHUNK):
                     conn.execute(delete(build_outputs).where(build_outputs.c.path.in_(paths[i : i + CHUNK])))
-                for i in range(0, len(changed_rows), BULK_CHUNK):
-                    insert_rows(conn, build_outputs, changed_rows[i : i + BULK_CHUNK])
+                insert_batches(conn, build_outputs, changed_rows)
                 # WS-3: the files are in place before the pings can be claimed (same commit).
                 report.pings = websub.queue_pings(conn, pings)
                 conn.execute(delete(build_outputs).where(build_outputs.c.path == STATE_PATH))

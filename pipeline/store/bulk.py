@@ -11,6 +11,7 @@
 Rows are dicts with the same keys; `conflict` names the unique column for "skip rows
 that exist" (ON CONFLICT DO NOTHING / INSERT OR IGNORE); `returning` (PostgreSQL only)
 gives back those columns of the inserted rows; without it, one `(count,)`.
+``insert_batches(conn, table, rows)`` cuts a long list into statements of BATCH_ROWS.
 """
 
 from __future__ import annotations
@@ -105,4 +106,12 @@ def insert_rows(
     return [(conn.exec_driver_sql(sql, values_list).rowcount,)]
 
 
-__all__ = ["insert_rows"]
+BATCH_ROWS = 5000  # rows per statement in insert_batches: each statement's JSON or executemany stays bounded
+
+
+def insert_batches(conn: Connection, table: Table, rows: list[dict], *, size: int = BATCH_ROWS) -> int:
+    """`insert_rows` over `rows`, `size` rows per statement; how many were inserted."""
+    return sum(insert_rows(conn, table, rows[i : i + size])[0][0] for i in range(0, len(rows), size))
+
+
+__all__ = ["insert_rows", "insert_batches", "BATCH_ROWS"]
