@@ -284,7 +284,7 @@ def test_a_reader_pages_through_a_tag_in_chromium(make_app, sqlite_url, browser,
             wait_heading(b, f"Tag: habits (page {number})")
         shot(b, tmp_path, "tag-oldest")
         with built.engine.connect() as conn:
-            from pipeline.site.build import load_meta
+            from pipeline.site.plan import load_meta
 
             expected = sorted(m.title for m in load_meta(conn, built.settings) if "habits" in m.tags)
         assert sorted(seen) == expected and len(seen) == len(set(seen))

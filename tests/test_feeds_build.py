@@ -411,13 +411,13 @@ PLAN_DEPS = """
 import json, sys
 from pipeline.app import App
 from pipeline.config import load_settings
-from pipeline.site import build as b, feeds, pages
+from pipeline.site import feeds, pages, plan
 
 app = App(load_settings(sys.argv[1], env={}))
 s = app.settings
 with app.engine.connect() as conn:
-    metas, positions, hubs = b.load_meta(conn, s), b._positions(conn), feeds.hub_urls(s)
-    p = b.Planner(s, metas, positions, hubs)
+    metas, positions, hubs = plan.load_meta(conn, s), plan._positions(conn), feeds.hub_urls(s)
+    p = plan.Planner(s, metas, positions, hubs)
     keys = sorted(set(positions) | {"all"})
     jobs = [j for k in keys for j in p.feed_jobs(k)] + [p.article_job(m) for m in metas]
     jobs += [j for k in keys if k != "all" for j in p.listing_jobs(k)]

@@ -83,6 +83,7 @@ def test_a_build_leaves_the_collector_as_it_found_it(make_app, sqlite_url, monke
     after it, and after one that fails while rendering, collection is on and nothing is
     frozen (a scheduler process runs builds for weeks)."""
     from pipeline.site import build as b
+    from pipeline.site import plan
 
     from .feedsite import add_articles, publish
 
@@ -91,17 +92,17 @@ def test_a_build_leaves_the_collector_as_it_found_it(make_app, sqlite_url, monke
     publish(app)
     during = []
 
-    def watch(name):
-        real = getattr(b, name)
+    def watch(module, name):
+        real = getattr(module, name)
 
         def watching(*args, **kwargs):
             during.append((name, gc.isenabled(), gc.get_freeze_count() > 0))
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(b, name, watching)
+        monkeypatch.setattr(module, name, watching)
 
-    watch("load_meta")
-    watch("_render_all")
+    watch(plan, "load_meta")
+    watch(b, "_render_all")
     assert b.build(app).written
     # planning: collection off; rendering: collection on, the plan frozen
     assert during == [("load_meta", False, False), ("_render_all", True, True)]

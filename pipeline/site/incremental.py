@@ -1,0 +1,264 @@
+"""The incremental plan: the jobs a build needs after a few articles changed.
+
+A full plan (`build.plan_full`) reads the light metadata of every live article and
+computes the dependency hash of every output: at 10,000 articles that is most of a
+rebuild after one new article. This plan reads what it needs to find what changed, and
+plans only the outputs a change can touch:
+
+- **What changed.** Every article page's stored hash is `_h(page salt, "article",
+  token)`, and the token names the approved revision and the author's name and link
+  (`build.article_token`). So one narrow query over the live articles, hashed the same
+  way and compared with `build_outputs`, names every article that is new, has a new
+  approved revision or a renamed author; a stored article page with no live article
+  names one that left (retracted, or no longer approved).
+- **The feeds they are in**, before and after: their positions (`feed_entries`) and
+  the keys of their new revisions. Positions never move, and a feed's documents are cut
+  by position (`Planner.paging`), so a change can touch only: the subscription document;
+  the archive holding the article; and the archives from the newest one before this
+  build to the newest one now (entries move from the subscription document into them,
+  and the old newest archive gets a link to the next and is sealed). The listing pages
+  are cut the same way. Only the articles on those documents are read.
+- **The home page** (the newest articles, every topic with its count) and the images
+  are planned from the narrow query, as the full plan does from the metadata; so is
+  the date of a subscription document every article left (the feed's newest update),
+  and the name of an author's feed. When the
+  last build published no image, only the changed articles' bodies are searched for
+  one.
+
+Every other output keeps its stored hash: nothing it is made from changed. When that
+cannot be shown cheaply, `plan_changes` answers None and the build plans in full:
+
+- the last build did not finish, or left an error (no state rows: failed outputs are
+  tried again);
+- it was made with other code, templates or settings, or an author's name changed
+  (`build.plan_key`: an author's feed is named after the author on every document,
+  sealed archives included);
+- an output file is missing or has another size;
+- many articles changed: more than 2% of them (at least 20 are always allowed, never
+  more than `MAX_CHANGED`); the full plan then costs less than many small reads;
+
+tests/test_build_incremental.py holds the two plans equal: after every build of a
+random sequence of edits, a full plan finds nothing left to render or remove.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from pipeline.content.sanitize import clean_text
+from pipeline.site import pages
+from pipeline.site.plan import (
+    CHUNK,
+    PLAN_PATH,
+    STATE_PATH,
+    STATE_ROWS,
+    Job,
+    Plan,
+    Planner,
+    _assign_positions,
+    _h,
+    _image_jobs,
+    all_in_place,
+    article_token,
+    author_labels,
+    feed_keys,
+    live_query,
+    load_meta,
+    plan_key,
+    referenced_images,
+    salts,
+)
+from pipeline.store.schema import articles, authors, feed_entries, revisions
+from pipeline.timeutil import as_utc
+
+log = logging.getLogger(__name__)
+
+MAX_CHANGED = 200  # articles changed or gone, at most (and at most 2% of the live ones)
+
+
+@dataclasses.dataclass(slots=True)
+class Live:
+    """What the home page, the topics and the images need of every live article."""
+
+    article_id: int
+    slug: str
+    token: str
+    published_at: dt.datetime
+    updated_at: dt.datetime
+    tags: list[str]
+    category: str
+    author_slug: str
+    author_name: str  # as shown (cleaned)
+    image: str
+
+    def feed_keys(self) -> list[str]:
+        return feed_keys(self.tags, self.category, self.author_slug)
+
+
+def live_articles(conn: Connection) -> list[Live]:
+    """Every approved, unretracted article, newest first (like `build.load_meta`), with
+    only the columns stored before the bodies."""
+    q = live_query(
+        articles.c.id,
+        articles.c.slug,
+        revisions.c.id,
+        revisions.c.content_hash,
+        revisions.c.author_slug,
+        revisions.c.published_at,
+        revisions.c.updated_at,
+        revisions.c.tags,
+        revisions.c.category,
+        revisions.c.image,
+        authors.c.name,
+        authors.c.url,
+    )
+    shown: dict[tuple[str, str | None], str] = {}
+    out = []
+    for aid, slug, rid, chash, author_slug, published, updated, tags, category, image, name, url in conn.execute(q):
+        person = (author_slug, name)
+        label = shown.get(person)
+        if label is None:
+            label = shown[person] = clean_text(name or author_slug) or author_slug
+        published = as_utc(published)
+        out.append(
+            Live(
+                aid,
+                slug,
+                article_token(rid, chash, name or author_slug, url),
+                published,
+                as_utc(updated) or published,
+                list(tags or []),
+                category or "",
+                author_slug,
+                label,
+                image or "",
+            )
+        )
+    out.sort(key=lambda a: (a.published_at, a.article_id), reverse=True)
+    return out
+
+
+def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict, public: Path) -> Plan | None:
+    """The incremental plan (see the module docstring), or None: plan in full."""
+    fingerprint = pages.template_fingerprint(settings)
+    feed_salt, page_salt = salts(settings, hubs, fingerprint)
+    if stored.get(STATE_PATH) is None or stored.get(PLAN_PATH) is None:
+        return _full("the last build did not finish")
+    if not all_in_place(public, [(p, r.size) for p, r in stored.items() if p not in STATE_ROWS]):
+        return _full("an output file is missing or was changed")
+    live = live_articles(conn)
+    labels = author_labels(live)
+    if stored[PLAN_PATH].deps != plan_key(feed_salt, page_salt, labels):
+        return _full("other code, templates or settings, or an author's name changed")
+    live_pages = {}
+    changed: set[int] = set()
+    for a in live:
+        path = pages.article_path(a.slug)
+        live_pages[path] = a
+        row = stored.get(path)
+        if row is None or row.deps != _h(page_salt, "article", a.token):
+            changed.add(a.article_id)
+    gone_pages = [p for p, r in stored.items() if r.kind == "article" and p not in live_pages]
+    if len(changed) + len(gone_pages) > min(MAX_CHANGED, max(20, len(live) // 50)):
+        return _full(f"{len(changed) + len(gone_pages)} articles changed")
+    gone: set[int] = set()
+    if gone_pages:
+        slugs = [p.removeprefix("articles/").removesuffix("/index.html") for p in gone_pages]
+        for i in range(0, len(slugs), CHUNK):
+            gone.update(conn.execute(select(articles.c.id).where(articles.c.slug.in_(slugs[i : i + CHUNK]))).scalars())
+        if len(gone) != len(gone_pages):
+            return _full("an article that left has no row any more")
+
+    touched = changed | gone
+    metas = {m.article_id: m for m in load_meta(conn, settings, ids=touched)} if changed else {}
+    keys = {"all"}
+    for m in metas.values():
+        keys.update(m.keys)
+    ids = sorted(touched)
+    for i in range(0, len(ids), CHUNK):
+        keys.update(
+            conn.execute(
+                select(feed_entries.c.feed_key).where(feed_entries.c.article_id.in_(ids[i : i + CHUNK])).distinct()
+            ).scalars()
+        )
+    positions: dict[str, dict[int, int]] = {key: {} for key in keys}
+    ordered = sorted(keys)
+    for i in range(0, len(ordered), CHUNK):
+        q = select(feed_entries.c.feed_key, feed_entries.c.article_id, feed_entries.c.seq).where(
+            feed_entries.c.feed_key.in_(ordered[i : i + CHUNK])
+        )
+        for key, aid, seq in conn.execute(q):
+            positions[key][aid] = seq
+    before = {key: max(seqs.values(), default=0) for key, seqs in positions.items()}
+    _assign_positions(conn, [m for m in metas.values() if m.article_id in changed], positions, now)
+
+    # The documents each feed's change can touch, and the articles on them.
+    planner = Planner(settings, [], positions, hubs, fingerprint)  # for its arithmetic; made again below
+    documents: dict[str, list[int | None]] = {}
+    wanted = {a.article_id for a in live[: max(1, settings.feeds.listing_size)]}  # the home page's
+    for key in ordered:
+        seqs = positions[key]
+        archived, count = planner.cut(max(seqs.values(), default=0))
+        _, count_before = planner.cut(before[key])
+        docs = {None, *range(max(1, count_before), count + 1)}
+        docs.update(planner.page_of(seqs[i], archived) for i in touched if i in seqs)
+        documents[key] = [None, *sorted(d for d in docs if d is not None)]
+        wanted.update(aid for aid, seq in seqs.items() if planner.page_of(seq, archived) in docs)
+    metas.update({m.article_id: m for m in load_meta(conn, settings, ids=wanted - set(metas))})
+    loaded = sorted(metas.values(), key=lambda m: (m.published_at, m.article_id), reverse=True)
+    # An author's feed is named after the author, whose articles may all be elsewhere.
+    planner = Planner(settings, loaded, positions, hubs, fingerprint, labels=labels)
+    # A subscription document every article left is dated by the feed's newest update
+    # (Planner.empty_date): the feeds with one get it from every live article.
+    empty = {key for key in ordered if not planner.paging(key)[1].get(None)}
+    if empty:
+        newest: dict[str, dt.datetime] = {}
+        for a in live:
+            for key in empty.intersection(a.feed_keys()):
+                if key not in newest or a.updated_at > newest[key]:
+                    newest[key] = a.updated_at
+        planner = Planner(settings, loaded, positions, hubs, fingerprint, newest_update=newest, labels=labels)
+
+    jobs: list[Job] = []
+    for key in ordered:
+        jobs.extend(planner.feed_jobs(key, documents[key]))
+    jobs.extend(planner.article_job(metas[i]) for i in sorted(changed))
+    for key in ordered:
+        jobs.extend(planner.listing_jobs(key, documents[key]))
+    jobs.append(
+        planner.index_job(pages.topic_list(settings, live), pages.subscribe_form(settings, live), total=len(live))
+    )
+    # The images: when the last build published none, no unchanged article's body has
+    # one (it would have been published, or been an error, and an error leaves no state
+    # rows), so only the changed articles' bodies are read.
+    errors: list[str] = []
+    published_images = any(r.kind == "image" for r in stored.values())
+    refs = referenced_images(conn, settings, live, None if published_images else changed)  # type: ignore[arg-type]
+    jobs.extend(_image_jobs(settings, refs, errors))
+
+    # Everything stored stays but the pages of articles that left and the images no
+    # longer referenced; the jobs' own paths stay whatever they were.
+    keep = {p for p, r in stored.items() if r.kind != "image" and p not in STATE_ROWS} - set(gone_pages)
+    keep.update(p for job in jobs for p in job.paths)
+    log.debug(
+        "build: incremental plan: %d articles changed, %d left, %d feeds, %d articles read",
+        len(changed),
+        len(gone),
+        len(ordered),
+        len(metas),
+    )
+    return Plan("incremental", jobs, planner, keep, len(live), errors)
+
+
+def _full(why: str) -> Plan | None:
+    log.debug("build: full plan: %s", why)
+    return None
+
+
+__all__ = ["plan_changes", "live_articles", "Live", "MAX_CHANGED"]
