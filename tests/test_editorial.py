@@ -414,11 +414,11 @@ def test_an_error_while_storing_a_batch_stops_the_parse_workers_at_once_and_writ
     real = ingest_module._store_revisions
     calls = []
 
-    def failing(conn, parsed_ok, current, now):
+    def failing(conn, parsed_ok, current, now, *stamps):
         calls.append(len(parsed_ok))
         if len(calls) == 2:
             raise RuntimeError("disk full")
-        return real(conn, parsed_ok, current, now)
+        return real(conn, parsed_ok, current, now, *stamps)
 
     monkeypatch.setattr(ingest_module, "_store_revisions", failing)
     with pytest.raises(RuntimeError, match="disk full") as caught:

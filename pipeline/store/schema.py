@@ -98,6 +98,11 @@ articles = Table(
     Column("retracted_at", UTCDateTime, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # "<size>:<mtime_ns>:<ctime_ns>:<inode>:<sha256>" of the file when ingest last read
+    # it and stored or found the current revision (sha256 its bytes); NULL when unknown
+    # or changed too recently to trust (ingest.RACY_NS). Ingest skips a file whose stat
+    # and current revision still match, without reading it.
+    Column("source_stamp", String(300), nullable=True),
 )
 
 revisions = Table(
