@@ -192,3 +192,36 @@ def test_after_a_build_with_an_error_the_next_build_plans_in_full(make_app, sqli
     publish(app)
     report = build(app)
     assert report.plan == "full" and len(report.errors) == 2  # both article pages, the old one again
+
+
+def test_a_new_article_does_not_rewrite_an_archive_every_article_left(make_app, sqlite_url):
+    """An emptied archive was dated by its feed's newest update, so every new article
+    rewrote it, sealed or not (found by the random walk above). It is dated by the epoch
+    now: it has no entry to take a date from, and its bytes hang on nothing elsewhere."""
+    app = make_app(sqlite_url, SMALL)  # max_entries 3, archive_size 2
+    root = app.settings.root
+    write_author(root)
+    for i in range(8):
+        write_article(root, f"a-{i}", date=f"2026-01-0{i + 1}T08:00:00Z")
+    publish(app)
+    build(app)  # "all": positions 1..8; archive 1 = {1, 2} (sealed), 2 = {3, 4} (sealed), 3 = {5}
+    with app.engine.connect() as conn:
+        first = conn.execute(
+            select(articles.c.slug)
+            .join(feed_entries, feed_entries.c.article_id == articles.c.id)
+            .where(feed_entries.c.feed_key == "all", feed_entries.c.seq <= 2)
+        ).scalars()
+        for slug in first:
+            (root / "content" / "articles" / f"{slug}.md").unlink()
+    publish(app)
+    build(app)
+    emptied = read(app, "feeds/archive/all/1.atom").decode()
+    assert "<entry>" not in emptied and "<updated>1970-01-01T00:00:00Z</updated>" in emptied
+    assert b"1970" in read(app, "feeds/archive/all/1.rss")  # lastBuildDate
+
+    write_article(root, "a-9", date="2026-02-01T08:00:00Z")
+    publish(app)
+    report = build(app)
+    assert "feeds/all.atom" in report.written
+    assert not [p for p in report.written if p.startswith("feeds/archive/all/1.")]
+    assert stale_under_a_full_plan(app) == ([], [])
