@@ -1,13 +1,13 @@
 """The incremental plan: the jobs a build needs after a few articles changed.
 
-A full plan (`build.plan_full`) reads the light metadata of every live article and
+A full plan (`plan.plan_full`) reads the light metadata of every live article and
 computes the dependency hash of every output: at 10,000 articles that is most of a
 rebuild after one new article. This plan reads what it needs to find what changed, and
 plans only the outputs a change can touch:
 
 - **What changed.** Every article page's stored hash is `_h(page salt, "article",
   token)`, and the token names the approved revision and the author's name and link
-  (`build.article_token`). So one narrow query over the live articles, hashed the same
+  (`plan.article_token`). So one narrow query over the live articles, hashed the same
   way and compared with `build_outputs`, names every article that is new, has a new
   approved revision or a renamed author; a stored article page with no live article
   names one that left (retracted, or no longer approved).
@@ -18,12 +18,12 @@ plans only the outputs a change can touch:
   build to the newest one now (entries move from the subscription document into them,
   and the old newest archive gets a link to the next and is sealed). The listing pages
   are cut the same way. Only the articles on those documents are read.
-- **The home page** (the newest articles, every topic with its count) and the images
-  are planned from the narrow query, as the full plan does from the metadata; so is
-  the date of a subscription document every article left (the feed's newest update),
-  and the name of an author's feed. When the
-  last build published no image, only the changed articles' bodies are searched for
-  one.
+- **The home page** (every topic with its count), the names of the authors' feeds and
+  the images are planned from the narrow query, as the full plan does from the
+  metadata; the home page's newest articles come from an ORDER BY .. LIMIT, and the
+  date of a subscription document every article left (the feed's newest update) from
+  a query of its own. When the last build published no image, only the changed
+  articles' bodies are searched for one.
 
 Every other output keeps its stored hash: nothing it is made from changed. When that
 cannot be shown cheaply, `plan_changes` answers None and the build plans in full:
@@ -31,11 +31,11 @@ cannot be shown cheaply, `plan_changes` answers None and the build plans in full
 - the last build did not finish, or left an error (no state rows: failed outputs are
   tried again);
 - it was made with other code, templates or settings, or an author's name changed
-  (`build.plan_key`: an author's feed is named after the author on every document,
+  (`plan.plan_key`: an author's feed is named after the author on every document,
   sealed archives included);
 - an output file is missing or has another size;
 - many articles changed: more than 2% of them (at least 20 are always allowed, never
-  more than `MAX_CHANGED`); the full plan then costs less than many small reads;
+  more than `MAX_CHANGED`); the full plan then costs less than many small reads.
 
 tests/test_build_incremental.py holds the two plans equal: after every build of a
 random sequence of edits, a full plan finds nothing left to render or remove.
@@ -128,7 +128,7 @@ def live_articles(conn: Connection) -> list[Live]:
 
 
 def newest(conn: Connection, count: int) -> list[int]:
-    """The ids of the `count` newest live articles, in `build.load_meta`'s order
+    """The ids of the `count` newest live articles, in `plan.load_meta`'s order
     (publication, then id, newest first): the home page's."""
     q = live_query(articles.c.id).order_by(revisions.c.published_at.desc(), articles.c.id.desc()).limit(count)
     return list(conn.execute(q).scalars())
@@ -223,7 +223,7 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
     # An author's feed is named after the author, whose articles may all be elsewhere.
     planner = Planner(settings, loaded, positions, hubs, fingerprint, labels=labels)
     # A subscription document every article left is dated by the feed's newest update
-    # (Planner.empty_date): the feeds with one get it from every live article.
+    # (Planner.document_date): the feeds with one get it from every live article.
     empty = {key for key in ordered if not planner.paging(key)[1].get(None)}
     if empty:
         planner = Planner(

@@ -195,7 +195,7 @@ def article_token(revision_id: int, content_hash: str, author_name: str, author_
 
 
 def author_labels(metas) -> dict[str, str]:
-    """ "authors/<slug>" -> the name shown for the author (of the newest article)."""
+    """Feed key "authors/<slug>" -> the author's name as shown (of the newest article)."""
     labels = {}
     for m in reversed(metas):  # newest first: the newest wins
         labels[f"authors/{m.author_slug}"] = m.author_name
@@ -331,7 +331,7 @@ class Planner:
 
     The full plan gives it every live article and every feed's positions; the
     incremental plan (pipeline.site.incremental) only the feeds a change touches and
-    the articles on the documents it plans, and asks for those documents by `pages`."""
+    the articles on the documents it plans, and asks for those documents by `only`."""
 
     def __init__(
         self,
@@ -402,7 +402,7 @@ class Planner:
             cached = self._paging[key] = (pages_count, by_page)
         return cached
 
-    def empty_date(self, key: str, page: int | None, entries: list[Meta]) -> dt.datetime:
+    def document_date(self, key: str, page: int | None, entries: list[Meta]) -> dt.datetime:
         """A document's date: its newest update. One every article left has none: the
         subscription document then takes the feed's newest update, an archive the epoch
         (its date must not hang on articles elsewhere in the feed, or every new article
@@ -428,7 +428,7 @@ class Planner:
         jobs = []
 
         def doc_job(page: int | None, entries: list[Meta]) -> Job:
-            doc = feeds.FeedDocument(spec, page, pages_count, entries, self.empty_date(key, page, entries))
+            doc = feeds.FeedDocument(spec, page, pages_count, entries, self.document_date(key, page, entries))
             hubs = self.hubs
             deps = _h(
                 self.feed_salt,
