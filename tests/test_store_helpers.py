@@ -178,3 +178,23 @@ def test_insert_batches_writes_every_row_in_statements_of_the_batch_size(db_url)
         assert insert_batches(conn, suppressions, []) == 0
     assert len(statements) == 3  # 5 + 5 + 2, nothing for the empty list
     assert _count(engine) == 12
+
+
+def test_select_in_asks_in_lists_of_the_chunk_size_and_returns_every_row(db_url):
+    from sqlalchemy import event, select
+
+    from pipeline.store.bulk import insert_batches, select_in
+
+    engine = get_engine(db_url)
+    now = utcnow()
+    emails = [f"c{i}@example.com" for i in range(12)]
+    rows = [{"email": e, "reason": "manual", "source": "test", "created_at": now, "detail": ""} for e in emails]
+    statements: list[str] = []
+    with transaction(engine) as conn:
+        insert_batches(conn, suppressions, rows)
+        event.listen(conn, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        wanted = {*emails[:11], "nobody@example.com"}
+        found = select_in(conn, select(suppressions.c.email), suppressions.c.email, wanted, size=5)
+        assert select_in(conn, select(suppressions.c.email), suppressions.c.email, []) == []
+    assert sorted(r.email for r in found) == sorted(emails[:11])
+    assert len(statements) == 3  # 12 values: 5 + 5 + 2, nothing for the empty list

@@ -54,10 +54,10 @@ from sqlalchemy.engine import Connection
 from pipeline.content.sanitize import clean_text
 from pipeline.site import pages
 from pipeline.site.plan import (
-    CHUNK,
     PLAN_PATH,
     STATE_PATH,
     STATE_ROWS,
+    Cut,
     Job,
     Plan,
     Planner,
@@ -74,6 +74,7 @@ from pipeline.site.plan import (
     referenced_images,
     salts,
 )
+from pipeline.store.bulk import select_in
 from pipeline.store.schema import articles, authors, feed_entries, revisions
 from pipeline.timeutil import as_utc
 
@@ -164,11 +165,11 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
     labels = author_labels(live)  # in any order: all of an author's articles show the authors row's name
     if stored[PLAN_PATH].deps != plan_key(feed_salt, page_salt, labels):
         return _full("other code, templates or settings, or an author's name changed")
-    live_pages = {}
+    live_pages = set()
     changed: set[int] = set()
     for a in live:
         path = pages.article_path(a.slug)
-        live_pages[path] = a
+        live_pages.add(path)
         row = stored.get(path)
         if row is None or row.deps != _h(page_salt, "article", a.token):
             changed.add(a.article_id)
@@ -178,8 +179,7 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
     gone: set[int] = set()
     if gone_pages:
         slugs = [p.removeprefix("articles/").removesuffix("/index.html") for p in gone_pages]
-        for i in range(0, len(slugs), CHUNK):
-            gone.update(conn.execute(select(articles.c.id).where(articles.c.slug.in_(slugs[i : i + CHUNK]))).scalars())
+        gone.update(r.id for r in select_in(conn, select(articles.c.id), articles.c.slug, slugs))
         if len(gone) != len(gone_pages):
             return _full("an article that left has no row any more")
 
@@ -188,36 +188,29 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
     keys = {"all"}
     for m in metas.values():
         keys.update(m.keys)
-    ids = sorted(touched)
-    for i in range(0, len(ids), CHUNK):
-        keys.update(
-            conn.execute(
-                select(feed_entries.c.feed_key).where(feed_entries.c.article_id.in_(ids[i : i + CHUNK])).distinct()
-            ).scalars()
-        )
+    keys.update(
+        r.feed_key for r in select_in(conn, select(feed_entries.c.feed_key), feed_entries.c.article_id, touched)
+    )
     positions: dict[str, dict[int, int]] = {key: {} for key in keys}
     ordered = sorted(keys)
-    for i in range(0, len(ordered), CHUNK):
-        q = select(feed_entries.c.feed_key, feed_entries.c.article_id, feed_entries.c.seq).where(
-            feed_entries.c.feed_key.in_(ordered[i : i + CHUNK])
-        )
-        for key, aid, seq in conn.execute(q):
-            positions[key][aid] = seq
+    q = select(feed_entries.c.feed_key, feed_entries.c.article_id, feed_entries.c.seq)
+    for key, aid, seq in select_in(conn, q, feed_entries.c.feed_key, ordered):
+        positions[key][aid] = seq
     before = {key: max(seqs.values(), default=0) for key, seqs in positions.items()}
     _assign_positions(conn, [m for m in metas.values() if m.article_id in changed], positions, now)
 
     # The documents each feed's change can touch, and the articles on them.
-    planner = Planner(settings, [], positions, hubs, fingerprint)  # for its arithmetic; made again below
+    rule = Cut.of(settings)
     documents: dict[str, list[int | None]] = {}
     wanted = set(newest(conn, max(1, settings.feeds.listing_size)))  # the home page's
     for key in ordered:
         seqs = positions[key]
-        archived, count = planner.cut(max(seqs.values(), default=0))
-        _, count_before = planner.cut(before[key])
+        archived, count = rule.cut(max(seqs.values(), default=0))
+        _, count_before = rule.cut(before[key])
         docs = {None, *range(max(1, count_before), count + 1)}
-        docs.update(planner.page_of(seqs[i], archived) for i in touched if i in seqs)
+        docs.update(rule.page_of(seqs[i], archived) for i in touched if i in seqs)
         documents[key] = [None, *sorted(d for d in docs if d is not None)]
-        wanted.update(aid for aid, seq in seqs.items() if planner.page_of(seq, archived) in docs)
+        wanted.update(aid for aid, seq in seqs.items() if rule.page_of(seq, archived) in docs)
     metas.update({m.article_id: m for m in load_meta(conn, settings, ids=wanted - set(metas))})
     loaded = sorted(metas.values(), key=lambda m: (m.published_at, m.article_id), reverse=True)
     # An author's feed is named after the author, whose articles may all be elsewhere.
@@ -226,9 +219,7 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
     # (Planner.document_date): the feeds with one get it from every live article.
     empty = {key for key in ordered if not planner.paging(key)[1].get(None)}
     if empty:
-        planner = Planner(
-            settings, loaded, positions, hubs, fingerprint, newest_update=newest_updates(conn, empty), labels=labels
-        )
+        planner.newest_update = newest_updates(conn, empty)
 
     jobs: list[Job] = []
     for key in ordered:

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from pipeline.content.sanitize import SANITIZER_VERSION, clean_text, http_url
 from pipeline.errors import SyndicateError
 from pipeline.site import feeds, pages
-from pipeline.store.bulk import insert_batches
+from pipeline.store.bulk import insert_batches, select_in
 from pipeline.store.schema import articles, authors, build_outputs, feed_entries, revisions
 from pipeline.timeutil import as_utc
 
@@ -123,15 +123,7 @@ def load_meta(conn: Connection, settings, ids=None) -> list[Meta]:
         authors.c.name,
         authors.c.url,
     )
-    if ids is None:
-        rows = conn.execute(q)
-    else:
-        wanted = sorted(ids)
-        rows = [
-            r
-            for i in range(0, len(wanted), CHUNK)
-            for r in conn.execute(q.where(articles.c.id.in_(wanted[i : i + CHUNK])))
-        ]
+    rows = conn.execute(q) if ids is None else select_in(conn, q, articles.c.id, ids)
     out = []
     people: dict[tuple, tuple[str, str]] = {}  # (slug, name, url) -> cleaned: 25 authors, 10,000 rows
     for (
@@ -326,6 +318,29 @@ def all_in_place(public: Path, rows) -> bool:
     return True
 
 
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    """How a feed is cut into documents by position: archive k holds positions
+    ((k-1)*archive_size, k*archive_size], the subscription document the max_entries
+    newest."""
+
+    max_entries: int
+    archive_size: int
+
+    @classmethod
+    def of(cls, settings) -> Cut:
+        return cls(max(1, settings.feeds.max_entries), max(1, settings.feeds.archive_size))
+
+    def cut(self, total: int) -> tuple[int, int]:
+        """(positions archived, archive pages) of a feed whose newest position is `total`."""
+        archived_upto = max(0, total - self.max_entries)
+        return archived_upto, -(-archived_upto // self.archive_size)
+
+    def page_of(self, seq: int, archived_upto: int) -> int | None:
+        """The document holding position `seq` (None: the subscription document)."""
+        return None if seq > archived_upto else (seq - 1) // self.archive_size + 1
+
+
 class Planner:
     """The jobs of a build, from the articles' light metadata and their feed positions.
 
@@ -340,20 +355,18 @@ class Planner:
         positions: dict[str, dict[int, int]],
         hubs: list[str],
         fingerprint: str | None = None,
-        newest_update: dict[str, dt.datetime] | None = None,
         labels: dict[str, str] | None = None,
     ):
         self.settings = settings
-        # When `metas` are not all the articles: feed key -> the newest update of its
-        # articles (the date of an empty subscription document), and the authors' names.
-        self.newest_update = newest_update or {}
+        # When `metas` are not all the articles: the authors' names (`labels`), and feed
+        # key -> the newest update of its articles (the date of an empty subscription
+        # document), which the incremental plan sets when it has one.
+        self.newest_update: dict[str, dt.datetime] = {}
         self.metas = metas
         self.by_id = {m.article_id: m for m in metas}
         self.positions = positions  # feed key -> {article_id: seq}
         self.hubs = hubs
-        fs = settings.feeds
-        self.max_entries = max(1, fs.max_entries)
-        self.archive_size = max(1, fs.archive_size)
+        self.rule = Cut.of(settings)
         # the templates every page is rendered with
         self.fingerprint = pages.template_fingerprint(settings) if fingerprint is None else fingerprint
         self.feed_salt, self.page_salt = salts(settings, hubs, self.fingerprint)
@@ -378,27 +391,17 @@ class Planner:
         return out
 
     # -- feeds
-    def cut(self, total: int) -> tuple[int, int]:
-        """(positions archived, archive pages) of a feed whose newest position is `total`:
-        archive k holds positions ((k-1)*archive_size, k*archive_size], the subscription
-        document the max_entries newest."""
-        archived_upto = max(0, total - self.max_entries)
-        return archived_upto, -(-archived_upto // self.archive_size)
-
-    def page_of(self, seq: int, archived_upto: int) -> int | None:
-        return None if seq > archived_upto else (seq - 1) // self.archive_size + 1
-
     def paging(self, key: str) -> tuple[int, dict[int | None, list[Meta]]]:
         """How feed `key` is cut into documents: (the number of archive pages, page ->
         its articles, newest position first; None is the subscription document). The
         listing pages are cut the same way. Once per feed and build."""
         cached = self._paging.get(key)
         if cached is None:
-            archived_upto, pages_count = self.cut(max(self.positions.get(key, {}).values(), default=0))
+            archived_upto, pages_count = self.rule.cut(max(self.positions.get(key, {}).values(), default=0))
             # members are newest position first: cut them into documents in one pass
             by_page: dict[int | None, list[Meta]] = {None: []}
             for seq, m in self.members(key):
-                by_page.setdefault(self.page_of(seq, archived_upto), []).append(m)
+                by_page.setdefault(self.rule.page_of(seq, archived_upto), []).append(m)
             cached = self._paging[key] = (pages_count, by_page)
         return cached
 
@@ -558,13 +561,7 @@ def referenced_images(conn: Connection, settings, metas: list[Meta], bodies_of=N
             revisions.c.body_html.contains(f'src="{html.escape(base)}', autoescape=True),
         )
     )
-    if bodies_of is None:
-        found = conn.execute(q)
-    else:
-        ids = sorted(bodies_of)
-        found = [
-            r for i in range(0, len(ids), CHUNK) for r in conn.execute(q.where(articles.c.id.in_(ids[i : i + CHUNK])))
-        ]
+    found = conn.execute(q) if bodies_of is None else select_in(conn, q, articles.c.id, bodies_of)
     for article_id, slug, body in found:
         if article_id in live:
             for src in _IMG_SRC.findall(body):

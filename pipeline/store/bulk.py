@@ -115,3 +115,17 @@ def insert_batches(conn: Connection, table: Table, rows: list[dict], *, size: in
 
 
 __all__ = ["insert_rows", "insert_batches", "BATCH_ROWS"]
+
+
+IN_CHUNK = 500  # values in one IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+
+
+def select_in(conn: Connection, query, column, values, *, size: int = IN_CHUNK) -> list:
+    """The rows of `query` where `column` is one of `values`, asked for in IN lists of
+    at most `size` values (sorted: the same statements for the same values)."""
+    ordered = sorted(values)
+    return [
+        row
+        for i in range(0, len(ordered), size)
+        for row in conn.execute(query.where(column.in_(ordered[i : i + size])))
+    ]
