@@ -124,6 +124,45 @@ def _load_articles(conn: Connection, settings, ids: set[int], total: int) -> dic
     return {a.article_id: a for a in found}
 
 
+def _reuse_entries(public: Path, todo: list[Job], stored: dict, planner, changed: set[int], cache) -> set[int]:
+    """Put into `cache` the feed entries of the unchanged articles the feed documents
+    in `todo` need, taken from the documents the last complete build wrote (see
+    `plan.Plan.changed`): the bytes an entry is spliced as are the same in every
+    document, so any stored document that holds it will do. -> the ids taken, whose
+    text need not be read. An entry missing from any of the three formats, or that
+    `EntryCache.reuse` refuses, is made again from the article.
+
+    After one new article at 1,000 articles this replaces reading ~350 articles and
+    making their entries (~0.15 s) with reading ~30 files (~0.03 s)."""
+    wanted: dict[str, object] = {}
+    for job in todo:
+        if job.kind in ("feed", "archive"):
+            for i in job.needs:
+                if i not in changed:
+                    m = planner.by_id[i]
+                    wanted[m.url] = m
+    taken: set[int] = set()
+    root = os.fspath(public)
+    for job in todo:
+        if not wanted:
+            break
+        if job.kind not in ("feed", "archive") or any(stored.get(p) is None for p in job.paths):
+            continue
+        try:
+            found = {}
+            for fmt, path in zip(feeds.FORMATS, job.paths, strict=True):
+                with open(os.path.join(root, path), "rb") as fh:
+                    found[fmt] = feeds.split(fmt, fh.read())
+        except OSError:
+            continue
+        for url in [u for u in found["atom"] if u in wanted]:
+            if url in found["rss"] and url in found["json"]:
+                m = wanted.pop(url)
+                if cache.reuse(m, found["atom"][url], found["rss"][url], found["json"][url]):
+                    taken.add(m.article_id)
+    return taken
+
+
 @contextlib.contextmanager
 def build_lock(settings):
     """One build at a time: in this process (threads, finding 0.3 / SCHED-3) and on
@@ -191,6 +230,9 @@ def build(
                     else:
                         report.unchanged += len(job.paths)
                 needed = {i for job in todo for i in job.needs}
+                entries = feeds.EntryCache(settings)
+                if plan.changed is not None:
+                    needed -= _reuse_entries(public, todo, stored, planner, plan.changed, entries)
                 log.debug(
                     "build: %s plan, %d of %d outputs to render, in %.2fs",
                     plan.how,
@@ -198,7 +240,7 @@ def build(
                     len(jobs),
                     time.monotonic() - started,
                 )
-                ctx = RenderContext(_load_articles(conn, settings, needed, plan.articles), feeds.EntryCache(settings))
+                ctx = RenderContext(_load_articles(conn, settings, needed, plan.articles), entries)
             stack.enter_context(gcpause.frozen())  # ... and are never garbage: no collection walks them
             loaded = time.monotonic()
             log.debug("build: %d articles read in %.2fs", len(ctx.articles), loaded - started)

@@ -40,7 +40,9 @@ import datetime as dt
 import email.utils
 import html
 import json
+import re
 from collections.abc import Iterable, Sequence
+from xml.sax.saxutils import unescape as xml_unescape
 
 from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
@@ -295,8 +297,16 @@ class EntryCache:
         self._namespaces: dict = {}
         self._adopted: set = set()
 
+    @staticmethod
+    def _ident(article) -> tuple:
+        return (entry_id(article), getattr(article, "content_hash", None) or id(article))
+
+    def has(self, article) -> bool:
+        """Whether this article's entries are here without being made from its text."""
+        return self._ident(article) in self._adopted
+
     def _key(self, article):
-        key = (entry_id(article), getattr(article, "content_hash", None) or id(article))
+        key = self._ident(article)
         if key not in self._atom and key not in self._adopted:
             fe = _feed_entry(self.settings, article)
             self._atom[key] = _fix_atom_entry(fe.atom_entry(), article)
@@ -328,7 +338,7 @@ class EntryCache:
         key = self._key(article)
         data = self._atom_bytes.get(key)
         if data is None:
-            data = self._atom_bytes[key] = _spliceable(self.atom(article), ATOM_DEPTH, {"fh": FH_NS})
+            data = self._atom_bytes[key] = _spliceable(self.atom(article), ATOM_DEPTH, ATOM_SPLICE_NS)
         return data
 
     def rss_bytes(self, article) -> bytes:
@@ -363,6 +373,18 @@ class EntryCache:
         self._namespaces[(key, "atom")], self._namespaces[(key, "rss")] = ns_atom, ns_rss
         self._adopted.add(key)
 
+    def reuse(self, article, atom: bytes, rss: bytes, json_bytes: bytes) -> bool:
+        """Take an article's entries from documents an earlier build wrote (`split`),
+        when its entries are known to be what this build would make: the same code,
+        settings and article token (pipeline.site.build decides). The article may be
+        light metadata (plan.Meta): only its id and content hash are read. False when
+        an entry uses a namespace prefix this module does not write: it is made again."""
+        atom_ns, rss_ns = _prefixed(atom, ATOM_SPLICE_NS), _prefixed(rss, RSS_NSMAP)
+        if atom_ns is None or rss_ns is None:
+            return False
+        self.adopt((self._ident(article), atom, rss, json_bytes, atom_ns, rss_ns))
+        return True
+
     def namespaces(self, articles, fmt: str) -> list[str]:
         """The namespaces the articles' Atom entries (fmt "atom") or RSS items ("rss")
         use: the document's root must declare them as it would with them in place."""
@@ -379,6 +401,7 @@ class EntryCache:
 
 # Where entries sit in a document: Atom <feed><entry>, RSS <rss><channel><item>.
 ATOM_DEPTH, RSS_DEPTH = 1, 2
+ATOM_SPLICE_NS = {"fh": FH_NS}  # what an Atom entry's bytes are made under (_spliceable)
 _SLOT = "syndicate-entries"  # an element standing where the entries go, replaced by their bytes
 
 
@@ -405,6 +428,90 @@ def _namespaces_of(element) -> set[str]:
             if isinstance(name, str) and name.startswith("{"):
                 found.add(name[1 : name.index("}")])
     return found
+
+
+_ELEMENT_PREFIX = re.compile(rb"<([A-Za-z_][\w.-]*):")
+
+
+def _prefixed(data: bytes, nsmap: dict) -> frozenset | None:
+    """The namespaces an entry's bytes use (`_namespaces_of` of its element): the
+    prefixes of its element names, each `<` being a tag (lxml escapes every `<` of a
+    text). Attributes carry no prefix in the entries this module writes
+    (tests/test_feeds_reuse.py holds the two equal). None when a prefix is not in
+    `nsmap`, or the bytes declare a namespace of their own."""
+    if b" xmlns" in data:
+        return None
+    found = set()
+    for prefix in set(_ELEMENT_PREFIX.findall(data)):
+        uri = nsmap.get(prefix.decode("ascii"))
+        if uri is None:
+            return None
+        found.add(uri)
+    return frozenset(found)
+
+
+def _between(data: bytes, start: bytes, stop: bytes) -> list[bytes]:
+    """Every run of `data` from a `start` line to the end of the next `stop` line; both
+    begin with a newline so they match whole lines only."""
+    out = []
+    at = data.find(start)
+    while at >= 0:
+        end = data.find(stop, at)
+        if end < 0:
+            break
+        end += len(stop)
+        out.append(data[at + 1 : end])
+        at = data.find(start, end - 1)
+    return out
+
+
+def _xml_text(chunk: bytes, start: bytes, stop: bytes) -> str | None:
+    at = chunk.find(start)
+    if at < 0:
+        return None
+    at = chunk.index(b">", at + len(start) - 1) + 1
+    return xml_unescape(chunk[at : chunk.index(stop, at)].decode("utf-8"))
+
+
+def _json_id(item: bytes) -> str:
+    """The "id" of a JSON item's bytes, which begin `{"id":"`: decoded from a short head
+    when the string ends there (a URL), else from the whole item."""
+    try:
+        return json.decoder.scanstring(item[:512].decode("utf-8", "ignore"), 7)[0]
+    except ValueError:
+        return json.decoder.scanstring(item.decode("utf-8"), 7)[0]
+
+
+def split(fmt: str, data: bytes) -> dict[str, bytes]:
+    """The entries of a document this module wrote (`render_document`), each as the
+    bytes spliced into it: entry id -> bytes. Atom entries and RSS items are whole
+    lines at their depth, and no text holds a `<` (lxml escapes it); JSON items are
+    compact objects whose first member is "id", and no string holds a bare `"`, so
+    `,{"id":"` begins an item and nothing else (json_item writes no other object
+    with "id" first)."""
+    out: dict[str, bytes] = {}
+    if fmt == "atom":
+        for chunk in _between(data, b"\n  <entry>\n", b"\n  </entry>\n"):
+            ident = _xml_text(chunk, b"\n    <id>", b"</id>")
+            if ident is not None:
+                out[ident] = chunk
+    elif fmt == "rss":
+        for chunk in _between(data, b"\n    <item>\n", b"\n    </item>\n"):
+            ident = _xml_text(chunk, b"\n      <guid", b"</guid>")
+            if ident is not None:
+                out[ident] = chunk
+    elif fmt == "json":
+        at = data.find(b',"items":[{"id":"')
+        if at < 0 or not data.endswith(b"]}\n"):
+            return out
+        body = data[at + len(b',"items":[') : -len(b"]}\n")]
+        for chunk in body.split(b',{"id":"'):
+            if not chunk.startswith(b'{"id":"'):
+                chunk = b'{"id":"' + chunk
+            out[_json_id(chunk)] = chunk
+    else:
+        raise ValueError(f"unknown feed format {fmt!r}")
+    return out
 
 
 def _slot(namespaces: list[str]):

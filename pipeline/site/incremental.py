@@ -249,7 +249,7 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
         len(ordered),
         len(metas),
     )
-    return Plan("incremental", jobs, planner, keep, len(live), errors)
+    return Plan("incremental", jobs, planner, keep, len(live), errors, changed)
 
 
 def _full(why: str) -> Plan | None:

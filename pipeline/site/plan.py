@@ -447,8 +447,9 @@ class Planner:
             paths = {fmt: feeds.doc_path(key, fmt, page) for fmt in feeds.FORMATS}
             ids = tuple(m.article_id for m in entries)
 
-            def render(ctx: RenderContext, doc=doc, ids=ids, paths=paths) -> dict[str, bytes]:
-                doc.entries = [ctx.articles[i] for i in ids]
+            def render(ctx: RenderContext, doc=doc, metas=entries, paths=paths) -> dict[str, bytes]:
+                # an entry taken from the last build's documents needs no article text
+                doc.entries = [m if ctx.entries.has(m) else ctx.articles[m.article_id] for m in metas]
                 out = feeds.render_document(settings, doc, hubs, ctx.entries)
                 return {paths[fmt]: data for fmt, data in out.items()}
 
@@ -603,7 +604,13 @@ def _image_jobs(settings, refs: dict[str, list[str]], errors: list[str]) -> list
 class Plan:
     """What a build considers: `jobs` (each rendered when its outputs are stale), the
     planner, the outputs that stay (every stored one not in `keep` is removed), how
-    many live articles there are, and the bad items found while planning."""
+    many live articles there are, and the bad items found while planning.
+
+    `changed`: the incremental plan's articles that are new or changed since the last
+    complete build. Every other article's feed entries are, byte for byte, those in
+    the documents that build wrote (the same code, settings and token), so the build
+    takes them from there instead of reading and making them again. None (the full
+    plan): no article is known unchanged."""
 
     how: str  # "full" | "incremental"
     jobs: list[Job]
@@ -611,6 +618,7 @@ class Plan:
     keep: set[str]
     articles: int
     errors: list[str]
+    changed: set[int] | None = None
 
 
 def plan_full(conn: Connection, settings, hubs: list[str], now) -> Plan:
