@@ -48,7 +48,7 @@ import datetime as dt
 import logging
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 
 from pipeline.content.sanitize import clean_text
@@ -188,29 +188,39 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
     keys = {"all"}
     for m in metas.values():
         keys.update(m.keys)
-    keys.update(
-        r.feed_key for r in select_in(conn, select(feed_entries.c.feed_key), feed_entries.c.article_id, touched)
-    )
-    positions: dict[str, dict[int, int]] = {key: {} for key in keys}
-    ordered = sorted(keys)
+    # Positions: the touched articles' own and every feed's newest, then only those on
+    # the documents planned (not every position of the site's feed: 10,000 rows).
     q = select(feed_entries.c.feed_key, feed_entries.c.article_id, feed_entries.c.seq)
-    for key, aid, seq in select_in(conn, q, feed_entries.c.feed_key, ordered):
+    own = select_in(conn, q, feed_entries.c.article_id, touched)
+    keys.update(key for key, _aid, _seq in own)
+    ordered = sorted(keys)
+    positions: dict[str, dict[int, int]] = {key: {} for key in keys}
+    for key, aid, seq in own:
         positions[key][aid] = seq
-    before = {key: max(seqs.values(), default=0) for key, seqs in positions.items()}
-    _assign_positions(conn, [m for m in metas.values() if m.article_id in changed], positions, now)
+    before = dict.fromkeys(ordered, 0)
+    top = select(feed_entries.c.feed_key, func.max(feed_entries.c.seq)).group_by(feed_entries.c.feed_key)
+    before.update((key, seq) for key, seq in select_in(conn, top, feed_entries.c.feed_key, ordered))
+    _assign_positions(conn, [m for m in metas.values() if m.article_id in changed], positions, now, last=before)
 
     # The documents each feed's change can touch, and the articles on them.
     rule = Cut.of(settings)
     documents: dict[str, list[int | None]] = {}
-    wanted = set(newest(conn, max(1, settings.feeds.listing_size)))  # the home page's
+    spans: list[tuple[str, int, int]] = []
     for key in ordered:
         seqs = positions[key]
-        archived, count = rule.cut(max(seqs.values(), default=0))
+        total = max(before[key], *seqs.values()) if seqs else before[key]
+        archived, count = rule.cut(total)
         _, count_before = rule.cut(before[key])
         docs = {None, *range(max(1, count_before), count + 1)}
         docs.update(rule.page_of(seqs[i], archived) for i in touched if i in seqs)
         documents[key] = [None, *sorted(d for d in docs if d is not None)]
-        wanted.update(aid for aid, seq in seqs.items() if rule.page_of(seq, archived) in docs)
+        spans.extend((key, lo, hi) for lo, hi in rule.spans(docs, archived, total))
+    for key, aid, seq in _positions_in(conn, spans):
+        positions[key][aid] = seq
+    wanted = set(newest(conn, max(1, settings.feeds.listing_size)))  # the home page's
+    for key in ordered:
+        archived, _ = rule.cut(max(positions[key].values(), default=0))
+        wanted.update(aid for aid, seq in positions[key].items() if rule.page_of(seq, archived) in documents[key])
     metas.update({m.article_id: m for m in load_meta(conn, settings, ids=wanted - set(metas))})
     loaded = sorted(metas.values(), key=lambda m: (m.published_at, m.article_id), reverse=True)
     # An author's feed is named after the author, whose articles may all be elsewhere.
@@ -250,6 +260,17 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
         len(metas),
     )
     return Plan("incremental", jobs, planner, keep, len(live), errors, changed)
+
+
+def _positions_in(conn: Connection, spans: list[tuple[str, int, int]], size: int = 100) -> list:
+    """(feed key, article id, seq) of every position lo < seq <= hi of a span's feed;
+    `size` spans per statement (each span an indexed range of uq_feed_entries_feed_key_seq)."""
+    fe = feed_entries.c
+    rows = []
+    for i in range(0, len(spans), size):
+        ranges = [and_(fe.feed_key == key, fe.seq > lo, fe.seq <= hi) for key, lo, hi in spans[i : i + size]]
+        rows.extend(conn.execute(select(fe.feed_key, fe.article_id, fe.seq).where(or_(*ranges))))
+    return rows
 
 
 def _full(why: str) -> Plan | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections import Counter
 
 import jinja2
 import jinja2.meta
@@ -221,12 +222,20 @@ def render_index(settings, latest, topics, subscribe_form, all_articles: str | N
 
 def topic_list(settings, metas) -> list[tuple[str, str, int]]:
     """(key, label, article count) for every category, tag and author, in that order."""
-    counts: dict[str, int] = {}
+    tags: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
+    people: Counter[str] = Counter()
     labels: dict[str, str] = {}
-    for m in metas:
-        for key in m.feed_keys()[1:]:
-            counts[key] = counts.get(key, 0) + 1
-        labels[f"authors/{m.author_slug}"] = m.author_name
+    for m in metas:  # the keys of m.feed_keys() but "all", counted without making them
+        tags.update(m.tags)
+        if m.category:
+            categories[m.category] += 1
+        people[m.author_slug] += 1
+        labels[m.author_slug] = m.author_name
+    counts = {f"tags/{t}": n for t, n in tags.items()}
+    counts.update((f"categories/{c}", n) for c, n in categories.items())
+    counts.update((f"authors/{a}", n) for a, n in people.items())
+    labels = {f"authors/{a}": name for a, name in labels.items()}
     order = {"categories": 0, "tags": 1, "authors": 2}
     keys = sorted(counts, key=lambda k: (order[k.split("/")[0]], k))
     out = []

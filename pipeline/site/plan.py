@@ -308,13 +308,19 @@ def _up_to_date(conn: Connection, public: Path, digest: str) -> int | None:
 
 def all_in_place(public: Path, rows) -> bool:
     """Whether every output file (rows of path, size) is in public/ with its size."""
-    root = os.fspath(public)
-    for path, size in rows:
-        try:
-            if os.stat(os.path.join(root, path)).st_size != size:
+    try:  # relative to the folder: no path joined and walked from / per file (15,000 at 10,000 articles)
+        folder = os.open(public, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        for path, size in rows:
+            try:
+                if os.stat(path, dir_fd=folder).st_size != size:
+                    return False
+            except FileNotFoundError:
                 return False
-        except FileNotFoundError:
-            return False
+    finally:
+        os.close(folder)
     return True
 
 
@@ -339,6 +345,20 @@ class Cut:
     def page_of(self, seq: int, archived_upto: int) -> int | None:
         """The document holding position `seq` (None: the subscription document)."""
         return None if seq > archived_upto else (seq - 1) // self.archive_size + 1
+
+    def spans(self, pages, archived_upto: int, total: int) -> list[tuple[int, int]]:
+        """The positions (lo, hi] the documents `pages` hold, adjacent ones merged."""
+        ranges = sorted(
+            (archived_upto, total) if page is None else ((page - 1) * self.archive_size, page * self.archive_size)
+            for page in pages
+        )
+        merged: list[tuple[int, int]] = []
+        for lo, hi in ranges:
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+            else:
+                merged.append((lo, hi))
+        return merged
 
 
 class Planner:
@@ -652,11 +672,15 @@ def _positions(conn: Connection) -> dict[str, dict[int, int]]:
     return out
 
 
-def _assign_positions(conn: Connection, metas: list[Meta], positions: dict[str, dict[int, int]], now) -> int:
+def _assign_positions(
+    conn: Connection, metas: list[Meta], positions: dict[str, dict[int, int]], now, last: dict | None = None
+) -> int:
     """Give every (feed, article) pair without a position the next one, in the order
-    articles became public; returns how many were added."""
+    articles became public; returns how many were added. `positions` must hold the
+    articles' own positions; `last`: each feed's newest position, when `positions` do
+    not hold every one."""
     rows = []
-    last = {key: max(seqs.values(), default=0) for key, seqs in positions.items()}
+    last = {key: max(seqs.values(), default=0) for key, seqs in positions.items()} if last is None else dict(last)
     for m in sorted(metas, key=lambda m: (m.approved_at, m.published_at, m.article_id)):
         for key in m.keys:
             seqs = positions.setdefault(key, {})
