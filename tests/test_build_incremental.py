@@ -225,3 +225,21 @@ def test_a_new_article_does_not_rewrite_an_archive_every_article_left(make_app, 
     assert "feeds/all.atom" in report.written
     assert not [p for p in report.written if p.startswith("feeds/archive/all/1.")]
     assert stale_under_a_full_plan(app) == ([], [])
+
+
+def test_cut_spans_are_the_positions_of_the_documents_merged():
+    """The incremental plan reads only these positions (Cut.spans): the subscription
+    document's (archived, total], archive k's ((k-1)*size, k*size], adjacent merged."""
+    from pipeline.site.plan import Cut
+
+    rule = Cut(max_entries=3, archive_size=2)
+    archived, pages = rule.cut(10)
+    assert (archived, pages) == (7, 4)
+    assert rule.spans({None}, archived, 10) == [(7, 10)]
+    assert rule.spans({None, 4, 3}, archived, 10) == [(4, 10)]  # archive 4 (6, 8] overlaps the newest
+    assert rule.spans({None, 1, 4}, archived, 10) == [(0, 2), (6, 10)]
+    held = {seq: rule.page_of(seq, archived) for seq in range(1, 11)}
+    for pages_ in ({None}, {1}, {2, None}, {1, 3}):
+        spans = rule.spans(pages_, archived, 10)
+        inside = {seq for seq in held if any(lo < seq <= hi for lo, hi in spans)}
+        assert {seq for seq, page in held.items() if page in pages_} <= inside
