@@ -17,7 +17,10 @@ plans only the outputs a change can touch:
   the archive holding the article; and the archives from the newest one before this
   build to the newest one now (entries move from the subscription document into them,
   and the old newest archive gets a link to the next and is sealed). The listing pages
-  are cut the same way. Only the articles on those documents are read.
+  are cut the same way. Only the positions and the metadata of the articles on those
+  documents are read, and the text of the changed ones only: the build takes every
+  other article's feed entries from the documents the last build wrote
+  (`Plan.changed`, `build._reuse_entries`).
 - **The home page** (every topic with its count), the names of the authors' feeds and
   the images are planned from the narrow query, as the full plan does from the
   metadata; the home page's newest articles come from an ORDER BY .. LIMIT, and the
