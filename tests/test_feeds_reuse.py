@@ -152,3 +152,26 @@ def test_an_entry_the_cache_refuses_is_made_from_the_article(make_app, sqlite_ur
     assert report.plan == "incremental" and not report.errors
     assert len(reads[-1]) == 2  # the new article and the one whose entry was refused
     assert build(app, force=True).written == []
+
+
+def test_a_feed_file_changed_after_the_last_build_is_not_taken_from(make_app, sqlite_url, monkeypatch):
+    """A file edited by hand to the same size (the plan's size check passes) or one a
+    killed build renamed into place: its change time is after the last build finished,
+    so its entries are not carried into the next documents."""
+    from .feedsite import feeds_toml, public
+
+    app = make_app(sqlite_url, feeds_toml(max_entries=5, archive_size=4))
+    build_site(app, 12)
+    path = public(app) / "feeds" / "all.atom"
+    data = path.read_bytes()
+    assert b"<title>Article 11</title>" in data
+    path.write_bytes(data.replace(b"<title>Article 11</title>", b"<title>Article XI</title>"))  # same size
+    reads = _reads(monkeypatch)
+    write_article(app.settings.root, "article-new", date="2026-12-01T08:00:00Z", tags='["work"]')
+    publish(app)
+    report = build(app)
+    assert report.plan == "incremental" and "feeds/all.atom" in report.written
+    assert b"Article XI" not in read(app, "feeds/all.atom")
+    assert b"<title>Article 11</title>" in read(app, "feeds/all.atom")
+    assert len(reads[-1]) > 1  # entries found in no trusted document were made again
+    assert build(app, force=True).written == []

@@ -78,7 +78,7 @@ from pipeline.site.plan import (
     salts,
 )
 from pipeline.store.bulk import select_in
-from pipeline.store.schema import articles, authors, feed_entries, revisions
+from pipeline.store.schema import articles, authors, build_outputs, feed_entries, revisions
 from pipeline.timeutil import as_utc
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,8 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
         len(ordered),
         len(metas),
     )
-    return Plan("incremental", jobs, planner, keep, len(live), errors, changed)
+    finished = conn.execute(select(build_outputs.c.updated_at).where(build_outputs.c.path == PLAN_PATH)).scalar()
+    return Plan("incremental", jobs, planner, keep, len(live), errors, changed, as_utc(finished))
 
 
 def _positions_in(conn: Connection, spans: list[tuple[str, int, int]], size: int = 100) -> list:

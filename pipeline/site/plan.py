@@ -630,7 +630,8 @@ class Plan:
     complete build. Every other article's feed entries are, byte for byte, those in
     the documents that build wrote (the same code, settings and token), so the build
     takes them from there instead of reading and making them again. None (the full
-    plan): no article is known unchanged."""
+    plan): no article is known unchanged. `finished_at`: when that build had every
+    file in place; a file changed after it is not read."""
 
     how: str  # "full" | "incremental"
     jobs: list[Job]
@@ -639,6 +640,7 @@ class Plan:
     articles: int
     errors: list[str]
     changed: set[int] | None = None
+    finished_at: dt.datetime | None = None
 
 
 def plan_full(conn: Connection, settings, hubs: list[str], now) -> Plan:
