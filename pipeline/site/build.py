@@ -156,14 +156,8 @@ def _reuse_entries(public: Path, todo: list[Job], stored: dict, plan: Plan, cach
             break
         if job.kind not in ("feed", "archive") or any(stored.get(p) is None for p in job.paths):
             continue
-        try:
-            found = {}
-            for fmt, path in zip(feeds.FORMATS, job.paths, strict=True):
-                with open(os.path.join(root, path), "rb") as fh:
-                    if os.fstat(fh.fileno()).st_ctime > settled:
-                        raise OSError(f"{path} changed after the last build")
-                    found[fmt] = feeds.split(fmt, fh.read())
-        except OSError:
+        found = _split_settled(root, job.paths, settled)
+        if found is None:
             continue
         for url in [u for u in found["atom"] if u in wanted]:
             if url in found["rss"] and url in found["json"]:
@@ -171,6 +165,21 @@ def _reuse_entries(public: Path, todo: list[Job], stored: dict, plan: Plan, cach
                 if cache.reuse(m, found["atom"][url], found["rss"][url], found["json"][url]):
                     taken.add(m.article_id)
     return taken
+
+
+def _split_settled(root: str, paths: list[str], settled: float) -> dict[str, dict[str, bytes]] | None:
+    """format -> the entries of a feed document's files (`feeds.split`), or None when a
+    file is missing or changed after `settled` (seconds since the epoch)."""
+    found = {}
+    for fmt, path in zip(feeds.FORMATS, paths, strict=True):
+        try:
+            with open(os.path.join(root, path), "rb") as fh:
+                if os.fstat(fh.fileno()).st_ctime > settled:
+                    return None
+                found[fmt] = feeds.split(fmt, fh.read())
+        except OSError:
+            return None
+    return found
 
 
 @contextlib.contextmanager

@@ -209,10 +209,12 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
     rule = Cut.of(settings)
     documents: dict[str, list[int | None]] = {}
     spans: list[tuple[str, int, int]] = []
+    archived_upto: dict[str, int] = {}
     for key in ordered:
         seqs = positions[key]
         total = max(before[key], *seqs.values()) if seqs else before[key]
         archived, count = rule.cut(total)
+        archived_upto[key] = archived
         _, count_before = rule.cut(before[key])
         docs = {None, *range(max(1, count_before), count + 1)}
         docs.update(rule.page_of(seqs[i], archived) for i in touched if i in seqs)
@@ -222,7 +224,7 @@ def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict,
         positions[key][aid] = seq
     wanted = set(newest(conn, max(1, settings.feeds.listing_size)))  # the home page's
     for key in ordered:
-        archived, _ = rule.cut(max(positions[key].values(), default=0))
+        archived = archived_upto[key]
         wanted.update(aid for aid, seq in positions[key].items() if rule.page_of(seq, archived) in documents[key])
     metas.update({m.article_id: m for m in load_meta(conn, settings, ids=wanted - set(metas))})
     loaded = sorted(metas.values(), key=lambda m: (m.published_at, m.article_id), reverse=True)
