@@ -64,8 +64,8 @@ def write(app, rng: random.Random, slug: str) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-def test_after_every_incremental_build_a_full_plan_finds_nothing_to_do(make_app, sqlite_url, seed):
-    app = make_app(sqlite_url, SMALL)
+def test_after_every_incremental_build_a_full_plan_finds_nothing_to_do(make_app, db_url, seed):
+    app = make_app(db_url, SMALL)
     root = app.settings.root
     rng = random.Random(seed)
     for slug in AUTHORS:

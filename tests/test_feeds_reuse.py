@@ -114,10 +114,10 @@ def _reads(monkeypatch) -> list[set[int]]:
     return seen
 
 
-def test_an_added_article_is_the_only_one_whose_text_the_build_reads(make_app, sqlite_url, monkeypatch):
+def test_an_added_article_is_the_only_one_whose_text_the_build_reads(make_app, db_url, monkeypatch):
     from .feedsite import feeds_toml
 
-    app = make_app(sqlite_url, feeds_toml(max_entries=5, archive_size=4))
+    app = make_app(db_url, feeds_toml(max_entries=5, archive_size=4))
     build_site(app, 30)
     reads = _reads(monkeypatch)
     write_article(app.settings.root, "article-new", date="2026-12-01T08:00:00Z", tags='["habits", "sleep"]')
