@@ -29,11 +29,11 @@ HOSTILE = [
     # text shaped like the boundaries split looks for, in every field it can reach
     _article(5, body_html='x\n  </entry>\n    </item>\n",{"id":"https://evil.example/"}]}\n', summary='"items":['),
     _article(6, title="  <entry>\n    <id>https://news.example.com/articles/a-0/</id>", summary=',{"id":"'),
-    # an svg in the text: ` xmlns` appears (escaped) in the bytes; reuse refuses it
-    _article(7, body_html='<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"/>'),
     _article(8, url='https://news.example.com/articles/a-8/?q="1",&x=<2>', canonical_url="https://x.example/"),
 ]
-ARTICLES = EDGE + HOSTILE
+# an svg in the text: ` xmlns` appears (escaped) in the bytes; reuse refuses it
+SVG = _article(7, body_html='<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"/>')
+ARTICLES = [*EDGE, *HOSTILE, SVG]
 
 
 @dataclasses.dataclass
@@ -94,7 +94,7 @@ def test_the_namespaces_read_off_the_bytes_are_those_of_the_element(sqlite_app):
             ("rss", feeds.RSS_NSMAP, cache.rss_bytes(a)),
         ):
             read_off = feeds._prefixed(data, nsmap)
-            if a is ARTICLES[EDGE.__len__() + 2]:  # the svg: refused, never guessed
+            if a is SVG:  # refused, never guessed
                 assert read_off is None
                 continue
             assert read_off == frozenset(cache.namespaces([a], fmt)), (a.slug, fmt)
