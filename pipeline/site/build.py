@@ -222,7 +222,8 @@ def build(
         try:
             now = utcnow()
             hubs = feeds.hub_urls(settings)
-            digest, report.articles = state_digest(conn, settings, hubs)
+            fingerprint = pages.template_fingerprint(settings)  # read once: the digest and the plan both hash it
+            digest, report.articles = state_digest(conn, settings, hubs, fingerprint)
             if not force:
                 outputs = _up_to_date(conn, public, digest)
                 if outputs is not None:  # nothing changed since the last complete build
@@ -232,9 +233,9 @@ def build(
                     return report
             with gcpause.paused():  # the plan: ~100,000 objects that live until the build ends
                 stored = _stored(conn)
-                plan = None if force else plan_changes(conn, settings, hubs, now, stored, public)
+                plan = None if force else plan_changes(conn, settings, hubs, now, stored, public, fingerprint)
                 if plan is None:
-                    plan = plan_full(conn, settings, hubs, now)
+                    plan = plan_full(conn, settings, hubs, now, fingerprint)
                 jobs, planner = plan.jobs, plan.planner
                 report.articles, report.plan = plan.articles, plan.how
                 report.errors.extend(plan.errors)

@@ -156,9 +156,13 @@ def newest_updates(conn: Connection, keys: set[str]) -> dict[str, dt.datetime]:
     return out
 
 
-def plan_changes(conn: Connection, settings, hubs: list[str], now, stored: dict, public: Path) -> Plan | None:
-    """The incremental plan (see the module docstring), or None: plan in full."""
-    fingerprint = pages.template_fingerprint(settings)
+def plan_changes(
+    conn: Connection, settings, hubs: list[str], now, stored: dict, public: Path, fingerprint: str | None = None
+) -> Plan | None:
+    """The incremental plan (see the module docstring), or None: plan in full.
+    `fingerprint`: the templates' (pages.template_fingerprint), read when not given."""
+    if fingerprint is None:
+        fingerprint = pages.template_fingerprint(settings)
     feed_salt, page_salt = salts(settings, hubs, fingerprint)
     if stored.get(STATE_PATH) is None or stored.get(PLAN_PATH) is None:
         return _full("the last build did not finish")

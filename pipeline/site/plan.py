@@ -261,13 +261,14 @@ def plan_key(feed_salt: str, page_salt: str, labels: dict[str, str]) -> str:
     return _h("plan", feed_salt, page_salt, sorted(labels.items()))
 
 
-def state_digest(conn: Connection, settings, hubs: list[str]) -> tuple[str, int]:
+def state_digest(conn: Connection, settings, hubs: list[str], fingerprint: str | None = None) -> tuple[str, int]:
     """A digest of everything a build reads, from a few integer columns: the approved
-    revision of every live article, every author file, the images, and the salts. When
-    it equals the last complete build's and every output is still there, the build has
-    nothing to do and loads no article at all."""
+    revision of every live article, every author file, the images, and the salts
+    (`fingerprint`: the templates', read when not given). When it equals the last
+    complete build's and every output is still there, the build has nothing to do and
+    loads no article at all."""
     h = hashlib.sha256()
-    h.update("\n".join(salts(settings, hubs)).encode())
+    h.update("\n".join(salts(settings, hubs, fingerprint)).encode())
     q = (
         select(articles.c.id, articles.c.approved_revision_id)
         .where(articles.c.approved_revision_id.is_not(None), articles.c.retracted_at.is_(None))
@@ -643,12 +644,13 @@ class Plan:
     finished_at: dt.datetime | None = None
 
 
-def plan_full(conn: Connection, settings, hubs: list[str], now) -> Plan:
-    """Every output of the site, from every live article."""
+def plan_full(conn: Connection, settings, hubs: list[str], now, fingerprint: str | None = None) -> Plan:
+    """Every output of the site, from every live article (`fingerprint`: the
+    templates', read when not given)."""
     metas = load_meta(conn, settings)
     positions = _positions(conn)
     _assign_positions(conn, metas, positions, now)
-    planner = Planner(settings, metas, positions, hubs)
+    planner = Planner(settings, metas, positions, hubs, fingerprint)
     jobs: list[Job] = []
     keys = sorted(set(positions) | {"all"})
     for key in keys:
