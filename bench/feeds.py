@@ -300,10 +300,10 @@ def main() -> None:
     hugo = None if args.no_hugo else find_hugo()
     print(f"bench/feeds.py: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, hugo: {hugo or 'not found'}")
     # Every run's files stay until the bench ends. This file system (ext4 without a
-    # journal) does not reuse an inode for a minute or more after it is freed, and finding
-    # a free one walks past every recently freed one: deleting a run's 30,000 files made
-    # the next run's every mkdir and file creation cost 0.7 ms instead of 0.03 ms, and the
-    # next run was ours (docs/benchmarks.md, "Freed inodes").
+    # journal) does not reuse an inode for a minute or more after it is freed, and making
+    # a file or folder walks past every recently freed one: right after a 1,000-article
+    # site was deleted, each folder of the next build took 0.7 ms to make instead of
+    # 0.03 ms. The next run was ours (docs/benchmarks.md, the seventh round).
     with tempfile.TemporaryDirectory(prefix="bench-feeds-") as scratch:
         for n in [int(s) for s in args.sizes.split(",")]:
             bench_size(n, args, hugo, Path(scratch))
