@@ -23,7 +23,10 @@ numbers are printed as measured.
 No run's files are deleted before the bench ends (over 2 GB per run at 10,000 articles,
 under the system's temporary folder): on a file system that holds freed inodes back for a
 while (ext4 without a journal), every file created soon after many were deleted costs
-far more, and the run after a deletion would pay for the one before it.
+far more, and the run after a deletion would pay for the one before it. For the same
+reason it first makes 300 folders and, while the median one takes over 0.15 ms (a test
+run may just have deleted thousands of files), waits and tries again, up to --settle
+seconds; it prints what a folder cost.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import argparse
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -296,17 +300,56 @@ def main() -> None:
     parser.add_argument("--no-pelican", action="store_true")
     parser.add_argument("--no-hugo", action="store_true")
     parser.add_argument("--repeat", type=int, default=1, help="runs per size; each time printed is the best")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=400,
+        help="seconds to wait at most, before the first run, for recently deleted files to stop slowing "
+        "file creation (ext4 without a journal holds freed inodes back for up to 6 minutes); 0: do not wait",
+    )
     args = parser.parse_args()
     hugo = None if args.no_hugo else find_hugo()
     print(f"bench/feeds.py: python {sys.version.split()[0]}, {os.cpu_count()} CPUs, hugo: {hugo or 'not found'}")
     # Every run's files stay until the bench ends. This file system (ext4 without a
     # journal) does not reuse an inode for a minute or more after it is freed, and making
     # a file or folder walks past every recently freed one: right after a 1,000-article
-    # site was deleted, each folder of the next build took 0.7 ms to make instead of
+    # site was deleted, each folder of the next build took 0.3-0.7 ms to make instead of
     # 0.03 ms. The next run was ours (docs/benchmarks.md, the seventh round).
     with tempfile.TemporaryDirectory(prefix="bench-feeds-") as scratch:
+        settle(Path(scratch), args.settle)
         for n in [int(s) for s in args.sizes.split(",")]:
             bench_size(n, args, hugo, Path(scratch))
+
+
+SETTLED_MKDIR_MS = 0.15  # a settled disk here: 0.03-0.04 ms per folder; after a deletion 0.3-0.8 ms
+
+
+def mkdir_ms(scratch: Path, count: int = 300) -> float:
+    """The median time to make a folder under `scratch`, in ms. The folders stay (the
+    bench deletes nothing before it ends)."""
+    probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=scratch))
+    times = []
+    for i in range(count):
+        t0 = time.perf_counter()
+        os.mkdir(probe / f"d{i}")
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def settle(scratch: Path, limit: float) -> None:
+    """Wait, up to `limit` seconds, until making a folder costs what it does on a settled
+    file system (a test run or an earlier bench may just have deleted thousands of files),
+    and print what it cost."""
+    started = time.monotonic()
+    cost = mkdir_ms(scratch)
+    while cost > SETTLED_MKDIR_MS and time.monotonic() - started < limit:
+        print(f"making a folder takes {cost:.2f} ms (files deleted recently?); waiting for the file system", flush=True)
+        time.sleep(15)
+        cost = mkdir_ms(scratch)
+    waited = time.monotonic() - started
+    print(
+        f"file system: {cost:.3f} ms to make a folder (median of 300){f', after {waited:.0f}s' if waited > 1 else ''}"
+    )
 
 
 def bench_size(n: int, args, hugo: str | None, scratch: Path) -> None:
