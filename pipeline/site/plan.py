@@ -33,7 +33,6 @@ from pipeline.store.schema import articles, authors, build_outputs, feed_entries
 from pipeline.timeutil import as_utc
 
 FORMAT_VERSION = "build-1"  # bump to force every output to be rendered again
-CHUNK = 500  # ids in one IN (...) list
 MANIFEST = ".build-manifest.json"  # read by pipeline.site.serving; dot files are never served
 
 

@@ -114,9 +114,6 @@ def insert_batches(conn: Connection, table: Table, rows: list[dict], *, size: in
     return sum(insert_rows(conn, table, rows[i : i + size])[0][0] for i in range(0, len(rows), size))
 
 
-__all__ = ["insert_rows", "insert_batches", "BATCH_ROWS"]
-
-
 IN_CHUNK = 500  # values in one IN (...) list: well under SQLite's and PostgreSQL's parameter limits
 
 
@@ -129,3 +126,6 @@ def select_in(conn: Connection, query, column, values, *, size: int = IN_CHUNK) 
         for i in range(0, len(ordered), size)
         for row in conn.execute(query.where(column.in_(ordered[i : i + size])))
     ]
+
+
+__all__ = ["insert_rows", "insert_batches", "select_in", "BATCH_ROWS", "IN_CHUNK"]
