@@ -210,12 +210,15 @@ def test_editions_cli_list_and_report_rpt4(tracked):
 
     from pipeline.cli import main
 
+    from .cli_kit import first_column
+
     app = tracked
     edition = setup_edition(app, subscribers=("ada@example.com",))
     config = str(app.settings.source)
     runner = CliRunner()
-    listed = runner.invoke(main, ["--config", config, "editions", "list"])
+    listed = runner.invoke(main, ["--config", config, "editions", "list"], env={"COLUMNS": "80"})
     assert listed.exit_code == 0, listed.output
+    assert edition["key"] in first_column(listed.output)  # whole in 80 columns: `editions report KEY` takes it
     listed = runner.invoke(main, ["--config", config, "editions", "list", "--json"])
     assert edition["key"] in listed.output
     shown = runner.invoke(main, ["--config", config, "editions", "report", edition["key"]])

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from pipeline import subscribers as subs
 from pipeline.cli import main
 
+from .cli_kit import first_column
+
 DEMO_CSV = """email,name,frequency,topics,timezone
 ada@example.com,Ada Lovelace,daily,work;wellbeing,Europe/London
 bo@example.com,Bo,weekly,,UTC
@@ -127,3 +129,19 @@ def test_show_prints_names_with_brackets_literally(app, tmp_path):
     assert r.exit_code == 0 and "[bold]Odd[/bold] [x" in r.output and "import:[test]" in r.output
     r = invoke(app, "subscribers", "list")
     assert "[bold]Odd[/bold] [x" in r.output
+
+
+def test_list_shows_whole_addresses_in_an_80_column_terminal(app, tmp_path):
+    """An operator's terminal is often 80 columns: every address (the one thing the
+    list is for) is folded onto more lines there, never cut to "ana@exa…"."""
+    path = tmp_path / "s.csv"
+    path.write_text("email,name\nana.ferreira@example.com,Ana Ferreira\nbo@subdomain.example.org,Bo\n")
+    invoke(app, "subscribers", "import", str(path), "--confirmed", "--source", "test")
+    root = Path(app.settings.source).parent
+    r = CliRunner(env={"COLUMNS": "80"}).invoke(
+        main, ["--config", str(root / "syndicate.toml"), "subscribers", "list"], catch_exceptions=False
+    )
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.output
+    column = first_column(r.output)
+    assert "ana.ferreira@example.com" in column and "bo@subdomain.example.org" in column

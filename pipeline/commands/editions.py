@@ -56,7 +56,7 @@ def list_cmd(ctx, limit: int, before: str | None, as_json: bool):
         ("failed", "right"),
         ("pending", "right"),
     ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]  # keys shown whole
     for r in rows:
         table.add_row(
             escape(r["key"]),
@@ -111,7 +111,7 @@ def report_cmd(ctx, key: str, as_json: bool):
         summary.add_row(label, str(value))
     console.print(summary)
     clicks = Table(title="clicks per article")
-    clicks.add_column("article")
+    clicks.add_column("article", overflow="fold")
     clicks.add_column("clicks", justify="right")
     clicks.add_column("")
     top = max((a["clicks"] for a in r["clicks"]["per_article"]), default=0) or 1

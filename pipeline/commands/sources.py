@@ -48,7 +48,7 @@ def list_sources(ctx):
         state = states(conn)
     table = Table(title="sources")
     for col in ("name", "type", "approval", "where", "state", "last success", "last error"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a path or URL shown whole, in 80 columns too
     for config in configured(ctx.settings):
         row = state.get(config["name"])
         flags = (

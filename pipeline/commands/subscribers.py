@@ -109,7 +109,7 @@ def list_cmd(ctx, state, frequency, limit, as_json):
         return
     table = Table(title=f"subscribers ({len(rows)} shown)")
     for col in ("email", "name", "state", "frequency", "topics", "timezone", "since"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # in 80 columns too, an address is shown whole, never cut to "ana@exa…"
     for r in rows:
         table.add_row(
             escape(r["email"]),
