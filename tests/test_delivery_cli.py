@@ -54,6 +54,28 @@ def test_deliver_into_the_maildir_and_list_show_retry(sqlite_app):
     assert len(list(maildir.iterdir())) == 2  # same idempotency key: the same file, not a second one
 
 
+def test_retry_by_id_says_what_it_left_and_which_ids_do_not_exist(sqlite_app):
+    """`deliveries retry ID..` requeues the failed ones it names, says why each other one
+    was left, and exits 1 naming any id with no delivery: a mistyped id is an error, not
+    "1 were not failed" as if it existed."""
+    app = sqlite_app
+    sent, failed, webhook = enqueue_test(app.engine, ["a@example.org", "b@example.org", "c@example.org"])
+    with app.engine.begin() as conn:
+        conn.execute(deliveries.update().where(deliveries.c.id == sent).values(state="sent"))
+        conn.execute(deliveries.update().where(deliveries.c.id.in_([failed, webhook])).values(state="failed"))
+        conn.execute(deliveries.update().where(deliveries.c.id == webhook).values(channel="webhook"))
+    r = invoke(app, "deliveries", "retry", str(sent), str(failed), "999999", str(webhook), "--channel", "email")
+    assert r.exit_code == 1, r.output
+    assert "requeued 1 deliveries" in r.output
+    assert f"{sent} is sent, not failed, dead or waiting to retry" in r.output
+    assert f"{webhook} is a webhook delivery, not email" in r.output
+    assert "no delivery 999999" in r.output and "were not failed" not in r.output
+    states = {i: row["state"] for i, row in rows_by_id(app.engine, [sent, failed, webhook]).items()}
+    assert states == {sent: "sent", failed: "queued", webhook: "failed"}
+    r = invoke(app, "deliveries", "retry", str(webhook))
+    assert r.exit_code == 0 and "requeued 1 deliveries" in r.output
+
+
 def test_suppressions_add_list_remove(sqlite_app):
     app = sqlite_app
     r = invoke(app, "suppressions", "add", "Someone@Example.org", "--detail", "asked by phone")

@@ -364,16 +364,28 @@ def deliveries_retry(ctx, ids, all_failed, channel):
             "name the deliveries to retry, or pass --failed",
             hint="`syndicate deliveries list --state failed` shows them.",
         )
+    retryable = ("failed", "dead", "retry") if ids else ("failed", "dead")
     with ctx.app.engine.begin() as conn:
-        n = outbox.requeue(
-            conn,
-            ids=list(ids) if ids else None,
-            channel=channel,
-            states=("failed", "dead", "retry") if ids else ("failed", "dead"),
-        )
+        named = outbox.states_of(conn, ids) if ids else {}
+        n = outbox.requeue(conn, ids=list(ids) if ids else None, channel=channel, states=retryable)
     console.print(f"requeued {n} deliveries")
-    if ids and n < len(ids):
-        err_console.print(f"[yellow]{len(ids) - n} were not failed, dead or waiting to retry; left as they are[/]")
+    # Every named id that was not requeued, and why: a typo must not pass for "nothing to do".
+    for delivery_id in dict.fromkeys(ids):
+        found = named.get(delivery_id)
+        if found is None:
+            continue  # named below, in the error
+        if channel and found[0] != channel:
+            err_console.print(f"[yellow]{delivery_id} is a {found[0]} delivery, not {channel}; left as it is[/]")
+        elif found[1] not in retryable:
+            err_console.print(
+                f"[yellow]{delivery_id} is {found[1]}, not failed, dead or waiting to retry; left as it is[/]"
+            )
+    missing = [i for i in ids if i not in named]
+    if missing:
+        raise NotFound(
+            f"no delivery {', '.join(map(str, dict.fromkeys(missing)))}",
+            hint="`syndicate deliveries list` shows the ids; the others named were handled as above.",
+        )
 
 
 @deliveries.command("pause")

@@ -428,6 +428,14 @@ def requeue(
     ).rowcount
 
 
+def states_of(conn: Connection, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """id -> (channel, state) of these deliveries; an id with no row is left out."""
+    rows = conn.execute(
+        select(deliveries.c.id, deliveries.c.channel, deliveries.c.state).where(deliveries.c.id.in_(list(ids)))
+    )
+    return {i: (channel, state) for i, channel, state in rows}
+
+
 def counts_by_state(conn: Connection) -> dict[tuple[str, str], int]:
     rows = conn.execute(
         select(deliveries.c.channel, deliveries.c.state, func.count()).group_by(
