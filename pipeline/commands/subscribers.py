@@ -233,9 +233,15 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict, batch_rows, no_pro
     says they already confirmed. Every import gets an id: `syndicate subscribers
     import-status ID --errors` lists all its row notes.
 
+    Exports of Syndicate, listmonk, Ghost and Mailchimp import as they are (IMP-7):
+    whoever the file says is not subscribed (unsubscribed, blocklisted, cleaned,
+    deleted; never confirmed, with --confirmed) is left out and reported, and the
+    columns nothing reads are named.
+
     \b
     Examples:
       syndicate subscribers import content/subscribers.csv --confirmed --source demo
+      syndicate subscribers import ghost-members.csv --confirmed --source 'Ghost newsletter'
       syndicate subscribers import signups.csv --dry-run
       syndicate subscribers import-status 3 --errors > fix-these.csv
     """
@@ -284,6 +290,14 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict, batch_rows, no_pro
     finally:
         if bar is not None:
             bar.stop()
+    if report.consent_columns:
+        console.print(
+            "rows left out where these columns say the person is not subscribed: " + ", ".join(report.consent_columns),
+            soft_wrap=True,
+            markup=False,
+        )
+    if report.ignored_columns:
+        console.print("columns not imported: " + ", ".join(report.ignored_columns), soft_wrap=True, markup=False)
     shown = 0
     for note in report.notes[:IMPORT_NOTES_SHOWN]:
         shown += 1

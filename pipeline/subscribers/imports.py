@@ -15,6 +15,8 @@ An import is a row in ``subscriber_imports`` (``create_import``), run by ``run_i
   and the import's counts;
 - importing the same file twice changes nothing; unsubscribed and suppressed addresses
   stay so (IMP-4);
+- whoever the file itself says is not subscribed (the exports of Syndicate, listmonk,
+  Ghost and Mailchimp: ``pipeline.subscribers.columns``) is left out and reported (IMP-7);
 - the consent log gets exactly what a one-by-one import wrote (IMP-5): ``imported``
   (source ``import:SOURCE``, wording and privacy versions), then ``confirmed`` ("stated
   by operator") with ``confirmed``, or a confirmation email through the outbox
@@ -61,6 +63,7 @@ from pipeline.store.schema import (
     suppressions,
 )
 from pipeline.subscribers.addresses import InvalidInput, normalise_email, smtputf8_enabled
+from pipeline.subscribers.columns import Verdict, read_header
 from pipeline.subscribers.fields import clean_frequency, clean_name, clean_timezone, clean_topics
 from pipeline.subscribers.links import confirm_token
 from pipeline.timeutil import utcnow
@@ -103,6 +106,8 @@ class ImportReport:
     notes: list[RowNote] = dataclasses.field(default_factory=list)  # the first `keep_notes`
     bytes_read: int = 0
     bytes_total: int | None = None
+    consent_columns: list[str] = dataclasses.field(default_factory=list)  # read for who is not subscribed (IMP-7)
+    ignored_columns: list[str] = dataclasses.field(default_factory=list)  # in the header, read by nothing
 
     def counts(self) -> dict[str, int]:
         return {
@@ -313,8 +318,9 @@ class _Row:
 class _Parser:
     """CSV records -> checked rows, bad-row notes and duplicate notes."""
 
-    def __init__(self, settings: Settings, text: IO[str], filename: str):
+    def __init__(self, settings: Settings, text: IO[str], filename: str, confirmed: bool = False):
         self.settings = settings
+        self.confirmed = confirmed
         self.smtputf8 = smtputf8_enabled(settings)
         self.reader = csv.reader(text)
         self.seen = _SeenKeys()
@@ -324,13 +330,15 @@ class _Parser:
         except StopIteration:
             header = None
         self.fields = [f.strip().lower() for f in header] if header else []
-        if header is not None and "email" not in self.fields:
+        self.columns = read_header(header or [])
+        if header is not None and "email" not in self.columns.index:
             raise InvalidInput(
                 "email",
                 f"{filename or 'the CSV file'}: no 'email' column in the header line",
-                hint=f"The first line names the columns: {','.join(IMPORT_COLUMNS)}.",
+                hint=f"The first line names the columns: {','.join(IMPORT_COLUMNS)} "
+                "(exports of Syndicate, listmonk, Ghost and Mailchimp are read as they are).",
             )
-        self.index = {name: self.fields.index(name) for name in IMPORT_COLUMNS if name in self.fields}
+        self.index = self.columns.index
         self.line_end = self.reader.line_num
 
     def _topics(self, raw: str) -> list[str]:
@@ -347,6 +355,7 @@ class _Parser:
             return
         width = len(self.fields)
         index = self.index
+        columns, confirmed = self.columns, self.confirmed
         settings = self.settings
         for record in self.reader:
             line = self.line_end + 1
@@ -354,17 +363,23 @@ class _Parser:
             if not any(v.strip() for v in record):
                 continue
             cells = {name: record[i] if i < len(record) else "" for name, i in index.items()}
+            if columns.name_parts:
+                cells["name"] = columns.name(record) or ""
             try:
                 if len(record) > width:
                     raise InvalidInput("row", "more values than columns")
                 address = check_email(cells.get("email"), self.smtputf8)
-                prefs = {
-                    "name": clean_name(cells.get("name", "")),
-                    "frequency": clean_frequency(cells.get("frequency", "").strip().lower(), settings),
-                    # Any well-formed topic goes: an operator may list topics no article has used yet.
-                    "topics": self._topics(cells.get("topics", "")),
-                    "timezone": clean_timezone(cells.get("timezone", "").strip()),
-                }
+                said = columns.verdict(record, confirmed) if columns.rules else None
+                if said is not None and said[0] == Verdict.BAD:
+                    raise InvalidInput(said[1], said[2])
+                if said is None:
+                    prefs = {
+                        "name": clean_name(cells.get("name", "")),
+                        "frequency": clean_frequency(cells.get("frequency", "").strip().lower(), settings),
+                        # Any well-formed topic goes: an operator may list topics no article has used yet.
+                        "topics": self._topics(cells.get("topics", "")),
+                        "timezone": clean_timezone(cells.get("timezone", "").strip()),
+                    }
             except InvalidInput as exc:
                 yield RowNote(line, "bad", exc.field, exc.message)
                 continue
@@ -373,6 +388,9 @@ class _Parser:
                 yield RowNote(line, "bad", "email", f"{address} appears more than once; this row was skipped")
                 continue
             self.seen.add(key)
+            if said is not None:  # IMP-7: the file says this person is not subscribed (or never confirmed)
+                yield RowNote(line, "skipped", said[1], f"{address}: {said[2]}", address, "left out")
+                continue
             given = tuple(k for k in PREFERENCES if cells.get(k, "").strip())
             yield _Row(line, address, prefs, given)
 
@@ -708,7 +726,8 @@ def _run(
     text, counting, size, owned = _open(path_or_stream)
     report.bytes_total = size
     try:
-        parser = _Parser(settings, text, filename)
+        parser = _Parser(settings, text, filename, confirmed)
+        report.consent_columns, report.ignored_columns = parser.columns.consent, parser.columns.ignored
         rows: list[_Row] = []
         notes: list[dict] = []
 
