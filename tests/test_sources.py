@@ -364,6 +364,48 @@ def test_wordpress_posts_with_embed_are_paginated_and_mapped(make_app, db_url, s
     assert state(app, "blog")["cursor"]["modified_after"] == "2026-11-12T07:45:00Z"
 
 
+def test_wordpress_term_and_author_names_are_html_like_titles(make_app, db_url, server):
+    """WordPress stores term names and display names HTML-escaped and its REST API returns
+    them so ("Term names are HTML strings, same as post titles": WP-API #2581). A tag
+    "Food & Drink" came out as the topic food-amp-drink (a Markdown article with the same
+    tag is in food-drink) and the byline read "Lena &amp; Co" in every feed."""
+    app = wp_app(make_app, db_url, server)
+    tidy = next(p for p in server.wp_posts if p["id"] == 11)
+    tidy["_embedded"]["author"][0]["name"] = "Lena &amp; Co"
+    tidy["_embedded"]["wp:term"].append(
+        [
+            {"taxonomy": "post_tag", "name": "Food &amp; Drink", "slug": "food-drink"},
+            {"taxonomy": "post_tag", "name": "R&amp;D &lt;lab&gt;", "slug": "rd-lab"},
+        ]
+    )
+    assert run_one(app, "blog").status == "ok"
+    row = article_rows(app)["the-ten-minute-tidy"]
+    assert row["tags"] == ["habits", "home", "food-drink", "r-d-lab"] and row["author_slug"] == "lena-co"
+    with app.engine.connect() as conn:
+        assert conn.execute(select(authors.c.name).where(authors.c.slug == "lena-co")).scalar_one() == "Lena & Co"
+
+
+def test_a_feed_whose_bylines_and_categories_hold_escaped_html_is_read_as_text(make_app, sqlite_url, server):
+    """The same names in an RSS feed: WordPress writes the stored display name into a
+    CDATA dc:creator, so a reader finds the text "Lena &amp; Co"."""
+    server.set(
+        "/wp.rss",
+        200,
+        """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>
+<title>Blog</title><link>https://blog.example.org/</link><description>d</description>
+<item><title>Bread &amp;amp; Butter</title><link>https://blog.example.org/bread</link>
+<dc:creator><![CDATA[Lena &amp; Co]]></dc:creator>
+<category><![CDATA[Food &amp; Drink]]></category><guid>https://blog.example.org/?p=1</guid>
+<description>Slice it.</description></item></channel></rss>""",
+        content_type="application/rss+xml",
+    )
+    app = make_app(sqlite_url, source_toml("wpfeed", "feed", server.base + "/wp.rss"))
+    assert run_one(app, "wpfeed").status == "ok"
+    row = article_rows(app)["bread"]
+    assert row["title"] == "Bread & Butter" and row["tags"] == ["food-drink"] and row["author_slug"] == "lena-co"
+
+
 def test_wordpress_is_incremental_with_modified_after(make_app, db_url, server):
     app = wp_app(make_app, db_url, server)
     run_one(app, "blog")

@@ -908,7 +908,7 @@ def _item_hash(item) -> str:
 def _author_for(conn: Connection, item, known: list, report: IngestReport, source: str, now) -> str:
     """Map a source's byline to a Syndicate author by email, then URI, then name;
     create an unknown one (named in the report)."""
-    email, uri, name = item.author_email.strip().lower(), item.author_uri.strip(), " ".join(item.author_name.split())
+    email, uri, name = item.author_email.strip().lower(), item.author_uri.strip(), _as_text(item.author_name)
     for row in known:
         if (email and row.email.lower() == email) or (uri and row.url == uri):
             return row.slug
@@ -929,6 +929,16 @@ def _author_for(conn: Connection, item, known: list, report: IngestReport, sourc
     known.append(dataclasses.make_dataclass("A", ["slug", "name", "email", "url"])(slug, name, email, uri))
     report.authors_created.append(slug)
     return slug
+
+
+def _as_text(value: str) -> str:
+    """A source's title, summary, byline or tag, read as HTML (entities decoded, tags
+    dropped), on one line. WordPress stores term and display names HTML-escaped and
+    serves them so, in its REST API and inside its feeds' CDATA ("Food &amp; Drink"), as
+    feeds do titles; text without markup comes back as it was."""
+    if "&" not in value and "<" not in value:
+        return " ".join(strip_control_chars(value).split())
+    return " ".join(html_to_text(strip_control_chars(value)).split())
 
 
 def _unique_slug(wanted: str, taken: set[str]) -> str:
@@ -987,7 +997,7 @@ def store_source_items(
                 report.unchanged += 1
             continue
         try:
-            title = " ".join(html_to_text(strip_control_chars(item.title)).split())
+            title = _as_text(item.title)
             if not title:
                 raise ContentError(
                     path, "item has no title", field="title", hint="The source must give each item a title."
@@ -1001,7 +1011,7 @@ def store_source_items(
             body_html = sanitize_html(item.body_html, item.base_url or item.link or site_url)
             plain = html_to_text(body_html)
             words = len(plain.split())
-            summary = " ".join(html_to_text(strip_control_chars(item.summary)).split()) if item.summary else ""
+            summary = _as_text(item.summary) if item.summary else ""
             summary = summary or derive_summary(body_html)
             published = item.published_at or (old.published_at if old is not None else None) or now
             updated = item.updated_at if item.updated_at and item.updated_at > published else None
@@ -1015,7 +1025,7 @@ def store_source_items(
                 author_slug=author,
                 published_at=published,
                 updated_at=updated,
-                tags=list(dict.fromkeys(slugify(t) for t in item.tags if t.strip())),
+                tags=list(dict.fromkeys(slugify(_as_text(t)) for t in item.tags if t.strip())),
                 category=slugify(item.category) if item.category else "",
                 summary=summary,
                 image=item.image,
