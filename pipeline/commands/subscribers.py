@@ -241,7 +241,7 @@ def import_cmd(ctx, file, confirmed, source, dry_run, strict, batch_rows, no_pro
     \b
     Examples:
       syndicate subscribers import content/subscribers.csv --confirmed --source demo
-      syndicate subscribers import ghost-members.csv --confirmed --source 'Ghost newsletter'
+      syndicate subscribers import ghost-members.csv --confirmed --source Ghost
       syndicate subscribers import signups.csv --dry-run
       syndicate subscribers import-status 3 --errors > fix-these.csv
     """
