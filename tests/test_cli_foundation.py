@@ -42,6 +42,32 @@ def test_ingest_review_approve_flow(make_app, sqlite_url):
     assert r.exit_code == 1 and "error:" in r.output and "hint:" in r.output and "Traceback" not in r.output
 
 
+def test_the_review_queue_reads_whole_in_80_columns_and_as_a_table_when_wide(make_app, sqlite_url):
+    """`make run` ends with `syndicate review` in a pipe (80 columns): its seven-column
+    table folded the slug an editor has to copy ('vote-agai' / 'nst-the-s' / ...) and
+    broke words ('Governmen' / "t's"). Narrow: a few lines per revision; wide: the table,
+    the slug whole."""
+    root = project(make_app, sqlite_url)
+    slug, title = "vote-against-the-surveillance-bill", "This Election, Vote Against the Government's Surveillance Bill"
+    write_article(root, slug, title=title, body=POLITICAL)
+    assert invoke(root, "ingest").exit_code == 0  # vote-now and this one are flagged, not failed
+    narrow = CliRunner(env={"COLUMNS": "80"}).invoke(
+        main, ["--config", str(root / "syndicate.toml"), "review", "--no-diff"], catch_exceptions=False
+    )
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.output.splitlines()
+    assert lines[0] == "3 revision(s) waiting for review"
+    assert slug in lines and "vote-now" in lines  # each slug whole, on its own line
+    assert f"  {title}" in lines
+    assert all(len(line) <= 80 and line == line.rstrip() for line in lines)
+    assert lines[-1] == "Approve: syndicate approve SLUG; reject: syndicate reject SLUG --reason TEXT"
+    assert any(line.startswith("  policy flags: no-politics (flag: ") for line in lines)
+    wide = CliRunner(env={"COLUMNS": "160"}).invoke(
+        main, ["--config", str(root / "syndicate.toml"), "review", "--no-diff"], catch_exceptions=False
+    )
+    assert "┃ slug" in wide.output and f"│ {slug} │" in wide.output
+
+
 def test_bad_file_exit_status_and_hint(make_app, sqlite_url):
     root = project(make_app, sqlite_url)
     write_article(root, "broken", date="soon")

@@ -125,9 +125,60 @@ def review(ctx, slug: str | None, drafts: bool, diff: bool):
     if not queue:
         console.print("Nothing waits for review.")
         return
+    if console.width < WIDE:
+        _review_blocks(queue)
+    else:
+        _review_table(queue)
+    if diff:
+        for p in queue:
+            if p.diff:
+                console.print(f"\n[bold]{p.slug}[/]: changes since the approved revision")
+                from rich.syntax import Syntax  # Pygments: only when a diff is shown (start-up, issue 15)
+
+                console.print(Syntax(p.diff, "diff", word_wrap=True))
+    console.print("\nSee one in full: syndicate review SLUG", highlight=False)
+    console.print("Approve: syndicate approve SLUG; reject: syndicate reject SLUG --reason TEXT", highlight=False)
+
+
+WIDE = 120  # columns from which the queue is a table; below, seven columns broke slugs and words mid-way
+
+
+def _review_blocks(queue) -> None:
+    """The queue for a narrow terminal (80 columns, or `make run` in a pipe): a few lines
+    per revision, the slug whole on its own line (it is what `approve` takes), the rest
+    wrapped between words, indented, with no trailing spaces."""
+    import textwrap
+
+    def say(text: str) -> None:
+        for line in textwrap.wrap(
+            text,
+            width=max(40, console.width - 2),
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        ):
+            console.print("  " + line, markup=False, highlight=False, soft_wrap=True)
+
+    console.print(f"[bold]{len(queue)} revision(s) waiting for review[/]")
+    for p in queue:
+        console.print()
+        console.print(f"[bold]{escape(p.slug)}[/]", soft_wrap=True, highlight=False)
+        say(p.title)
+        say(f"r{p.number} {p.state} by {p.author_slug}, hash {p.content_hash[:12]}")
+        flags = "; ".join(f"{f['rule']} ({f['action']}: {', '.join(f['matches'])})" for f in p.flags)
+        say("policy flags: " + (flags or "none"))
+
+
+def _review_table(queue) -> None:
     table = Table(title=f"{len(queue)} revision(s) waiting for review")
-    for col in ("slug", "rev", "state", "title", "author", "hash", "policy flags"):
+    slug_width = min(48, max(len(p.slug) for p in queue))  # whole: it is what `approve` takes
+    table.add_column("slug", overflow="fold", min_width=slug_width)
+    for col in ("rev", "state"):
+        table.add_column(col, no_wrap=True)
+    for col in ("title", "author"):
         table.add_column(col, overflow="fold")
+    table.add_column("hash", no_wrap=True)
+    table.add_column("policy flags", overflow="fold")
     for p in queue:
         flags = "; ".join(_flag_text(f) for f in p.flags)
         table.add_row(
@@ -140,17 +191,6 @@ def review(ctx, slug: str | None, drafts: bool, diff: bool):
             flags or "[green]none[/]",
         )
     console.print(table)
-    if diff:
-        for p in queue:
-            if p.diff:
-                console.print(f"\n[bold]{p.slug}[/]: changes since the approved revision")
-                from rich.syntax import Syntax  # Pygments: only when a diff is shown (start-up, issue 15)
-
-                console.print(Syntax(p.diff, "diff", word_wrap=True))
-    console.print(
-        "\nSee one in full with `syndicate review SLUG`; approve with `syndicate approve SLUG`, "
-        "reject with `syndicate reject SLUG --reason TEXT`."
-    )
 
 
 def _review_one(ctx, slug: str, diff: bool) -> None:
