@@ -236,3 +236,23 @@ def test_one_json_log_line_per_job_run(app):
     lines = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
     (line,) = [x for x in lines if x.get("job_id") == "tick"]
     assert line["status"] == "ok" and line["counts"] == {"slept": 0, "dry_run": 0} and "duration" in line
+
+
+def test_jobs_history_fits_80_columns_with_its_counts_readable(app):
+    """At 80 columns six unwrappable columns left 'counts / error' 2 characters wide (its
+    header read 'co' / 'un' / 'ts' ... down the page); 'started' now wraps instead."""
+    root = setup(app)
+    invoke(root, "jobs", "run", "tick")
+    invoke(root, "jobs", "run", "boom")
+    r = CliRunner().invoke(
+        main,
+        ["--config", str(root / "syndicate.toml"), "jobs", "history"],
+        catch_exceptions=False,
+        env={"COLUMNS": "80"},
+    )
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    header = next(line for line in lines if line.startswith("┃ id"))
+    assert "┃ counts / error" in header and header.endswith("┃")  # whole, and the table is not cut off
+    assert any("│ slept 0, dry_run" in line for line in lines) and any("RuntimeError" in line for line in lines)

@@ -115,3 +115,11 @@ def test_websub_partner_is_listed_with_its_hub_pings_and_gets_no_article_events(
     out = cli(site, "partners", "status", "hub").output
     assert "publish" in out and "queued" in out
     assert cli(site, "partners", "test", "hub").exit_code == 1
+
+
+def test_partners_list_without_partners_names_the_table_to_add(sqlite_app):
+    """rich read "[partners]" as a style tag: the hint said "Add a [] table"."""
+    sqlite_app.engine.connect().close()  # the database exists (migrated on first use)
+    r = cli(sqlite_app, "partners", "list")
+    assert r.exit_code == 0, r.output
+    assert "No partners configured. Add a [[partners]] table to syndicate.toml (docs/partners.md)." in r.output

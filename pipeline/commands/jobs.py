@@ -179,9 +179,13 @@ def jobs_history(ctx, job_id: str | None, limit: int, only_failed: bool, as_json
         return
     now = utcnow()
     table = Table(title="job history" + (f": {job_id}" if job_id else ""))
-    for name in ("id", "job", "trigger", "started", "secs", "status"):
+    for name in ("id", "job", "trigger"):
         table.add_column(name, no_wrap=True)
-    table.add_column("counts / error", overflow="fold")
+    # Narrow: "started" wraps to three short lines (the last column was 2 wide at 80 columns).
+    table.add_column("started", max_width=None if console.width >= 100 else 11)
+    for name in ("secs", "status"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("counts / error", overflow="fold", min_width=16)
     for r in rows:
         seconds = jobstate.duration(r)
         status = r["status"] + (" (dry run)" if r.get("dry_run") else "")

@@ -42,7 +42,11 @@ def partners_list(ctx):
 
     rows = overview(ctx.app)
     if not rows:
-        console.print("No partners configured. Add a [[partners]] table to syndicate.toml (see README, Partners).")
+        console.print(  # markup=False: rich read "[partners]" as a style tag and printed "Add a [] table"
+            "No partners configured. Add a [[partners]] table to syndicate.toml (docs/partners.md).",
+            markup=False,
+            soft_wrap=True,
+        )
         return
     table = Table(title="partners")
     for col in ("name", "kind", "state", "last success", "backlog", "sent", "dead", "failed"):
