@@ -294,3 +294,11 @@ def test_a_reader_pages_through_a_tag_in_chromium(make_app, sqlite_url, browser,
             wait_heading(b, heading)
         assert not b.find_elements(By.LINK_TEXT, "Newer articles")
         assert b.current_url == f"{base}/tags/habits/"
+        # The home page's byline links the author: it read as a second headline (the
+        # title's weight and size applied to every link of the list item).
+        b.get(f"{base}/")
+        title = b.find_element(By.CSS_SELECTOR, "ul.articles li > a")
+        author = b.find_element(By.CSS_SELECTOR, "ul.articles li .muted a")
+        assert title.value_of_css_property("font-weight") == "600"
+        assert author.value_of_css_property("font-weight") == "400"
+        assert author.value_of_css_property("font-size") != title.value_of_css_property("font-size")

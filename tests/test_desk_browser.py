@@ -239,3 +239,34 @@ def test_desk_journey_in_chromium(desk_served, browser, tmp_path):  # noqa: F811
         assert outbox.get(conn, failed_id)["state"] == "queued"
     assert jobstate.is_paused(app.engine, "ingest")
     assert len(list(tmp_path.glob("0*.png"))) == 14
+
+
+ONE_LINE_HEADINGS = """return [...document.querySelectorAll('table.data th')].filter(th => {
+    const text = th.textContent.trim();
+    if (!text || /\\s/.test(text)) return false;
+    const range = document.createRange(); range.selectNodeContents(th);
+    return range.getClientRects().length > 1;
+  }).map(th => th.textContent.trim());"""
+
+
+def test_review_headings_keep_their_words_on_a_laptop(desk_served, browser, tmp_path):  # noqa: F811
+    """The review of a new article with a long summary, at 1280 px: every cell could break
+    anywhere, so the diff's "Approved" column was squeezed and its heading read
+    "Approve" / "d". A one-word heading now stays on one line where there is room."""
+    from pipeline.content.ingest import ingest
+
+    from .articles import write_article, write_author
+
+    app, base = desk_served
+    write_author(app.settings.root)
+    summary = "An opinion piece on the garden, the kitchen and the long evenings of the autumn " * 2
+    write_article(app.settings.root, "long-evenings", title="Long Evenings", extra=f"summary: {summary.strip()!r}\n")
+    assert not ingest(app).errors
+    make_user(app, "ed@example.com", ["editor"], name="Ed Itor", password="editor password 1")
+    j = Journey(browser, app, base, tmp_path)
+    j.sign_in("ed@example.com", "editor password 1")
+    j.d.set_window_size(1280, 900)
+    j.go("/desk/review/long-evenings", "Long Evenings")
+    assert j.d.execute_script("return document.querySelectorAll('table.data th').length") > 3
+    assert j.d.execute_script(ONE_LINE_HEADINGS) == []
+    j.shot("review-new-article")
