@@ -193,3 +193,16 @@ def test_the_cli_names_the_consent_columns_it_read_and_the_columns_it_did_not_im
         (4, "skipped", "deleted_at"),
         (5, "bad", "subscribed_to_emails"),
     ]
+
+
+def test_a_state_column_of_regions_is_refused_row_by_row_with_the_way_out(app):
+    """A CRM export's `State` of US states is not read as a subscription state (that
+    could let an unknown withdrawal through): each row is bad and says to rename it."""
+    report = run(
+        app, "Email,Name,State\nann@example.com,Ann,CA\nbob@example.com,Bob,NY\n", confirmed=True, source="crm"
+    )
+    assert people(app) == {} and report.bad == 2
+    field, message = notes(report, "bad")[2]
+    assert field == "State" and "'ca' is not a state this import knows" in message and "rename it" in message
+    renamed = run(app, "Email,Name,Region\nann@example.com,Ann,CA\n", confirmed=True, source="crm")
+    assert renamed.created == 1 and renamed.ignored_columns == ["Region"]

@@ -18,7 +18,9 @@ mailing them a confirmation they did not ask for. So:
   `CLEAN_TIME` (Mailchimp's unsubscribed and cleaned exports). A row whose state is
   `unconfirmed` or `pending` never confirmed: imported with `--confirmed` it is skipped
   (the file says consent was not confirmed); without, it gets a confirmation email like
-  every new row. A value these columns do not take (`state: maybe`) makes the row bad.
+  every new row. A value these columns do not take (`state: maybe`) makes the row bad,
+  never subscribed: a file whose `State` column holds regions ("CA") is refused row by
+  row, with the advice to rename that column.
 - **Everything else** (ids, notes, labels, tags, dates) is read by no rule: the report
   names those columns, so nobody believes they were imported.
 
@@ -75,7 +77,11 @@ def _state_rule(column: str) -> Rule:
                 )
             return None
         known = ", ".join(sorted(SUBSCRIBED - {""} | UNCONFIRMED | NOT_SUBSCRIBED))
-        return Verdict.BAD, f"{column} {value!r} is not a state this import knows ({known})"
+        return (
+            Verdict.BAD,
+            f"{column} {value!r} is not a state this import knows ({known}); if the column holds "
+            f"something else (a region, say), rename it in the header line",
+        )
 
     return rule
 
