@@ -203,6 +203,6 @@ def test_a_state_column_of_regions_is_refused_row_by_row_with_the_way_out(app):
     )
     assert people(app) == {} and report.bad == 2
     field, message = notes(report, "bad")[2]
-    assert field == "State" and "'ca' is not a state this import knows" in message and "rename it" in message
+    assert field == "State" and "'CA' is not a state this import knows" in message and "rename it" in message
     renamed = run(app, "Email,Name,Region\nann@example.com,Ann,CA\n", confirmed=True, source="crm")
     assert renamed.created == 1 and renamed.ignored_columns == ["Region"]

@@ -51,9 +51,8 @@ WHEN_COLUMNS = ("unsubscribed_at", "deleted_at", "unsub_time", "clean_time")
 
 
 class Verdict:
-    """What a consent column says about one row."""
+    """What a consent column says about a row it does not let through."""
 
-    OK = "ok"
     SKIP = "skipped"  # not subscribed there: left out
     BAD = "bad"  # a value the column does not take
 
@@ -79,7 +78,7 @@ def _state_rule(column: str) -> Rule:
         known = ", ".join(sorted(SUBSCRIBED - {""} | UNCONFIRMED | NOT_SUBSCRIBED))
         return (
             Verdict.BAD,
-            f"{column} {value!r} is not a state this import knows ({known}); if the column holds "
+            f"{column} {cell.strip()!r} is not a state this import knows ({known}); if the column holds "
             f"something else (a region, say), rename it in the header line",
         )
 
@@ -93,7 +92,7 @@ def _flag_rule(column: str) -> Rule:
             return None
         if value in FALSE:
             return Verdict.SKIP, f"{column} is {value!r} in the file: not subscribed there, left out"
-        return Verdict.BAD, f"{column} {value!r} is neither true nor false"
+        return Verdict.BAD, f"{column} {cell.strip()!r} is neither true nor false"
 
     return rule
 

@@ -63,14 +63,14 @@ from pipeline.store.schema import (
     suppressions,
 )
 from pipeline.subscribers.addresses import InvalidInput, normalise_email, smtputf8_enabled
-from pipeline.subscribers.columns import Verdict, read_header
+from pipeline.subscribers.columns import OWN, Verdict, read_header
 from pipeline.subscribers.fields import clean_frequency, clean_name, clean_timezone, clean_topics
 from pipeline.subscribers.links import confirm_token
 from pipeline.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-IMPORT_COLUMNS = ("email", "name", "frequency", "topics", "timezone")
+IMPORT_COLUMNS = OWN  # the columns of our own format
 PREFERENCES = ("name", "frequency", "topics", "timezone")
 KEEP_NOTES = 1000  # row notes kept in the returned report; all of them go to the database
 MAX_BATCH_ROWS = 10_000  # one IN (...) parameter per row; SQLite allows 32,766
