@@ -430,6 +430,8 @@ def test_subscribers_lifecycle(app):
             r = c.patch(f"/subscribers/{bo['id']}", json={"frequency": "weekly", "name": "Bo"})
             assert r.status_code == 200 and r.json()["frequency"] == "weekly" and r.json()["name"] == "Bo"
             _problem(c.patch(f"/subscribers/{bo['id']}", json={"frequency": "hourly"}), 422)
+            bad_topic = _problem(c.patch(f"/subscribers/{bo['id']}", json={"topics": ["Food & Drink"]}), 422)
+            assert bad_topic["detail"] == "'Food & Drink' is not a topic name (topics are slugs: 'food-drink')"
             r = c.post(f"/subscribers/{bo['id']}/unsubscribe")
             assert r.json() == {"id": bo["id"], "changed": True, "state": "unsubscribed"}
             assert c.post(f"/subscribers/{bo['id']}/unsubscribe").json()["changed"] is False

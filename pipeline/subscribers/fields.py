@@ -83,7 +83,11 @@ def clean_topics(raw, known: Iterable[str] | None) -> list[str]:
         if not slug:
             continue
         if not TOPIC_RE.match(slug):
-            raise InvalidInput("topics", f"{item[:40]!r} is not a topic name")
+            from pipeline.content.ingest import slugify  # only to word the error
+
+            hint = slugify(item[:64])
+            advice = f" (topics are slugs: {hint!r})" if hint != "untitled" and TOPIC_RE.match(hint) else ""
+            raise InvalidInput("topics", f"{item[:40]!r} is not a topic name{advice}")
         out.add(slug)
     if len(out) > MAX_TOPICS:
         raise InvalidInput("topics", f"choose at most {MAX_TOPICS} topics")
