@@ -47,6 +47,14 @@ def test_dashboard_shows_status_and_three_svg_charts(ops):
     assert "failed 1" in page.text  # the outbox panel
 
 
+def test_dashboard_says_what_to_do_about_a_panel_it_cannot_show(ops):
+    app, op, _sub = ops
+    shutil.rmtree(app.settings.root / "schedules")
+    page = op.get("/desk/ops")
+    assert page.status_code == 200
+    assert "ConfigError: schedule folder" in page.text and "Set paths.schedules to a folder" in page.text
+
+
 def test_operator_retries_a_failed_delivery_and_pauses_a_channel(ops):
     app, op, sub = ops
     page = op.get("/desk/ops/outbox?state=failed")

@@ -256,3 +256,14 @@ def test_jobs_history_fits_80_columns_with_its_counts_readable(app):
     header = next(line for line in lines if line.startswith("┃ id"))
     assert "┃ counts / error" in header and header.endswith("┃")  # whole, and the table is not cut off
     assert any("│ slept 0, dry_run" in line for line in lines) and any("RuntimeError" in line for line in lines)
+
+
+def test_status_says_what_to_do_about_a_panel_it_cannot_show(app):
+    """Without a schedules/ folder the Next jobs panel named the ConfigError but not its
+    hint; the hint is what an operator needs."""
+    root = app.settings.root  # no schedules/ here
+    app.engine.connect().close()
+    r = invoke(root, "status")
+    assert r.exit_code == 0, r.output
+    assert "Next jobs  (ConfigError: schedule folder" in r.output
+    assert "hint: Set paths.schedules to a folder of *.toml schedule files" in r.output

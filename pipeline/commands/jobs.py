@@ -299,7 +299,9 @@ def _print_status(ctx, panels: dict) -> None:
 
     def heading(title: str, panel) -> bool:
         reason = _unavailable(panel)
-        c.print(f"\n[bold]{title}[/]" + (f"  [dim]({reason})[/]" if reason else ""))
+        c.print(f"\n[bold]{title}[/]" + (f"  [dim]({escape(reason)})[/]" if reason else ""))
+        if reason and panel.get("hint"):
+            c.print(f"  [yellow]hint:[/] {escape(panel['hint'])}", soft_wrap=True)
         return reason is None
 
     review = panels["review"]
