@@ -107,3 +107,18 @@ def test_console_script_in_a_subprocess(make_app, sqlite_url):
         timeout=60,
     )
     assert out.returncode == 1 and "error: no article 'nope'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_ingest_says_so_when_the_articles_folder_is_missing(make_app, sqlite_url):
+    """`syndicate init` in a new folder, then `syndicate ingest`: it printed "0 new, 0
+    changed ..." as if nothing had changed; it now says the folder is missing and what to do."""
+    app = make_app(sqlite_url)
+    root = app.settings.root
+    shutil.rmtree(root / "content")
+    r = invoke(root, "ingest")
+    assert r.exit_code == 0, r.output
+    assert "0 new" in r.output and "content/articles does not exist, so nothing was read" in r.output
+    assert "set paths.content" in r.output
+    write_author(root)
+    write_article(root, "rituals")
+    assert "does not exist" not in invoke(root, "ingest").output

@@ -84,6 +84,13 @@ def ingest(ctx, names: tuple[str, ...], strict: bool, dry_run: bool):
         f"{report.authors} authors",
     ]
     console.print(("dry run: " if dry_run else "ingested: ") + ", ".join(parts))
+    folder = ctx.settings.path("paths.content") / "articles"
+    if not folder.is_dir():  # "0 new" alone reads as "nothing changed"
+        err_console.print(
+            f"[yellow]note:[/] {escape(str(folder))} does not exist, so nothing was read; create it (one Markdown "
+            "file per article, docs/writing.md) or set paths.content",
+            soft_wrap=True,
+        )
     if report.flagged:
         console.print(f"flagged (see `syndicate review`): {', '.join(report.flagged)}")
     if report.errors:
