@@ -206,3 +206,16 @@ def test_a_state_column_of_regions_is_refused_row_by_row_with_the_way_out(app):
     assert field == "State" and "'CA' is not a state this import knows" in message and "rename it" in message
     renamed = run(app, "Email,Name,Region\nann@example.com,Ann,CA\n", confirmed=True, source="crm")
     assert renamed.created == 1 and renamed.ignored_columns == ["Region"]
+
+
+def test_a_spreadsheet_csv_with_semicolons_or_tabs_imports_like_commas(app):
+    """A spreadsheet saves "CSV" with semicolons where the comma is the decimal mark: the
+    whole header was one column, "no 'email' column in the header line"."""
+    semicolons = "E-Mail;Name;Frequency;Topics\nann@example.com;Ann Dupont;daily;work,wellbeing\n"
+    report = run(app, semicolons, confirmed=True, source="tableur")
+    assert report.created == 1 and report.bad == 0
+    assert run(app, "email\tname\nbob@example.com\tBob, Jr.\n", confirmed=True, source="sheet").created == 1
+    with app.engine.connect() as conn:
+        ann = subs.get(conn, "ann@example.com")
+        assert (ann["name"], ann["frequency"], ann["topics"]) == ("Ann Dupont", "daily", ["wellbeing", "work"])
+        assert subs.get(conn, "bob@example.com")["name"] == "Bob, Jr."

@@ -24,7 +24,9 @@ mailing them a confirmation they did not ask for. So:
 - **Everything else** (ids, notes, labels, tags, dates) is read by no rule: the report
   names those columns, so nobody believes they were imported.
 
-Header names are compared stripped and in lower case.
+Header names are compared stripped and in lower case. The header line also says how
+the file is separated: commas, else semicolons (a spreadsheet's "CSV" in locales whose
+decimal mark is the comma), else tabs.
 """
 
 from __future__ import annotations
@@ -138,6 +140,15 @@ class Columns:
         return None
 
 
+def header_delimiter(line: str) -> str:
+    """The separator of a CSV file, from its header line: a comma, else a semicolon (what
+    a spreadsheet writes as "CSV" where the comma is the decimal mark), else a tab."""
+    for candidate in (",", ";", "\t"):
+        if candidate in line:
+            return candidate
+    return ","
+
+
 def read_header(header: Sequence[str]) -> Columns:
     fields = [f.strip().lower() for f in header]
     names = {f: i for i, f in reversed(list(enumerate(fields)))}  # the first column of a name wins
@@ -164,4 +175,4 @@ def _name_parts(names: dict[str, int]) -> tuple[int, ...]:
     return tuple(i for i in (first, last) if i is not None)
 
 
-__all__ = ["Columns", "read_header", "Verdict", "OWN", "NOT_SUBSCRIBED", "UNCONFIRMED"]
+__all__ = ["Columns", "read_header", "header_delimiter", "Verdict", "OWN", "NOT_SUBSCRIBED", "UNCONFIRMED"]

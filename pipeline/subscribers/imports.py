@@ -33,6 +33,7 @@ from __future__ import annotations
 import array
 import bisect
 import csv
+import itertools
 import dataclasses
 import datetime as dt
 import heapq
@@ -63,7 +64,7 @@ from pipeline.store.schema import (
     suppressions,
 )
 from pipeline.subscribers.addresses import InvalidInput, normalise_email, smtputf8_enabled
-from pipeline.subscribers.columns import OWN, Verdict, read_header
+from pipeline.subscribers.columns import OWN, Verdict, header_delimiter, read_header
 from pipeline.subscribers.fields import clean_frequency, clean_name, clean_timezone, clean_topics
 from pipeline.subscribers.links import confirm_token
 from pipeline.timeutil import utcnow
@@ -322,7 +323,11 @@ class _Parser:
         self.settings = settings
         self.confirmed = confirmed
         self.smtputf8 = smtputf8_enabled(settings)
-        self.reader = csv.reader(text)
+        # A spreadsheet saves "CSV" with semicolons in many locales, or tabs: the header
+        # line says which (its first physical line; the file is still streamed).
+        first = text.readline()
+        self.delimiter = header_delimiter(first)
+        self.reader = csv.reader(itertools.chain([first], text), delimiter=self.delimiter)
         self.seen = _SeenKeys()
         self.topics_seen: dict[str, tuple[str, ...]] = {}
         try:
