@@ -33,11 +33,11 @@ from __future__ import annotations
 import array
 import bisect
 import csv
-import itertools
 import dataclasses
 import datetime as dt
 import heapq
 import io
+import itertools
 import json
 import logging
 import os
