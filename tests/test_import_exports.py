@@ -219,3 +219,8 @@ def test_a_spreadsheet_csv_with_semicolons_or_tabs_imports_like_commas(app):
         ann = subs.get(conn, "ann@example.com")
         assert (ann["name"], ann["frequency"], ann["topics"]) == ("Ann Dupont", "daily", ["wellbeing", "work"])
         assert subs.get(conn, "bob@example.com")["name"] == "Bob, Jr."
+
+
+def test_an_empty_file_imports_nothing_and_says_nothing_is_wrong(app):
+    report = run(app, "", confirmed=True, source="x")
+    assert (report.total, report.created, report.bad) == (0, 0, 0) and report.ignored_columns == []

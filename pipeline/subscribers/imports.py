@@ -327,7 +327,7 @@ class _Parser:
         # line says which (its first physical line; the file is still streamed).
         first = text.readline()
         self.delimiter = header_delimiter(first)
-        self.reader = csv.reader(itertools.chain([first], text), delimiter=self.delimiter)
+        self.reader = csv.reader(itertools.chain([first], text) if first else text, delimiter=self.delimiter)
         self.seen = _SeenKeys()
         self.topics_seen: dict[str, tuple[str, ...]] = {}
         try:
