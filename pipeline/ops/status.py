@@ -271,8 +271,9 @@ def snapshot(app) -> dict:
         except Exception as exc:  # one broken panel must not hide the others
             log.debug("status panel %s failed", name, exc_info=True)
             panels[name] = {"unavailable": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-            if getattr(exc, "hint", ""):  # what to do about it (a ConfigError says)
-                panels[name]["hint"] = exc.hint  # type: ignore[attr-defined]
+            hint = getattr(exc, "hint", "")  # what to do about it (a ConfigError says)
+            if hint:
+                panels[name]["hint"] = hint
 
     panel("review", review_panel, "conn")
     panel("sources", sources_panel, "conn", settings)

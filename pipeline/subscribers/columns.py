@@ -125,10 +125,8 @@ class Columns:
         """The consent columns read (header names as in the file)."""
         return [column for _i, column, _rule in self.rules]
 
-    def name(self, record: Sequence[str]) -> str | None:
-        """The name made of the first and last names, or None when the file has a name column."""
-        if not self.name_parts:
-            return None
+    def name(self, record: Sequence[str]) -> str:
+        """The name made of the first and last names (used when the file has no name column)."""
         return " ".join(p for p in (record[i].strip() if i < len(record) else "" for i in self.name_parts) if p)
 
     def verdict(self, record: Sequence[str], confirmed: bool) -> tuple[str, str, str] | None:

@@ -15,9 +15,10 @@ from typing import IO
 from sqlalchemy.engine import Connection
 
 from pipeline.config import Settings
+from pipeline.subscribers.columns import OWN
 from pipeline.subscribers.state import list_subscribers
 
-IMPORT_COLUMNS = ("email", "name", "frequency", "topics", "timezone")
+IMPORT_COLUMNS = OWN  # the columns of our own import format (pipeline.subscribers.columns)
 EXPORT_COLUMNS = (
     "email",
     "name",

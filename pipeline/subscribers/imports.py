@@ -326,8 +326,8 @@ class _Parser:
         # A spreadsheet saves "CSV" with semicolons in many locales, or tabs: the header
         # line says which (its first physical line; the file is still streamed).
         first = text.readline()
-        self.delimiter = header_delimiter(first)
-        self.reader = csv.reader(itertools.chain([first], text) if first else text, delimiter=self.delimiter)
+        lines = itertools.chain([first], text) if first else text
+        self.reader = csv.reader(lines, delimiter=header_delimiter(first))
         self.seen = _SeenKeys()
         self.topics_seen: dict[str, tuple[str, ...]] = {}
         try:
@@ -369,7 +369,7 @@ class _Parser:
                 continue
             cells = {name: record[i] if i < len(record) else "" for name, i in index.items()}
             if columns.name_parts:
-                cells["name"] = columns.name(record) or ""
+                cells["name"] = columns.name(record)
             try:
                 if len(record) > width:
                     raise InvalidInput("row", "more values than columns")
