@@ -263,3 +263,21 @@ def test_a_report_to_a_plain_address_is_matched_by_the_verp_in_the_returned_copy
     [d] = report.decisions
     assert (d.kind, d.decision, d.delivery_id) == ("hard", "suppressed", rid)
     assert suppressed(app) == {"gone@example.org": "hard_bounce"}
+
+
+def test_a_maildir_is_read_in_order_of_arrival(tmp_path):
+    """Maildir names carry unpadded microseconds: sorted as strings, `M10913` came before
+    `M9876` of the same second (test_a_forged_verp_token_is_ignored_bnc1 failed when its
+    two messages were written 9,876 and 10,913 microseconds into a second)."""
+    from pipeline.delivery.inbound.bounces import iter_messages
+
+    box = tmp_path / "box"
+    for folder in ("cur", "new", "tmp"):
+        (box / folder).mkdir(parents=True)
+    for name in ("1796648621.M10913P29337Q2.vm", "1796648621.M9876P29337Q1.vm", "1796648620.M999999P29337Q0.vm"):
+        (box / "new" / name).write_bytes(f"Subject: {name}\n\nx\n".encode())
+    assert [name.split("/")[1] for name, _raw in iter_messages(box)] == [
+        "1796648620.M999999P29337Q0.vm",
+        "1796648621.M9876P29337Q1.vm",
+        "1796648621.M10913P29337Q2.vm",
+    ]

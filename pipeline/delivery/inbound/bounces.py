@@ -95,6 +95,17 @@ class BounceReport:
 # --- reading a mailbox ------------------------------------------------------------------
 
 
+_RUNS = re.compile(r"(\d+)")
+
+
+def _arrival(key: str) -> list:
+    """A Maildir name's order of arrival: its numbers compared as numbers. Names are
+    `<seconds>.M<microseconds>P<pid>Q<n>.<host>` (Python, Dovecot's `.M...` too) with the
+    microseconds not zero-padded, so as strings `M10913` sorted before `M9876` of the
+    same second, and two bounces were read in the order they did not arrive in."""
+    return [int(run) if run.isdigit() else run for run in _RUNS.split(key)]
+
+
 def iter_messages(path: Path) -> Iterator[tuple[str, bytes]]:
     """(name, raw bytes) for every message at `path`."""
     path = Path(path)
@@ -102,7 +113,7 @@ def iter_messages(path: Path) -> Iterator[tuple[str, bytes]]:
         raise NotFound(f"no mailbox at {path}", hint="Give a Maildir folder, an mbox file or a folder of .eml files.")
     if path.is_dir() and (path / "cur").is_dir() and (path / "new").is_dir():
         box = mailbox.Maildir(str(path), factory=None, create=False)
-        for key in sorted(box.keys()):
+        for key in sorted(box.keys(), key=_arrival):
             yield f"{path.name}/{key}", box.get_bytes(key)
         return
     if path.is_dir():
